@@ -1,0 +1,71 @@
+#!/usr/bin/env bash
+# build.sh: install what is missing (Debian 12 packages), build, and optionally run.
+#   ./build.sh          build build/kerngen and build/libkerngen.a
+#   ./build.sh test     build and run the test suite (cmocka; one binary per module)
+#   ./build.sh run      build and run the main job: check every graph, print a table
+#   ./build.sh asan     build with AddressSanitizer + UBSan into build-asan/ and run the tests
+#   ./build.sh bench    build and run the benchmark (bench/)
+set -euo pipefail
+cd "$(dirname "$0")"
+
+PACKAGES=(gcc clang make tcc libtcc-dev liblua5.4-dev libcmocka-dev gcc-arm-none-eabi libnewlib-arm-none-eabi)
+missing=()
+for p in "${PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "build.sh: installing ${missing[*]}"
+  SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
+mode="${1:-build}"
+OUT=build
+CFLAGS_EXTRA=()
+if [ "$mode" = asan ]; then
+  OUT=build-asan
+  CFLAGS_EXTRA=(-fsanitize=address,undefined -fno-omit-frame-pointer)
+fi
+CC=${CC:-gcc}
+WARN=(-Wall -Wextra -Wshadow -Wstrict-prototypes -Wmissing-prototypes -Wpedantic -Werror)
+CFLAGS=(-std=c99 -O2 -g "${WARN[@]}" -Iruntime -I/usr/include/lua5.4 -I"$OUT" "${CFLAGS_EXTRA[@]}")
+LIBS=(-llua5.4 -ltcc -lm -lpthread -ldl)
+
+mkdir -p "$OUT"
+$CC -std=c99 -O2 "${WARN[@]}" -o "$OUT/embed" gen/embed.c
+"$OUT/embed" "$OUT/kg_embedded.c" gen/*.lua graphs/*.lua templates/*.in
+objs=()
+for src in runtime/*.c "$OUT/kg_embedded.c"; do
+  obj="$OUT/$(basename "${src%.c}").o"
+  $CC "${CFLAGS[@]}" -c "$src" -o "$obj" &
+  objs+=("$obj")
+done
+wait
+rm -f "$OUT/libkerngen.a"
+ar rcs "$OUT/libkerngen.a" "${objs[@]}"
+$CC "${CFLAGS[@]}" -o "$OUT/kerngen" gen/kerngen.c "$OUT/libkerngen.a" "${LIBS[@]}"
+
+run_tests() {
+  local pass=0 fail=0 t
+  for t in tests/test_*.c; do
+    $CC "${CFLAGS[@]}" -D_POSIX_C_SOURCE=200809L -o "$OUT/$(basename "${t%.c}")" "$t" "$OUT/libkerngen.a" \
+      "${LIBS[@]}" -lcmocka &
+  done
+  wait
+  for t in tests/test_*.c; do
+    local bin="$OUT/$(basename "${t%.c}")"
+    echo "== $bin"
+    if KERNGEN_BIN="$OUT/kerngen" "$bin" 2>&1; then pass=$((pass + 1)); else fail=$((fail + 1)); fi
+  done
+  echo "test binaries: $pass passed, $fail failed"
+  [ "$fail" -eq 0 ]
+}
+
+case "$mode" in
+  build) echo "built $OUT/kerngen and $OUT/libkerngen.a" ;;
+  test|asan) run_tests ;;
+  run) "$OUT/kerngen" check --all ;;
+  bench) bash bench/run.sh "$OUT" ;;
+  *) echo "usage: ./build.sh [build|test|run|asan|bench]" >&2; exit 2 ;;
+esac

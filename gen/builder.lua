@@ -1,0 +1,214 @@
+-- builder: the vocabulary of graph specs. A spec's forward(g, v) assigns named values
+-- (v.mean = g.mean(v.xs, 2)) built from tensors with NumPy-style broadcasting (x - mean works
+-- for x[rows][dim] and mean[rows][1]); numbers are lifted to constants. Everything lowers to the
+-- IR primitives of ops.lua through ir's constructors, with explicit bcast/reshape nodes.
+-- Axes are 1-based; negative axes count from the end (-1 = last). Reductions keep their axes
+-- with extent 1 (keepdims), so their results broadcast back naturally.
+-- Errors name the spec file and line of the offending call.
+
+local util = require("util")
+
+local builder = {}
+
+local Tensor = {}  -- handle {node, b} around an IR node, so IR nodes stay plain data
+
+-- Tensor metamethods dispatch to the builder that made the handle (g.call nests builders).
+local function owner(x, y) return getmetatable(x) == Tensor and x.b or y.b end
+Tensor.__add = function(x, y) return owner(x, y).binary("add", x, y) end
+Tensor.__sub = function(x, y) return owner(x, y).binary("sub", x, y) end
+Tensor.__mul = function(x, y) return owner(x, y).binary("mul", x, y) end
+Tensor.__div = function(x, y) return owner(x, y).binary("div", x, y) end
+Tensor.__unm = function(x) return x.b.neg(x) end
+Tensor.__index = function(t, k)
+  if k == "shape" then return rawget(t, "node").shape end
+  rawget(t, "b").fail("tensors have no field '" .. tostring(k) .. "'")
+end
+
+local function here(b)
+  -- the innermost stack frame that belongs to the spec being built
+  for level = 2, 40 do
+    local info = debug.getinfo(level, "Sl")
+    if not info then break end
+    if info.short_src == b.file and info.currentline > 0 then return b.file .. ":" .. info.currentline .. ": " end
+  end
+  return b.file .. ": "
+end
+
+function builder.new(G, S, ctx, prefix)
+  local b = { G = G, S = S, file = S.file, ctx = ctx, prefix = prefix or "" }
+  local named = {}
+
+  local function fail(msg) util.fail(here(b) .. msg) end
+
+  local function wrap(n) return setmetatable({ node = n, b = b }, Tensor) end
+  local function unwrap(x, what)
+    if type(x) == "number" then return x end
+    if getmetatable(x) ~= Tensor then fail((what or "argument") .. " is not a tensor") end
+    return x.node
+  end
+
+  -- NumPy broadcasting of two nodes (numbers become constants of the other's shape)
+  local function broadcast2(a, b2)
+    if type(a) == "number" and type(b2) == "number" then fail("arithmetic on two numbers needs no graph") end
+    if type(a) == "number" then a = G:scalar(a, b2.shape) end
+    if type(b2) == "number" then b2 = G:scalar(b2, a.shape) end
+    local ra, rb = #a.shape, #b2.shape
+    local r = math.max(ra, rb)
+    local shape = {}
+    for i = 1, r do
+      local ea = a.shape[i - (r - ra)] or 1
+      local eb = b2.shape[i - (r - rb)] or 1
+      if ea ~= eb and ea ~= 1 and eb ~= 1 then
+        fail("cannot broadcast " .. util.shape_str(a.shape) .. " with " .. util.shape_str(b2.shape))
+      end
+      shape[i] = math.max(ea, eb)
+    end
+    local function to(n)
+      local dims = {}
+      for k = 1, #n.shape do dims[k] = k + (r - #n.shape) end
+      return G:bcast(n, shape, dims)
+    end
+    return to(a), to(b2)
+  end
+
+  function b.binary(op, x, y)
+    local a, c = broadcast2(unwrap(x), unwrap(y))
+    return wrap(G:make(op, { a, c }))
+  end
+  function b.neg(x) return wrap(G:neg(unwrap(x))) end
+  b.fail = fail
+
+  local function axes_of(n, axes)
+    if type(axes) == "number" then axes = { axes } end
+    local out, seen = {}, {}
+    for _, ax in ipairs(axes) do
+      if math.type(ax) ~= "integer" then fail("axes are integers") end
+      local a = ax < 0 and #n.shape + 1 + ax or ax
+      if a < 1 or a > #n.shape then fail("axis " .. ax .. " out of range for " .. util.shape_str(n.shape)) end
+      if seen[a] then fail("axis " .. ax .. " given twice") end
+      seen[a] = true
+      out[#out + 1] = a
+    end
+    table.sort(out)
+    return out
+  end
+
+  local function keepdims(n, axes, red)
+    local shape = {}
+    for i, e in ipairs(n.shape) do shape[i] = e end
+    for _, a in ipairs(axes) do shape[a] = 1 end
+    return G:reshape(red, shape)
+  end
+
+  local g = {}
+  g.dim, g.attr = ctx.dims, ctx.attrs
+  g.dtype, g.semantics = ctx.dtype, ctx.semantics
+
+  function g.sum(x, axes)
+    local n = unwrap(x); axes = axes_of(n, axes)
+    return wrap(keepdims(n, axes, G:sum(n, axes)))
+  end
+  function g.mean(x, axes)
+    local n = unwrap(x); axes = axes_of(n, axes)
+    local count = 1
+    for _, a in ipairs(axes) do count = count * n.shape[a] end
+    local s = keepdims(n, axes, G:sum(n, axes))
+    return wrap(G:mul(s, G:scalar(1 / count, s.shape)))
+  end
+  -- element 0 along an axis (kept with extent 1)
+  function g.first(x, axis)
+    local n = unwrap(x); local a = axes_of(n, axis)
+    return wrap(keepdims(n, a, G:pick0(n, a[1])))
+  end
+  for _, op in ipairs({ "sqrt_clamp", "recip", "exp", "tanh", "erf", "erfc", "detach" }) do
+    g[op] = function(x) return wrap(G[op](G, unwrap(x))) end
+  end
+  function g.gelu(x, approx)
+    if approx ~= "erf" and approx ~= "tanh" then fail("gelu approx must be 'erf' or 'tanh'") end
+    return wrap(G:gelu(unwrap(x), approx))
+  end
+  function g.reshape(x, shape)
+    local n = unwrap(x)
+    if util.count(shape) ~= util.count(n.shape) then
+      fail("cannot reshape " .. util.shape_str(n.shape) .. " to " .. util.shape_str(shape))
+    end
+    return wrap(G:reshape(n, shape))
+  end
+  -- linear map over the last axis: x[..., i], w[o][i] -> y[..., o] = sum_i w[o][i] x[..., i]
+  function g.linear(x, w)
+    local xn, wn = unwrap(x), unwrap(w)
+    local r = #xn.shape
+    if #wn.shape ~= 2 or wn.shape[2] ~= xn.shape[r] then
+      fail("linear: weight " .. util.shape_str(wn.shape) .. " does not match input " .. util.shape_str(xn.shape))
+    end
+    local shape, xdims = {}, {}
+    for i = 1, r - 1 do shape[i] = xn.shape[i]; xdims[i] = i end
+    shape[r], shape[r + 1] = wn.shape[1], wn.shape[2]
+    xdims[r] = r + 1
+    local prod = G:mul(G:bcast(wn, shape, { r, r + 1 }), G:bcast(xn, shape, xdims))
+    return wrap(G:sum(prod, { r + 1 }))
+  end
+  function g.shape(x) return unwrap(x).shape end
+  function g.fail(msg) fail(tostring(msg)) end
+
+  -- Another graph as one node: inputs by name; its dims come from the input shapes and
+  -- params (NAME=VALUE strings or a table) fill the rest; attrs default to this graph's preset.
+  function g.call(name, args, params)
+    local spec = require("spec")
+    local S2 = spec.find(name)
+    local list = {}
+    for k, v in pairs(params or {}) do list[#list + 1] = k .. "=" .. util.num_str(v) end
+    table.sort(list)
+    local inputs, dims_from_inputs = {}, {}
+    for _, i in ipairs(S2.inputs) do
+      local t = args[i[1]]
+      if t ~= nil then
+        local n = unwrap(t, "input " .. i[1])
+        inputs[i[1]] = n
+        if #n.shape ~= #i - 1 then fail(name .. ": input " .. i[1] .. " has rank " .. #n.shape) end
+        for k = 2, #i do
+          local prev = dims_from_inputs[i[k]]
+          if prev and prev ~= n.shape[k - 1] then fail(name .. ": inconsistent dim " .. i[k]) end
+          dims_from_inputs[i[k]] = n.shape[k - 1]
+        end
+      end
+    end
+    for dname, v in pairs(dims_from_inputs) do
+      if not (params and params[dname]) then list[#list + 1] = dname .. "=" .. v end
+    end
+    table.sort(list)
+    local dims, attrs = spec.bind(S2, list, ctx.semantics, ctx.dtype)
+    for _, i in ipairs(spec.active_inputs(S2, attrs)) do
+      if not inputs[i[1]] then fail(name .. ": missing input " .. i[1]) end
+    end
+    local sub = { dims = dims, attrs = attrs, dtype = ctx.dtype, semantics = ctx.semantics }
+    local outs = spec.run_forward(S2, G, sub, inputs, b.prefix .. name .. ".")
+    local res = {}
+    for k, n in pairs(outs) do res[k] = wrap(n) end
+    return res
+  end
+
+  -- v: named values. Assigning names the node (first name wins) for dot and comments.
+  b.values = setmetatable({}, {
+    __newindex = function(_, k, x)
+      if named[k] then fail("value '" .. k .. "' assigned twice") end
+      local n = unwrap(x, "value " .. tostring(k))
+      if type(n) == "number" then n = G:scalar(n, {}) end
+      if not n.name then n.name = b.prefix .. k end
+      named[k] = n
+    end,
+    __index = function(_, k)
+      local n = named[k]
+      if not n then fail("no value named '" .. tostring(k) .. "'") end
+      return wrap(n)
+    end,
+  })
+  b.named = named
+  function b.set(k, n) named[k] = n end
+  function b.get(k) return named[k] end
+  b.g = g
+  b.wrap, b.unwrap = wrap, unwrap
+  return b
+end
+
+return builder

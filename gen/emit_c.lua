@@ -1,0 +1,302 @@
+-- emit_c: loop IR -> C99 text. Lines go into a table with an indent counter and are joined once.
+--
+-- Guarantees the generated-code contract: C99, no allocation, no globals, no I/O; restrict
+-- pointers, const inputs; literals that round-trip (util.c_literal); names and order fixed by
+-- the IR, so the same request gives the same bytes. Reductions use explicit lane accumulators
+-- combined in a fixed tree, identical whether written as a loop or unrolled, so the summation
+-- order belongs to the generator and not to the C compiler. Domain checks (ops.domain) set the
+-- return code. Helper functions (sqrt_clamp, gelu...) are static and emitted only when used.
+
+local ops = require("ops")
+local util = require("util")
+local lower = require("lower")
+
+local emit = {}
+
+emit.LANES = { f32 = 16, f64 = 8 }
+local CTYPE = { f32 = "float", f64 = "double" }
+local MAXVAL = { f32 = "3.40282347e+38f", f64 = "1.7976931348623157e+308" }
+
+---------------------------------------------------------------------------------------------
+-- Line buffer
+
+local function new_out()
+  local o = { lines = {}, depth = 0, statements = 0 }
+  function o.line(s)
+    o.lines[#o.lines + 1] = (s == "" and "" or string.rep("    ", o.depth) .. s)
+    if s:sub(-1) == ";" then o.statements = o.statements + 1 end
+  end
+  function o.open(s) o.line(s); o.depth = o.depth + 1 end
+  function o.close(s) o.depth = o.depth - 1; o.line(s or "}") end
+  function o.text() return table.concat(o.lines, "\n") .. "\n" end
+  return o
+end
+
+---------------------------------------------------------------------------------------------
+-- Expressions. A printed expression is {s, prec}: 3 atom, 2.5 unary minus, 2 * /, 1 + -.
+
+local function atom(s) return { s = s, prec = 3 } end
+local function paren(p, min) if p.prec < min then return "(" .. p.s .. ")" end return p.s end
+local function infix(a, op, b, prec)
+  -- left operand keeps C's left-to-right grouping; the right one is parenthesized at equal
+  -- precedence, because floating-point + and * are not associative
+  return { s = paren(a, prec) .. " " .. op .. " " .. paren(b, prec + 0.1), prec = prec }
+end
+emit.infix = infix
+
+local function index_str(buf, index, env)
+  local a = lower.aff.eval(lower.aff.add(index, lower.aff.const(buf.base or 0)), env)
+  return buf.cname .. "[" .. lower.aff.str(a) .. "]"
+end
+
+local function helper_name(e, dtype)
+  local c = ops[e.op].c
+  local approx = e.attr and e.attr.approx
+  return "kg_" .. c.helper .. (approx and ("_" .. approx) or "") .. "_" .. dtype
+end
+
+function emit.expr(e, env, dtype, helpers)
+  if e.k == "load" then return atom(index_str(e.buf, e.index, env)) end
+  if e.k == "num" then
+    local s = util.c_literal(e.v, dtype)
+    return { s = s, prec = (e.v < 0 or (e.v == 0 and 1 / e.v < 0)) and 2.5 or 3 }
+  end
+  if e.k == "ifzero" then
+    local a = lower.aff.eval(e.index, env)
+    if next(a.t) == nil then
+      if a.c == 0 then return emit.expr(e.e, env, dtype, helpers) end
+      return atom(util.c_literal(0, dtype))
+    end
+    local v = emit.expr(e.e, env, dtype, helpers)
+    return atom("(" .. lower.aff.str(a) .. " == 0 ? " .. v.s .. " : " .. util.c_literal(0, dtype) .. ")")
+  end
+  local c = ops[e.op].c
+  local args = {}
+  for i, a in ipairs(e.args) do args[i] = emit.expr(a, env, dtype, helpers) end
+  if c.infix then
+    if c.lhs then return infix(atom(util.c_literal(c.lhs, dtype)), c.infix, args[1], c.prec) end
+    return infix(args[1], c.infix, args[2], c.prec)
+  elseif c.prefix then
+    return { s = c.prefix .. paren(args[1], 2.5), prec = 2.5 }
+  elseif c.call then
+    return atom(c.call .. (dtype == "f32" and "f" or "") .. "(" .. args[1].s .. ")")
+  elseif c.helper then
+    local name = helper_name(e, dtype)
+    helpers[name] = { op = e.op, approx = e.attr and e.attr.approx }
+    return atom(name .. "(" .. args[1].s .. ")")
+  end
+  error("emit_c: no C form for op " .. e.op)
+end
+
+---------------------------------------------------------------------------------------------
+-- Statements
+
+local function emit_check(out, target, check, dtype)
+  if not check then return end
+  local v, max = target, MAXVAL[dtype]
+  if check == "positive" then
+    out.line("bad |= !(" .. v .. " > 0 && " .. v .. " <= " .. max .. ");")
+  else
+    out.line("bad |= !(" .. v .. " >= -" .. max .. " && " .. v .. " <= " .. max .. ");")
+  end
+end
+
+-- Lane l sums the terms whose innermost reduction index j has j % L == l, in order (outer
+-- reduction indices first, then increasing j); lanes are then combined pairwise:
+-- width w -> ceil(w/2) by lane[i] += lane[i + ceil(w/2)].
+local function combine_order(L)
+  local steps, w = {}, L
+  while w > 1 do
+    local nw = (w + 1) // 2
+    for i = 0, w - nw - 1 do steps[#steps + 1] = { i, i + nw } end
+    w = nw
+  end
+  return steps
+end
+
+local function each_combo(vars, k, env, fn)
+  if k > #vars then return fn(env) end
+  for v = 0, vars[k].n - 1 do
+    local e2 = setmetatable({ [vars[k].var] = v }, { __index = env })
+    each_combo(vars, k + 1, e2, fn)
+  end
+end
+
+local function emit_reduce(out, nest, env, ctx)
+  local b, dtype, T = nest.body, ctx.dtype, CTYPE[ctx.dtype]
+  local outer = {}
+  for k = 1, #b.rvars - 1 do outer[k] = b.rvars[k] end
+  local inner = b.rvars[#b.rvars]
+  local L = math.min(emit.LANES[dtype], inner.n)
+  local target = index_str(b.target.buf, b.target.index, env)
+  if nest.unroll_reduce then
+    local lanes = {}
+    each_combo(outer, 1, env, function(e1)
+      for j = 0, inner.n - 1 do
+        local e2 = setmetatable({ [inner.var] = j }, { __index = e1 })
+        local t = emit.expr(b.expr, e2, dtype, ctx.helpers)
+        local l = j % L
+        lanes[l] = lanes[l] and infix(lanes[l], "+", t, 1) or t
+      end
+    end)
+    for _, s in ipairs(combine_order(L)) do lanes[s[1]] = infix(lanes[s[1]], "+", lanes[s[2]], 1) end
+    out.line(target .. " = " .. lanes[0].s .. ";")
+    emit_check(out, target, b.check, dtype)
+    return
+  end
+  out.open("{")
+  out.line(T .. " acc[" .. L .. "] = {0};")
+  for _, r in ipairs(outer) do out.open(string.format("for (int %s = 0; %s < %d; ++%s) {", r.var, r.var, r.n, r.var)) end
+  local main = inner.n - inner.n % L
+  local function lane_stmt(l, at, e1)
+    local e2 = setmetatable({ [inner.var] = at }, { __index = e1 })
+    out.line("acc[" .. l .. "] += " .. emit.expr(b.expr, e2, dtype, ctx.helpers).s .. ";")
+  end
+  if main == L then
+    for l = 0, L - 1 do lane_stmt(l, l, env) end
+  else
+    local v = inner.var
+    out.open(string.format("for (int %s = 0; %s < %d; %s += %d) {", v, v, main, v, L))
+    for l = 0, L - 1 do lane_stmt(l, lower.aff.add(lower.aff.var(v), lower.aff.const(l)), env) end
+    out.close()
+  end
+  for j = main, inner.n - 1 do lane_stmt(j - main, j, env) end
+  for _ in ipairs(outer) do out.close() end
+  for _, s in ipairs(combine_order(L)) do
+    out.line(string.format("acc[%d] = acc[%d] + acc[%d];", s[1], s[1], s[2]))
+  end
+  out.line(target .. " = acc[0];")
+  emit_check(out, target, b.check, dtype)
+  out.close()
+end
+
+local function emit_nest(out, nest, ctx)
+  local function level(k, env)
+    local l = nest.loops[k]
+    if k <= nest.keep then
+      out.open(string.format("for (int %s = 0; %s < %d; ++%s) {", l.var, l.var, l.n, l.var))
+      level(k + 1, env)
+      out.close()
+    elseif l then
+      for v = 0, l.n - 1 do level(k + 1, setmetatable({ [l.var] = v }, { __index = env })) end
+    elseif nest.body.k == "reduce" then
+      emit_reduce(out, nest, env, ctx)
+    else
+      local b = nest.body
+      local target = index_str(b.target.buf, b.target.index, env)
+      out.line(target .. " = " .. emit.expr(b.expr, env, ctx.dtype, ctx.helpers).s .. ";")
+      emit_check(out, target, b.check, ctx.dtype)
+    end
+  end
+  level(1, {})
+end
+
+---------------------------------------------------------------------------------------------
+-- Functions
+
+function emit.signature(fn, L, dtype)
+  local T, args = CTYPE[dtype], {}
+  for _, p in ipairs(L.params) do
+    args[#args + 1] = (p.const and "const " or "") .. T .. " *restrict " .. p.cname
+  end
+  args[#args + 1] = T .. " *restrict ws"
+  return "int " .. fn .. "(" .. table.concat(args, ", ") .. ")"
+end
+
+function emit.fn(fn, L, dtype, helpers, comment)
+  local out = new_out()
+  local ctx = { dtype = dtype, helpers = helpers }
+  local used, checks = {}, false
+  for _, nest in ipairs(L.nests) do
+    for buf in pairs(lower.reads(nest.body.expr, {})) do used[buf] = true end
+    checks = checks or nest.body.check ~= nil
+  end
+  out.line("/* " .. comment .. " */")
+  out.line(emit.signature(fn, L, dtype))
+  out.line("{")
+  out.depth = 1
+  for _, p in ipairs(L.params) do if p.const and not used[p] then out.line("(void)" .. p.cname .. ";") end end
+  if L.ws_size == 0 then out.line("(void)ws;") end
+  if checks then out.line("int bad = 0;") end
+  for _, nest in ipairs(L.nests) do
+    local n = nest.node
+    out.line("/* " .. (n.name or ("%" .. n.id)) .. " " .. util.shape_str(n.shape) .. " */")
+    emit_nest(out, nest, ctx)
+  end
+  out.line(checks and "return bad;" or "return 0;")
+  out.depth = 0
+  out.line("}")
+  return out
+end
+
+---------------------------------------------------------------------------------------------
+-- Helpers: small static functions written from + - * / and libm. GELU follows PyTorch's
+-- formulas, rewritten to keep relative accuracy in the negative tail:
+--   erf:  gelu = 0.5 x erfc(-x/sqrt2);  gelu' = 0.5 erfc(-x/sqrt2) + x exp(-x^2/2)/sqrt(2 pi)
+--   tanh: with u = sqrt(2/pi)(x + 0.044715 x^3) and s = 1/(1+exp(-2u)) (so 1 + tanh u = 2s):
+--         gelu = x s;  gelu' = s + 2 x s (1-s) sqrt(2/pi)(1 + 3*0.044715 x^2)
+
+local HELPERS = {
+  sqrt_clamp = function(T, lit, f)
+    return { "return v < " .. lit(0) .. " ? " .. lit(0) .. " : sqrt" .. f .. "(v);" }
+  end,
+  gelu_erf = function(T, lit, f)
+    return { "return " .. lit(0.5) .. " * v * erfc" .. f .. "(-v * " .. lit(0.70710678118654752440) .. ");" }
+  end,
+  gelu_grad_erf = function(T, lit, f)
+    return { "return " .. lit(0.5) .. " * erfc" .. f .. "(-v * " .. lit(0.70710678118654752440) .. ")",
+      "    + v * exp" .. f .. "(" .. lit(-0.5) .. " * v * v) * " .. lit(0.39894228040143267794) .. ";" }
+  end,
+  gelu_tanh = function(T, lit, f)
+    return {
+      T .. " u = " .. lit(ops.SQRT_2_OVER_PI) .. " * (v + " .. lit(ops.GELU_KAPPA) .. " * v * v * v);",
+      T .. " e = exp" .. f .. "(" .. lit(-2) .. " * (u < 0 ? -u : u));",
+      T .. " s = u < 0 ? e / (" .. lit(1) .. " + e) : " .. lit(1) .. " / (" .. lit(1) .. " + e);",
+      "return v * s;" }
+  end,
+  gelu_grad_tanh = function(T, lit, f)
+    return {
+      T .. " u = " .. lit(ops.SQRT_2_OVER_PI) .. " * (v + " .. lit(ops.GELU_KAPPA) .. " * v * v * v);",
+      T .. " e = exp" .. f .. "(" .. lit(-2) .. " * (u < 0 ? -u : u));",
+      T .. " s = u < 0 ? e / (" .. lit(1) .. " + e) : " .. lit(1) .. " / (" .. lit(1) .. " + e);",
+      T .. " sm = u < 0 ? " .. lit(1) .. " / (" .. lit(1) .. " + e) : e / (" .. lit(1) .. " + e);",
+      "return s + " .. lit(2) .. " * v * s * sm * " .. lit(ops.SQRT_2_OVER_PI) .. " * (" .. lit(1) .. " + "
+        .. lit(3 * ops.GELU_KAPPA) .. " * v * v);" }
+  end,
+}
+
+function emit.helpers(helpers)
+  local names = {}
+  for name in pairs(helpers) do names[#names + 1] = name end
+  table.sort(names)
+  local out = new_out()
+  for _, name in ipairs(names) do
+    local h = helpers[name]
+    local dtype = name:sub(-3)
+    local T = CTYPE[dtype]
+    local key = ops[h.op].c.helper .. (h.approx and ("_" .. h.approx) or "")
+    local body = HELPERS[key]
+    if not body then error("emit_c: no helper body for " .. key) end
+    out.line("static " .. T .. " " .. name .. "(" .. T .. " v)")
+    out.line("{")
+    for _, l in ipairs(body(T, function(x) return util.c_literal(x, dtype) end, dtype == "f32" and "f" or "")) do
+      out.line("    " .. l)
+    end
+    out.line("}")
+    out.line("")
+  end
+  return out.text()
+end
+
+-- Prototypes that replace <math.h> in the hermetic JIT (the host passes these symbols).
+emit.LIBM = { "sqrt", "exp", "tanh", "erf", "erfc" }
+function emit.libm_prototypes()
+  local out = {}
+  for _, f in ipairs(emit.LIBM) do
+    out[#out + 1] = "double " .. f .. "(double);"
+    out[#out + 1] = "float " .. f .. "f(float);"
+  end
+  return table.concat(out, "\n") .. "\n"
+end
+
+return emit

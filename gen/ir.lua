@@ -1,0 +1,189 @@
+-- ir: the graph IR. A graph is an SSA list of nodes in topological order:
+--   node = { id, op, args = {node...}, shape = {extent...}, attr = {...}, name = string|nil }
+--   graph = { nodes = {...}, inputs = {{name, role, node}...}, outputs = {{name, role, node}...} }
+-- Nodes are created only through G:make (and the named constructors below), which infers the
+-- shape from the op table, applies the op's fold rule and hash-conses (CSE by construction).
+-- Constructors treat nil as the zero tensor, which is how autodiff skips zero contributions.
+-- ir.verify(G) is the IR checker run between passes in tests (--check-ir).
+
+local ops = require("ops")
+local util = require("util")
+
+local ir = {}
+local Graph = {}
+Graph.__index = Graph
+
+function ir.new()
+  return setmetatable({ nodes = {}, inputs = {}, outputs = {}, memo = {} }, Graph)
+end
+
+-- A new graph that starts with G's nodes and I/O lists (derived graphs extend the forward one).
+function Graph:clone()
+  local H = ir.new()
+  for i, n in ipairs(self.nodes) do H.nodes[i] = n end
+  for k, n in pairs(self.memo) do H.memo[k] = n end
+  for i, io in ipairs(self.inputs) do H.inputs[i] = io end
+  return H
+end
+
+local function key_of(op, args, attr)
+  local parts = { op }
+  for i, a in ipairs(args) do parts[#parts + 1] = a.id end
+  parts[#parts + 1] = util.serialize(attr)
+  return table.concat(parts, ",")
+end
+
+function Graph:shape_of(op, args, attr)
+  local def = ops[op]
+  if not def or type(def) ~= "table" or not def.kind then error("unknown op '" .. tostring(op) .. "'", 2) end
+  if #args ~= def.arity then error(op .. ": expected " .. def.arity .. " arguments, got " .. #args, 2) end
+  local shapes = {}
+  for i, a in ipairs(args) do shapes[i] = a.shape end
+  local ok, shape = pcall(def.shape, shapes, attr or {})
+  if not ok then
+    local msg = tostring(shape):gsub("^.-:%d+: ", "")
+    local s = {}
+    for i, a in ipairs(args) do s[i] = util.shape_str(a.shape) end
+    error(op .. ": " .. msg .. " (argument shapes " .. table.concat(s, ", ") .. ")", 0)
+  end
+  return shape
+end
+
+function Graph:make(op, args, attr)
+  attr = attr or {}
+  local def = ops[op]
+  local shape = self:shape_of(op, args, attr)
+  if def.fold then
+    local folded = def.fold(self, args[1], args[2] or attr, attr)
+    if folded then return folded end
+  end
+  if def.kind == "elementwise" and op ~= "gelu" and op ~= "gelu_grad" then
+    local all_const = #args > 0
+    for _, a in ipairs(args) do if a.op ~= "const" then all_const = false end end
+    if all_const and ops.eval[op] then
+      return self:scalar(ops.eval[op](args[1].attr.value, args[2] and args[2].attr.value), shape)
+    end
+  end
+  local key = key_of(op, args, attr)
+  local hit = self.memo[key]
+  if hit then return hit end
+  local n = { id = #self.nodes + 1, op = op, args = args, shape = shape, attr = attr, graph = self }
+  self.nodes[#self.nodes + 1] = n
+  self.memo[key] = n
+  return n
+end
+
+-- Constants are full-shape nodes (no broadcast needed); inputs carry their argument name and role.
+function Graph:scalar(v, shape)
+  assert(type(v) == "number" and v == v, "constant must be a number")
+  return self:make("const", {}, { value = v, shape = shape })
+end
+
+function Graph:input(name, shape, role)
+  local n = self:make("input", {}, { name = name, shape = shape, role = role })
+  n.name = n.name or name
+  self.inputs[#self.inputs + 1] = { name = name, role = role, node = n }
+  return n
+end
+
+function Graph:is_zero(n) return n ~= nil and n.op == "const" and n.attr.value == 0 end
+function Graph:is_one(n) return n ~= nil and n.op == "const" and n.attr.value == 1 end
+
+-- nil-aware constructors (nil = zero tensor)
+function Graph:add(a, b)
+  if a == nil then return b end
+  if b == nil then return a end
+  return self:make("add", { a, b })
+end
+function Graph:sub(a, b)
+  if b == nil then return a end
+  if a == nil then return self:neg(b) end
+  return self:make("sub", { a, b })
+end
+function Graph:mul(a, b)
+  if a == nil or b == nil then return nil end
+  return self:make("mul", { a, b })
+end
+function Graph:div(a, b)
+  if a == nil then return nil end
+  return self:make("div", { a, b })
+end
+local function unary(op)
+  return function(self, a) if a == nil then return nil end return self:make(op, { a }) end
+end
+Graph.neg = unary("neg")
+Graph.recip = unary("recip")
+Graph.sqrt_clamp = unary("sqrt_clamp")
+Graph.exp = unary("exp")
+Graph.tanh = unary("tanh")
+Graph.erf = unary("erf")
+Graph.erfc = unary("erfc")
+Graph.detach = unary("detach")
+function Graph:gelu(a, approx) return self:make("gelu", { a }, { approx = approx }) end
+function Graph:gelu_grad(a, approx) return self:make("gelu_grad", { a }, { approx = approx }) end
+function Graph:sum(a, axes)
+  if a == nil then return nil end
+  return self:make("sum", { a }, { axes = axes })
+end
+function Graph:bcast(a, shape, dims)
+  if a == nil then return nil end
+  if util.same_shape(a.shape, shape) then return a end
+  return self:make("bcast", { a }, { shape = shape, dims = dims })
+end
+function Graph:reshape(a, shape)
+  if a == nil then return nil end
+  if util.same_shape(a.shape, shape) then return a end
+  return self:make("reshape", { a }, { shape = shape })
+end
+function Graph:pick0(a, axis)
+  if a == nil then return nil end
+  return self:make("pick0", { a }, { axis = axis })
+end
+function Graph:unpick0(a, axis, extent)
+  if a == nil then return nil end
+  return self:make("unpick0", { a }, { axis = axis, extent = extent })
+end
+
+-- Uses of each node (by id), counting graph outputs.
+function Graph:uses()
+  local uses = {}
+  for _, n in ipairs(self.nodes) do
+    for _, a in ipairs(n.args) do uses[a.id] = (uses[a.id] or 0) + 1 end
+  end
+  for _, o in ipairs(self.outputs) do uses[o.node.id] = (uses[o.node.id] or 0) + 1 end
+  return uses
+end
+
+-- The IR checker: topological order, ids, arities and shapes agree with the op table.
+function ir.verify(G, pass)
+  local seen = {}
+  for i, n in ipairs(G.nodes) do
+    local where = "IR check after " .. (pass or "?") .. ": node " .. i .. " (" .. tostring(n.op) .. ")"
+    if n.id ~= i then error(where .. ": id " .. tostring(n.id)) end
+    for _, a in ipairs(n.args) do
+      if not seen[a] then error(where .. ": argument used before its definition") end
+    end
+    local shape = G:shape_of(n.op, n.args, n.attr)
+    if not util.same_shape(shape, n.shape) then error(where .. ": shape disagrees with the op table") end
+    seen[n] = true
+  end
+  for _, io in ipairs(G.outputs) do
+    if not seen[io.node] then error("IR check after " .. (pass or "?") .. ": output " .. io.name .. " not in graph") end
+  end
+end
+
+-- Text dump for --dump-ir.
+function ir.dump(G, title)
+  local out = { "# " .. title }
+  for _, n in ipairs(G.nodes) do
+    local args = {}
+    for i, a in ipairs(n.args) do args[i] = "%" .. a.id end
+    local attr = util.serialize(n.attr)
+    out[#out + 1] = string.format("%%%d = %s(%s) %s %s%s", n.id, n.op, table.concat(args, ", "),
+      util.shape_str(n.shape), attr ~= "{}" and attr or "", n.name and ("  ; " .. n.name) or "")
+  end
+  for _, o in ipairs(G.outputs) do out[#out + 1] = "output " .. o.name .. " = %" .. o.node.id end
+  return table.concat(out, "\n") .. "\n"
+end
+
+return ir

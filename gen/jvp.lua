@@ -1,0 +1,63 @@
+-- jvp: the forward-mode graph. Takes a forward graph and returns a new graph in the same IR
+-- that reads one tangent per input (<input>_tan) and returns the tangent of every output
+-- (<output>_tan): a tangent sweep in node order using each op's JVP rule (ops.lua). nil
+-- tangents are zeros. A spec may give a closed form (jvp = function(g, v, tan)), used with
+-- --jvp closed.
+
+local ops = require("ops")
+local util = require("util")
+
+local jvp = {}
+
+local function tangents(F, H)
+  local tan = {}
+  for _, io in ipairs(F.inputs) do
+    if io.role == "input" then tan[io.name] = H:input(io.name, io.node.shape, "tangent") end
+  end
+  return tan
+end
+
+local function tangent_outputs(F, H, tan_of)
+  for _, o in ipairs(F.outputs) do
+    local t = tan_of(o) or H:scalar(0, o.node.shape)
+    H.outputs[#H.outputs + 1] = { name = o.name, role = "output_tangent", node = t }
+  end
+end
+
+function jvp.derive(F)
+  local H = F:clone()
+  local tin = tangents(F, H)
+  local tan = {}
+  for _, io in ipairs(F.inputs) do if tin[io.name] then tan[io.node] = tin[io.name] end end
+  for _, n in ipairs(F.nodes) do
+    if #n.args > 0 then
+      local ts, any = {}, false
+      for k, a in ipairs(n.args) do ts[k] = tan[a]; any = any or ts[k] ~= nil end
+      if any then
+        local rule = ops[n.op].jvp
+        if not rule then error("op " .. n.op .. " has no JVP rule") end
+        tan[n] = rule(H, n, ts[1], ts[2])
+      end
+    end
+  end
+  tangent_outputs(F, H, function(o) return tan[o.node] end)
+  return H
+end
+
+function jvp.closed(F, S, fb, new_builder)
+  local H = F:clone()
+  local tin = tangents(F, H)
+  local b = new_builder(H)
+  for k, n in pairs(fb.named) do b.set(k, n) end
+  local tw = {}
+  for k, n in pairs(tin) do tw[k] = b.wrap(n) end
+  local outs = require("spec").guarded(S.file, S.jvp, b.g, b.values, tw)
+  tangent_outputs(F, H, function(o)
+    local t = outs[o.name]
+    if t == nil then util.fail(S.file .. ": closed-form jvp gave no tangent for " .. o.name) end
+    return b.unwrap(t)
+  end)
+  return H
+end
+
+return jvp

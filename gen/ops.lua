@@ -1,0 +1,327 @@
+-- ops: the primitive table, the single source of truth for every primitive.
+--
+-- Each entry holds, side by side:
+--   shape(arg_shapes, attr) -> shape        the shape rule (errors are strings raised with error())
+--   c = {...}                               how lower/emit_c print it (elementwise ops only):
+--        {infix = "+", prec = P}  binary infix;  {prefix = "-"}  unary minus;
+--        {call = "sqrt"}          libm call, float form gets the "f" suffix;
+--        {helper = "gelu_erf"}    a static function emitted into the kernel file (see emit_c)
+--   read(node, idx) -> arg_idx              structural ops: where output index idx reads its argument
+--   jvp(G, node, t1, t2) -> tangent         forward-mode rule; t_i is nil when that tangent is zero
+--   vjp(G, node, g) -> g1, g2               reverse-mode rule: one cotangent per argument (nil = zero)
+--   fold(G, args, attr) -> node|nil         algebraic simplification used by the simplify pass
+--   cost                                    rough cost of one element, used by the fusion planner
+--   domain                                  "positive" or "finite": the value is checked at run time
+--                                           (the seeds' hypotheses var + eps > 0 and std ~= 0)
+-- Tensors are row-major; axes are 1-based. Rules build nodes only through G's constructors, so
+-- the same hash-consing and folding apply to derived graphs. Ops without a derivative say so
+-- explicitly (nondiff = true); anything missing is an error when this module loads.
+
+local ops = {}
+
+local SQRT_2_OVER_PI = 0.79788456080286535588
+local TWO_OVER_SQRT_PI = 1.12837916709551257390
+local GELU_KAPPA = 0.044715
+
+local function same_shape(shapes)
+  local a = shapes[1]
+  for k = 2, #shapes do
+    local b = shapes[k]
+    if #a ~= #b then error("shape mismatch") end
+    for i = 1, #a do if a[i] ~= b[i] then error("shape mismatch") end end
+  end
+  return a
+end
+
+local function elementwise(def)
+  def.kind = "elementwise"
+  def.shape = def.shape or same_shape
+  return def
+end
+
+-- Binary arithmetic. C precedence: * and / bind tighter (prec 2) than + and - (prec 1).
+ops.add = elementwise {
+  arity = 2, cost = 1, c = { infix = "+", prec = 1 },
+  jvp = function(G, n, ta, tb) return G:add(ta, tb) end,
+  vjp = function(G, n, g) return g, g end,
+  fold = function(G, a, b)
+    if G:is_zero(a) then return b end
+    if G:is_zero(b) then return a end
+  end,
+}
+
+ops.sub = elementwise {
+  arity = 2, cost = 1, c = { infix = "-", prec = 1 },
+  jvp = function(G, n, ta, tb) return G:sub(ta, tb) end,
+  vjp = function(G, n, g) return g, G:neg(g) end,
+  fold = function(G, a, b)
+    if G:is_zero(b) then return a end
+    if G:is_zero(a) then return G:neg(b) end
+  end,
+}
+
+ops.mul = elementwise {
+  arity = 2, cost = 1, c = { infix = "*", prec = 2 },
+  jvp = function(G, n, ta, tb)
+    local a, b = n.args[1], n.args[2]
+    return G:add(G:mul(ta, b), G:mul(a, tb))
+  end,
+  vjp = function(G, n, g) return G:mul(g, n.args[2]), G:mul(n.args[1], g) end,
+  fold = function(G, a, b)
+    if G:is_one(a) then return b end
+    if G:is_one(b) then return a end
+    if G:is_zero(a) then return a end
+    if G:is_zero(b) then return b end
+  end,
+}
+
+ops.div = elementwise {
+  arity = 2, cost = 4, c = { infix = "/", prec = 2 },
+  -- d(a/b) = (da - (a/b) db) / b
+  jvp = function(G, n, ta, tb) return G:div(G:sub(ta, G:mul(n, tb)), n.args[2]) end,
+  vjp = function(G, n, g)
+    local ga = G:div(g, n.args[2])
+    return ga, G:neg(G:mul(ga, n))
+  end,
+  fold = function(G, a, b)
+    if G:is_one(b) then return a end
+    if G:is_zero(a) then return a end
+  end,
+}
+
+ops.neg = elementwise {
+  arity = 1, cost = 1, c = { prefix = "-" },
+  jvp = function(G, n, t) return G:neg(t) end,
+  vjp = function(G, n, g) return G:neg(g) end,
+  fold = function(G, a) if a.op == "neg" then return a.args[1] end end,
+}
+
+ops.recip = elementwise {
+  arity = 1, cost = 4, domain = "finite", c = { infix = "/", prec = 2, lhs = 1 },
+  -- d(1/a) = -(1/a)^2 da
+  jvp = function(G, n, t) return G:neg(G:mul(G:mul(t, n), n)) end,
+  vjp = function(G, n, g) return G:neg(G:mul(G:mul(g, n), n)) end,
+}
+
+-- sqrt(max(a, 0)); NaN propagates. Differentiable where a > 0 (the seeds' domain hypothesis).
+ops.sqrt_clamp = elementwise {
+  arity = 1, cost = 8, domain = "positive", c = { helper = "sqrt_clamp" },
+  jvp = function(G, n, t) return G:div(G:mul(t, G:scalar(0.5, n.shape)), n) end,
+  vjp = function(G, n, g) return G:div(G:mul(g, G:scalar(0.5, n.shape)), n) end,
+}
+
+ops.exp = elementwise {
+  arity = 1, cost = 16, c = { call = "exp" },
+  jvp = function(G, n, t) return G:mul(t, n) end,
+  vjp = function(G, n, g) return G:mul(g, n) end,
+}
+
+-- d tanh = 1 - tanh^2
+ops.tanh = elementwise {
+  arity = 1, cost = 16, c = { call = "tanh" },
+  jvp = function(G, n, t) return G:mul(t, G:sub(G:scalar(1, n.shape), G:mul(n, n))) end,
+  vjp = function(G, n, g) return G:mul(g, G:sub(G:scalar(1, n.shape), G:mul(n, n))) end,
+}
+
+-- d erf(a) = 2/sqrt(pi) exp(-a^2); d erfc = -d erf
+local function erf_slope(G, n)
+  local a = n.args[1]
+  return G:mul(G:scalar(TWO_OVER_SQRT_PI, a.shape), G:exp(G:neg(G:mul(a, a))))
+end
+ops.erf = elementwise {
+  arity = 1, cost = 20, c = { call = "erf" },
+  jvp = function(G, n, t) return G:mul(t, erf_slope(G, n)) end,
+  vjp = function(G, n, g) return G:mul(g, erf_slope(G, n)) end,
+}
+ops.erfc = elementwise {
+  arity = 1, cost = 20, c = { call = "erfc" },
+  jvp = function(G, n, t) return G:neg(G:mul(t, erf_slope(G, n))) end,
+  vjp = function(G, n, g) return G:neg(G:mul(g, erf_slope(G, n))) end,
+}
+
+-- GELU as one primitive so that value and derivative use PyTorch's formulas and the accurate
+-- erfc form in the negative tail (emit_c holds the helper bodies). attr.approx: "erf" | "tanh".
+ops.gelu = elementwise {
+  arity = 1, cost = 24, c = { helper = "gelu" },
+  jvp = function(G, n, t) return G:mul(t, G:gelu_grad(n.args[1], n.attr.approx)) end,
+  vjp = function(G, n, g) return G:mul(g, G:gelu_grad(n.args[1], n.attr.approx)) end,
+}
+-- dGELU/da. Second derivatives are not generated: kerngen emits first-order VJP/JVP only.
+ops.gelu_grad = elementwise {
+  arity = 1, cost = 28, c = { helper = "gelu_grad" }, nondiff = true,
+}
+
+-- Identity in value, zero derivative: marks quantities that cannot change the result
+-- (the shift of a shifted two-pass variance).
+ops.detach = {
+  kind = "view", arity = 1, cost = 0,
+  shape = function(s) return s[1] end,
+  read = function(n, idx) return idx end,
+  jvp = function() return nil end,
+  vjp = function() return nil end,
+}
+
+-- sum over attr.axes (dropped from the shape). Always materialized by lower.
+ops.sum = {
+  kind = "reduce", arity = 1, cost = 1,
+  shape = function(s, attr)
+    local drop, out = {}, {}
+    for _, ax in ipairs(attr.axes) do
+      if ax < 1 or ax > #s[1] then error("axis " .. ax .. " out of range") end
+      drop[ax] = true
+    end
+    for i, e in ipairs(s[1]) do if not drop[i] then out[#out + 1] = e end end
+    return out
+  end,
+  jvp = function(G, n, t) return G:sum(t, n.attr.axes) end,
+  vjp = function(G, n, g)
+    local a, keep, drop = n.args[1], {}, {}
+    for _, ax in ipairs(n.attr.axes) do drop[ax] = true end
+    for i = 1, #a.shape do if not drop[i] then keep[#keep + 1] = i end end
+    return G:bcast(g, a.shape, keep)
+  end,
+  fold = function(G, a, attr)
+    if #attr.axes == 0 then return a end
+    if G:is_zero(a) then return G:scalar(0, G:shape_of("sum", { a }, attr)) end
+  end,
+}
+
+-- bcast: argument axis k becomes output axis attr.dims[k]; an argument extent of 1 repeats.
+ops.bcast = {
+  kind = "view", arity = 1, cost = 0,
+  shape = function(s, attr)
+    local a = s[1]
+    if #attr.dims ~= #a then error("bcast needs one output axis per argument axis") end
+    for k, d in ipairs(attr.dims) do
+      local e = attr.shape[d]
+      if not e or (a[k] ~= e and a[k] ~= 1) then error("cannot broadcast axis " .. k) end
+      if k > 1 and d <= attr.dims[k - 1] then error("bcast axes must increase") end
+    end
+    return attr.shape
+  end,
+  read = function(n, idx, aff)
+    local a, r = n.args[1], {}
+    for k, d in ipairs(n.attr.dims) do r[k] = (a.shape[k] == 1) and aff.const(0) or idx[d] end
+    return r
+  end,
+  jvp = function(G, n, t) return G:bcast(t, n.attr.shape, n.attr.dims) end,
+  vjp = function(G, n, g)
+    local a, mapped, axes = n.args[1], {}, {}
+    for k, d in ipairs(n.attr.dims) do
+      mapped[d] = true
+      if a.shape[k] == 1 and n.shape[d] ~= 1 then axes[#axes + 1] = d end
+    end
+    for d = 1, #n.shape do if not mapped[d] then axes[#axes + 1] = d end end
+    table.sort(axes)
+    return G:reshape(G:sum(g, axes), a.shape)
+  end,
+  fold = function(G, a, attr)
+    if a.op == "const" then return G:scalar(a.attr.value, attr.shape) end
+  end,
+}
+
+local function count(shape)
+  local n = 1
+  for _, e in ipairs(shape) do n = n * e end
+  return n
+end
+ops.count = count
+
+-- reshape keeps the row-major element order. lower reads it affinely when every argument axis
+-- is a run of output axes (a split); otherwise its argument must live in memory.
+ops.reshape = {
+  kind = "view", arity = 1, cost = 0,
+  shape = function(s, attr)
+    if count(s[1]) ~= count(attr.shape) then error("reshape changes the element count") end
+    return attr.shape
+  end,
+  read = function(n, idx, aff)
+    local a, r, k = n.args[1], {}, 1
+    for j, e in ipairs(a.shape) do
+      local run, prod = aff.const(0), 1
+      while prod < e or (e == 1 and prod == 1 and k <= #n.shape and n.shape[k] == 1) do
+        if k > #n.shape then return nil end
+        run = aff.add(aff.scale(run, n.shape[k]), idx[k])
+        prod = prod * n.shape[k]
+        k = k + 1
+        if e == 1 then break end
+      end
+      if prod ~= e then return nil end -- an output axis spans several argument axes (a merge)
+      r[j] = run
+    end
+    while k <= #n.shape do -- trailing extent-1 axes
+      if n.shape[k] ~= 1 then return nil end
+      k = k + 1
+    end
+    return r
+  end,
+  jvp = function(G, n, t) return G:reshape(t, n.attr.shape) end,
+  vjp = function(G, n, g) return G:reshape(g, n.args[1].shape) end,
+  fold = function(G, a, attr)
+    if a.op == "const" then return G:scalar(a.attr.value, attr.shape) end
+    if a.op == "reshape" then return G:reshape(a.args[1], attr.shape) end
+  end,
+}
+
+-- pick0: element 0 along attr.axis (the axis is dropped). unpick0 is its adjoint: the value at
+-- index 0 along a new axis of extent attr.extent, zero elsewhere.
+ops.pick0 = {
+  kind = "view", arity = 1, cost = 0,
+  shape = function(s, attr)
+    local out = {}
+    for i, e in ipairs(s[1]) do if i ~= attr.axis then out[#out + 1] = e end end
+    return out
+  end,
+  read = function(n, idx, aff)
+    local r = {}
+    for i = 1, #idx + 1 do
+      if i < n.attr.axis then r[i] = idx[i] elseif i == n.attr.axis then r[i] = aff.const(0) else r[i] = idx[i - 1] end
+    end
+    return r
+  end,
+  jvp = function(G, n, t) return G:pick0(t, n.attr.axis) end,
+  vjp = function(G, n, g) return G:unpick0(g, n.attr.axis, n.args[1].shape[n.attr.axis]) end,
+}
+ops.unpick0 = {
+  kind = "view", arity = 1, cost = 0,
+  shape = function(s, attr)
+    local out = {}
+    for i, e in ipairs(s[1]) do out[#out + 1] = e end
+    table.insert(out, attr.axis, attr.extent)
+    return out
+  end,
+  -- lower turns this into (idx[axis] == 0 ? value : 0)
+  read = function(n, idx)
+    local r = {}
+    for i, v in ipairs(idx) do if i ~= n.attr.axis then r[#r + 1] = v end end
+    return r, idx[n.attr.axis]
+  end,
+  jvp = function(G, n, t) return G:unpick0(t, n.attr.axis, n.attr.extent) end,
+  vjp = function(G, n, g) return G:pick0(g, n.attr.axis) end,
+}
+
+ops.input = { kind = "leaf", arity = 0, cost = 0, nondiff = true, shape = function(_, attr) return attr.shape end }
+ops.const = { kind = "leaf", arity = 0, cost = 0, nondiff = true, shape = function(_, attr) return attr.shape end }
+
+-- Constant folding of arithmetic on constants, computed in double (simplify).
+ops.eval = {
+  add = function(a, b) return a + b end,
+  sub = function(a, b) return a - b end,
+  mul = function(a, b) return a * b end,
+  div = function(a, b) return a / b end,
+  neg = function(a) return -a end,
+}
+ops.GELU_KAPPA, ops.SQRT_2_OVER_PI = GELU_KAPPA, SQRT_2_OVER_PI
+
+-- Load-time check: every op is complete.
+for name, op in pairs(ops) do
+  if type(op) == "table" and op.kind then
+    op.name = name
+    assert(op.arity and op.cost and op.shape, "op " .. name .. ": arity, cost and shape required")
+    if op.kind == "elementwise" then assert(op.c, "op " .. name .. ": C form required") end
+    if op.kind == "view" then assert(op.read, "op " .. name .. ": read rule required") end
+    if not op.nondiff then assert(op.jvp and op.vjp, "op " .. name .. ": jvp and vjp rules required") end
+  end
+end
+
+return ops

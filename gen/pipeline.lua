@@ -1,0 +1,243 @@
+-- pipeline: the passes in order, and the entry points the C host calls.
+--
+--   spec (load, bind, forward graph)
+--     -> vjp / jvp (derived or closed form)        graph IR
+--     -> simplify                                  graph IR
+--     -> lower                                     loop IR + workspace plan
+--     -> schedule                                  unroll decisions
+--     -> emit_c                                    C text (templates/)
+--
+-- With check_ir the IR checker runs after every graph pass; dump_ir = PASS returns the IR text
+-- after that pass (forward, vjp, jvp, simplify).
+
+local util = require("util")
+local ir = require("ir")
+local spec = require("spec")
+local vjp = require("vjp")
+local jvp = require("jvp")
+local simplify = require("simplify")
+local lower = require("lower")
+local schedule = require("schedule")
+local emit = require("emit_c")
+local template = require("template")
+local builder = require("builder")
+local host = require("kg_host")
+
+local pipeline = {}
+
+pipeline.VERSION = host.version
+pipeline.PASSES = { "forward", "vjp", "jvp" }
+
+local function check_options(req)
+  local function one_of(field, values, default)
+    local v = req[field] or default
+    for _, x in ipairs(values) do if x == v then req[field] = v; return end end
+    util.fail("--" .. field:gsub("_", "-") .. ": '" .. tostring(v) .. "' is not one of " .. table.concat(values, ", "))
+  end
+  one_of("dtype", { "f32", "f64" }, "f32")
+  one_of("semantics", { "torchlean", "pytorch" }, "torchlean")
+  one_of("unroll", { "auto", "full", "none" }, "auto")
+  one_of("vjp_form", { "derived", "closed" }, "derived")
+  one_of("jvp_form", { "derived", "closed" }, "derived")
+  if req.name and not req.name:match("^[%a_][%w_]*$") then util.fail("--name: '" .. req.name .. "' is not a C identifier") end
+end
+
+local function shape_tag(S, dims)
+  local parts = {}
+  for _, d in ipairs(S.dims) do
+    local v = dims[d[1]]
+    parts[#parts + 1] = type(v) == "table" and table.concat(v, "x") or tostring(v)
+  end
+  return table.concat(parts, "x")
+end
+
+local function params_text(S, dims, attrs)
+  local parts = {}
+  for _, d in ipairs(S.dims) do
+    local v = dims[d[1]]
+    parts[#parts + 1] = d[1] .. "=" .. (type(v) == "table" and table.concat(v, "x") or tostring(v))
+  end
+  for _, a in ipairs(S.attrs) do
+    local v = attrs[a[1]]
+    parts[#parts + 1] = a[1] .. "=" .. (type(v) == "number" and util.num_str(v) or tostring(v))
+  end
+  return table.concat(parts, " ")
+end
+
+-- The graph IR of one pass, after simplify.
+function pipeline.graph(req)
+  check_options(req)
+  local S = spec.find(req.graph)
+  local dims, attrs = spec.bind(S, req.params or {}, req.semantics, req.dtype)
+  local ctx = { dims = dims, attrs = attrs, dtype = req.dtype, semantics = req.semantics }
+  local dumps = {}
+  local function after(pass, G)
+    if req.check_ir then ir.verify(G, pass) end
+    if req.dump_ir == pass then dumps[#dumps + 1] = ir.dump(G, pass) end
+    return G
+  end
+  local F, fb = spec.forward_graph(S, ctx)
+  after("forward", F)
+  local function new_builder(H) return builder.new(H, S, ctx) end
+  local graphs = { forward = F }
+  if req.vjp_form == "closed" and not S.vjp then util.fail(S.name .. ": has no closed-form VJP") end
+  if req.jvp_form == "closed" and not S.jvp then util.fail(S.name .. ": has no closed-form JVP") end
+  graphs.vjp = after("vjp", req.vjp_form == "closed" and vjp.closed(F, S, fb, new_builder) or vjp.derive(F))
+  graphs.jvp = after("jvp", req.jvp_form == "closed" and jvp.closed(F, S, fb, new_builder) or jvp.derive(F))
+  for _, p in ipairs(pipeline.PASSES) do
+    graphs[p] = simplify.run(graphs[p])
+    if req.check_ir then ir.verify(graphs[p], "simplify(" .. p .. ")") end
+    if req.dump_ir == "simplify" then dumps[#dumps + 1] = ir.dump(graphs[p], "simplify(" .. p .. ")") end
+  end
+  return { S = S, dims = dims, attrs = attrs, graphs = graphs, dumps = dumps, ctx = ctx }
+end
+
+local ROLE_DOC = {
+  input = "input", cotangent = "cotangent of output", tangent = "tangent of input",
+  output = "output", grad = "gradient of input", output_tangent = "tangent of output",
+}
+local PASS_DOC = {
+  forward = "forward pass", vjp = "reverse mode: gradients of every input from output cotangents",
+  jvp = "forward mode: output tangents from input tangents",
+}
+
+-- Generate everything for a request: header, AOT source, JIT source and argument metadata.
+function pipeline.generate(req)
+  local R = pipeline.graph(req)
+  local S, dtype = R.S, req.dtype
+  local base = req.name or (S.name .. "_" .. shape_tag(S, R.dims) .. "_" .. dtype)
+  local upper = base:upper()
+  local helpers, fns, protos, sizes, entries = {}, {}, {}, {}, {}
+  local result = { name = base, functions = {}, dumps = table.concat(R.dumps) }
+  local size_seen, init_of = {}, {}
+  for _, i in ipairs(S.inputs) do init_of[i[1]] = i.init end
+  local statements, terms = 0, 0
+  for _, pass in ipairs(pipeline.PASSES) do
+    local fn = base .. "_" .. pass
+    local L = lower.run(R.graphs[pass])
+    schedule.run(L, req.unroll, fn)
+    terms = terms + L.unrolled_terms
+    local out = emit.fn(fn, L, dtype, helpers, PASS_DOC[pass])
+    statements = statements + out.statements
+    fns[#fns + 1] = out.text()
+    local doc = { "/* " .. fn .. ": " .. PASS_DOC[pass] }
+    local meta = { fn = fn, ws = L.ws_size, params = {} }
+    local casts = {}
+    for i, p in ipairs(L.params) do
+      local macro = upper .. "_" .. p.cname:upper() .. "_SIZE"
+      if not size_seen[macro] then
+        size_seen[macro] = true
+        sizes[#sizes + 1] = string.format("#define %s %d /* %s %s */", macro, p.count, p.cname, util.shape_str(p.shape))
+      end
+      doc[#doc + 1] = string.format("   %-12s %s %s %s", p.cname, util.shape_str(p.shape), ROLE_DOC[p.role], p.name)
+      meta.params[i] = { cname = p.cname, name = p.name, role = p.role, shape = p.shape, count = p.count,
+        init = init_of[p.name] or "normal" }
+      casts[i] = "(" .. (p.const and "const " or "") .. (dtype == "f32" and "float" or "double") .. " *)a[" .. (i - 1) .. "]"
+    end
+    casts[#casts + 1] = "(" .. (dtype == "f32" and "float" or "double") .. " *)a[" .. #L.params .. "]"
+    sizes[#sizes + 1] = string.format("#define %s_%s_WS_SIZE %d /* workspace of %s */", upper, pass:upper(), L.ws_size, fn)
+    doc[#doc + 1] = string.format("   %-12s [%d] workspace (%s_%s_WS_SIZE elements) */", "ws", L.ws_size, upper, pass:upper())
+    protos[#protos + 1] = table.concat(doc, "\n") .. "\n" .. emit.signature(fn, L, dtype) .. ";\n"
+    entries[#entries + 1] = "int kg_entry_" .. pass .. "(void *const *a)\n{\n    return " .. fn .. "("
+      .. table.concat(casts, ", ") .. ");\n}\n"
+    result.functions[pass] = meta
+  end
+  local opts = string.format("dtype=%s semantics=%s unroll=%s vjp=%s jvp=%s", dtype, req.semantics, req.unroll,
+    req.vjp_form, req.jvp_form)
+  local banner = table.concat({
+    "/* Generated by kerngen " .. pipeline.VERSION .. ". Do not edit: regenerate instead.",
+    " * graph:   " .. S.name .. (S.alias_of and (" (alias of " .. S.alias_of .. ")") or "") .. " -- " .. S.summary,
+    " * params:  " .. params_text(S, R.dims, R.attrs),
+    " * options: " .. opts,
+    " */" }, "\n")
+  local helper_text = emit.helpers(helpers)
+  local fn_text = table.concat(fns, "\n")
+  result.header_file, result.source_file = base .. ".h", base .. ".c"
+  result.header = template.fill("templates/kernel.h.in", {
+    banner = banner, guard = upper .. "_H", sizes = table.concat(sizes, "\n"), prototypes = table.concat(protos, "\n") })
+  result.source = template.fill("templates/kernel.c.in", {
+    banner = banner, header = result.header_file, helpers = helper_text, functions = fn_text })
+  result.jit_source = template.fill("templates/jit.c.in", {
+    prototypes = emit.libm_prototypes(), helpers = helper_text, functions = fn_text, entries = table.concat(entries, "\n") })
+  result.libm = emit.LIBM
+  result.stats = { statements = statements, bytes = #result.source, terms = terms }
+  result.params_text = params_text(S, R.dims, R.attrs)
+  result.has_closed_vjp = S.vjp ~= nil
+  result.has_closed_jvp = S.jvp ~= nil
+  return result
+end
+
+---------------------------------------------------------------------------------------------
+-- list and dot
+
+function pipeline.list()
+  local reg = spec.registry()
+  local out = {}
+  for _, name in ipairs(reg.names) do
+    local S = reg.byname[name]
+    if S.alias_of then
+      out[#out + 1] = string.format("%-24s alias of %s", name, S.alias_of)
+    else
+      out[#out + 1] = string.format("%-24s %s", name, S.summary)
+      local dims, attrs, ins = {}, {}, {}
+      for _, d in ipairs(S.dims) do dims[#dims + 1] = d[1] .. "=" .. tostring(d[2]) end
+      for _, a in ipairs(S.attrs) do
+        local kind = a.kind == "enum" and (" (" .. table.concat(a.values, "|") .. ")") or ""
+        local def
+        if a.torchlean ~= nil then
+          def = "torchlean " .. tostring(util.num_str(a.torchlean)) .. ", pytorch " .. tostring(util.num_str(a.pytorch))
+        else
+          def = "default " .. tostring(a.default)
+        end
+        attrs[#attrs + 1] = a[1] .. kind .. ": " .. def
+      end
+      for _, i in ipairs(S.inputs) do
+        local d = {}
+        for k = 2, #i do d[#d + 1] = i[k] end
+        ins[#ins + 1] = i[1] .. "[" .. table.concat(d, "][") .. "]" .. (i.when and "*" or "")
+      end
+      out[#out + 1] = "    dims:    " .. table.concat(dims, " ")
+      if #attrs > 0 then out[#out + 1] = "    attrs:   " .. table.concat(attrs, "; ") end
+      out[#out + 1] = "    inputs:  " .. table.concat(ins, ", ")
+      out[#out + 1] = "    outputs: " .. table.concat(S.outputs, ", ")
+      if S.vjp or S.jvp then out[#out + 1] = "    closed forms: " .. (S.vjp and "vjp " or "") .. (S.jvp and "jvp" or "") end
+    end
+  end
+  out[#out + 1] = ""
+  out[#out + 1] = "dims and attrs are given as NAME=VALUE; attrs default by --semantics (torchlean | pytorch);"
+  out[#out + 1] = "inputs marked * exist only for some attrs (e.g. rmsnorm beta with bias=1)."
+  return table.concat(out, "\n") .. "\n"
+end
+
+function pipeline.names()
+  local reg, out = spec.registry(), {}
+  for _, name in ipairs(reg.names) do
+    if not reg.byname[name].alias_of then out[#out + 1] = name end
+  end
+  return table.concat(out, "\n") .. "\n"
+end
+
+-- Graphviz of the forward graph, or of a derived pass (req.pass = vjp | jvp).
+function pipeline.dot(req)
+  local R = pipeline.graph(req)
+  local G = R.graphs[req.pass or "forward"]
+  if not G then util.fail("dot: unknown pass '" .. tostring(req.pass) .. "'") end
+  local out = { "digraph \"" .. R.S.name .. "\" {", "  rankdir=TB;", "  node [fontname=\"monospace\", fontsize=10];" }
+  for _, n in ipairs(G.nodes) do
+    local label = n.op
+    if n.op == "input" then label = n.attr.name .. (n.attr.role ~= "input" and ("." .. n.attr.role) or "")
+    elseif n.op == "const" then label = util.num_str(n.attr.value) end
+    if n.name and n.op ~= "input" then label = n.name .. "\\n" .. label end
+    local shape = n.op == "input" and "box" or (n.op == "const" and "plaintext" or "ellipse")
+    out[#out + 1] = string.format("  n%d [label=\"%s\\n%s\", shape=%s];", n.id, label, util.shape_str(n.shape), shape)
+    for _, a in ipairs(n.args) do out[#out + 1] = string.format("  n%d -> n%d;", a.id, n.id) end
+  end
+  for i, o in ipairs(G.outputs) do
+    out[#out + 1] = string.format("  out%d [label=\"%s (%s)\", shape=doubleoctagon];", i, o.name, o.role)
+    out[#out + 1] = string.format("  n%d -> out%d;", o.node.id, i)
+  end
+  out[#out + 1] = "}"
+  return table.concat(out, "\n") .. "\n"
+end
+
+return pipeline

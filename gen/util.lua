@@ -1,0 +1,80 @@
+-- util: small helpers shared by the passes: user errors, deterministic serialization, shapes,
+-- and C literals that round-trip.
+
+local util = {}
+
+-- A user error (bad spec, dims, attrs or options): the C host prints msg and exits 2.
+-- Any other Lua error is a generator bug and is reported with a traceback.
+function util.fail(msg) error({ msg = msg }, 0) end
+
+function util.is_failure(e) return type(e) == "table" and type(e.msg) == "string" end
+
+-- Deterministic text of a value: keys sorted, numbers with 17 significant digits.
+function util.serialize(v)
+  local t = type(v)
+  if t == "number" then
+    if math.type(v) == "integer" then return tostring(v) end
+    return string.format("%.17g", v)
+  elseif t == "string" then return string.format("%q", v)
+  elseif t == "boolean" or t == "nil" then return tostring(v)
+  elseif t == "table" then
+    local keys = {}
+    for k in pairs(v) do keys[#keys + 1] = k end
+    table.sort(keys, function(a, b)
+      if type(a) == type(b) then return a < b end
+      return type(a) == "number"
+    end)
+    local parts = {}
+    for _, k in ipairs(keys) do parts[#parts + 1] = tostring(k) .. "=" .. util.serialize(v[k]) end
+    return "{" .. table.concat(parts, ",") .. "}"
+  end
+  error("cannot serialize a " .. t)
+end
+
+function util.shape_str(s)
+  local parts = {}
+  for i, e in ipairs(s) do parts[i] = tostring(e) end
+  return "[" .. table.concat(parts, ", ") .. "]"
+end
+
+function util.same_shape(a, b)
+  if #a ~= #b then return false end
+  for i = 1, #a do if a[i] ~= b[i] then return false end end
+  return true
+end
+
+function util.count(shape)
+  local n = 1
+  for _, e in ipairs(shape) do n = n * e end
+  return n
+end
+
+-- Row-major strides.
+function util.strides(shape)
+  local s, acc = {}, 1
+  for i = #shape, 1, -1 do s[i] = acc; acc = acc * shape[i] end
+  return s
+end
+
+-- A C floating literal that converts back to exactly v in the kernel's type:
+-- %.17g for double, %.9g with an f suffix for float (v is first rounded to float by the C compiler).
+function util.c_literal(v, dtype)
+  if v ~= v or v == math.huge or v == -math.huge then error("non-finite constant " .. tostring(v)) end
+  local s
+  if dtype == "f32" then s = string.format("%.9g", v) else s = string.format("%.17g", v) end
+  if not s:find("[%.eEn]") then s = s .. ".0" end
+  if dtype == "f32" then s = s .. "f" end
+  return s
+end
+
+-- Format a double for messages and banners (shortest that round-trips).
+function util.num_str(v)
+  if math.type(v) == "integer" then return tostring(v) end
+  for p = 1, 17 do
+    local s = string.format("%." .. p .. "g", v)
+    if tonumber(s) == v then return s end
+  end
+  return string.format("%.17g", v)
+end
+
+return util

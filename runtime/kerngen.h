@@ -1,0 +1,101 @@
+/* kerngen: generate shape-specialized C for neural-network layers, JIT it with libtcc or
+ * write it out for ahead-of-time builds.
+ *
+ * Typical use:
+ *     kg_request req = {0};
+ *     const char *params[] = {"rows=8", "dim=64"};
+ *     req.graph = "layernorm"; req.params = params; req.nparams = 2; req.dtype = "f64";
+ *     kg_kernel *k; char *err;
+ *     if (kg_generate(&req, &k, &err) || kg_compile(k, &err)) { puts(err); free(err); }
+ *     void *args[] = {x, gamma, beta, y, ws};      // kg_arg_at() tells the order and sizes
+ *     int domain_failed = kg_call(k, KG_FORWARD, args);
+ *     kg_free(k);
+ *
+ * Every function is safe to call from several threads on different kernels; a compiled kernel
+ * may be called concurrently (generated code has no mutable state). Errors come back as a
+ * status and a malloc'd message the caller frees. */
+#ifndef KERNGEN_H
+#define KERNGEN_H
+
+#include <stddef.h>
+
+#define KG_VERSION "0.1.0"
+
+typedef enum {
+    KG_OK = 0,
+    KG_ECHECK = 1,    /* a numerical check failed (kg_check) */
+    KG_EINPUT = 2,    /* bad graph, parameter, option, spec or file: the message says which */
+    KG_EINTERNAL = 3  /* a generator or compiler bug: the message has a traceback */
+} kg_status;
+
+typedef enum { KG_FORWARD = 0, KG_VJP = 1, KG_JVP = 2, KG_NPASSES = 3 } kg_pass;
+
+typedef enum {
+    KG_ROLE_INPUT, KG_ROLE_COTANGENT, KG_ROLE_TANGENT,   /* read by the kernel */
+    KG_ROLE_OUTPUT, KG_ROLE_GRAD, KG_ROLE_OUTPUT_TANGENT /* written by the kernel */
+} kg_role;
+
+typedef struct {
+    const char *graph;       /* graph name (kg_list) or path to a spec file */
+    const char *const *params; /* "NAME=VALUE" dims and attrs; missing ones take defaults */
+    int nparams;
+    const char *dtype;       /* "f32" (default) or "f64" */
+    const char *semantics;   /* "torchlean" (default) or "pytorch": attr defaults */
+    const char *unroll;      /* "auto" (default), "full" or "none" */
+    const char *vjp_form;    /* "derived" (default, the tape) or "closed" (spec's closed form) */
+    const char *jvp_form;    /* likewise */
+    const char *name;        /* C name prefix; NULL: <graph>_<dims>_<dtype> */
+    const char *dump_ir;     /* NULL or forward|vjp|jvp|simplify: IR text, see KG_TEXT_IR */
+    int check_ir;            /* run the IR checker between passes */
+} kg_request;
+
+typedef struct {
+    const char *cname;  /* C parameter name, e.g. "x_grad" */
+    const char *name;   /* tensor name, e.g. "x" */
+    const char *file;   /* name used for .npy files, e.g. "x.grad" */
+    const char *init;   /* test-data hint from the spec: "normal" or "positive" */
+    kg_role role;
+    int ndim;
+    size_t shape[8];
+    size_t count;       /* elements */
+} kg_arg;
+
+typedef enum {
+    KG_TEXT_NAME, KG_TEXT_HEADER, KG_TEXT_SOURCE, KG_TEXT_JIT_SOURCE, KG_TEXT_HEADER_FILE,
+    KG_TEXT_SOURCE_FILE, KG_TEXT_PARAMS, KG_TEXT_IR
+} kg_text_kind;
+
+typedef struct kg_kernel kg_kernel;
+
+/* Generates C for all three passes. On success *out owns everything; free with kg_free. */
+kg_status kg_generate(const kg_request *req, kg_kernel **out, char **err);
+
+/* JIT-compiles the kernel in memory with libtcc (serialized by a process-wide mutex). */
+kg_status kg_compile(kg_kernel *k, char **err);
+
+/* Arguments of a pass in call order; the workspace follows them. */
+int kg_nargs(const kg_kernel *k, kg_pass pass);
+const kg_arg *kg_arg_at(const kg_kernel *k, kg_pass pass, int i);
+size_t kg_ws_size(const kg_kernel *k, kg_pass pass);   /* elements */
+size_t kg_elem_size(const kg_kernel *k);                /* 4 or 8 */
+int kg_has_closed_form(const kg_kernel *k, kg_pass pass);
+
+/* Calls a compiled pass: args[0..nargs-1] as kg_arg_at says, args[nargs] = workspace (may be
+ * NULL when kg_ws_size is 0). Returns 0, or 1 when a domain hypothesis failed. */
+int kg_call(const kg_kernel *k, kg_pass pass, void *const *args);
+
+const char *kg_text(const kg_kernel *k, kg_text_kind which);
+void kg_stats(const kg_kernel *k, size_t *statements, size_t *bytes);
+
+/* Writes <dir>/<name>.h and <dir>/<name>.c atomically (temporary files, then rename). */
+kg_status kg_write_files(const kg_kernel *k, const char *dir, char **err);
+
+void kg_free(kg_kernel *k);
+
+/* The graph catalogue as text; the graph names one per line (aliases left out); Graphviz of
+ * a pass ("forward", "vjp" or "jvp"). */
+kg_status kg_list(char **text, char **err);
+kg_status kg_graphs(char **text, char **err);
+kg_status kg_dot(const kg_request *req, const char *pass, char **text, char **err);
+
+#endif

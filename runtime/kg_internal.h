@@ -1,0 +1,50 @@
+/* Private declarations shared by the runtime's files. */
+#ifndef KG_INTERNAL_H
+#define KG_INTERNAL_H
+
+#include "kerngen.h"
+
+struct kg_fn {
+    char *fn;
+    int nargs;
+    kg_arg *args;
+    size_t ws;
+};
+
+struct kg_kernel {
+    char *text[KG_TEXT_IR + 1];
+    size_t elem_size;
+    struct kg_fn fns[KG_NPASSES];
+    size_t statements, bytes;
+    int closed[KG_NPASSES];
+    char **libm;                      /* names of the libm functions the JIT unit declares */
+    int nlibm;
+    void *tcc;                        /* TCCState *, owned */
+    int (*entry[KG_NPASSES])(void *const *);
+};
+
+/* malloc'd printf; never NULL (aborts on out-of-memory, like the rest of the host). */
+char *kg_strdupf(const char *fmt, ...)
+#ifdef __GNUC__
+    __attribute__((format(printf, 1, 2)))
+#endif
+    ;
+char *kg_strdup(const char *s);
+void *kg_xmalloc(size_t n);
+void *kg_xcalloc(size_t n, size_t size);
+
+/* Lua sources, spec files and templates compiled into the binary (build/kg_embedded.c,
+   made by gen/embed.c); KERNGEN_LUA_DIR=<repo> loads them from disk instead. */
+typedef struct {
+    const char *path;
+    const char *text;
+    size_t len;
+} kg_embedded_file;
+extern const kg_embedded_file kg_embedded[];
+extern const size_t kg_embedded_count;
+
+/* Symbol addresses for the hermetic JIT, and release of the compiled code (kg_jit.c). */
+void *kg_libm_symbol(const char *name);
+void kg_jit_release(kg_kernel *k);
+
+#endif

@@ -1,0 +1,105 @@
+/* kg_kernel: accessors of a generated kernel, AOT file output and release. */
+#define _POSIX_C_SOURCE 200809L
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "kg_internal.h"
+
+int kg_nargs(const kg_kernel *k, kg_pass pass) { return k->fns[pass].nargs; }
+
+const kg_arg *kg_arg_at(const kg_kernel *k, kg_pass pass, int i)
+{
+    if (i < 0 || i >= k->fns[pass].nargs)
+        return NULL;
+    return &k->fns[pass].args[i];
+}
+
+size_t kg_ws_size(const kg_kernel *k, kg_pass pass) { return k->fns[pass].ws; }
+size_t kg_elem_size(const kg_kernel *k) { return k->elem_size; }
+int kg_has_closed_form(const kg_kernel *k, kg_pass pass) { return k->closed[pass]; }
+const char *kg_text(const kg_kernel *k, kg_text_kind which) { return k->text[which]; }
+
+void kg_stats(const kg_kernel *k, size_t *statements, size_t *bytes)
+{
+    if (statements)
+        *statements = k->statements;
+    if (bytes)
+        *bytes = k->bytes;
+}
+
+static int write_text(const char *path, const char *text, char **err)
+{
+    FILE *f = fopen(path, "wb");
+    if (!f) {
+        *err = kg_strdupf("%s: cannot create: %s", path, strerror(errno));
+        return -1;
+    }
+    size_t n = strlen(text);
+    int bad = fwrite(text, 1, n, f) != n;
+    bad |= fclose(f) != 0;
+    if (bad) {
+        *err = kg_strdupf("%s: write failed: %s", path, strerror(errno));
+        remove(path);
+        return -1;
+    }
+    return 0;
+}
+
+kg_status kg_write_files(const kg_kernel *k, const char *dir, char **err)
+{
+    *err = NULL;
+    const char *names[2] = {k->text[KG_TEXT_HEADER_FILE], k->text[KG_TEXT_SOURCE_FILE]};
+    const char *texts[2] = {k->text[KG_TEXT_HEADER], k->text[KG_TEXT_SOURCE]};
+    char *final[2], *tmp[2];
+    kg_status st = KG_OK;
+    int written = 0;
+    for (int i = 0; i < 2; i++) {
+        final[i] = kg_strdupf("%s/%s", dir, names[i]);
+        tmp[i] = kg_strdupf("%s/.%s.tmp%ld", dir, names[i], (long)getpid());
+    }
+    for (; written < 2; written++)
+        if (write_text(tmp[written], texts[written], err) != 0) {
+            st = KG_EINPUT;
+            break;
+        }
+    for (int i = 0; st == KG_OK && i < 2; i++)
+        if (rename(tmp[i], final[i]) != 0) {
+            *err = kg_strdupf("%s: cannot rename into place: %s", final[i], strerror(errno));
+            st = KG_EINPUT;
+        }
+    if (st != KG_OK)
+        for (int i = 0; i < written; i++)
+            remove(tmp[i]);
+    for (int i = 0; i < 2; i++) {
+        free(final[i]);
+        free(tmp[i]);
+    }
+    return st;
+}
+
+void kg_free(kg_kernel *k)
+{
+    if (!k)
+        return;
+    kg_jit_release(k);
+    for (int i = 0; i <= KG_TEXT_IR; i++)
+        free(k->text[i]);
+    for (int p = 0; p < KG_NPASSES; p++) {
+        struct kg_fn *f = &k->fns[p];
+        for (int i = 0; i < f->nargs; i++) {
+            free((char *)f->args[i].cname);
+            free((char *)f->args[i].name);
+            free((char *)f->args[i].file);
+            free((char *)f->args[i].init);
+        }
+        free(f->args);
+        free(f->fn);
+    }
+    for (int i = 0; i < k->nlibm; i++)
+        free(k->libm[i]);
+    free(k->libm);
+    free(k);
+}

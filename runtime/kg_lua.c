@@ -1,0 +1,589 @@
+/* kg_lua: the Lua 5.4 host. Each request gets its own lua_State (no shared mutable state),
+ * with only base, table, string, math, utf8, debug and a restricted package library; modules
+ * load from the embedded sources (or from $KERNGEN_LUA_DIR for development). Everything runs
+ * inside one lua_pcall with a message handler: user errors ({msg=...} tables from util.fail)
+ * become KG_EINPUT, anything else KG_EINTERNAL with a traceback.
+ *
+ * The generator gets a private module "kg_host" (never visible to specs) with:
+ *   resource(path) / resources(prefix)  embedded files;   read_file(path)  a user's spec
+ *   sandbox_call(budget, bytes, fn, ...) -> ok, results... | false, message
+ *       runs spec code under an instruction budget (count hook) and a memory cap (allocator). */
+#define _POSIX_C_SOURCE 200809L
+#include <dirent.h>
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <lauxlib.h>
+#include <lua.h>
+#include <lualib.h>
+
+#include "kg_internal.h"
+
+enum { HOOK_STEP = 1000 };
+static const size_t GENERATOR_MEMORY = (size_t)4 << 30; /* bound for the generator itself */
+
+typedef struct {
+    size_t used, limit;
+    long steps_left;   /* instruction budget in units of HOOK_STEP, while sandboxed */
+    int sandboxed;
+    const char *dir;   /* developer override, or NULL */
+} host;
+
+/* ---------------------------------------------------------------------------------------- */
+/* small helpers (shared with the rest of the runtime) */
+
+void *kg_xmalloc(size_t n)
+{
+    void *p = malloc(n ? n : 1);
+    if (!p) {
+        fputs("kerngen: out of memory\n", stderr);
+        abort();
+    }
+    return p;
+}
+
+void *kg_xcalloc(size_t n, size_t size)
+{
+    void *p = calloc(n ? n : 1, size ? size : 1);
+    if (!p) {
+        fputs("kerngen: out of memory\n", stderr);
+        abort();
+    }
+    return p;
+}
+
+char *kg_strdup(const char *s)
+{
+    size_t n = strlen(s) + 1;
+    return memcpy(kg_xmalloc(n), s, n);
+}
+
+char *kg_strdupf(const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(NULL, 0, fmt, ap);
+    va_end(ap);
+    char *s = kg_xmalloc((size_t)(n < 0 ? 0 : n) + 1);
+    va_start(ap, fmt);
+    vsnprintf(s, (size_t)n + 1, fmt, ap);
+    va_end(ap);
+    return s;
+}
+
+/* ---------------------------------------------------------------------------------------- */
+/* allocator with a cap, and the instruction-count hook */
+
+static void *l_alloc(void *ud, void *ptr, size_t osize, size_t nsize)
+{
+    host *h = ud;
+    size_t old = ptr ? osize : 0;
+    if (nsize == 0) {
+        free(ptr);
+        h->used -= old;
+        return NULL;
+    }
+    if (nsize > old && h->used - old + nsize > h->limit)
+        return NULL;
+    void *p = realloc(ptr, nsize);
+    if (p)
+        h->used = h->used - old + nsize;
+    return p;
+}
+
+static host *host_of(lua_State *L)
+{
+    void *ud;
+    lua_getallocf(L, &ud);
+    return ud;
+}
+
+static void count_hook(lua_State *L, lua_Debug *ar)
+{
+    (void)ar;
+    host *h = host_of(L);
+    if (h->sandboxed && --h->steps_left < 0)
+        luaL_error(L, "instruction budget exceeded (endless loop?)");
+}
+
+/* sandbox_call(budget, bytes, fn, ...): pcall under limits; nested calls share the outer ones */
+static int l_sandbox_call(lua_State *L)
+{
+    host *h = host_of(L);
+    lua_Integer budget = luaL_checkinteger(L, 1);
+    lua_Integer bytes = luaL_checkinteger(L, 2);
+    luaL_checktype(L, 3, LUA_TFUNCTION);
+    int outer = !h->sandboxed;
+    size_t old_limit = h->limit;
+    if (outer) {
+        h->sandboxed = 1;
+        h->steps_left = (long)(budget / HOOK_STEP);
+        h->limit = h->used + (size_t)bytes;
+        lua_sethook(L, count_hook, LUA_MASKCOUNT, HOOK_STEP);
+    }
+    int nargs = lua_gettop(L) - 3;
+    int rc = lua_pcall(L, nargs, LUA_MULTRET, 0); /* stack: budget, bytes, results... | err */
+    if (outer) {
+        lua_sethook(L, NULL, 0, 0);
+        h->sandboxed = 0;
+        h->limit = old_limit;
+    }
+    if (rc != LUA_OK) {
+        if (rc == LUA_ERRMEM) {
+            lua_pop(L, 1);
+            lua_pushfstring(L, "memory limit exceeded (%d MiB)", (int)(bytes >> 20));
+        }
+        lua_pushboolean(L, 0);
+        lua_insert(L, -2);
+        return 2;
+    }
+    lua_pushboolean(L, 1);
+    lua_replace(L, 1); /* stack: true, bytes, results... */
+    lua_remove(L, 2);
+    return lua_gettop(L);
+}
+
+/* ---------------------------------------------------------------------------------------- */
+/* resources */
+
+static char *read_whole(const char *path, size_t *len, char **err)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f) {
+        *err = kg_strdupf("%s: cannot open: %s", path, strerror(errno));
+        return NULL;
+    }
+    size_t cap = 4096, n = 0;
+    char *buf = kg_xmalloc(cap);
+    size_t got;
+    while ((got = fread(buf + n, 1, cap - n, f)) > 0) {
+        n += got;
+        if (n == cap) {
+            if (cap > ((size_t)64 << 20)) {
+                fclose(f);
+                free(buf);
+                *err = kg_strdupf("%s: larger than 64 MiB", path);
+                return NULL;
+            }
+            cap *= 2;
+            char *nb = realloc(buf, cap);
+            if (!nb) {
+                fclose(f);
+                free(buf);
+                *err = kg_strdupf("%s: out of memory", path);
+                return NULL;
+            }
+            buf = nb;
+        }
+    }
+    int bad = ferror(f);
+    fclose(f);
+    if (bad) {
+        free(buf);
+        *err = kg_strdupf("%s: read error", path);
+        return NULL;
+    }
+    *len = n;
+    return buf;
+}
+
+static int l_resource(lua_State *L)
+{
+    const char *path = luaL_checkstring(L, 1);
+    host *h = host_of(L);
+    if (h->dir) {
+        char *full = kg_strdupf("%s/%s", h->dir, path), *err = NULL;
+        size_t len;
+        char *text = read_whole(full, &len, &err);
+        free(full);
+        if (!text) {
+            lua_pushnil(L);
+            lua_pushstring(L, err);
+            free(err);
+            return 2;
+        }
+        lua_pushlstring(L, text, len);
+        free(text);
+        return 1;
+    }
+    for (size_t i = 0; i < kg_embedded_count; i++) {
+        if (strcmp(kg_embedded[i].path, path) == 0) {
+            lua_pushlstring(L, kg_embedded[i].text, kg_embedded[i].len);
+            return 1;
+        }
+    }
+    lua_pushnil(L);
+    lua_pushfstring(L, "%s: no such resource", path);
+    return 2;
+}
+
+/* resources(prefix) -> sorted list of paths (sorted in Lua by the caller's order: we sort here) */
+static int l_resources(lua_State *L)
+{
+    const char *prefix = luaL_checkstring(L, 1); /* e.g. "graphs/" */
+    host *h = host_of(L);
+    lua_newtable(L);
+    int n = 0;
+    if (h->dir) {
+        char *full = kg_strdupf("%s/%s", h->dir, prefix);
+        DIR *d = opendir(full);
+        free(full);
+        if (d) {
+            struct dirent *e;
+            while ((e = readdir(d)) != NULL) {
+                if (e->d_name[0] == '.')
+                    continue;
+                lua_pushfstring(L, "%s%s", prefix, e->d_name);
+                lua_rawseti(L, -2, ++n);
+            }
+            closedir(d);
+        }
+    } else {
+        size_t plen = strlen(prefix);
+        for (size_t i = 0; i < kg_embedded_count; i++) {
+            if (strncmp(kg_embedded[i].path, prefix, plen) == 0) {
+                lua_pushstring(L, kg_embedded[i].path);
+                lua_rawseti(L, -2, ++n);
+            }
+        }
+    }
+    /* stack: list; sort with table.sort */
+    lua_getglobal(L, "table");
+    lua_getfield(L, -1, "sort");
+    lua_pushvalue(L, -3);
+    lua_call(L, 1, 0);
+    lua_pop(L, 1);
+    return 1;
+}
+
+static int l_read_file(lua_State *L)
+{
+    const char *path = luaL_checkstring(L, 1);
+    char *err = NULL;
+    size_t len;
+    char *text = read_whole(path, &len, &err);
+    if (!text) {
+        lua_pushnil(L);
+        lua_pushstring(L, err);
+        free(err);
+        return 2;
+    }
+    lua_pushlstring(L, text, len);
+    free(text);
+    return 1;
+}
+
+/* package searcher: require("ir") loads gen/ir.lua */
+static int l_searcher(lua_State *L)
+{
+    const char *name = luaL_checkstring(L, 1);
+    lua_pushcfunction(L, l_resource);
+    lua_pushfstring(L, "gen/%s.lua", name);
+    lua_call(L, 1, 2); /* stack: name, text|nil, err */
+    if (lua_isnil(L, -2)) {
+        lua_pushfstring(L, "\n\tno embedded module gen/%s.lua", name);
+        return 1;
+    }
+    size_t len;
+    const char *text = lua_tolstring(L, -2, &len);
+    const char *chunk = lua_pushfstring(L, "@gen/%s.lua", name);
+    if (luaL_loadbufferx(L, text, len, chunk, "t") != LUA_OK)
+        return lua_error(L);
+    lua_pushstring(L, chunk + 1);
+    return 2;
+}
+
+static int open_host(lua_State *L)
+{
+    static const luaL_Reg fns[] = {
+        {"resource", l_resource},         {"resources", l_resources},
+        {"read_file", l_read_file},       {"sandbox_call", l_sandbox_call},
+        {NULL, NULL}};
+    luaL_newlib(L, fns);
+    lua_pushstring(L, KG_VERSION);
+    lua_setfield(L, -2, "version");
+    return 1;
+}
+
+/* ---------------------------------------------------------------------------------------- */
+/* state setup and protected calls */
+
+static int msgh(lua_State *L)
+{
+    if (lua_istable(L, 1))
+        return 1; /* a user error: keep it */
+    const char *msg = lua_tostring(L, 1);
+    luaL_traceback(L, L, msg ? msg : "(non-string error)", 1);
+    return 1;
+}
+
+static lua_State *new_state(host *h)
+{
+    memset(h, 0, sizeof *h);
+    h->limit = GENERATOR_MEMORY;
+    const char *dir = getenv("KERNGEN_LUA_DIR");
+    h->dir = (dir && *dir) ? dir : NULL;
+    lua_State *L = lua_newstate(l_alloc, h);
+    if (!L)
+        return NULL;
+    static const luaL_Reg libs[] = {
+        {LUA_GNAME, luaopen_base},        {LUA_TABLIBNAME, luaopen_table},
+        {LUA_STRLIBNAME, luaopen_string}, {LUA_MATHLIBNAME, luaopen_math},
+        {LUA_UTF8LIBNAME, luaopen_utf8},  {LUA_DBLIBNAME, luaopen_debug},
+        {LUA_LOADLIBNAME, luaopen_package}, {NULL, NULL}};
+    for (const luaL_Reg *lib = libs; lib->func; lib++) {
+        luaL_requiref(L, lib->name, lib->func, 1);
+        lua_pop(L, 1);
+    }
+    /* no bytecode dumping anywhere: a string metatable gives specs a path to string.* */
+    lua_getglobal(L, "string");
+    lua_pushnil(L);
+    lua_setfield(L, -2, "dump");
+    lua_pop(L, 1);
+    lua_pushliteral(L, "");
+    if (lua_getmetatable(L, -1)) { /* stack: "", mt */
+        lua_pushboolean(L, 0);
+        lua_setfield(L, -2, "__metatable");
+        lua_pop(L, 1);
+    }
+    lua_pop(L, 1);
+    /* package: the preload searcher (for kg_host) and ours; no file system paths */
+    lua_getglobal(L, "package");
+    lua_newtable(L);                  /* stack: package, new */
+    lua_getfield(L, -2, "searchers"); /* stack: package, new, old */
+    lua_rawgeti(L, -1, 1);
+    lua_rawseti(L, -3, 1);
+    lua_pop(L, 1);
+    lua_pushcfunction(L, l_searcher);
+    lua_rawseti(L, -2, 2);
+    lua_setfield(L, -2, "searchers");
+    lua_pushnil(L);
+    lua_setfield(L, -2, "loadlib");
+    lua_getfield(L, -1, "preload");
+    lua_pushcfunction(L, open_host);
+    lua_setfield(L, -2, "kg_host");
+    lua_pop(L, 2);
+    return L;
+}
+
+/* Calls pipeline[fn](request table on top of the stack). On success leaves the result on the
+   stack; otherwise fills *err and returns the status. */
+static kg_status call_pipeline(lua_State *L, const char *fn, char **err)
+{
+    /* stack: req */
+    lua_pushcfunction(L, msgh);
+    lua_getglobal(L, "require");
+    lua_pushliteral(L, "pipeline");
+    if (lua_pcall(L, 1, 1, -3) != LUA_OK)
+        goto fail;
+    lua_getfield(L, -1, fn); /* stack: req, msgh, pipeline, f */
+    lua_remove(L, -2);
+    lua_pushvalue(L, -3);
+    if (lua_pcall(L, 1, 1, -3) != LUA_OK)
+        goto fail;
+    lua_remove(L, -2); /* msgh */
+    lua_remove(L, -2); /* req */
+    return KG_OK;
+fail:
+    if (lua_istable(L, -1)) {
+        lua_getfield(L, -1, "msg");
+        *err = kg_strdup(lua_tostring(L, -1) ? lua_tostring(L, -1) : "error");
+        return KG_EINPUT;
+    }
+    *err = kg_strdupf("internal error: %s", lua_tostring(L, -1) ? lua_tostring(L, -1) : "?");
+    return KG_EINTERNAL;
+}
+
+static void set_str(lua_State *L, const char *key, const char *v)
+{
+    if (v) {
+        lua_pushstring(L, v);
+        lua_setfield(L, -2, key);
+    }
+}
+
+static void push_request(lua_State *L, const kg_request *req)
+{
+    lua_newtable(L);
+    set_str(L, "graph", req->graph);
+    set_str(L, "dtype", req->dtype);
+    set_str(L, "semantics", req->semantics);
+    set_str(L, "unroll", req->unroll);
+    set_str(L, "vjp_form", req->vjp_form);
+    set_str(L, "jvp_form", req->jvp_form);
+    set_str(L, "name", req->name);
+    set_str(L, "dump_ir", req->dump_ir);
+    lua_pushboolean(L, req->check_ir);
+    lua_setfield(L, -2, "check_ir");
+    lua_createtable(L, req->nparams, 0);
+    for (int i = 0; i < req->nparams; i++) {
+        lua_pushstring(L, req->params[i]);
+        lua_rawseti(L, -2, i + 1);
+    }
+    lua_setfield(L, -2, "params");
+}
+
+/* ---------------------------------------------------------------------------------------- */
+/* result marshalling */
+
+static char *field_str(lua_State *L, const char *key)
+{
+    lua_getfield(L, -1, key);
+    char *s = kg_strdup(lua_tostring(L, -1) ? lua_tostring(L, -1) : "");
+    lua_pop(L, 1);
+    return s;
+}
+
+static lua_Integer field_int(lua_State *L, const char *key)
+{
+    lua_getfield(L, -1, key);
+    lua_Integer v = lua_tointeger(L, -1);
+    lua_pop(L, 1);
+    return v;
+}
+
+static kg_role role_of(const char *s)
+{
+    static const char *names[] = {"input", "cotangent", "tangent", "output", "grad", "output_tangent"};
+    for (int i = 0; i < 6; i++)
+        if (strcmp(s, names[i]) == 0)
+            return (kg_role)i;
+    return KG_ROLE_INPUT;
+}
+
+static const char *file_suffix(kg_role r)
+{
+    switch (r) {
+    case KG_ROLE_COTANGENT: return ".cotangent";
+    case KG_ROLE_TANGENT: case KG_ROLE_OUTPUT_TANGENT: return ".tangent";
+    case KG_ROLE_GRAD: return ".grad";
+    default: return "";
+    }
+}
+
+static void read_fn(lua_State *L, struct kg_fn *f)
+{
+    /* stack: fn-meta */
+    f->fn = field_str(L, "fn");
+    f->ws = (size_t)field_int(L, "ws");
+    lua_getfield(L, -1, "params");
+    f->nargs = (int)lua_rawlen(L, -1);
+    f->args = kg_xcalloc((size_t)f->nargs, sizeof *f->args);
+    for (int i = 0; i < f->nargs; i++) {
+        kg_arg *a = &f->args[i];
+        lua_rawgeti(L, -1, i + 1);
+        a->cname = field_str(L, "cname");
+        a->name = field_str(L, "name");
+        char *role = field_str(L, "role");
+        a->role = role_of(role);
+        free(role);
+        a->file = kg_strdupf("%s%s", a->name, file_suffix(a->role));
+        a->init = field_str(L, "init");
+        a->count = (size_t)field_int(L, "count");
+        lua_getfield(L, -1, "shape");
+        a->ndim = (int)lua_rawlen(L, -1);
+        for (int k = 0; k < a->ndim && k < 8; k++) {
+            lua_rawgeti(L, -1, k + 1);
+            a->shape[k] = (size_t)lua_tointeger(L, -1);
+            lua_pop(L, 1);
+        }
+        lua_pop(L, 2);
+    }
+    lua_pop(L, 1);
+}
+
+static void read_result(lua_State *L, kg_kernel *k, const kg_request *req)
+{
+    static const char *keys[] = {"name", "header", "source", "jit_source", "header_file",
+                                 "source_file", "params_text", "dumps"};
+    for (int i = 0; i <= KG_TEXT_IR; i++)
+        k->text[i] = field_str(L, keys[i]);
+    k->elem_size = (req->dtype && strcmp(req->dtype, "f64") == 0) ? 8 : 4;
+    static const char *passes[] = {"forward", "vjp", "jvp"};
+    lua_getfield(L, -1, "functions");
+    for (int p = 0; p < KG_NPASSES; p++) {
+        lua_getfield(L, -1, passes[p]);
+        read_fn(L, &k->fns[p]);
+        lua_pop(L, 1);
+    }
+    lua_pop(L, 1);
+    lua_getfield(L, -1, "stats");
+    k->statements = (size_t)field_int(L, "statements");
+    k->bytes = (size_t)field_int(L, "bytes");
+    lua_pop(L, 1);
+    lua_getfield(L, -1, "has_closed_vjp");
+    k->closed[KG_VJP] = lua_toboolean(L, -1);
+    lua_getfield(L, -2, "has_closed_jvp");
+    k->closed[KG_JVP] = lua_toboolean(L, -1);
+    lua_pop(L, 2);
+    lua_getfield(L, -1, "libm");
+    k->nlibm = (int)lua_rawlen(L, -1);
+    k->libm = kg_xcalloc((size_t)k->nlibm, sizeof *k->libm);
+    for (int i = 0; i < k->nlibm; i++) {
+        lua_rawgeti(L, -1, i + 1);
+        k->libm[i] = kg_strdup(lua_tostring(L, -1));
+        lua_pop(L, 1);
+    }
+    lua_pop(L, 1);
+}
+
+/* ---------------------------------------------------------------------------------------- */
+/* public entry points */
+
+kg_status kg_generate(const kg_request *req, kg_kernel **out, char **err)
+{
+    *out = NULL;
+    *err = NULL;
+    if (!req || !req->graph) {
+        *err = kg_strdup("no graph given");
+        return KG_EINPUT;
+    }
+    host h;
+    lua_State *L = new_state(&h);
+    if (!L) {
+        *err = kg_strdup("cannot create a Lua state");
+        return KG_EINTERNAL;
+    }
+    push_request(L, req);
+    kg_status st = call_pipeline(L, "generate", err);
+    if (st == KG_OK) {
+        kg_kernel *k = kg_xcalloc(1, sizeof *k);
+        read_result(L, k, req);
+        *out = k;
+    }
+    lua_close(L);
+    return st;
+}
+
+static kg_status text_call(const char *fn, const kg_request *req, const char *pass, char **text, char **err)
+{
+    *text = NULL;
+    *err = NULL;
+    host h;
+    lua_State *L = new_state(&h);
+    if (!L) {
+        *err = kg_strdup("cannot create a Lua state");
+        return KG_EINTERNAL;
+    }
+    if (req)
+        push_request(L, req);
+    else
+        lua_newtable(L);
+    set_str(L, "pass", pass);
+    kg_status st = call_pipeline(L, fn, err);
+    if (st == KG_OK)
+        *text = kg_strdup(lua_tostring(L, -1) ? lua_tostring(L, -1) : "");
+    lua_close(L);
+    return st;
+}
+
+kg_status kg_list(char **text, char **err) { return text_call("list", NULL, NULL, text, err); }
+kg_status kg_graphs(char **text, char **err) { return text_call("names", NULL, NULL, text, err); }
+
+kg_status kg_dot(const kg_request *req, const char *pass, char **text, char **err)
+{
+    return text_call("dot", req, pass, text, err);
+}
