@@ -115,12 +115,14 @@ function builder.new(G, S, ctx, prefix)
     local s = keepdims(n, axes, G:sum(n, axes))
     return wrap(G:mul(s, G:scalar(1 / count, s.shape)))
   end
-  -- element 0 along an axis (kept with extent 1)
-  function g.first(x, axis)
-    local n = unwrap(x); local a = axes_of(n, axis)
-    return wrap(keepdims(n, a, G:pick0(n, a[1])))
+  -- element 0 along the given axes (kept with extent 1)
+  function g.first(x, axes)
+    local n = unwrap(x); axes = axes_of(n, axes)
+    local r = n
+    for k = #axes, 1, -1 do r = G:pick0(r, axes[k]) end
+    return wrap(keepdims(n, axes, r))
   end
-  for _, op in ipairs({ "sqrt_clamp", "recip", "exp", "tanh", "erf", "erfc", "detach" }) do
+  for _, op in ipairs({ "sqrt_clamp", "clamp0", "recip", "exp", "tanh", "erf", "erfc", "detach" }) do
     g[op] = function(x) return wrap(G[op](G, unwrap(x))) end
   end
   function g.gelu(x, approx)
@@ -157,7 +159,9 @@ function builder.new(G, S, ctx, prefix)
     local spec = require("spec")
     local S2 = spec.find(name)
     local list = {}
-    for k, v in pairs(params or {}) do list[#list + 1] = k .. "=" .. util.num_str(v) end
+    for k, v in pairs(params or {}) do
+      list[#list + 1] = k .. "=" .. (type(v) == "number" and util.num_str(v) or tostring(v))
+    end
     table.sort(list)
     local inputs, dims_from_inputs = {}, {}
     for _, i in ipairs(S2.inputs) do

@@ -240,6 +240,12 @@ local HELPERS = {
   sqrt_clamp = function(T, lit, f)
     return { "return v < " .. lit(0) .. " ? " .. lit(0) .. " : sqrt" .. f .. "(v);" }
   end,
+  clamp0 = function(T, lit)
+    return { "return v < " .. lit(0) .. " ? " .. lit(0) .. " : v;" }
+  end,
+  step = function(T, lit)
+    return { "return v > " .. lit(0) .. " ? " .. lit(1) .. " : " .. lit(0) .. ";" }
+  end,
   gelu_erf = function(T, lit, f)
     return { "return " .. lit(0.5) .. " * v * erfc" .. f .. "(-v * " .. lit(0.70710678118654752440) .. ");" }
   end,

@@ -114,6 +114,8 @@ end
 Graph.neg = unary("neg")
 Graph.recip = unary("recip")
 Graph.sqrt_clamp = unary("sqrt_clamp")
+Graph.clamp0 = unary("clamp0")
+Graph.step = unary("step")
 Graph.exp = unary("exp")
 Graph.tanh = unary("tanh")
 Graph.erf = unary("erf")

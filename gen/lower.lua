@@ -162,6 +162,9 @@ function lower.run(G)
       for i, a in ipairs(n.args) do args[i] = expr(a, idx) end
       return { k = "op", op = n.op, attr = n.attr, args = args }
     end
+    if (n.op == "reshape" or n.op == "detach") and home[n.args[1]] then -- same flat layout
+      return { k = "load", buf = home[n.args[1]], index = flat(n.shape, idx) }
+    end
     if def.kind == "view" then
       local r, sel = def.read(n, idx, aff)
       if not r then error("lower: %" .. n.id .. " (" .. n.op .. ") read is not affine and its argument is not in memory") end

@@ -110,6 +110,14 @@ ops.sqrt_clamp = elementwise {
   vjp = function(G, n, g) return G:div(G:mul(g, G:scalar(0.5, n.shape)), n) end,
 }
 
+-- max(a, 0) (NaN propagates) and its derivative, the step a > 0 (1 or 0; no derivative of its own).
+ops.clamp0 = elementwise {
+  arity = 1, cost = 2, c = { helper = "clamp0" },
+  jvp = function(G, n, t) return G:mul(t, G:step(n.args[1])) end,
+  vjp = function(G, n, g) return G:mul(g, G:step(n.args[1])) end,
+}
+ops.step = elementwise { arity = 1, cost = 2, c = { helper = "step" }, nondiff = true }
+
 ops.exp = elementwise {
   arity = 1, cost = 16, c = { call = "exp" },
   jvp = function(G, n, t) return G:mul(t, n) end,

@@ -243,7 +243,7 @@ end
 function spec.active_inputs(S, attrs)
   local list = {}
   for _, i in ipairs(S.inputs) do
-    if not i.when or i.when(attrs) then list[#list + 1] = i end
+    if not i.when or guarded(S.file, i.when, attrs) then list[#list + 1] = i end
   end
   return list
 end

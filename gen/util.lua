@@ -69,7 +69,7 @@ end
 
 -- Format a double for messages and banners (shortest that round-trips).
 function util.num_str(v)
-  if math.type(v) == "integer" then return tostring(v) end
+  if type(v) ~= "number" or math.type(v) == "integer" then return tostring(v) end
   for p = 1, 17 do
     local s = string.format("%." .. p .. "g", v)
     if tonumber(s) == v then return s end
