@@ -11,8 +11,8 @@ local util = require("util")
 
 local schedule = {}
 
-schedule.NEST_BUDGET = 4096
-schedule.FUNCTION_BUDGET = 32768
+schedule.NEST_BUDGET = 1024
+schedule.FUNCTION_BUDGET = 16384
 schedule.HARD_LIMIT = 2000000
 
 local function expr_size(e)

@@ -1,0 +1,104 @@
+/* kg_test.h: helpers shared by the test files: build a kernel from "NAME=VALUE" strings, call
+ * a pass with buffers looked up by (role, tensor name), deterministic random data. */
+#ifndef KG_TEST_H
+#define KG_TEST_H
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "kerngen.h"
+
+/* A kernel for graph at params (NULL-terminated list), dtype "f32"/"f64"; fails the test on error. */
+static inline kg_kernel *kgt_build_req(kg_request *req)
+{
+    kg_kernel *k = NULL;
+    char *err = NULL;
+    kg_status st = kg_generate(req, &k, &err);
+    if (st == KG_OK && (st = kg_compile(k, &err)) != KG_OK)
+        kg_free(k);
+    if (st != KG_OK) {
+        fprintf(stderr, "kgt_build %s: %s\n", req->graph, err ? err : "?");
+        free(err);
+        return NULL;
+    }
+    return k;
+}
+
+static inline kg_kernel *kgt_build(const char *graph, const char *dtype, const char *const *params)
+{
+    kg_request req = {0};
+    int n = 0;
+    while (params && params[n])
+        n++;
+    req.graph = graph;
+    req.params = params;
+    req.nparams = n;
+    req.dtype = dtype;
+    return kgt_build_req(&req);
+}
+
+typedef struct {
+    kg_role role;
+    const char *name;
+    void *data; /* float or double, as the kernel's dtype */
+} kgt_buf;
+
+/* Calls pass with the buffers matching each argument; returns the kernel's code, or -99 when
+   an argument has no buffer. */
+static inline int kgt_call(const kg_kernel *k, kg_pass pass, const kgt_buf *bufs, int nbufs)
+{
+    int n = kg_nargs(k, pass), rc;
+    void **args = calloc((size_t)n + 1, sizeof *args);
+    for (int i = 0; i < n; i++) {
+        const kg_arg *a = kg_arg_at(k, pass, i);
+        for (int j = 0; j < nbufs; j++)
+            if (bufs[j].role == a->role && strcmp(bufs[j].name, a->name) == 0)
+                args[i] = bufs[j].data;
+        if (!args[i]) {
+            fprintf(stderr, "kgt_call: no buffer for %s\n", a->cname);
+            free(args);
+            return -99;
+        }
+    }
+    size_t ws = kg_ws_size(k, pass);
+    args[n] = ws ? calloc(ws, kg_elem_size(k)) : NULL;
+    rc = kg_call(k, pass, args);
+    free(args[n]);
+    free(args);
+    return rc;
+}
+
+/* splitmix64 + Box-Muller; one deterministic stream per test binary */
+static inline double kgt_uniform(void)
+{
+    static unsigned long long state = 42;
+    unsigned long long z = (state += 0x9E3779B97F4A7C15ull);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    z ^= z >> 31;
+    return ((double)(z >> 11) + 0.5) * (1.0 / 9007199254740992.0);
+}
+static inline double kgt_normal(void)
+{
+    return sqrt(-2.0 * log(kgt_uniform())) * cos(6.283185307179586 * kgt_uniform());
+}
+
+/* max |a - b| / max(floor, max |b|); NaN anywhere gives +inf */
+static inline double kgt_rel(const double *a, const double *b, size_t n, double floor)
+{
+    double num = 0, den = floor;
+    for (size_t i = 0; i < n; i++) {
+        double d = fabs(a[i] - b[i]);
+        if (d != d)
+            return INFINITY;
+        if (d > num)
+            num = d;
+        if (fabs(b[i]) > den)
+            den = fabs(b[i]);
+    }
+    return num / den;
+}
+
+#endif

@@ -1,0 +1,194 @@
+/* test_golden: every case in tests/golden/ (PyTorch float64 results made by
+ * tests/golden/make_goldens.py) through the JIT kernels, all three passes.
+ *   f64: every result within GOLDEN_TOL_F64 (norm-wise relative) of PyTorch; results that are
+ *        exactly zero in PyTorch (dim=1 gradients, constant slices) must be exactly zero.
+ *   f32: on the same inputs rounded to float, within GOLDEN_TOL_F32 of the f64 kernel
+ *        (max|d| / max(1, max|f64|)); rounding the inputs themselves is not the kernel's error. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+
+#include <cmocka.h>
+
+#include "kg_npy.h"
+#include "kg_test.h"
+
+#define GOLDEN_TOL_F64 1e-10
+#define GOLDEN_TOL_F32 1e-4
+#define GOLDEN_DIR "tests/golden"
+
+typedef struct {
+    char graph[64];
+    char *params[16];
+    int nparams;
+} golden_case;
+
+static int read_case(const char *dir, golden_case *c)
+{
+    char path[512], line[1024];
+    snprintf(path, sizeof path, "%s/%s/case.txt", GOLDEN_DIR, dir);
+    FILE *f = fopen(path, "r");
+    if (!f || !fgets(line, sizeof line, f)) {
+        if (f)
+            fclose(f);
+        return -1;
+    }
+    fclose(f);
+    memset(c, 0, sizeof *c);
+    char *tok = strtok(line, " \n");
+    snprintf(c->graph, sizeof c->graph, "%s", tok ? tok : "");
+    while ((tok = strtok(NULL, " \n")) && c->nparams < 16)
+        c->params[c->nparams++] = strdup(tok);
+    return 0;
+}
+
+static void free_case(golden_case *c)
+{
+    for (int i = 0; i < c->nparams; i++)
+        free(c->params[i]);
+}
+
+/* loads dir/<arg file>.npy as doubles; NULL when absent */
+static double *load(const char *dir, const char *file, size_t count)
+{
+    char path[512], err[512];
+    snprintf(path, sizeof path, "%s/%s/%s.npy", GOLDEN_DIR, dir, file);
+    kg_npy t;
+    if (kg_npy_read(path, &t, err, sizeof err) != 0) {
+        fprintf(stderr, "%s\n", err);
+        return NULL;
+    }
+    double *d = NULL;
+    if (t.dtype == KG_NPY_F64 && t.count == count) {
+        d = malloc(count * sizeof *d);
+        memcpy(d, t.data, count * sizeof *d);
+    } else {
+        fprintf(stderr, "%s: unexpected dtype or size\n", path);
+    }
+    kg_npy_free(&t);
+    return d;
+}
+
+static const kg_role RESULT[KG_NPASSES] = {KG_ROLE_OUTPUT, KG_ROLE_GRAD, KG_ROLE_OUTPUT_TANGENT};
+static const char *const PASS_NAME[KG_NPASSES] = {"forward", "vjp", "jvp"};
+
+/* Runs every pass of k on the case's inputs (as doubles, converted for f32 kernels; rounded
+   to float first when round_inputs). Results land in out[pass][arg]. */
+static void run_case(const char *dir, kg_kernel *k, int round_inputs, double *out[KG_NPASSES][16])
+{
+    int f32 = kg_elem_size(k) == 4;
+    for (int p = 0; p < KG_NPASSES; p++) {
+        int n = kg_nargs(k, (kg_pass)p);
+        assert_true(n <= 16);
+        kgt_buf bufs[16];
+        for (int i = 0; i < n; i++) {
+            const kg_arg *a = kg_arg_at(k, (kg_pass)p, i);
+            bufs[i].role = a->role;
+            bufs[i].name = a->name;
+            bufs[i].data = calloc(a->count ? a->count : 1, kg_elem_size(k));
+            if (a->role < KG_ROLE_OUTPUT) {
+                double *v = load(dir, a->file, a->count);
+                assert_non_null(v);
+                for (size_t j = 0; j < a->count; j++) {
+                    double x = round_inputs ? (double)(float)v[j] : v[j];
+                    if (f32)
+                        ((float *)bufs[i].data)[j] = (float)x;
+                    else
+                        ((double *)bufs[i].data)[j] = x;
+                }
+                free(v);
+            }
+        }
+        assert_int_equal(kgt_call(k, (kg_pass)p, bufs, n), 0);
+        for (int i = 0; i < n; i++) {
+            const kg_arg *a = kg_arg_at(k, (kg_pass)p, i);
+            out[p][i] = NULL;
+            if (a->role == RESULT[p]) {
+                out[p][i] = malloc((a->count ? a->count : 1) * sizeof(double));
+                for (size_t j = 0; j < a->count; j++)
+                    out[p][i][j] = f32 ? ((float *)bufs[i].data)[j] : ((double *)bufs[i].data)[j];
+            }
+            free(bufs[i].data);
+        }
+    }
+}
+
+static void free_results(kg_kernel *k, double *out[KG_NPASSES][16])
+{
+    for (int p = 0; p < KG_NPASSES; p++)
+        for (int i = 0; i < kg_nargs(k, (kg_pass)p); i++)
+            free(out[p][i]);
+}
+
+static void check_case(const char *dir)
+{
+    golden_case c;
+    assert_int_equal(read_case(dir, &c), 0);
+    const char *params[17] = {0};
+    for (int i = 0; i < c.nparams; i++)
+        params[i] = c.params[i];
+    kg_kernel *k64 = kgt_build(c.graph, "f64", params);
+    kg_kernel *k32 = kgt_build(c.graph, "f32", params);
+    assert_non_null(k64);
+    assert_non_null(k32);
+
+    double *r64[KG_NPASSES][16], *q64[KG_NPASSES][16], *q32[KG_NPASSES][16];
+    run_case(dir, k64, 0, r64);
+    run_case(dir, k64, 1, q64);
+    run_case(dir, k32, 1, q32);
+    double worst64 = 0, worst32 = 0;
+    for (int p = 0; p < KG_NPASSES; p++)
+        for (int i = 0; i < kg_nargs(k64, (kg_pass)p); i++) {
+            const kg_arg *a = kg_arg_at(k64, (kg_pass)p, i);
+            if (a->role != RESULT[p])
+                continue;
+            double *want = load(dir, a->file, a->count);
+            assert_non_null(want);
+            double e64 = kgt_rel(r64[p][i], want, a->count, 1e-300);
+            double e32 = kgt_rel(q32[p][i], q64[p][i], a->count, 1.0);
+            if (e64 > GOLDEN_TOL_F64 || e32 > GOLDEN_TOL_F32)
+                fprintf(stderr, "%s %s %s: f64 vs torch %.3g (tol %g), f32 vs f64 %.3g (tol %g)\n", dir,
+                        PASS_NAME[p], a->file, e64, GOLDEN_TOL_F64, e32, GOLDEN_TOL_F32);
+            worst64 = e64 > worst64 ? e64 : worst64;
+            worst32 = e32 > worst32 ? e32 : worst32;
+            free(want);
+        }
+    printf("  %-28s f64 vs torch %.2e   f32 vs f64 %.2e\n", dir, worst64, worst32);
+    assert_true(worst64 <= GOLDEN_TOL_F64);
+    assert_true(worst32 <= GOLDEN_TOL_F32);
+    free_results(k64, r64);
+    free_results(k64, q64);
+    free_results(k32, q32);
+    kg_free(k64);
+    kg_free(k32);
+    free_case(&c);
+}
+
+/* One cmocka test per case directory listed in tests/golden/index.txt. */
+static void golden_test(void **state) { check_case((const char *)*state); }
+
+int main(void)
+{
+    FILE *f = fopen(GOLDEN_DIR "/index.txt", "r");
+    if (!f) {
+        fprintf(stderr, "test_golden: cannot open " GOLDEN_DIR "/index.txt (run from the repository root)\n");
+        return 1;
+    }
+    struct CMUnitTest tests[128];
+    char names[128][64];
+    int n = 0;
+    while (n < 128 && fgets(names[n], sizeof names[n], f)) {
+        names[n][strcspn(names[n], "\n")] = 0;
+        if (!names[n][0])
+            continue;
+        struct CMUnitTest t = {names[n], golden_test, NULL, NULL, names[n]};
+        tests[n] = t;
+        n++;
+    }
+    fclose(f);
+    if (n == 0) {
+        fprintf(stderr, "test_golden: no cases in " GOLDEN_DIR "/index.txt\n");
+        return 1;
+    }
+    return _cmocka_run_group_tests("golden", tests, (size_t)n, NULL, NULL);
+}
