@@ -1,0 +1,4 @@
+-- expect: syntax.lua:3: 
+return {
+  name = = "bad_syntax",
+}

@@ -1,0 +1,12 @@
+-- Primitive test: tanh (tests/test_ops.c checks its JVP against finite differences and its VJP
+-- against the JVP with the adjoint test).
+return {
+  name = "op_tanh",
+  summary = "y = tanh(a)",
+  dims = { { "rows", 3 }, { "dim", 5 } },
+  inputs = { { "a", "rows", "dim" } },
+  outputs = { "y" },
+  forward = function(g, v)
+    v.y = g.tanh(v.a)
+  end,
+}
