@@ -47,19 +47,24 @@ ar rcs "$OUT/libkerngen.a" "${objs[@]}"
 $CC "${CFLAGS[@]}" -o "$OUT/kerngen" gen/kerngen.c "$OUT/libkerngen.a" "${LIBS[@]}"
 
 run_tests() {
-  local pass=0 fail=0 t
+  local t bin log passed=0 failed=0 broken=0
   for t in tests/test_*.c; do
     $CC "${CFLAGS[@]}" -D_POSIX_C_SOURCE=200809L -o "$OUT/$(basename "${t%.c}")" "$t" "$OUT/libkerngen.a" \
       "${LIBS[@]}" -lcmocka &
   done
   wait
+  log="$OUT/test.log"
+  : > "$log"
   for t in tests/test_*.c; do
-    local bin="$OUT/$(basename "${t%.c}")"
-    echo "== $bin"
-    if KERNGEN_BIN="$OUT/kerngen" "$bin" 2>&1; then pass=$((pass + 1)); else fail=$((fail + 1)); fi
+    bin="$OUT/$(basename "${t%.c}")"
+    echo "== $bin" | tee -a "$log"
+    # cmocka prints its summary on stderr: merge it
+    if ! KERNGEN_BIN="$OUT/kerngen" "$bin" 2>&1 | tee -a "$log"; then broken=$((broken + 1)); fi
   done
-  echo "test binaries: $pass passed, $fail failed"
-  [ "$fail" -eq 0 ]
+  passed=$(sed -n 's/^\[  PASSED  \] \([0-9]*\) test.*/\1/p' "$log" | awk '{s += $1} END {print s + 0}')
+  failed=$(sed -n 's/^\[  FAILED  \] \([0-9]*\) test.*/\1/p' "$log" | awk '{s += $1} END {print s + 0}')
+  echo "total: $passed passed, $failed failed"
+  [ "$failed" -eq 0 ] && [ "$broken" -eq 0 ]
 }
 
 case "$mode" in

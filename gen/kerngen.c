@@ -11,6 +11,7 @@
 
 #include "kerngen.h"
 #include "kg_check.h"
+#include "kg_files.h"
 #include "kg_npy.h"
 
 enum { EXIT_CHECK = 1, EXIT_USAGE = 2, EXIT_INTERNAL = 3 };
@@ -114,7 +115,7 @@ static void parse(cli *c, const char *cmd, int argc, char **argv, const char *al
                 char *end;
                 errno = 0;
                 c->seed = strtoul(val, &end, 10);
-                if (errno || *end || !*val)
+                if (errno || *end || !*val || *val == '-' || *val == '+')
                     die_usage(cmd, "--seed: '%s' is not a non-negative integer", val);
             }
             continue;
@@ -358,14 +359,16 @@ static int write_outputs(const kg_kernel *k, kg_pass pass, const char *dir, run_
             rc = -1;
         }
     }
-    for (int i = 0; i < nt && rc == 0; i++)
-        if (rename(tmp[i], final[i]) != 0) {
-            fprintf(stderr, "kerngen run: %s: cannot rename into place: %s\n", final[i], strerror(errno));
-            rc = -1;
-        }
-    for (int i = 0; i < nt; i++) {
-        if (rc != 0)
+    char *cerr = NULL;
+    if (rc != 0) {
+        for (int i = 0; i < nt; i++)
             remove(tmp[i]);
+    } else if (kg_files_commit(tmp, final, nt, &cerr) != 0) {
+        fprintf(stderr, "kerngen run: %s\n", cerr);
+        free(cerr);
+        rc = -1;
+    }
+    for (int i = 0; i < nt; i++) {
         free(tmp[i]);
         free(final[i]);
     }

@@ -29,16 +29,19 @@ pipeline.VERSION = host.version
 pipeline.PASSES = { "forward", "vjp", "jvp" }
 
 local function check_options(req)
-  local function one_of(field, values, default)
-    local v = req[field] or default
-    for _, x in ipairs(values) do if x == v then req[field] = v; return end end
-    util.fail("--" .. field:gsub("_", "-") .. ": '" .. tostring(v) .. "' is not one of " .. table.concat(values, ", "))
+  -- field, its command-line option, allowed values (the first is the default; nil: optional)
+  local function one_of(field, option, values, default)
+    local v = req[field]
+    if v == nil then req[field] = default; return end
+    for _, x in ipairs(values) do if x == v then return end end
+    util.fail(option .. ": '" .. tostring(v) .. "' is not one of " .. table.concat(values, ", "))
   end
-  one_of("dtype", { "f32", "f64" }, "f32")
-  one_of("semantics", { "torchlean", "pytorch" }, "torchlean")
-  one_of("unroll", { "auto", "full", "none" }, "auto")
-  one_of("vjp_form", { "derived", "closed" }, "derived")
-  one_of("jvp_form", { "derived", "closed" }, "derived")
+  one_of("dtype", "--dtype", { "f32", "f64" }, "f32")
+  one_of("semantics", "--semantics", { "torchlean", "pytorch" }, "torchlean")
+  one_of("unroll", "--unroll", { "auto", "full", "none" }, "auto")
+  one_of("vjp_form", "--vjp", { "derived", "closed" }, "derived")
+  one_of("jvp_form", "--jvp", { "derived", "closed" }, "derived")
+  one_of("dump_ir", "--dump-ir", { "forward", "vjp", "jvp", "simplify" }, nil)
   if req.name and not req.name:match("^[%a_][%w_]*$") then util.fail("--name: '" .. req.name .. "' is not a C identifier") end
 end
 

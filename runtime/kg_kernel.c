@@ -6,6 +6,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "kg_files.h"
 #include "kg_internal.h"
 
 int kg_nargs(const kg_kernel *k, kg_pass pass) { return k->fns[pass].nargs; }
@@ -54,25 +55,21 @@ kg_status kg_write_files(const kg_kernel *k, const char *dir, char **err)
     const char *names[2] = {k->text[KG_TEXT_HEADER_FILE], k->text[KG_TEXT_SOURCE_FILE]};
     const char *texts[2] = {k->text[KG_TEXT_HEADER], k->text[KG_TEXT_SOURCE]};
     char *final[2], *tmp[2];
-    kg_status st = KG_OK;
     int written = 0;
     for (int i = 0; i < 2; i++) {
         final[i] = kg_strdupf("%s/%s", dir, names[i]);
         tmp[i] = kg_strdupf("%s/.%s.tmp%ld", dir, names[i], (long)getpid());
     }
-    for (; written < 2; written++)
-        if (write_text(tmp[written], texts[written], err) != 0) {
-            st = KG_EINPUT;
-            break;
-        }
-    for (int i = 0; st == KG_OK && i < 2; i++)
-        if (rename(tmp[i], final[i]) != 0) {
-            *err = kg_strdupf("%s: cannot rename into place: %s", final[i], strerror(errno));
-            st = KG_EINPUT;
-        }
-    if (st != KG_OK)
+    while (written < 2 && write_text(tmp[written], texts[written], err) == 0)
+        written++;
+    kg_status st = KG_OK;
+    if (written < 2) {
         for (int i = 0; i < written; i++)
             remove(tmp[i]);
+        st = KG_EINPUT;
+    } else if (kg_files_commit(tmp, final, 2, err) != 0) {
+        st = KG_EINPUT;
+    }
     for (int i = 0; i < 2; i++) {
         free(final[i]);
         free(tmp[i]);
