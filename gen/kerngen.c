@@ -2,6 +2,7 @@
  * Exit codes: 0 success, 1 a failed check, 2 bad usage or bad input (one message naming the
  * culprit, no output files written), 3 internal error. */
 #define _POSIX_C_SOURCE 200809L
+#include <ctype.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -115,7 +116,7 @@ static void parse(cli *c, const char *cmd, int argc, char **argv, const char *al
                 char *end;
                 errno = 0;
                 c->seed = strtoul(val, &end, 10);
-                if (errno || *end || !*val || *val == '-' || *val == '+')
+                if (errno || *end || !isdigit((unsigned char)*val)) /* strtoul takes " -1" */
                     die_usage(cmd, "--seed: '%s' is not a non-negative integer", val);
             }
             continue;

@@ -27,6 +27,7 @@ local pipeline = {}
 
 pipeline.VERSION = host.version
 pipeline.PASSES = { "forward", "vjp", "jvp" }
+local INT_MAX = 2147483647
 
 local function check_options(req)
   -- field, its command-line option, allowed values (the first is the default; nil: optional)
@@ -118,6 +119,12 @@ function pipeline.generate(req)
   for _, pass in ipairs(pipeline.PASSES) do
     local fn = base .. "_" .. pass
     local L = lower.run(R.graphs[pass])
+    for _, p in ipairs(L.params) do -- generated code indexes with int
+      if p.count > INT_MAX then
+        util.fail(string.format("%s: %s has %d elements; kernels index with int (at most %d)", S.name, p.cname, p.count, INT_MAX))
+      end
+    end
+    if L.ws_size > INT_MAX then util.fail(string.format("%s: the %s workspace would exceed %d elements", S.name, pass, INT_MAX)) end
     schedule.run(L, req.unroll, fn)
     terms = terms + L.unrolled_terms
     local out = emit.fn(fn, L, dtype, helpers, PASS_DOC[pass])
