@@ -1,9 +1,9 @@
 -- lower: graph IR -> loop IR, with fusion and the workspace plan.
 --
 -- Takes a simplified graph and decides which nodes live in memory ("materialized"): reductions,
--- nodes with domain checks, outputs, arguments of broadcasts (reading them through a broadcast
--- would repeat their work), arguments of reshapes that merge axes, and elementwise nodes whose
--- inlined expression is costly and used more than once. Every other node is fused into its
+-- nodes with domain checks, outputs, computed arguments of broadcasts (reading them through a
+-- broadcast would repeat their work), arguments of reshapes that merge axes, and elementwise
+-- nodes whose inlined expression is costly and used more than once. Every other node is fused into its
 -- consumers' expressions, so intermediates stay out of memory.
 --
 -- Loop IR: one nest per materialized node, with constant trip counts:
@@ -100,11 +100,10 @@ function lower.run(G)
     end
   end
 
-  -- Nodes whose value must be readable from memory by their consumers.
+  -- Arguments of reshapes that merge axes must be readable from memory.
   local forced = {}
   for _, n in ipairs(G.nodes) do
     local a = n.args[1]
-    if n.op == "bcast" and a.op ~= "const" then forced[a] = true end
     if n.op == "reshape" and not ops.reshape.read(n, (function()
       local idx = {}
       for k = 1, #n.shape do idx[k] = aff.var("v" .. k) end
@@ -136,6 +135,8 @@ function lower.run(G)
         home[n] = home[a] -- same flat layout: a free view
         cost[n] = 0
       else
+        -- a broadcast repeats its argument's work for every copy: compute it once
+        if n.op == "bcast" and not home[a] and cost[a] > 0 then materialize(a) end
         cost[n] = cost[a]
         if forced[n] or out_param[n] then materialize(n) end
       end
