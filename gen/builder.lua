@@ -215,4 +215,17 @@ function builder.new(G, S, ctx, prefix)
   return b
 end
 
+-- Runs a spec's closed-form rule fn(g, v, seeds) into graph H: v holds the forward graph's
+-- named values (from its builder fb), seeds the cotangents or tangents by name. Returns the
+-- rule's result table and the builder (to unwrap it).
+function builder.run_rule(H, S, ctx, fb, fn, seeds)
+  local b = builder.new(H, S, ctx)
+  for k, n in pairs(fb.named) do b.set(k, n) end
+  local wrapped = {}
+  for k, n in pairs(seeds) do wrapped[k] = b.wrap(n) end
+  local res = require("spec").guarded(S.file, fn, b.g, b.values, wrapped)
+  if type(res) ~= "table" then util.fail(S.file .. ": a closed-form rule must return a table") end
+  return res, b
+end
+
 return builder

@@ -6,6 +6,7 @@
 
 local ops = require("ops")
 local util = require("util")
+local builder = require("builder")
 
 local jvp = {}
 
@@ -44,18 +45,17 @@ function jvp.derive(F)
   return H
 end
 
-function jvp.closed(F, S, fb, new_builder)
+function jvp.closed(F, S, ctx, fb)
   local H = F:clone()
-  local tin = tangents(F, H)
-  local b = new_builder(H)
-  for k, n in pairs(fb.named) do b.set(k, n) end
-  local tw = {}
-  for k, n in pairs(tin) do tw[k] = b.wrap(n) end
-  local outs = require("spec").guarded(S.file, S.jvp, b.g, b.values, tw)
+  local outs, b = builder.run_rule(H, S, ctx, fb, S.jvp, tangents(F, H))
   tangent_outputs(F, H, function(o)
     local t = outs[o.name]
     if t == nil then util.fail(S.file .. ": closed-form jvp gave no tangent for " .. o.name) end
-    return b.unwrap(t)
+    local n = b.unwrap(t)
+    if not util.same_shape(n.shape, o.node.shape) then
+      util.fail(S.file .. ": closed-form jvp: tangent of " .. o.name .. " has shape " .. util.shape_str(n.shape))
+    end
+    return n
   end)
   return H
 end

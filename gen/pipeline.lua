@@ -20,7 +20,6 @@ local lower = require("lower")
 local schedule = require("schedule")
 local emit = require("emit_c")
 local template = require("template")
-local builder = require("builder")
 local host = require("kg_host")
 
 local pipeline = {}
@@ -82,12 +81,11 @@ function pipeline.graph(req)
   end
   local F, fb = spec.forward_graph(S, ctx)
   after("forward", F)
-  local function new_builder(H) return builder.new(H, S, ctx) end
   local graphs = { forward = F }
   if req.vjp_form == "closed" and not S.vjp then util.fail(S.name .. ": has no closed-form VJP") end
   if req.jvp_form == "closed" and not S.jvp then util.fail(S.name .. ": has no closed-form JVP") end
-  graphs.vjp = after("vjp", req.vjp_form == "closed" and vjp.closed(F, S, fb, new_builder) or vjp.derive(F))
-  graphs.jvp = after("jvp", req.jvp_form == "closed" and jvp.closed(F, S, fb, new_builder) or jvp.derive(F))
+  graphs.vjp = after("vjp", req.vjp_form == "closed" and vjp.closed(F, S, ctx, fb) or vjp.derive(F))
+  graphs.jvp = after("jvp", req.jvp_form == "closed" and jvp.closed(F, S, ctx, fb) or jvp.derive(F))
   for _, p in ipairs(pipeline.PASSES) do
     graphs[p] = simplify.run(graphs[p])
     if req.check_ir then ir.verify(graphs[p], "simplify(" .. p .. ")") end

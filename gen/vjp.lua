@@ -8,6 +8,7 @@
 
 local ops = require("ops")
 local util = require("util")
+local builder = require("builder")
 
 local vjp = {}
 
@@ -46,15 +47,10 @@ function vjp.derive(F)
 end
 
 -- Closed form: S.vjp(g, v, cot) returns gradients by input name, built from the forward
--- graph's named values `fb` (a builder).
-function vjp.closed(F, S, fb, new_builder)
+-- graph's named values (its builder fb).
+function vjp.closed(F, S, ctx, fb)
   local H = F:clone()
-  local cot = cotangents(F, H)
-  local b = new_builder(H)
-  for k, n in pairs(fb.named) do b.set(k, n) end
-  local cw = {}
-  for k, n in pairs(cot) do cw[k] = b.wrap(n) end
-  local grads = require("spec").guarded(S.file, S.vjp, b.g, b.values, cw)
+  local grads, b = builder.run_rule(H, S, ctx, fb, S.vjp, cotangents(F, H))
   grad_outputs(F, H, function(io)
     local t = grads[io.name]
     if t == nil then util.fail(S.file .. ": closed-form vjp gave no gradient for " .. io.name) end

@@ -190,24 +190,30 @@ static char *read_whole(const char *path, size_t *len, char **err)
     return buf;
 }
 
+/* pushes the text of path, or nil and a message; returns the number of values pushed */
+static int push_file(lua_State *L, const char *path)
+{
+    char *err = NULL;
+    size_t len;
+    char *text = read_whole(path, &len, &err);
+    if (!text) {
+        lua_pushnil(L);
+        lua_pushstring(L, err);
+        free(err);
+        return 2;
+    }
+    lua_pushlstring(L, text, len);
+    free(text);
+    return 1;
+}
+
 static int l_resource(lua_State *L)
 {
     const char *path = luaL_checkstring(L, 1);
     host *h = host_of(L);
     if (h->dir) {
-        char *full = kg_strdupf("%s/%s", h->dir, path), *err = NULL;
-        size_t len;
-        char *text = read_whole(full, &len, &err);
-        free(full);
-        if (!text) {
-            lua_pushnil(L);
-            lua_pushstring(L, err);
-            free(err);
-            return 2;
-        }
-        lua_pushlstring(L, text, len);
-        free(text);
-        return 1;
+        lua_pushfstring(L, "%s/%s", h->dir, path);
+        return push_file(L, lua_tostring(L, -1));
     }
     for (size_t i = 0; i < kg_embedded_count; i++) {
         if (strcmp(kg_embedded[i].path, path) == 0) {
@@ -259,22 +265,7 @@ static int l_resources(lua_State *L)
     return 1;
 }
 
-static int l_read_file(lua_State *L)
-{
-    const char *path = luaL_checkstring(L, 1);
-    char *err = NULL;
-    size_t len;
-    char *text = read_whole(path, &len, &err);
-    if (!text) {
-        lua_pushnil(L);
-        lua_pushstring(L, err);
-        free(err);
-        return 2;
-    }
-    lua_pushlstring(L, text, len);
-    free(text);
-    return 1;
-}
+static int l_read_file(lua_State *L) { return push_file(L, luaL_checkstring(L, 1)); }
 
 /* package searcher: require("ir") loads gen/ir.lua */
 static int l_searcher(lua_State *L)

@@ -101,4 +101,34 @@ static inline double kgt_rel(const double *a, const double *b, size_t n, double 
     return num / den;
 }
 
+/* Runs fn once per *.lua file in dir (state = the path), plus the extra tests, as one
+   cmocka group. Returns cmocka's result, or 1 when dir cannot be read. */
+#include <dirent.h>
+static inline int kgt_run_spec_dir(const char *group, const char *dir, void (*fn)(void **),
+                                   const struct CMUnitTest *extra, size_t nextra)
+{
+    enum { MAX = 64 };
+    static char paths[MAX][256];
+    struct CMUnitTest tests[MAX + 8];
+    size_t n = 0;
+    DIR *d = opendir(dir);
+    if (!d) {
+        fprintf(stderr, "%s: cannot open %s (run from the repository root)\n", group, dir);
+        return 1;
+    }
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL && n < MAX) {
+        size_t len = strlen(e->d_name);
+        if (len < 5 || strcmp(e->d_name + len - 4, ".lua") != 0)
+            continue;
+        snprintf(paths[n], sizeof paths[n], "%s/%s", dir, e->d_name);
+        struct CMUnitTest t = {paths[n], fn, NULL, NULL, paths[n]};
+        tests[n++] = t;
+    }
+    closedir(d);
+    for (size_t i = 0; i < nextra && i < 8; i++)
+        tests[n++] = extra[i];
+    return _cmocka_run_group_tests(group, tests, n, NULL, NULL);
+}
+
 #endif

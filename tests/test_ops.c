@@ -3,7 +3,6 @@
  * finite differences and the VJP against the JVP with the dot-product (adjoint) test, with
  * the IR checker running between passes. Not covered here: unpick0 (only reached by second
  * derivatives, which kerngen does not generate) and the nondiff helpers step and gelu_grad. */
-#include <dirent.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -33,25 +32,4 @@ static void primitive(void **state)
     free(r.params);
 }
 
-int main(void)
-{
-    DIR *d = opendir(OPS_DIR);
-    if (!d) {
-        fprintf(stderr, "test_ops: cannot open " OPS_DIR " (run from the repository root)\n");
-        return 1;
-    }
-    static char paths[64][256];
-    struct CMUnitTest tests[64];
-    int n = 0;
-    struct dirent *e;
-    while ((e = readdir(d)) != NULL && n < 64) {
-        size_t len = strlen(e->d_name);
-        if (len < 5 || strcmp(e->d_name + len - 4, ".lua") != 0)
-            continue;
-        snprintf(paths[n], sizeof paths[n], "%s/%s", OPS_DIR, e->d_name);
-        struct CMUnitTest t = {paths[n], primitive, NULL, NULL, paths[n]};
-        tests[n++] = t;
-    }
-    closedir(d);
-    return _cmocka_run_group_tests("primitives", tests, (size_t)n, NULL, NULL);
-}
+int main(void) { return kgt_run_spec_dir("primitives", OPS_DIR, primitive, NULL, 0); }

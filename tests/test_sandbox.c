@@ -3,7 +3,6 @@
  * load, require, debug, string.dump, metatables or pcall; an endless loop hits the instruction
  * budget and a memory bomb the memory cap; errors name the spec file and line. A bytecode
  * spec is refused. The sandbox leaves no trace (no file written) and the process stays usable. */
-#include <dirent.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -91,26 +90,6 @@ static void still_usable(void **state)
 
 int main(void)
 {
-    DIR *d = opendir(BAD_DIR);
-    if (!d) {
-        fprintf(stderr, "test_sandbox: cannot open " BAD_DIR " (run from the repository root)\n");
-        return 1;
-    }
-    static char paths[64][256];
-    struct CMUnitTest tests[66];
-    int n = 0;
-    struct dirent *e;
-    while ((e = readdir(d)) != NULL && n < 64) {
-        size_t len = strlen(e->d_name);
-        if (len < 5 || strcmp(e->d_name + len - 4, ".lua") != 0)
-            continue;
-        snprintf(paths[n], sizeof paths[n], "%s/%s", BAD_DIR, e->d_name);
-        struct CMUnitTest t = {paths[n], bad_spec, NULL, NULL, paths[n]};
-        tests[n++] = t;
-    }
-    closedir(d);
-    struct CMUnitTest extra[] = {cmocka_unit_test(bytecode_refused), cmocka_unit_test(still_usable)};
-    tests[n++] = extra[0];
-    tests[n++] = extra[1];
-    return _cmocka_run_group_tests("sandbox", tests, (size_t)n, NULL, NULL);
+    const struct CMUnitTest extra[] = {cmocka_unit_test(bytecode_refused), cmocka_unit_test(still_usable)};
+    return kgt_run_spec_dir("sandbox", BAD_DIR, bad_spec, extra, 2);
 }
