@@ -59,6 +59,8 @@ run_tests() {
   wait_all "${pids[@]}"
   log="$OUT/test.log"
   : > "$log"
+  echo "== examples"
+  "$OUT/examples/layernorm_jit" 4 8 && "$OUT/examples/layernorm_aot" || broken=$((broken + 1))
   for t in tests/test_*.c; do
     bin="$OUT/$(basename "${t%.c}")"
     echo "== $bin" | tee -a "$log"
@@ -70,6 +72,13 @@ run_tests() {
   echo "total: $passed passed, $failed failed"
   [ "$failed" -eq 0 ] && [ "$broken" -eq 0 ]
 }
+
+# examples: built (and later run by `test`) so they cannot rot
+mkdir -p "$OUT/examples"
+$CC "${CFLAGS[@]}" -o "$OUT/examples/layernorm_jit" examples/layernorm_jit.c "$OUT/libkerngen.a" "${LIBS[@]}"
+"$OUT/kerngen" emit layernorm rows=4 dim=8 --dtype f32 --out "$OUT/examples" >/dev/null
+$CC -std=c99 -O2 -ffp-contract=off "${WARN[@]}" "${CFLAGS_EXTRA[@]}" -I"$OUT/examples" -o "$OUT/examples/layernorm_aot" \
+  examples/layernorm_aot.c "$OUT/examples/layernorm_4x8_f32.c" -lm
 
 case "$mode" in
   build) echo "built $OUT/kerngen and $OUT/libkerngen.a" ;;
