@@ -1,0 +1,144 @@
+/* test_jit: the libtcc JIT as a library feature. Threads generate, compile, call and free
+ * kernels concurrently (each request has its own Lua state; libtcc runs behind one mutex) and
+ * must get exactly the single-threaded results; compiled kernels may be called from several
+ * threads at once. The sanitizer build (./build.sh asan) runs this too, for leaks and races in
+ * the build/free cycle. */
+#include <pthread.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+
+#include <cmocka.h>
+
+#include "kg_test.h"
+
+enum { THREADS = 4, ROUNDS = 6, ROWS = 3, DIM = 10 };
+
+static double X[ROWS * DIM], GAMMA[DIM], BETA[DIM];
+
+/* forward of layernorm rows=3 dim=10 (f64) into y; dims vary with `round` to vary the code */
+static int run_once(int unroll_choice, double *y)
+{
+    static const char *policies[] = {"auto", "none", "full"};
+    const char *params[] = {"rows=3", "dim=10", "eps=1e-05", NULL};
+    kg_request req = {0};
+    req.graph = "layernorm";
+    req.params = params;
+    req.nparams = 3;
+    req.dtype = "f64";
+    req.unroll = policies[unroll_choice % 3];
+    kg_kernel *k = kgt_build_req(&req);
+    if (!k)
+        return -1;
+    kgt_buf bufs[] = {{KG_ROLE_INPUT, "x", X}, {KG_ROLE_INPUT, "gamma", GAMMA}, {KG_ROLE_INPUT, "beta", BETA},
+                      {KG_ROLE_OUTPUT, "y", y}};
+    int rc = kgt_call(k, KG_FORWARD, bufs, 4);
+    kg_free(k);
+    return rc;
+}
+
+typedef struct {
+    int id, failures;
+    double y[ROWS * DIM];
+    const double *want;
+} worker;
+
+static void *work(void *arg)
+{
+    worker *w = arg;
+    for (int r = 0; r < ROUNDS; r++)
+        if (run_once(w->id + r, w->y) != 0 || memcmp(w->y, w->want, sizeof w->y) != 0)
+            w->failures++;
+    return NULL;
+}
+
+static void concurrent_generate_compile_call(void **state)
+{
+    (void)state;
+    for (int i = 0; i < ROWS * DIM; i++)
+        X[i] = kgt_normal();
+    for (int j = 0; j < DIM; j++) {
+        GAMMA[j] = 1 + kgt_normal();
+        BETA[j] = kgt_normal();
+    }
+    double want[ROWS * DIM];
+    assert_int_equal(run_once(0, want), 0);
+    pthread_t t[THREADS];
+    worker w[THREADS];
+    for (int i = 0; i < THREADS; i++) {
+        w[i].id = i;
+        w[i].failures = 0;
+        w[i].want = want;
+        assert_int_equal(pthread_create(&t[i], NULL, work, &w[i]), 0);
+    }
+    for (int i = 0; i < THREADS; i++) {
+        pthread_join(t[i], NULL);
+        assert_int_equal(w[i].failures, 0);
+    }
+}
+
+/* One compiled kernel called from several threads at once (generated code has no state). */
+static kg_kernel *shared;
+static void *call_shared(void *arg)
+{
+    worker *w = arg;
+    kgt_buf bufs[] = {{KG_ROLE_INPUT, "x", X}, {KG_ROLE_INPUT, "gamma", GAMMA}, {KG_ROLE_INPUT, "beta", BETA},
+                      {KG_ROLE_OUTPUT, "y", w->y}};
+    for (int r = 0; r < 200; r++)
+        if (kgt_call(shared, KG_FORWARD, bufs, 4) != 0 || memcmp(w->y, w->want, sizeof w->y) != 0)
+            w->failures++;
+    return NULL;
+}
+
+static void concurrent_calls(void **state)
+{
+    (void)state;
+    const char *params[] = {"rows=3", "dim=10", "eps=1e-05", NULL};
+    shared = kgt_build("layernorm", "f64", params);
+    assert_non_null(shared);
+    double want[ROWS * DIM];
+    kgt_buf bufs[] = {{KG_ROLE_INPUT, "x", X}, {KG_ROLE_INPUT, "gamma", GAMMA}, {KG_ROLE_INPUT, "beta", BETA},
+                      {KG_ROLE_OUTPUT, "y", want}};
+    assert_int_equal(kgt_call(shared, KG_FORWARD, bufs, 4), 0);
+    pthread_t t[THREADS];
+    worker w[THREADS];
+    for (int i = 0; i < THREADS; i++) {
+        w[i].failures = 0;
+        w[i].want = want;
+        assert_int_equal(pthread_create(&t[i], NULL, call_shared, &w[i]), 0);
+    }
+    for (int i = 0; i < THREADS; i++) {
+        pthread_join(t[i], NULL);
+        assert_int_equal(w[i].failures, 0);
+    }
+    kg_free(shared);
+}
+
+/* kg_compile twice is harmless; kg_call before kg_compile reports -1 instead of crashing. */
+static void compile_contract(void **state)
+{
+    (void)state;
+    kg_request req = {0};
+    const char *params[] = {"rows=2", "dim=3"};
+    req.graph = "layernorm";
+    req.params = params;
+    req.nparams = 2;
+    kg_kernel *k;
+    char *err;
+    assert_int_equal(kg_generate(&req, &k, &err), KG_OK);
+    void *args[8] = {0};
+    assert_int_equal(kg_call(k, KG_FORWARD, args), -1);
+    assert_int_equal(kg_compile(k, &err), KG_OK);
+    assert_int_equal(kg_compile(k, &err), KG_OK);
+    kg_free(k);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(concurrent_generate_compile_call),
+        cmocka_unit_test(concurrent_calls),
+        cmocka_unit_test(compile_contract),
+    };
+    return cmocka_run_group_tests_name("jit", tests, NULL, NULL);
+}
