@@ -44,9 +44,12 @@ local function infix(a, op, b, prec)
 end
 emit.infix = infix
 
+-- Workspace buffers are read and written through per-nest restrict pointers (ws_N, see
+-- emit_nest), so the C compiler knows they do not overlap; parameters by their own names.
 local function index_str(buf, index, env)
-  local a = lower.aff.eval(lower.aff.add(index, lower.aff.const(buf.base or 0)), env)
-  return buf.cname .. "[" .. lower.aff.str(a) .. "]"
+  local name, base = buf.cname, buf.base or 0
+  if buf.cname == "ws" then name, base = "ws_" .. buf.id, 0 end
+  return name .. "[" .. lower.aff.str(lower.aff.eval(lower.aff.add(index, lower.aff.const(base)), env)) .. "]"
 end
 
 local function helper_name(e, dtype)
@@ -171,6 +174,18 @@ local function emit_reduce(out, nest, env, ctx)
 end
 
 local function emit_nest(out, nest, ctx)
+  -- one restrict pointer per workspace buffer this nest touches: buffers in use at the same
+  -- time never overlap (lower's workspace plan), which is what restrict promises
+  local target, used = nest.body.target.buf, {}
+  for b in pairs(lower.reads(nest.body.expr, {})) do if b.cname == "ws" then used[#used + 1] = b end end
+  if target.cname == "ws" then used[#used + 1] = target end
+  table.sort(used, function(a, b) return a.id < b.id end)
+  if #used > 0 then
+    out.open("{")
+    for _, b in ipairs(used) do
+      out.line(string.format("%s%s *restrict ws_%d = ws + %d;", b == target and "" or "const ", CTYPE[ctx.dtype], b.id, b.base))
+    end
+  end
   local function level(k, env)
     local l = nest.loops[k]
     if k <= nest.keep then
@@ -189,6 +204,7 @@ local function emit_nest(out, nest, ctx)
     end
   end
   level(1, {})
+  if #used > 0 then out.close() end
 end
 
 ---------------------------------------------------------------------------------------------

@@ -89,9 +89,17 @@ function lower.run(G)
     params[#params + 1] = p
     home[io.node] = p
   end
-  local out_param, copies = {}, {}
+  local out_param, copies, cnames = {}, {}, {}
+  local function unique(p)
+    if cnames[p.cname] then
+      util.fail("argument name " .. p.cname .. " is used twice (" .. cnames[p.cname] .. " and " .. p.role .. " of " .. p.name .. ")")
+    end
+    cnames[p.cname] = p.role .. " of " .. p.name
+  end
+  for _, p in ipairs(params) do unique(p) end
   for _, o in ipairs(G.outputs) do
     local p = param(o.name, o.role, o.node.shape, false)
+    unique(p)
     params[#params + 1] = p
     if out_param[o.node] or home[o.node] or o.node.op == "const" then
       copies[#copies + 1] = { node = o.node, buf = p }
@@ -118,7 +126,7 @@ function lower.run(G)
     cost[n] = 0
     if out_param[n] then home[n] = out_param[n]
     else
-      local b = { cname = "ws", size = util.count(n.shape) }
+      local b = { cname = "ws", size = util.count(n.shape), id = #ws_bufs }
       ws_bufs[#ws_bufs + 1] = b
       home[n] = b
     end

@@ -81,6 +81,9 @@ local function check_decl(S, file)
   local function fresh(n, what)
     if type(n) ~= "string" or not n:match("^[%a_][%w_]*$") then util.fail(where .. ": " .. what .. " name must be an identifier") end
     if names[n] then util.fail(where .. ": duplicate name '" .. n .. "'") end
+    if what ~= "dim" and what ~= "attr" and spec.reserved(n) then
+      util.fail(where .. ": " .. what .. " name '" .. n .. "' is reserved in generated C")
+    end
     names[n] = what
   end
   for _, d in ipairs(S.dims) do fresh(d[1], "dim") end
@@ -91,7 +94,20 @@ local function check_decl(S, file)
       if names[i[k]] ~= "dim" then util.fail(where .. ": input " .. i[1] .. ": unknown dim '" .. tostring(i[k]) .. "'") end
     end
   end
-  for _, o in ipairs(S.outputs) do if type(o) ~= "string" then util.fail(where .. ": outputs are names") end end
+  for _, o in ipairs(S.outputs) do
+    if type(o) ~= "string" then util.fail(where .. ": outputs are names") end
+    fresh(o, "output")
+  end
+end
+
+-- Names the generated C uses itself (emit_c), and C's keywords: tensors may not take them.
+local C_KEYWORDS = {}
+for k in ([[auto break case char const continue default do double else enum extern float for goto
+  if inline int long register restrict return short signed sizeof static struct switch typedef
+  union unsigned void volatile while _Bool _Complex _Imaginary]]):gmatch("%S+") do C_KEYWORDS[k] = true end
+function spec.reserved(name)
+  return C_KEYWORDS[name] or name == "ws" or name == "bad" or name == "acc"
+    or name:match("^[ir]%d+$") ~= nil or name:match("^ws_%d+$") ~= nil or name:match("^kg_") ~= nil
 end
 
 -- Loads one spec file (text) and returns its graph declarations.

@@ -41,7 +41,8 @@ typedef struct {
     int nparams;
     const char *dtype;       /* "f32" (default) or "f64" */
     const char *semantics;   /* "torchlean" (default) or "pytorch": attr defaults */
-    const char *unroll;      /* "auto" (default), "full" or "none" */
+    const char *unroll;      /* "auto" (default: best under the tcc JIT), "full" or "none"
+                                (loops: best for gcc/clang AOT builds); results are identical */
     const char *vjp_form;    /* "derived" (default, the tape) or "closed" (spec's closed form) */
     const char *jvp_form;    /* likewise */
     const char *name;        /* C name prefix; NULL: <graph>_<dims>_<dtype> */

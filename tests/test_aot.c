@@ -1020,6 +1020,7 @@ static void golden_emitted_file(void **state)
     r.params = params;
     r.nparams = 2;
     r.dtype = "f32";
+    r.unroll = "none"; /* kerngen emit's default */
     char *problem = NULL;
     kg_kernel *k = generate(&r, &problem);
     if (!k)
