@@ -16,13 +16,13 @@
 #include "kerngen.h"
 
 #include "ffn_256x1024_f32.h"
-#include "ffn_256x1024_f32_loops.h"
+#include "ffn_256x1024_f32_unrolled.h"
 #include "layernorm_256x1024_f32.h"
 #include "layernorm_64x768_f32.h"
 #include "layernorm_64x768_f32_closed.h"
 #include "layernorm_64x768_f64.h"
 #include "layernorm_8x64_f32.h"
-#include "layernorm_8x64_f32_loops.h"
+#include "layernorm_8x64_f32_unrolled.h"
 #include "rmsnorm_64x768_f32.h"
 #ifdef HAVE_ONEDNN
 #include "onednn.h"
@@ -72,42 +72,42 @@ typedef struct {
     const char *graph;     /* the same kernel for the JIT (kg_generate) */
     const char *params[4]; /* NULL-terminated */
     const char *vjp_form;  /* NULL: derived (the default) */
-    const char *unroll;    /* NULL: auto (the default) */
+    const char *unroll;    /* as the row's emitted kernel: "none" (emit's default) or "auto" */
 } bench_case;
 
-/* "loops" rows: the same kernel emitted with --unroll none, where auto unrolls it */
+/* "unrolled" rows: the same kernel emitted with --unroll auto (the JIT default) instead of loops */
 #define FN(f) ((void (*)(void))(f))
 static const bench_case CASES[] = {
     {"layernorm fwd f32 8x64", LN_FWD, 0, 8, 64,
      FN(layernorm_8x64_f32_forward), LAYERNORM_8X64_F32_FORWARD_WS_SIZE,
-     "layernorm", {"rows=8", "dim=64", "eps=1e-6"}, NULL, NULL},
-    {"layernorm fwd f32 8x64 loops", LN_FWD, 0, 8, 64,
-     FN(layernorm_8x64_f32_loops_forward), LAYERNORM_8X64_F32_LOOPS_FORWARD_WS_SIZE,
      "layernorm", {"rows=8", "dim=64", "eps=1e-6"}, NULL, "none"},
+    {"layernorm fwd f32 8x64 unrolled", LN_FWD, 0, 8, 64,
+     FN(layernorm_8x64_f32_unrolled_forward), LAYERNORM_8X64_F32_UNROLLED_FORWARD_WS_SIZE,
+     "layernorm", {"rows=8", "dim=64", "eps=1e-6"}, NULL, "auto"},
     {"layernorm fwd f32 64x768", LN_FWD, 0, 64, 768,
      FN(layernorm_64x768_f32_forward), LAYERNORM_64X768_F32_FORWARD_WS_SIZE,
-     "layernorm", {"rows=64", "dim=768", "eps=1e-6"}, NULL, NULL},
+     "layernorm", {"rows=64", "dim=768", "eps=1e-6"}, NULL, "none"},
     {"layernorm fwd f32 256x1024", LN_FWD, 0, 256, 1024,
      FN(layernorm_256x1024_f32_forward), LAYERNORM_256X1024_F32_FORWARD_WS_SIZE,
-     "layernorm", {"rows=256", "dim=1024", "eps=1e-6"}, NULL, NULL},
+     "layernorm", {"rows=256", "dim=1024", "eps=1e-6"}, NULL, "none"},
     {"layernorm fwd f64 64x768", LN_FWD, 1, 64, 768,
      FN(layernorm_64x768_f64_forward), LAYERNORM_64X768_F64_FORWARD_WS_SIZE,
-     "layernorm", {"rows=64", "dim=768", "eps=1e-6"}, NULL, NULL},
+     "layernorm", {"rows=64", "dim=768", "eps=1e-6"}, NULL, "none"},
     {"layernorm vjp f32 64x768", LN_VJP, 0, 64, 768,
      FN(layernorm_64x768_f32_vjp), LAYERNORM_64X768_F32_VJP_WS_SIZE,
-     "layernorm", {"rows=64", "dim=768", "eps=1e-6"}, NULL, NULL},
+     "layernorm", {"rows=64", "dim=768", "eps=1e-6"}, NULL, "none"},
     {"layernorm vjp f32 64x768 closed", LN_VJP, 0, 64, 768,
      FN(layernorm_64x768_f32_closed_vjp), LAYERNORM_64X768_F32_CLOSED_VJP_WS_SIZE,
-     "layernorm", {"rows=64", "dim=768", "eps=1e-6"}, "closed", NULL},
+     "layernorm", {"rows=64", "dim=768", "eps=1e-6"}, "closed", "none"},
     {"rmsnorm fwd f32 64x768", RMS_FWD, 0, 64, 768,
      FN(rmsnorm_64x768_f32_forward), RMSNORM_64X768_F32_FORWARD_WS_SIZE,
-     "rmsnorm", {"rows=64", "dim=768", "eps=1e-6"}, NULL, NULL},
+     "rmsnorm", {"rows=64", "dim=768", "eps=1e-6"}, NULL, "none"},
     {"ffn fwd f32 256x1024", FFN_FWD, 0, 256, 1024,
      FN(ffn_256x1024_f32_forward), FFN_256X1024_F32_FORWARD_WS_SIZE,
-     "ffn", {"dmodel=256", "dff=1024", "gelu=tanh"}, NULL, NULL},
-    {"ffn fwd f32 256x1024 loops", FFN_FWD, 0, 256, 1024,
-     FN(ffn_256x1024_f32_loops_forward), FFN_256X1024_F32_LOOPS_FORWARD_WS_SIZE,
      "ffn", {"dmodel=256", "dff=1024", "gelu=tanh"}, NULL, "none"},
+    {"ffn fwd f32 256x1024 unrolled", FFN_FWD, 0, 256, 1024,
+     FN(ffn_256x1024_f32_unrolled_forward), FFN_256X1024_F32_UNROLLED_FORWARD_WS_SIZE,
+     "ffn", {"dmodel=256", "dff=1024", "gelu=tanh"}, NULL, "auto"},
 };
 #define NCASES (int)(sizeof CASES / sizeof CASES[0])
 
@@ -605,8 +605,8 @@ static void jit_latency(const char *graph, const char *const *params, int nparam
         exit(3);
     }
     char label[64];
-    snprintf(label, sizeof label, "%s %s %s%s", graph, params[0], params[1],
-             unroll ? " loops" : "");
+    snprintf(label, sizeof label, "%s %s %s (%s)", graph, params[0], params[1],
+             unroll ? unroll : "auto");
     printf("  %-34s %9.2f %11.2f %9.2f %10zu\n", label, median(gen, JIT_RUNS),
            median(comp, JIT_RUNS), median(total, JIT_RUNS), bytes);
 }

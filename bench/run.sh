@@ -25,9 +25,9 @@ emit layernorm rows=64 dim=768 eps=1e-6 --dtype f64
 emit layernorm rows=64 dim=768 eps=1e-6 --vjp closed --name layernorm_64x768_f32_closed
 emit rmsnorm rows=64 dim=768 eps=1e-6
 emit ffn dmodel=256 dff=1024 gelu=tanh
-# the same with loops where --unroll auto writes straight-line code (rows "... loops")
-emit layernorm rows=8 dim=64 eps=1e-6 --unroll none --name layernorm_8x64_f32_loops
-emit ffn dmodel=256 dff=1024 gelu=tanh --unroll none --name ffn_256x1024_f32_loops
+# the same kernels unrolled as the JIT does (--unroll auto; rows "... unrolled"); emit defaults to loops
+emit layernorm rows=8 dim=64 eps=1e-6 --unroll auto --name layernorm_8x64_f32_unrolled
+emit ffn dmodel=256 dff=1024 gelu=tanh --unroll auto --name ffn_256x1024_f32_unrolled
 
 # the kernels and bench.c (with the hand loops) as an AOT user would build them: no fast-math
 STRICT=(-std=c99 -O3 -march=native -ffp-contract=off -Wall -Wextra)

@@ -49,7 +49,7 @@ emit.infix = infix
 local function index_str(buf, index, env)
   local name, base = buf.cname, buf.base or 0
   if buf.cname == "ws" then name, base = "ws_" .. buf.id, 0 end
-  return name .. "[" .. lower.aff.str(lower.aff.eval(lower.aff.add(index, lower.aff.const(base)), env)) .. "]"
+  return name .. "[" .. lower.aff.render(index, base, env) .. "]"
 end
 
 local function helper_name(e, dtype)
@@ -117,12 +117,16 @@ local function combine_order(L)
   return steps
 end
 
+-- env maps loop variables to integers (unrolled) or affine forms; one table per nest,
+-- set and cleared around each use
 local function each_combo(vars, k, env, fn)
-  if k > #vars then return fn(env) end
+  if k > #vars then return fn() end
+  local var = vars[k].var
   for v = 0, vars[k].n - 1 do
-    local e2 = setmetatable({ [vars[k].var] = v }, { __index = env })
-    each_combo(vars, k + 1, e2, fn)
+    env[var] = v
+    each_combo(vars, k + 1, env, fn)
   end
+  env[var] = nil
 end
 
 local function emit_reduce(out, nest, env, ctx)
@@ -134,13 +138,14 @@ local function emit_reduce(out, nest, env, ctx)
   local target = index_str(b.target.buf, b.target.index, env)
   if nest.unroll_reduce then
     local lanes = {}
-    each_combo(outer, 1, env, function(e1)
+    each_combo(outer, 1, env, function()
       for j = 0, inner.n - 1 do
-        local e2 = setmetatable({ [inner.var] = j }, { __index = e1 })
-        local t = emit.expr(b.expr, e2, dtype, ctx.helpers)
+        env[inner.var] = j
+        local t = emit.expr(b.expr, env, dtype, ctx.helpers)
         local l = j % L
         lanes[l] = lanes[l] and infix(lanes[l], "+", t, 1) or t
       end
+      env[inner.var] = nil
     end)
     for _, s in ipairs(combine_order(L)) do lanes[s[1]] = infix(lanes[s[1]], "+", lanes[s[2]], 1) end
     out.line(target .. " = " .. lanes[0].s .. ";")
@@ -151,19 +156,20 @@ local function emit_reduce(out, nest, env, ctx)
   out.line(T .. " acc[" .. L .. "] = {0};")
   for _, r in ipairs(outer) do out.open(string.format("for (int %s = 0; %s < %d; ++%s) {", r.var, r.var, r.n, r.var)) end
   local main = inner.n - inner.n % L
-  local function lane_stmt(l, at, e1)
-    local e2 = setmetatable({ [inner.var] = at }, { __index = e1 })
-    out.line("acc[" .. l .. "] += " .. emit.expr(b.expr, e2, dtype, ctx.helpers).s .. ";")
+  local function lane_stmt(l, at)
+    env[inner.var] = at
+    out.line("acc[" .. l .. "] += " .. emit.expr(b.expr, env, dtype, ctx.helpers).s .. ";")
+    env[inner.var] = nil
   end
   if main == L then
-    for l = 0, L - 1 do lane_stmt(l, l, env) end
+    for l = 0, L - 1 do lane_stmt(l, l) end
   else
     local v = inner.var
     out.open(string.format("for (int %s = 0; %s < %d; %s += %d) {", v, v, main, v, L))
-    for l = 0, L - 1 do lane_stmt(l, lower.aff.add(lower.aff.var(v), lower.aff.const(l)), env) end
+    for l = 0, L - 1 do lane_stmt(l, lower.aff.add(lower.aff.var(v), lower.aff.const(l))) end
     out.close()
   end
-  for j = main, inner.n - 1 do lane_stmt(j - main, j, env) end
+  for j = main, inner.n - 1 do lane_stmt(j - main, j) end
   for _ in ipairs(outer) do out.close() end
   for _, s in ipairs(combine_order(L)) do
     out.line(string.format("acc[%d] = acc[%d] + acc[%d];", s[1], s[1], s[2]))
@@ -188,12 +194,16 @@ local function emit_nest(out, nest, ctx)
   end
   local function level(k, env)
     local l = nest.loops[k]
-    if k <= nest.keep then
+    if k <= nest.keep and l.n > 1 then -- an extent-1 loop is just its body at index 0
       out.open(string.format("for (int %s = 0; %s < %d; ++%s) {", l.var, l.var, l.n, l.var))
       level(k + 1, env)
       out.close()
     elseif l then
-      for v = 0, l.n - 1 do level(k + 1, setmetatable({ [l.var] = v }, { __index = env })) end
+      for v = 0, l.n - 1 do
+        env[l.var] = v
+        level(k + 1, env)
+      end
+      env[l.var] = nil
     elseif nest.body.k == "reduce" then
       emit_reduce(out, nest, env, ctx)
     else

@@ -50,6 +50,28 @@ function aff.eval(a, env)
   end
   return r
 end
+-- The C text of a + base under env, without building intermediate forms (emit_c's hot path).
+function aff.render(a, base, env)
+  local c, sym = a.c + base, nil
+  for v, k in pairs(a.t) do
+    local x = env[v]
+    if type(x) == "number" then
+      c = c + k * x
+    else
+      sym = sym or {}
+      if x then
+        c = c + k * x.c
+        for v2, k2 in pairs(x.t) do sym[v2] = (sym[v2] or 0) + k * k2 end
+      else
+        sym[v] = (sym[v] or 0) + k
+      end
+    end
+  end
+  if not sym then return tostring(c) end
+  for v, k in pairs(sym) do if k == 0 then sym[v] = nil end end
+  return aff.str({ c = c, t = sym })
+end
+
 function aff.str(a)
   local vars = {}
   for v in pairs(a.t) do vars[#vars + 1] = v end
