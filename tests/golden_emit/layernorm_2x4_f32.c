@@ -37,9 +37,7 @@ int layernorm_2x4_f32_forward(const float *restrict x, const float *restrict gam
         const float *restrict ws_0 = ws + 0;
         float *restrict ws_1 = ws + 2;
         for (int i0 = 0; i0 < 2; ++i0) {
-            for (int i1 = 0; i1 < 1; ++i1) {
-                ws_1[i0 + i1] = ws_0[i0 + i1] * 0.25f;
-            }
+            ws_1[i0] = ws_0[i0] * 0.25f;
         }
     }
     /* %16 [2] */
@@ -65,10 +63,8 @@ int layernorm_2x4_f32_forward(const float *restrict x, const float *restrict gam
         const float *restrict ws_2 = ws + 0;
         float *restrict ws_3 = ws + 4;
         for (int i0 = 0; i0 < 2; ++i0) {
-            for (int i1 = 0; i1 < 1; ++i1) {
-                ws_3[i0 + i1] = kg_sqrt_clamp_f32(ws_2[i0 + i1] * 0.25f + 1e-06f);
-                bad |= !(ws_3[i0 + i1] > 0 && ws_3[i0 + i1] <= 3.40282347e+38f);
-            }
+            ws_3[i0] = kg_sqrt_clamp_f32(ws_2[i0] * 0.25f + 1e-06f);
+            bad |= !(ws_3[i0] > 0 && ws_3[i0] <= 3.40282347e+38f);
         }
     }
     /* inv_std [2, 1] */
@@ -76,10 +72,8 @@ int layernorm_2x4_f32_forward(const float *restrict x, const float *restrict gam
         const float *restrict ws_3 = ws + 4;
         float *restrict ws_4 = ws + 0;
         for (int i0 = 0; i0 < 2; ++i0) {
-            for (int i1 = 0; i1 < 1; ++i1) {
-                ws_4[i0 + i1] = 1.0f / ws_3[i0 + i1];
-                bad |= !(ws_4[i0 + i1] >= -3.40282347e+38f && ws_4[i0 + i1] <= 3.40282347e+38f);
-            }
+            ws_4[i0] = 1.0f / ws_3[i0];
+            bad |= !(ws_4[i0] >= -3.40282347e+38f && ws_4[i0] <= 3.40282347e+38f);
         }
     }
     /* y [2, 4] */
@@ -122,9 +116,7 @@ int layernorm_2x4_f32_vjp(const float *restrict x, const float *restrict gamma, 
         const float *restrict ws_0 = ws + 0;
         float *restrict ws_1 = ws + 2;
         for (int i0 = 0; i0 < 2; ++i0) {
-            for (int i1 = 0; i1 < 1; ++i1) {
-                ws_1[i0 + i1] = ws_0[i0 + i1] * 0.25f;
-            }
+            ws_1[i0] = ws_0[i0] * 0.25f;
         }
     }
     /* %17 [2] */
@@ -150,10 +142,8 @@ int layernorm_2x4_f32_vjp(const float *restrict x, const float *restrict gamma, 
         const float *restrict ws_2 = ws + 0;
         float *restrict ws_3 = ws + 4;
         for (int i0 = 0; i0 < 2; ++i0) {
-            for (int i1 = 0; i1 < 1; ++i1) {
-                ws_3[i0 + i1] = kg_sqrt_clamp_f32(ws_2[i0 + i1] * 0.25f + 1e-06f);
-                bad |= !(ws_3[i0 + i1] > 0 && ws_3[i0 + i1] <= 3.40282347e+38f);
-            }
+            ws_3[i0] = kg_sqrt_clamp_f32(ws_2[i0] * 0.25f + 1e-06f);
+            bad |= !(ws_3[i0] > 0 && ws_3[i0] <= 3.40282347e+38f);
         }
     }
     /* inv_std [2, 1] */
@@ -161,10 +151,8 @@ int layernorm_2x4_f32_vjp(const float *restrict x, const float *restrict gamma, 
         const float *restrict ws_3 = ws + 4;
         float *restrict ws_4 = ws + 0;
         for (int i0 = 0; i0 < 2; ++i0) {
-            for (int i1 = 0; i1 < 1; ++i1) {
-                ws_4[i0 + i1] = 1.0f / ws_3[i0 + i1];
-                bad |= !(ws_4[i0 + i1] >= -3.40282347e+38f && ws_4[i0 + i1] <= 3.40282347e+38f);
-            }
+            ws_4[i0] = 1.0f / ws_3[i0];
+            bad |= !(ws_4[i0] >= -3.40282347e+38f && ws_4[i0] <= 3.40282347e+38f);
         }
     }
     /* %27 [4] */
@@ -216,9 +204,7 @@ int layernorm_2x4_f32_vjp(const float *restrict x, const float *restrict gamma, 
         const float *restrict ws_5 = ws + 6;
         float *restrict ws_6 = ws + 8;
         for (int i0 = 0; i0 < 2; ++i0) {
-            for (int i1 = 0; i1 < 1; ++i1) {
-                ws_6[i0 + i1] = -(ws_5[i0 + i1] * ws_4[i0 + i1] * ws_4[i0 + i1]) * 0.5f / ws_3[i0 + i1] * 0.25f;
-            }
+            ws_6[i0] = -(ws_5[i0] * ws_4[i0] * ws_4[i0]) * 0.5f / ws_3[i0] * 0.25f;
         }
     }
     /* %47 [2, 4] */
@@ -256,9 +242,7 @@ int layernorm_2x4_f32_vjp(const float *restrict x, const float *restrict gamma, 
         const float *restrict ws_8 = ws + 0;
         float *restrict ws_9 = ws + 2;
         for (int i0 = 0; i0 < 2; ++i0) {
-            for (int i1 = 0; i1 < 1; ++i1) {
-                ws_9[i0 + i1] = ws_8[i0 + i1] * 0.25f;
-            }
+            ws_9[i0] = ws_8[i0] * 0.25f;
         }
     }
     /* %54 [2, 4] */
@@ -301,9 +285,7 @@ int layernorm_2x4_f32_jvp(const float *restrict x, const float *restrict gamma, 
         const float *restrict ws_0 = ws + 0;
         float *restrict ws_1 = ws + 2;
         for (int i0 = 0; i0 < 2; ++i0) {
-            for (int i1 = 0; i1 < 1; ++i1) {
-                ws_1[i0 + i1] = ws_0[i0 + i1] * 0.25f;
-            }
+            ws_1[i0] = ws_0[i0] * 0.25f;
         }
     }
     /* %19 [2] */
@@ -329,10 +311,8 @@ int layernorm_2x4_f32_jvp(const float *restrict x, const float *restrict gamma, 
         const float *restrict ws_2 = ws + 0;
         float *restrict ws_3 = ws + 4;
         for (int i0 = 0; i0 < 2; ++i0) {
-            for (int i1 = 0; i1 < 1; ++i1) {
-                ws_3[i0 + i1] = kg_sqrt_clamp_f32(ws_2[i0 + i1] * 0.25f + 1e-06f);
-                bad |= !(ws_3[i0 + i1] > 0 && ws_3[i0 + i1] <= 3.40282347e+38f);
-            }
+            ws_3[i0] = kg_sqrt_clamp_f32(ws_2[i0] * 0.25f + 1e-06f);
+            bad |= !(ws_3[i0] > 0 && ws_3[i0] <= 3.40282347e+38f);
         }
     }
     /* inv_std [2, 1] */
@@ -340,10 +320,8 @@ int layernorm_2x4_f32_jvp(const float *restrict x, const float *restrict gamma, 
         const float *restrict ws_3 = ws + 4;
         float *restrict ws_4 = ws + 0;
         for (int i0 = 0; i0 < 2; ++i0) {
-            for (int i1 = 0; i1 < 1; ++i1) {
-                ws_4[i0 + i1] = 1.0f / ws_3[i0 + i1];
-                bad |= !(ws_4[i0 + i1] >= -3.40282347e+38f && ws_4[i0 + i1] <= 3.40282347e+38f);
-            }
+            ws_4[i0] = 1.0f / ws_3[i0];
+            bad |= !(ws_4[i0] >= -3.40282347e+38f && ws_4[i0] <= 3.40282347e+38f);
         }
     }
     /* %29 [2] */
@@ -368,9 +346,7 @@ int layernorm_2x4_f32_jvp(const float *restrict x, const float *restrict gamma, 
         const float *restrict ws_5 = ws + 6;
         float *restrict ws_6 = ws + 8;
         for (int i0 = 0; i0 < 2; ++i0) {
-            for (int i1 = 0; i1 < 1; ++i1) {
-                ws_6[i0 + i1] = ws_5[i0 + i1] * 0.25f;
-            }
+            ws_6[i0] = ws_5[i0] * 0.25f;
         }
     }
     /* %37 [2] */
@@ -399,9 +375,7 @@ int layernorm_2x4_f32_jvp(const float *restrict x, const float *restrict gamma, 
         const float *restrict ws_7 = ws + 6;
         float *restrict ws_8 = ws + 10;
         for (int i0 = 0; i0 < 2; ++i0) {
-            for (int i1 = 0; i1 < 1; ++i1) {
-                ws_8[i0 + i1] = -(ws_7[i0 + i1] * 0.25f * 0.5f / ws_3[i0 + i1] * ws_4[i0 + i1] * ws_4[i0 + i1]);
-            }
+            ws_8[i0] = -(ws_7[i0] * 0.25f * 0.5f / ws_3[i0] * ws_4[i0] * ws_4[i0]);
         }
     }
     /* %55 [2, 4] */
