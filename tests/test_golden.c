@@ -1,5 +1,7 @@
 /* test_golden: every case in tests/golden/ (PyTorch float64 results made by
- * tests/golden/make_goldens.py) through the JIT kernels, all three passes.
+ * tests/golden/make_goldens.py) through the JIT kernels, all three passes, both through the
+ * library and through `kerngen run` on the committed .npy files (the CLI contract, for every
+ * operator).
  *   f64: every result within GOLDEN_TOL_F64 (norm-wise relative) of PyTorch; results that are
  *        exactly zero in PyTorch (dim=1 gradients, constant slices) must be exactly zero.
  *   f32: on the same inputs rounded to float, within GOLDEN_TOL_F32 of the f64 kernel
@@ -7,6 +9,8 @@
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include <cmocka.h>
 
@@ -120,6 +124,74 @@ static void free_results(kg_kernel *k, double *out[KG_NPASSES][16])
             free(out[p][i]);
 }
 
+/* `kerngen run` for every pass in f64 on the case's files; each result file must match its
+   golden within GOLDEN_TOL_F64. Uses the kernel k64 only to know the argument names. */
+static void check_case_cli(const char *dir, const golden_case *c, const kg_kernel *k64)
+{
+    const char *bin = getenv("KERNGEN_BIN") ? getenv("KERNGEN_BIN") : "build/kerngen";
+    char out[] = "/tmp/kg_golden_cli_XXXXXX";
+    assert_non_null(mkdtemp(out));
+    for (int p = 0; p < KG_NPASSES; p++) {
+        char *argv[64], *owned[64];
+        int argc = 0, nowned = 0;
+        argv[argc++] = (char *)bin;
+        argv[argc++] = "run";
+        argv[argc++] = (char *)c->graph;
+        for (int i = 0; i < c->nparams; i++)
+            argv[argc++] = c->params[i];
+        argv[argc++] = "--dtype";
+        argv[argc++] = "f64";
+        argv[argc++] = "--pass";
+        argv[argc++] = (char *)PASS_NAME[p];
+        for (int i = 0; i < kg_nargs(k64, (kg_pass)p) && argc < 56; i++) {
+            const kg_arg *a = kg_arg_at(k64, (kg_pass)p, i);
+            if (a->role >= KG_ROLE_OUTPUT)
+                continue;
+            size_t len = strlen(a->file) * 2 + strlen(dir) + 64;
+            char *in = owned[nowned++] = malloc(len);
+            snprintf(in, len, "%s=%s/%s/%s.npy", a->file, GOLDEN_DIR, dir, a->file);
+            argv[argc++] = "--in";
+            argv[argc++] = in;
+        }
+        argv[argc++] = "--out";
+        argv[argc++] = out;
+        argv[argc] = NULL;
+        pid_t pid = fork();
+        assert_true(pid >= 0);
+        if (pid == 0) {
+            execv(bin, argv);
+            _exit(127);
+        }
+        int status;
+        assert_true(waitpid(pid, &status, 0) == pid);
+        if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
+            fprintf(stderr, "%s: kerngen run --pass %s failed (status %d)\n", dir, PASS_NAME[p], status);
+        assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+        for (int i = 0; i < nowned; i++)
+            free(owned[i]);
+        for (int i = 0; i < kg_nargs(k64, (kg_pass)p); i++) {
+            const kg_arg *a = kg_arg_at(k64, (kg_pass)p, i);
+            if (a->role != RESULT[p])
+                continue;
+            char path[512], err[512];
+            snprintf(path, sizeof path, "%s/%s.npy", out, a->file);
+            kg_npy t;
+            assert_int_equal(kg_npy_read(path, &t, err, sizeof err), 0);
+            double *want = load(dir, a->file, a->count);
+            assert_non_null(want);
+            assert_true(t.count == a->count && t.dtype == KG_NPY_F64);
+            double e = kgt_rel(t.data, want, a->count, 1e-300);
+            if (e > GOLDEN_TOL_F64)
+                fprintf(stderr, "%s: kerngen run --pass %s: %s differs by %.3g\n", dir, PASS_NAME[p], a->file, e);
+            assert_true(e <= GOLDEN_TOL_F64);
+            free(want);
+            kg_npy_free(&t);
+            remove(path);
+        }
+    }
+    assert_int_equal(rmdir(out), 0); /* nothing but the expected files was written */
+}
+
 static void check_case(const char *dir)
 {
     golden_case c;
@@ -156,6 +228,7 @@ static void check_case(const char *dir)
     printf("  %-28s f64 vs torch %.2e   f32 vs f64 %.2e\n", dir, worst64, worst32);
     assert_true(worst64 <= GOLDEN_TOL_F64);
     assert_true(worst32 <= GOLDEN_TOL_F32);
+    check_case_cli(dir, &c, k64);
     free_results(k64, r64);
     free_results(k64, q64);
     free_results(k32, q32);
