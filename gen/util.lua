@@ -18,6 +18,13 @@ function util.serialize(v)
   elseif t == "string" then return string.format("%q", v)
   elseif t == "boolean" or t == "nil" then return tostring(v)
   elseif t == "table" then
+    local n, count = #v, 0
+    for _ in pairs(v) do count = count + 1 end
+    if n > 0 and count == n then -- a sequence, no other keys: {2,3}
+      local parts = {}
+      for i = 1, n do parts[i] = util.serialize(v[i]) end
+      return "{" .. table.concat(parts, ",") .. "}"
+    end
     local keys = {}
     for k in pairs(v) do keys[#keys + 1] = k end
     table.sort(keys, function(a, b)
