@@ -58,8 +58,12 @@ local function helper_name(e, dtype)
   return "kg_" .. c.helper .. (approx and ("_" .. approx) or "") .. "_" .. dtype
 end
 
-function emit.expr(e, env, dtype, helpers)
-  if e.k == "load" then return atom(index_str(e.buf, e.index, env)) end
+function emit.expr(e, env, ctx)
+  local dtype = ctx.dtype
+  if e.k == "load" then
+    local s = index_str(e.buf, e.index, env)
+    return atom(ctx.hoisted[s] or s)
+  end
   if e.k == "num" then
     local s = util.c_literal(e.v, dtype)
     return { s = s, prec = (e.v < 0 or (e.v == 0 and 1 / e.v < 0)) and 2.5 or 3 }
@@ -67,15 +71,15 @@ function emit.expr(e, env, dtype, helpers)
   if e.k == "ifzero" then
     local a = lower.aff.eval(e.index, env)
     if next(a.t) == nil then
-      if a.c == 0 then return emit.expr(e.e, env, dtype, helpers) end
+      if a.c == 0 then return emit.expr(e.e, env, ctx) end
       return atom(util.c_literal(0, dtype))
     end
-    local v = emit.expr(e.e, env, dtype, helpers)
+    local v = emit.expr(e.e, env, ctx)
     return atom("(" .. lower.aff.str(a) .. " == 0 ? " .. v.s .. " : " .. util.c_literal(0, dtype) .. ")")
   end
   local c = ops[e.op].c
   local args = {}
-  for i, a in ipairs(e.args) do args[i] = emit.expr(a, env, dtype, helpers) end
+  for i, a in ipairs(e.args) do args[i] = emit.expr(a, env, ctx) end
   if c.infix then
     if c.lhs then return infix(atom(util.c_literal(c.lhs, dtype)), c.infix, args[1], c.prec) end
     return infix(args[1], c.infix, args[2], c.prec)
@@ -85,7 +89,7 @@ function emit.expr(e, env, dtype, helpers)
     return atom(c.call .. (dtype == "f32" and "f" or "") .. "(" .. args[1].s .. ")")
   elseif c.helper then
     local name = helper_name(e, dtype)
-    helpers[name] = { op = e.op, approx = e.attr and e.attr.approx }
+    ctx.helpers[name] = { op = e.op, approx = e.attr and e.attr.approx }
     return atom(name .. "(" .. args[1].s .. ")")
   end
   error("emit_c: no C form for op " .. e.op)
@@ -129,6 +133,26 @@ local function each_combo(vars, k, env, fn)
   env[var] = nil
 end
 
+-- Loop-invariant code motion for the innermost C loop: loads whose index does not involve
+-- the loop's variables become const locals declared before it (h1, h2, ...), so compilers
+-- need not prove they are invariant (gcc often cannot, and then does not vectorize) and tcc
+-- loads them once. Values are unchanged. Returns whether a block was opened.
+local function hoist(out, ctx, e, vars, env)
+  local opened = false
+  for _, ld in ipairs(lower.loads(e, {})) do
+    local invariant = true
+    for v in pairs(ld.index.t) do if vars[v] then invariant = false end end
+    local s = index_str(ld.buf, ld.index, env)
+    if invariant and not ctx.hoisted[s] then
+      if not opened then out.open("{"); opened = true end
+      ctx.nhoist = ctx.nhoist + 1
+      ctx.hoisted[s] = "h" .. ctx.nhoist
+      out.line("const " .. CTYPE[ctx.dtype] .. " " .. ctx.hoisted[s] .. " = " .. s .. ";")
+    end
+  end
+  return opened
+end
+
 local function emit_reduce(out, nest, env, ctx)
   local b, dtype, T = nest.body, ctx.dtype, CTYPE[ctx.dtype]
   local outer = {}
@@ -141,7 +165,7 @@ local function emit_reduce(out, nest, env, ctx)
     each_combo(outer, 1, env, function()
       for j = 0, inner.n - 1 do
         env[inner.var] = j
-        local t = emit.expr(b.expr, env, dtype, ctx.helpers)
+        local t = emit.expr(b.expr, env, ctx)
         local l = j % L
         lanes[l] = lanes[l] and infix(lanes[l], "+", t, 1) or t
       end
@@ -152,13 +176,17 @@ local function emit_reduce(out, nest, env, ctx)
     emit_check(out, target, b.check, dtype)
     return
   end
-  out.open("{")
+  local rvars = {}
+  for _, r in ipairs(b.rvars) do rvars[r.var] = true end
+  local saved = ctx.hoisted
+  ctx.hoisted = setmetatable({}, { __index = saved })
+  if not hoist(out, ctx, b.expr, rvars, env) then out.open("{") end -- one block for both
   out.line(T .. " acc[" .. L .. "] = {0};")
   for _, r in ipairs(outer) do out.open(string.format("for (int %s = 0; %s < %d; ++%s) {", r.var, r.var, r.n, r.var)) end
   local main = inner.n - inner.n % L
   local function lane_stmt(l, at)
     env[inner.var] = at
-    out.line("acc[" .. l .. "] += " .. emit.expr(b.expr, env, dtype, ctx.helpers).s .. ";")
+    out.line("acc[" .. l .. "] += " .. emit.expr(b.expr, env, ctx).s .. ";")
     env[inner.var] = nil
   end
   if main == L then
@@ -177,6 +205,7 @@ local function emit_reduce(out, nest, env, ctx)
   out.line(target .. " = acc[0];")
   emit_check(out, target, b.check, dtype)
   out.close()
+  ctx.hoisted = saved
 end
 
 local function emit_nest(out, nest, ctx)
@@ -195,9 +224,16 @@ local function emit_nest(out, nest, ctx)
   local function level(k, env)
     local l = nest.loops[k]
     if k <= nest.keep and l.n > 1 then -- an extent-1 loop is just its body at index 0
+      local saved, hoisted = ctx.hoisted, false
+      if k == #nest.loops and nest.body.k == "store" then -- the innermost loop: hoist invariants
+        ctx.hoisted = setmetatable({}, { __index = saved })
+        hoisted = hoist(out, ctx, nest.body.expr, { [l.var] = true }, env)
+      end
       out.open(string.format("for (int %s = 0; %s < %d; ++%s) {", l.var, l.var, l.n, l.var))
       level(k + 1, env)
       out.close()
+      if hoisted then out.close() end
+      ctx.hoisted = saved
     elseif l then
       for v = 0, l.n - 1 do
         env[l.var] = v
@@ -209,7 +245,7 @@ local function emit_nest(out, nest, ctx)
     else
       local b = nest.body
       local target = index_str(b.target.buf, b.target.index, env)
-      out.line(target .. " = " .. emit.expr(b.expr, env, ctx.dtype, ctx.helpers).s .. ";")
+      out.line(target .. " = " .. emit.expr(b.expr, env, ctx).s .. ";")
       emit_check(out, target, b.check, ctx.dtype)
     end
   end
@@ -231,7 +267,7 @@ end
 
 function emit.fn(fn, L, dtype, helpers, comment)
   local out = new_out()
-  local ctx = { dtype = dtype, helpers = helpers }
+  local ctx = { dtype = dtype, helpers = helpers, hoisted = {}, nhoist = 0 }
   local used, checks = {}, false
   for _, nest in ipairs(L.nests) do
     for buf in pairs(lower.reads(nest.body.expr, {})) do used[buf] = true end

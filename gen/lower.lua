@@ -256,10 +256,17 @@ end
 ---------------------------------------------------------------------------------------------
 -- Workspace plan: a buffer is live from the nest that writes it to the last nest that reads it.
 
+-- What an expression reads: every load (buffer and index), or the set of buffers.
+local function loads(e, acc)
+  if e.k == "load" then acc[#acc + 1] = e
+  elseif e.k == "op" then for _, a in ipairs(e.args) do loads(a, acc) end
+  elseif e.k == "ifzero" then loads(e.e, acc) end
+  return acc
+end
+lower.loads = loads
+
 local function reads(e, acc)
-  if e.k == "load" then acc[e.buf] = true
-  elseif e.k == "op" then for _, a in ipairs(e.args) do reads(a, acc) end
-  elseif e.k == "ifzero" then reads(e.e, acc) end
+  for _, l in ipairs(loads(e, {})) do acc[l.buf] = true end
   return acc
 end
 lower.reads = reads

@@ -107,7 +107,7 @@ for k in ([[auto break case char const continue default do double else enum exte
   union unsigned void volatile while _Bool _Complex _Imaginary]]):gmatch("%S+") do C_KEYWORDS[k] = true end
 function spec.reserved(name)
   return C_KEYWORDS[name] or name == "ws" or name == "bad" or name == "acc"
-    or name:match("^[ir]%d+$") ~= nil or name:match("^ws_%d+$") ~= nil or name:match("^kg_") ~= nil
+    or name:match("^[irh]%d+$") ~= nil or name:match("^ws_%d+$") ~= nil or name:match("^kg_") ~= nil
 end
 
 -- Loads one spec file (text) and returns its graph declarations.

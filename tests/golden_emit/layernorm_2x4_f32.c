@@ -20,11 +20,12 @@ int layernorm_2x4_f32_forward(const float *restrict x, const float *restrict gam
         float *restrict ws_0 = ws + 0;
         for (int i0 = 0; i0 < 2; ++i0) {
             {
+                const float h1 = x[4 * i0];
                 float acc[4] = {0};
-                acc[0] += x[4 * i0] - x[4 * i0];
-                acc[1] += x[4 * i0 + 1] - x[4 * i0];
-                acc[2] += x[4 * i0 + 2] - x[4 * i0];
-                acc[3] += x[4 * i0 + 3] - x[4 * i0];
+                acc[0] += h1 - h1;
+                acc[1] += x[4 * i0 + 1] - h1;
+                acc[2] += x[4 * i0 + 2] - h1;
+                acc[3] += x[4 * i0 + 3] - h1;
                 acc[0] = acc[0] + acc[2];
                 acc[1] = acc[1] + acc[3];
                 acc[0] = acc[0] + acc[1];
@@ -46,11 +47,13 @@ int layernorm_2x4_f32_forward(const float *restrict x, const float *restrict gam
         float *restrict ws_2 = ws + 0;
         for (int i0 = 0; i0 < 2; ++i0) {
             {
+                const float h2 = x[4 * i0];
+                const float h3 = ws_1[i0];
                 float acc[4] = {0};
-                acc[0] += (x[4 * i0] - x[4 * i0] - ws_1[i0]) * (x[4 * i0] - x[4 * i0] - ws_1[i0]);
-                acc[1] += (x[4 * i0 + 1] - x[4 * i0] - ws_1[i0]) * (x[4 * i0 + 1] - x[4 * i0] - ws_1[i0]);
-                acc[2] += (x[4 * i0 + 2] - x[4 * i0] - ws_1[i0]) * (x[4 * i0 + 2] - x[4 * i0] - ws_1[i0]);
-                acc[3] += (x[4 * i0 + 3] - x[4 * i0] - ws_1[i0]) * (x[4 * i0 + 3] - x[4 * i0] - ws_1[i0]);
+                acc[0] += (h2 - h2 - h3) * (h2 - h2 - h3);
+                acc[1] += (x[4 * i0 + 1] - h2 - h3) * (x[4 * i0 + 1] - h2 - h3);
+                acc[2] += (x[4 * i0 + 2] - h2 - h3) * (x[4 * i0 + 2] - h2 - h3);
+                acc[3] += (x[4 * i0 + 3] - h2 - h3) * (x[4 * i0 + 3] - h2 - h3);
                 acc[0] = acc[0] + acc[2];
                 acc[1] = acc[1] + acc[3];
                 acc[0] = acc[0] + acc[1];
@@ -81,8 +84,13 @@ int layernorm_2x4_f32_forward(const float *restrict x, const float *restrict gam
         const float *restrict ws_1 = ws + 2;
         const float *restrict ws_4 = ws + 0;
         for (int i0 = 0; i0 < 2; ++i0) {
-            for (int i1 = 0; i1 < 4; ++i1) {
-                y[4 * i0 + i1] = (x[4 * i0 + i1] - x[4 * i0] - ws_1[i0]) * ws_4[i0] * gamma[i1] + beta[i1];
+            {
+                const float h4 = x[4 * i0];
+                const float h5 = ws_1[i0];
+                const float h6 = ws_4[i0];
+                for (int i1 = 0; i1 < 4; ++i1) {
+                    y[4 * i0 + i1] = (x[4 * i0 + i1] - h4 - h5) * h6 * gamma[i1] + beta[i1];
+                }
             }
         }
     }
@@ -99,11 +107,12 @@ int layernorm_2x4_f32_vjp(const float *restrict x, const float *restrict gamma, 
         float *restrict ws_0 = ws + 0;
         for (int i0 = 0; i0 < 2; ++i0) {
             {
+                const float h1 = x[4 * i0];
                 float acc[4] = {0};
-                acc[0] += x[4 * i0] - x[4 * i0];
-                acc[1] += x[4 * i0 + 1] - x[4 * i0];
-                acc[2] += x[4 * i0 + 2] - x[4 * i0];
-                acc[3] += x[4 * i0 + 3] - x[4 * i0];
+                acc[0] += h1 - h1;
+                acc[1] += x[4 * i0 + 1] - h1;
+                acc[2] += x[4 * i0 + 2] - h1;
+                acc[3] += x[4 * i0 + 3] - h1;
                 acc[0] = acc[0] + acc[2];
                 acc[1] = acc[1] + acc[3];
                 acc[0] = acc[0] + acc[1];
@@ -125,11 +134,13 @@ int layernorm_2x4_f32_vjp(const float *restrict x, const float *restrict gamma, 
         float *restrict ws_2 = ws + 0;
         for (int i0 = 0; i0 < 2; ++i0) {
             {
+                const float h2 = x[4 * i0];
+                const float h3 = ws_1[i0];
                 float acc[4] = {0};
-                acc[0] += (x[4 * i0] - x[4 * i0] - ws_1[i0]) * (x[4 * i0] - x[4 * i0] - ws_1[i0]);
-                acc[1] += (x[4 * i0 + 1] - x[4 * i0] - ws_1[i0]) * (x[4 * i0 + 1] - x[4 * i0] - ws_1[i0]);
-                acc[2] += (x[4 * i0 + 2] - x[4 * i0] - ws_1[i0]) * (x[4 * i0 + 2] - x[4 * i0] - ws_1[i0]);
-                acc[3] += (x[4 * i0 + 3] - x[4 * i0] - ws_1[i0]) * (x[4 * i0 + 3] - x[4 * i0] - ws_1[i0]);
+                acc[0] += (h2 - h2 - h3) * (h2 - h2 - h3);
+                acc[1] += (x[4 * i0 + 1] - h2 - h3) * (x[4 * i0 + 1] - h2 - h3);
+                acc[2] += (x[4 * i0 + 2] - h2 - h3) * (x[4 * i0 + 2] - h2 - h3);
+                acc[3] += (x[4 * i0 + 3] - h2 - h3) * (x[4 * i0 + 3] - h2 - h3);
                 acc[0] = acc[0] + acc[2];
                 acc[1] = acc[1] + acc[3];
                 acc[0] = acc[0] + acc[1];
@@ -185,11 +196,13 @@ int layernorm_2x4_f32_vjp(const float *restrict x, const float *restrict gamma, 
         float *restrict ws_5 = ws + 6;
         for (int i0 = 0; i0 < 2; ++i0) {
             {
+                const float h4 = x[4 * i0];
+                const float h5 = ws_1[i0];
                 float acc[4] = {0};
-                acc[0] += (x[4 * i0] - x[4 * i0] - ws_1[i0]) * (y_cot[4 * i0] * gamma[0]);
-                acc[1] += (x[4 * i0 + 1] - x[4 * i0] - ws_1[i0]) * (y_cot[4 * i0 + 1] * gamma[1]);
-                acc[2] += (x[4 * i0 + 2] - x[4 * i0] - ws_1[i0]) * (y_cot[4 * i0 + 2] * gamma[2]);
-                acc[3] += (x[4 * i0 + 3] - x[4 * i0] - ws_1[i0]) * (y_cot[4 * i0 + 3] * gamma[3]);
+                acc[0] += (h4 - h4 - h5) * (y_cot[4 * i0] * gamma[0]);
+                acc[1] += (x[4 * i0 + 1] - h4 - h5) * (y_cot[4 * i0 + 1] * gamma[1]);
+                acc[2] += (x[4 * i0 + 2] - h4 - h5) * (y_cot[4 * i0 + 2] * gamma[2]);
+                acc[3] += (x[4 * i0 + 3] - h4 - h5) * (y_cot[4 * i0 + 3] * gamma[3]);
                 acc[0] = acc[0] + acc[2];
                 acc[1] = acc[1] + acc[3];
                 acc[0] = acc[0] + acc[1];
@@ -214,8 +227,14 @@ int layernorm_2x4_f32_vjp(const float *restrict x, const float *restrict gamma, 
         const float *restrict ws_6 = ws + 8;
         float *restrict ws_7 = ws + 10;
         for (int i0 = 0; i0 < 2; ++i0) {
-            for (int i1 = 0; i1 < 4; ++i1) {
-                ws_7[4 * i0 + i1] = y_cot[4 * i0 + i1] * gamma[i1] * ws_4[i0] + ws_6[i0] * (x[4 * i0 + i1] - x[4 * i0] - ws_1[i0]) + (x[4 * i0 + i1] - x[4 * i0] - ws_1[i0]) * ws_6[i0];
+            {
+                const float h6 = ws_4[i0];
+                const float h7 = ws_6[i0];
+                const float h8 = x[4 * i0];
+                const float h9 = ws_1[i0];
+                for (int i1 = 0; i1 < 4; ++i1) {
+                    ws_7[4 * i0 + i1] = y_cot[4 * i0 + i1] * gamma[i1] * h6 + h7 * (x[4 * i0 + i1] - h8 - h9) + (x[4 * i0 + i1] - h8 - h9) * h7;
+                }
             }
         }
     }
@@ -250,8 +269,11 @@ int layernorm_2x4_f32_vjp(const float *restrict x, const float *restrict gamma, 
         const float *restrict ws_7 = ws + 10;
         const float *restrict ws_9 = ws + 2;
         for (int i0 = 0; i0 < 2; ++i0) {
-            for (int i1 = 0; i1 < 4; ++i1) {
-                x_grad[4 * i0 + i1] = ws_7[4 * i0 + i1] + ws_9[i0];
+            {
+                const float h10 = ws_9[i0];
+                for (int i1 = 0; i1 < 4; ++i1) {
+                    x_grad[4 * i0 + i1] = ws_7[4 * i0 + i1] + h10;
+                }
             }
         }
     }
@@ -268,11 +290,12 @@ int layernorm_2x4_f32_jvp(const float *restrict x, const float *restrict gamma, 
         float *restrict ws_0 = ws + 0;
         for (int i0 = 0; i0 < 2; ++i0) {
             {
+                const float h1 = x[4 * i0];
                 float acc[4] = {0};
-                acc[0] += x[4 * i0] - x[4 * i0];
-                acc[1] += x[4 * i0 + 1] - x[4 * i0];
-                acc[2] += x[4 * i0 + 2] - x[4 * i0];
-                acc[3] += x[4 * i0 + 3] - x[4 * i0];
+                acc[0] += h1 - h1;
+                acc[1] += x[4 * i0 + 1] - h1;
+                acc[2] += x[4 * i0 + 2] - h1;
+                acc[3] += x[4 * i0 + 3] - h1;
                 acc[0] = acc[0] + acc[2];
                 acc[1] = acc[1] + acc[3];
                 acc[0] = acc[0] + acc[1];
@@ -294,11 +317,13 @@ int layernorm_2x4_f32_jvp(const float *restrict x, const float *restrict gamma, 
         float *restrict ws_2 = ws + 0;
         for (int i0 = 0; i0 < 2; ++i0) {
             {
+                const float h2 = x[4 * i0];
+                const float h3 = ws_1[i0];
                 float acc[4] = {0};
-                acc[0] += (x[4 * i0] - x[4 * i0] - ws_1[i0]) * (x[4 * i0] - x[4 * i0] - ws_1[i0]);
-                acc[1] += (x[4 * i0 + 1] - x[4 * i0] - ws_1[i0]) * (x[4 * i0 + 1] - x[4 * i0] - ws_1[i0]);
-                acc[2] += (x[4 * i0 + 2] - x[4 * i0] - ws_1[i0]) * (x[4 * i0 + 2] - x[4 * i0] - ws_1[i0]);
-                acc[3] += (x[4 * i0 + 3] - x[4 * i0] - ws_1[i0]) * (x[4 * i0 + 3] - x[4 * i0] - ws_1[i0]);
+                acc[0] += (h2 - h2 - h3) * (h2 - h2 - h3);
+                acc[1] += (x[4 * i0 + 1] - h2 - h3) * (x[4 * i0 + 1] - h2 - h3);
+                acc[2] += (x[4 * i0 + 2] - h2 - h3) * (x[4 * i0 + 2] - h2 - h3);
+                acc[3] += (x[4 * i0 + 3] - h2 - h3) * (x[4 * i0 + 3] - h2 - h3);
                 acc[0] = acc[0] + acc[2];
                 acc[1] = acc[1] + acc[3];
                 acc[0] = acc[0] + acc[1];
@@ -356,11 +381,14 @@ int layernorm_2x4_f32_jvp(const float *restrict x, const float *restrict gamma, 
         float *restrict ws_7 = ws + 6;
         for (int i0 = 0; i0 < 2; ++i0) {
             {
+                const float h4 = ws_6[i0];
+                const float h5 = x[4 * i0];
+                const float h6 = ws_1[i0];
                 float acc[4] = {0};
-                acc[0] += (x_tan[4 * i0] - ws_6[i0]) * (x[4 * i0] - x[4 * i0] - ws_1[i0]) + (x[4 * i0] - x[4 * i0] - ws_1[i0]) * (x_tan[4 * i0] - ws_6[i0]);
-                acc[1] += (x_tan[4 * i0 + 1] - ws_6[i0]) * (x[4 * i0 + 1] - x[4 * i0] - ws_1[i0]) + (x[4 * i0 + 1] - x[4 * i0] - ws_1[i0]) * (x_tan[4 * i0 + 1] - ws_6[i0]);
-                acc[2] += (x_tan[4 * i0 + 2] - ws_6[i0]) * (x[4 * i0 + 2] - x[4 * i0] - ws_1[i0]) + (x[4 * i0 + 2] - x[4 * i0] - ws_1[i0]) * (x_tan[4 * i0 + 2] - ws_6[i0]);
-                acc[3] += (x_tan[4 * i0 + 3] - ws_6[i0]) * (x[4 * i0 + 3] - x[4 * i0] - ws_1[i0]) + (x[4 * i0 + 3] - x[4 * i0] - ws_1[i0]) * (x_tan[4 * i0 + 3] - ws_6[i0]);
+                acc[0] += (x_tan[4 * i0] - h4) * (h5 - h5 - h6) + (h5 - h5 - h6) * (x_tan[4 * i0] - h4);
+                acc[1] += (x_tan[4 * i0 + 1] - h4) * (x[4 * i0 + 1] - h5 - h6) + (x[4 * i0 + 1] - h5 - h6) * (x_tan[4 * i0 + 1] - h4);
+                acc[2] += (x_tan[4 * i0 + 2] - h4) * (x[4 * i0 + 2] - h5 - h6) + (x[4 * i0 + 2] - h5 - h6) * (x_tan[4 * i0 + 2] - h4);
+                acc[3] += (x_tan[4 * i0 + 3] - h4) * (x[4 * i0 + 3] - h5 - h6) + (x[4 * i0 + 3] - h5 - h6) * (x_tan[4 * i0 + 3] - h4);
                 acc[0] = acc[0] + acc[2];
                 acc[1] = acc[1] + acc[3];
                 acc[0] = acc[0] + acc[1];
@@ -385,8 +413,15 @@ int layernorm_2x4_f32_jvp(const float *restrict x, const float *restrict gamma, 
         const float *restrict ws_6 = ws + 8;
         const float *restrict ws_8 = ws + 10;
         for (int i0 = 0; i0 < 2; ++i0) {
-            for (int i1 = 0; i1 < 4; ++i1) {
-                y_tan[4 * i0 + i1] = ((x_tan[4 * i0 + i1] - ws_6[i0]) * ws_4[i0] + (x[4 * i0 + i1] - x[4 * i0] - ws_1[i0]) * ws_8[i0]) * gamma[i1] + (x[4 * i0 + i1] - x[4 * i0] - ws_1[i0]) * ws_4[i0] * gamma_tan[i1] + beta_tan[i1];
+            {
+                const float h7 = ws_6[i0];
+                const float h8 = ws_4[i0];
+                const float h9 = x[4 * i0];
+                const float h10 = ws_1[i0];
+                const float h11 = ws_8[i0];
+                for (int i1 = 0; i1 < 4; ++i1) {
+                    y_tan[4 * i0 + i1] = ((x_tan[4 * i0 + i1] - h7) * h8 + (x[4 * i0 + i1] - h9 - h10) * h11) * gamma[i1] + (x[4 * i0 + i1] - h9 - h10) * h8 * gamma_tan[i1] + beta_tan[i1];
+                }
             }
         }
     }
