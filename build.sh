@@ -34,8 +34,8 @@ CFLAGS=(-std=c99 -O2 -g "${WARN[@]}" -Iruntime -I/usr/include/lua5.4 -I"$OUT" "$
 LIBS=(-llua5.4 -ltcc -lm -lpthread -ldl)
 
 mkdir -p "$OUT"
-$CC -std=c99 -O2 "${WARN[@]}" -o "$OUT/embed" gen/embed.c
-"$OUT/embed" "$OUT/kg_embedded.c" gen/*.lua graphs/*.lua templates/*.in
+$CC -std=c99 -O2 "${WARN[@]}" -I/usr/include/lua5.4 -o "$OUT/embed" gen/embed.c -llua5.4 -lm -ldl
+"$OUT/embed" "$OUT/kg_embedded.c" --bytecode gen/*.lua --text graphs/*.lua templates/*.in
 # compile in parallel, stop at the first failure
 wait_all() { local pid rc=0; for pid in "$@"; do wait "$pid" || rc=1; done; return $rc; }
 objs=(); pids=()

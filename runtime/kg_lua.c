@@ -281,7 +281,8 @@ static int l_searcher(lua_State *L)
     size_t len;
     const char *text = lua_tolstring(L, -2, &len);
     const char *chunk = lua_pushfstring(L, "@gen/%s.lua", name);
-    if (luaL_loadbufferx(L, text, len, chunk, "t") != LUA_OK)
+    /* the generator's own modules: embedded precompiled (gen/embed.c), text in developer mode */
+    if (luaL_loadbufferx(L, text, len, chunk, "bt") != LUA_OK)
         return lua_error(L);
     lua_pushstring(L, chunk + 1);
     return 2;
