@@ -405,6 +405,7 @@ static int cmd_run(int argc, char **argv)
     if (!c.out_dir)
         die_usage("run", "missing --out DIR%s", "");
     kg_pass pass = parse_pass("run", c.pass);
+    c.req.passes = 1u << pass; /* generate only what runs */
     int rc = 0;
     kg_kernel *k = generate(&c, 1, &rc);
     if (!k) {

@@ -42,6 +42,13 @@ local function check_options(req)
   one_of("vjp_form", "--vjp", { "derived", "closed" }, "derived")
   one_of("jvp_form", "--jvp", { "derived", "closed" }, "derived")
   one_of("dump_ir", "--dump-ir", { "forward", "vjp", "jvp", "simplify" }, nil)
+  -- the passes to generate, in order (default: all three)
+  local list = req.passes or pipeline.PASSES
+  req.passes, req.want = {}, {}
+  for _, p in ipairs(pipeline.PASSES) do
+    for _, q in ipairs(list) do if p == q then req.passes[#req.passes + 1] = p; req.want[p] = true end end
+  end
+  if #req.passes == 0 then util.fail("no pass to generate") end
   if req.name and not req.name:match("^[%a_][%w_]*$") then util.fail("--name: '" .. req.name .. "' is not a C identifier") end
 end
 
@@ -84,9 +91,10 @@ function pipeline.graph(req)
   local graphs = { forward = F }
   if req.vjp_form == "closed" and not S.vjp then util.fail(S.name .. ": has no closed-form VJP") end
   if req.jvp_form == "closed" and not S.jvp then util.fail(S.name .. ": has no closed-form JVP") end
-  graphs.vjp = after("vjp", req.vjp_form == "closed" and vjp.closed(F, S, ctx, fb) or vjp.derive(F))
-  graphs.jvp = after("jvp", req.jvp_form == "closed" and jvp.closed(F, S, ctx, fb) or jvp.derive(F))
-  for _, p in ipairs(pipeline.PASSES) do
+  local want = req.want
+  if want.vjp then graphs.vjp = after("vjp", req.vjp_form == "closed" and vjp.closed(F, S, ctx, fb) or vjp.derive(F)) end
+  if want.jvp then graphs.jvp = after("jvp", req.jvp_form == "closed" and jvp.closed(F, S, ctx, fb) or jvp.derive(F)) end
+  for _, p in ipairs(req.passes) do
     graphs[p] = simplify.run(graphs[p])
     if req.check_ir then ir.verify(graphs[p], "simplify(" .. p .. ")") end
     if req.dump_ir == "simplify" then dumps[#dumps + 1] = ir.dump(graphs[p], "simplify(" .. p .. ")") end
@@ -114,7 +122,7 @@ function pipeline.generate(req)
   local size_seen, init_of = {}, {}
   for _, i in ipairs(S.inputs) do init_of[i[1]] = i.init end
   local statements, terms = 0, 0
-  for _, pass in ipairs(pipeline.PASSES) do
+  for _, pass in ipairs(req.passes) do
     local fn = base .. "_" .. pass
     local L = lower.run(R.graphs[pass])
     for _, p in ipairs(L.params) do -- generated code indexes with int

@@ -47,6 +47,8 @@ typedef struct {
     const char *jvp_form;    /* likewise */
     const char *name;        /* C name prefix; NULL: <graph>_<dims>_<dtype> */
     const char *dump_ir;     /* NULL or forward|vjp|jvp|simplify: IR text, see KG_TEXT_IR */
+    unsigned passes;         /* bit mask of (1u << KG_FORWARD), ... to generate; 0: all three.
+                                Fewer passes generate faster; kg_call on a missing one gives -1 */
     int check_ir;            /* run the IR checker between passes */
 } kg_request;
 

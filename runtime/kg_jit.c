@@ -80,6 +80,8 @@ static kg_status compile_locked(kg_kernel *k, messages *m, char **err)
     if (tcc_relocate(s, TCC_RELOCATE_AUTO) < 0)
         goto fail;
     for (int p = 0; p < KG_NPASSES; p++) {
+        if (!k->fns[p].fn)
+            continue; /* pass not generated */
         void *sym = tcc_get_symbol(s, entries[p]);
         if (!sym)
             goto fail;

@@ -52,6 +52,11 @@ static int write_text(const char *path, const char *text, char **err)
 kg_status kg_write_files(const kg_kernel *k, const char *dir, char **err)
 {
     *err = NULL;
+    for (int p = 0; p < KG_NPASSES; p++)
+        if (!k->fns[p].fn) {
+            *err = kg_strdup("kg_write_files: AOT files need all three passes (request passes = 0)");
+            return KG_EINPUT;
+        }
     const char *names[2] = {k->text[KG_TEXT_HEADER_FILE], k->text[KG_TEXT_SOURCE_FILE]};
     const char *texts[2] = {k->text[KG_TEXT_HEADER], k->text[KG_TEXT_SOURCE]};
     char *final[2], *tmp[2];

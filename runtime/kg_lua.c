@@ -416,6 +416,16 @@ static void push_request(lua_State *L, const kg_request *req)
         lua_rawseti(L, -2, i + 1);
     }
     lua_setfield(L, -2, "params");
+    if (req->passes) {
+        static const char *names[KG_NPASSES] = {"forward", "vjp", "jvp"};
+        lua_newtable(L);
+        for (int p = 0, n = 0; p < KG_NPASSES; p++)
+            if (req->passes & (1u << p)) {
+                lua_pushstring(L, names[p]);
+                lua_rawseti(L, -2, ++n);
+            }
+        lua_setfield(L, -2, "passes");
+    }
 }
 
 /* ---------------------------------------------------------------------------------------- */
@@ -497,8 +507,8 @@ static void read_result(lua_State *L, kg_kernel *k, const kg_request *req)
     static const char *passes[] = {"forward", "vjp", "jvp"};
     lua_getfield(L, -1, "functions");
     for (int p = 0; p < KG_NPASSES; p++) {
-        lua_getfield(L, -1, passes[p]);
-        read_fn(L, &k->fns[p]);
+        if (lua_getfield(L, -1, passes[p]) == LUA_TTABLE) /* absent: not generated */
+            read_fn(L, &k->fns[p]);
         lua_pop(L, 1);
     }
     lua_pop(L, 1);

@@ -133,12 +133,41 @@ static void compile_contract(void **state)
     kg_free(k);
 }
 
+/* passes: only the requested pass is generated; it computes what the full kernel computes. */
+static void single_pass(void **state)
+{
+    (void)state;
+    const char *params[] = {"rows=3", "dim=10", "eps=1e-05"};
+    kg_request req = {0};
+    req.graph = "layernorm";
+    req.params = params;
+    req.nparams = 3;
+    req.dtype = "f64";
+    req.passes = 1u << KG_FORWARD;
+    kg_kernel *k = kgt_build_req(&req);
+    assert_non_null(k);
+    assert_int_equal(kg_nargs(k, KG_VJP), 0);
+    void *none[1] = {0};
+    assert_int_equal(kg_call(k, KG_VJP, none), -1);
+    char *err = NULL;
+    assert_int_equal(kg_write_files(k, "/tmp", &err), KG_EINPUT);
+    free(err);
+    double y[ROWS * DIM], want[ROWS * DIM];
+    kgt_buf bufs[] = {{KG_ROLE_INPUT, "x", X}, {KG_ROLE_INPUT, "gamma", GAMMA}, {KG_ROLE_INPUT, "beta", BETA},
+                      {KG_ROLE_OUTPUT, "y", y}};
+    assert_int_equal(kgt_call(k, KG_FORWARD, bufs, 4), 0);
+    kg_free(k);
+    assert_int_equal(run_once(0, want), 0);
+    assert_memory_equal(y, want, sizeof y);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(concurrent_generate_compile_call),
         cmocka_unit_test(concurrent_calls),
         cmocka_unit_test(compile_contract),
+        cmocka_unit_test(single_pass),
     };
     return cmocka_run_group_tests_name("jit", tests, NULL, NULL);
 }
