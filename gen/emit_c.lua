@@ -53,9 +53,8 @@ local function index_str(buf, index, env)
 end
 
 local function helper_name(e, dtype)
-  local c = ops[e.op].c
   local approx = e.attr and e.attr.approx
-  return "kg_" .. c.helper .. (approx and ("_" .. approx) or "") .. "_" .. dtype
+  return "kg_" .. e.op .. (approx and ("_" .. approx) or "") .. "_" .. dtype
 end
 
 function emit.expr(e, env, ctx)
@@ -89,7 +88,7 @@ function emit.expr(e, env, ctx)
     return atom(c.call .. (dtype == "f32" and "f" or "") .. "(" .. args[1].s .. ")")
   elseif c.helper then
     local name = helper_name(e, dtype)
-    ctx.helpers[name] = { op = e.op, approx = e.attr and e.attr.approx }
+    ctx.helpers[name] = { op = e.op, attr = e.attr, dtype = dtype }
     return atom(name .. "(" .. args[1].s .. ")")
   end
   error("emit_c: no C form for op " .. e.op)
@@ -292,47 +291,8 @@ function emit.fn(fn, L, dtype, helpers, comment)
 end
 
 ---------------------------------------------------------------------------------------------
--- Helpers: small static functions written from + - * / and libm. GELU follows PyTorch's
--- formulas, rewritten to keep relative accuracy in the negative tail:
---   erf:  gelu = 0.5 x erfc(-x/sqrt2);  gelu' = 0.5 erfc(-x/sqrt2) + x exp(-x^2/2)/sqrt(2 pi)
---   tanh: with u = sqrt(2/pi)(x + 0.044715 x^3) and s = 1/(1+exp(-2u)) (so 1 + tanh u = 2s):
---         gelu = x s;  gelu' = s + 2 x s (1-s) sqrt(2/pi)(1 + 3*0.044715 x^2)
-
-local HELPERS = {
-  sqrt_clamp = function(T, lit, f)
-    return { "return v < " .. lit(0) .. " ? " .. lit(0) .. " : sqrt" .. f .. "(v);" }
-  end,
-  clamp0 = function(T, lit)
-    return { "return v < " .. lit(0) .. " ? " .. lit(0) .. " : v;" }
-  end,
-  step = function(T, lit)
-    return { "return v > " .. lit(0) .. " ? " .. lit(1) .. " : " .. lit(0) .. ";" }
-  end,
-  gelu_erf = function(T, lit, f)
-    return { "return " .. lit(0.5) .. " * v * erfc" .. f .. "(-v * " .. lit(0.70710678118654752440) .. ");" }
-  end,
-  gelu_grad_erf = function(T, lit, f)
-    return { "return " .. lit(0.5) .. " * erfc" .. f .. "(-v * " .. lit(0.70710678118654752440) .. ")",
-      "    + v * exp" .. f .. "(" .. lit(-0.5) .. " * v * v) * " .. lit(0.39894228040143267794) .. ";" }
-  end,
-  gelu_tanh = function(T, lit, f)
-    return {
-      T .. " u = " .. lit(ops.SQRT_2_OVER_PI) .. " * (v + " .. lit(ops.GELU_KAPPA) .. " * v * v * v);",
-      T .. " e = exp" .. f .. "(" .. lit(-2) .. " * (u < 0 ? -u : u));",
-      T .. " s = u < 0 ? e / (" .. lit(1) .. " + e) : " .. lit(1) .. " / (" .. lit(1) .. " + e);",
-      "return v * s;" }
-  end,
-  gelu_grad_tanh = function(T, lit, f)
-    return {
-      T .. " u = " .. lit(ops.SQRT_2_OVER_PI) .. " * (v + " .. lit(ops.GELU_KAPPA) .. " * v * v * v);",
-      T .. " e = exp" .. f .. "(" .. lit(-2) .. " * (u < 0 ? -u : u));",
-      T .. " s = u < 0 ? e / (" .. lit(1) .. " + e) : " .. lit(1) .. " / (" .. lit(1) .. " + e);",
-      T .. " sm = u < 0 ? " .. lit(1) .. " / (" .. lit(1) .. " + e) : e / (" .. lit(1) .. " + e);",
-      "return s + " .. lit(2) .. " * v * s * sm * " .. lit(ops.SQRT_2_OVER_PI) .. " * (" .. lit(1) .. " + "
-        .. lit(3 * ops.GELU_KAPPA) .. " * v * v);" }
-  end,
-}
-
+-- Helpers: small static functions whose bodies the op table gives (ops.lua, c.helper),
+-- emitted once per name, sorted, so the file is deterministic.
 function emit.helpers(helpers)
   local names = {}
   for name in pairs(helpers) do names[#names + 1] = name end
@@ -340,14 +300,11 @@ function emit.helpers(helpers)
   local out = new_out()
   for _, name in ipairs(names) do
     local h = helpers[name]
-    local dtype = name:sub(-3)
-    local T = CTYPE[dtype]
-    local key = ops[h.op].c.helper .. (h.approx and ("_" .. h.approx) or "")
-    local body = HELPERS[key]
-    if not body then error("emit_c: no helper body for " .. key) end
+    local T = CTYPE[h.dtype]
+    local lit = function(x) return util.c_literal(x, h.dtype) end
     out.line("static " .. T .. " " .. name .. "(" .. T .. " v)")
     out.line("{")
-    for _, l in ipairs(body(T, function(x) return util.c_literal(x, dtype) end, dtype == "f32" and "f" or "")) do
+    for _, l in ipairs(ops[h.op].c.helper(T, lit, h.dtype == "f32" and "f" or "", h.attr or {})) do
       out.line("    " .. l)
     end
     out.line("}")

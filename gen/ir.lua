@@ -35,7 +35,7 @@ end
 
 function Graph:shape_of(op, args, attr)
   local def = ops[op]
-  if not def or type(def) ~= "table" or not def.kind then error("unknown op '" .. tostring(op) .. "'", 2) end
+  if not def then error("unknown op '" .. tostring(op) .. "'", 2) end
   if #args ~= def.arity then error(op .. ": expected " .. def.arity .. " arguments, got " .. #args, 2) end
   local shapes = {}
   for i, a in ipairs(args) do shapes[i] = a.shape end
@@ -54,15 +54,13 @@ function Graph:make(op, args, attr)
   local def = ops[op]
   local shape = self:shape_of(op, args, attr)
   if def.fold then
-    local folded = def.fold(self, args[1], args[2] or attr, attr)
+    local folded = def.fold(self, args, attr)
     if folded then return folded end
   end
-  if def.kind == "elementwise" and op ~= "gelu" and op ~= "gelu_grad" then
-    local all_const = #args > 0
+  if def.eval then -- constant folding
+    local all_const = true
     for _, a in ipairs(args) do if a.op ~= "const" then all_const = false end end
-    if all_const and ops.eval[op] then
-      return self:scalar(ops.eval[op](args[1].attr.value, args[2] and args[2].attr.value), shape)
-    end
+    if all_const then return self:scalar(def.eval(args[1].attr.value, args[2] and args[2].attr.value), shape) end
   end
   local key = key_of(op, args, attr)
   local hit = self.memo[key]

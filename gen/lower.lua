@@ -130,15 +130,14 @@ function lower.run(G)
     end
   end
 
-  -- Arguments of reshapes that merge axes must be readable from memory.
+  -- Arguments of reshapes that merge axes (no affine read) must be readable from memory.
   local forced = {}
   for _, n in ipairs(G.nodes) do
-    local a = n.args[1]
-    if n.op == "reshape" and not ops.reshape.read(n, (function()
+    if n.op == "reshape" then
       local idx = {}
       for k = 1, #n.shape do idx[k] = aff.var("v" .. k) end
-      return idx
-    end)(), aff) then forced[a] = true end
+      if not ops.reshape.read(n, idx, aff) then forced[n.args[1]] = true end
+    end
   end
 
   -- Materialization plan, in topological order.
@@ -161,7 +160,7 @@ function lower.run(G)
       cost[n] = 0
     elseif def.kind == "view" then
       local a = n.args[1]
-      if home[a] and (n.op == "reshape" or n.op == "detach") and not out_param[n] then
+      if home[a] and def.same_layout and not out_param[n] then
         home[n] = home[a] -- same flat layout: a free view
         cost[n] = 0
       else
@@ -193,7 +192,7 @@ function lower.run(G)
       for i, a in ipairs(n.args) do args[i] = expr(a, idx) end
       return { k = "op", op = n.op, attr = n.attr, args = args }
     end
-    if (n.op == "reshape" or n.op == "detach") and home[n.args[1]] then -- same flat layout
+    if def.same_layout and home[n.args[1]] then -- the argument's buffer, same flat offsets
       return { k = "load", buf = home[n.args[1]], index = flat(n.shape, idx) }
     end
     if def.kind == "view" then

@@ -2,14 +2,19 @@
 --
 -- Each entry holds, side by side:
 --   shape(arg_shapes, attr) -> shape        the shape rule (errors are strings raised with error())
---   c = {...}                               how lower/emit_c print it (elementwise ops only):
---        {infix = "+", prec = P}  binary infix;  {prefix = "-"}  unary minus;
+--   c = {...}                               how emit_c prints it (elementwise ops only):
+--        {infix = "+", prec = P}  binary infix ({infix = "/", prec = 2, lhs = 1}: 1 / a);
+--        {prefix = "-"}           unary minus;
 --        {call = "sqrt"}          libm call, float form gets the "f" suffix;
---        {helper = "gelu_erf"}    a static function emitted into the kernel file (see emit_c)
+--        {helper = body}          a static function kg_<op>[_<approx>]_<dtype>(v) emitted into the
+--                                 kernel file; body(T, lit, f, attr) returns its C lines (T the C
+--                                 type, lit(x) a literal of that type, f the libm suffix)
+--   eval(a, b) -> number                    the op on constants (constant folding, in double)
 --   read(node, idx) -> arg_idx              structural ops: where output index idx reads its argument
+--   same_layout                             a view with its argument's flat layout (free in memory)
 --   jvp(G, node, t1, t2) -> tangent         forward-mode rule; t_i is nil when that tangent is zero
 --   vjp(G, node, g) -> g1, g2               reverse-mode rule: one cotangent per argument (nil = zero)
---   fold(G, args, attr) -> node|nil         algebraic simplification used by the simplify pass
+--   fold(G, args, attr) -> node|nil         algebraic simplification, applied when a node is made
 --   cost                                    rough cost of one element, used by the fusion planner
 --   domain                                  "positive" or "finite": the value is checked at run time
 --                                           (the seeds' hypotheses var + eps > 0 and std ~= 0)
@@ -19,8 +24,12 @@
 
 local ops = {}
 
+local util = require("util")
+
 local SQRT_2_OVER_PI = 0.79788456080286535588
 local TWO_OVER_SQRT_PI = 1.12837916709551257390
+local SQRT_HALF = 0.70710678118654752440
+local ONE_OVER_SQRT_2PI = 0.39894228040143267794
 local GELU_KAPPA = 0.044715
 
 local function same_shape(shapes)
@@ -42,9 +51,11 @@ end
 -- Binary arithmetic. C precedence: * and / bind tighter (prec 2) than + and - (prec 1).
 ops.add = elementwise {
   arity = 2, cost = 1, c = { infix = "+", prec = 1 },
+  eval = function(a, b) return a + b end,
   jvp = function(G, n, ta, tb) return G:add(ta, tb) end,
   vjp = function(G, n, g) return g, g end,
-  fold = function(G, a, b)
+  fold = function(G, args)
+    local a, b = args[1], args[2]
     if G:is_zero(a) then return b end
     if G:is_zero(b) then return a end
   end,
@@ -52,9 +63,11 @@ ops.add = elementwise {
 
 ops.sub = elementwise {
   arity = 2, cost = 1, c = { infix = "-", prec = 1 },
+  eval = function(a, b) return a - b end,
   jvp = function(G, n, ta, tb) return G:sub(ta, tb) end,
   vjp = function(G, n, g) return g, G:neg(g) end,
-  fold = function(G, a, b)
+  fold = function(G, args)
+    local a, b = args[1], args[2]
     if G:is_zero(b) then return a end
     if G:is_zero(a) then return G:neg(b) end
   end,
@@ -62,12 +75,14 @@ ops.sub = elementwise {
 
 ops.mul = elementwise {
   arity = 2, cost = 1, c = { infix = "*", prec = 2 },
+  eval = function(a, b) return a * b end,
   jvp = function(G, n, ta, tb)
     local a, b = n.args[1], n.args[2]
     return G:add(G:mul(ta, b), G:mul(a, tb))
   end,
   vjp = function(G, n, g) return G:mul(g, n.args[2]), G:mul(n.args[1], g) end,
-  fold = function(G, a, b)
+  fold = function(G, args)
+    local a, b = args[1], args[2]
     if G:is_one(a) then return b end
     if G:is_one(b) then return a end
     if G:is_zero(a) then return a end
@@ -77,13 +92,15 @@ ops.mul = elementwise {
 
 ops.div = elementwise {
   arity = 2, cost = 4, c = { infix = "/", prec = 2 },
+  eval = function(a, b) return a / b end,
   -- d(a/b) = (da - (a/b) db) / b
   jvp = function(G, n, ta, tb) return G:div(G:sub(ta, G:mul(n, tb)), n.args[2]) end,
   vjp = function(G, n, g)
     local ga = G:div(g, n.args[2])
     return ga, G:neg(G:mul(ga, n))
   end,
-  fold = function(G, a, b)
+  fold = function(G, args)
+    local a, b = args[1], args[2]
     if G:is_one(b) then return a end
     if G:is_zero(a) then return a end
   end,
@@ -91,9 +108,10 @@ ops.div = elementwise {
 
 ops.neg = elementwise {
   arity = 1, cost = 1, c = { prefix = "-" },
+  eval = function(a) return -a end,
   jvp = function(G, n, t) return G:neg(t) end,
   vjp = function(G, n, g) return G:neg(g) end,
-  fold = function(G, a) if a.op == "neg" then return a.args[1] end end,
+  fold = function(G, args) if args[1].op == "neg" then return args[1].args[1] end end,
 }
 
 ops.recip = elementwise {
@@ -105,18 +123,23 @@ ops.recip = elementwise {
 
 -- sqrt(max(a, 0)); NaN propagates. Differentiable where a > 0 (the seeds' domain hypothesis).
 ops.sqrt_clamp = elementwise {
-  arity = 1, cost = 8, domain = "positive", c = { helper = "sqrt_clamp" },
+  arity = 1, cost = 8, domain = "positive",
+  c = { helper = function(T, lit, f) return { "return v < " .. lit(0) .. " ? " .. lit(0) .. " : sqrt" .. f .. "(v);" } end },
   jvp = function(G, n, t) return G:div(G:mul(t, G:scalar(0.5, n.shape)), n) end,
   vjp = function(G, n, g) return G:div(G:mul(g, G:scalar(0.5, n.shape)), n) end,
 }
 
 -- max(a, 0) (NaN propagates) and its derivative, the step a > 0 (1 or 0; no derivative of its own).
 ops.clamp0 = elementwise {
-  arity = 1, cost = 2, c = { helper = "clamp0" },
+  arity = 1, cost = 2,
+  c = { helper = function(T, lit) return { "return v < " .. lit(0) .. " ? " .. lit(0) .. " : v;" } end },
   jvp = function(G, n, t) return G:mul(t, G:step(n.args[1])) end,
   vjp = function(G, n, g) return G:mul(g, G:step(n.args[1])) end,
 }
-ops.step = elementwise { arity = 1, cost = 2, c = { helper = "step" }, nondiff = true }
+ops.step = elementwise {
+  arity = 1, cost = 2, nondiff = true,
+  c = { helper = function(T, lit) return { "return v > " .. lit(0) .. " ? " .. lit(1) .. " : " .. lit(0) .. ";" } end },
+}
 
 ops.exp = elementwise {
   arity = 1, cost = 16, c = { call = "exp" },
@@ -147,22 +170,50 @@ ops.erfc = elementwise {
   vjp = function(G, n, g) return G:neg(G:mul(g, erf_slope(G, n))) end,
 }
 
--- GELU as one primitive so that value and derivative use PyTorch's formulas and the accurate
--- erfc form in the negative tail (emit_c holds the helper bodies). attr.approx: "erf" | "tanh".
+-- GELU as one primitive so that value and derivative use PyTorch's formulas, rewritten to keep
+-- relative accuracy in the negative tail. attr.approx: "erf" | "tanh".
+--   erf:  gelu = 0.5 x erfc(-x/sqrt2);  gelu' = 0.5 erfc(-x/sqrt2) + x exp(-x^2/2)/sqrt(2 pi)
+--   tanh: with u = sqrt(2/pi)(x + 0.044715 x^3) and s = 1/(1+exp(-2u)) (so 1 + tanh u = 2s):
+--         gelu = x s;  gelu' = s + 2 x s (1-s) sqrt(2/pi)(1 + 3*0.044715 x^2)
+local function tanh_s(T, lit, f) -- s and 1 - s without cancellation, for either sign of u
+  return {
+    T .. " u = " .. lit(SQRT_2_OVER_PI) .. " * (v + " .. lit(GELU_KAPPA) .. " * v * v * v);",
+    T .. " e = exp" .. f .. "(" .. lit(-2) .. " * (u < 0 ? -u : u));",
+    T .. " s = u < 0 ? e / (" .. lit(1) .. " + e) : " .. lit(1) .. " / (" .. lit(1) .. " + e);" }
+end
 ops.gelu = elementwise {
-  arity = 1, cost = 24, c = { helper = "gelu" },
+  arity = 1, cost = 24,
+  c = { helper = function(T, lit, f, attr)
+    if attr.approx == "erf" then
+      return { "return " .. lit(0.5) .. " * v * erfc" .. f .. "(-v * " .. lit(SQRT_HALF) .. ");" }
+    end
+    local lines = tanh_s(T, lit, f)
+    lines[#lines + 1] = "return v * s;"
+    return lines
+  end },
   jvp = function(G, n, t) return G:mul(t, G:gelu_grad(n.args[1], n.attr.approx)) end,
   vjp = function(G, n, g) return G:mul(g, G:gelu_grad(n.args[1], n.attr.approx)) end,
 }
 -- dGELU/da. Second derivatives are not generated: kerngen emits first-order VJP/JVP only.
 ops.gelu_grad = elementwise {
-  arity = 1, cost = 28, c = { helper = "gelu_grad" }, nondiff = true,
+  arity = 1, cost = 28, nondiff = true,
+  c = { helper = function(T, lit, f, attr)
+    if attr.approx == "erf" then
+      return { "return " .. lit(0.5) .. " * erfc" .. f .. "(-v * " .. lit(SQRT_HALF) .. ")",
+        "    + v * exp" .. f .. "(" .. lit(-0.5) .. " * v * v) * " .. lit(ONE_OVER_SQRT_2PI) .. ";" }
+    end
+    local lines = tanh_s(T, lit, f)
+    lines[#lines + 1] = T .. " sm = u < 0 ? " .. lit(1) .. " / (" .. lit(1) .. " + e) : e / (" .. lit(1) .. " + e);"
+    lines[#lines + 1] = "return s + " .. lit(2) .. " * v * s * sm * " .. lit(SQRT_2_OVER_PI) .. " * (" .. lit(1)
+      .. " + " .. lit(3 * GELU_KAPPA) .. " * v * v);"
+    return lines
+  end },
 }
 
 -- Identity in value, zero derivative: marks quantities that cannot change the result
 -- (the shift of a shifted two-pass variance).
 ops.detach = {
-  kind = "view", arity = 1, cost = 0,
+  kind = "view", arity = 1, cost = 0, same_layout = true,
   shape = function(s) return s[1] end,
   read = function(n, idx) return idx end,
   jvp = function() return nil end,
@@ -188,9 +239,9 @@ ops.sum = {
     for i = 1, #a.shape do if not drop[i] then keep[#keep + 1] = i end end
     return G:bcast(g, a.shape, keep)
   end,
-  fold = function(G, a, attr)
-    if #attr.axes == 0 then return a end
-    if G:is_zero(a) then return G:scalar(0, G:shape_of("sum", { a }, attr)) end
+  fold = function(G, args, attr)
+    if #attr.axes == 0 then return args[1] end
+    if G:is_zero(args[1]) then return G:scalar(0, G:shape_of("sum", args, attr)) end
   end,
 }
 
@@ -223,24 +274,17 @@ ops.bcast = {
     table.sort(axes)
     return G:reshape(G:sum(g, axes), a.shape)
   end,
-  fold = function(G, a, attr)
-    if a.op == "const" then return G:scalar(a.attr.value, attr.shape) end
+  fold = function(G, args, attr)
+    if args[1].op == "const" then return G:scalar(args[1].attr.value, attr.shape) end
   end,
 }
-
-local function count(shape)
-  local n = 1
-  for _, e in ipairs(shape) do n = n * e end
-  return n
-end
-ops.count = count
 
 -- reshape keeps the row-major element order. lower reads it affinely when every argument axis
 -- is a run of output axes (a split); otherwise its argument must live in memory.
 ops.reshape = {
-  kind = "view", arity = 1, cost = 0,
+  kind = "view", arity = 1, cost = 0, same_layout = true,
   shape = function(s, attr)
-    if count(s[1]) ~= count(attr.shape) then error("reshape changes the element count") end
+    if util.count(s[1]) ~= util.count(attr.shape) then error("reshape changes the element count") end
     return attr.shape
   end,
   read = function(n, idx, aff)
@@ -265,7 +309,8 @@ ops.reshape = {
   end,
   jvp = function(G, n, t) return G:reshape(t, n.attr.shape) end,
   vjp = function(G, n, g) return G:reshape(g, n.args[1].shape) end,
-  fold = function(G, a, attr)
+  fold = function(G, args, attr)
+    local a = args[1]
     if a.op == "const" then return G:scalar(a.attr.value, attr.shape) end
     if a.op == "reshape" then return G:reshape(a.args[1], attr.shape) end
   end,
@@ -311,25 +356,13 @@ ops.unpick0 = {
 ops.input = { kind = "leaf", arity = 0, cost = 0, nondiff = true, shape = function(_, attr) return attr.shape end }
 ops.const = { kind = "leaf", arity = 0, cost = 0, nondiff = true, shape = function(_, attr) return attr.shape end }
 
--- Constant folding of arithmetic on constants, computed in double (simplify).
-ops.eval = {
-  add = function(a, b) return a + b end,
-  sub = function(a, b) return a - b end,
-  mul = function(a, b) return a * b end,
-  div = function(a, b) return a / b end,
-  neg = function(a) return -a end,
-}
-ops.GELU_KAPPA, ops.SQRT_2_OVER_PI = GELU_KAPPA, SQRT_2_OVER_PI
-
 -- Load-time check: every op is complete.
 for name, op in pairs(ops) do
-  if type(op) == "table" and op.kind then
-    op.name = name
-    assert(op.arity and op.cost and op.shape, "op " .. name .. ": arity, cost and shape required")
-    if op.kind == "elementwise" then assert(op.c, "op " .. name .. ": C form required") end
-    if op.kind == "view" then assert(op.read, "op " .. name .. ": read rule required") end
-    if not op.nondiff then assert(op.jvp and op.vjp, "op " .. name .. ": jvp and vjp rules required") end
-  end
+  op.name = name
+  assert(op.arity and op.cost and op.shape, "op " .. name .. ": arity, cost and shape required")
+  if op.kind == "elementwise" then assert(op.c, "op " .. name .. ": C form required") end
+  if op.kind == "view" then assert(op.read, "op " .. name .. ": read rule required") end
+  if not op.nondiff then assert(op.jvp and op.vjp, "op " .. name .. ": jvp and vjp rules required") end
 end
 
 return ops
