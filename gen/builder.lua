@@ -216,16 +216,26 @@ function builder.new(G, S, ctx, prefix)
 end
 
 -- Runs a spec's closed-form rule fn(g, v, seeds) into graph H: v holds the forward graph's
--- named values (from its builder fb), seeds the cotangents or tangents by name. Returns the
--- rule's result table and the builder (to unwrap it).
-function builder.run_rule(H, S, ctx, fb, fn, seeds)
+-- named values (from its builder fb), seeds the cotangents or tangents by name. expect maps
+-- every result name to its required shape; returns the result nodes by name.
+-- what ("vjp gradient", "jvp tangent") names the rule in errors.
+function builder.run_rule(H, S, ctx, fb, fn, seeds, expect, what)
   local b = builder.new(H, S, ctx)
   for k, n in pairs(fb.named) do b.set(k, n) end
   local wrapped = {}
   for k, n in pairs(seeds) do wrapped[k] = b.wrap(n) end
   local res = require("spec").guarded(S.file, fn, b.g, b.values, wrapped)
   if type(res) ~= "table" then util.fail(S.file .. ": a closed-form rule must return a table") end
-  return res, b
+  local nodes = {}
+  for name, shape in pairs(expect) do
+    if res[name] == nil then util.fail(S.file .. ": closed-form " .. what .. " of " .. name .. " is missing") end
+    local n = b.unwrap(res[name])
+    if type(n) == "number" or not util.same_shape(n.shape, shape) then
+      util.fail(S.file .. ": closed-form " .. what .. " of " .. name .. " must have shape " .. util.shape_str(shape))
+    end
+    nodes[name] = n
+  end
+  return nodes
 end
 
 return builder
