@@ -264,6 +264,36 @@ function emit.signature(fn, L, dtype)
   return "int " .. fn .. "(" .. table.concat(args, ", ") .. ")"
 end
 
+local ROLE_DOC = {
+  input = "input", cotangent = "cotangent of output", tangent = "tangent of input",
+  output = "output", grad = "gradient of input", output_tangent = "tangent of output",
+}
+
+-- What the header and the JIT unit say about one function: size macros not yet in `seen`
+-- (shared across passes), the documented prototype, and the packed-argument entry point
+-- kg_entry_<pass>(void *const *a) through which the runtime calls it.
+function emit.declarations(fn, L, dtype, upper, pass, comment, seen)
+  local T, sizes, doc, casts = CTYPE[dtype], {}, { "/* " .. fn .. ": " .. comment }, {}
+  for i, p in ipairs(L.params) do
+    local macro = upper .. "_" .. p.cname:upper() .. "_SIZE"
+    if not seen[macro] then
+      seen[macro] = true
+      sizes[#sizes + 1] = string.format("#define %s %d /* %s %s */", macro, p.count, p.cname, util.shape_str(p.shape))
+    end
+    doc[#doc + 1] = string.format("   %-12s %s %s %s", p.cname, util.shape_str(p.shape), ROLE_DOC[p.role], p.name)
+    casts[i] = "(" .. (p.const and "const " or "") .. T .. " *)a[" .. (i - 1) .. "]"
+  end
+  casts[#casts + 1] = "(" .. T .. " *)a[" .. #L.params .. "]"
+  local ws_macro = upper .. "_" .. pass:upper() .. "_WS_SIZE"
+  sizes[#sizes + 1] = string.format("#define %s %d /* workspace of %s */", ws_macro, L.ws_size, fn)
+  doc[#doc + 1] = string.format("   %-12s [%d] workspace (%s elements) */", "ws", L.ws_size, ws_macro)
+  return {
+    sizes = sizes,
+    prototype = table.concat(doc, "\n") .. "\n" .. emit.signature(fn, L, dtype) .. ";\n",
+    entry = "int kg_entry_" .. pass .. "(void *const *a)\n{\n    return " .. fn .. "(" .. table.concat(casts, ", ") .. ");\n}\n",
+  }
+end
+
 function emit.fn(fn, L, dtype, helpers, comment)
   local out = new_out()
   local ctx = { dtype = dtype, helpers = helpers, hoisted = {}, nhoist = 0 }

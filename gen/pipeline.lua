@@ -102,10 +102,6 @@ function pipeline.graph(req)
   return { S = S, dims = dims, attrs = attrs, graphs = graphs, dumps = dumps, ctx = ctx }
 end
 
-local ROLE_DOC = {
-  input = "input", cotangent = "cotangent of output", tangent = "tangent of input",
-  output = "output", grad = "gradient of input", output_tangent = "tangent of output",
-}
 local PASS_DOC = {
   forward = "forward pass", vjp = "reverse mode: gradients of every input from output cotangents",
   jvp = "forward mode: output tangents from input tangents",
@@ -136,26 +132,15 @@ function pipeline.generate(req)
     local out = emit.fn(fn, L, dtype, helpers, PASS_DOC[pass])
     statements = statements + out.statements
     fns[#fns + 1] = out.text()
-    local doc = { "/* " .. fn .. ": " .. PASS_DOC[pass] }
+    local d = emit.declarations(fn, L, dtype, upper, pass, PASS_DOC[pass], size_seen)
+    for _, line in ipairs(d.sizes) do sizes[#sizes + 1] = line end
+    protos[#protos + 1] = d.prototype
+    entries[#entries + 1] = d.entry
     local meta = { fn = fn, ws = L.ws_size, params = {} }
-    local casts = {}
     for i, p in ipairs(L.params) do
-      local macro = upper .. "_" .. p.cname:upper() .. "_SIZE"
-      if not size_seen[macro] then
-        size_seen[macro] = true
-        sizes[#sizes + 1] = string.format("#define %s %d /* %s %s */", macro, p.count, p.cname, util.shape_str(p.shape))
-      end
-      doc[#doc + 1] = string.format("   %-12s %s %s %s", p.cname, util.shape_str(p.shape), ROLE_DOC[p.role], p.name)
       meta.params[i] = { cname = p.cname, name = p.name, role = p.role, shape = p.shape, count = p.count,
         init = init_of[p.name] or "normal" }
-      casts[i] = "(" .. (p.const and "const " or "") .. (dtype == "f32" and "float" or "double") .. " *)a[" .. (i - 1) .. "]"
     end
-    casts[#casts + 1] = "(" .. (dtype == "f32" and "float" or "double") .. " *)a[" .. #L.params .. "]"
-    sizes[#sizes + 1] = string.format("#define %s_%s_WS_SIZE %d /* workspace of %s */", upper, pass:upper(), L.ws_size, fn)
-    doc[#doc + 1] = string.format("   %-12s [%d] workspace (%s_%s_WS_SIZE elements) */", "ws", L.ws_size, upper, pass:upper())
-    protos[#protos + 1] = table.concat(doc, "\n") .. "\n" .. emit.signature(fn, L, dtype) .. ";\n"
-    entries[#entries + 1] = "int kg_entry_" .. pass .. "(void *const *a)\n{\n    return " .. fn .. "("
-      .. table.concat(casts, ", ") .. ");\n}\n"
     result.functions[pass] = meta
   end
   local opts = string.format("dtype=%s semantics=%s unroll=%s vjp=%s jvp=%s", dtype, req.semantics, req.unroll,
