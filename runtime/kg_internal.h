@@ -43,8 +43,7 @@ typedef struct {
 extern const kg_embedded_file kg_embedded[];
 extern const size_t kg_embedded_count;
 
-/* Symbol addresses for the hermetic JIT, and release of the compiled code (kg_jit.c). */
-void *kg_libm_symbol(const char *name);
+/* Releases the compiled code (kg_jit.c). */
 void kg_jit_release(kg_kernel *k);
 
 #endif

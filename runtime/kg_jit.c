@@ -37,7 +37,9 @@ static void *fn_to_ptr(void (*f)(void))
     return p;
 }
 
-void *kg_libm_symbol(const char *name)
+/* Addresses of the externals a hermetic JIT unit may call: libm, and memset, which tcc emits
+   for zero-initialized local arrays. */
+static void *jit_symbol(const char *name)
 {
     static const struct {
         const char *name;
@@ -48,7 +50,7 @@ void *kg_libm_symbol(const char *name)
         {"tanh", (void (*)(void))tanh}, {"tanhf", (void (*)(void))tanhf},
         {"erf", (void (*)(void))erf},   {"erff", (void (*)(void))erff},
         {"erfc", (void (*)(void))erfc}, {"erfcf", (void (*)(void))erfcf},
-        {"memset", (void (*)(void))memset}, /* tcc zero-fills local arrays with it */
+        {"memset", (void (*)(void))memset},
     };
     for (size_t i = 0; i < sizeof table / sizeof table[0]; i++)
         if (strcmp(table[i].name, name) == 0)
@@ -72,11 +74,11 @@ static kg_status compile_locked(kg_kernel *k, messages *m, char **err)
         goto fail;
     for (int i = 0; i < k->nlibm; i++) {
         char *f = kg_strdupf("%sf", k->libm[i]);
-        tcc_add_symbol(s, k->libm[i], kg_libm_symbol(k->libm[i]));
-        tcc_add_symbol(s, f, kg_libm_symbol(f));
+        tcc_add_symbol(s, k->libm[i], jit_symbol(k->libm[i]));
+        tcc_add_symbol(s, f, jit_symbol(f));
         free(f);
     }
-    tcc_add_symbol(s, "memset", kg_libm_symbol("memset"));
+    tcc_add_symbol(s, "memset", jit_symbol("memset"));
     if (tcc_relocate(s, TCC_RELOCATE_AUTO) < 0)
         goto fail;
     for (int p = 0; p < KG_NPASSES; p++) {
