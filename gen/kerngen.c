@@ -451,14 +451,16 @@ static int cmd_run(int argc, char **argv)
 static int cmd_check(int argc, char **argv)
 {
     cli c;
-    parse(&c, "check", argc, argv, "--semantics --unroll --all --seed --check-ir");
+    parse(&c, "check", argc, argv, "--semantics --unroll --vjp --jvp --all --seed --check-ir");
     if (c.help) {
         printf("usage: kerngen check GRAPH [NAME=VALUE...] [--semantics S] [--unroll U] [--seed N]\n"
+               "                    [--vjp derived|closed] [--jvp derived|closed]\n"
                "       kerngen check --all\n\n"
                "Runs the generated kernels (JIT) and checks, each against a stated tolerance:\n"
                "  fd       f64 JVP against central finite differences of the forward\n"
                "  adjoint  dot-product test <w, J v> = <J^T w, v> between the generated VJP and JVP\n"
-               "  closed   closed-form VJP and JVP (where the spec has them) against the derived ones\n"
+               "  closed   closed-form VJP and JVP (where the spec has them) against the other form\n"
+               "--vjp/--jvp choose the forms checked (default derived: the tape).\n"
                "  f32      f32 against f64 on hard inputs (normal, mean 1e4, constant, tiny scale)\n"
                "--all checks every graph at its default dims and prints a table.\n"
                "Exit status 1 when a check fails.\n");

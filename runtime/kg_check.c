@@ -270,6 +270,8 @@ static double check_adjoint(bank *b)
     return scale > 0 ? d / scale : d;
 }
 
+static const char *other_form(const char *form) { return strcmp(form, "closed") == 0 ? "derived" : "closed"; }
+
 static const char *const HARD[] = {"normal", "mean1e4", "constant", "tiny"};
 
 kg_status kg_check_run(const kg_request *req, unsigned long seed, kg_check_result *r, char **err)
@@ -278,7 +280,10 @@ kg_status kg_check_run(const kg_request *req, unsigned long seed, kg_check_resul
     r->closed_vjp = r->closed_jvp = -1;
     *err = NULL;
     kg_kernel *k64 = NULL, *k32 = NULL, *kc = NULL;
-    kg_status st = build(req, "f64", "derived", "derived", &k64, &r->gen_ms, &r->jit_ms, err);
+    /* the kernels checked use the request's forms; the comparison kernel uses the other form
+       wherever the spec has a closed one */
+    const char *vjp = req->vjp_form ? req->vjp_form : "derived", *jvp = req->jvp_form ? req->jvp_form : "derived";
+    kg_status st = build(req, "f64", vjp, jvp, &k64, &r->gen_ms, &r->jit_ms, err);
     if (st != KG_OK)
         return st;
     kg_stats(k64, &r->statements, &r->bytes);
@@ -297,7 +302,7 @@ kg_status kg_check_run(const kg_request *req, unsigned long seed, kg_check_resul
 
     int has_vjp = kg_has_closed_form(k64, KG_VJP), has_jvp = kg_has_closed_form(k64, KG_JVP);
     if (has_vjp || has_jvp) {
-        st = build(req, "f64", has_vjp ? "closed" : "derived", has_jvp ? "closed" : "derived", &kc, NULL, NULL, err);
+        st = build(req, "f64", has_vjp ? other_form(vjp) : vjp, has_jvp ? other_form(jvp) : jvp, &kc, NULL, NULL, err);
         if (st != KG_OK)
             goto done;
         bank c;
@@ -314,7 +319,7 @@ kg_status kg_check_run(const kg_request *req, unsigned long seed, kg_check_resul
         bank_free(&c);
     }
 
-    st = build(req, "f32", "derived", "derived", &k32, NULL, NULL, err);
+    st = build(req, "f32", vjp, jvp, &k32, NULL, NULL, err);
     if (st != KG_OK)
         goto done;
     for (size_t h = 0; h < sizeof HARD / sizeof HARD[0]; h++) {

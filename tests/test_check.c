@@ -1,7 +1,8 @@
 /* test_check: `kerngen check` (kg_check_run) passes for LayerNorm at 1x1, 4x8, 7x13, 16x512 and
  * 64x768, and for every operator at a tiny, an odd and a medium shape (both GELU forms and
- * both rmsnorm bias settings included); every graph generates with the IR checker on; and the
- * checker is not vacuous: wrong closed forms are caught and reported as a failed check. */
+ * both rmsnorm bias settings included); every graph generates with the IR checker on; and each
+ * check is shown able to fail: wrong closed forms fail the closed-form comparison, and, checked
+ * themselves, the finite-difference and adjoint tests. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -88,7 +89,8 @@ static void check_case(void **state)
     free(r.params);
 }
 
-/* The checker must be able to fail: closed forms missing a term are reported. */
+/* The checker must be able to fail: closed forms missing a term are caught by the closed-form
+   comparison, and when they are the forms checked, by finite differences and the adjoint test. */
 static void wrong_closed_form_caught(void **state)
 {
     (void)state;
@@ -104,6 +106,28 @@ static void wrong_closed_form_caught(void **state)
     free(r.params);
     kg_check_options opt = {1, NULL};
     assert_int_equal(kg_check(&req, &opt, &err), KG_ECHECK);
+
+    /* Checking the wrong closed-form JVP itself: finite differences and the adjoint test
+       (against the correct derived VJP) must both fail. */
+    req.jvp_form = "closed";
+    assert_int_equal(kg_check_run(&req, 1, &r, &err), KG_OK);
+    printf("  wrong closed JVP checked: fd %.2e (tol %.0e), adjoint %.2e (tol %.0e)\n", r.fd, KG_TOL_FD, r.adjoint,
+           KG_TOL_ADJOINT);
+    assert_true(r.fd > 1e-3);
+    assert_true(r.adjoint > 1e-3);
+    assert_false(r.passed);
+    free(r.params);
+
+    /* The wrong closed-form VJP against the derived JVP: the adjoint test must fail, while
+       finite differences (of the correct JVP) still pass. */
+    req.jvp_form = NULL;
+    req.vjp_form = "closed";
+    assert_int_equal(kg_check_run(&req, 1, &r, &err), KG_OK);
+    printf("  wrong closed VJP checked: fd %.2e, adjoint %.2e\n", r.fd, r.adjoint);
+    assert_true(r.fd <= KG_TOL_FD);
+    assert_true(r.adjoint > 1e-3);
+    assert_false(r.passed);
+    free(r.params);
 }
 
 int main(void)
