@@ -42,7 +42,6 @@ local function infix(a, op, b, prec)
   -- precedence, because floating-point + and * are not associative
   return { s = paren(a, prec) .. " " .. op .. " " .. paren(b, prec + 0.1), prec = prec }
 end
-emit.infix = infix
 
 -- Workspace buffers are read and written through per-nest restrict pointers (ws_N, see
 -- emit_nest), so the C compiler knows they do not overlap; parameters by their own names.

@@ -247,7 +247,7 @@ function spec.bind(S, params, semantics, dtype)
   return dims, attrs
 end
 
-function spec.input_shape(S, decl, dims)
+function spec.input_shape(decl, dims)
   local shape = {}
   for k = 2, #decl do
     local v = dims[decl[k]]
@@ -290,7 +290,7 @@ function spec.forward_graph(S, ctx)
   local G = ir.new()
   local inputs = {}
   for _, i in ipairs(spec.active_inputs(S, ctx.attrs)) do
-    inputs[i[1]] = G:input(i[1], spec.input_shape(S, i, ctx.dims), "input")
+    inputs[i[1]] = G:input(i[1], spec.input_shape(i, ctx.dims), "input")
   end
   local outs, b = spec.run_forward(S, G, ctx, inputs)
   for _, o in ipairs(S.outputs) do G.outputs[#G.outputs + 1] = { name = o, role = "output", node = outs[o] } end
