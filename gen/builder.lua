@@ -10,19 +10,32 @@ local util = require("util")
 
 local builder = {}
 
-local Tensor = {}  -- handle {node, b} around an IR node, so IR nodes stay plain data
+local function spec_copy(t) return require("spec").copy(t) end
+
+-- A spec holds tensors as empty handles: the IR node and the builder that made it live in
+-- weak tables the spec cannot reach, so a spec can read a shape (a copy) but never the node.
+local node_of = setmetatable({}, { __mode = "k" })
+local builder_of = setmetatable({}, { __mode = "k" })
+local Tensor = { __metatable = false }
+
+local function copy_shape(s)
+  local c = {}
+  for i, e in ipairs(s) do c[i] = e end
+  return c
+end
 
 -- Tensor metamethods dispatch to the builder that made the handle (g.call nests builders).
-local function owner(x, y) return getmetatable(x) == Tensor and x.b or y.b end
+local function owner(x, y) return builder_of[x] or builder_of[y] end
 Tensor.__add = function(x, y) return owner(x, y).binary("add", x, y) end
 Tensor.__sub = function(x, y) return owner(x, y).binary("sub", x, y) end
 Tensor.__mul = function(x, y) return owner(x, y).binary("mul", x, y) end
 Tensor.__div = function(x, y) return owner(x, y).binary("div", x, y) end
-Tensor.__unm = function(x) return x.b.neg(x) end
+Tensor.__unm = function(x) return builder_of[x].neg(x) end
 Tensor.__index = function(t, k)
-  if k == "shape" then return rawget(t, "node").shape end
-  rawget(t, "b").fail("tensors have no field '" .. tostring(k) .. "'")
+  if k == "shape" then return copy_shape(node_of[t].shape) end
+  builder_of[t].fail("tensors have no field '" .. tostring(k) .. "'")
 end
+Tensor.__newindex = function(t) builder_of[t].fail("tensors are read-only") end
 
 local function here(b)
   -- the innermost stack frame that belongs to the spec being built
@@ -40,11 +53,21 @@ function builder.new(G, S, ctx, prefix)
 
   local function fail(msg) util.fail(here(b) .. msg) end
 
-  local function wrap(n) return setmetatable({ node = n, b = b }, Tensor) end
+  local function wrap(n)
+    local t = setmetatable({}, Tensor)
+    node_of[t], builder_of[t] = n, b
+    return t
+  end
   local function unwrap(x, what)
-    if type(x) == "number" then return x end
-    if getmetatable(x) ~= Tensor then fail((what or "argument") .. " is not a tensor") end
-    return x.node
+    local n = node_of[x]
+    if not n then fail((what or "argument") .. " is not a tensor (got a " .. type(x) .. ")") end
+    return n
+  end
+  -- an operand of arithmetic: a tensor, or a finite number (lifted to a constant)
+  local function operand(x, what)
+    if type(x) ~= "number" then return unwrap(x, what) end
+    if x ~= x or x == math.huge or x == -math.huge then fail((what or "operand") .. " is not a finite number") end
+    return x
   end
 
   -- NumPy broadcasting of two nodes (numbers become constants of the other's shape)
@@ -72,7 +95,7 @@ function builder.new(G, S, ctx, prefix)
   end
 
   function b.binary(op, x, y)
-    local a, c = broadcast2(unwrap(x), unwrap(y))
+    local a, c = broadcast2(operand(x), operand(y))
     return wrap(G:make(op, { a, c }))
   end
   function b.neg(x) return wrap(G:neg(unwrap(x))) end
@@ -80,6 +103,7 @@ function builder.new(G, S, ctx, prefix)
 
   local function axes_of(n, axes)
     if type(axes) == "number" then axes = { axes } end
+    if type(axes) ~= "table" then fail("axes are an integer or a list of integers") end
     local out, seen = {}, {}
     for _, ax in ipairs(axes) do
       if math.type(ax) ~= "integer" then fail("axes are integers") end
@@ -101,7 +125,7 @@ function builder.new(G, S, ctx, prefix)
   end
 
   local g = {}
-  g.dim, g.attr = ctx.dims, ctx.attrs
+  g.dim, g.attr = spec_copy(ctx.dims), spec_copy(ctx.attrs) -- the spec's own copies
   g.dtype, g.semantics = ctx.dtype, ctx.semantics
 
   function g.sum(x, axes)
@@ -131,6 +155,13 @@ function builder.new(G, S, ctx, prefix)
   end
   function g.reshape(x, shape)
     local n = unwrap(x)
+    if type(shape) ~= "table" then fail("reshape: the shape is a list of extents") end
+    local s = {}
+    for i = 1, #shape do
+      if math.type(shape[i]) ~= "integer" or shape[i] < 1 then fail("reshape: extents are integers >= 1") end
+      s[i] = shape[i]
+    end
+    shape = s
     if util.count(shape) ~= util.count(n.shape) then
       fail("cannot reshape " .. util.shape_str(n.shape) .. " to " .. util.shape_str(shape))
     end
@@ -150,17 +181,26 @@ function builder.new(G, S, ctx, prefix)
     local prod = G:mul(G:bcast(wn, shape, { r, r + 1 }), G:bcast(xn, shape, xdims))
     return wrap(G:sum(prod, { r + 1 }))
   end
-  function g.shape(x) return unwrap(x).shape end
+  function g.shape(x) return copy_shape(unwrap(x).shape) end
   function g.fail(msg) fail(tostring(msg)) end
 
   -- Another graph as one node: inputs by name; its dims come from the input shapes and
   -- params (NAME=VALUE strings or a table) fill the rest; attrs default to this graph's preset.
   function g.call(name, args, params)
     local spec = require("spec")
-    local S2 = spec.find(name)
+    if (ctx.depth or 0) >= spec.CALL_DEPTH then
+      fail("g.call nests deeper than " .. spec.CALL_DEPTH .. " graphs (does '" .. tostring(name) .. "' call itself?)")
+    end
+    local S2 = spec.find_callee(S, name)
+    if type(args) ~= "table" or (params ~= nil and type(params) ~= "table") then
+      fail("g.call(name, inputs, params): inputs and params are tables")
+    end
     local list = {}
     for k, v in pairs(params or {}) do
-      list[#list + 1] = k .. "=" .. (type(v) == "number" and util.num_str(v) or tostring(v))
+      if type(k) ~= "string" or (type(v) ~= "number" and type(v) ~= "string") then
+        fail("g.call: params are NAME = number or string")
+      end
+      list[#list + 1] = k .. "=" .. (type(v) == "number" and util.num_str(v) or v)
     end
     table.sort(list)
     local inputs, dims_from_inputs = {}, {}
@@ -185,7 +225,7 @@ function builder.new(G, S, ctx, prefix)
     for _, i in ipairs(spec.active_inputs(S2, attrs)) do
       if not inputs[i[1]] then fail(name .. ": missing input " .. i[1]) end
     end
-    local sub = { dims = dims, attrs = attrs, dtype = ctx.dtype, semantics = ctx.semantics }
+    local sub = { dims = dims, attrs = attrs, dtype = ctx.dtype, semantics = ctx.semantics, depth = (ctx.depth or 0) + 1 }
     local outs = spec.run_forward(S2, G, sub, inputs, b.prefix .. name .. ".")
     local res = {}
     for k, n in pairs(outs) do res[k] = wrap(n) end
@@ -195,12 +235,15 @@ function builder.new(G, S, ctx, prefix)
   -- v: named values. Assigning names the node (first name wins) for dot and comments.
   b.values = setmetatable({}, {
     __newindex = function(_, k, x)
+      -- names reach generated comments and dot labels: identifiers only
+      if not util.is_name(k) then fail("value names must be C identifiers of at most " .. util.NAME_MAX .. " characters") end
       if named[k] then fail("value '" .. k .. "' assigned twice") end
-      local n = unwrap(x, "value " .. tostring(k))
+      local n = operand(x, "value " .. k)
       if type(n) == "number" then n = G:scalar(n, {}) end
       if not n.name then n.name = b.prefix .. k end
       named[k] = n
     end,
+    __metatable = false,
     __index = function(_, k)
       local n = named[k]
       if not n then fail("no value named '" .. tostring(k) .. "'") end

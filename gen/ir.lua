@@ -41,7 +41,7 @@ function Graph:shape_of(op, args, attr)
   for i, a in ipairs(args) do shapes[i] = a.shape end
   local ok, shape = pcall(def.shape, shapes, attr or {})
   if not ok then
-    local msg = tostring(shape):gsub("^.-:%d+: ", "")
+    local msg = util.gsub(tostring(shape), "^.-:%d+: ", "")
     local s = {}
     for i, a in ipairs(args) do s[i] = util.shape_str(a.shape) end
     error(op .. ": " .. msg .. " (argument shapes " .. table.concat(s, ", ") .. ")", 0)
@@ -49,10 +49,14 @@ function Graph:shape_of(op, args, attr)
   return shape
 end
 
+-- Graphs are bounded so that a spec cannot make the passes after it run for long.
+ir.MAX_NODES = 100000
+
 function Graph:make(op, args, attr)
   attr = attr or {}
   local def = ops[op]
   local shape = self:shape_of(op, args, attr)
+  util.count(shape) -- fails on shapes beyond 2^53 elements (checked products)
   if def.fold then
     local folded = def.fold(self, args, attr)
     if folded then return folded end
@@ -65,6 +69,7 @@ function Graph:make(op, args, attr)
   local key = key_of(op, args, attr)
   local hit = self.memo[key]
   if hit then return hit end
+  if #self.nodes >= ir.MAX_NODES then util.fail("the graph has more than " .. ir.MAX_NODES .. " nodes") end
   local n = { id = #self.nodes + 1, op = op, args = args, shape = shape, attr = attr, graph = self }
   self.nodes[#self.nodes + 1] = n
   self.memo[key] = n

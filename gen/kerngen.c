@@ -141,11 +141,20 @@ static void free_cli(cli *c)
     free(c->ins);
 }
 
+/* Prints a library error. Messages can carry text from a spec (its error() calls): control
+   characters other than newline and tab are shown as '?' so no spec drives the terminal. */
 static int report(kg_status st, char *err)
 {
-    fprintf(stderr, "kerngen: %s\n", err ? err : "error");
+    if (!err && st == KG_ENOMEM)
+        fputs("kerngen: out of memory\n", stderr);
+    else {
+        for (char *p = err; p && *p; p++)
+            if ((unsigned char)*p < 0x20 ? *p != '\n' && *p != '\t' : *p == 0x7f)
+                *p = '?';
+        fprintf(stderr, "kerngen: %s\n", err ? err : "error");
+    }
     free(err);
-    return st == KG_EINTERNAL ? EXIT_INTERNAL : EXIT_USAGE;
+    return st == KG_EINPUT ? EXIT_USAGE : EXIT_INTERNAL;
 }
 
 static kg_pass parse_pass(const char *cmd, const char *s)
@@ -314,24 +323,24 @@ static int load_inputs(const kg_kernel *k, kg_pass pass, cli *c, run_state *rs)
             return -1;
         }
         char err[512];
-        if (kg_npy_read(path, &rs->in[i], err, sizeof err) != 0) {
+        kg_npy want = {(kg_npy_dtype)kg_elem_size(k), a->ndim, {0}, a->count, NULL};
+        memcpy(want.shape, a->shape, sizeof want.shape);
+        kg_npy *t = &rs->in[i];
+        int rc = kg_npy_read_expect(path, &want, t, err, sizeof err); /* no data read on a mismatch */
+        if (rc < 0) {
             fprintf(stderr, "kerngen run: %s\n", err);
             return -1;
         }
-        kg_npy *t = &rs->in[i];
-        char want[128], got[128];
-        kg_npy_shape_str(a->ndim, a->shape, want, sizeof want);
-        kg_npy_shape_str(t->ndim, t->shape, got, sizeof got);
-        int same = t->ndim == a->ndim;
-        for (int d = 0; same && d < a->ndim; d++)
-            same = t->shape[d] == a->shape[d];
-        if (!same) {
-            fprintf(stderr, "kerngen run: %s: %s expects shape %s, the file has %s\n", path, a->file, want, got);
-            return -1;
-        }
-        if ((size_t)t->dtype != kg_elem_size(k)) {
-            fprintf(stderr, "kerngen run: %s: %s expects %s (--dtype %s), the file has %s\n", path, a->file,
-                    kg_elem_size(k) == 8 ? "float64" : "float32", dtype, t->dtype == KG_NPY_F64 ? "float64" : "float32");
+        if (rc > 0) {
+            char ws[128], got[128];
+            kg_npy_shape_str(a->ndim, a->shape, ws, sizeof ws);
+            kg_npy_shape_str(t->ndim, t->shape, got, sizeof got);
+            if (strcmp(ws, got) != 0)
+                fprintf(stderr, "kerngen run: %s: %s expects shape %s, the file has %s\n", path, a->file, ws, got);
+            else
+                fprintf(stderr, "kerngen run: %s: %s expects %s (--dtype %s), the file has %s\n", path, a->file,
+                        kg_elem_size(k) == 8 ? "float64" : "float32", dtype,
+                        t->dtype == KG_NPY_F64 ? "float64" : "float32");
             return -1;
         }
         rs->bufs[i] = t->data;
@@ -339,46 +348,55 @@ static int load_inputs(const kg_kernel *k, kg_pass pass, cli *c, run_state *rs)
     return 0;
 }
 
+typedef struct {
+    const kg_arg *arg;
+    kg_npy_dtype dtype;
+    const void *data;
+} npy_out;
+
+static int write_npy(FILE *f, const void *ctx, const char *path, char **err)
+{
+    const npy_out *o = ctx;
+    char msg[512];
+    if (kg_npy_fwrite(f, o->dtype, o->arg->ndim, o->arg->shape, o->data, path, msg, sizeof msg) == 0)
+        return 0;
+    *err = strdup(msg);
+    return -1;
+}
+
+/* Every output of the pass as DIR/<file>.npy, published as one set (kg_files.h). */
 static int write_outputs(const kg_kernel *k, kg_pass pass, const char *dir, run_state *rs)
 {
-    int n = kg_nargs(k, pass), rc = 0, nt = 0;
-    char **tmp = calloc((size_t)n, sizeof *tmp), **final = calloc((size_t)n, sizeof *final);
-    if (!tmp || !final)
-        abort();
-    char err[512];
-    for (int i = 0; i < n && rc == 0; i++) {
+    int n = kg_nargs(k, pass), nt = 0;
+    kg_file *files = calloc((size_t)n, sizeof *files);
+    npy_out *outs = calloc((size_t)n, sizeof *outs);
+    char **names = calloc((size_t)n, sizeof *names);
+    int rc = files && outs && names ? 0 : -1;
+    for (int i = 0; rc == 0 && i < n; i++) {
         const kg_arg *a = kg_arg_at(k, pass, i);
         if (a->role < KG_ROLE_OUTPUT)
             continue;
-        size_t need = strlen(dir) + strlen(a->file) + 64;
-        final[nt] = malloc(need);
-        tmp[nt] = malloc(need);
-        if (!final[nt] || !tmp[nt])
-            abort();
-        snprintf(final[nt], need, "%s/%s.npy", dir, a->file);
-        snprintf(tmp[nt], need, "%s/.%s.npy.tmp%ld", dir, a->file, (long)getpid());
-        nt++;
-        if (kg_npy_write(tmp[nt - 1], (kg_npy_dtype)kg_elem_size(k), a->ndim, a->shape, rs->bufs[i], err,
-                         sizeof err) != 0) {
-            fprintf(stderr, "kerngen run: %s\n", err);
+        size_t len = strlen(a->file) + 5;
+        if (!(names[nt] = malloc(len))) {
             rc = -1;
+            break;
         }
+        snprintf(names[nt], len, "%s.npy", a->file);
+        outs[nt] = (npy_out){a, (kg_npy_dtype)kg_elem_size(k), rs->bufs[i]};
+        files[nt] = (kg_file){names[nt], write_npy, &outs[nt]};
+        nt++;
     }
-    char *cerr = NULL;
-    if (rc != 0) {
-        for (int i = 0; i < nt; i++)
-            remove(tmp[i]);
-    } else if (kg_files_commit(tmp, final, nt, &cerr) != 0) {
-        fprintf(stderr, "kerngen run: %s\n", cerr);
-        free(cerr);
-        rc = -1;
-    }
-    for (int i = 0; i < nt; i++) {
-        free(tmp[i]);
-        free(final[i]);
-    }
-    free(tmp);
-    free(final);
+    char *err = NULL;
+    if (rc != 0)
+        fputs("kerngen run: out of memory\n", stderr);
+    else if ((rc = kg_files_publish(dir, files, nt, &err)) != 0)
+        fprintf(stderr, "kerngen run: %s\n", err ? err : "out of memory");
+    free(err);
+    for (int i = 0; names && i < nt; i++)
+        free(names[i]);
+    free(names);
+    free(outs);
+    free(files);
     return rc;
 }
 

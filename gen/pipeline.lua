@@ -49,7 +49,7 @@ local function check_options(req)
     for _, q in ipairs(list) do if p == q then req.passes[#req.passes + 1] = p; req.want[p] = true end end
   end
   if #req.passes == 0 then util.fail("no pass to generate") end
-  if req.name and not req.name:match("^[%a_][%w_]*$") then util.fail("--name: '" .. req.name .. "' is not a C identifier") end
+  if req.name and not util.is_name(req.name) then util.fail("--name: '" .. req.name .. "' is not a C identifier") end
 end
 
 local function shape_tag(S, dims)

@@ -2,10 +2,16 @@
 -- parameters (dims and attrs, with semantics presets), and runs a spec's forward chain through
 -- the builder to produce the forward graph.
 --
--- A spec is Lua source loaded as text only (mode "t": no bytecode) with an allow-listed,
--- locked environment: no io, os, require, load, debug, string.dump, setmetatable, pcall.
--- Every call into spec code runs under the host's instruction budget and memory cap
--- (kg_host.sandbox_call). Errors name the spec file and line.
+-- Specs are code from strangers, so this module is a security boundary (README, "The sandbox"):
+--  * A spec is Lua source loaded as text only (mode "t": no bytecode) with an allow-listed,
+--    locked environment: no io, os, require, load, debug, metatables, pcall, pattern matching,
+--    table.move or random numbers. Every call into spec code runs under one budget per request
+--    (instructions, wall-clock time, memory; kg_host.sandbox_call).
+--  * The declaration a spec returns is validated and copied into the generator's own table
+--    (declaration()); the spec never sees that copy, so nothing it does later can change what
+--    was checked. Every name is a C identifier of at most util.NAME_MAX characters; the summary
+--    is printable text that cannot end a C comment. Functions get copies of dims and attrs.
+--  * Errors name the spec file and line.
 
 local host = require("kg_host")
 local util = require("util")
@@ -13,27 +19,44 @@ local ir = require("ir")
 
 local spec = {}
 
-local INSTRUCTION_BUDGET = 20000000
-local MEMORY_CAP = 64 * 1024 * 1024
+local INSTRUCTION_BUDGET = 20000000 -- per request, over every call into spec code
+local TIME_BUDGET_MS = 5000         -- likewise, wall-clock
+local MEMORY_CAP = 64 * 1024 * 1024 -- bytes the spec code may hold at once
+local CALL_DEPTH = 8                -- g.call nesting
+
+spec.TIME_BUDGET_MS, spec.CALL_DEPTH = TIME_BUDGET_MS, CALL_DEPTH
 
 ---------------------------------------------------------------------------------------------
 -- Sandbox
 
-local function copy(t, skip)
+local function pick(t, keys)
   local c = {}
-  for k, v in pairs(t) do if not (skip and skip[k]) then c[k] = v end end
+  for k in util.gmatch(keys, "%S+") do c[k] = t[k] end
   return c
 end
 
-local SAFE_GLOBALS = { "assert", "error", "ipairs", "next", "pairs", "select", "tonumber",
-  "tostring", "type", "rawequal", "rawlen" }
+local SAFE_GLOBALS = "assert error ipairs next pairs select tonumber tostring type rawequal rawlen"
+-- C functions whose time is linear in their input (which the memory cap bounds); string
+-- methods on values reach the same restricted string table (kg_lua.c strips the global one).
+local SAFE_STRING = "byte char format len lower rep reverse sub upper"
+local SAFE_TABLE = "concat insert remove unpack"
+local SAFE_MATH = [[abs ceil cos exp floor fmod huge log max maxinteger min mininteger modf pi
+  sin sqrt tan tointeger type ult acos asin atan]] -- no random: output must be deterministic
+local SORT_MAX = 100000 -- table.sort runs in C (no hook) without a comparator: bound its input
 
-local function sandbox_env(chunkname)
-  local env = {}
-  for _, k in ipairs(SAFE_GLOBALS) do env[k] = _G[k] end
-  env.math = copy(math)
-  env.string = copy(string, { dump = true })
-  env.table = copy(table)
+local function bounded_sort(t, cmp)
+  if type(t) == "table" and rawlen(t) > SORT_MAX then
+    error("table.sort: more than " .. SORT_MAX .. " elements (sandbox)", 2)
+  end
+  return table.sort(t, cmp)
+end
+
+local function sandbox_env()
+  local env = pick(_G, SAFE_GLOBALS)
+  env.math = pick(math, SAFE_MATH)
+  env.string = pick(string, SAFE_STRING)
+  env.table = pick(table, SAFE_TABLE)
+  env.table.sort = bounded_sort
   env.unpack = table.unpack
   env._VERSION = _VERSION
   return setmetatable(env, {
@@ -49,77 +72,183 @@ end
 
 -- Run spec code under the budget; spec errors become user errors that name the file.
 local function guarded(chunkname, fn, ...)
-  local res = table.pack(host.sandbox_call(INSTRUCTION_BUDGET, MEMORY_CAP, fn, ...))
+  local res = table.pack(host.sandbox_call(chunkname, INSTRUCTION_BUDGET, TIME_BUDGET_MS, MEMORY_CAP, fn, ...))
   if res[1] then return table.unpack(res, 2, res.n) end
   local e = res[2]
   if util.is_failure(e) then error(e, 0) end
-  local msg = tostring(e)
-  if not msg:find("^" .. chunkname:gsub("%p", "%%%0") .. ":") then msg = chunkname .. ": " .. msg end
+  local msg = type(e) == "string" and e or ("(error object is a " .. type(e) .. " value)")
+  if msg:sub(1, #chunkname + 1) ~= chunkname .. ":" then msg = chunkname .. ": " .. msg end
   util.fail(msg)
 end
 spec.guarded = guarded
 
+-- A deep copy of plain data (for functions of the spec: they never get the generator's tables).
+local function copy(v)
+  if type(v) ~= "table" then return v end
+  local c = {}
+  for k, x in pairs(v) do c[k] = copy(x) end
+  return c
+end
+spec.copy = copy
+
 ---------------------------------------------------------------------------------------------
 -- Declarations
 
-local function check_decl(S, file)
-  local function bad(msg) util.fail(file .. ": " .. msg) end
-  if type(S) ~= "table" then bad("a spec must return a table") end
-  if S.alias_of then
-    if type(S.name) ~= "string" or type(S.alias_of) ~= "string" then bad("alias needs name and alias_of") end
-    return
-  end
-  if type(S.name) ~= "string" or not S.name:match("^[%a_][%w_]*$") then bad("name must be a C identifier") end
-  local where = file .. ": graph " .. S.name
-  local function need(field, ty)
-    if type(S[field]) ~= ty then util.fail(where .. ": field '" .. field .. "' must be a " .. ty) end
-  end
-  need("summary", "string"); need("dims", "table"); need("inputs", "table"); need("outputs", "table")
-  need("forward", "function")
-  S.attrs = S.attrs or {}
-  local names = {}
-  local function fresh(n, what)
-    if type(n) ~= "string" or not n:match("^[%a_][%w_]*$") then util.fail(where .. ": " .. what .. " name must be an identifier") end
-    if names[n] then util.fail(where .. ": duplicate name '" .. n .. "'") end
-    if what ~= "dim" and what ~= "attr" and spec.reserved(n) then
-      util.fail(where .. ": " .. what .. " name '" .. n .. "' is reserved in generated C")
-    end
-    names[n] = what
-  end
-  for _, d in ipairs(S.dims) do fresh(d[1], "dim") end
-  for _, a in ipairs(S.attrs) do fresh(a[1], "attr") end
-  for _, i in ipairs(S.inputs) do
-    fresh(i[1], "input")
-    for k = 2, #i do
-      if names[i[k]] ~= "dim" then util.fail(where .. ": input " .. i[1] .. ": unknown dim '" .. tostring(i[k]) .. "'") end
-    end
-  end
-  for _, o in ipairs(S.outputs) do
-    if type(o) ~= "string" then util.fail(where .. ": outputs are names") end
-    fresh(o, "output")
-  end
+-- Text that appears inside generated comments: printable ASCII that cannot end or open a C
+-- comment, continue a line (a backslash) or form a trigraph (??/ is a backslash in C99).
+local SUMMARY_MAX = 200
+local function is_comment_text(s)
+  return type(s) == "string" and #s <= SUMMARY_MAX and not util.find(s, "[^\32-\126]")
+    and not util.find(s, "*/", 1, true) and not util.find(s, "/*", 1, true)
+    and not util.find(s, "\\", 1, true) and not util.find(s, "??", 1, true)
 end
 
 -- Names the generated C uses itself (emit_c), and C's keywords: tensors may not take them.
 local C_KEYWORDS = {}
-for k in ([[auto break case char const continue default do double else enum extern float for goto
+for k in util.gmatch([[auto break case char const continue default do double else enum extern float for goto
   if inline int long register restrict return short signed sizeof static struct switch typedef
-  union unsigned void volatile while _Bool _Complex _Imaginary]]):gmatch("%S+") do C_KEYWORDS[k] = true end
+  union unsigned void volatile while _Bool _Complex _Imaginary]], "%S+") do C_KEYWORDS[k] = true end
 function spec.reserved(name)
   return C_KEYWORDS[name] or name == "ws" or name == "bad" or name == "acc"
-    or name:match("^[irh]%d+$") ~= nil or name:match("^ws_%d+$") ~= nil or name:match("^kg_") ~= nil
+    or util.match(name, "^[irh]%d+$") ~= nil or util.match(name, "^ws_%d+$") ~= nil or util.match(name, "^kg_") ~= nil
 end
 
--- Loads one spec file (text) and returns its graph declarations.
+local FIELDS = { "name", "summary", "dims", "attrs", "inputs", "outputs", "saved", "forward", "vjp", "jvp", "validate" }
+local ATTR_KINDS = { number = true, int = true, enum = true }
+local INIT_HINTS = { normal = true, positive = true }
+
+local parse_dim, parse_attr -- below
+
+-- Checks a spec's table and returns the generator's own copy of it. Unknown fields are errors
+-- (a misspelled 'valdiate' must not pass silently).
+local function declaration(raw, file)
+  local function bad(msg) util.fail(file .. ": " .. msg) end
+  if type(raw) ~= "table" then bad("a spec must return a graph table (or a list of them), not " .. type(raw)) end
+  local function known(fields)
+    for k in pairs(raw) do
+      local ok = false
+      for _, f in ipairs(fields) do if k == f then ok = true end end
+      if not ok then bad("unknown field '" .. tostring(k) .. "' (expected " .. table.concat(fields, ", ") .. ")") end
+    end
+  end
+  if not util.is_name(raw.name) then bad("graph name must be a C identifier of at most " .. util.NAME_MAX .. " characters") end
+  if raw.alias_of ~= nil then
+    known({ "name", "alias_of" })
+    if not util.is_name(raw.alias_of) then bad("graph " .. raw.name .. ": alias_of must be a graph name") end
+    return { name = raw.name, alias_of = raw.alias_of, file = file }
+  end
+  known(FIELDS)
+  local S = { name = raw.name, file = file, dims = {}, attrs = {}, inputs = {}, outputs = {}, saved = {} }
+  local where = file .. ": graph " .. S.name
+  local function fail(msg) util.fail(where .. ": " .. msg) end
+  local function need(field, ty, optional)
+    local v = raw[field]
+    if (v ~= nil or not optional) and type(v) ~= ty then fail("field '" .. field .. "' must be a " .. ty) end
+    return v
+  end
+  S.summary = need("summary", "string")
+  if not is_comment_text(S.summary) then
+    fail("summary must be printable text of at most " .. SUMMARY_MAX .. " characters without */, /*, \\ or ??")
+  end
+  for _, f in ipairs({ "forward", "vjp", "jvp", "validate" }) do S[f] = need(f, "function", f ~= "forward") end
+  local names = {}
+  local function fresh(n, what)
+    if not util.is_name(n) then fail(what .. " name must be a C identifier of at most " .. util.NAME_MAX .. " characters") end
+    if names[n] then fail("duplicate name '" .. n .. "'") end
+    if what ~= "dim" and what ~= "attr" and spec.reserved(n) then
+      fail(what .. " name '" .. n .. "' is reserved in generated C")
+    end
+    names[n] = what
+  end
+  local function list(field, optional)
+    local t = need(field, "table", optional) or {}
+    for k in pairs(t) do
+      if math.type(k) ~= "integer" or k < 1 or k > #t then fail("field '" .. field .. "' must be a list") end
+    end
+    return t
+  end
+  for _, d in ipairs(list("dims")) do
+    if type(d) ~= "table" then fail("each dim is { name, default, ... }") end
+    fresh(d[1], "dim")
+    if d.kind ~= nil and d.kind ~= "shape" then fail("dim " .. d[1] .. ": kind must be \"shape\" or absent") end
+    if d.min ~= nil and math.type(d.min) ~= "integer" then fail("dim " .. d[1] .. ": min must be an integer") end
+    local dim = { d[1], d[2], kind = d.kind, min = d.min }
+    parse_dim(S.name, dim, tostring(d[2])) -- the default must parse like a command-line value
+    S.dims[#S.dims + 1] = dim
+  end
+  for _, a in ipairs(list("attrs", true)) do
+    if type(a) ~= "table" then fail("each attr is { name, kind = ..., ... }") end
+    fresh(a[1], "attr")
+    if not ATTR_KINDS[a.kind] then fail("attr " .. a[1] .. ": kind must be number, int or enum") end
+    local attr = { a[1], kind = a.kind }
+    if a.kind == "number" then
+      if a.min ~= nil and type(a.min) ~= "number" then fail("attr " .. a[1] .. ": min must be a number") end
+      attr.min = a.min
+    elseif a.values ~= nil or a.kind == "enum" then
+      if type(a.values) ~= "table" or #a.values == 0 then fail("attr " .. a[1] .. ": values must be a non-empty list") end
+      attr.values = {}
+      for i, v in ipairs(a.values) do
+        if a.kind == "enum" and not util.is_name(v) then fail("attr " .. a[1] .. ": enum values must be identifiers") end
+        if a.kind == "int" and math.type(v) ~= "integer" then fail("attr " .. a[1] .. ": int values must be integers") end
+        attr.values[i] = v
+      end
+    end
+    for _, key in ipairs({ "default", "torchlean", "pytorch" }) do
+      local v = a[key]
+      if v ~= nil then
+        if not (a.kind == "number" and v == "dtype_eps") then parse_attr(S.name, attr, tostring(v)) end
+        attr[key] = v
+      end
+    end
+    if attr.default == nil and (attr.torchlean == nil or attr.pytorch == nil) then
+      fail("attr " .. a[1] .. ": needs a default, or both torchlean and pytorch defaults")
+    end
+    S.attrs[#S.attrs + 1] = attr
+  end
+  for _, i in ipairs(list("inputs")) do
+    if type(i) ~= "table" then fail("each input is { name, dim, ... }") end
+    fresh(i[1], "input")
+    local input = { i[1], init = i.init or "normal", when = i.when }
+    if not INIT_HINTS[input.init] then fail("input " .. i[1] .. ": init must be \"normal\" or \"positive\"") end
+    if i.when ~= nil and type(i.when) ~= "function" then fail("input " .. i[1] .. ": when must be a function") end
+    for k = 2, #i do
+      if names[i[k]] ~= "dim" then fail("input " .. i[1] .. ": unknown dim '" .. tostring(i[k]) .. "'") end
+      input[k] = i[k]
+    end
+    S.inputs[#S.inputs + 1] = input
+  end
+  for _, o in ipairs(list("outputs")) do
+    fresh(o, "output")
+    S.outputs[#S.outputs + 1] = o
+  end
+  if #S.outputs == 0 then fail("no outputs") end
+  for _, s in ipairs(list("saved", true)) do
+    if not util.is_name(s) then fail("saved names must be identifiers") end
+    S.saved[#S.saved + 1] = s
+  end
+  return S
+end
+
+-- Loads one spec file (text) and returns its graph declarations (the generator's copies).
 function spec.load_text(text, file)
-  local chunkname = file
-  local chunk, err = load(text, "@" .. chunkname, "t", sandbox_env(chunkname))
-  if not chunk then util.fail(tostring(err)) end
-  local S = guarded(chunkname, chunk)
-  local list = (type(S) == "table" and S[1] ~= nil) and S or { S }
-  for _, s in ipairs(list) do
-    check_decl(s, file)
-    s.file = file
+  local chunk, err = load(text, "@" .. file, "t", sandbox_env())
+  if not chunk then
+    err = tostring(err)
+    if err:sub(1, #file + 1) ~= file .. ":" then err = file .. ": " .. err end
+    util.fail(err)
+  end
+  local raw = guarded(file, chunk)
+  local list = {}
+  if type(raw) == "table" and raw[1] ~= nil then
+    for k = 1, #raw do list[k] = declaration(raw[k], file) end
+  else
+    list[1] = declaration(raw, file)
+  end
+  local byname = {} -- g.call finds the graphs of the same file first
+  for _, S in ipairs(list) do
+    if byname[S.name] then util.fail(file .. ": graph '" .. S.name .. "' defined twice") end
+    byname[S.name] = S
+    S.siblings = byname
   end
   return list
 end
@@ -130,7 +259,7 @@ function spec.registry()
   if registry then return registry end
   registry = { byname = {}, names = {} }
   for _, path in ipairs(host.resources("graphs/")) do
-    if path:match("%.lua$") then
+    if util.match(path, "%.lua$") then
       for _, s in ipairs(spec.load_text(host.resource(path), path)) do
         if registry.byname[s.name] then util.fail(path .. ": graph '" .. s.name .. "' defined twice") end
         registry.byname[s.name] = s
@@ -142,55 +271,71 @@ function spec.registry()
   return registry
 end
 
+local function resolve_alias(S, byname)
+  if not S.alias_of then return S end
+  local target = byname[S.alias_of]
+  if not target or target.alias_of then util.fail(S.file .. ": alias of unknown graph '" .. S.alias_of .. "'") end
+  return setmetatable({ name = S.name, alias_of = S.alias_of }, { __index = target })
+end
+
 -- A graph by name, or a spec file given by path (anything with a '/' or ending in .lua).
 function spec.find(name)
-  if name:find("/") or name:match("%.lua$") then
+  if util.find(name, "/", 1, true) or util.match(name, "%.lua$") then
     local text, err = host.read_file(name)
     if not text then util.fail(err) end
-    local list = spec.load_text(text, name)
-    return list[1]
+    local S = spec.load_text(text, name)[1]
+    return resolve_alias(S, S.siblings)
   end
   local reg = spec.registry()
   local S = reg.byname[name]
   if not S then
     util.fail("unknown graph '" .. name .. "' (known: " .. table.concat(reg.names, ", ") .. ")")
   end
-  if S.alias_of then
-    local target = reg.byname[S.alias_of]
-    if not target then util.fail(S.file .. ": alias of unknown graph '" .. S.alias_of .. "'") end
-    return setmetatable({ name = S.name, alias_of = S.alias_of }, { __index = target })
-  end
-  return S
+  return resolve_alias(S, reg.byname)
+end
+
+-- The graph a spec's g.call names: a graph of the caller's own file, or a built-in graph
+-- (never a path: a spec may not read files).
+function spec.find_callee(caller, name)
+  if not util.is_name(name) then util.fail("g.call: '" .. tostring(name) .. "' is not a graph name") end
+  local S = caller.siblings and caller.siblings[name]
+  if S then return resolve_alias(S, caller.siblings) end
+  return spec.find(name)
 end
 
 ---------------------------------------------------------------------------------------------
 -- Binding NAME=VALUE parameters
 
 local DTYPE_EPS = { f32 = 2.0 ^ -23, f64 = 2.0 ^ -52 }
+local DIM_MAX = 100000000
 
-local function parse_int(s) return s:match("^%d+$") and math.tointeger(tonumber(s)) end
+local function parse_int(s)
+  if not util.match(s, "^%d+$") or #s > 12 then return nil end
+  return math.tointeger(tonumber(s))
+end
 
-local function parse_dim(S, d, s)
-  local what = S.name .. ": dim " .. d[1] .. "=" .. s
+function parse_dim(graph, d, s)
+  local what = graph .. ": dim " .. d[1] .. "=" .. s
   if d.kind == "shape" then
     local shape = {}
-    for part in (s .. "x"):gmatch("([^x]*)x") do
+    for part in util.gmatch(s .. "x", "([^x]*)x") do
       local v = parse_int(part)
-      if not v or v < 1 then util.fail(what .. ": expected extents >= 1 joined by 'x', e.g. 2x3x4") end
+      if not v or v < 1 or v > DIM_MAX then util.fail(what .. ": expected extents 1.." .. DIM_MAX .. " joined by 'x', e.g. 2x3x4") end
       shape[#shape + 1] = v
+      if #shape > 8 then util.fail(what .. ": at most 8 axes") end
     end
-    if #shape > 8 then util.fail(what .. ": at most 8 axes") end
+    util.count(shape) -- checked product
     return shape
   end
   local v = parse_int(s)
   local min = d.min or 1
   if not v or v < min then util.fail(what .. ": expected an integer >= " .. min) end
-  if v > 1e8 then util.fail(what .. ": too large") end
+  if v > DIM_MAX then util.fail(what .. ": too large (at most " .. DIM_MAX .. ")") end
   return v
 end
 
-local function parse_attr(S, a, s)
-  local what = S.name .. ": attr " .. a[1] .. "=" .. s
+function parse_attr(graph, a, s)
+  local what = graph .. ": attr " .. a[1] .. "=" .. s
   if a.kind == "enum" then
     for _, v in ipairs(a.values) do if v == s then return s end end
     util.fail(what .. ": expected one of " .. table.concat(a.values, ", "))
@@ -199,9 +344,14 @@ local function parse_attr(S, a, s)
   if not v or v ~= v or v == math.huge or v == -math.huge then util.fail(what .. ": expected a finite number") end
   if a.kind == "int" then
     v = math.tointeger(v)
-    local ok = false
+    local ok = v ~= nil and a.values == nil
     for _, x in ipairs(a.values or {}) do if x == v then ok = true end end
-    if not v or (a.values and not ok) then util.fail(what .. ": expected one of " .. table.concat(a.values, ", ")) end
+    if not ok and not a.values then util.fail(what .. ": expected an integer") end
+    if not ok then
+      local vals = {}
+      for i, x in ipairs(a.values) do vals[i] = tostring(x) end
+      util.fail(what .. ": expected one of " .. table.concat(vals, ", "))
+    end
     return v
   end
   if a.min and v < a.min then util.fail(what .. ": must be >= " .. util.num_str(a.min)) end
@@ -222,7 +372,7 @@ function spec.bind(S, params, semantics, dtype)
   for _, d in ipairs(S.dims) do decl[d[1]] = { d, "dim" } end
   for _, a in ipairs(S.attrs) do decl[a[1]] = { a, "attr" } end
   for _, p in ipairs(params) do
-    local k, v = p:match("^([%a_][%w_]*)=(.+)$")
+    local k, v = util.match(p, "^([%a_][%w_]*)=(.+)$")
     if not k then util.fail(S.name .. ": bad parameter '" .. p .. "' (expected NAME=VALUE)") end
     local d = decl[k]
     if not d then
@@ -232,17 +382,20 @@ function spec.bind(S, params, semantics, dtype)
       util.fail(S.name .. ": unknown parameter '" .. k .. "' (known: " .. table.concat(known, ", ") .. ")")
     end
     if dims[k] ~= nil or attrs[k] ~= nil then util.fail(S.name .. ": parameter '" .. k .. "' given twice") end
-    if d[2] == "dim" then dims[k] = parse_dim(S, d[1], v) else attrs[k] = parse_attr(S, d[1], v) end
+    if d[2] == "dim" then dims[k] = parse_dim(S.name, d[1], v) else attrs[k] = parse_attr(S.name, d[1], v) end
   end
   for _, d in ipairs(S.dims) do
-    if dims[d[1]] == nil then dims[d[1]] = parse_dim(S, d, tostring(d[2])) end
+    if dims[d[1]] == nil then dims[d[1]] = parse_dim(S.name, d, tostring(d[2])) end
   end
   for _, a in ipairs(S.attrs) do
     if attrs[a[1]] == nil then attrs[a[1]] = spec.attr_default(a, semantics, dtype) end
   end
   if S.validate then
-    local msg = guarded(S.file, S.validate, dims, attrs)
-    if msg then util.fail(S.name .. ": " .. msg) end
+    local msg = guarded(S.file, S.validate, copy(dims), copy(attrs))
+    if msg ~= nil then
+      if type(msg) ~= "string" then util.fail(S.file .. ": validate must return nil or a message") end
+      util.fail(S.name .. ": " .. msg)
+    end
   end
   return dims, attrs
 end
@@ -259,7 +412,7 @@ end
 function spec.active_inputs(S, attrs)
   local list = {}
   for _, i in ipairs(S.inputs) do
-    if not i.when or guarded(S.file, i.when, attrs) then list[#list + 1] = i end
+    if not i.when or guarded(S.file, i.when, copy(attrs)) then list[#list + 1] = i end
   end
   return list
 end
@@ -273,9 +426,8 @@ local builder = require("builder")
 -- named values (for closed-form rules).
 function spec.run_forward(S, G, ctx, inputs, prefix)
   local b = builder.new(G, S, ctx, prefix)
-  local v = b.values
   for _, i in ipairs(spec.active_inputs(S, ctx.attrs)) do b.set(i[1], inputs[i[1]]) end
-  guarded(S.file, S.forward, b.g, v)
+  guarded(S.file, S.forward, b.g, b.values)
   local outs = {}
   for _, o in ipairs(S.outputs) do
     local n = b.get(o)

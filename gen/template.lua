@@ -3,6 +3,7 @@
 -- mistake is an error, so templates and emitter cannot drift apart silently.
 
 local host = require("kg_host")
+local util = require("util")
 
 local template = {}
 
@@ -10,7 +11,7 @@ function template.fill(path, values)
   local text = host.resource(path)
   if not text then error("template " .. path .. " not found") end
   local used = {}
-  local out = text:gsub("{{([%w_]*)}}", function(name)
+  local out = util.gsub(text, "{{([%w_]*)}}", function(name)
     local v = values[name]
     if v == nil then error(path .. ": unknown placeholder {{" .. name .. "}}") end
     used[name] = true

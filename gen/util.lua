@@ -1,13 +1,29 @@
--- util: small helpers shared by the passes: user errors, deterministic serialization, shapes,
--- and C literals that round-trip.
+-- util: small helpers shared by the passes: user errors, pattern matching, deterministic
+-- serialization, shapes with checked sizes, and C literals that round-trip.
+
+local host = require("kg_host")
 
 local util = {}
 
 -- A user error (bad spec, dims, attrs or options): the C host prints msg and exits 2.
--- Any other Lua error is a generator bug and is reported with a traceback.
-function util.fail(msg) error({ msg = msg }, 0) end
+-- Any other Lua error is a generator bug and is reported with a traceback. The metatable
+-- marks failures the generator raised; a spec cannot make one (it has no setmetatable).
+local Failure = { __tostring = function(e) return e.msg end }
+function util.fail(msg) error(setmetatable({ msg = msg }, Failure), 0) end
 
-function util.is_failure(e) return type(e) == "table" and type(e.msg) == "string" end
+function util.is_failure(e) return getmetatable(e) == Failure end
+
+-- Lua's pattern functions, which the state's string library no longer has: a pattern can
+-- backtrack for hours inside one C call, where no instruction hook fires, so spec code gets
+-- none of them (kg_lua.c). The generator's own patterns are short and fixed.
+util.find, util.match, util.gmatch, util.gsub = host.pattern.find, host.pattern.match,
+  host.pattern.gmatch, host.pattern.gsub
+
+-- Names that reach generated files (C identifiers of values, inputs, dims, attrs, graphs).
+util.NAME_MAX = 64
+function util.is_name(s)
+  return type(s) == "string" and #s <= util.NAME_MAX and util.match(s, "^[%a_][%w_]*$") ~= nil
+end
 
 -- Deterministic text of a value: keys sorted, numbers with 17 significant digits.
 function util.serialize(v)
@@ -50,9 +66,18 @@ function util.same_shape(a, b)
   return true
 end
 
+-- Element count of a shape. Products are checked as they are formed (Lua integers wrap around
+-- silently): no shape may exceed 2^53 elements, whether or not it is ever stored. The limit for
+-- stored tensors is util.MAX_ELEMENTS (pipeline checks every argument and workspace).
+util.MAX_ELEMENTS = 2147483647 -- kernels index with int
+local MAX_SHAPE = 1 << 53
 function util.count(shape)
   local n = 1
-  for _, e in ipairs(shape) do n = n * e end
+  for _, e in ipairs(shape) do
+    if math.type(e) ~= "integer" or e < 0 then error("shape extent " .. tostring(e) .. " is not a count") end
+    if e ~= 0 and n > MAX_SHAPE // e then util.fail("shape " .. util.shape_str(shape) .. " has more than 2^53 elements") end
+    n = n * e
+  end
   return n
 end
 
@@ -69,7 +94,7 @@ function util.c_literal(v, dtype)
   if v ~= v or v == math.huge or v == -math.huge then error("non-finite constant " .. tostring(v)) end
   local s
   if dtype == "f32" then s = string.format("%.9g", v) else s = string.format("%.17g", v) end
-  if not s:find("[%.eEn]") then s = s .. ".0" end
+  if not util.find(s, "[%.eEn]") then s = s .. ".0" end
   if dtype == "f32" then s = s .. "f" end
   return s
 end

@@ -25,7 +25,8 @@ typedef enum {
     KG_OK = 0,
     KG_ECHECK = 1,    /* a numerical check failed (kg_check) */
     KG_EINPUT = 2,    /* bad graph, parameter, option, spec or file: the message says which */
-    KG_EINTERNAL = 3  /* a generator or compiler bug: the message has a traceback */
+    KG_EINTERNAL = 3, /* a generator or compiler bug: the message has a traceback */
+    KG_ENOMEM = 4     /* out of memory; the message may be NULL. Nothing was leaked or half-made */
 } kg_status;
 
 typedef enum { KG_FORWARD = 0, KG_VJP = 1, KG_JVP = 2, KG_NPASSES = 3 } kg_pass;
@@ -90,7 +91,9 @@ int kg_call(const kg_kernel *k, kg_pass pass, void *const *args);
 const char *kg_text(const kg_kernel *k, kg_text_kind which);
 void kg_stats(const kg_kernel *k, size_t *statements, size_t *bytes);
 
-/* Writes <dir>/<name>.h and <dir>/<name>.c atomically (temporary files, then rename). */
+/* Writes <dir>/<name>.h and <dir>/<name>.c as one set: new temporary files (never following a
+ * planted link), renamed into place under a lock on the directory, so concurrent writers of the
+ * same names leave one writer's pair, never a mix. */
 kg_status kg_write_files(const kg_kernel *k, const char *dir, char **err);
 
 void kg_free(kg_kernel *k);

@@ -4,7 +4,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 #include "kg_files.h"
 #include "kg_internal.h"
@@ -31,24 +30,6 @@ void kg_stats(const kg_kernel *k, size_t *statements, size_t *bytes)
         *bytes = k->bytes;
 }
 
-static int write_text(const char *path, const char *text, char **err)
-{
-    FILE *f = fopen(path, "wb");
-    if (!f) {
-        *err = kg_strdupf("%s: cannot create: %s", path, strerror(errno));
-        return -1;
-    }
-    size_t n = strlen(text);
-    int bad = fwrite(text, 1, n, f) != n;
-    bad |= fclose(f) != 0;
-    if (bad) {
-        *err = kg_strdupf("%s: write failed: %s", path, strerror(errno));
-        remove(path);
-        return -1;
-    }
-    return 0;
-}
-
 kg_status kg_write_files(const kg_kernel *k, const char *dir, char **err)
 {
     *err = NULL;
@@ -57,29 +38,11 @@ kg_status kg_write_files(const kg_kernel *k, const char *dir, char **err)
             *err = kg_strdup("kg_write_files: AOT files need all three passes (request passes = 0)");
             return KG_EINPUT;
         }
-    const char *names[2] = {k->text[KG_TEXT_HEADER_FILE], k->text[KG_TEXT_SOURCE_FILE]};
-    const char *texts[2] = {k->text[KG_TEXT_HEADER], k->text[KG_TEXT_SOURCE]};
-    char *final[2], *tmp[2];
-    int written = 0;
-    for (int i = 0; i < 2; i++) {
-        final[i] = kg_strdupf("%s/%s", dir, names[i]);
-        tmp[i] = kg_strdupf("%s/.%s.tmp%ld", dir, names[i], (long)getpid());
-    }
-    while (written < 2 && write_text(tmp[written], texts[written], err) == 0)
-        written++;
-    kg_status st = KG_OK;
-    if (written < 2) {
-        for (int i = 0; i < written; i++)
-            remove(tmp[i]);
-        st = KG_EINPUT;
-    } else if (kg_files_commit(tmp, final, 2, err) != 0) {
-        st = KG_EINPUT;
-    }
-    for (int i = 0; i < 2; i++) {
-        free(final[i]);
-        free(tmp[i]);
-    }
-    return st;
+    kg_file files[2] = {{k->text[KG_TEXT_HEADER_FILE], kg_file_text, k->text[KG_TEXT_HEADER]},
+                        {k->text[KG_TEXT_SOURCE_FILE], kg_file_text, k->text[KG_TEXT_SOURCE]}};
+    if (kg_files_publish(dir, files, 2, err) != 0)
+        return *err ? KG_EINPUT : KG_ENOMEM;
+    return KG_OK;
 }
 
 void kg_free(kg_kernel *k)

@@ -6,15 +6,23 @@
  *
  * The generator gets a private module "kg_host" (never visible to specs) with:
  *   resource(path) / resources(prefix)  embedded files;   read_file(path)  a user's spec
- *   sandbox_call(budget, bytes, fn, ...) -> ok, results... | false, message
- *       runs spec code under an instruction budget (count hook) and a memory cap (allocator). */
+ *   sandbox_call(chunkname, instructions, milliseconds, bytes, fn, ...) -> ok, results... | false, message
+ *       runs spec code under an instruction and wall-clock budget shared by every call of the
+ *       request (count hook) and a memory cap (allocator)
+ *   pattern  string.find/match/gmatch/gsub, which the state's string library does not have:
+ *       a pattern can backtrack for hours inside one C call, where no hook fires, so spec code
+ *       must not reach them (string methods on values use the same stripped table). */
 #define _POSIX_C_SOURCE 200809L
 #include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
 
 #include <lauxlib.h>
 #include <lua.h>
@@ -22,14 +30,24 @@
 
 #include "kg_internal.h"
 
-enum { HOOK_STEP = 1000 };
+/* The hook runs every HOOK_STEP VM instructions: a C function reachable from specs runs in
+   time linear in its input, so the time between two checks stays small. */
+enum { HOOK_STEP = 100 };
 static const size_t GENERATOR_MEMORY = (size_t)4 << 30; /* bound for the generator itself */
+enum { SPEC_FILE_MAX = 64 << 20 };
+#define PATTERN_KEY "kerngen.pattern"
 
 typedef struct {
     size_t used, limit;
-    long steps_left;   /* instruction budget in units of HOOK_STEP, while sandboxed */
+    lua_State *L;
     int sandboxed;
-    const char *dir;   /* developer override, or NULL */
+    int budget_set;      /* the spec budget is per request: set on the first sandboxed call */
+    long steps_left;     /* instruction budget in units of HOOK_STEP */
+    double deadline;     /* CLOCK_MONOTONIC seconds */
+    long time_ms;        /* the time budget, for the message */
+    const char *chunk;   /* the spec file being run, while sandboxed (a Lua string on the stack) */
+    int refused_line;    /* the spec's line where the memory cap refused an allocation, or 0 */
+    const char *dir;     /* developer override, or NULL */
 } host;
 
 /* ---------------------------------------------------------------------------------------- */
@@ -77,6 +95,25 @@ char *kg_strdupf(const char *fmt, ...)
 /* ---------------------------------------------------------------------------------------- */
 /* allocator with a cap, and the instruction-count hook */
 
+static double now_s(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
+}
+
+/* The line of the innermost frame of the spec being run (0 if none): reading the call stack
+   allocates nothing, so the allocator may do it. */
+static int spec_line(host *h)
+{
+    lua_Debug ar;
+    for (int level = 0; h->chunk && lua_getstack(h->L, level, &ar); level++)
+        if (lua_getinfo(h->L, "Sl", &ar) && ar.source[0] == '@' && strcmp(ar.source + 1, h->chunk) == 0 &&
+            ar.currentline > 0)
+            return ar.currentline;
+    return 0;
+}
+
 static void *l_alloc(void *ud, void *ptr, size_t osize, size_t nsize)
 {
     host *h = ud;
@@ -86,8 +123,11 @@ static void *l_alloc(void *ud, void *ptr, size_t osize, size_t nsize)
         h->used -= old;
         return NULL;
     }
-    if (nsize > old && h->used - old + nsize > h->limit)
+    if (nsize > old && h->used - old + nsize > h->limit) {
+        if (h->sandboxed && !h->refused_line)
+            h->refused_line = spec_line(h);
         return NULL;
+    }
     void *p = realloc(ptr, nsize);
     if (p)
         h->used = h->used - old + nsize;
@@ -105,27 +145,45 @@ static void count_hook(lua_State *L, lua_Debug *ar)
 {
     (void)ar;
     host *h = host_of(L);
-    if (h->sandboxed && --h->steps_left < 0)
+    if (!h->sandboxed)
+        return;
+    if (--h->steps_left < 0)
         luaL_error(L, "instruction budget exceeded (endless loop?)");
+    if (now_s() > h->deadline)
+        luaL_error(L, "time budget exceeded (spec code may run %d ms per request)", (int)h->time_ms);
 }
 
-/* sandbox_call(budget, bytes, fn, ...): pcall under limits; nested calls share the outer ones */
+/* sandbox_call(chunkname, instructions, ms, bytes, fn, ...): pcall under limits. The
+   instruction and time budgets are shared by every call of the request; nested calls share
+   the outer call's memory cap. */
 static int l_sandbox_call(lua_State *L)
 {
     host *h = host_of(L);
-    lua_Integer budget = luaL_checkinteger(L, 1);
-    lua_Integer bytes = luaL_checkinteger(L, 2);
-    luaL_checktype(L, 3, LUA_TFUNCTION);
+    luaL_checkstring(L, 1);
+    lua_Integer budget = luaL_checkinteger(L, 2);
+    lua_Integer ms = luaL_checkinteger(L, 3);
+    lua_Integer bytes = luaL_checkinteger(L, 4);
+    luaL_checktype(L, 5, LUA_TFUNCTION);
     int outer = !h->sandboxed;
     size_t old_limit = h->limit;
+    const char *old_chunk = h->chunk;
+    h->chunk = lua_tostring(L, 1); /* anchored on this frame's stack while the call runs */
+    if (!h->budget_set) {
+        h->budget_set = 1;
+        h->steps_left = (long)(budget / HOOK_STEP);
+        h->deadline = now_s() + 1e-3 * (double)ms;
+        h->time_ms = (long)ms;
+    }
     if (outer) {
         h->sandboxed = 1;
-        h->steps_left = (long)(budget / HOOK_STEP);
+        h->refused_line = 0;
         h->limit = h->used + (size_t)bytes;
         lua_sethook(L, count_hook, LUA_MASKCOUNT, HOOK_STEP);
     }
-    int nargs = lua_gettop(L) - 3;
-    int rc = lua_pcall(L, nargs, LUA_MULTRET, 0); /* stack: budget, bytes, results... | err */
+    int nargs = lua_gettop(L) - 5;
+    int rc = lua_pcall(L, nargs, LUA_MULTRET, 0); /* stack: chunk, budgets..., results... | err */
+    h->chunk = old_chunk;
+    int line = h->refused_line;
     if (outer) {
         lua_sethook(L, NULL, 0, 0);
         h->sandboxed = 0;
@@ -134,58 +192,56 @@ static int l_sandbox_call(lua_State *L)
     if (rc != LUA_OK) {
         if (rc == LUA_ERRMEM) {
             lua_pop(L, 1);
-            lua_pushfstring(L, "memory limit exceeded (%d MiB)", (int)(bytes >> 20));
+            if (line)
+                lua_pushfstring(L, "%s:%d: memory limit exceeded (%d MiB)", lua_tostring(L, 1), line, (int)(bytes >> 20));
+            else
+                lua_pushfstring(L, "memory limit exceeded (%d MiB)", (int)(bytes >> 20));
         }
         lua_pushboolean(L, 0);
         lua_insert(L, -2);
         return 2;
     }
     lua_pushboolean(L, 1);
-    lua_replace(L, 1); /* stack: true, bytes, results... */
-    lua_remove(L, 2);
+    lua_replace(L, 1); /* stack: true, budgets..., results... */
+    lua_rotate(L, 2, -3);
+    lua_pop(L, 3);
     return lua_gettop(L);
 }
 
 /* ---------------------------------------------------------------------------------------- */
 /* resources */
 
+/* A whole regular file of at most SPEC_FILE_MAX bytes. FIFOs and devices are refused before
+   reading (they could block forever or never end). */
 static char *read_whole(const char *path, size_t *len, char **err)
 {
-    FILE *f = fopen(path, "rb");
-    if (!f) {
+    int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+    if (fd < 0) {
         *err = kg_strdupf("%s: cannot open: %s", path, strerror(errno));
         return NULL;
     }
-    size_t cap = 4096, n = 0;
-    char *buf = kg_xmalloc(cap);
-    size_t got;
-    while ((got = fread(buf + n, 1, cap - n, f)) > 0) {
-        n += got;
-        if (n == cap) {
-            if (cap > ((size_t)64 << 20)) {
-                fclose(f);
-                free(buf);
-                *err = kg_strdupf("%s: larger than 64 MiB", path);
-                return NULL;
-            }
-            cap *= 2;
-            char *nb = realloc(buf, cap);
-            if (!nb) {
-                fclose(f);
-                free(buf);
-                *err = kg_strdupf("%s: out of memory", path);
-                return NULL;
-            }
-            buf = nb;
+    struct stat sb;
+    char *buf = NULL;
+    size_t n = 0;
+    if (fstat(fd, &sb) != 0) {
+        *err = kg_strdupf("%s: cannot stat: %s", path, strerror(errno));
+    } else if (!S_ISREG(sb.st_mode)) {
+        *err = kg_strdupf("%s: not a regular file", path);
+    } else if (sb.st_size > SPEC_FILE_MAX) {
+        *err = kg_strdupf("%s: larger than %d MiB", path, SPEC_FILE_MAX >> 20);
+    } else if (!(buf = malloc((size_t)sb.st_size + 1))) {
+        *err = kg_strdupf("%s: out of memory", path);
+    } else {
+        ssize_t got = 0;
+        while (n <= (size_t)sb.st_size && (got = read(fd, buf + n, (size_t)sb.st_size + 1 - n)) > 0)
+            n += (size_t)got;
+        if (got < 0 || n > (size_t)sb.st_size) { /* an error, or the file grew while we read */
+            *err = kg_strdupf("%s: read error", path);
+            free(buf);
+            buf = NULL;
         }
     }
-    int bad = ferror(f);
-    fclose(f);
-    if (bad) {
-        free(buf);
-        *err = kg_strdupf("%s: read error", path);
-        return NULL;
-    }
+    close(fd);
     *len = n;
     return buf;
 }
@@ -297,6 +353,8 @@ static int open_host(lua_State *L)
     luaL_newlib(L, fns);
     lua_pushstring(L, KG_VERSION);
     lua_setfield(L, -2, "version");
+    lua_getfield(L, LUA_REGISTRYINDEX, PATTERN_KEY);
+    lua_setfield(L, -2, "pattern");
     return 1;
 }
 
@@ -321,6 +379,7 @@ static lua_State *new_state(host *h)
     lua_State *L = lua_newstate(l_alloc, h);
     if (!L)
         return NULL;
+    h->L = L;
     static const luaL_Reg libs[] = {
         {LUA_GNAME, luaopen_base},        {LUA_TABLIBNAME, luaopen_table},
         {LUA_STRLIBNAME, luaopen_string}, {LUA_MATHLIBNAME, luaopen_math},
@@ -330,10 +389,22 @@ static lua_State *new_state(host *h)
         luaL_requiref(L, lib->name, lib->func, 1);
         lua_pop(L, 1);
     }
-    /* no bytecode dumping anywhere: a string metatable gives specs a path to string.* */
+    /* The string table is also what string values index (their metatable), so specs reach
+       it with ("x"):f(): strip it to what specs may call. The pattern functions move to the
+       registry for the generator (kg_host.pattern); no bytecode dumping, no binary packing. */
     lua_getglobal(L, "string");
-    lua_pushnil(L);
-    lua_setfield(L, -2, "dump");
+    lua_newtable(L); /* stack: string, patterns */
+    static const char *const moved[] = {"find", "match", "gmatch", "gsub"};
+    for (int i = 0; i < 4; i++) {
+        lua_getfield(L, -2, moved[i]);
+        lua_setfield(L, -2, moved[i]);
+    }
+    lua_setfield(L, LUA_REGISTRYINDEX, PATTERN_KEY);
+    static const char *const removed[] = {"find", "match", "gmatch", "gsub", "dump", "pack", "unpack", "packsize"};
+    for (int i = 0; i < 8; i++) {
+        lua_pushnil(L);
+        lua_setfield(L, -2, removed[i]);
+    }
     lua_pop(L, 1);
     lua_pushliteral(L, "");
     if (lua_getmetatable(L, -1)) { /* stack: "", mt */

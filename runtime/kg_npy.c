@@ -24,12 +24,14 @@
 #include "kg_npy.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #if defined(__BYTE_ORDER__) && defined(__ORDER_BIG_ENDIAN__) && __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
 #error "kg_npy.c assumes a little-endian host"
@@ -371,7 +373,25 @@ static int read_failed(FILE *f, const char *path, char *err, size_t errlen, cons
                 strcmp(what, "header") == 0 ? "truncated header" : "truncated", expected, what, found);
 }
 
+/* The header matches what the caller expects (or the caller expects nothing). */
+static int header_matches(const kg_npy *t, const kg_npy *want) {
+    int i;
+
+    if (!want)
+        return 1;
+    if (t->dtype != want->dtype || t->ndim != want->ndim)
+        return 0;
+    for (i = 0; i < t->ndim; i++)
+        if (t->shape[i] != want->shape[i])
+            return 0;
+    return 1;
+}
+
 int kg_npy_read(const char *path, kg_npy *out, char *err, size_t errlen) {
+    return kg_npy_read_expect(path, NULL, out, err, errlen) == 0 ? 0 : -1;
+}
+
+int kg_npy_read_expect(const char *path, const kg_npy *want, kg_npy *out, char *err, size_t errlen) {
     unsigned char prefix[12];   /* magic, version, header length (2 or 4 bytes) */
     char shape_buf[256], chunk[4096];
     kg_npy t;
@@ -381,7 +401,7 @@ int kg_npy_read(const char *path, kg_npy *out, char *err, size_t errlen) {
     Parser ps;
     size_t got, lensize, hlen, offset, bytes;
     uintmax_t extra;
-    int is_file, major, minor;
+    int fd, major, minor;
 
     if (err && errlen > 0)
         err[0] = '\0';
@@ -391,19 +411,28 @@ int kg_npy_read(const char *path, kg_npy *out, char *err, size_t errlen) {
         return fail(err, errlen, path, "kg_npy_read: missing path or output");
     memset(&t, 0, sizeof t);
 
-    f = fopen(path, "rb");
-    if (!f)
+    /* Regular files only: a FIFO or a device could block forever or never end, and only a
+       regular file's size can be checked against its header before anything is allocated.
+       O_NONBLOCK keeps open() itself from waiting for a FIFO's writer. */
+    fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+    if (fd < 0)
         return fail(err, errlen, path, "cannot open: %s", strerror(errno));
-    if (fstat(fileno(f), &st) != 0) {
+    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+        if (fstat(fd, &st) != 0)
+            fail(err, errlen, path, "cannot open: %s", strerror(errno));
+        else if (S_ISDIR(st.st_mode))
+            fail(err, errlen, path, "cannot open: %s", strerror(EISDIR));
+        else
+            fail(err, errlen, path, "not a regular file");
+        close(fd);
+        return -1;
+    }
+    f = fdopen(fd, "rb");
+    if (!f) {
         fail(err, errlen, path, "cannot open: %s", strerror(errno));
-        goto error;
+        close(fd);
+        return -1;
     }
-    /* fopen() succeeds on a directory on Linux; fread() would then fail less clearly. */
-    if (S_ISDIR(st.st_mode)) {
-        fail(err, errlen, path, "cannot open: %s", strerror(EISDIR));
-        goto error;
-    }
-    is_file = S_ISREG(st.st_mode);
 
     /* Magic string "\x93NUMPY", then the major and minor version bytes. */
     got = fread(prefix, 1, 8, f);
@@ -478,9 +507,15 @@ int kg_npy_read(const char *path, kg_npy *out, char *err, size_t errlen) {
     }
     bytes = t.count * (size_t)t.dtype;
 
+    /* The caller's expectation is checked before any data is read or allocated. */
+    if (!header_matches(&t, want)) {
+        fclose(f);
+        *out = t;
+        return 1;
+    }
     /* Check the file size before allocating, so a hostile shape in a small
        file cannot make us allocate a huge buffer. */
-    if (is_file) {
+    {
         uintmax_t size = (uintmax_t)st.st_size;
         uintmax_t have = size > offset ? size - offset : 0;
         if (have < bytes) {
@@ -563,9 +598,6 @@ static size_t build_header(char *h, kg_npy_dtype dtype, int ndim, const size_t *
 
 int kg_npy_write(const char *path, kg_npy_dtype dtype, int ndim, const size_t *shape,
                  const void *data, char *err, size_t errlen) {
-    char header[HEADER_CAP], shape_buf[256];
-    unsigned char prefix[10];
-    size_t hlen, count, bytes;
     struct stat st;
     int is_file, saved_errno;
     FILE *f;
@@ -574,6 +606,39 @@ int kg_npy_write(const char *path, kg_npy_dtype dtype, int ndim, const size_t *s
         err[0] = '\0';
     if (!path)
         return fail(err, errlen, path, "kg_npy_write: missing path");
+    if (kg_npy_fwrite(NULL, dtype, ndim, shape, data, path, err, errlen) != 0)
+        return -1; /* the arguments are checked before anything is created */
+    f = fopen(path, "wb");
+    if (!f)
+        return fail(err, errlen, path, "cannot create: %s", strerror(errno));
+    /* Only a regular file is ours to delete: a failed write to a device such
+       as /dev/full must not unlink it. */
+    is_file = fstat(fileno(f), &st) == 0 && S_ISREG(st.st_mode);
+
+    if (kg_npy_fwrite(f, dtype, ndim, shape, data, path, err, errlen) != 0) {
+        saved_errno = errno;
+        fclose(f);
+        goto failed;
+    }
+    /* Buffered data hits the disk here, so this is where "disk full" usually shows up. */
+    if (fclose(f) != 0) {
+        saved_errno = errno;
+        goto failed;
+    }
+    return 0;
+
+failed:
+    if (is_file)
+        remove(path);
+    return fail(err, errlen, path, "write failed: %s", strerror(saved_errno));
+}
+
+int kg_npy_fwrite(FILE *f, kg_npy_dtype dtype, int ndim, const size_t *shape, const void *data,
+                  const char *path, char *err, size_t errlen) {
+    char header[HEADER_CAP], shape_buf[256];
+    unsigned char prefix[10];
+    size_t hlen, count, bytes;
+
     if (dtype != KG_NPY_F32 && dtype != KG_NPY_F64)
         return fail(err, errlen, path, "cannot write element size %d (expected 4 or 8)", (int)dtype);
     if (ndim < 0 || ndim > KG_NPY_MAXDIM)
@@ -594,29 +659,10 @@ int kg_npy_write(const char *path, kg_npy_dtype dtype, int ndim, const size_t *s
     prefix[7] = 0;
     prefix[8] = (unsigned char)(hlen & 0xff);
     prefix[9] = (unsigned char)(hlen >> 8);
-
-    f = fopen(path, "wb");
     if (!f)
-        return fail(err, errlen, path, "cannot create: %s", strerror(errno));
-    /* Only a regular file is ours to delete: a failed write to a device such
-       as /dev/full must not unlink it. */
-    is_file = fstat(fileno(f), &st) == 0 && S_ISREG(st.st_mode);
-
+        return 0;
     if (fwrite(prefix, 1, sizeof prefix, f) != sizeof prefix || fwrite(header, 1, hlen, f) != hlen ||
-        (bytes > 0 && fwrite(data, 1, bytes, f) != bytes)) {
-        saved_errno = errno;
-        fclose(f);
-        goto failed;
-    }
-    /* Buffered data hits the disk here, so this is where "disk full" usually shows up. */
-    if (fclose(f) != 0) {
-        saved_errno = errno;
-        goto failed;
-    }
+        (bytes > 0 && fwrite(data, 1, bytes, f) != bytes))
+        return fail(err, errlen, path, "write failed: %s", strerror(errno));
     return 0;
-
-failed:
-    if (is_file)
-        remove(path);
-    return fail(err, errlen, path, "write failed: %s", strerror(saved_errno));
 }
