@@ -191,6 +191,7 @@ function builder.new(G, S, ctx, prefix)
     if (ctx.depth or 0) >= spec.CALL_DEPTH then
       fail("g.call nests deeper than " .. spec.CALL_DEPTH .. " graphs (does '" .. tostring(name) .. "' call itself?)")
     end
+    if not util.is_name(name) then fail("g.call: '" .. tostring(name) .. "' is not a graph name") end
     local S2 = spec.find_callee(S, name)
     if type(args) ~= "table" or (params ~= nil and type(params) ~= "table") then
       fail("g.call(name, inputs, params): inputs and params are tables")

@@ -173,7 +173,7 @@ local function declaration(raw, file)
     if d.kind ~= nil and d.kind ~= "shape" then fail("dim " .. d[1] .. ": kind must be \"shape\" or absent") end
     if d.min ~= nil and math.type(d.min) ~= "integer" then fail("dim " .. d[1] .. ": min must be an integer") end
     local dim = { d[1], d[2], kind = d.kind, min = d.min }
-    parse_dim(S.name, dim, tostring(d[2])) -- the default must parse like a command-line value
+    parse_dim(where, dim, tostring(d[2])) -- the default must parse like a command-line value
     S.dims[#S.dims + 1] = dim
   end
   for _, a in ipairs(list("attrs", true)) do
@@ -196,7 +196,7 @@ local function declaration(raw, file)
     for _, key in ipairs({ "default", "torchlean", "pytorch" }) do
       local v = a[key]
       if v ~= nil then
-        if not (a.kind == "number" and v == "dtype_eps") then parse_attr(S.name, attr, tostring(v)) end
+        if not (a.kind == "number" and v == "dtype_eps") then parse_attr(where, attr, tostring(v)) end
         attr[key] = v
       end
     end
@@ -294,10 +294,9 @@ function spec.find(name)
   return resolve_alias(S, reg.byname)
 end
 
--- The graph a spec's g.call names: a graph of the caller's own file, or a built-in graph
--- (never a path: a spec may not read files).
+-- The graph a spec's g.call names (an identifier): a graph of the caller's own file, or a
+-- built-in graph (never a path: a spec may not read files).
 function spec.find_callee(caller, name)
-  if not util.is_name(name) then util.fail("g.call: '" .. tostring(name) .. "' is not a graph name") end
   local S = caller.siblings and caller.siblings[name]
   if S then return resolve_alias(S, caller.siblings) end
   return spec.find(name)

@@ -147,10 +147,17 @@ static void count_hook(lua_State *L, lua_Debug *ar)
     host *h = host_of(L);
     if (!h->sandboxed)
         return;
+    const char *why = NULL;
     if (--h->steps_left < 0)
-        luaL_error(L, "instruction budget exceeded (endless loop?)");
-    if (now_s() > h->deadline)
-        luaL_error(L, "time budget exceeded (spec code may run %d ms per request)", (int)h->time_ms);
+        why = "instruction budget exceeded (endless loop?)";
+    else if (now_s() > h->deadline)
+        why = "time budget exceeded";
+    if (why) {
+        int line = spec_line(h);
+        if (line)
+            luaL_error(L, "%s:%d: %s (spec code may run %d ms per request)", h->chunk, line, why, (int)h->time_ms);
+        luaL_error(L, "%s (spec code may run %d ms per request)", why, (int)h->time_ms);
+    }
 }
 
 /* sandbox_call(chunkname, instructions, ms, bytes, fn, ...): pcall under limits. The

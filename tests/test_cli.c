@@ -38,6 +38,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/types.h>
 #include <sys/wait.h>
@@ -55,14 +56,18 @@ enum { ROWS = 3, DIM = 5, MAX_ARGS = 64, TIMEOUT_S = 30 };
 
 static char *g_bin; /* absolute path of the kerngen binary */
 
+typedef struct Fixture Fixture;
+/* Runs in the child between fork and exec (it keeps the pid that kerngen will have). */
+static void (*g_child_setup)(Fixture *fx);
+
 /* ---- fixture: a temp directory, plus every allocation of the test (freed at teardown, so a
    failed assertion, which longjmps out of the test, leaks nothing) ---- */
 
-typedef struct {
+struct Fixture {
     char *root, *in, *out, *cap;
     void **allocs;
     size_t nallocs, cap_allocs;
-} Fixture;
+};
 
 static void *keep(Fixture *fx, void *p)
 {
@@ -374,6 +379,8 @@ static Result spawn(Fixture *fx, Args *a)
         if (in < 0 || out < 0 || err < 0 || dup2(in, 0) < 0 || dup2(out, 1) < 0 || dup2(err, 2) < 0 ||
             chdir(fx->root) != 0)
             _exit(126);
+        if (g_child_setup)
+            g_child_setup(fx);
         alarm(TIMEOUT_S); /* survives execv: a hanging kerngen dies of SIGALRM */
         execv(g_bin, (char *const *)a->v);
         fprintf(stderr, "test_cli: cannot execute %s: %s\n", g_bin, strerror(errno));
@@ -1161,6 +1168,119 @@ static void test_emit_bad_param_writes_nothing(void **state)
     assert_no_output(fx);
 }
 
+/* ==== hostile input (the sandbox's promises, README) ==== */
+
+/* Shapes whose element count wraps around a 64-bit integer are refused, not emitted with size 0
+   or run out of bounds. (Regression: check crashed in the JIT kernel, emit wrote _X_SIZE 0.) */
+static void test_shape_overflow(void **state)
+{
+    Fixture *fx = *state;
+    Result r = KG(fx, "check", "normalize_axis", "shape=4194304x4194304x4194304x4194304", "axis=1");
+    ASSERT_BAD(r, "2^53");
+    r = KG(fx, "emit", "normalize_axis", "shape=4194304x4194304x4194304x4194304", "axis=1", "--out", fx->out);
+    ASSERT_BAD(r, "2^53");
+    r = KG(fx, "emit", "batchnorm3d", "c=65536", "d=65536", "h=65536", "w=65536", "--out", fx->out);
+    ASSERT_BAD(r, "2^53");
+    r = KG(fx, "emit", "layernorm", "rows=100000", "dim=100000", "--out", fx->out); /* > INT_MAX */
+    ASSERT_BAD(r, "at most 2147483647");
+    assert_no_output(fx);
+}
+
+/* Symlinks planted at the temporary names kerngen once used (.NAME.tmp<pid>) and at a final
+   name: nothing outside --out may change. Planted in the child, which knows kerngen's pid. */
+static void plant_links(Fixture *fx)
+{
+    static const char *const names[] = {"y.npy", "layernorm_3x5_f32.c", "layernorm_3x5_f32.h"};
+    char *victim = fmt_raw("%s/victim", fx->root);
+    for (size_t i = 0; i < 3; i++) {
+        char *link = fmt_raw("%s/.%s.tmp%ld", fx->out, names[i], (long)getpid());
+        if (!victim || !link || symlink(victim, link) != 0)
+            _exit(125);
+        free(link);
+    }
+    free(victim);
+}
+
+static void test_temp_files_follow_no_links(void **state)
+{
+    Fixture *fx = *state;
+    const char *victim = fmt(fx, "%s/victim", fx->root);
+    write_file(victim, "keep", 4);
+    g_child_setup = plant_links;
+    Result r = RUN_LN0(fx, "f32", "forward", NULL);
+    Result e = KG(fx, "emit", "layernorm", "rows=3", "dim=5", "--out", fx->out);
+    g_child_setup = NULL;
+    assert_ok(&r);
+    assert_ok(&e);
+    assert_string_equal(slurp(fx, victim), "keep");
+    /* a link at a final name is replaced (renamed over), never written through */
+    /* a link at a final name is refused, never written through or replaced */
+    const char *y = fmt(fx, "%s/y.npy", fx->out);
+    assert_int_equal(unlink(y), 0);
+    assert_int_equal(symlink(victim, y), 0);
+    r = RUN_LN0(fx, "f32", "forward", NULL);
+    ASSERT_BAD(r, "y.npy", "exists and is not a regular file");
+    assert_string_equal(slurp(fx, victim), "keep");
+}
+
+/* A spec path or an --in that is a FIFO is refused at once (it could block forever). */
+static void test_fifo_inputs(void **state)
+{
+    Fixture *fx = *state;
+    const char *fifo = fmt(fx, "%s/fifo.lua", fx->in);
+    assert_int_equal(mkfifo(fifo, 0600), 0);
+    Result r = KG(fx, "emit", fifo, "--out", fx->out);
+    ASSERT_BAD(r, "fifo.lua", "not a regular file");
+    int hold = open(fifo, O_RDWR | O_NONBLOCK); /* a writer that stays open */
+    assert_true(hold >= 0);
+    r = KG(fx, "run", "layernorm", "rows=3", "dim=5", "--in", fmt(fx, "x=%s", fifo), "--in",
+           fmt(fx, "gamma=%s", input_path(fx, "gamma", "f32")), "--in", fmt(fx, "beta=%s", input_path(fx, "beta", "f32")),
+           "--out", fx->out);
+    close(hold);
+    ASSERT_BAD(r, "fifo.lua", "not a regular file");
+    assert_string_equal(listing(fx, fx->out), "");
+}
+
+/* The shape in a .npy header is compared with the graph before any data is read: a file
+   declaring 1 GiB is refused without allocating it (kerngen runs with 256 MiB of address space
+   here; it once allocated and read the data first). */
+static void limit_memory(Fixture *fx)
+{
+    (void)fx;
+    struct rlimit lim = {(rlim_t)256 << 20, (rlim_t)256 << 20};
+    if (setrlimit(RLIMIT_AS, &lim) != 0)
+        _exit(125);
+}
+
+static void test_npy_header_checked_first(void **state)
+{
+    Fixture *fx = *state;
+    const char *big = fmt(fx, "%s/big.npy", fx->in);
+    /* version 1.0, a 118-byte header (10 + 118 = 128, numpy's alignment), then 1 GiB of zeros */
+    char header[129];
+    snprintf(header, sizeof header, "\x93NUMPY\x01%c%c%c%-117s\n", 0, 118, 0,
+             "{'descr': '<f4', 'fortran_order': False, 'shape': (268435456,), }");
+    write_file(big, header, 128);
+    assert_int_equal(truncate(big, 128 + ((off_t)1 << 30)), 0); /* sparse: a valid 1 GiB file */
+    g_child_setup = limit_memory;
+    Result r = RUN_LN(fx, "f32", "forward", "x", "--in", fmt(fx, "x=%s", big));
+    g_child_setup = NULL;
+    ASSERT_BAD(r, "big.npy", "expects shape [3, 5], the file has [268435456]");
+}
+
+/* Names reach dot labels only as identifiers: a spec cannot inject Graphviz attributes. */
+static void test_dot_injection(void **state)
+{
+    Fixture *fx = *state;
+    const char *spec = fmt(fx, "%s/dotinj.lua", fx->in);
+    const char *text = "return { name = \"dotinj\", summary = \"s\", dims = { { \"n\", 4 } },\n"
+                       "  inputs = { { \"x\", \"n\" } }, outputs = { \"y\" },\n"
+                       "  forward = function(g, v) v['a\", image=\"/etc/hostname'] = v.x * 2; v.y = v.x end }\n";
+    write_file(spec, text, strlen(text));
+    Result r = KG(fx, "dot", spec);
+    ASSERT_BAD(r, "dotinj.lua:3", "value names must be C identifiers");
+}
+
 #define T(f) cmocka_unit_test_setup_teardown(f, setup, teardown)
 
 int main(void)
@@ -1216,6 +1336,12 @@ int main(void)
         T(test_run_twice_overwrites),
         T(test_emit),
         T(test_emit_bad_param_writes_nothing),
+        /* hostile input */
+        T(test_shape_overflow),
+        T(test_temp_files_follow_no_links),
+        T(test_fifo_inputs),
+        T(test_npy_header_checked_first),
+        T(test_dot_injection),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }

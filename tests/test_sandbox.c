@@ -3,6 +3,7 @@
  * load, require, debug, string.dump, metatables or pcall; an endless loop hits the instruction
  * budget and a memory bomb the memory cap; errors name the spec file and line. A bytecode
  * spec is refused. The sandbox leaves no trace (no file written) and the process stays usable. */
+#define _GNU_SOURCE /* mkstemps */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -33,12 +34,27 @@ static char *expected_message(const char *path)
     return strdup(line + strlen(tag));
 }
 
+/* Generates; should a hostile spec wrongly succeed, also compiles and calls every pass on
+   zeroed buffers, so that injected code would run and the test would see its effect. */
 static kg_status generate(const char *graph, char **err)
 {
     kg_request req = {0};
     kg_kernel *k = NULL;
     req.graph = graph;
     kg_status st = kg_generate(&req, &k, err);
+    if (st == KG_OK && kg_compile(k, err) == KG_OK) {
+        for (int p = 0; p < KG_NPASSES; p++) {
+            int n = kg_nargs(k, (kg_pass)p);
+            void **args = calloc((size_t)n + 1, sizeof *args);
+            for (int i = 0; i < n; i++)
+                args[i] = calloc(kg_arg_at(k, (kg_pass)p, i)->count + 1, kg_elem_size(k));
+            args[n] = calloc(kg_ws_size(k, (kg_pass)p) + 1, kg_elem_size(k));
+            kg_call(k, (kg_pass)p, args);
+            for (int i = 0; i <= n; i++)
+                free(args[i]);
+            free(args);
+        }
+    }
     kg_free(k);
     return st;
 }
@@ -74,8 +90,64 @@ static void bytecode_refused(void **state)
     char *err = NULL;
     assert_int_equal(generate(path, &err), KG_EINPUT);
     assert_non_null(strstr(err, "binary chunk"));
+    assert_non_null(strstr(err, path)); /* names the file */
     free(err);
     remove(path);
+}
+
+/* Writes text to a new spec file /tmp/kg_spec_XXXXXX.lua; returns its path (malloc'd). */
+static char *spec_file(const char *text)
+{
+    char *path = strdup("/tmp/kg_spec_XXXXXX.lua");
+    int fd = mkstemps(path, 4);
+    assert_true(fd >= 0);
+    assert_int_equal(write(fd, text, strlen(text)), (int)strlen(text));
+    close(fd);
+    return path;
+}
+
+/* A spec that tries to change what the generator already checked, from inside its forward:
+   its dims and attrs (g.dim, g.attr), its own declaration table, a tensor's IR node (handles
+   hide it) and shape (a copy). None of it may reach the generated files. */
+static void spec_cannot_write_generator_state(void **state)
+{
+    (void)state;
+    char *path = spec_file(
+        "local S\n"
+        "S = {\n"
+        "  name = \"mutator\", summary = \"tries to write generator state\",\n"
+        "  dims = { { \"n\", 4 } }, attrs = { { \"eps\", kind = \"number\", default = 0.5 } },\n"
+        "  inputs = { { \"x\", \"n\" } }, outputs = { \"y\" },\n"
+        "  forward = function(g, v)\n"
+        "    g.dim.n = \"n */ #error dims /* \"\n"
+        "    g.attr.eps = \"1 */ #error attrs /*\"\n"
+        "    S.summary = \"*/ #error summary /*\"\n"
+        "    S.outputs[1] = \"x\"\n"
+        "    assert(next(v.x) == nil, \"a tensor handle exposes fields\")\n"
+        "    local shape = v.x.shape\n"
+        "    shape[1] = 99\n"
+        "    assert(v.x.shape[1] == 4, \"a tensor's shape was writable\")\n"
+        "    v.y = v.x * 2\n"
+        "  end,\n"
+        "}\n"
+        "return S\n");
+    kg_request req = {0};
+    req.graph = path;
+    kg_kernel *k = NULL;
+    char *err = NULL;
+    kg_status st = kg_generate(&req, &k, &err);
+    if (st != KG_OK)
+        fprintf(stderr, "%s\n", err);
+    assert_int_equal(st, KG_OK);
+    assert_string_equal(kg_text(k, KG_TEXT_NAME), "mutator_4_f32");
+    assert_null(strstr(kg_text(k, KG_TEXT_HEADER), "#error"));
+    assert_null(strstr(kg_text(k, KG_TEXT_SOURCE), "#error"));
+    assert_non_null(strstr(kg_text(k, KG_TEXT_HEADER), "tries to write generator state"));
+    assert_non_null(strstr(kg_text(k, KG_TEXT_HEADER), "MUTATOR_4_F32_Y_SIZE 4 "));
+    assert_non_null(strstr(kg_text(k, KG_TEXT_HEADER), "eps=0.5"));
+    kg_free(k);
+    remove(path);
+    free(path);
 }
 
 /* After hostile specs the library still works (limits are reset per state). */
@@ -90,6 +162,8 @@ static void still_usable(void **state)
 
 int main(void)
 {
-    const struct CMUnitTest extra[] = {cmocka_unit_test(bytecode_refused), cmocka_unit_test(still_usable)};
-    return kgt_run_spec_dir("sandbox", BAD_DIR, bad_spec, extra, 2);
+    const struct CMUnitTest extra[] = {cmocka_unit_test(bytecode_refused),
+                                       cmocka_unit_test(spec_cannot_write_generator_state),
+                                       cmocka_unit_test(still_usable)};
+    return kgt_run_spec_dir("sandbox", BAD_DIR, bad_spec, extra, 3);
 }

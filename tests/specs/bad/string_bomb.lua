@@ -1,4 +1,4 @@
--- expect: memory limit exceeded
+-- expect: string_bomb.lua:2: memory limit exceeded
 local s = string.rep("x", 1 << 30) -- 1 GiB, far above the cap
 return {
   name = "bad_string_bomb",
