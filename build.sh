@@ -31,7 +31,7 @@ fi
 CC=${CC:-gcc}
 WARN=(-Wall -Wextra -Wshadow -Wstrict-prototypes -Wmissing-prototypes -Wpedantic -Werror)
 CFLAGS=(-std=c99 -O2 -g "${WARN[@]}" -Iruntime -I/usr/include/lua5.4 -I"$OUT" "${CFLAGS_EXTRA[@]}")
-LIBS=(-llua5.4 -ltcc -lm -lpthread -ldl)
+LIBS=(-llua5.4 -lm -lpthread -ldl)
 
 mkdir -p "$OUT"
 $CC -std=c99 -O2 "${WARN[@]}" -I/usr/include/lua5.4 -o "$OUT/embed" gen/embed.c -llua5.4 -lm -ldl
@@ -45,8 +45,14 @@ for src in runtime/*.c "$OUT/kg_embedded.c"; do
   objs+=("$obj")
 done
 wait_all "${pids[@]}"
+# libtcc calls exit() when it runs out of memory outside a compilation: our copy of it calls
+# kg__tcc_exit instead (runtime/kg_jit.c), so an allocation failure cannot end the host process.
+# The copy goes into libkerngen.a, so users link no -ltcc.
+rm -rf "$OUT/tcc" && mkdir -p "$OUT/tcc"
+objcopy --redefine-sym exit=kg__tcc_exit "$($CC -print-file-name=libtcc.a)" "$OUT/tcc/libtcc.a"
+(cd "$OUT/tcc" && ar x libtcc.a && rm libtcc.a)
 rm -f "$OUT/libkerngen.a"
-ar rcs "$OUT/libkerngen.a" "${objs[@]}"
+ar rcs "$OUT/libkerngen.a" "${objs[@]}" "$OUT"/tcc/*.o
 $CC "${CFLAGS[@]}" -o "$OUT/kerngen" gen/kerngen.c "$OUT/libkerngen.a" "${LIBS[@]}"
 
 run_tests() {

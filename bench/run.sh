@@ -52,7 +52,7 @@ rc=0
 for p in "${pids[@]}"; do wait "$p" || rc=1; done
 [ $rc -eq 0 ] || { echo "bench: compilation failed" >&2; exit 1; }
 # -z noexecstack: tcc's object has no .note.GNU-stack section
-gcc -o "$TMP/bench" "${objs[@]}" "$BUILD/libkerngen.a" -llua5.4 -ltcc -lm -lpthread -ldl \
+gcc -o "$TMP/bench" "${objs[@]}" "$BUILD/libkerngen.a" -llua5.4 -lm -lpthread -ldl \
   "${DNNL_LIBS[@]}" -Wl,-z,noexecstack
 
 echo "kerngen benchmark, $(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) cores," \

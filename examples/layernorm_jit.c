@@ -1,7 +1,7 @@
 /* layernorm_jit: the C library at run time. Generates LayerNorm for a shape chosen at run time,
  * JIT-compiles it with libtcc, runs forward and VJP, and prints a few numbers.
  *     cc -std=c99 -Iruntime examples/layernorm_jit.c build/libkerngen.a \
- *        -llua5.4 -ltcc -lm -lpthread -ldl -o layernorm_jit && ./layernorm_jit 4 8 */
+ *        -llua5.4 -lm -lpthread -ldl -o layernorm_jit && ./layernorm_jit 4 8 */
 #include <stdio.h>
 #include <stdlib.h>
 

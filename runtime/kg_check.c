@@ -15,13 +15,18 @@ typedef struct {
     kg_role role;
     const char *name;
     double *v;
+    float *f;   /* the f32 copy passed to an f32 kernel (NULL for f64) */
     size_t n;
     const char *init;
 } slot;
 
+/* A bank owns everything a call needs, so calls allocate nothing. */
 typedef struct {
+    const kg_kernel *k;
     slot *s;
     int n;
+    void **args;   /* the argument array of one call (the largest pass) */
+    void *ws;      /* the largest workspace */
 } bank;
 
 static slot *find(bank *b, kg_role role, const char *name)
@@ -32,16 +37,35 @@ static slot *find(bank *b, kg_role role, const char *name)
     return NULL;
 }
 
-/* one slot per argument of every pass (inputs, cotangents, tangents and all results) */
-static void bank_init(bank *b, const kg_kernel *k)
+static void bank_free(bank *b)
 {
-    int cap = 0;
-    for (int p = 0; p < KG_NPASSES; p++)
+    for (int i = 0; b->s && i < b->n; i++) {
+        free(b->s[i].v);
+        free(b->s[i].f);
+    }
+    free(b->s);
+    free(b->args);
+    free(b->ws);
+    memset(b, 0, sizeof *b);
+}
+
+/* One slot per argument of every pass (inputs, cotangents, tangents and all results).
+   Returns 0, or -1 when memory runs out (b is then empty). */
+static int bank_init(bank *b, const kg_kernel *k)
+{
+    memset(b, 0, sizeof *b);
+    b->k = k;
+    int cap = 0, maxargs = 0;
+    size_t ws = 0;
+    for (int p = 0; p < KG_NPASSES; p++) {
         cap += kg_nargs(k, (kg_pass)p);
-    b->s = kg_xcalloc((size_t)cap, sizeof *b->s);
-    b->n = 0;
-    for (int p = 0; p < KG_NPASSES; p++)
-        for (int i = 0; i < kg_nargs(k, (kg_pass)p); i++) {
+        maxargs = kg_nargs(k, (kg_pass)p) > maxargs ? kg_nargs(k, (kg_pass)p) : maxargs;
+        ws = kg_ws_size(k, (kg_pass)p) > ws ? kg_ws_size(k, (kg_pass)p) : ws;
+    }
+    int ok = (b->s = calloc((size_t)cap + 1, sizeof *b->s)) && (b->args = calloc((size_t)maxargs + 1, sizeof *b->args)) &&
+             (b->ws = calloc(ws + 1, kg_elem_size(k)));
+    for (int p = 0; ok && p < KG_NPASSES; p++)
+        for (int i = 0; ok && i < kg_nargs(k, (kg_pass)p); i++) {
             const kg_arg *a = kg_arg_at(k, (kg_pass)p, i);
             if (find(b, a->role, a->name))
                 continue;
@@ -49,49 +73,37 @@ static void bank_init(bank *b, const kg_kernel *k)
             s->role = a->role;
             s->name = a->name;
             s->n = a->count;
-            s->v = kg_xcalloc(a->count, sizeof(double));
             s->init = a->init;
+            ok = (s->v = calloc(a->count + 1, sizeof(double))) != NULL;
+            if (ok && kg_elem_size(k) == 4)
+                ok = (s->f = calloc(a->count + 1, sizeof(float))) != NULL;
         }
-}
-
-static void bank_free(bank *b)
-{
-    for (int i = 0; i < b->n; i++)
-        free(b->s[i].v);
-    free(b->s);
+    if (!ok)
+        bank_free(b);
+    return ok ? 0 : -1;
 }
 
 /* Calls a pass with data from the bank; results go back into it. Returns the kernel's code. */
 static int call(const kg_kernel *k, kg_pass pass, bank *b)
 {
     int n = kg_nargs(k, pass);
-    void **args = kg_xcalloc((size_t)n + 1, sizeof *args);
-    int f32 = kg_elem_size(k) == 4;
     for (int i = 0; i < n; i++) {
         const kg_arg *a = kg_arg_at(k, pass, i);
         slot *s = find(b, a->role, a->name);
-        if (f32) {
-            float *f = kg_xcalloc(a->count, sizeof *f);
+        if (s->f)
             for (size_t j = 0; j < a->count; j++)
-                f[j] = (float)s->v[j];
-            args[i] = f;
-        } else {
-            args[i] = s->v;
-        }
+                s->f[j] = (float)s->v[j];
+        b->args[i] = s->f ? (void *)s->f : (void *)s->v;
     }
-    size_t ws = kg_ws_size(k, pass);
-    args[n] = ws ? kg_xcalloc(ws, kg_elem_size(k)) : NULL;
-    int rc = kg_call(k, pass, args);
-    for (int i = 0; f32 && i < n; i++) {
+    b->args[n] = b->ws;
+    int rc = kg_call(k, pass, b->args);
+    for (int i = 0; i < n; i++) {
         const kg_arg *a = kg_arg_at(k, pass, i);
         slot *s = find(b, a->role, a->name);
-        if (a->role >= KG_ROLE_OUTPUT)
+        if (s->f && a->role >= KG_ROLE_OUTPUT)
             for (size_t j = 0; j < a->count; j++)
-                s->v[j] = ((float *)args[i])[j];
-        free(args[i]);
+                s->v[j] = s->f[j];
     }
-    free(args[n]);
-    free(args);
     return rc;
 }
 
@@ -212,15 +224,19 @@ static kg_status build(const kg_request *base, const char *dtype, const char *vj
 /* the checks */
 
 /* JVP against a 4-point central difference along the tangent (relative max-norm). */
+/* Returns the figure, or -1 when memory runs out. */
 static double check_fd(const kg_kernel *k, bank *b, int *domain)
 {
     static const double steps[4] = {-2, -1, 1, 2}, weights[4] = {1, -8, 8, -1};
     const double h = 1e-4;
-    bank p;
-    bank_init(&p, k);
+    bank p, fd;
+    if (bank_init(&p, k) != 0)
+        return -1;
+    if (bank_init(&fd, k) != 0) {
+        bank_free(&p);
+        return -1;
+    }
     copy_role(&p, b, KG_ROLE_INPUT);
-    bank fd;
-    bank_init(&fd, k);
     for (int s = 0; s < 4; s++) {
         for (int i = 0; i < p.n; i++) {
             slot *x = &p.s[i];
@@ -287,17 +303,18 @@ kg_status kg_check_run(const kg_request *req, unsigned long seed, kg_check_resul
     if (st != KG_OK)
         return st;
     kg_stats(k64, &r->statements, &r->bytes);
-    r->params = kg_strdup(kg_text(k64, KG_TEXT_PARAMS));
     rng g = {seed * 0x9E3779B97F4A7C15ull + 12345};
-    bank b;
-    bank_init(&b, k64);
+    bank b = {0}, c = {0}, x64 = {0}, x32 = {0};
+    if (!(r->params = kg_strdup(kg_text(k64, KG_TEXT_PARAMS))) || bank_init(&b, k64) != 0)
+        goto nomem;
     fill_inputs(&g, &b, "normal");
     fill_role(&g, &b, KG_ROLE_TANGENT);
     fill_role(&g, &b, KG_ROLE_COTANGENT);
     int domain = call(k64, KG_FORWARD, &b) != 0;
     domain |= call(k64, KG_VJP, &b) != 0;
     domain |= call(k64, KG_JVP, &b) != 0;
-    r->fd = check_fd(k64, &b, &domain);
+    if ((r->fd = check_fd(k64, &b, &domain)) < 0)
+        goto nomem;
     r->adjoint = check_adjoint(&b);
 
     int has_vjp = kg_has_closed_form(k64, KG_VJP), has_jvp = kg_has_closed_form(k64, KG_JVP);
@@ -305,8 +322,8 @@ kg_status kg_check_run(const kg_request *req, unsigned long seed, kg_check_resul
         st = build(req, "f64", has_vjp ? other_form(vjp) : vjp, has_jvp ? other_form(jvp) : jvp, &kc, NULL, NULL, err);
         if (st != KG_OK)
             goto done;
-        bank c;
-        bank_init(&c, kc);
+        if (bank_init(&c, kc) != 0)
+            goto nomem;
         copy_role(&c, &b, KG_ROLE_INPUT);
         copy_role(&c, &b, KG_ROLE_TANGENT);
         copy_role(&c, &b, KG_ROLE_COTANGENT);
@@ -323,9 +340,8 @@ kg_status kg_check_run(const kg_request *req, unsigned long seed, kg_check_resul
     if (st != KG_OK)
         goto done;
     for (size_t h = 0; h < sizeof HARD / sizeof HARD[0]; h++) {
-        bank x64, x32;
-        bank_init(&x64, k64);
-        bank_init(&x32, k32);
+        if (bank_init(&x64, k64) != 0 || bank_init(&x32, k32) != 0)
+            goto nomem;
         fill_inputs(&g, &x64, HARD[h]);
         fill_role(&g, &x64, KG_ROLE_TANGENT);
         fill_role(&g, &x64, KG_ROLE_COTANGENT);
@@ -351,8 +367,14 @@ kg_status kg_check_run(const kg_request *req, unsigned long seed, kg_check_resul
                 r->closed_jvp <= KG_TOL_CLOSED;
     for (int p = 0; p < KG_NPASSES; p++)
         r->passed = r->passed && r->f32[p] <= KG_TOL_F32;
+    goto done;
+nomem:
+    st = KG_ENOMEM;
 done:
     bank_free(&b);
+    bank_free(&c);
+    bank_free(&x64);
+    bank_free(&x32);
     kg_free(k64);
     kg_free(k32);
     kg_free(kc);

@@ -23,15 +23,13 @@ struct kg_kernel {
     int (*entry[KG_NPASSES])(void *const *);
 };
 
-/* malloc'd printf; never NULL (aborts on out-of-memory, like the rest of the host). */
+/* malloc'd printf and strdup; NULL when memory runs out (the library never aborts). */
 char *kg_strdupf(const char *fmt, ...)
 #ifdef __GNUC__
     __attribute__((format(printf, 1, 2)))
 #endif
     ;
 char *kg_strdup(const char *s);
-void *kg_xmalloc(size_t n);
-void *kg_xcalloc(size_t n, size_t size);
 
 /* Lua sources, spec files and templates compiled into the binary (build/kg_embedded.c,
    made by gen/embed.c); KERNGEN_LUA_DIR=<repo> loads them from disk instead. */

@@ -3,10 +3,19 @@
  * use is serialized behind one mutex. The unit is hermetic (-nostdlib -nostdinc): it declares
  * the few libm functions it calls and we pass their addresses with tcc_add_symbol, which
  * avoids parsing libc headers (most of tcc's compile time) and any dependency on tcc's own
- * include and library paths. */
+ * include and library paths.
+ *
+ * Out of memory: libtcc reports a failed allocation inside tcc_compile_string as a compile
+ * error, but elsewhere (tcc_new, tcc_add_symbol, tcc_relocate) it calls exit(1). build.sh links
+ * a copy of libtcc whose exit calls kg__tcc_exit instead, which jumps back to the guard around
+ * our libtcc calls: kg_compile then returns KG_ENOMEM and the host process lives on. What
+ * libtcc had allocated for that compilation is leaked (its state cannot be trusted after an
+ * exit it did not expect to return from). */
 #define _POSIX_C_SOURCE 200809L
 #include <math.h>
 #include <pthread.h>
+#include <setjmp.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -15,16 +24,32 @@
 #include "kg_internal.h"
 
 static pthread_mutex_t tcc_lock = PTHREAD_MUTEX_INITIALIZER;
+static jmp_buf *tcc_guard; /* set while we are inside libtcc (under tcc_lock) */
+
+/* libtcc's exit(), renamed at link time (build.sh): back to the guard, never out of the host. */
+void kg__tcc_exit(int status);
+void kg__tcc_exit(int status)
+{
+    (void)status;
+    if (tcc_guard)
+        longjmp(*tcc_guard, 1);
+    abort(); /* unreachable: every libtcc call runs under the guard */
+}
 
 typedef struct {
     char *text;
+    int nomem; /* libtcc ran out of memory, or so did we keeping its messages */
 } messages;
 
 static void on_error(void *opaque, const char *msg)
 {
     messages *m = opaque;
+    if (strstr(msg, "memory full"))
+        m->nomem = 1;
     char *prev = m->text;
     m->text = prev ? kg_strdupf("%s\n%s", prev, msg) : kg_strdup(msg);
+    if (!m->text)
+        m->nomem = 1;
     free(prev);
 }
 
@@ -58,44 +83,36 @@ static void *jit_symbol(const char *name)
     return NULL;
 }
 
-static kg_status compile_locked(kg_kernel *k, messages *m, char **err)
+/* Runs under tcc_lock with tcc_guard set. Returns 0, or -1 (see m). */
+static int compile_locked(kg_kernel *k, TCCState **state, messages *m)
 {
     static const char *entries[KG_NPASSES] = {"kg_entry_forward", "kg_entry_vjp", "kg_entry_jvp"};
-    TCCState *s = tcc_new();
-    if (!s) {
-        *err = kg_strdup("tcc_new failed");
-        return KG_EINTERNAL;
-    }
-    k->tcc = s;
+    TCCState *s = *state = tcc_new();
+    if (!s)
+        return m->nomem = 1, -1;
     tcc_set_error_func(s, m, on_error);
     tcc_set_options(s, "-nostdlib -nostdinc");
     tcc_set_output_type(s, TCC_OUTPUT_MEMORY);
     if (tcc_compile_string(s, k->text[KG_TEXT_JIT_SOURCE]) < 0)
-        goto fail;
+        return -1;
     for (int i = 0; i < k->nlibm; i++) {
-        char *f = kg_strdupf("%sf", k->libm[i]);
+        char name[32];
+        snprintf(name, sizeof name, "%sf", k->libm[i]);
         tcc_add_symbol(s, k->libm[i], jit_symbol(k->libm[i]));
-        tcc_add_symbol(s, f, jit_symbol(f));
-        free(f);
+        tcc_add_symbol(s, name, jit_symbol(name));
     }
     tcc_add_symbol(s, "memset", jit_symbol("memset"));
     if (tcc_relocate(s, TCC_RELOCATE_AUTO) < 0)
-        goto fail;
+        return -1;
     for (int p = 0; p < KG_NPASSES; p++) {
         if (!k->fns[p].fn)
             continue; /* pass not generated */
         void *sym = tcc_get_symbol(s, entries[p]);
         if (!sym)
-            goto fail;
+            return -1;
         memcpy(&k->entry[p], &sym, sizeof sym);
     }
-    return KG_OK;
-fail:
-    *err = kg_strdupf("internal error: libtcc could not compile %s: %s", k->text[KG_TEXT_NAME],
-                      m->text ? m->text : "(no message)");
-    tcc_delete(s);
-    k->tcc = NULL;
-    return KG_EINTERNAL;
+    return 0;
 }
 
 kg_status kg_compile(kg_kernel *k, char **err)
@@ -103,11 +120,40 @@ kg_status kg_compile(kg_kernel *k, char **err)
     *err = NULL;
     if (k->tcc)
         return KG_OK;
-    messages m = {NULL};
+    /* static, not local: longjmp leaves locals changed after setjmp indeterminate (C99 7.13.2.1) */
+    static messages m;
+    static TCCState *s;
+    jmp_buf guard;
+    int rc, exited = 0;
     pthread_mutex_lock(&tcc_lock);
-    kg_status st = compile_locked(k, &m, err);
+    m.text = NULL;
+    m.nomem = 0;
+    s = NULL;
+    tcc_guard = &guard;
+    if (setjmp(guard) == 0) {
+        rc = compile_locked(k, &s, &m);
+    } else { /* libtcc called exit(): out of memory outside tcc_compile_string */
+        rc = -1;
+        exited = m.nomem = 1;
+    }
+    if (rc == 0)
+        k->tcc = s;
+    else if (s && !exited)
+        tcc_delete(s);
+    tcc_guard = NULL;
+    messages got = m;
     pthread_mutex_unlock(&tcc_lock);
-    free(m.text);
+    kg_status st = KG_OK;
+    if (rc != 0) {
+        memset(k->entry, 0, sizeof k->entry);
+        st = got.nomem ? KG_ENOMEM : KG_EINTERNAL;
+        *err = got.nomem ? kg_strdup("out of memory (libtcc)")
+                         : kg_strdupf("internal error: libtcc could not compile %s: %s", k->text[KG_TEXT_NAME],
+                                      got.text ? got.text : "(no message)");
+        if (!*err)
+            st = KG_ENOMEM;
+    }
+    free(got.text);
     return st;
 }
 
@@ -123,7 +169,11 @@ void kg_jit_release(kg_kernel *k)
     if (!k->tcc)
         return;
     pthread_mutex_lock(&tcc_lock);
-    tcc_delete(k->tcc);
+    jmp_buf guard;
+    tcc_guard = &guard;
+    if (setjmp(guard) == 0) /* should tcc_delete ever exit(), we live on (and leak) */
+        tcc_delete(k->tcc);
+    tcc_guard = NULL;
     pthread_mutex_unlock(&tcc_lock);
     k->tcc = NULL;
     memset(k->entry, 0, sizeof k->entry);

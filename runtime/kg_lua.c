@@ -1,8 +1,9 @@
 /* kg_lua: the Lua 5.4 host. Each request gets its own lua_State (no shared mutable state),
  * with only base, table, string, math, utf8, debug and a restricted package library; modules
- * load from the embedded sources (or from $KERNGEN_LUA_DIR for development). Everything runs
- * inside one lua_pcall with a message handler: user errors ({msg=...} tables from util.fail)
- * become KG_EINPUT, anything else KG_EINTERNAL with a traceback.
+ * load from the embedded sources (or from $KERNGEN_LUA_DIR for development). Everything after
+ * lua_newstate runs inside one lua_pcall with a message handler (run_job): user errors (tables
+ * from util.fail) become KG_EINPUT, a failed allocation KG_ENOMEM, anything else KG_EINTERNAL
+ * with a traceback. Nothing here aborts: Lua's panic handler is never reached.
  *
  * The generator gets a private module "kg_host" (never visible to specs) with:
  *   resource(path) / resources(prefix)  embedded files;   read_file(path)  a user's spec
@@ -16,6 +17,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -48,35 +50,17 @@ typedef struct {
     const char *chunk;   /* the spec file being run, while sandboxed (a Lua string on the stack) */
     int refused_line;    /* the spec's line where the memory cap refused an allocation, or 0 */
     const char *dir;     /* developer override, or NULL */
+    unsigned failed;     /* allocations that failed for want of memory (not the spec's cap) */
 } host;
 
 /* ---------------------------------------------------------------------------------------- */
-/* small helpers (shared with the rest of the runtime) */
-
-void *kg_xmalloc(size_t n)
-{
-    void *p = malloc(n ? n : 1);
-    if (!p) {
-        fputs("kerngen: out of memory\n", stderr);
-        abort();
-    }
-    return p;
-}
-
-void *kg_xcalloc(size_t n, size_t size)
-{
-    void *p = calloc(n ? n : 1, size ? size : 1);
-    if (!p) {
-        fputs("kerngen: out of memory\n", stderr);
-        abort();
-    }
-    return p;
-}
+/* small helpers (shared with the rest of the runtime): NULL when memory runs out */
 
 char *kg_strdup(const char *s)
 {
     size_t n = strlen(s) + 1;
-    return memcpy(kg_xmalloc(n), s, n);
+    char *p = malloc(n);
+    return p ? memcpy(p, s, n) : NULL;
 }
 
 char *kg_strdupf(const char *fmt, ...)
@@ -85,10 +69,14 @@ char *kg_strdupf(const char *fmt, ...)
     va_start(ap, fmt);
     int n = vsnprintf(NULL, 0, fmt, ap);
     va_end(ap);
-    char *s = kg_xmalloc((size_t)(n < 0 ? 0 : n) + 1);
-    va_start(ap, fmt);
-    vsnprintf(s, (size_t)n + 1, fmt, ap);
-    va_end(ap);
+    if (n < 0)
+        return NULL;
+    char *s = malloc((size_t)n + 1);
+    if (s) {
+        va_start(ap, fmt);
+        vsnprintf(s, (size_t)n + 1, fmt, ap);
+        va_end(ap);
+    }
     return s;
 }
 
@@ -131,6 +119,8 @@ static void *l_alloc(void *ud, void *ptr, size_t osize, size_t nsize)
     void *p = realloc(ptr, nsize);
     if (p)
         h->used = h->used - old + nsize;
+    else
+        h->failed++;
     return p;
 }
 
@@ -139,6 +129,13 @@ static host *host_of(lua_State *L)
     void *ud;
     lua_getallocf(L, &ud);
     return ud;
+}
+
+/* A C allocation of the host failed: raise an error that run_job reports as KG_ENOMEM. */
+static int out_of_memory(lua_State *L)
+{
+    host_of(L)->failed++;
+    return luaL_error(L, "out of memory");
 }
 
 static void count_hook(lua_State *L, lua_Debug *ar)
@@ -188,7 +185,17 @@ static int l_sandbox_call(lua_State *L)
         lua_sethook(L, count_hook, LUA_MASKCOUNT, HOOK_STEP);
     }
     int nargs = lua_gettop(L) - 5;
+    unsigned failed = h->failed;
     int rc = lua_pcall(L, nargs, LUA_MULTRET, 0); /* stack: chunk, budgets..., results... | err */
+    if (rc == LUA_ERRMEM && h->failed != failed) { /* the machine's memory, not the cap */
+        h->chunk = old_chunk;
+        if (outer) {
+            lua_sethook(L, NULL, 0, 0);
+            h->sandboxed = 0;
+            h->limit = old_limit;
+        }
+        return lua_error(L);
+    }
     h->chunk = old_chunk;
     int line = h->refused_line;
     if (outer) {
@@ -218,32 +225,32 @@ static int l_sandbox_call(lua_State *L)
 /* ---------------------------------------------------------------------------------------- */
 /* resources */
 
-/* A whole regular file of at most SPEC_FILE_MAX bytes. FIFOs and devices are refused before
-   reading (they could block forever or never end). */
-static char *read_whole(const char *path, size_t *len, char **err)
+/* A whole regular file of at most SPEC_FILE_MAX bytes (malloc'd), or NULL and a message in
+   err. FIFOs and devices are refused before reading (they could block forever or never end). */
+static char *read_whole(const char *path, size_t *len, char *err, size_t errlen)
 {
     int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
     if (fd < 0) {
-        *err = kg_strdupf("%s: cannot open: %s", path, strerror(errno));
+        snprintf(err, errlen, "%s: cannot open: %s", path, strerror(errno));
         return NULL;
     }
     struct stat sb;
     char *buf = NULL;
     size_t n = 0;
     if (fstat(fd, &sb) != 0) {
-        *err = kg_strdupf("%s: cannot stat: %s", path, strerror(errno));
+        snprintf(err, errlen, "%s: cannot stat: %s", path, strerror(errno));
     } else if (!S_ISREG(sb.st_mode)) {
-        *err = kg_strdupf("%s: not a regular file", path);
+        snprintf(err, errlen, "%s: not a regular file", path);
     } else if (sb.st_size > SPEC_FILE_MAX) {
-        *err = kg_strdupf("%s: larger than %d MiB", path, SPEC_FILE_MAX >> 20);
+        snprintf(err, errlen, "%s: larger than %d MiB", path, SPEC_FILE_MAX >> 20);
     } else if (!(buf = malloc((size_t)sb.st_size + 1))) {
-        *err = kg_strdupf("%s: out of memory", path);
+        snprintf(err, errlen, "out of memory");
     } else {
         ssize_t got = 0;
         while (n <= (size_t)sb.st_size && (got = read(fd, buf + n, (size_t)sb.st_size + 1 - n)) > 0)
             n += (size_t)got;
         if (got < 0 || n > (size_t)sb.st_size) { /* an error, or the file grew while we read */
-            *err = kg_strdupf("%s: read error", path);
+            snprintf(err, errlen, "%s: read error", path);
             free(buf);
             buf = NULL;
         }
@@ -253,20 +260,33 @@ static char *read_whole(const char *path, size_t *len, char **err)
     return buf;
 }
 
+static int push_lstring(lua_State *L)
+{
+    lua_pushlstring(L, lua_touserdata(L, 1), (size_t)lua_tointeger(L, 2));
+    return 1;
+}
+
 /* pushes the text of path, or nil and a message; returns the number of values pushed */
 static int push_file(lua_State *L, const char *path)
 {
-    char *err = NULL;
+    char err[512];
     size_t len;
-    char *text = read_whole(path, &len, &err);
+    char *text = read_whole(path, &len, err, sizeof err);
     if (!text) {
+        if (strcmp(err, "out of memory") == 0)
+            out_of_memory(L);
         lua_pushnil(L);
         lua_pushstring(L, err);
-        free(err);
         return 2;
     }
-    lua_pushlstring(L, text, len);
+    /* pushing copies text, and may fail: do it protected so that text is freed either way */
+    lua_pushcfunction(L, push_lstring);
+    lua_pushlightuserdata(L, text);
+    lua_pushinteger(L, (lua_Integer)len);
+    int rc = lua_pcall(L, 2, 1, 0);
     free(text);
+    if (rc != LUA_OK)
+        return lua_error(L);
     return 1;
 }
 
@@ -296,10 +316,9 @@ static int l_resources(lua_State *L)
     host *h = host_of(L);
     lua_newtable(L);
     int n = 0;
-    if (h->dir) {
-        char *full = kg_strdupf("%s/%s", h->dir, prefix);
-        DIR *d = opendir(full);
-        free(full);
+    if (h->dir) { /* developer mode (an allocation failure here may leak the DIR) */
+        DIR *d = opendir(lua_pushfstring(L, "%s/%s", h->dir, prefix));
+        lua_pop(L, 1);
         if (d) {
             struct dirent *e;
             while ((e = readdir(d)) != NULL) {
@@ -366,27 +385,11 @@ static int open_host(lua_State *L)
 }
 
 /* ---------------------------------------------------------------------------------------- */
-/* state setup and protected calls */
+/* state setup */
 
-static int msgh(lua_State *L)
+/* The libraries and the generator's package setup (runs protected, in the job). */
+static void open_libraries(lua_State *L)
 {
-    if (lua_istable(L, 1))
-        return 1; /* a user error: keep it */
-    const char *msg = lua_tostring(L, 1);
-    luaL_traceback(L, L, msg ? msg : "(non-string error)", 1);
-    return 1;
-}
-
-static lua_State *new_state(host *h)
-{
-    memset(h, 0, sizeof *h);
-    h->limit = GENERATOR_MEMORY;
-    const char *dir = getenv("KERNGEN_LUA_DIR");
-    h->dir = (dir && *dir) ? dir : NULL;
-    lua_State *L = lua_newstate(l_alloc, h);
-    if (!L)
-        return NULL;
-    h->L = L;
     static const luaL_Reg libs[] = {
         {LUA_GNAME, luaopen_base},        {LUA_TABLIBNAME, luaopen_table},
         {LUA_STRLIBNAME, luaopen_string}, {LUA_MATHLIBNAME, luaopen_math},
@@ -436,35 +439,6 @@ static lua_State *new_state(host *h)
     lua_pushcfunction(L, open_host);
     lua_setfield(L, -2, "kg_host");
     lua_pop(L, 2);
-    return L;
-}
-
-/* Calls pipeline[fn](request table on top of the stack). On success leaves the result on the
-   stack; otherwise fills *err and returns the status. */
-static kg_status call_pipeline(lua_State *L, const char *fn, char **err)
-{
-    /* stack: req */
-    lua_pushcfunction(L, msgh);
-    lua_getglobal(L, "require");
-    lua_pushliteral(L, "pipeline");
-    if (lua_pcall(L, 1, 1, -3) != LUA_OK)
-        goto fail;
-    lua_getfield(L, -1, fn); /* stack: req, msgh, pipeline, f */
-    lua_remove(L, -2);
-    lua_pushvalue(L, -3);
-    if (lua_pcall(L, 1, 1, -3) != LUA_OK)
-        goto fail;
-    lua_remove(L, -2); /* msgh */
-    lua_remove(L, -2); /* req */
-    return KG_OK;
-fail:
-    if (lua_istable(L, -1)) {
-        lua_getfield(L, -1, "msg");
-        *err = kg_strdup(lua_tostring(L, -1) ? lua_tostring(L, -1) : "error");
-        return KG_EINPUT;
-    }
-    *err = kg_strdupf("internal error: %s", lua_tostring(L, -1) ? lua_tostring(L, -1) : "?");
-    return KG_EINTERNAL;
 }
 
 static void set_str(lua_State *L, const char *key, const char *v)
@@ -507,13 +481,16 @@ static void push_request(lua_State *L, const kg_request *req)
 }
 
 /* ---------------------------------------------------------------------------------------- */
-/* result marshalling */
+/* result marshalling: C copies of the pipeline's result, made while the job is protected
+   (a failed allocation raises; the caller frees what was made, see kg_free) */
 
 static char *field_str(lua_State *L, const char *key)
 {
     lua_getfield(L, -1, key);
     char *s = kg_strdup(lua_tostring(L, -1) ? lua_tostring(L, -1) : "");
     lua_pop(L, 1);
+    if (!s)
+        out_of_memory(L);
     return s;
 }
 
@@ -525,12 +502,13 @@ static lua_Integer field_int(lua_State *L, const char *key)
     return v;
 }
 
-static kg_role role_of(const char *s)
+static kg_role role_of(lua_State *L, const char *s)
 {
     static const char *names[] = {"input", "cotangent", "tangent", "output", "grad", "output_tangent"};
     for (int i = 0; i < 6; i++)
         if (strcmp(s, names[i]) == 0)
             return (kg_role)i;
+    luaL_error(L, "unknown argument role '%s'", s);
     return KG_ROLE_INPUT;
 }
 
@@ -550,26 +528,38 @@ static void read_fn(lua_State *L, struct kg_fn *f)
     f->fn = field_str(L, "fn");
     f->ws = (size_t)field_int(L, "ws");
     lua_getfield(L, -1, "params");
-    f->nargs = (int)lua_rawlen(L, -1);
-    f->args = kg_xcalloc((size_t)f->nargs, sizeof *f->args);
+    int n = (int)lua_rawlen(L, -1);
+    if (!(f->args = calloc((size_t)n + 1, sizeof *f->args)))
+        out_of_memory(L);
+    f->nargs = n;
     for (int i = 0; i < f->nargs; i++) {
         kg_arg *a = &f->args[i];
         lua_rawgeti(L, -1, i + 1);
         a->cname = field_str(L, "cname");
         a->name = field_str(L, "name");
-        char *role = field_str(L, "role");
-        a->role = role_of(role);
-        free(role);
-        a->file = kg_strdupf("%s%s", a->name, file_suffix(a->role));
+        lua_getfield(L, -1, "role");
+        a->role = role_of(L, lua_tostring(L, -1) ? lua_tostring(L, -1) : "");
+        lua_pop(L, 1);
+        if (!(a->file = kg_strdupf("%s%s", a->name, file_suffix(a->role))))
+            out_of_memory(L);
         a->init = field_str(L, "init");
         a->count = (size_t)field_int(L, "count");
         lua_getfield(L, -1, "shape");
         a->ndim = (int)lua_rawlen(L, -1);
-        for (int k = 0; k < a->ndim && k < 8; k++) {
+        if (a->ndim > 8)
+            luaL_error(L, "%s: more than 8 axes", a->cname);
+        size_t count = 1; /* the generator checked the sizes; check again, in C */
+        for (int k = 0; k < a->ndim; k++) {
             lua_rawgeti(L, -1, k + 1);
-            a->shape[k] = (size_t)lua_tointeger(L, -1);
+            lua_Integer e = lua_tointeger(L, -1);
             lua_pop(L, 1);
+            if (e < 0 || (e > 0 && count > (size_t)INT_MAX / (size_t)e))
+                luaL_error(L, "%s: element count beyond INT_MAX", a->cname);
+            a->shape[k] = (size_t)e;
+            count *= (size_t)e;
         }
+        if (count != a->count)
+            luaL_error(L, "%s: element count %d disagrees with its shape", a->cname, (int)a->count);
         lua_pop(L, 2);
     }
     lua_pop(L, 1);
@@ -600,14 +590,104 @@ static void read_result(lua_State *L, kg_kernel *k, const kg_request *req)
     k->closed[KG_JVP] = lua_toboolean(L, -1);
     lua_pop(L, 2);
     lua_getfield(L, -1, "libm");
-    k->nlibm = (int)lua_rawlen(L, -1);
-    k->libm = kg_xcalloc((size_t)k->nlibm, sizeof *k->libm);
-    for (int i = 0; i < k->nlibm; i++) {
+    int n = (int)lua_rawlen(L, -1);
+    if (!(k->libm = calloc((size_t)n + 1, sizeof *k->libm)))
+        out_of_memory(L);
+    for (int i = 0; i < n; i++) {
         lua_rawgeti(L, -1, i + 1);
-        k->libm[i] = kg_strdup(lua_tostring(L, -1));
+        k->libm[i] = kg_strdup(lua_tostring(L, -1) ? lua_tostring(L, -1) : "");
         lua_pop(L, 1);
+        if (!k->libm[i])
+            out_of_memory(L);
+        k->nlibm = i + 1;
     }
     lua_pop(L, 1);
+}
+
+/* ---------------------------------------------------------------------------------------- */
+/* jobs: one request, one Lua state, one protected call */
+
+typedef struct {
+    const char *fn;          /* pipeline function: generate, list, names, dot */
+    const kg_request *req;   /* may be NULL (list, names) */
+    const char *pass;        /* dot */
+    kg_kernel *k;            /* generate: the result, filled in as it is read */
+    char *text;              /* the others: their text */
+} job;
+
+static int msgh(lua_State *L)
+{
+    if (lua_istable(L, 1))
+        return 1; /* a user error: keep it */
+    const char *msg = lua_tostring(L, 1);
+    luaL_traceback(L, L, msg ? msg : "(non-string error)", 1);
+    return 1;
+}
+
+static int protected_job(lua_State *L)
+{
+    job *j = lua_touserdata(L, 1);
+    open_libraries(L);
+    lua_getglobal(L, "require");
+    lua_pushliteral(L, "pipeline");
+    lua_call(L, 1, 1);
+    lua_getfield(L, -1, j->fn); /* stack: job, pipeline, f */
+    if (j->req)
+        push_request(L, j->req);
+    else
+        lua_newtable(L);
+    set_str(L, "pass", j->pass);
+    lua_call(L, 1, 1); /* stack: job, pipeline, result */
+    if (strcmp(j->fn, "generate") == 0) {
+        if (!(j->k = calloc(1, sizeof *j->k)))
+            out_of_memory(L);
+        read_result(L, j->k, j->req);
+    } else {
+        if (!(j->text = kg_strdup(lua_tostring(L, -1) ? lua_tostring(L, -1) : "")))
+            out_of_memory(L);
+    }
+    return 0;
+}
+
+static kg_status run_job(job *j, char **err)
+{
+    *err = NULL;
+    host h;
+    memset(&h, 0, sizeof h);
+    h.limit = GENERATOR_MEMORY;
+    const char *dir = getenv("KERNGEN_LUA_DIR");
+    h.dir = (dir && *dir) ? dir : NULL;
+    lua_State *L = lua_newstate(l_alloc, &h);
+    if (!L)
+        return KG_ENOMEM;
+    h.L = L;
+    /* pushing light C functions and pointers allocates nothing; lua_pcall protects the rest */
+    lua_pushcfunction(L, msgh);
+    lua_pushcfunction(L, protected_job);
+    lua_pushlightuserdata(L, j);
+    int rc = lua_pcall(L, 1, 0, 1);
+    kg_status st = KG_OK;
+    if (rc != LUA_OK && (rc == LUA_ERRMEM || h.failed)) {
+        st = KG_ENOMEM;
+        *err = kg_strdup("out of memory");
+    } else if (rc != LUA_OK && lua_istable(L, -1)) {
+        lua_getfield(L, -1, "msg");
+        st = KG_EINPUT;
+        *err = kg_strdup(lua_tostring(L, -1) ? lua_tostring(L, -1) : "error");
+    } else if (rc != LUA_OK) {
+        st = KG_EINTERNAL;
+        *err = kg_strdupf("internal error: %s", lua_tostring(L, -1) ? lua_tostring(L, -1) : "?");
+    }
+    if (st != KG_OK && !*err)
+        st = KG_ENOMEM;
+    lua_close(L);
+    if (st != KG_OK) {
+        kg_free(j->k);
+        free(j->text);
+        j->k = NULL;
+        j->text = NULL;
+    }
+    return st;
 }
 
 /* ---------------------------------------------------------------------------------------- */
@@ -619,44 +699,20 @@ kg_status kg_generate(const kg_request *req, kg_kernel **out, char **err)
     *err = NULL;
     if (!req || !req->graph) {
         *err = kg_strdup("no graph given");
-        return KG_EINPUT;
+        return *err ? KG_EINPUT : KG_ENOMEM;
     }
-    host h;
-    lua_State *L = new_state(&h);
-    if (!L) {
-        *err = kg_strdup("cannot create a Lua state");
-        return KG_EINTERNAL;
-    }
-    push_request(L, req);
-    kg_status st = call_pipeline(L, "generate", err);
-    if (st == KG_OK) {
-        kg_kernel *k = kg_xcalloc(1, sizeof *k);
-        read_result(L, k, req);
-        *out = k;
-    }
-    lua_close(L);
+    job j = {"generate", req, NULL, NULL, NULL};
+    kg_status st = run_job(&j, err);
+    *out = j.k;
     return st;
 }
 
 static kg_status text_call(const char *fn, const kg_request *req, const char *pass, char **text, char **err)
 {
     *text = NULL;
-    *err = NULL;
-    host h;
-    lua_State *L = new_state(&h);
-    if (!L) {
-        *err = kg_strdup("cannot create a Lua state");
-        return KG_EINTERNAL;
-    }
-    if (req)
-        push_request(L, req);
-    else
-        lua_newtable(L);
-    set_str(L, "pass", pass);
-    kg_status st = call_pipeline(L, fn, err);
-    if (st == KG_OK)
-        *text = kg_strdup(lua_tostring(L, -1) ? lua_tostring(L, -1) : "");
-    lua_close(L);
+    job j = {fn, req, pass, NULL, NULL};
+    kg_status st = run_job(&j, err);
+    *text = j.text;
     return st;
 }
 
