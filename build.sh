@@ -5,6 +5,8 @@
 #   ./build.sh run      build and run the main job: check every graph, print a table
 #   ./build.sh asan     build with AddressSanitizer + UBSan into build-asan/ and run the tests
 #   ./build.sh bench    build and run the benchmark (bench/)
+#   ./build.sh fuzz     build with libFuzzer + ASan + UBSan (clang) into build-fuzz/ and fuzz the
+#                       .npy reader and the spec loader, FUZZ_SECONDS each (default 60)
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -28,6 +30,11 @@ if [ "$mode" = asan ]; then
   # -Wno-format-truncation: gcc 12 reports a false "null format string" in instrumented code
   CFLAGS_EXTRA=(-fsanitize=address,undefined -fno-omit-frame-pointer -Wno-format-truncation)
 fi
+if [ "$mode" = fuzz ]; then
+  OUT=build-fuzz
+  CC=clang
+  CFLAGS_EXTRA=(-fsanitize=fuzzer-no-link,address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer)
+fi
 CC=${CC:-gcc}
 WARN=(-Wall -Wextra -Wshadow -Wstrict-prototypes -Wmissing-prototypes -Wpedantic -Werror)
 CFLAGS=(-std=c99 -O2 -g "${WARN[@]}" -Iruntime -I/usr/include/lua5.4 -I"$OUT" "${CFLAGS_EXTRA[@]}")
@@ -45,11 +52,13 @@ for src in runtime/*.c "$OUT/kg_embedded.c"; do
   objs+=("$obj")
 done
 wait_all "${pids[@]}"
-# libtcc calls exit() when it runs out of memory outside a compilation: our copy of it calls
-# kg__tcc_exit instead (runtime/kg_jit.c), so an allocation failure cannot end the host process.
-# The copy goes into libkerngen.a, so users link no -ltcc.
+# libtcc cannot survive a failed allocation (it calls exit() or crashes in its cleanup): our copy
+# of it allocates and exits through kg__tcc_* (runtime/kg_jit.c), so running out of memory
+# cannot end the host process. The copy goes into libkerngen.a, so users link no -ltcc.
 rm -rf "$OUT/tcc" && mkdir -p "$OUT/tcc"
-objcopy --redefine-sym exit=kg__tcc_exit "$($CC -print-file-name=libtcc.a)" "$OUT/tcc/libtcc.a"
+redefine=()
+for f in malloc calloc realloc free exit; do redefine+=(--redefine-sym "$f=kg__tcc_$f"); done
+objcopy "${redefine[@]}" "$($CC -print-file-name=libtcc.a)" "$OUT/tcc/libtcc.a"
 (cd "$OUT/tcc" && ar x libtcc.a && rm libtcc.a)
 rm -f "$OUT/libkerngen.a"
 ar rcs "$OUT/libkerngen.a" "${objs[@]}" "$OUT"/tcc/*.o
@@ -86,10 +95,28 @@ $CC "${CFLAGS[@]}" -o "$OUT/examples/layernorm_jit" examples/layernorm_jit.c "$O
 $CC -std=c99 -O2 -ffp-contract=off "${WARN[@]}" "${CFLAGS_EXTRA[@]}" -I"$OUT/examples" -o "$OUT/examples/layernorm_aot" \
   examples/layernorm_aot.c "$OUT/examples/layernorm_4x8_f32.c" -lm
 
+# Each target runs FUZZ_SECONDS on a corpus in $OUT (seeded from the repository's .npy files and
+# specs); a crash, hang, leak or failed oracle stops it with exit 1 and a reproducer file.
+run_fuzz() {
+  local t secs=${FUZZ_SECONDS:-60}
+  for t in npy spec; do
+    $CC "${CFLAGS[@]}" -fsanitize=fuzzer -D_POSIX_C_SOURCE=200809L -o "$OUT/fuzz_$t" "tests/fuzz/fuzz_$t.c" \
+      "$OUT/libkerngen.a" "${LIBS[@]}"
+  done
+  mkdir -p "$OUT/corpus_npy" "$OUT/corpus_spec" "$OUT/findings"
+  local opts=(-max_total_time="$secs" -timeout=20 -rss_limit_mb=4096 -artifact_prefix="$OUT/findings/" -print_final_stats=1)
+  echo "== fuzz_npy (${secs} s)"
+  "$OUT/fuzz_npy" "${opts[@]}" "$OUT/corpus_npy" tests/golden
+  echo "== fuzz_spec (${secs} s)"
+  "$OUT/fuzz_spec" "${opts[@]}" -dict=tests/fuzz/spec.dict "$OUT/corpus_spec" graphs tests/specs/ops tests/specs/bad
+  echo "fuzz: no finding in ${secs} s per target"
+}
+
 case "$mode" in
   build) echo "built $OUT/kerngen and $OUT/libkerngen.a" ;;
   test|asan) run_tests ;;
   run) "$OUT/kerngen" check --all ;;
   bench) bash bench/run.sh "$OUT" ;;
-  *) echo "usage: ./build.sh [build|test|run|asan|bench]" >&2; exit 2 ;;
+  fuzz) run_fuzz ;;
+  *) echo "usage: ./build.sh [build|test|run|asan|bench|fuzz]" >&2; exit 2 ;;
 esac

@@ -5,16 +5,20 @@
  * avoids parsing libc headers (most of tcc's compile time) and any dependency on tcc's own
  * include and library paths.
  *
- * Out of memory: libtcc reports a failed allocation inside tcc_compile_string as a compile
- * error, but elsewhere (tcc_new, tcc_add_symbol, tcc_relocate) it calls exit(1). build.sh links
- * a copy of libtcc whose exit calls kg__tcc_exit instead, which jumps back to the guard around
- * our libtcc calls: kg_compile then returns KG_ENOMEM and the host process lives on. What
- * libtcc had allocated for that compilation is leaked (its state cannot be trusted after an
- * exit it did not expect to return from). */
+ * Out of memory. libtcc cannot survive a failed allocation: outside tcc_compile_string it
+ * calls exit(1), inside it its error cleanup can crash on half-built tables. So build.sh links a
+ * copy of libtcc whose malloc, calloc, realloc, free and exit are ours (kg__tcc_*):
+ *  - an allocation the system refuses is served from an emergency reserve (RESERVE bytes,
+ *    taken at the first compile), so libtcc never sees a failure and finishes what it does;
+ *    kg_compile then deletes that state and returns KG_ENOMEM, and the reserve is reset;
+ *  - an exit() jumps back to the guard around our libtcc calls (KG_ENOMEM; that state leaks).
+ * What remains: a compilation that exhausts the reserve as well meets libtcc's own handling. */
 #define _POSIX_C_SOURCE 200809L
+#include <malloc.h>
 #include <math.h>
 #include <pthread.h>
 #include <setjmp.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -26,8 +30,79 @@
 static pthread_mutex_t tcc_lock = PTHREAD_MUTEX_INITIALIZER;
 static jmp_buf *tcc_guard; /* set while we are inside libtcc (under tcc_lock) */
 
-/* libtcc's exit(), renamed at link time (build.sh): back to the guard, never out of the host. */
+/* ---------------------------------------------------------------------------------------- */
+/* libtcc's allocator and exit, renamed to these at link time (build.sh); used under tcc_lock */
+
+void *kg__tcc_malloc(size_t n);
+void *kg__tcc_calloc(size_t n, size_t size);
+void *kg__tcc_realloc(void *p, size_t n);
+void kg__tcc_free(void *p);
 void kg__tcc_exit(int status);
+
+enum { RESERVE = 32 << 20, HEADER = 16 }; /* the header keeps a block's size, 16-aligned */
+static unsigned char *reserve;           /* virtual memory: untouched pages cost nothing */
+static size_t reserve_used;              /* bump allocation; reset when a compile ends */
+
+static int in_reserve(const void *p)
+{
+    return reserve && (const unsigned char *)p >= reserve && (const unsigned char *)p < reserve + RESERVE;
+}
+
+static void *from_reserve(size_t n)
+{
+    size_t need = (n + HEADER + 15) & ~(size_t)15;
+    if (!reserve || n > RESERVE || need > RESERVE - reserve_used)
+        return NULL;
+    unsigned char *p = reserve + reserve_used;
+    reserve_used += need;
+    memcpy(p, &n, sizeof n);
+    return p + HEADER;
+}
+
+void *kg__tcc_malloc(size_t n)
+{
+    void *p = malloc(n);
+    return p || !n ? p : from_reserve(n);
+}
+
+void *kg__tcc_calloc(size_t n, size_t size)
+{
+    void *p = calloc(n, size);
+    if (p || !n || !size || n > SIZE_MAX / size)
+        return p;
+    if ((p = from_reserve(n * size)))
+        memset(p, 0, n * size);
+    return p;
+}
+
+void *kg__tcc_realloc(void *p, size_t n)
+{
+    if (!p)
+        return kg__tcc_malloc(n);
+    size_t old;
+    if (in_reserve(p)) {
+        memcpy(&old, (unsigned char *)p - HEADER, sizeof old);
+    } else {
+        void *q = realloc(p, n);
+        if (q || !n)
+            return q;
+        old = malloc_usable_size(p);
+    }
+    void *q = n ? from_reserve(n) : NULL;
+    if (q) {
+        memcpy(q, p, old < n ? old : n);
+        kg__tcc_free(p);
+    }
+    return q;
+}
+
+void kg__tcc_free(void *p)
+{
+    if (!in_reserve(p))
+        free(p);
+}
+
+/* Back to the guard, never out of the host process. */
 void kg__tcc_exit(int status)
 {
     (void)status;
@@ -124,22 +199,30 @@ kg_status kg_compile(kg_kernel *k, char **err)
     static messages m;
     static TCCState *s;
     jmp_buf guard;
-    int rc, exited = 0;
+    volatile int rc = -1, exited = 0;
     pthread_mutex_lock(&tcc_lock);
+    if (!reserve && !(reserve = malloc(RESERVE))) {
+        pthread_mutex_unlock(&tcc_lock);
+        return KG_ENOMEM;
+    }
     m.text = NULL;
     m.nomem = 0;
     s = NULL;
     tcc_guard = &guard;
     if (setjmp(guard) == 0) {
         rc = compile_locked(k, &s, &m);
-    } else { /* libtcc called exit(): out of memory outside tcc_compile_string */
+        if (reserve_used) /* the system refused memory: this state may not outlive the reserve */
+            rc = -1, m.nomem = 1;
+    } else { /* libtcc called exit() */
         rc = -1;
         exited = m.nomem = 1;
     }
     if (rc == 0)
         k->tcc = s;
-    else if (s && !exited)
+    else if (s && !exited && setjmp(guard) == 0)
         tcc_delete(s);
+    if (!exited)
+        reserve_used = 0; /* nothing of that compilation is left */
     tcc_guard = NULL;
     messages got = m;
     pthread_mutex_unlock(&tcc_lock);

@@ -150,6 +150,21 @@ static void spec_cannot_write_generator_state(void **state)
     free(path);
 }
 
+/* Spec files over 64 MiB are refused before reading (regression: up to 128 MiB were read). */
+static void big_spec_refused(void **state)
+{
+    (void)state;
+    char *path = spec_file("-- a big spec\n");
+    assert_int_equal(truncate(path, (65 << 20)), 0); /* sparse */
+    char *err = NULL;
+    assert_int_equal(generate(path, &err), KG_EINPUT);
+    assert_non_null(strstr(err, path));
+    assert_non_null(strstr(err, "larger than 64 MiB"));
+    free(err);
+    remove(path);
+    free(path);
+}
+
 /* After hostile specs the library still works (limits are reset per state). */
 static void still_usable(void **state)
 {
@@ -164,6 +179,6 @@ int main(void)
 {
     const struct CMUnitTest extra[] = {cmocka_unit_test(bytecode_refused),
                                        cmocka_unit_test(spec_cannot_write_generator_state),
-                                       cmocka_unit_test(still_usable)};
-    return kgt_run_spec_dir("sandbox", BAD_DIR, bad_spec, extra, 3);
+                                       cmocka_unit_test(big_spec_refused), cmocka_unit_test(still_usable)};
+    return kgt_run_spec_dir("sandbox", BAD_DIR, bad_spec, extra, 4);
 }

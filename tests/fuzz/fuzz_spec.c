@@ -1,0 +1,122 @@
+/* fuzz_spec: libFuzzer target for the spec loader and the generator behind it. The input is a
+ * spec's text. kg_generate must end in success or a user error (KG_EINPUT, exit 2 for the CLI)
+ * within the sandbox's budget, never a crash, a hang or an internal error; and what it
+ * generates must compile and hold no token a spec chose outside an identifier position:
+ *   - every comment is printable ASCII and opens no other comment,
+ *   - no line ends in a backslash and no trigraph appears,
+ *   - outside comments every identifier is a C keyword, a name the generator makes, or a
+ *     name the kernel's argument list or function names declare.
+ * Run by ./build.sh fuzz. */
+#define _GNU_SOURCE /* memfd_create */
+#include <ctype.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include "kerngen.h"
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+
+static int is_keyword(const char *w, size_t n)
+{
+    static const char *const kw[] = {"const", "float", "double", "int", "restrict", "return", "for", "static",
+                                     "inline", "if", "else", "void", "unsigned", "long", "union", "sizeof",
+                                     "include", "define", "ifndef", "ifdef", "endif", "pragma", "defined",
+                                     "elif", "extern", "math", "h",
+                                     /* libm, where the generated code still calls it */
+                                     "sqrt", "sqrtf", "exp", "expf", "tanh", "tanhf", "erf", "erff", "erfc",
+                                     "erfcf", NULL};
+    for (int i = 0; kw[i]; i++)
+        if (strlen(kw[i]) == n && strncmp(kw[i], w, n) == 0)
+            return 1;
+    return 0;
+}
+
+/* Names the generator makes: kg_* helpers, loop and lane variables, workspace pointers, short
+   helper locals, upper-case macros. */
+static int is_generated(const char *w, size_t n)
+{
+    if ((n > 3 && strncmp(w, "kg_", 3) == 0) || (n >= 2 && strncmp(w, "ws", 2) == 0))
+        return 1;
+    int upper = 1, short_lower = n <= 4;
+    for (size_t i = 0; i < n; i++) {
+        upper &= isupper((unsigned char)w[i]) || isdigit((unsigned char)w[i]) || w[i] == '_';
+        short_lower &= islower((unsigned char)w[i]) || (i > 0 && isdigit((unsigned char)w[i]));
+    }
+    return upper || short_lower;
+}
+
+static int declared(const kg_kernel *k, const char *w, size_t n)
+{
+    for (int p = 0; p < KG_NPASSES; p++)
+        for (int i = 0; i < kg_nargs(k, (kg_pass)p); i++) {
+            const char *c = kg_arg_at(k, (kg_pass)p, i)->cname;
+            if (strlen(c) == n && strncmp(c, w, n) == 0)
+                return 1;
+        }
+    const char *base = kg_text(k, KG_TEXT_NAME); /* functions are <base>_<pass> */
+    return strncmp(w, base, strlen(base)) == 0;
+}
+
+static void check_text(const kg_kernel *k, const char *s)
+{
+    for (const char *p = s; *p;) {
+        if (p[0] == '/' && p[1] == '*') {
+            const char *end = strstr(p + 2, "*/");
+            if (!end)
+                abort();
+            for (const char *q = p + 2; q < end; q++)
+                if ((*q < 0x20 && *q != '\n') || *q > 0x7e || (q[0] == '/' && q[1] == '*'))
+                    abort();
+            p = end + 2;
+        } else if (p[0] == '\\' && p[1] == '\n') {
+            abort();
+        } else if (p[0] == '?' && p[1] == '?') {
+            abort();
+        } else if (isalpha((unsigned char)*p) || *p == '_') {
+            const char *w = p;
+            while (isalnum((unsigned char)*p) || *p == '_')
+                p++;
+            size_t n = (size_t)(p - w);
+            if (!is_keyword(w, n) && !is_generated(w, n) && !declared(k, w, n)) {
+                fprintf(stderr, "fuzz_spec: unexpected identifier '%.*s'\n", (int)n, w);
+                abort();
+            }
+        } else {
+            p++;
+        }
+    }
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+    int fd = memfd_create("spec.lua", 0);
+    if (fd < 0 || write(fd, data, size) != (ssize_t)size)
+        abort();
+    char path[64];
+    snprintf(path, sizeof path, "/proc/self/fd/%d", fd);
+    kg_request req = {0};
+    req.graph = path;
+    kg_kernel *k = NULL;
+    char *err = NULL;
+    kg_status st = kg_generate(&req, &k, &err);
+    if (st == KG_EINTERNAL) {
+        fprintf(stderr, "fuzz_spec: internal error: %s\n", err);
+        abort();
+    }
+    if (st == KG_OK) {
+        check_text(k, kg_text(k, KG_TEXT_HEADER));
+        check_text(k, kg_text(k, KG_TEXT_SOURCE));
+        if (kg_compile(k, &err) == KG_EINTERNAL) {
+            fprintf(stderr, "fuzz_spec: generated C does not compile: %s\n", err);
+            abort();
+        }
+    }
+    free(err);
+    kg_free(k);
+    close(fd);
+    return 0;
+}
