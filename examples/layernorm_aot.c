@@ -1,7 +1,7 @@
 /* layernorm_aot: ahead-of-time use, as in firmware. The kernel files come from
  *     kerngen emit layernorm rows=4 dim=8 --dtype f32 --out <dir>
  * and everything is static: sizes are macros of the generated header, no allocation.
- *     cc -std=c99 -O2 -ffp-contract=off -I<dir> examples/layernorm_aot.c <dir>/layernorm_4x8_f32.c -lm */
+ *     cc -std=c99 -O2 -I<dir> examples/layernorm_aot.c <dir>/layernorm_4x8_f32.c -lm */
 #include <stdio.h>
 
 #include "layernorm_4x8_f32.h"

@@ -6,6 +6,18 @@
 #include <math.h>
 #include "layernorm_2x4_f32.h"
 
+/* Keep the roundings written below whatever the build flags say. gcc and arm-none-eabi-gcc
+   ignore (and warn about) #pragma STDC FP_CONTRACT but honour optimize(): no fused multiply-adds
+   even under -ffp-contract=fast (their -std=gnu* default), no reassociation or finite-math
+   assumptions even under -ffast-math. clang honours STDC FP_CONTRACT OFF over its default
+   -ffp-contract=on, not over -ffp-contract=fast or -ffast-math. Measured: README, "Generated
+   code". */
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC optimize("fp-contract=off", "no-unsafe-math-optimizations", "no-finite-math-only")
+#else
+#pragma STDC FP_CONTRACT OFF
+#endif
+
 static float kg_sqrt_clamp_f32(float v)
 {
     return v < 0.0f ? 0.0f : sqrtf(v);
