@@ -13,7 +13,10 @@ cd "$(dirname "$0")"
 mode="${1:-build}"
 PACKAGES=(gcc clang make tcc libtcc-dev liblua5.4-dev libcmocka-dev)
 # the tests also build firmware for a Cortex-M4F and run it under qemu (tests/test_identity.c)
-case "$mode" in test|asan) PACKAGES+=(gcc-arm-none-eabi libnewlib-arm-none-eabi qemu-system-arm) ;; esac
+case "$mode" in
+  test|asan) PACKAGES+=(gcc-arm-none-eabi libnewlib-arm-none-eabi qemu-system-arm) ;;
+  fuzz) PACKAGES+=(libclang-rt-14-dev) ;; # libFuzzer
+esac
 missing=()
 for p in "${PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -25,7 +25,7 @@ static int is_keyword(const char *w, size_t n)
     static const char *const kw[] = {"const", "float", "double", "int", "restrict", "return", "for", "static",
                                      "inline", "if", "else", "void", "unsigned", "long", "union", "sizeof",
                                      "include", "define", "ifndef", "ifdef", "endif", "pragma", "defined",
-                                     "elif", "extern", "math", "h",
+                                     "elif", "extern", "math", "h", "optimize", "__clang__",
                                      /* libm, where the generated code still calls it */
                                      "sqrt", "sqrtf", "exp", "expf", "tanh", "tanhf", "erf", "erff", "erfc",
                                      "erfcf", NULL};
@@ -72,6 +72,14 @@ static void check_text(const kg_kernel *k, const char *s)
                 if ((*q < 0x20 && *q != '\n') || *q > 0x7e || (q[0] == '/' && q[1] == '*'))
                     abort();
             p = end + 2;
+        } else if (*p == '"') { /* the include of its own header, pragma arguments */
+            const char *end = strchr(p + 1, '"');
+            if (!end || memchr(p, '\n', (size_t)(end - p)))
+                abort();
+            for (const char *q = p + 1; q < end; q++)
+                if (!isalnum((unsigned char)*q) && !strchr("_.=-", *q))
+                    abort();
+            p = end + 1;
         } else if (p[0] == '\\' && p[1] == '\n') {
             abort();
         } else if (p[0] == '?' && p[1] == '?') {
