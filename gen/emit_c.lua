@@ -1,19 +1,23 @@
--- emit_c: loop IR -> C99 text. Lines go into a table with an indent counter and are joined once.
+-- emit_c: loop IR (loops.lua) -> C99 text. Lines go into a table with an indent counter and
+-- are joined once.
 --
 -- Guarantees the generated-code contract: C99, no allocation, no globals, no I/O; restrict
 -- pointers, const inputs; literals that round-trip (util.c_literal); names and order fixed by
--- the IR, so the same request gives the same bytes. Reductions use explicit lane accumulators
--- combined in a fixed tree, identical whether written as a loop or unrolled, so the summation
--- order belongs to the generator and not to the C compiler. Domain checks (ops.domain) set the
--- return code. Helper functions (sqrt_clamp, gelu...) are static and emitted only when used.
+-- the IR, so the same request gives the same bytes. The summation order comes from the IR: a
+-- reduce statement's lane accumulators and their fixed pairwise tree are written the same way
+-- whether looped or unrolled, an accumulation adds its terms in loop order; C's + and * are
+-- left-associative and the right operand is parenthesized at equal precedence, so no compiler
+-- may regroup them. Domain checks (ops.domain) set the return code. Helper functions
+-- (sqrt_clamp, gelu...) are static and emitted only when used.
 
 local ops = require("ops")
 local util = require("util")
-local lower = require("lower")
+local loops = require("loops")
+
+local aff = loops.aff
 
 local emit = {}
 
-emit.LANES = { f32 = 16, f64 = 8 }
 local CTYPE = { f32 = "float", f64 = "double" }
 local MAXVAL = { f32 = "3.40282347e+38f", f64 = "1.7976931348623157e+308" }
 
@@ -43,17 +47,37 @@ local function infix(a, op, b, prec)
   return { s = paren(a, prec) .. " " .. op .. " " .. paren(b, prec + 0.1), prec = prec }
 end
 
--- Workspace buffers are read and written through per-nest restrict pointers (ws_N, see
--- emit_nest), so the C compiler knows they do not overlap; parameters by their own names.
+-- Workspace buffers are read and written through per-statement restrict pointers (ws_N, see
+-- emit_top), so the C compiler knows they do not overlap; parameters by their own names;
+-- one-element buffers are C locals.
 local function index_str(buf, index, env)
-  local name, base = buf.cname, buf.base or 0
-  if buf.cname == "ws" then name, base = "ws_" .. buf.id, 0 end
-  return name .. "[" .. lower.aff.render(index, base, env) .. "]"
+  if buf.role == "local" then return buf.cname end
+  local name = buf.role == "ws" and ("ws_" .. buf.id) or buf.cname
+  return name .. "[" .. aff.render(index, 0, env) .. "]"
 end
 
 local function helper_name(e, dtype)
   local approx = e.attr and e.attr.approx
   return "kg_" .. e.op .. (approx and ("_" .. approx) or "") .. "_" .. dtype
+end
+
+-- The pairwise steps that combine L lanes: width w -> ceil(w/2) by lane[i] += lane[i + ceil(w/2)].
+local function combine_order(L)
+  local steps, w = {}, L
+  while w > 1 do
+    local nw = (w + 1) // 2
+    for i = 0, w - nw - 1 do steps[#steps + 1] = { i, i + nw } end
+    w = nw
+  end
+  return steps
+end
+
+-- The printed terms summed by the fixed tree.
+local function tree(terms)
+  local lanes = {}
+  for i, t in ipairs(terms) do lanes[i - 1] = t end
+  for _, st in ipairs(combine_order(#terms)) do lanes[st[1]] = infix(lanes[st[1]], "+", lanes[st[2]], 1) end
+  return lanes[0]
 end
 
 function emit.expr(e, env, ctx)
@@ -67,13 +91,18 @@ function emit.expr(e, env, ctx)
     return { s = s, prec = (e.v < 0 or (e.v == 0 and 1 / e.v < 0)) and 2.5 or 3 }
   end
   if e.k == "ifzero" then
-    local a = lower.aff.eval(e.index, env)
+    local a = aff.eval(e.index, env)
     if next(a.t) == nil then
       if a.c == 0 then return emit.expr(e.e, env, ctx) end
       return atom(util.c_literal(0, dtype))
     end
     local v = emit.expr(e.e, env, ctx)
-    return atom("(" .. lower.aff.str(a) .. " == 0 ? " .. v.s .. " : " .. util.c_literal(0, dtype) .. ")")
+    return atom("(" .. aff.str(a) .. " == 0 ? " .. v.s .. " : " .. util.c_literal(0, dtype) .. ")")
+  end
+  if e.k == "tree" then
+    local terms = {}
+    for i, t in ipairs(e.terms) do terms[i] = emit.expr(t, env, ctx) end
+    return tree(terms)
   end
   local c = ops[e.op].c
   local args = {}
@@ -106,20 +135,7 @@ local function emit_check(out, target, check, dtype)
   end
 end
 
--- Lane l sums the terms whose innermost reduction index j has j % L == l, in order (outer
--- reduction indices first, then increasing j); lanes are then combined pairwise:
--- width w -> ceil(w/2) by lane[i] += lane[i + ceil(w/2)].
-local function combine_order(L)
-  local steps, w = {}, L
-  while w > 1 do
-    local nw = (w + 1) // 2
-    for i = 0, w - nw - 1 do steps[#steps + 1] = { i, i + nw } end
-    w = nw
-  end
-  return steps
-end
-
--- env maps loop variables to integers (unrolled) or affine forms; one table per nest,
+-- env maps loop variables to integers (unrolled) or affine forms; one table per function,
 -- set and cleared around each use
 local function each_combo(vars, k, env, fn)
   if k > #vars then return fn() end
@@ -131,60 +147,66 @@ local function each_combo(vars, k, env, fn)
   env[var] = nil
 end
 
--- Loop-invariant code motion for the innermost C loop: loads whose index does not involve
--- the loop's variables become const locals declared before it (h1, h2, ...), so compilers
--- need not prove they are invariant (gcc often cannot, and then does not vectorize) and tcc
--- loads them once. Values are unchanged. Returns whether a block was opened.
-local function hoist(out, ctx, e, vars, env)
-  local opened = false
-  for _, ld in ipairs(lower.loads(e, {})) do
-    local invariant = true
-    for v in pairs(ld.index.t) do if vars[v] then invariant = false end end
-    local s = index_str(ld.buf, ld.index, env)
-    if invariant and not ctx.hoisted[s] then
-      if not opened then out.open("{"); opened = true end
-      ctx.nhoist = ctx.nhoist + 1
-      ctx.hoisted[s] = "h" .. ctx.nhoist
-      out.line("const " .. CTYPE[ctx.dtype] .. " " .. ctx.hoisted[s] .. " = " .. s .. ";")
+-- Loop-invariant code motion for an innermost C loop: loads whose index does not involve the
+-- loop's variables, of buffers the loop does not write, become const locals declared before
+-- it (h1, h2, ...), so compilers need not prove they are invariant (gcc often cannot, and
+-- then does not vectorize) and tcc loads them once. Values are unchanged. Returns whether a
+-- block was opened.
+local function hoist(out, ctx, stmts, vars, env)
+  local written, opened = {}, false
+  for _, s in ipairs(stmts) do written[s.target.buf] = true end
+  for _, s in ipairs(stmts) do
+    for _, ld in ipairs(loops.loads(s.expr, {})) do
+      local invariant = not written[ld.buf] and ld.buf.role ~= "local"
+      for v in pairs(ld.index.t) do if vars[v] then invariant = false end end
+      local str = index_str(ld.buf, ld.index, env)
+      if invariant and not ctx.hoisted[str] then
+        if not opened then out.open("{"); opened = true end
+        ctx.nhoist = ctx.nhoist + 1
+        ctx.hoisted[str] = "h" .. ctx.nhoist
+        out.line("const " .. CTYPE[ctx.dtype] .. " " .. ctx.hoisted[str] .. " = " .. str .. ";")
+      end
     end
   end
   return opened
 end
 
-local function emit_reduce(out, nest, env, ctx)
-  local b, dtype, T = nest.body, ctx.dtype, CTYPE[ctx.dtype]
+local function emit_reduce(out, s, env, ctx)
+  local dtype, T = ctx.dtype, CTYPE[ctx.dtype]
   local outer = {}
-  for k = 1, #b.rvars - 1 do outer[k] = b.rvars[k] end
-  local inner = b.rvars[#b.rvars]
-  local L = math.min(emit.LANES[dtype], inner.n)
-  local target = index_str(b.target.buf, b.target.index, env)
-  if nest.unroll_reduce then
+  for k = 1, #s.rvars - 1 do outer[k] = s.rvars[k] end
+  local inner = s.rvars[#s.rvars]
+  local L = s.lanes
+  local target = index_str(s.target.buf, s.target.index, env)
+  if s.unroll then
     local lanes = {}
     each_combo(outer, 1, env, function()
       for j = 0, inner.n - 1 do
         env[inner.var] = j
-        local t = emit.expr(b.expr, env, ctx)
+        local t = emit.expr(s.expr, env, ctx)
         local l = j % L
         lanes[l] = lanes[l] and infix(lanes[l], "+", t, 1) or t
       end
       env[inner.var] = nil
     end)
-    for _, s in ipairs(combine_order(L)) do lanes[s[1]] = infix(lanes[s[1]], "+", lanes[s[2]], 1) end
-    out.line(target .. " = " .. lanes[0].s .. ";")
-    emit_check(out, target, b.check, dtype)
+    local terms = {}
+    for l = 0, L - 1 do terms[l + 1] = lanes[l] end
+    out.line(target .. " = " .. tree(terms).s .. ";")
+    emit_check(out, target, s.check, dtype)
     return
   end
   local rvars = {}
-  for _, r in ipairs(b.rvars) do rvars[r.var] = true end
+  for _, r in ipairs(s.rvars) do rvars[r.var] = true end
   local saved = ctx.hoisted
   ctx.hoisted = setmetatable({}, { __index = saved })
-  if not hoist(out, ctx, b.expr, rvars, env) then out.open("{") end -- one block for both
+  local probe = { target = { buf = {} }, expr = s.expr } -- the target is written after the loop
+  if not hoist(out, ctx, { probe }, rvars, env) then out.open("{") end -- one block for both
   out.line(T .. " acc[" .. L .. "] = {0};")
   for _, r in ipairs(outer) do out.open(string.format("for (int %s = 0; %s < %d; ++%s) {", r.var, r.var, r.n, r.var)) end
   local main = inner.n - inner.n % L
   local function lane_stmt(l, at)
     env[inner.var] = at
-    out.line("acc[" .. l .. "] += " .. emit.expr(b.expr, env, ctx).s .. ";")
+    out.line("acc[" .. l .. "] += " .. emit.expr(s.expr, env, ctx).s .. ";")
     env[inner.var] = nil
   end
   if main == L then
@@ -192,62 +214,84 @@ local function emit_reduce(out, nest, env, ctx)
   else
     local v = inner.var
     out.open(string.format("for (int %s = 0; %s < %d; %s += %d) {", v, v, main, v, L))
-    for l = 0, L - 1 do lane_stmt(l, lower.aff.add(lower.aff.var(v), lower.aff.const(l))) end
+    for l = 0, L - 1 do lane_stmt(l, aff.add(aff.var(v), aff.const(l))) end
     out.close()
   end
   for j = main, inner.n - 1 do lane_stmt(j - main, j) end
   for _ in ipairs(outer) do out.close() end
-  for _, s in ipairs(combine_order(L)) do
-    out.line(string.format("acc[%d] = acc[%d] + acc[%d];", s[1], s[1], s[2]))
+  for _, st in ipairs(combine_order(L)) do
+    out.line(string.format("acc[%d] = acc[%d] + acc[%d];", st[1], st[1], st[2]))
   end
   out.line(target .. " = acc[0];")
-  emit_check(out, target, b.check, dtype)
+  emit_check(out, target, s.check, dtype)
   out.close()
   ctx.hoisted = saved
 end
 
-local function emit_nest(out, nest, ctx)
-  -- one restrict pointer per workspace buffer this nest touches: buffers in use at the same
-  -- time never overlap (lower's workspace plan), which is what restrict promises
-  local target, used = nest.body.target.buf, {}
-  for b in pairs(lower.reads(nest.body.expr, {})) do if b.cname == "ws" then used[#used + 1] = b end end
-  if target.cname == "ws" then used[#used + 1] = target end
+local emit_body
+
+local function emit_stmt(out, s, env, ctx)
+  if s.k == "loop" then
+    if s.unroll or s.n == 1 then -- an extent-1 loop is just its body at index 0
+      for v = 0, s.n - 1 do
+        env[s.var] = v
+        emit_body(out, s.body, env, ctx)
+      end
+      env[s.var] = nil
+      return
+    end
+    local innermost = true
+    for _, t in ipairs(s.body) do if t.k ~= "store" and t.k ~= "accum" then innermost = false end end
+    local saved, hoisted = ctx.hoisted, false
+    if innermost then
+      ctx.hoisted = setmetatable({}, { __index = saved })
+      hoisted = hoist(out, ctx, s.body, { [s.var] = true }, env)
+    end
+    out.open(string.format("for (int %s = 0; %s < %d; ++%s) {", s.var, s.var, s.n, s.var))
+    emit_body(out, s.body, env, ctx)
+    out.close()
+    if hoisted then out.close() end
+    ctx.hoisted = saved
+  elseif s.k == "reduce" then
+    emit_reduce(out, s, env, ctx)
+  else
+    local target = index_str(s.target.buf, s.target.index, env)
+    local e = emit.expr(s.expr, env, ctx)
+    if s.k == "accum" then e = infix(atom(target), "+", e, 1) end
+    out.line(target .. " = " .. e.s .. ";")
+    emit_check(out, target, s.check, ctx.dtype)
+  end
+end
+
+function emit_body(out, body, env, ctx)
+  for _, s in ipairs(body) do emit_stmt(out, s, env, ctx) end
+end
+
+-- A top-level statement: one restrict pointer per workspace buffer it touches (buffers in use
+-- at the same time never overlap: fuse's workspace plan), and a comment naming the values.
+local function emit_top(out, s, ctx)
+  local used, written, names, seen = {}, {}, {}, {}
+  for _, x in ipairs(loops.accesses({ s })) do
+    if x.buf.role == "ws" and not seen[x.buf] then seen[x.buf] = true; used[#used + 1] = x.buf end
+    if x.write then written[x.buf] = true end
+  end
+  local function name_of(st)
+    local n = st.node
+    if n and not seen[n] then
+      seen[n] = true
+      names[#names + 1] = (n.name or ("%" .. n.id)) .. " " .. util.shape_str(n.shape)
+    end
+  end
+  loops.walk({ s }, function(st) name_of(st) end)
+  out.line("/* " .. table.concat(names, ", ") .. " */")
   table.sort(used, function(a, b) return a.id < b.id end)
   if #used > 0 then
     out.open("{")
     for _, b in ipairs(used) do
-      out.line(string.format("%s%s *restrict ws_%d = ws + %d;", b == target and "" or "const ", CTYPE[ctx.dtype], b.id, b.base))
+      out.line(string.format("%s%s *restrict ws_%d = ws + %d;", written[b] and "" or "const ", CTYPE[ctx.dtype], b.id, b.base))
     end
   end
-  local function level(k, env)
-    local l = nest.loops[k]
-    if k <= nest.keep and l.n > 1 then -- an extent-1 loop is just its body at index 0
-      local saved, hoisted = ctx.hoisted, false
-      if k == #nest.loops and nest.body.k == "store" then -- the innermost loop: hoist invariants
-        ctx.hoisted = setmetatable({}, { __index = saved })
-        hoisted = hoist(out, ctx, nest.body.expr, { [l.var] = true }, env)
-      end
-      out.open(string.format("for (int %s = 0; %s < %d; ++%s) {", l.var, l.var, l.n, l.var))
-      level(k + 1, env)
-      out.close()
-      if hoisted then out.close() end
-      ctx.hoisted = saved
-    elseif l then
-      for v = 0, l.n - 1 do
-        env[l.var] = v
-        level(k + 1, env)
-      end
-      env[l.var] = nil
-    elseif nest.body.k == "reduce" then
-      emit_reduce(out, nest, env, ctx)
-    else
-      local b = nest.body
-      local target = index_str(b.target.buf, b.target.index, env)
-      out.line(target .. " = " .. emit.expr(b.expr, env, ctx).s .. ";")
-      emit_check(out, target, b.check, ctx.dtype)
-    end
-  end
-  level(1, {})
+  emit_stmt(out, s, {}, ctx)
   if #used > 0 then out.close() end
 end
 
@@ -279,7 +323,7 @@ function emit.declarations(fn, L, dtype, upper, pass, comment, seen)
       seen[macro] = true
       sizes[#sizes + 1] = string.format("#define %s %d /* %s %s */", macro, p.count, p.cname, util.shape_str(p.shape))
     end
-    doc[#doc + 1] = string.format("   %-12s %s %s %s", p.cname, util.shape_str(p.shape), ROLE_DOC[p.role], p.name)
+    doc[#doc + 1] = string.format("   %-12s %s %s %s", p.cname, util.shape_str(p.shape), ROLE_DOC[p.arg_role], p.name)
     casts[i] = "(" .. (p.const and "const " or "") .. T .. " *)a[" .. (i - 1) .. "]"
   end
   casts[#casts + 1] = "(" .. T .. " *)a[" .. #L.params .. "]"
@@ -296,23 +340,22 @@ end
 function emit.fn(fn, L, dtype, helpers, comment)
   local out = new_out()
   local ctx = { dtype = dtype, helpers = helpers, hoisted = {}, nhoist = 0 }
-  local used, checks = {}, false
-  for _, nest in ipairs(L.nests) do
-    for buf in pairs(lower.reads(nest.body.expr, {})) do used[buf] = true end
-    checks = checks or nest.body.check ~= nil
+  local read, checks = {}, false
+  for _, x in ipairs(loops.accesses(L.body)) do
+    if not x.write then read[x.buf] = true end
+    checks = checks or (x.stmt.check ~= nil)
   end
   out.line("/* " .. comment .. " */")
   out.line(emit.signature(fn, L, dtype))
   out.line("{")
   out.depth = 1
-  for _, p in ipairs(L.params) do if p.const and not used[p] then out.line("(void)" .. p.cname .. ";") end end
+  for _, p in ipairs(L.params) do if p.const and not read[p] then out.line("(void)" .. p.cname .. ";") end end
   if L.ws_size == 0 then out.line("(void)ws;") end
   if checks then out.line("int bad = 0;") end
-  for _, nest in ipairs(L.nests) do
-    local n = nest.node
-    out.line("/* " .. (n.name or ("%" .. n.id)) .. " " .. util.shape_str(n.shape) .. " */")
-    emit_nest(out, nest, ctx)
-  end
+  local locals = {}
+  for _, b in ipairs(L.bufs) do if b.role == "local" then locals[#locals + 1] = b.cname .. " = 0" end end
+  if #locals > 0 then out.line(CTYPE[dtype] .. " " .. table.concat(locals, ", ") .. ";") end
+  for _, s in ipairs(L.body) do emit_top(out, s, ctx) end
   out.line(checks and "return bad;" or "return 0;")
   out.depth = 0
   out.line("}")

@@ -41,7 +41,9 @@ static const char *const GEN_OPTIONS =
     "                       JIT, runs straight-line code faster; unrolled within a size budget)\n"
     "  --vjp derived|closed use the tape VJP (default) or the spec's closed form\n"
     "  --jvp derived|closed likewise for the JVP\n"
-    "  --dump-ir PASS       print the IR after forward|vjp|jvp|simplify to stderr\n"
+    "  --dump-ir PASS       print the IR after forward|vjp|jvp|simplify (graph) or lower|fuse\n"
+    "                       (loops) to stderr\n"
+    "  --fuse auto|none     loop fusion (default auto); none is for diagnosis: same results\n"
     "  --check-ir           run the IR checker between passes\n";
 
 typedef struct {
@@ -109,6 +111,7 @@ static void parse(cli *c, const char *cmd, int argc, char **argv, const char *al
             else if (strcmp(key, "--jvp") == 0) c->req.jvp_form = val;
             else if (strcmp(key, "--name") == 0) c->req.name = val;
             else if (strcmp(key, "--dump-ir") == 0) c->req.dump_ir = val;
+            else if (strcmp(key, "--fuse") == 0) c->req.fuse = val;
             else if (strcmp(key, "--check-ir") == 0) c->req.check_ir = 1;
             else if (strcmp(key, "--all") == 0) c->all = 1;
             else if (strcmp(key, "--in") == 0) c->ins[c->nins++] = val;
@@ -226,7 +229,7 @@ static int cmd_emit(int argc, char **argv)
 {
     cli c;
     parse(&c, "emit", argc, argv,
-          "--dtype --semantics --unroll --vjp --jvp --name --out --dump-ir --check-ir");
+          "--dtype --semantics --unroll --vjp --jvp --name --out --dump-ir --check-ir --fuse");
     if (c.help) {
         printf("usage: kerngen emit GRAPH [NAME=VALUE...] [options] [--out DIR]\n\n"
                "Writes DIR/<name>.h and DIR/<name>.c (default DIR: .) holding the forward, VJP and\n"
@@ -403,7 +406,7 @@ static int write_outputs(const kg_kernel *k, kg_pass pass, const char *dir, run_
 static int cmd_run(int argc, char **argv)
 {
     cli c;
-    parse(&c, "run", argc, argv, "--dtype --semantics --unroll --vjp --jvp --pass --in --out --dump-ir --check-ir");
+    parse(&c, "run", argc, argv, "--dtype --semantics --unroll --vjp --jvp --pass --in --out --dump-ir --check-ir --fuse");
     if (c.help) {
         printf("usage: kerngen run GRAPH [NAME=VALUE...] [--dtype f32|f64] [--pass forward|vjp|jvp]\n"
                "                  --in NAME=FILE.npy ... --out DIR\n\n"

@@ -1,89 +1,32 @@
--- lower: graph IR -> loop IR, with fusion and the workspace plan.
+-- lower: graph IR -> loop IR (gen/loops.lua), one statement list per stored node.
 --
 -- Takes a simplified graph and decides which nodes live in memory ("materialized"): reductions,
 -- nodes with domain checks, outputs, computed arguments of broadcasts (reading them through a
 -- broadcast would repeat their work), arguments of reshapes that merge axes, and elementwise
--- nodes whose inlined expression is costly and used more than once. Every other node is fused into its
--- consumers' expressions, so intermediates stay out of memory.
+-- nodes whose inlined expression is costly and used more than once. Every other node is fused
+-- into its consumers' expressions, so intermediates stay out of memory.
 --
--- Loop IR: one nest per materialized node, with constant trip counts:
---   nest = { loops = {{var, n}...}, body = stmt }                        (outermost first)
---   stmt = { k = "store",  target, expr, check }
---        | { k = "reduce", target, rvars = {{var, n}...}, expr, check }  (sum over rvars)
---   target = { buf, index }            buf = { cname, base, size }     index: affine form
---   expr = { k = "load", buf, index } | { k = "num", v } | { k = "op", op, attr, args }
---        | { k = "ifzero", index, e }  (e where index == 0, else 0)
--- Affine index forms { c = int, t = {var = coef} } keep addresses foldable when unrolled.
--- Workspace buffers are reused after their last reader (first fit), so ws stays small.
+-- Each stored node becomes loops over its shape around one store, except sums, which walk their
+-- argument in memory order (the order the generator owns, see loops.lua):
+--   row form      every kept axis is outside every summed one (a row's sum: layernorm's mean):
+--                 loops over the kept axes around one reduce statement (lanes on the innermost
+--                 summed axis);
+--   column form   some kept axis is inside a summed one (dgamma = sum over rows): loops over
+--                 the argument's axes in order around an accumulation, vectorizable across the
+--                 kept inner axes. When the innermost axis is summed too (GroupNorm's channels of
+--                 a group), the terms go to lanes by that axis, in a small accumulator, and the
+--                 lanes are combined by the same tree as a reduce statement.
+-- Zeroing an accumulation's target is a statement of its own, marked init (fuse may move it).
 
 local ops = require("ops")
 local util = require("util")
+local loops = require("loops")
+
+local aff = loops.aff
 
 local lower = {}
 
----------------------------------------------------------------------------------------------
--- Affine index forms
-
-local aff = {}
-lower.aff = aff
-function aff.const(c) return { c = c, t = {} } end
-function aff.var(v) return { c = 0, t = { [v] = 1 } } end
-function aff.add(a, b)
-  local r = { c = a.c + b.c, t = {} }
-  for v, k in pairs(a.t) do r.t[v] = k end
-  for v, k in pairs(b.t) do r.t[v] = (r.t[v] or 0) + k; if r.t[v] == 0 then r.t[v] = nil end end
-  return r
-end
-function aff.scale(a, s)
-  local r = { c = a.c * s, t = {} }
-  if s ~= 0 then for v, k in pairs(a.t) do r.t[v] = k * s end end
-  return r
-end
--- Value under env (var -> integer or affine form); vars missing from env stay symbolic.
-function aff.eval(a, env)
-  local r = { c = a.c, t = {} }
-  for v, k in pairs(a.t) do
-    local x = env and env[v]
-    if type(x) == "number" then r.c = r.c + k * x
-    elseif x then r = aff.add(r, aff.scale(x, k))
-    else r = aff.add(r, { c = 0, t = { [v] = k } }) end
-  end
-  return r
-end
--- The C text of a + base under env, without building intermediate forms (emit_c's hot path).
-function aff.render(a, base, env)
-  local c, sym = a.c + base, nil
-  for v, k in pairs(a.t) do
-    local x = env[v]
-    if type(x) == "number" then
-      c = c + k * x
-    else
-      sym = sym or {}
-      if x then
-        c = c + k * x.c
-        for v2, k2 in pairs(x.t) do sym[v2] = (sym[v2] or 0) + k * k2 end
-      else
-        sym[v] = (sym[v] or 0) + k
-      end
-    end
-  end
-  if not sym then return tostring(c) end
-  for v, k in pairs(sym) do if k == 0 then sym[v] = nil end end
-  return aff.str({ c = c, t = sym })
-end
-
-function aff.str(a)
-  local vars = {}
-  for v in pairs(a.t) do vars[#vars + 1] = v end
-  table.sort(vars)
-  local parts = {}
-  for _, v in ipairs(vars) do
-    local k = a.t[v]
-    parts[#parts + 1] = (k == 1) and v or (tostring(k) .. " * " .. v)
-  end
-  if a.c ~= 0 or #parts == 0 then parts[#parts + 1] = tostring(a.c) end
-  return table.concat(parts, " + ")
-end
+lower.LANES = { f32 = 16, f64 = 8 }
 
 local function flat(shape, idx)
   local st, r = util.strides(shape), aff.const(0)
@@ -97,14 +40,23 @@ end
 local SUFFIX = { input = "", cotangent = "_cot", tangent = "_tan", output = "", grad = "_grad", output_tangent = "_tan" }
 
 local function param(name, role, shape, const)
-  return { cname = name .. SUFFIX[role], name = name, role = role, shape = shape, count = util.count(shape), const = const, base = 0 }
+  return { cname = name .. SUFFIX[role], name = name, role = "param", arg_role = role, shape = shape,
+    count = util.count(shape), size = util.count(shape), const = const, base = 0 }
 end
 
 ---------------------------------------------------------------------------------------------
 
-function lower.run(G)
+local function loop(var, n, body) return { k = "loop", var = var, n = n, body = body } end
+
+-- Wraps stmt in loops over vars (outermost first): vars = {{var, n}...}.
+local function nest(vars, stmts)
+  for k = #vars, 1, -1 do stmts = { loop(vars[k].var, vars[k].n, stmts) } end
+  return stmts
+end
+
+function lower.run(G, dtype)
   local uses = G:uses()
-  local params = {}
+  local params, bufs = {}, {}
   local home = {} -- node -> buffer it can be loaded from (flat, in the node's own shape)
   for _, io in ipairs(G.inputs) do
     local p = param(io.name, io.role, io.node.shape, true)
@@ -114,9 +66,9 @@ function lower.run(G)
   local out_param, copies, cnames = {}, {}, {}
   local function unique(p)
     if cnames[p.cname] then
-      util.fail("argument name " .. p.cname .. " is used twice (" .. cnames[p.cname] .. " and " .. p.role .. " of " .. p.name .. ")")
+      util.fail("argument name " .. p.cname .. " is used twice (" .. cnames[p.cname] .. " and " .. p.arg_role .. " of " .. p.name .. ")")
     end
-    cnames[p.cname] = p.role .. " of " .. p.name
+    cnames[p.cname] = p.arg_role .. " of " .. p.name
   end
   for _, p in ipairs(params) do unique(p) end
   for _, o in ipairs(G.outputs) do
@@ -128,6 +80,11 @@ function lower.run(G)
     else
       out_param[o.node] = p
     end
+  end
+  local function ws_buf(size, name)
+    local b = { cname = "ws", role = "ws", size = size, id = #bufs, name = name }
+    bufs[#bufs + 1] = b
+    return b
   end
 
   -- Arguments of reshapes that merge axes (no affine read) must be readable from memory.
@@ -141,22 +98,15 @@ function lower.run(G)
   end
 
   -- Materialization plan, in topological order.
-  local mat, cost, ws_bufs = {}, {}, {}
+  local mat, cost = {}, {}
   local function materialize(n)
     mat[n] = true
     cost[n] = 0
-    if out_param[n] then home[n] = out_param[n]
-    else
-      local b = { cname = "ws", size = util.count(n.shape), id = #ws_bufs }
-      ws_bufs[#ws_bufs + 1] = b
-      home[n] = b
-    end
+    home[n] = out_param[n] or ws_buf(util.count(n.shape), n.name)
   end
   for _, n in ipairs(G.nodes) do
     local def = ops[n.op]
-    if n.op == "input" then
-      cost[n] = 0
-    elseif n.op == "const" then
+    if n.op == "input" or n.op == "const" then
       cost[n] = 0
     elseif def.kind == "view" then
       local a = n.args[1]
@@ -205,118 +155,120 @@ function lower.run(G)
     error("lower: %" .. n.id .. " (" .. n.op .. ") must be materialized")
   end
 
-  local function loops_over(shape)
-    local loops, idx = {}, {}
+  local function vars_over(shape, prefix)
+    local vars, idx = {}, {}
     for k, e in ipairs(shape) do
-      loops[k] = { var = "i" .. (k - 1), n = e }
-      idx[k] = aff.var("i" .. (k - 1))
+      vars[k] = { var = prefix .. (k - 1), n = e }
+      idx[k] = aff.var(prefix .. (k - 1))
     end
-    return loops, idx
+    return vars, idx
   end
 
-  local nests = {}
-  local function nest_for(n, buf)
-    local it = n -- materialize through reshapes: iterate over the argument's shape, same flat order
-    while it.op == "reshape" and not home[it.args[1]] do it = it.args[1] end
-    local loops, idx = loops_over(it.shape)
-    local target = { buf = buf, index = flat(it.shape, idx) }
-    local body
-    if it.op == "sum" then
-      local a, red, rvars, aidx, k = it.args[1], {}, {}, {}, 1
-      for _, ax in ipairs(it.attr.axes) do red[ax] = true end
-      for j, e in ipairs(a.shape) do
-        if red[j] then
-          local v = "r" .. #rvars
-          rvars[#rvars + 1] = { var = v, n = e }
-          aidx[j] = aff.var(v)
-        else
-          aidx[j] = idx[k]; k = k + 1
-        end
-      end
-      body = { k = "reduce", target = target, rvars = rvars, expr = expr(a, aidx) }
-    else
-      local saved = home[it]
-      if it == n then home[it] = nil end -- compute the value, not a load of itself
-      body = { k = "store", target = target, expr = expr(it, idx), check = ops[it.op].domain }
-      home[it] = saved
-    end
-    nests[#nests + 1] = { loops = loops, body = body, node = n }
+  local body = {}
+  local function add(stmts, node)
+    loops.walk(stmts, function(s) s.node = node end)
+    for _, s in ipairs(stmts) do body[#body + 1] = s end
   end
-  for _, n in ipairs(G.nodes) do if mat[n] then nest_for(n, home[n]) end end
+
+  -- A sum in memory order of its argument (the forms in the header).
+  local function lower_sum(n, it, target_buf)
+    local a, red = it.args[1], {}
+    for _, ax in ipairs(it.attr.axes) do red[ax] = true end
+    local first_red
+    for j = 1, #a.shape do if red[j] and not first_red then first_red = j end end
+    local aidx, outer, kept_inner, inner_vars, kept_idx = {}, {}, {}, {}, {}
+    local nk, nr = 0, 0
+    for j, e in ipairs(a.shape) do
+      local v
+      if red[j] then v = "r" .. nr; nr = nr + 1 else v = "i" .. nk; nk = nk + 1 end
+      aidx[j] = aff.var(v)
+      if not red[j] then kept_idx[#kept_idx + 1] = aff.var(v) end
+      if j < first_red then
+        outer[#outer + 1] = { var = v, n = e }
+      else
+        inner_vars[#inner_vars + 1] = { var = v, n = e, red = red[j] }
+        if not red[j] then kept_inner[#kept_inner + 1] = { var = v, n = e } end
+      end
+    end
+    local target = { buf = target_buf, index = flat(it.shape, kept_idx) }
+    local last = #a.shape
+    local lanes = red[last] and math.min(lower.LANES[dtype], a.shape[last]) or 1
+    local e = expr(a, aidx)
+    if #kept_inner == 0 then -- row form
+      local rvars = {}
+      for _, v in ipairs(inner_vars) do rvars[#rvars + 1] = { var = v.var, n = v.n } end
+      add(nest(outer, { { k = "reduce", target = target, rvars = rvars, lanes = lanes, expr = e } }), n)
+      return
+    end
+    -- column form
+    if lanes == 1 then -- accumulate into the target itself
+      local zero = nest(outer, nest(kept_inner, { { k = "store", target = target, expr = { k = "num", v = 0 } } }))
+      zero[1].init = true
+      add(zero, n)
+      add(nest(outer, nest(inner_vars, { { k = "accum", target = target, expr = e } })), n)
+      return
+    end
+    -- lanes by the innermost (summed) axis, in an accumulator acc[kept inner][lane]
+    local count = 1
+    for _, v in ipairs(kept_inner) do count = count * v.n end
+    local acc = ws_buf(count * lanes, n.name and (n.name .. "_lanes"))
+    local kflat = aff.const(0)
+    for _, v in ipairs(kept_inner) do kflat = aff.add(aff.scale(kflat, v.n), aff.var(v.var)) end
+    local lane_base = aff.scale(kflat, lanes)
+    local stmts = nest(kept_inner, nest({ { var = "l", n = lanes } },
+      { { k = "store", target = { buf = acc, index = aff.add(lane_base, aff.var("l")) }, expr = { k = "num", v = 0 } } }))
+    local jv, jn = inner_vars[#inner_vars].var, inner_vars[#inner_vars].n
+    local mids = {}
+    for k = 1, #inner_vars - 1 do mids[k] = inner_vars[k] end
+    local main = jn - jn % lanes
+    -- the innermost axis j as blocks of lanes (j = lanes * jb + l), then its tail (j = main + l)
+    local function accumulate(j_form, lane_vars)
+      local idx = {}
+      for j = 1, #a.shape do idx[j] = aff.subst(aidx[j], jv, j_form) end
+      local acc_index = aff.add(lane_base, aff.var("l"))
+      return nest(lane_vars, { { k = "accum", target = { buf = acc, index = acc_index }, expr = expr(a, idx) } })
+    end
+    local sweep = {}
+    if main > 0 then
+      sweep[#sweep + 1] = accumulate(aff.add(aff.scale(aff.var("jb"), lanes), aff.var("l")),
+        { { var = "jb", n = main // lanes }, { var = "l", n = lanes } })[1]
+    end
+    if jn % lanes > 0 then
+      sweep[#sweep + 1] = accumulate(aff.add(aff.const(main), aff.var("l")), { { var = "l", n = jn % lanes } })[1]
+    end
+    for _, s in ipairs(nest(mids, sweep)) do stmts[#stmts + 1] = s end
+    local terms = {}
+    for l = 0, lanes - 1 do terms[l + 1] = { k = "load", buf = acc, index = aff.add(lane_base, aff.const(l)) } end
+    for _, s in ipairs(nest(kept_inner, { { k = "store", target = target, expr = { k = "tree", terms = terms } } })) do
+      stmts[#stmts + 1] = s
+    end
+    add(nest(outer, stmts), n)
+  end
+
+  for _, n in ipairs(G.nodes) do
+    if mat[n] then
+      local it = n -- materialize through reshapes: iterate over the argument's shape, same flat order
+      while it.op == "reshape" and not home[it.args[1]] do it = it.args[1] end
+      if it.op == "sum" then
+        lower_sum(n, it, home[n])
+      else
+        local vars, idx = vars_over(it.shape, "i")
+        local saved = home[it]
+        if it == n then home[it] = nil end -- compute the value, not a load of itself
+        local s = { k = "store", target = { buf = home[n] or saved, index = flat(it.shape, idx) }, expr = expr(it, idx),
+          check = ops[it.op].domain }
+        home[it] = saved
+        add(nest(vars, { s }), n)
+      end
+    end
+  end
   for _, c in ipairs(copies) do
-    local loops, idx = loops_over(c.node.shape)
-    nests[#nests + 1] = { loops = loops, node = c.node,
-      body = { k = "store", target = { buf = c.buf, index = flat(c.node.shape, idx) }, expr = expr(c.node, idx) } }
+    local vars, idx = vars_over(c.node.shape, "i")
+    add(nest(vars, { { k = "store", target = { buf = c.buf, index = flat(c.node.shape, idx) }, expr = expr(c.node, idx) } }),
+      c.node)
   end
 
-  return { nests = nests, params = params, ws_bufs = ws_bufs, ws_size = lower.plan_workspace(nests, ws_bufs) }
-end
-
----------------------------------------------------------------------------------------------
--- Workspace plan: a buffer is live from the nest that writes it to the last nest that reads it.
-
--- What an expression reads: every load (buffer and index), or the set of buffers.
-local function loads(e, acc)
-  if e.k == "load" then acc[#acc + 1] = e
-  elseif e.k == "op" then for _, a in ipairs(e.args) do loads(a, acc) end
-  elseif e.k == "ifzero" then loads(e.e, acc) end
-  return acc
-end
-lower.loads = loads
-
-local function reads(e, acc)
-  for _, l in ipairs(loads(e, {})) do acc[l.buf] = true end
-  return acc
-end
-lower.reads = reads
-
-function lower.plan_workspace(nests, bufs)
-  local last = {}
-  for i, nest in ipairs(nests) do
-    for b in pairs(reads(nest.body.expr, {})) do last[b] = i end
-  end
-  local free, high = {}, 0 -- free: sorted list of {start, size}
-  local function alloc(size)
-    for i, f in ipairs(free) do
-      if f.size >= size then
-        local start = f.start
-        f.start, f.size = f.start + size, f.size - size
-        if f.size == 0 then table.remove(free, i) end
-        return start
-      end
-    end
-    local start = high
-    high = high + size
-    return start
-  end
-  local function release(b)
-    free[#free + 1] = { start = b.base, size = b.size }
-    table.sort(free, function(x, y) return x.start < y.start end)
-    local merged = {}
-    for _, f in ipairs(free) do
-      local m = merged[#merged]
-      if m and m.start + m.size == f.start then m.size = m.size + f.size else merged[#merged + 1] = f end
-    end
-    free = merged
-    if #free > 0 and free[#free].start + free[#free].size == high then
-      high = free[#free].start
-      free[#free] = nil
-    end
-  end
-  local peak = 0
-  local ending = {}
-  for i, nest in ipairs(nests) do
-    local b = nest.body.target.buf
-    if b.cname == "ws" and b.base == nil then
-      b.base = alloc(b.size)
-      peak = math.max(peak, high)
-      local e = last[b] or i
-      ending[e] = ending[e] or {}
-      table.insert(ending[e], b)
-    end
-    for _, dead in ipairs(ending[i] or {}) do release(dead) end
-  end
-  return peak
+  return { params = params, bufs = bufs, body = body }
 end
 
 return lower

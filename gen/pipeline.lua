@@ -1,14 +1,15 @@
 -- pipeline: the passes in order, and the entry points the C host calls.
 --
 --   spec (load, bind, forward graph)
---     -> vjp / jvp (derived or closed form)        graph IR
+--     -> vjp / jvp (derived or closed form)        graph IR (ir.lua)
 --     -> simplify                                  graph IR
---     -> lower                                     loop IR + workspace plan
+--     -> lower                                     loop IR (loops.lua): a nest per stored value
+--     -> fuse                                      loop IR: fused sweeps, row-sized buffers, workspace plan
 --     -> schedule                                  unroll decisions
 --     -> emit_c                                    C text (templates/)
 --
--- With check_ir the IR checker runs after every graph pass; dump_ir = PASS returns the IR text
--- after that pass (forward, vjp, jvp, simplify).
+-- With check_ir the IR checkers run after every pass; dump_ir = PASS returns the IR text after
+-- that pass (forward, vjp, jvp, simplify: the graph; lower, fuse: the loop IR).
 
 local util = require("util")
 local ir = require("ir")
@@ -17,6 +18,8 @@ local vjp = require("vjp")
 local jvp = require("jvp")
 local simplify = require("simplify")
 local lower = require("lower")
+local fuse = require("fuse")
+local loops = require("loops")
 local schedule = require("schedule")
 local emit = require("emit_c")
 local template = require("template")
@@ -41,7 +44,8 @@ local function check_options(req)
   one_of("unroll", "--unroll", { "auto", "full", "none" }, "auto")
   one_of("vjp_form", "--vjp", { "derived", "closed" }, "derived")
   one_of("jvp_form", "--jvp", { "derived", "closed" }, "derived")
-  one_of("dump_ir", "--dump-ir", { "forward", "vjp", "jvp", "simplify" }, nil)
+  one_of("dump_ir", "--dump-ir", { "forward", "vjp", "jvp", "simplify", "lower", "fuse" }, nil)
+  one_of("fuse", "--fuse", { "auto", "none" }, "auto")
   -- the passes to generate, in order (default: all three)
   local list = req.passes or pipeline.PASSES
   req.passes, req.want = {}, {}
@@ -114,18 +118,26 @@ function pipeline.generate(req)
   local base = req.name or (S.name .. "_" .. shape_tag(S, R.dims) .. "_" .. dtype)
   local upper = base:upper()
   local helpers, fns, protos, sizes, entries = {}, {}, {}, {}, {}
-  local result = { name = base, functions = {}, dumps = table.concat(R.dumps) }
+  local dumps = R.dumps
+  local result = { name = base, functions = {} }
   local size_seen, init_of = {}, {}
   for _, i in ipairs(S.inputs) do init_of[i[1]] = i.init end
   local statements, terms = 0, 0
   for _, pass in ipairs(req.passes) do
     local fn = base .. "_" .. pass
-    local L = lower.run(R.graphs[pass])
+    local L = lower.run(R.graphs[pass], dtype)
     for _, p in ipairs(L.params) do -- generated code indexes with int
       if p.count > INT_MAX then
         util.fail(string.format("%s: %s has %d elements; kernels index with int (at most %d)", S.name, p.cname, p.count, INT_MAX))
       end
     end
+    local function after(what)
+      if req.check_ir then loops.verify(L, what .. "(" .. pass .. ")") end
+      if req.dump_ir == what then dumps[#dumps + 1] = loops.dump(L, what .. "(" .. pass .. ")") end
+    end
+    after("lower")
+    fuse.run(L, req.fuse)
+    after("fuse")
     if L.ws_size > INT_MAX then util.fail(string.format("%s: the %s workspace would exceed %d elements", S.name, pass, INT_MAX)) end
     schedule.run(L, req.unroll, fn)
     terms = terms + L.unrolled_terms
@@ -138,11 +150,12 @@ function pipeline.generate(req)
     entries[#entries + 1] = d.entry
     local meta = { fn = fn, ws = L.ws_size, params = {} }
     for i, p in ipairs(L.params) do
-      meta.params[i] = { cname = p.cname, name = p.name, role = p.role, shape = p.shape, count = p.count,
+      meta.params[i] = { cname = p.cname, name = p.name, role = p.arg_role, shape = p.shape, count = p.count,
         init = init_of[p.name] or "normal" }
     end
     result.functions[pass] = meta
   end
+  result.dumps = table.concat(dumps)
   local opts = string.format("dtype=%s semantics=%s unroll=%s vjp=%s jvp=%s", dtype, req.semantics, req.unroll,
     req.vjp_form, req.jvp_form)
   local banner = table.concat({

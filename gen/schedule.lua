@@ -1,11 +1,12 @@
--- schedule: the unroll policy over the loop IR. Decides, per nest, how many outer loops stay
--- loops (nest.keep) and whether its reduction is written out term by term (nest.unroll_reduce).
+-- schedule: the unroll policy over the loop IR (loops.lua). Marks each loop unrolled or not
+-- (loop.unroll) and each reduce statement written out term by term or not (stmt.unroll).
 --   none: every loop stays a loop (reductions still use explicit lane accumulators).
 --   full: everything is straight-line code; refused above HARD_LIMIT terms.
---   auto: innermost levels are unrolled while the unrolled part of a nest stays within
---         NEST_BUDGET terms and the function within FUNCTION_BUDGET; big shapes stay loops
+--   auto: a loop is unrolled when everything inside it is, and its unrolled size stays within
+--         NEST_BUDGET terms and the function's within FUNCTION_BUDGET; big shapes stay loops
 --         with constant bounds, so code size follows the graph, not the shape.
--- Sizes are counted in expression terms (loads, constants and operators of the unrolled code).
+-- Sizes are counted in expression terms (loads, constants and operators of the emitted code).
+-- Unrolling never changes results: the order of every sum is fixed in the IR.
 
 local util = require("util")
 
@@ -20,50 +21,59 @@ local function expr_size(e)
     local s = 1
     for _, a in ipairs(e.args) do s = s + expr_size(a) end
     return s
-  elseif e.k == "ifzero" then return 1 + expr_size(e.e) end
+  elseif e.k == "ifzero" then return 1 + expr_size(e.e)
+  elseif e.k == "tree" then
+    local s = 0
+    for _, t in ipairs(e.terms) do s = s + 1 + expr_size(t) end
+    return s
+  end
   return 1
 end
 
--- Terms of the body once unrolled (the reduction included), and of one copy of it.
-local function body_terms(nest)
-  local b = nest.body
-  local per = expr_size(b.expr) + 1
-  if b.k == "reduce" then
-    local n = 1
-    for _, r in ipairs(b.rvars) do n = n * r.n end
-    return per * n
+-- Terms emitted for s under the decisions taken; `all` reports whether s is straight-line.
+local function size(s, policy, budget)
+  if s.k == "loop" then
+    local inner, straight = 0, true
+    for _, t in ipairs(s.body) do
+      local n, all = size(t, policy, budget)
+      inner = inner + n
+      straight = straight and all
+    end
+    s.unroll = policy == "full" or (policy == "auto" and straight and s.n * inner <= budget)
+    if s.unroll then return s.n * inner, true end
+    return inner + 1, false
   end
-  return per
+  local per = expr_size(s.expr) + 1
+  if s.k ~= "reduce" then return per, true end
+  local count = 1
+  for _, r in ipairs(s.rvars) do count = count * r.n end
+  s.unroll = policy == "full" or (policy == "auto" and per * count <= budget)
+  if s.unroll then return per * count, true end
+  return per * s.lanes + s.lanes, false
 end
 
-function schedule.run(L, policy, fn_name)
+-- Undo every unrolling under s (a statement over the function's budget).
+local function keep_loops(s)
+  s.unroll = false
+  for _, t in ipairs(s.body or {}) do keep_loops(t) end
+end
+
+function schedule.run(F, policy, fn_name)
   local used = 0
-  for _, nest in ipairs(L.nests) do
-    local body = body_terms(nest)
-    local keep = #nest.loops
-    local unroll_reduce = false
-    if policy == "full" then
-      keep, unroll_reduce = 0, true
-    elseif policy == "auto" and body <= schedule.NEST_BUDGET and used + body <= schedule.FUNCTION_BUDGET then
-      unroll_reduce = true
-      local size = body
-      while keep > 0 do
-        local next_size = size * nest.loops[keep].n
-        if next_size > schedule.NEST_BUDGET or used + next_size > schedule.FUNCTION_BUDGET then break end
-        size, keep = next_size, keep - 1
-      end
+  for _, s in ipairs(F.body) do
+    local n = size(s, policy, schedule.NEST_BUDGET)
+    if policy == "auto" and used + n > schedule.FUNCTION_BUDGET then
+      keep_loops(s)
+      n = size(s, "none")
     end
-    nest.keep, nest.unroll_reduce = keep, unroll_reduce
-    local unrolled = unroll_reduce and body or 1
-    for k = keep + 1, #nest.loops do unrolled = unrolled * nest.loops[k].n end
-    used = used + unrolled
+    used = used + n
   end
   if used > schedule.HARD_LIMIT then
     util.fail(string.format("%s: --unroll %s would emit about %d terms (limit %d); use --unroll auto",
       fn_name, policy, used, schedule.HARD_LIMIT))
   end
-  L.unrolled_terms = used
-  return L
+  F.unrolled_terms = used
+  return F
 end
 
 return schedule

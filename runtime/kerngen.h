@@ -47,7 +47,10 @@ typedef struct {
     const char *vjp_form;    /* "derived" (default, the tape) or "closed" (spec's closed form) */
     const char *jvp_form;    /* likewise */
     const char *name;        /* C name prefix; NULL: <graph>_<dims>_<dtype> */
-    const char *dump_ir;     /* NULL or forward|vjp|jvp|simplify: IR text, see KG_TEXT_IR */
+    const char *dump_ir;     /* NULL or forward|vjp|jvp|simplify (graph IR) or lower|fuse (loop
+                                IR): the IR after that pass, see KG_TEXT_IR */
+    const char *fuse;        /* "auto" (default) or "none": loop fusion off, for diagnosis
+                                (results are identical) */
     unsigned passes;         /* bit mask of (1u << KG_FORWARD), ... to generate; 0: all three.
                                 Fewer passes generate faster; kg_call on a missing one gives -1 */
     int check_ir;            /* run the IR checker between passes */

@@ -460,6 +460,7 @@ static void push_request(lua_State *L, const kg_request *req)
     set_str(L, "jvp_form", req->jvp_form);
     set_str(L, "name", req->name);
     set_str(L, "dump_ir", req->dump_ir);
+    set_str(L, "fuse", req->fuse);
     lua_pushboolean(L, req->check_ir);
     lua_setfield(L, -2, "check_ir");
     lua_createtable(L, req->nparams, 0);

@@ -16,7 +16,7 @@
  *   golden_emitted_file       tests/golden_emit/ holds one committed pair of emitted files;
  *                             regenerating it must give the same bytes. KERNGEN_UPDATE_GOLDEN=1
  *                             rewrites the pair instead (see tests/golden_emit/README.md).
- *   unroll_policies_agree_in_value  unroll auto, full and none compute the same values.
+ *   schedules_are_bit_identical  every graph: unroll auto, none, full and fusion off give the same bits.
  *   jit_cycle_no_leak         repeated generate+compile+call+free (./build.sh asan checks leaks).
  *
  * Compilers run as child processes (kg_aot.h: posix_spawnp, never a shell), at most two at a
@@ -476,58 +476,55 @@ static void golden_emitted_file(void **state)
 
 /* ---- 5. the unroll policies compute the same values ---- */
 
-static void unroll_policies_agree_in_value(void **state)
+/* Every graph, f32 and f64, at small dims: the JIT kernels of every schedule (unroll auto,
+   none and full; loop fusion off) give the bits of the default schedule, return codes included.
+   The order of every sum is fixed in the loop IR, so schedules may only change speed. */
+static void schedules_are_bit_identical(void **state)
 {
-    (void)state;
-    static const char *const unrolls[] = {"auto", "full", "none"};
-    const char *params[] = {"rows=3", "dim=37"};
-    kg_kernel *k[3];
-    for (int u = 0; u < 3; u++) {
-        kg_request r;
-        memset(&r, 0, sizeof r);
-        r.graph = "layernorm";
-        r.params = params;
-        r.nparams = 2;
-        r.dtype = "f64";
-        r.unroll = unrolls[u];
-        char *problem = NULL;
-        k[u] = generate_compiled(&r, &problem);
-        if (!k[u])
-            fail_msg("unroll=%s: %s", unrolls[u], problem);
-    }
-    size_t compared = 0, identical = 0;
-    double worst = 0;
-    for (int p = 0; p < KG_NPASSES; p++) {
-        argset s[3];
-        for (int u = 0; u < 3; u++) {
-            argset_make(&s[u], k[u], (kg_pass)p);
-            assert_int_equal(kg_call(k[u], (kg_pass)p, s[u].args), 0);
-        }
-        for (int u = 1; u < 3; u++)
-            for (int i = 0; i < s[0].n; i++) {
-                const kg_arg *a = kg_arg_at(k[0], (kg_pass)p, i);
-                assert_string_equal(a->cname, kg_arg_at(k[u], (kg_pass)p, i)->cname);
-                for (size_t e = 0; !role_is_read(a->role) && e < a->count; e++) {
-                    double x = elem_value(s[0].args[i], e, 8), y = elem_value(s[u].args[i], e, 8);
-                    double scale = fmax(fabs(x), fabs(y));
-                    double rel = scale > 0 ? fabs(x - y) / scale : 0;
-                    compared++;
-                    identical += memcmp(&x, &y, sizeof x) == 0;
-                    worst = fmax(worst, rel);
-                    if (rel > 1e-14)
-                        fail_msg("%s: %s[%zu]: unroll=auto %.17g, unroll=%s %.17g (relative "
-                                 "difference %.3g > 1e-14)", pass_names[p], a->cname, e, x,
-                                 unrolls[u], y, rel);
-                }
+    fixture *fx = *state;
+    static const struct {
+        const char *unroll, *fuse;
+    } variants[] = {{"auto", "auto"}, {"none", "auto"}, {"full", "auto"}, {"none", "none"}, {"auto", "none"}};
+    enum { NV = sizeof variants / sizeof variants[0] };
+    int failures = 0, compared = 0;
+    for (int g = 0; g < fx->ngraphs; g++)
+        for (int d = 0; d < 2; d++) {
+            kg_kernel *k[NV] = {NULL};
+            char *problem = NULL;
+            for (int v = 0; v < NV && !problem; v++) {
+                kg_request r = request_for(fx->graphs[g], dtypes[d], variants[v].unroll);
+                r.fuse = variants[v].fuse;
+                k[v] = generate_compiled(&r, &problem);
             }
-        for (int u = 0; u < 3; u++)
-            argset_free(&s[u]);
-    }
-    print_message("     layernorm rows=3 dim=37 f64: %zu output elements compared (full and none "
-                  "against auto), %zu bit-identical, worst relative difference %.3g\n",
-                  compared, identical, worst);
-    for (int u = 0; u < 3; u++)
-        kg_free(k[u]);
+            for (int p = 0; p < KG_NPASSES && !problem; p++) {
+                argset s[NV];
+                int rc[NV];
+                for (int v = 0; v < NV; v++) {
+                    argset_make(&s[v], k[v], (kg_pass)p);
+                    rc[v] = kg_call(k[v], (kg_pass)p, s[v].args);
+                }
+                for (int v = 1; v < NV && !problem; v++) {
+                    char name[48];
+                    snprintf(name, sizeof name, "unroll=%s fuse=%s", variants[v].unroll, variants[v].fuse);
+                    if (rc[v] != rc[0])
+                        problem = xprintf("%s: return code %d, default %d", name, rc[v], rc[0]);
+                    else
+                        problem = outputs_differ(k[0], (kg_pass)p, &s[0], &s[v], "default", name);
+                    compared++;
+                }
+                for (int v = 0; v < NV; v++)
+                    argset_free(&s[v]);
+            }
+            if (problem) {
+                print_message("FAIL %s %s: %s\n", fx->graphs[g], dtypes[d], problem);
+                failures++;
+            }
+            free(problem);
+            for (int v = 0; v < NV; v++)
+                kg_free(k[v]);
+        }
+    print_message("     %d graph x dtype x pass x schedule comparisons\n", compared);
+    assert_int_equal(failures, 0);
 }
 
 /* ---- 6. repeated JIT cycles ---- */
@@ -584,7 +581,7 @@ int main(void)
         TIMED(cortex_m4),
         TIMED(deterministic_bytes),
         TIMED(golden_emitted_file),
-        TIMED(unroll_policies_agree_in_value),
+        TIMED(schedules_are_bit_identical),
         TIMED(jit_cycle_no_leak),
     };
     return cmocka_run_group_tests_name("aot", tests, group_setup, group_teardown);

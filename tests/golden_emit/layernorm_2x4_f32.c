@@ -26,83 +26,44 @@ static float kg_sqrt_clamp_f32(float v)
 /* forward pass */
 int layernorm_2x4_f32_forward(const float *restrict x, const float *restrict gamma, const float *restrict beta, float *restrict y, float *restrict ws)
 {
+    (void)ws;
     int bad = 0;
-    /* %9 [2] */
-    {
-        float *restrict ws_0 = ws + 0;
-        for (int i0 = 0; i0 < 2; ++i0) {
-            {
-                const float h1 = x[4 * i0];
-                float acc[4] = {0};
-                acc[0] += h1 - h1;
-                acc[1] += x[4 * i0 + 1] - h1;
-                acc[2] += x[4 * i0 + 2] - h1;
-                acc[3] += x[4 * i0 + 3] - h1;
-                acc[0] = acc[0] + acc[2];
-                acc[1] = acc[1] + acc[3];
-                acc[0] = acc[0] + acc[1];
-                ws_0[i0] = acc[0];
-            }
+    float t0 = 0, t1 = 0, t2 = 0, t3 = 0, t4 = 0;
+    /* %9 [2], mean [2, 1], %16 [2], std [2, 1], inv_std [2, 1], y [2, 4] */
+    for (int i0 = 0; i0 < 2; ++i0) {
+        {
+            const float h1 = x[4 * i0];
+            float acc[4] = {0};
+            acc[0] += h1 - h1;
+            acc[1] += x[4 * i0 + 1] - h1;
+            acc[2] += x[4 * i0 + 2] - h1;
+            acc[3] += x[4 * i0 + 3] - h1;
+            acc[0] = acc[0] + acc[2];
+            acc[1] = acc[1] + acc[3];
+            acc[0] = acc[0] + acc[1];
+            t0 = acc[0];
         }
-    }
-    /* mean [2, 1] */
-    {
-        const float *restrict ws_0 = ws + 0;
-        float *restrict ws_1 = ws + 2;
-        for (int i0 = 0; i0 < 2; ++i0) {
-            ws_1[i0] = ws_0[i0] * 0.25f;
+        t1 = t0 * 0.25f;
+        {
+            const float h2 = x[4 * i0];
+            float acc[4] = {0};
+            acc[0] += (h2 - h2 - t1) * (h2 - h2 - t1);
+            acc[1] += (x[4 * i0 + 1] - h2 - t1) * (x[4 * i0 + 1] - h2 - t1);
+            acc[2] += (x[4 * i0 + 2] - h2 - t1) * (x[4 * i0 + 2] - h2 - t1);
+            acc[3] += (x[4 * i0 + 3] - h2 - t1) * (x[4 * i0 + 3] - h2 - t1);
+            acc[0] = acc[0] + acc[2];
+            acc[1] = acc[1] + acc[3];
+            acc[0] = acc[0] + acc[1];
+            t2 = acc[0];
         }
-    }
-    /* %16 [2] */
-    {
-        const float *restrict ws_1 = ws + 2;
-        float *restrict ws_2 = ws + 0;
-        for (int i0 = 0; i0 < 2; ++i0) {
-            {
-                const float h2 = x[4 * i0];
-                const float h3 = ws_1[i0];
-                float acc[4] = {0};
-                acc[0] += (h2 - h2 - h3) * (h2 - h2 - h3);
-                acc[1] += (x[4 * i0 + 1] - h2 - h3) * (x[4 * i0 + 1] - h2 - h3);
-                acc[2] += (x[4 * i0 + 2] - h2 - h3) * (x[4 * i0 + 2] - h2 - h3);
-                acc[3] += (x[4 * i0 + 3] - h2 - h3) * (x[4 * i0 + 3] - h2 - h3);
-                acc[0] = acc[0] + acc[2];
-                acc[1] = acc[1] + acc[3];
-                acc[0] = acc[0] + acc[1];
-                ws_2[i0] = acc[0];
-            }
-        }
-    }
-    /* std [2, 1] */
-    {
-        const float *restrict ws_2 = ws + 0;
-        float *restrict ws_3 = ws + 4;
-        for (int i0 = 0; i0 < 2; ++i0) {
-            ws_3[i0] = kg_sqrt_clamp_f32(ws_2[i0] * 0.25f + 1e-06f);
-            bad |= !(ws_3[i0] > 0 && ws_3[i0] <= 3.40282347e+38f);
-        }
-    }
-    /* inv_std [2, 1] */
-    {
-        const float *restrict ws_3 = ws + 4;
-        float *restrict ws_4 = ws + 0;
-        for (int i0 = 0; i0 < 2; ++i0) {
-            ws_4[i0] = 1.0f / ws_3[i0];
-            bad |= !(ws_4[i0] >= -3.40282347e+38f && ws_4[i0] <= 3.40282347e+38f);
-        }
-    }
-    /* y [2, 4] */
-    {
-        const float *restrict ws_1 = ws + 2;
-        const float *restrict ws_4 = ws + 0;
-        for (int i0 = 0; i0 < 2; ++i0) {
-            {
-                const float h4 = x[4 * i0];
-                const float h5 = ws_1[i0];
-                const float h6 = ws_4[i0];
-                for (int i1 = 0; i1 < 4; ++i1) {
-                    y[4 * i0 + i1] = (x[4 * i0 + i1] - h4 - h5) * h6 * gamma[i1] + beta[i1];
-                }
+        t3 = kg_sqrt_clamp_f32(t2 * 0.25f + 1e-06f);
+        bad |= !(t3 > 0 && t3 <= 3.40282347e+38f);
+        t4 = 1.0f / t3;
+        bad |= !(t4 >= -3.40282347e+38f && t4 <= 3.40282347e+38f);
+        {
+            const float h3 = x[4 * i0];
+            for (int i1 = 0; i1 < 4; ++i1) {
+                y[4 * i0 + i1] = (x[4 * i0 + i1] - h3 - t1) * t4 * gamma[i1] + beta[i1];
             }
         }
     }
@@ -114,9 +75,18 @@ int layernorm_2x4_f32_vjp(const float *restrict x, const float *restrict gamma, 
 {
     (void)beta;
     int bad = 0;
-    /* %10 [2] */
+    float t0 = 0, t1 = 0, t2 = 0, t3 = 0, t4 = 0, t5 = 0, t6 = 0, t7 = 0, t8 = 0;
+    /* %27 [4] */
+    for (int i0 = 0; i0 < 4; ++i0) {
+        beta_grad[i0] = 0.0f;
+    }
+    /* %30 [4] */
+    for (int i0 = 0; i0 < 4; ++i0) {
+        gamma_grad[i0] = 0.0f;
+    }
+    /* %10 [2], mean [2, 1], %17 [2], std [2, 1], inv_std [2, 1], %27 [4], %30 [4], %33 [2], %42 [2], %47 [2, 4], %49 [2], %52 [2], %54 [2, 4] */
     {
-        float *restrict ws_0 = ws + 0;
+        float *restrict ws_7 = ws + 0;
         for (int i0 = 0; i0 < 2; ++i0) {
             {
                 const float h1 = x[4 * i0];
@@ -128,164 +98,65 @@ int layernorm_2x4_f32_vjp(const float *restrict x, const float *restrict gamma, 
                 acc[0] = acc[0] + acc[2];
                 acc[1] = acc[1] + acc[3];
                 acc[0] = acc[0] + acc[1];
-                ws_0[i0] = acc[0];
+                t0 = acc[0];
             }
-        }
-    }
-    /* mean [2, 1] */
-    {
-        const float *restrict ws_0 = ws + 0;
-        float *restrict ws_1 = ws + 2;
-        for (int i0 = 0; i0 < 2; ++i0) {
-            ws_1[i0] = ws_0[i0] * 0.25f;
-        }
-    }
-    /* %17 [2] */
-    {
-        const float *restrict ws_1 = ws + 2;
-        float *restrict ws_2 = ws + 0;
-        for (int i0 = 0; i0 < 2; ++i0) {
+            t1 = t0 * 0.25f;
             {
                 const float h2 = x[4 * i0];
-                const float h3 = ws_1[i0];
                 float acc[4] = {0};
-                acc[0] += (h2 - h2 - h3) * (h2 - h2 - h3);
-                acc[1] += (x[4 * i0 + 1] - h2 - h3) * (x[4 * i0 + 1] - h2 - h3);
-                acc[2] += (x[4 * i0 + 2] - h2 - h3) * (x[4 * i0 + 2] - h2 - h3);
-                acc[3] += (x[4 * i0 + 3] - h2 - h3) * (x[4 * i0 + 3] - h2 - h3);
+                acc[0] += (h2 - h2 - t1) * (h2 - h2 - t1);
+                acc[1] += (x[4 * i0 + 1] - h2 - t1) * (x[4 * i0 + 1] - h2 - t1);
+                acc[2] += (x[4 * i0 + 2] - h2 - t1) * (x[4 * i0 + 2] - h2 - t1);
+                acc[3] += (x[4 * i0 + 3] - h2 - t1) * (x[4 * i0 + 3] - h2 - t1);
                 acc[0] = acc[0] + acc[2];
                 acc[1] = acc[1] + acc[3];
                 acc[0] = acc[0] + acc[1];
-                ws_2[i0] = acc[0];
+                t2 = acc[0];
             }
-        }
-    }
-    /* std [2, 1] */
-    {
-        const float *restrict ws_2 = ws + 0;
-        float *restrict ws_3 = ws + 4;
-        for (int i0 = 0; i0 < 2; ++i0) {
-            ws_3[i0] = kg_sqrt_clamp_f32(ws_2[i0] * 0.25f + 1e-06f);
-            bad |= !(ws_3[i0] > 0 && ws_3[i0] <= 3.40282347e+38f);
-        }
-    }
-    /* inv_std [2, 1] */
-    {
-        const float *restrict ws_3 = ws + 4;
-        float *restrict ws_4 = ws + 0;
-        for (int i0 = 0; i0 < 2; ++i0) {
-            ws_4[i0] = 1.0f / ws_3[i0];
-            bad |= !(ws_4[i0] >= -3.40282347e+38f && ws_4[i0] <= 3.40282347e+38f);
-        }
-    }
-    /* %27 [4] */
-    for (int i0 = 0; i0 < 4; ++i0) {
-        {
-            float acc[2] = {0};
-            acc[0] += y_cot[i0];
-            acc[1] += y_cot[i0 + 4];
-            acc[0] = acc[0] + acc[1];
-            beta_grad[i0] = acc[0];
-        }
-    }
-    /* %30 [4] */
-    {
-        const float *restrict ws_1 = ws + 2;
-        const float *restrict ws_4 = ws + 0;
-        for (int i0 = 0; i0 < 4; ++i0) {
+            t3 = kg_sqrt_clamp_f32(t2 * 0.25f + 1e-06f);
+            bad |= !(t3 > 0 && t3 <= 3.40282347e+38f);
+            t4 = 1.0f / t3;
+            bad |= !(t4 >= -3.40282347e+38f && t4 <= 3.40282347e+38f);
             {
-                float acc[2] = {0};
-                acc[0] += (x[i0] - x[0] - ws_1[0]) * ws_4[0] * y_cot[i0];
-                acc[1] += (x[i0 + 4] - x[4] - ws_1[1]) * ws_4[1] * y_cot[i0 + 4];
-                acc[0] = acc[0] + acc[1];
-                gamma_grad[i0] = acc[0];
+                const float h3 = x[4 * i0];
+                for (int i1 = 0; i1 < 4; ++i1) {
+                    beta_grad[i1] = beta_grad[i1] + y_cot[4 * i0 + i1];
+                    gamma_grad[i1] = gamma_grad[i1] + (x[4 * i0 + i1] - h3 - t1) * t4 * y_cot[4 * i0 + i1];
+                }
             }
-        }
-    }
-    /* %33 [2] */
-    {
-        const float *restrict ws_1 = ws + 2;
-        float *restrict ws_5 = ws + 6;
-        for (int i0 = 0; i0 < 2; ++i0) {
             {
                 const float h4 = x[4 * i0];
-                const float h5 = ws_1[i0];
                 float acc[4] = {0};
-                acc[0] += (h4 - h4 - h5) * (y_cot[4 * i0] * gamma[0]);
-                acc[1] += (x[4 * i0 + 1] - h4 - h5) * (y_cot[4 * i0 + 1] * gamma[1]);
-                acc[2] += (x[4 * i0 + 2] - h4 - h5) * (y_cot[4 * i0 + 2] * gamma[2]);
-                acc[3] += (x[4 * i0 + 3] - h4 - h5) * (y_cot[4 * i0 + 3] * gamma[3]);
+                acc[0] += (h4 - h4 - t1) * (y_cot[4 * i0] * gamma[0]);
+                acc[1] += (x[4 * i0 + 1] - h4 - t1) * (y_cot[4 * i0 + 1] * gamma[1]);
+                acc[2] += (x[4 * i0 + 2] - h4 - t1) * (y_cot[4 * i0 + 2] * gamma[2]);
+                acc[3] += (x[4 * i0 + 3] - h4 - t1) * (y_cot[4 * i0 + 3] * gamma[3]);
                 acc[0] = acc[0] + acc[2];
                 acc[1] = acc[1] + acc[3];
                 acc[0] = acc[0] + acc[1];
-                ws_5[i0] = acc[0];
+                t5 = acc[0];
             }
-        }
-    }
-    /* %42 [2] */
-    {
-        const float *restrict ws_3 = ws + 4;
-        const float *restrict ws_4 = ws + 0;
-        const float *restrict ws_5 = ws + 6;
-        float *restrict ws_6 = ws + 8;
-        for (int i0 = 0; i0 < 2; ++i0) {
-            ws_6[i0] = -(ws_5[i0] * ws_4[i0] * ws_4[i0]) * 0.5f / ws_3[i0] * 0.25f;
-        }
-    }
-    /* %47 [2, 4] */
-    {
-        const float *restrict ws_1 = ws + 2;
-        const float *restrict ws_4 = ws + 0;
-        const float *restrict ws_6 = ws + 8;
-        float *restrict ws_7 = ws + 10;
-        for (int i0 = 0; i0 < 2; ++i0) {
+            t6 = -(t5 * t4 * t4) * 0.5f / t3 * 0.25f;
             {
-                const float h6 = ws_4[i0];
-                const float h7 = ws_6[i0];
-                const float h8 = x[4 * i0];
-                const float h9 = ws_1[i0];
+                const float h5 = x[4 * i0];
                 for (int i1 = 0; i1 < 4; ++i1) {
-                    ws_7[4 * i0 + i1] = y_cot[4 * i0 + i1] * gamma[i1] * h6 + h7 * (x[4 * i0 + i1] - h8 - h9) + (x[4 * i0 + i1] - h8 - h9) * h7;
+                    ws_7[i1] = y_cot[4 * i0 + i1] * gamma[i1] * t4 + t6 * (x[4 * i0 + i1] - h5 - t1) + (x[4 * i0 + i1] - h5 - t1) * t6;
                 }
             }
-        }
-    }
-    /* %49 [2] */
-    {
-        const float *restrict ws_7 = ws + 10;
-        float *restrict ws_8 = ws + 0;
-        for (int i0 = 0; i0 < 2; ++i0) {
             {
                 float acc[4] = {0};
-                acc[0] += -ws_7[4 * i0];
-                acc[1] += -ws_7[4 * i0 + 1];
-                acc[2] += -ws_7[4 * i0 + 2];
-                acc[3] += -ws_7[4 * i0 + 3];
+                acc[0] += -ws_7[0];
+                acc[1] += -ws_7[1];
+                acc[2] += -ws_7[2];
+                acc[3] += -ws_7[3];
                 acc[0] = acc[0] + acc[2];
                 acc[1] = acc[1] + acc[3];
                 acc[0] = acc[0] + acc[1];
-                ws_8[i0] = acc[0];
+                t7 = acc[0];
             }
-        }
-    }
-    /* %52 [2] */
-    {
-        const float *restrict ws_8 = ws + 0;
-        float *restrict ws_9 = ws + 2;
-        for (int i0 = 0; i0 < 2; ++i0) {
-            ws_9[i0] = ws_8[i0] * 0.25f;
-        }
-    }
-    /* %54 [2, 4] */
-    {
-        const float *restrict ws_7 = ws + 10;
-        const float *restrict ws_9 = ws + 2;
-        for (int i0 = 0; i0 < 2; ++i0) {
-            {
-                const float h10 = ws_9[i0];
-                for (int i1 = 0; i1 < 4; ++i1) {
-                    x_grad[4 * i0 + i1] = ws_7[4 * i0 + i1] + h10;
-                }
+            t8 = t7 * 0.25f;
+            for (int i1 = 0; i1 < 4; ++i1) {
+                x_grad[4 * i0 + i1] = ws_7[i1] + t8;
             }
         }
     }
@@ -296,144 +167,69 @@ int layernorm_2x4_f32_vjp(const float *restrict x, const float *restrict gamma, 
 int layernorm_2x4_f32_jvp(const float *restrict x, const float *restrict gamma, const float *restrict beta, const float *restrict x_tan, const float *restrict gamma_tan, const float *restrict beta_tan, float *restrict y_tan, float *restrict ws)
 {
     (void)beta;
+    (void)ws;
     int bad = 0;
-    /* %12 [2] */
-    {
-        float *restrict ws_0 = ws + 0;
-        for (int i0 = 0; i0 < 2; ++i0) {
-            {
-                const float h1 = x[4 * i0];
-                float acc[4] = {0};
-                acc[0] += h1 - h1;
-                acc[1] += x[4 * i0 + 1] - h1;
-                acc[2] += x[4 * i0 + 2] - h1;
-                acc[3] += x[4 * i0 + 3] - h1;
-                acc[0] = acc[0] + acc[2];
-                acc[1] = acc[1] + acc[3];
-                acc[0] = acc[0] + acc[1];
-                ws_0[i0] = acc[0];
-            }
+    float t0 = 0, t1 = 0, t2 = 0, t3 = 0, t4 = 0, t5 = 0, t6 = 0, t7 = 0, t8 = 0;
+    /* %12 [2], mean [2, 1], %19 [2], std [2, 1], inv_std [2, 1], %29 [2], %31 [2, 1], %37 [2], %45 [2, 1], %55 [2, 4] */
+    for (int i0 = 0; i0 < 2; ++i0) {
+        {
+            const float h1 = x[4 * i0];
+            float acc[4] = {0};
+            acc[0] += h1 - h1;
+            acc[1] += x[4 * i0 + 1] - h1;
+            acc[2] += x[4 * i0 + 2] - h1;
+            acc[3] += x[4 * i0 + 3] - h1;
+            acc[0] = acc[0] + acc[2];
+            acc[1] = acc[1] + acc[3];
+            acc[0] = acc[0] + acc[1];
+            t0 = acc[0];
         }
-    }
-    /* mean [2, 1] */
-    {
-        const float *restrict ws_0 = ws + 0;
-        float *restrict ws_1 = ws + 2;
-        for (int i0 = 0; i0 < 2; ++i0) {
-            ws_1[i0] = ws_0[i0] * 0.25f;
+        t1 = t0 * 0.25f;
+        {
+            const float h2 = x[4 * i0];
+            float acc[4] = {0};
+            acc[0] += (h2 - h2 - t1) * (h2 - h2 - t1);
+            acc[1] += (x[4 * i0 + 1] - h2 - t1) * (x[4 * i0 + 1] - h2 - t1);
+            acc[2] += (x[4 * i0 + 2] - h2 - t1) * (x[4 * i0 + 2] - h2 - t1);
+            acc[3] += (x[4 * i0 + 3] - h2 - t1) * (x[4 * i0 + 3] - h2 - t1);
+            acc[0] = acc[0] + acc[2];
+            acc[1] = acc[1] + acc[3];
+            acc[0] = acc[0] + acc[1];
+            t2 = acc[0];
         }
-    }
-    /* %19 [2] */
-    {
-        const float *restrict ws_1 = ws + 2;
-        float *restrict ws_2 = ws + 0;
-        for (int i0 = 0; i0 < 2; ++i0) {
-            {
-                const float h2 = x[4 * i0];
-                const float h3 = ws_1[i0];
-                float acc[4] = {0};
-                acc[0] += (h2 - h2 - h3) * (h2 - h2 - h3);
-                acc[1] += (x[4 * i0 + 1] - h2 - h3) * (x[4 * i0 + 1] - h2 - h3);
-                acc[2] += (x[4 * i0 + 2] - h2 - h3) * (x[4 * i0 + 2] - h2 - h3);
-                acc[3] += (x[4 * i0 + 3] - h2 - h3) * (x[4 * i0 + 3] - h2 - h3);
-                acc[0] = acc[0] + acc[2];
-                acc[1] = acc[1] + acc[3];
-                acc[0] = acc[0] + acc[1];
-                ws_2[i0] = acc[0];
-            }
+        t3 = kg_sqrt_clamp_f32(t2 * 0.25f + 1e-06f);
+        bad |= !(t3 > 0 && t3 <= 3.40282347e+38f);
+        t4 = 1.0f / t3;
+        bad |= !(t4 >= -3.40282347e+38f && t4 <= 3.40282347e+38f);
+        {
+            float acc[4] = {0};
+            acc[0] += x_tan[4 * i0];
+            acc[1] += x_tan[4 * i0 + 1];
+            acc[2] += x_tan[4 * i0 + 2];
+            acc[3] += x_tan[4 * i0 + 3];
+            acc[0] = acc[0] + acc[2];
+            acc[1] = acc[1] + acc[3];
+            acc[0] = acc[0] + acc[1];
+            t5 = acc[0];
         }
-    }
-    /* std [2, 1] */
-    {
-        const float *restrict ws_2 = ws + 0;
-        float *restrict ws_3 = ws + 4;
-        for (int i0 = 0; i0 < 2; ++i0) {
-            ws_3[i0] = kg_sqrt_clamp_f32(ws_2[i0] * 0.25f + 1e-06f);
-            bad |= !(ws_3[i0] > 0 && ws_3[i0] <= 3.40282347e+38f);
+        t6 = t5 * 0.25f;
+        {
+            const float h3 = x[4 * i0];
+            float acc[4] = {0};
+            acc[0] += (x_tan[4 * i0] - t6) * (h3 - h3 - t1) + (h3 - h3 - t1) * (x_tan[4 * i0] - t6);
+            acc[1] += (x_tan[4 * i0 + 1] - t6) * (x[4 * i0 + 1] - h3 - t1) + (x[4 * i0 + 1] - h3 - t1) * (x_tan[4 * i0 + 1] - t6);
+            acc[2] += (x_tan[4 * i0 + 2] - t6) * (x[4 * i0 + 2] - h3 - t1) + (x[4 * i0 + 2] - h3 - t1) * (x_tan[4 * i0 + 2] - t6);
+            acc[3] += (x_tan[4 * i0 + 3] - t6) * (x[4 * i0 + 3] - h3 - t1) + (x[4 * i0 + 3] - h3 - t1) * (x_tan[4 * i0 + 3] - t6);
+            acc[0] = acc[0] + acc[2];
+            acc[1] = acc[1] + acc[3];
+            acc[0] = acc[0] + acc[1];
+            t7 = acc[0];
         }
-    }
-    /* inv_std [2, 1] */
-    {
-        const float *restrict ws_3 = ws + 4;
-        float *restrict ws_4 = ws + 0;
-        for (int i0 = 0; i0 < 2; ++i0) {
-            ws_4[i0] = 1.0f / ws_3[i0];
-            bad |= !(ws_4[i0] >= -3.40282347e+38f && ws_4[i0] <= 3.40282347e+38f);
-        }
-    }
-    /* %29 [2] */
-    {
-        float *restrict ws_5 = ws + 6;
-        for (int i0 = 0; i0 < 2; ++i0) {
-            {
-                float acc[4] = {0};
-                acc[0] += x_tan[4 * i0];
-                acc[1] += x_tan[4 * i0 + 1];
-                acc[2] += x_tan[4 * i0 + 2];
-                acc[3] += x_tan[4 * i0 + 3];
-                acc[0] = acc[0] + acc[2];
-                acc[1] = acc[1] + acc[3];
-                acc[0] = acc[0] + acc[1];
-                ws_5[i0] = acc[0];
-            }
-        }
-    }
-    /* %31 [2, 1] */
-    {
-        const float *restrict ws_5 = ws + 6;
-        float *restrict ws_6 = ws + 8;
-        for (int i0 = 0; i0 < 2; ++i0) {
-            ws_6[i0] = ws_5[i0] * 0.25f;
-        }
-    }
-    /* %37 [2] */
-    {
-        const float *restrict ws_1 = ws + 2;
-        const float *restrict ws_6 = ws + 8;
-        float *restrict ws_7 = ws + 6;
-        for (int i0 = 0; i0 < 2; ++i0) {
-            {
-                const float h4 = ws_6[i0];
-                const float h5 = x[4 * i0];
-                const float h6 = ws_1[i0];
-                float acc[4] = {0};
-                acc[0] += (x_tan[4 * i0] - h4) * (h5 - h5 - h6) + (h5 - h5 - h6) * (x_tan[4 * i0] - h4);
-                acc[1] += (x_tan[4 * i0 + 1] - h4) * (x[4 * i0 + 1] - h5 - h6) + (x[4 * i0 + 1] - h5 - h6) * (x_tan[4 * i0 + 1] - h4);
-                acc[2] += (x_tan[4 * i0 + 2] - h4) * (x[4 * i0 + 2] - h5 - h6) + (x[4 * i0 + 2] - h5 - h6) * (x_tan[4 * i0 + 2] - h4);
-                acc[3] += (x_tan[4 * i0 + 3] - h4) * (x[4 * i0 + 3] - h5 - h6) + (x[4 * i0 + 3] - h5 - h6) * (x_tan[4 * i0 + 3] - h4);
-                acc[0] = acc[0] + acc[2];
-                acc[1] = acc[1] + acc[3];
-                acc[0] = acc[0] + acc[1];
-                ws_7[i0] = acc[0];
-            }
-        }
-    }
-    /* %45 [2, 1] */
-    {
-        const float *restrict ws_3 = ws + 4;
-        const float *restrict ws_4 = ws + 0;
-        const float *restrict ws_7 = ws + 6;
-        float *restrict ws_8 = ws + 10;
-        for (int i0 = 0; i0 < 2; ++i0) {
-            ws_8[i0] = -(ws_7[i0] * 0.25f * 0.5f / ws_3[i0] * ws_4[i0] * ws_4[i0]);
-        }
-    }
-    /* %55 [2, 4] */
-    {
-        const float *restrict ws_1 = ws + 2;
-        const float *restrict ws_4 = ws + 0;
-        const float *restrict ws_6 = ws + 8;
-        const float *restrict ws_8 = ws + 10;
-        for (int i0 = 0; i0 < 2; ++i0) {
-            {
-                const float h7 = ws_6[i0];
-                const float h8 = ws_4[i0];
-                const float h9 = x[4 * i0];
-                const float h10 = ws_1[i0];
-                const float h11 = ws_8[i0];
-                for (int i1 = 0; i1 < 4; ++i1) {
-                    y_tan[4 * i0 + i1] = ((x_tan[4 * i0 + i1] - h7) * h8 + (x[4 * i0 + i1] - h9 - h10) * h11) * gamma[i1] + (x[4 * i0 + i1] - h9 - h10) * h8 * gamma_tan[i1] + beta_tan[i1];
-                }
+        t8 = -(t7 * 0.25f * 0.5f / t3 * t4 * t4);
+        {
+            const float h4 = x[4 * i0];
+            for (int i1 = 0; i1 < 4; ++i1) {
+                y_tan[4 * i0 + i1] = ((x_tan[4 * i0 + i1] - t6) * t4 + (x[4 * i0 + i1] - h4 - t1) * t8) * gamma[i1] + (x[4 * i0 + i1] - h4 - t1) * t4 * gamma_tan[i1] + beta_tan[i1];
             }
         }
     }

@@ -11,17 +11,17 @@
 #define LAYERNORM_2X4_F32_GAMMA_SIZE 4 /* gamma [4] */
 #define LAYERNORM_2X4_F32_BETA_SIZE 4 /* beta [4] */
 #define LAYERNORM_2X4_F32_Y_SIZE 8 /* y [2, 4] */
-#define LAYERNORM_2X4_F32_FORWARD_WS_SIZE 6 /* workspace of layernorm_2x4_f32_forward */
+#define LAYERNORM_2X4_F32_FORWARD_WS_SIZE 0 /* workspace of layernorm_2x4_f32_forward */
 #define LAYERNORM_2X4_F32_Y_COT_SIZE 8 /* y_cot [2, 4] */
 #define LAYERNORM_2X4_F32_X_GRAD_SIZE 8 /* x_grad [2, 4] */
 #define LAYERNORM_2X4_F32_GAMMA_GRAD_SIZE 4 /* gamma_grad [4] */
 #define LAYERNORM_2X4_F32_BETA_GRAD_SIZE 4 /* beta_grad [4] */
-#define LAYERNORM_2X4_F32_VJP_WS_SIZE 18 /* workspace of layernorm_2x4_f32_vjp */
+#define LAYERNORM_2X4_F32_VJP_WS_SIZE 4 /* workspace of layernorm_2x4_f32_vjp */
 #define LAYERNORM_2X4_F32_X_TAN_SIZE 8 /* x_tan [2, 4] */
 #define LAYERNORM_2X4_F32_GAMMA_TAN_SIZE 4 /* gamma_tan [4] */
 #define LAYERNORM_2X4_F32_BETA_TAN_SIZE 4 /* beta_tan [4] */
 #define LAYERNORM_2X4_F32_Y_TAN_SIZE 8 /* y_tan [2, 4] */
-#define LAYERNORM_2X4_F32_JVP_WS_SIZE 12 /* workspace of layernorm_2x4_f32_jvp */
+#define LAYERNORM_2X4_F32_JVP_WS_SIZE 0 /* workspace of layernorm_2x4_f32_jvp */
 
 /* Each function returns 0, or 1 when a domain hypothesis failed at run time (a standard
    deviation or norm that is not > 0 and finite): the outputs are then not meaningful. */
@@ -30,7 +30,7 @@
    gamma        [4] input gamma
    beta         [4] input beta
    y            [2, 4] output y
-   ws           [6] workspace (LAYERNORM_2X4_F32_FORWARD_WS_SIZE elements) */
+   ws           [0] workspace (LAYERNORM_2X4_F32_FORWARD_WS_SIZE elements) */
 int layernorm_2x4_f32_forward(const float *restrict x, const float *restrict gamma, const float *restrict beta, float *restrict y, float *restrict ws);
 
 /* layernorm_2x4_f32_vjp: reverse mode: gradients of every input from output cotangents
@@ -41,7 +41,7 @@ int layernorm_2x4_f32_forward(const float *restrict x, const float *restrict gam
    x_grad       [2, 4] gradient of input x
    gamma_grad   [4] gradient of input gamma
    beta_grad    [4] gradient of input beta
-   ws           [18] workspace (LAYERNORM_2X4_F32_VJP_WS_SIZE elements) */
+   ws           [4] workspace (LAYERNORM_2X4_F32_VJP_WS_SIZE elements) */
 int layernorm_2x4_f32_vjp(const float *restrict x, const float *restrict gamma, const float *restrict beta, const float *restrict y_cot, float *restrict x_grad, float *restrict gamma_grad, float *restrict beta_grad, float *restrict ws);
 
 /* layernorm_2x4_f32_jvp: forward mode: output tangents from input tangents
@@ -52,7 +52,7 @@ int layernorm_2x4_f32_vjp(const float *restrict x, const float *restrict gamma, 
    gamma_tan    [4] tangent of input gamma
    beta_tan     [4] tangent of input beta
    y_tan        [2, 4] tangent of output y
-   ws           [12] workspace (LAYERNORM_2X4_F32_JVP_WS_SIZE elements) */
+   ws           [0] workspace (LAYERNORM_2X4_F32_JVP_WS_SIZE elements) */
 int layernorm_2x4_f32_jvp(const float *restrict x, const float *restrict gamma, const float *restrict beta, const float *restrict x_tan, const float *restrict gamma_tan, const float *restrict beta_tan, float *restrict y_tan, float *restrict ws);
 
 #endif /* LAYERNORM_2X4_F32_H */

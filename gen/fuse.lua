@@ -1,0 +1,273 @@
+-- fuse: loop fusion, array contraction and the workspace plan, on the loop IR (loops.lua).
+--
+-- lower gives one loop nest per stored value. Fusion merges consecutive loops of the same
+-- extent when that cannot change what any statement reads: every buffer one loop writes and
+-- the other accesses is touched "slab by slab", iteration v touching only elements [s*v,
+-- s*v + s) of it in both loops. Then a row's statistics and its normalization, or dx, dgamma
+-- and dbeta of a LayerNorm VJP, run in one sweep over the rows; inner loops fuse the same way.
+-- A zero-initialization (lower's init statements) moves ahead of a loop that does not touch
+-- its buffer, so accumulations fuse with their neighbours.
+--
+-- Contraction: a workspace buffer accessed only slab by slab inside one loop needs only one
+-- slab: it shrinks to s elements, and to a C local ("local" buffer) when s is 1. So row-sized
+-- workspace replaces whole intermediate tensors.
+--
+-- Workspace plan: a buffer is live from the first top-level statement that touches it to the
+-- last; live buffers never overlap (first fit), which is what the restrict pointers promise.
+--
+-- None of this changes an expression or the order of the terms of a sum: the results are
+-- bit-identical to the unfused loops (tests compare them, --fuse none).
+
+local loops = require("loops")
+
+local aff = loops.aff
+
+local fuse = {}
+
+---------------------------------------------------------------------------------------------
+-- Canonical loop variables: i<depth>, so the loops that fuse have the same variable and no
+-- inner variable can collide with an outer one.
+
+-- index with every variable renamed through map at once
+local function rename(index, map)
+  local r = { c = index.c, t = {} }
+  for v, k in pairs(index.t) do
+    local to = map[v] or v
+    r.t[to] = (r.t[to] or 0) + k
+  end
+  return r
+end
+
+local function rename_expr(e, map)
+  if e.k == "load" then
+    return { k = "load", buf = e.buf, index = rename(e.index, map) }
+  elseif e.k == "op" then
+    local args = {}
+    for i, a in ipairs(e.args) do args[i] = rename_expr(a, map) end
+    return { k = "op", op = e.op, attr = e.attr, args = args }
+  elseif e.k == "ifzero" then
+    return { k = "ifzero", index = rename(e.index, map), e = rename_expr(e.e, map) }
+  elseif e.k == "tree" then
+    local terms = {}
+    for i, t in ipairs(e.terms) do terms[i] = rename_expr(t, map) end
+    return { k = "tree", terms = terms }
+  end
+  return e
+end
+
+local function canonical(body, depth, map)
+  for _, s in ipairs(body) do
+    if s.k == "loop" then
+      local name = "i" .. depth
+      local inner = {}
+      for k, v in pairs(map) do inner[k] = v end
+      inner[s.var] = name
+      s.var = name
+      canonical(s.body, depth + 1, inner)
+    else
+      s.target = { buf = s.target.buf, index = rename(s.target.index, map) }
+      s.expr = rename_expr(s.expr, map)
+    end
+  end
+end
+
+---------------------------------------------------------------------------------------------
+-- Fusion
+
+-- The stride of v in index, when every value of index lies in [stride*v, stride*v + stride)
+-- for the ranges of the other variables; else nil.
+local function slab(index, v, ranges)
+  local st = index.t[v]
+  if not st or st <= 0 then return nil end
+  local rest = { c = index.c, t = {} }
+  for x, k in pairs(index.t) do if x ~= v then rest.t[x] = k end end
+  local lo, hi = aff.bounds(rest, ranges)
+  if not lo or lo < 0 or hi >= st then return nil end
+  return st
+end
+
+-- May loop b run fused with loop a (same variable and extent, a first)?
+local function fusable(a, b)
+  local va = loops.accesses(a.body)
+  local vb = loops.accesses(b.body)
+  local by_buf = {}
+  for _, x in ipairs(va) do
+    by_buf[x.buf] = by_buf[x.buf] or {}
+    table.insert(by_buf[x.buf], x)
+  end
+  for _, y in ipairs(vb) do
+    for _, x in ipairs(by_buf[y.buf] or {}) do
+      if x.write or y.write then
+        local sx, sy = slab(x.index, a.var, x.ranges), slab(y.index, a.var, y.ranges)
+        if not sx or sx ~= sy then return false end
+      end
+    end
+  end
+  return true
+end
+
+local function touches(stmt, buf)
+  for _, x in ipairs(loops.accesses({ stmt })) do if x.buf == buf then return true end end
+  return false
+end
+
+local function fuse_list(list)
+  local out, group = {}, nil
+  for _, s in ipairs(list) do
+    if s.k == "loop" and group and group.n == s.n and fusable(group, s) then
+      for _, t in ipairs(s.body) do group.body[#group.body + 1] = t end
+    elseif s.init and group and not touches(group, s.target and s.target.buf or loops.accesses({ s })[1].buf) then
+      table.insert(out, #out, s) -- a zero-initialization goes ahead of the open loop
+    else
+      out[#out + 1] = s
+      group = s.k == "loop" and s or nil
+    end
+  end
+  for _, s in ipairs(out) do if s.k == "loop" then s.body = fuse_list(s.body) end end
+  return out
+end
+
+---------------------------------------------------------------------------------------------
+-- Contraction
+
+-- The loops of top around every access to buf, outermost first: descend while all of them lie
+-- in one inner loop.
+local function enclosing(top, buf)
+  local chain, s = {}, top
+  while s and s.k == "loop" do
+    chain[#chain + 1] = s
+    local inner = nil
+    for _, t in ipairs(s.body) do
+      if touches(t, buf) then
+        if inner or t.k ~= "loop" then inner = false; break end
+        inner = t
+      end
+    end
+    s = inner
+  end
+  return chain
+end
+
+-- A workspace buffer touched inside exactly one top-level statement, slab by slab in one of
+-- the loops around its accesses (the deepest such loop), keeps one slab.
+local function contract(F)
+  local where = {} -- buf -> index of the one top-level statement touching it, or false
+  for i, top in ipairs(F.body) do
+    for _, x in ipairs(loops.accesses({ top })) do
+      if x.buf.role == "ws" then
+        if where[x.buf] == nil then where[x.buf] = i elseif where[x.buf] ~= i then where[x.buf] = false end
+      end
+    end
+  end
+  local shrink = {} -- buf -> { var, stride }
+  for _, buf in ipairs(F.bufs) do
+    local i = where[buf]
+    if i then
+      local acc = {}
+      for _, x in ipairs(loops.accesses({ F.body[i] })) do if x.buf == buf then acc[#acc + 1] = x end end
+      local chain = enclosing(F.body[i], buf)
+      for k = #chain, 1, -1 do
+        local v, stride = chain[k].var, nil
+        for _, x in ipairs(acc) do
+          local st = slab(x.index, v, x.ranges)
+          if not st or (stride and st ~= stride) then stride = false; break end
+          stride = st
+        end
+        if stride then shrink[buf] = { var = v, stride = stride }; break end
+      end
+    end
+  end
+  local function fix(index, buf) -- drop the slab term
+    local s = shrink[buf]
+    if not s then return index end
+    local r = { c = index.c, t = {} }
+    for x, k in pairs(index.t) do if x ~= s.var then r.t[x] = k end end
+    return r
+  end
+  local function fix_expr(e)
+    if e.k == "load" then e.index = fix(e.index, e.buf)
+    elseif e.k == "op" then for _, a in ipairs(e.args) do fix_expr(a) end
+    elseif e.k == "ifzero" then fix_expr(e.e)
+    elseif e.k == "tree" then for _, t in ipairs(e.terms) do fix_expr(t) end end
+  end
+  loops.walk(F.body, function(s)
+    if s.k == "loop" then return end
+    s.target = { buf = s.target.buf, index = fix(s.target.index, s.target.buf) }
+    fix_expr(s.expr)
+  end)
+  local n = 0 -- one-element buffers become C locals, named in buffer order
+  for _, buf in ipairs(F.bufs) do
+    local s = shrink[buf]
+    if s then buf.size = s.stride end
+    if s and s.stride == 1 then
+      buf.role, buf.cname = "local", "t" .. n
+      n = n + 1
+    end
+  end
+end
+
+---------------------------------------------------------------------------------------------
+-- Workspace plan
+
+local function plan(F)
+  local first, last = {}, {}
+  for i, top in ipairs(F.body) do
+    for _, x in ipairs(loops.accesses({ top })) do
+      if x.buf.role == "ws" then
+        first[x.buf] = first[x.buf] or i
+        last[x.buf] = i
+      end
+    end
+  end
+  local free, high, peak = {}, 0, 0 -- free: sorted list of {start, size}
+  local function alloc(size)
+    for i, f in ipairs(free) do
+      if f.size >= size then
+        local start = f.start
+        f.start, f.size = f.start + size, f.size - size
+        if f.size == 0 then table.remove(free, i) end
+        return start
+      end
+    end
+    local start = high
+    high = high + size
+    return start
+  end
+  local function release(b)
+    free[#free + 1] = { start = b.base, size = b.size }
+    table.sort(free, function(x, y) return x.start < y.start end)
+    local merged = {}
+    for _, f in ipairs(free) do
+      local m = merged[#merged]
+      if m and m.start + m.size == f.start then m.size = m.size + f.size else merged[#merged + 1] = f end
+    end
+    free = merged
+    if #free > 0 and free[#free].start + free[#free].size == high then
+      high = free[#free].start
+      free[#free] = nil
+    end
+  end
+  for i = 1, #F.body do
+    for _, b in ipairs(F.bufs) do
+      if first[b] == i then
+        b.base = alloc(b.size)
+        peak = math.max(peak, high)
+      end
+    end
+    for _, b in ipairs(F.bufs) do if last[b] == i then release(b) end end
+  end
+  return peak
+end
+
+-- Fuses (unless policy is "none"), contracts and plans F in place; returns F.
+function fuse.run(F, policy)
+  canonical(F.body, 0, {})
+  if policy ~= "none" then
+    F.body = fuse_list(F.body)
+    contract(F)
+  end
+  F.ws_size = plan(F)
+  return F
+end
+
+return fuse
