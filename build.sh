@@ -1,21 +1,65 @@
 #!/usr/bin/env bash
-# build.sh: install what is missing (Debian 12 packages), build, and optionally run.
-#   ./build.sh          build build/kerngen and build/libkerngen.a
-#   ./build.sh test     build and run the test suite (cmocka; one binary per module)
-#   ./build.sh run      build and run the main job: check every graph, print a table
-#   ./build.sh asan     build with AddressSanitizer + UBSan into build-asan/ and run the tests
-#   ./build.sh bench    build and run the benchmark (bench/)
-#   ./build.sh fuzz     build with libFuzzer + ASan + UBSan (clang) into build-fuzz/ and fuzz the
-#                       .npy reader and the spec loader, FUZZ_SECONDS each (default 60)
+# build.sh: build kerngen from Debian 12 packages (installing the ones a mode needs), then run.
+#
+# usage: ./build.sh [MODE] [NAME=VALUE...]
+#   build (default)  build build/kerngen and build/libkerngen.a
+#   test             build and run the test suite (cmocka; one binary per module)
+#   run              build and run the main job: check every graph, print a table
+#   install          build, then install into DESTDIR + PREFIX: bin/kerngen, lib/libkerngen.a,
+#                    include/kerngen.h and kg_check.h, lib/pkgconfig/kerngen.pc and
+#                    lib/cmake/kerngen/ (find_package(kerngen), kerngen_add_kernel)
+#   asan             build with AddressSanitizer + UBSan into build-asan/ and run the tests
+#   bench            build and run the benchmark (bench/)
+#   fuzz             build with libFuzzer + ASan + UBSan (clang) into build-fuzz/ and fuzz the
+#                    .npy reader and the spec loader, FUZZ_SECONDS each (default 60)
+#   help, -h, --help this text; installs and builds nothing
+#
+# NAME=VALUE, as arguments or from the environment:
+#   PREFIX (default /usr/local), DESTDIR (staging root for packagers, not recorded in any
+#   installed file), BINDIR, LIBDIR, INCLUDEDIR (default PREFIX/bin, PREFIX/lib, PREFIX/include)
+#   CC (default gcc; fuzz: clang), CPPFLAGS, CFLAGS, LDFLAGS: added after kerngen's own flags
+#   KERNGEN_WERROR=1 turns warnings into errors (CI sets it; a newer compiler may warn)
+# A build whose inputs (sources, flags, compiler) did not change since the last one is reused,
+# so `sudo ./build.sh install` after `./build.sh` builds nothing as root.
 set -euo pipefail
 cd "$(dirname "$0")"
 
-mode="${1:-build}"
-PACKAGES=(gcc clang make tcc libtcc-dev liblua5.4-dev libcmocka-dev)
-# the tests also build firmware for a Cortex-M4F and run it under qemu (tests/test_identity.c)
+usage() { sed -n '2,/^set /{/^set /d;s/^# \{0,1\}//;p}' "$0"; }
+
+# ---- arguments: checked before any work
+mode=""
+for arg in "$@"; do
+  case "$arg" in
+    -h|--help|help) usage; exit 0 ;;
+    build|test|run|install|asan|bench|fuzz)
+      [ -z "$mode" ] || { echo "build.sh: two modes: $mode and $arg" >&2; usage >&2; exit 2; }
+      mode=$arg ;;
+    PREFIX=*|DESTDIR=*|BINDIR=*|LIBDIR=*|INCLUDEDIR=*|CC=*|CPPFLAGS=*|CFLAGS=*|LDFLAGS=*|KERNGEN_WERROR=*)
+      printf -v "${arg%%=*}" '%s' "${arg#*=}"; export "${arg%%=*}" ;;
+    *) echo "build.sh: unknown mode or argument '$arg'" >&2; usage >&2; exit 2 ;;
+  esac
+done
+mode=${mode:-build}
+PREFIX=${PREFIX:-/usr/local}
+[ "$PREFIX" = / ] || PREFIX=${PREFIX%/}
+BINDIR=${BINDIR:-$PREFIX/bin} LIBDIR=${LIBDIR:-$PREFIX/lib} INCLUDEDIR=${INCLUDEDIR:-$PREFIX/include}
+DESTDIR=${DESTDIR:-}
+for d in PREFIX BINDIR LIBDIR INCLUDEDIR; do
+  case "${!d}" in
+    /*[[:space:]]*) echo "build.sh: $d=${!d}: white space in install paths breaks pkg-config" >&2; exit 2 ;;
+    /*) ;;
+    *) echo "build.sh: $d=${!d}: must be an absolute path" >&2; exit 2 ;;
+  esac
+done
+
+# ---- Debian packages: what this mode needs, nothing more
+PACKAGES=(gcc libtcc-dev liblua5.4-dev)
 case "$mode" in
-  test|asan) PACKAGES+=(gcc-arm-none-eabi libnewlib-arm-none-eabi qemu-system-arm) ;;
-  fuzz) PACKAGES+=(libclang-rt-14-dev) ;; # libFuzzer
+  # the tests compile generated code with clang, g++ and for a Cortex-M4F (run under qemu), and
+  # build CMake and pkg-config projects against an installed tree
+  test|asan) PACKAGES+=(libcmocka-dev clang g++ make cmake ninja-build pkg-config gcc-arm-none-eabi libnewlib-arm-none-eabi qemu-system-arm) ;;
+  bench) PACKAGES+=(tcc) ;;
+  fuzz) PACKAGES+=(clang libclang-rt-14-dev) ;; # libFuzzer
 esac
 missing=()
 for p in "${PACKAGES[@]}"; do
@@ -28,6 +72,7 @@ if [ ${#missing[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 
+# ---- flags: ours, then the user's (so theirs win)
 OUT=build
 CFLAGS_EXTRA=()
 if [ "$mode" = asan ]; then
@@ -41,39 +86,67 @@ if [ "$mode" = fuzz ]; then
   CFLAGS_EXTRA=(-fsanitize=fuzzer-no-link,address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer)
 fi
 CC=${CC:-gcc}
-WARN=(-Wall -Wextra -Wshadow -Wstrict-prototypes -Wmissing-prototypes -Wpedantic -Werror)
-CFLAGS=(-std=c99 -O2 -g "${WARN[@]}" -Iruntime -I/usr/include/lua5.4 -I"$OUT" "${CFLAGS_EXTRA[@]}")
+read -ra USER_CFLAGS <<< "${CPPFLAGS:-} ${CFLAGS:-}"
+read -ra USER_LDFLAGS <<< "${LDFLAGS:-}"
+WARN=(-Wall -Wextra -Wshadow -Wstrict-prototypes -Wmissing-prototypes -Wpedantic)
+[ "${KERNGEN_WERROR:-0}" = 1 ] && WARN+=(-Werror)
+KG_CFLAGS=(-std=c99 -O2 -g "${WARN[@]}" -Iruntime -I/usr/include/lua5.4 -I"$OUT" "${CFLAGS_EXTRA[@]}" "${USER_CFLAGS[@]}")
 LIBS=(-llua5.4 -lm -lpthread -ldl)
-
-mkdir -p "$OUT"
-$CC -std=c99 -O2 "${WARN[@]}" -I/usr/include/lua5.4 -o "$OUT/embed" gen/embed.c -llua5.4 -lm -ldl
-"$OUT/embed" "$OUT/kg_embedded.c" --bytecode gen/*.lua --text graphs/*.lua templates/*.in
+cc_link() { $CC "${KG_CFLAGS[@]}" "${USER_LDFLAGS[@]}" "$@"; }
 # compile in parallel, stop at the first failure
 wait_all() { local pid rc=0; for pid in "$@"; do wait "$pid" || rc=1; done; return $rc; }
-objs=(); pids=()
-for src in runtime/*.c "$OUT/kg_embedded.c"; do
-  obj="$OUT/$(basename "${src%.c}").o"
-  $CC "${CFLAGS[@]}" -c "$src" -o "$obj" & pids+=($!)
-  objs+=("$obj")
-done
-wait_all "${pids[@]}"
-# libtcc cannot survive a failed allocation (it calls exit() or crashes in its cleanup): our copy
-# of it allocates and exits through kg__tcc_* (runtime/kg_jit.c), so running out of memory
-# cannot end the host process. The copy goes into libkerngen.a, so users link no -ltcc.
-rm -rf "$OUT/tcc" && mkdir -p "$OUT/tcc"
-redefine=()
-for f in malloc calloc realloc free exit; do redefine+=(--redefine-sym "$f=kg__tcc_$f"); done
-objcopy "${redefine[@]}" "$($CC -print-file-name=libtcc.a)" "$OUT/tcc/libtcc.a"
-(cd "$OUT/tcc" && ar x libtcc.a && rm libtcc.a)
-rm -f "$OUT/libkerngen.a"
-ar rcs "$OUT/libkerngen.a" "${objs[@]}" "$OUT"/tcc/*.o
-$CC "${CFLAGS[@]}" -o "$OUT/kerngen" gen/kerngen.c "$OUT/libkerngen.a" "${LIBS[@]}"
+
+# What the build reads: when none of it changed, the last build stands.
+fingerprint() {
+  printf '%s\n' "$CC" "${KG_CFLAGS[@]}" -- "${USER_LDFLAGS[@]}"
+  $CC --version 2>&1 | sed -n 1p
+  find build.sh gen runtime graphs templates examples "$($CC -print-file-name=libtcc.a)" -type f \
+    -printf '%p %s %T@\n' | LC_ALL=C sort
+}
+
+build() {
+  rm -f "$OUT/.fingerprint"
+  mkdir -p "$OUT"
+  $CC -std=c99 -O2 "${WARN[@]}" "${USER_CFLAGS[@]}" "${USER_LDFLAGS[@]}" -I/usr/include/lua5.4 -o "$OUT/embed" \
+    gen/embed.c -llua5.4 -lm -ldl
+  "$OUT/embed" "$OUT/kg_embedded.c" --bytecode gen/*.lua --text graphs/*.lua templates/*.in
+  local objs=() pids=() src obj
+  for src in runtime/*.c "$OUT/kg_embedded.c"; do
+    obj="$OUT/$(basename "${src%.c}").o"
+    $CC "${KG_CFLAGS[@]}" -c "$src" -o "$obj" & pids+=($!)
+    objs+=("$obj")
+  done
+  wait_all "${pids[@]}"
+  # libtcc cannot survive a failed allocation (it calls exit() or crashes in its cleanup): our
+  # copy of it allocates and exits through kg__tcc_* (runtime/kg_jit.c), so running out of memory
+  # cannot end the host process. The copy goes into libkerngen.a, so users link no -ltcc.
+  rm -rf "$OUT/tcc" && mkdir -p "$OUT/tcc"
+  local redefine=() f
+  for f in malloc calloc realloc free exit; do redefine+=(--redefine-sym "$f=kg__tcc_$f"); done
+  objcopy "${redefine[@]}" "$($CC -print-file-name=libtcc.a)" "$OUT/tcc/libtcc.a"
+  (cd "$OUT/tcc" && ar x libtcc.a && rm libtcc.a)
+  # One relocatable object in which only kg_* names stay global: libtcc's globals (tok, file,
+  # expect, tcc_new, ...) cannot collide with a program's own names or with its own -ltcc.
+  $CC -r -nostdlib -o "$OUT/kerngen_all.o" "${objs[@]}" "$OUT"/tcc/*.o
+  objcopy --wildcard --keep-global-symbol='kg_*' "$OUT/kerngen_all.o"
+  rm -f "$OUT/libkerngen.a"
+  ar rcs "$OUT/libkerngen.a" "$OUT/kerngen_all.o"
+  cc_link -o "$OUT/kerngen" gen/kerngen.c "$OUT/libkerngen.a" "${LIBS[@]}"
+
+  # examples: built (and later run by `test`) so they cannot rot
+  mkdir -p "$OUT/examples"
+  cc_link -o "$OUT/examples/layernorm_jit" examples/layernorm_jit.c "$OUT/libkerngen.a" "${LIBS[@]}"
+  "$OUT/kerngen" emit layernorm rows=4 dim=8 --dtype f32 --out "$OUT/examples" >/dev/null
+  $CC -std=c99 -O2 "${WARN[@]}" "${CFLAGS_EXTRA[@]}" "${USER_CFLAGS[@]}" "${USER_LDFLAGS[@]}" \
+    -I"$OUT/examples" -o "$OUT/examples/layernorm_aot" examples/layernorm_aot.c "$OUT/examples/layernorm_4x8_f32.c" -lm
+  fingerprint > "$OUT/.fingerprint"
+}
 
 run_tests() {
   local t bin log passed=0 failed=0 broken=0
   local pids=()
   for t in tests/test_*.c; do
-    $CC "${CFLAGS[@]}" -D_POSIX_C_SOURCE=200809L -o "$OUT/$(basename "${t%.c}")" "$t" "$OUT/libkerngen.a" \
+    cc_link -D_POSIX_C_SOURCE=200809L -o "$OUT/$(basename "${t%.c}")" "$t" "$OUT/libkerngen.a" \
       "${LIBS[@]}" -lcmocka & pids+=($!)
   done
   wait_all "${pids[@]}"
@@ -93,19 +166,49 @@ run_tests() {
   [ "$failed" -eq 0 ] && [ "$broken" -eq 0 ]
 }
 
-# examples: built (and later run by `test`) so they cannot rot
-mkdir -p "$OUT/examples"
-$CC "${CFLAGS[@]}" -o "$OUT/examples/layernorm_jit" examples/layernorm_jit.c "$OUT/libkerngen.a" "${LIBS[@]}"
-"$OUT/kerngen" emit layernorm rows=4 dim=8 --dtype f32 --out "$OUT/examples" >/dev/null
-$CC -std=c99 -O2 "${WARN[@]}" "${CFLAGS_EXTRA[@]}" -I"$OUT/examples" -o "$OUT/examples/layernorm_aot" \
-  examples/layernorm_aot.c "$OUT/examples/layernorm_4x8_f32.c" -lm
+# Installed files name PREFIX, never DESTDIR. A directory under PREFIX is written relative to
+# it (${prefix}/lib in kerngen.pc; the CMake package finds its prefix from its own location, so
+# an installed tree can be moved), any other as the absolute path it is.
+under_prefix() { case "$1" in "$PREFIX") printf '%s' "$2" ;; "$PREFIX"/*) printf '%s/%s' "$2" "${1#"$PREFIX"/}" ;; *) printf '%s' "$1" ;; esac; }
+fill() {
+  local text
+  text=$(<"$1")
+  text=${text//@VERSION@/"$version"}
+  text=${text//@PREFIX@/"$PREFIX"}
+  text=${text//@SIZEOF_VOID_P@/"$($CC -dM -E - < /dev/null | sed -n 's/^#define __SIZEOF_POINTER__ //p')"}
+  text=${text//@PC_LIBDIR@/"$(under_prefix "$LIBDIR" '${prefix}')"}
+  text=${text//@PC_INCLUDEDIR@/"$(under_prefix "$INCLUDEDIR" '${prefix}')"}
+  text=${text//@CMAKE_PREFIX@/"$cmake_prefix"}
+  text=${text//@CMAKE_BINDIR@/"$(under_prefix "$BINDIR" '${_kerngen_prefix}')"}
+  text=${text//@CMAKE_LIBDIR@/"$(under_prefix "$LIBDIR" '${_kerngen_prefix}')"}
+  text=${text//@CMAKE_INCLUDEDIR@/"$(under_prefix "$INCLUDEDIR" '${_kerngen_prefix}')"}
+  printf '%s\n' "$text" > "$2"
+  chmod 644 "$2"
+}
+install_tree() {
+  local d=$DESTDIR version cmakedir=$LIBDIR/cmake/kerngen cmake_prefix=$PREFIX rel
+  version=$(sed -n 's/^#define KG_VERSION "\(.*\)"$/\1/p' runtime/kerngen.h)
+  case "$cmakedir" in "$PREFIX"/*)
+    rel=${cmakedir#"$PREFIX"/}
+    cmake_prefix='${CMAKE_CURRENT_LIST_DIR}'
+    while [ -n "$rel" ]; do cmake_prefix+=/..; case "$rel" in */*) rel=${rel#*/} ;; *) rel= ;; esac; done ;;
+  esac
+  install -d "$d$BINDIR" "$d$LIBDIR" "$d$INCLUDEDIR" "$d$LIBDIR/pkgconfig" "$d$cmakedir"
+  install -m 755 "$OUT/kerngen" "$d$BINDIR/kerngen"
+  install -m 644 "$OUT/libkerngen.a" "$d$LIBDIR/libkerngen.a"
+  install -m 644 runtime/kerngen.h runtime/kg_check.h "$d$INCLUDEDIR/"
+  fill packaging/kerngen.pc.in "$d$LIBDIR/pkgconfig/kerngen.pc"
+  fill packaging/kerngen-config.cmake.in "$d$cmakedir/kerngen-config.cmake"
+  fill packaging/kerngen-config-version.cmake.in "$d$cmakedir/kerngen-config-version.cmake"
+  echo "installed kerngen $version into $d$PREFIX"
+}
 
 # Each target runs FUZZ_SECONDS on a corpus in $OUT (seeded from the repository's .npy files and
 # specs); a crash, hang, leak or failed oracle stops it with exit 1 and a reproducer file.
 run_fuzz() {
   local t secs=${FUZZ_SECONDS:-60}
   for t in npy spec; do
-    $CC "${CFLAGS[@]}" -fsanitize=fuzzer -D_POSIX_C_SOURCE=200809L -o "$OUT/fuzz_$t" "tests/fuzz/fuzz_$t.c" \
+    cc_link -fsanitize=fuzzer -D_POSIX_C_SOURCE=200809L -o "$OUT/fuzz_$t" "tests/fuzz/fuzz_$t.c" \
       "$OUT/libkerngen.a" "${LIBS[@]}"
   done
   mkdir -p "$OUT/corpus_npy" "$OUT/corpus_spec" "$OUT/findings"
@@ -117,11 +220,17 @@ run_fuzz() {
   echo "fuzz: no finding in ${secs} s per target"
 }
 
+if [ -f "$OUT/.fingerprint" ] && [ "$(fingerprint)" = "$(cat "$OUT/.fingerprint")" ]; then
+  echo "build.sh: $OUT is up to date"
+else
+  build
+fi
+
 case "$mode" in
   build) echo "built $OUT/kerngen and $OUT/libkerngen.a" ;;
+  install) install_tree ;;
   test|asan) run_tests ;;
   run) "$OUT/kerngen" check --all ;;
   bench) bash bench/run.sh "$OUT" ;;
   fuzz) run_fuzz ;;
-  *) echo "usage: ./build.sh [build|test|run|asan|bench|fuzz]" >&2; exit 2 ;;
 esac

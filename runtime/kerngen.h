@@ -19,6 +19,10 @@
 
 #include <stddef.h>
 
+#ifdef __cplusplus
+extern "C" { /* the same header serves C++ (C linkage) */
+#endif
+
 #define KG_VERSION "0.1.0"
 
 typedef enum {
@@ -106,5 +110,9 @@ void kg_free(kg_kernel *k);
 kg_status kg_list(char **text, char **err);
 kg_status kg_graphs(char **text, char **err);
 kg_status kg_dot(const kg_request *req, const char *pass, char **text, char **err);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

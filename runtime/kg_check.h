@@ -7,6 +7,10 @@
 
 #include "kerngen.h"
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 /* Tolerances (stated, printed with every figure). */
 #define KG_TOL_FD 1e-6       /* JVP vs 4-point central differences, relative max-norm */
 #define KG_TOL_ADJOINT 1e-12 /* |<w,Jv> - <J^T w,v>| / (sum|w||Jv| + sum|J^T w||v|) */
@@ -38,5 +42,9 @@ kg_status kg_check(const kg_request *req, const kg_check_options *opt, char **er
 
 /* kerngen check --all: every graph at its default dims, one table row each. */
 kg_status kg_check_all(const kg_request *base, const kg_check_options *opt, char **err);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

@@ -26,6 +26,8 @@ static int is_keyword(const char *w, size_t n)
                                      "inline", "if", "else", "void", "unsigned", "long", "union", "sizeof",
                                      "include", "define", "ifndef", "ifdef", "endif", "pragma", "defined",
                                      "elif", "extern", "math", "h", "optimize", "__clang__",
+                                     /* the C++ part of templates/kernel.h.in */
+                                     "__cplusplus", "__restrict", "undef",
                                      /* libm, where the generated code still calls it */
                                      "sqrt", "sqrtf", "exp", "expf", "tanh", "tanhf", "erf", "erff", "erfc",
                                      "erfcf", NULL};

@@ -6,6 +6,20 @@
 #ifndef LAYERNORM_2X4_F32_H
 #define LAYERNORM_2X4_F32_H
 
+/* Usable from C99 and C++ alike. For C++ the functions get C linkage, and the prototypes' C99
+   `restrict` is spelled __restrict (g++, clang++, MSVC) inside this header only: it defines the
+   macro when the includer has not, and undefines it at the end, so the word stays free in the
+   includer's code and a `restrict` macro of the includer's own is left alone. (A header-local
+   macro, not a KG_RESTRICT in the prototypes: the text of each prototype stays the C99 one the
+   .c file defines.) */
+#ifdef __cplusplus
+#ifndef restrict
+#define restrict __restrict
+#define KG__RESTRICT_DEFINED_HERE
+#endif
+extern "C" {
+#endif
+
 /* Element counts of every argument and of each function's workspace (0: pass NULL). */
 #define LAYERNORM_2X4_F32_X_SIZE 8 /* x [2, 4] */
 #define LAYERNORM_2X4_F32_GAMMA_SIZE 4 /* gamma [4] */
@@ -55,4 +69,11 @@ int layernorm_2x4_f32_vjp(const float *restrict x, const float *restrict gamma, 
    ws           [0] workspace (LAYERNORM_2X4_F32_JVP_WS_SIZE elements) */
 int layernorm_2x4_f32_jvp(const float *restrict x, const float *restrict gamma, const float *restrict beta, const float *restrict x_tan, const float *restrict gamma_tan, const float *restrict beta_tan, float *restrict y_tan, float *restrict ws);
 
+#ifdef __cplusplus
+}
+#ifdef KG__RESTRICT_DEFINED_HERE
+#undef restrict
+#undef KG__RESTRICT_DEFINED_HERE
+#endif
+#endif
 #endif /* LAYERNORM_2X4_F32_H */
