@@ -227,7 +227,8 @@ function builder.new(G, S, ctx, prefix)
       if not inputs[i[1]] then fail(name .. ": missing input " .. i[1]) end
     end
     local sub = { dims = dims, attrs = attrs, dtype = ctx.dtype, semantics = ctx.semantics, depth = (ctx.depth or 0) + 1 }
-    local outs = spec.run_forward(S2, G, sub, inputs, b.prefix .. name .. ".")
+    local outs, callee = spec.run_forward(S2, G, sub, inputs, b.prefix .. name .. ".")
+    for _, s in ipairs(callee.saved) do b.saved[#b.saved + 1] = s end
     local res = {}
     for k, n in pairs(outs) do res[k] = wrap(n) end
     return res
@@ -252,6 +253,7 @@ function builder.new(G, S, ctx, prefix)
     end,
   })
   b.named = named
+  b.saved = {} -- {name, node} of the values a backward may read (spec.run_forward)
   function b.set(k, n) named[k] = n end
   function b.get(k) return named[k] end
   b.g = g

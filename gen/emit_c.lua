@@ -13,6 +13,7 @@
 local ops = require("ops")
 local util = require("util")
 local loops = require("loops")
+local roles = require("roles")
 
 local aff = loops.aff
 
@@ -307,10 +308,6 @@ function emit.signature(fn, L, dtype)
   return "int " .. fn .. "(" .. table.concat(args, ", ") .. ")"
 end
 
-local ROLE_DOC = {
-  input = "input", cotangent = "cotangent of output", tangent = "tangent of input",
-  output = "output", grad = "gradient of input", output_tangent = "tangent of output",
-}
 
 -- What the header and the JIT unit say about one function: size macros not yet in `seen`
 -- (shared across passes), the documented prototype, and the packed-argument entry point
@@ -323,7 +320,7 @@ function emit.declarations(fn, L, dtype, upper, pass, comment, seen)
       seen[macro] = true
       sizes[#sizes + 1] = string.format("#define %s %d /* %s %s */", macro, p.count, p.cname, util.shape_str(p.shape))
     end
-    doc[#doc + 1] = string.format("   %-12s %s %s %s", p.cname, util.shape_str(p.shape), ROLE_DOC[p.arg_role], p.name)
+    doc[#doc + 1] = string.format("   %-12s %s %s %s", p.cname, util.shape_str(p.shape), roles[p.arg_role].doc, p.name)
     casts[i] = "(" .. (p.const and "const " or "") .. T .. " *)a[" .. (i - 1) .. "]"
   end
   casts[#casts + 1] = "(" .. T .. " *)a[" .. #L.params .. "]"

@@ -17,6 +17,8 @@
 
 enum { EXIT_CHECK = 1, EXIT_USAGE = 2, EXIT_INTERNAL = 3 };
 
+#define PASS_LIST "forward, vjp, jvp, forward_train, vjp_saved"
+
 static const char *const MAIN_USAGE =
     "usage: kerngen COMMAND [ARGS]\n"
     "\n"
@@ -41,8 +43,8 @@ static const char *const GEN_OPTIONS =
     "                       JIT, runs straight-line code faster; unrolled within a size budget)\n"
     "  --vjp derived|closed use the tape VJP (default) or the spec's closed form\n"
     "  --jvp derived|closed likewise for the JVP\n"
-    "  --dump-ir PASS       print the IR after forward|vjp|jvp|simplify (graph) or lower|fuse\n"
-    "                       (loops) to stderr\n"
+    "  --dump-ir PASS       print the IR after forward|vjp|jvp|forward_train|vjp_saved|simplify\n"
+    "                       (graph) or lower|fuse (loops) to stderr\n"
     "  --fuse auto|none     loop fusion (default auto); none is for diagnosis: same results\n"
     "  --check-ir           run the IR checker between passes\n";
 
@@ -53,7 +55,8 @@ typedef struct {
     const char **ins; /* NAME=FILE */
     int nins;
     const char *out_dir;
-    const char *pass;
+    const char *pass;  /* the last --pass */
+    unsigned passes;   /* every --pass, as kg_request.passes */
     int all;
     int help;
     unsigned long seed;
@@ -116,7 +119,15 @@ static void parse(cli *c, const char *cmd, int argc, char **argv, const char *al
             else if (strcmp(key, "--all") == 0) c->all = 1;
             else if (strcmp(key, "--in") == 0) c->ins[c->nins++] = val;
             else if (strcmp(key, "--out") == 0) c->out_dir = val;
-            else if (strcmp(key, "--pass") == 0) c->pass = val;
+            else if (strcmp(key, "--pass") == 0) {
+                int p = kg_pass_from_name(val);
+                if (p < 0)
+                    die_usage(cmd, "--pass: '%s' is not one of " PASS_LIST, val);
+                if (c->pass && strcmp(cmd, "emit") != 0)
+                    die_usage(cmd, "--pass given twice ('%s')", val);
+                c->pass = val;
+                c->passes |= 1u << p;
+            }
             else if (strcmp(key, "--seed") == 0) {
                 char *end;
                 errno = 0;
@@ -162,11 +173,10 @@ static int report(kg_status st, char *err)
 
 static kg_pass parse_pass(const char *cmd, const char *s)
 {
-    if (!s || strcmp(s, "forward") == 0) return KG_FORWARD;
-    if (strcmp(s, "vjp") == 0) return KG_VJP;
-    if (strcmp(s, "jvp") == 0) return KG_JVP;
-    die_usage(cmd, "--pass: '%s' is not one of forward, vjp, jvp", s);
-    return KG_FORWARD;
+    int p = kg_pass_from_name(s ? s : "forward");
+    if (p < 0)
+        die_usage(cmd, "--pass: '%s' is not one of " PASS_LIST, s);
+    return (kg_pass)p;
 }
 
 /* ---------------------------------------------------------------------------------------- */
@@ -229,12 +239,14 @@ static int cmd_emit(int argc, char **argv)
 {
     cli c;
     parse(&c, "emit", argc, argv,
-          "--dtype --semantics --unroll --vjp --jvp --name --out --dump-ir --check-ir --fuse");
+          "--dtype --semantics --unroll --vjp --jvp --name --out --pass --dump-ir --check-ir --fuse");
     if (c.help) {
         printf("usage: kerngen emit GRAPH [NAME=VALUE...] [options] [--out DIR]\n\n"
-               "Writes DIR/<name>.h and DIR/<name>.c (default DIR: .) holding the forward, VJP and\n"
-               "JVP functions, with every size as a macro in the header. <name> defaults to\n"
+               "Writes DIR/<name>.h and DIR/<name>.c (default DIR: .) holding one function per pass\n"
+               "(forward, vjp, jvp, forward_train, vjp_saved; kerngen run --help says what each\n"
+               "reads and writes), with every size as a macro in the header. <name> defaults to\n"
                "<graph>_<dims>_<dtype>, e.g. layernorm_8x64_f32.\n\n%s"
+               "  --pass PASS          only this pass (repeat for several; default: all)\n"
                "  --name NAME          C name prefix instead of the default\n"
                "  --out DIR            output directory (created if missing)\n",
                GEN_OPTIONS);
@@ -247,6 +259,7 @@ static int cmd_emit(int argc, char **argv)
     const char *dir = c.out_dir ? c.out_dir : ".";
     if (!c.req.unroll) /* AOT compilers vectorize loops; unrolled code only pays under tcc */
         c.req.unroll = "none";
+    c.req.passes = c.passes; /* 0: all */
     kg_kernel *k = generate(&c, 0, &rc);
     if (!k) {
         free_cli(&c);
@@ -408,13 +421,15 @@ static int cmd_run(int argc, char **argv)
     cli c;
     parse(&c, "run", argc, argv, "--dtype --semantics --unroll --vjp --jvp --pass --in --out --dump-ir --check-ir --fuse");
     if (c.help) {
-        printf("usage: kerngen run GRAPH [NAME=VALUE...] [--dtype f32|f64] [--pass forward|vjp|jvp]\n"
+        printf("usage: kerngen run GRAPH [NAME=VALUE...] [--dtype f32|f64] [--pass PASS]\n"
                "                  --in NAME=FILE.npy ... --out DIR\n\n"
                "JIT-compiles one pass and runs it on NumPy .npy files (C order, little-endian\n"
-               "float32/float64 matching --dtype, shapes exactly as the graph says).\n"
-               "  forward: reads every input NAME, writes DIR/<output>.npy\n"
-               "  vjp:     also reads <output>.cotangent, writes DIR/<input>.grad.npy for every input\n"
-               "  jvp:     also reads <input>.tangent for every input, writes DIR/<output>.tangent.npy\n"
+               "float32/float64 matching --dtype, shapes exactly as the graph says). PASS:\n"
+               "  forward:       reads every input NAME, writes DIR/<output>.npy (the default)\n"
+               "  vjp:           also reads <output>.cotangent, writes DIR/<input>.grad.npy for every input\n"
+               "  jvp:           also reads <input>.tangent for every input, writes DIR/<output>.tangent.npy\n"
+               "  forward_train: as forward, and writes DIR/<value>.saved.npy for each saved value\n"
+               "  vjp_saved:     as vjp, reading <value>.saved instead of recomputing it\n"
                "Outputs are written only when everything succeeded. A domain failure (a standard\n"
                "deviation not > 0 and finite) is an error.\n\n%s",
                GEN_OPTIONS);
@@ -508,7 +523,7 @@ static int cmd_dot(int argc, char **argv)
     cli c;
     parse(&c, "dot", argc, argv, "--dtype --semantics --vjp --jvp --pass");
     if (c.help) {
-        printf("usage: kerngen dot GRAPH [NAME=VALUE...] [--pass forward|vjp|jvp]\n\n"
+        printf("usage: kerngen dot GRAPH [NAME=VALUE...] [--pass " PASS_LIST "]\n\n"
                "Prints the graph (after simplify) in Graphviz dot: kerngen dot layernorm | dot -Tsvg > ln.svg\n");
         free_cli(&c);
         return 0;

@@ -37,10 +37,10 @@ end
 ---------------------------------------------------------------------------------------------
 -- Parameters (the kernel's arguments) in a fixed order: inputs as created, then outputs.
 
-local SUFFIX = { input = "", cotangent = "_cot", tangent = "_tan", output = "", grad = "_grad", output_tangent = "_tan" }
+local roles = require("roles")
 
 local function param(name, role, shape, const)
-  return { cname = name .. SUFFIX[role], name = name, role = "param", arg_role = role, shape = shape,
+  return { cname = name .. roles[role].cname, name = name, role = "param", arg_role = role, shape = shape,
     count = util.count(shape), size = util.count(shape), const = const, base = 0 }
 end
 

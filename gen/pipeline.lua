@@ -21,6 +21,7 @@ local lower = require("lower")
 local fuse = require("fuse")
 local loops = require("loops")
 local schedule = require("schedule")
+local roles = require("roles")
 local emit = require("emit_c")
 local template = require("template")
 local host = require("kg_host")
@@ -28,8 +29,75 @@ local host = require("kg_host")
 local pipeline = {}
 
 pipeline.VERSION = host.version
-pipeline.PASSES = { "forward", "vjp", "jvp" }
 local INT_MAX = 2147483647
+
+---------------------------------------------------------------------------------------------
+-- Passes: the functions a kernel file holds, in order, each with its graph. A new pass is an
+-- entry here (and a name in the C library's kg_pass list). graph(R) gets the forward graph F,
+-- its builder, the spec and the request; it returns a graph in the IR, before simplify.
+
+local function derived_vjp(R)
+  if R.req.vjp_form == "closed" then return vjp.closed(R.F, R.S, R.ctx, R.fb) end
+  return vjp.derive(R.F)
+end
+
+-- The saved values worth an argument: computed (not an input or a constant), each node once.
+local function saved_values(F)
+  local list, seen = {}, {}
+  for _, s in ipairs(F.saved) do
+    if not seen[s.node] and s.node.op ~= "input" and s.node.op ~= "const" then
+      seen[s.node] = true
+      list[#list + 1] = s
+    end
+  end
+  return list
+end
+
+-- The forward graph that also outputs every saved value (role "save").
+local function forward_train(R)
+  local G = R.F:clone()
+  for _, o in ipairs(R.F.outputs) do G.outputs[#G.outputs + 1] = o end
+  for _, s in ipairs(saved_values(R.F)) do G.outputs[#G.outputs + 1] = { name = s.name, role = "save", node = s.node } end
+  return G
+end
+
+-- The VJP with every saved value read from an argument (role "saved") instead of computed:
+-- what only fed the saved values is dead, and simplify drops it.
+local function vjp_saved(R)
+  local V = derived_vjp(R)
+  local H, map = ir.new(), {}
+  local function inputs(keep) for _, io in ipairs(V.inputs) do
+    if keep(io.role) then map[io.node] = H:input(io.name, io.node.shape, io.role) end
+  end end
+  inputs(function(role) return role == "input" end) -- argument order: inputs, saved, cotangents
+  for _, s in ipairs(saved_values(R.F)) do map[s.node] = H:input(s.name, s.node.shape, "saved") end
+  inputs(function(role) return role ~= "input" end)
+  for _, n in ipairs(V.nodes) do
+    if not map[n] then
+      local args = {}
+      for i, a in ipairs(n.args) do args[i] = map[a] end
+      local m = H:make(n.op, args, n.attr)
+      m.name = m.name or n.name
+      map[n] = m
+    end
+  end
+  for _, o in ipairs(V.outputs) do H.outputs[#H.outputs + 1] = { name = o.name, role = o.role, node = map[o.node] } end
+  return H
+end
+
+pipeline.PASSES = {
+  { name = "forward", doc = "forward pass", graph = function(R) return R.F end },
+  { name = "vjp", doc = "reverse mode: gradients of every input from output cotangents", graph = derived_vjp },
+  { name = "jvp", doc = "forward mode: output tangents from input tangents", graph = function(R)
+    if R.req.jvp_form == "closed" then return jvp.closed(R.F, R.S, R.ctx, R.fb) end
+    return jvp.derive(R.F)
+  end },
+  { name = "forward_train", doc = "forward pass that also writes what vjp_saved reads (saved)", graph = forward_train },
+  { name = "vjp_saved", doc = "reverse mode reading what forward_train saved: gradients of every input",
+    graph = vjp_saved },
+}
+local PASS = {}
+for _, p in ipairs(pipeline.PASSES) do PASS[p.name] = p end
 
 local function check_options(req)
   -- field, its command-line option, allowed values (the first is the default; nil: optional)
@@ -44,15 +112,20 @@ local function check_options(req)
   one_of("unroll", "--unroll", { "auto", "full", "none" }, "auto")
   one_of("vjp_form", "--vjp", { "derived", "closed" }, "derived")
   one_of("jvp_form", "--jvp", { "derived", "closed" }, "derived")
-  one_of("dump_ir", "--dump-ir", { "forward", "vjp", "jvp", "simplify", "lower", "fuse" }, nil)
+  local dumpable = { "forward", "simplify", "lower", "fuse" }
+  for _, p in ipairs(pipeline.PASSES) do if p.name ~= "forward" then dumpable[#dumpable + 1] = p.name end end
+  one_of("dump_ir", "--dump-ir", dumpable, nil)
   one_of("fuse", "--fuse", { "auto", "none" }, "auto")
-  -- the passes to generate, in order (default: all three)
-  local list = req.passes or pipeline.PASSES
-  req.passes, req.want = {}, {}
-  for _, p in ipairs(pipeline.PASSES) do
-    for _, q in ipairs(list) do if p == q then req.passes[#req.passes + 1] = p; req.want[p] = true end end
+  -- the passes to generate, in table order (default: all)
+  local want = {}
+  for _, q in ipairs(req.passes or {}) do
+    if not PASS[q] then util.fail("--pass: '" .. tostring(q) .. "' is not a pass") end
+    want[q] = true
   end
-  if #req.passes == 0 then util.fail("no pass to generate") end
+  req.passes = {}
+  for _, p in ipairs(pipeline.PASSES) do
+    if want[p.name] or not next(want) then req.passes[#req.passes + 1] = p.name end
+  end
   if req.name and not util.is_name(req.name) then util.fail("--name: '" .. req.name .. "' is not a C identifier") end
 end
 
@@ -92,12 +165,11 @@ function pipeline.graph(req)
   end
   local F, fb = spec.forward_graph(S, ctx)
   after("forward", F)
-  local graphs = { forward = F }
   if req.vjp_form == "closed" and not S.vjp then util.fail(S.name .. ": has no closed-form VJP") end
   if req.jvp_form == "closed" and not S.jvp then util.fail(S.name .. ": has no closed-form JVP") end
-  local want = req.want
-  if want.vjp then graphs.vjp = after("vjp", req.vjp_form == "closed" and vjp.closed(F, S, ctx, fb) or vjp.derive(F)) end
-  if want.jvp then graphs.jvp = after("jvp", req.jvp_form == "closed" and jvp.closed(F, S, ctx, fb) or jvp.derive(F)) end
+  local R = { F = F, fb = fb, S = S, ctx = ctx, req = req }
+  local graphs = {}
+  for _, p in ipairs(req.passes) do graphs[p] = p == "forward" and F or after(p, PASS[p].graph(R)) end
   for _, p in ipairs(req.passes) do
     graphs[p] = simplify.run(graphs[p])
     if req.check_ir then ir.verify(graphs[p], "simplify(" .. p .. ")") end
@@ -106,10 +178,6 @@ function pipeline.graph(req)
   return { S = S, dims = dims, attrs = attrs, graphs = graphs, dumps = dumps, ctx = ctx }
 end
 
-local PASS_DOC = {
-  forward = "forward pass", vjp = "reverse mode: gradients of every input from output cotangents",
-  jvp = "forward mode: output tangents from input tangents",
-}
 
 -- Generate everything for a request: header, AOT source, JIT source and argument metadata.
 function pipeline.generate(req)
@@ -141,16 +209,17 @@ function pipeline.generate(req)
     if L.ws_size > INT_MAX then util.fail(string.format("%s: the %s workspace would exceed %d elements", S.name, pass, INT_MAX)) end
     schedule.run(L, req.unroll, fn)
     terms = terms + L.unrolled_terms
-    local out = emit.fn(fn, L, dtype, helpers, PASS_DOC[pass])
+    local out = emit.fn(fn, L, dtype, helpers, PASS[pass].doc)
     statements = statements + out.statements
     fns[#fns + 1] = out.text()
-    local d = emit.declarations(fn, L, dtype, upper, pass, PASS_DOC[pass], size_seen)
+    local d = emit.declarations(fn, L, dtype, upper, pass, PASS[pass].doc, size_seen)
     for _, line in ipairs(d.sizes) do sizes[#sizes + 1] = line end
     protos[#protos + 1] = d.prototype
     entries[#entries + 1] = d.entry
     local meta = { fn = fn, ws = L.ws_size, params = {} }
     for i, p in ipairs(L.params) do
       meta.params[i] = { cname = p.cname, name = p.name, role = p.arg_role, shape = p.shape, count = p.count,
+        file = p.name .. roles[p.arg_role].file,
         init = init_of[p.name] or "normal" }
     end
     result.functions[pass] = meta

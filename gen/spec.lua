@@ -433,6 +433,13 @@ function spec.run_forward(S, G, ctx, inputs, prefix)
     if not n then util.fail(S.file .. ": graph " .. S.name .. ": forward did not define output '" .. o .. "'") end
     outs[o] = n
   end
+  -- what a backward may read instead of recomputing: the spec's saved values, after those of
+  -- the graphs it called (named <callee>_<value>)
+  for _, s in ipairs(S.saved) do
+    local n = b.get(s)
+    if not n then util.fail(S.file .. ": graph " .. S.name .. ": saved value '" .. s .. "' is not defined by forward") end
+    b.saved[#b.saved + 1] = { name = util.gsub(b.prefix .. s, "%.", "_"), node = n }
+  end
   return outs, b
 end
 
@@ -445,6 +452,7 @@ function spec.forward_graph(S, ctx)
   end
   local outs, b = spec.run_forward(S, G, ctx, inputs)
   for _, o in ipairs(S.outputs) do G.outputs[#G.outputs + 1] = { name = o, role = "output", node = outs[o] } end
+  G.saved = b.saved
   return G, b
 end
 

@@ -39,7 +39,7 @@ local function stateless(n)
     attrs = { { "eps", kind = "number", min = 0, torchlean = 1e-6, pytorch = 1e-5 } },
     inputs = inputs,
     outputs = { "y" },
-    saved = { "mean", "inv_std" },
+    saved = { "mean", "std", "inv_std" },
 
     forward = function(g, v)
       v.shift       = g.detach(g.first(v.x, axes)) -- as in layernorm: keeps f32 exact for large means

@@ -15,7 +15,7 @@ local function graph(name, summary, dims, x, residual)
     attrs = { GELU },
     inputs = inputs,
     outputs = { "y" },
-    saved = { "hidden_pre", "hidden", "projected" },
+    saved = { "hidden_pre", "hidden" },
     forward = function(g, v)
       v.hidden_pre = g.linear(v.x, v.w1) + v.b1
       v.hidden     = g.gelu(v.hidden_pre, g.attr.gelu)

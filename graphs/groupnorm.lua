@@ -9,7 +9,7 @@ return {
   attrs = { { "eps", kind = "number", min = 0, torchlean = 1e-6, pytorch = 1e-5 } },
   inputs = { { "x", "b", "h", "w", "c" }, { "gamma", "c" }, { "beta", "c" } },
   outputs = { "y" },
-  saved = { "mean", "inv_std" },
+  saved = { "mean", "std", "inv_std" },
   validate = function(dim)
     if dim.c % dim.groups ~= 0 then
       return "groups=" .. dim.groups .. " must divide c=" .. dim.c

@@ -8,7 +8,7 @@ return {
   attrs = { { "eps", kind = "number", min = 0, torchlean = 1e-6, pytorch = 1e-5 } },
   inputs = { { "x", "rows", "dim" }, { "gamma", "dim" }, { "beta", "dim" } },
   outputs = { "y" },
-  saved = { "mean", "inv_std" },
+  saved = { "mean", "std", "inv_std" },
 
   forward = function(g, v)
     v.shift       = g.detach(g.first(v.x, -1))

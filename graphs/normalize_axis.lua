@@ -7,7 +7,7 @@ return {
   attrs = { { "eps", kind = "number", min = 0, torchlean = 1e-6, pytorch = 1e-5 } },
   inputs = { { "x", "shape" }, { "gamma", "shape" }, { "beta", "shape" } },
   outputs = { "y" },
-  saved = { "mean", "inv_std" },
+  saved = { "mean", "std", "inv_std" },
   validate = function(dim)
     if dim.axis >= #dim.shape then
       return "axis=" .. dim.axis .. " out of range for a rank-" .. #dim.shape .. " shape (axes are 0-based)"

@@ -12,7 +12,7 @@ return {
     { "beta", "dim", when = function(attr) return attr.bias == 1 end },
   },
   outputs = { "y" },
-  saved = { "inv_rms" },
+  saved = { "rms", "inv_rms" },
 
   forward = function(g, v)
     v.sq         = v.x * v.x

@@ -7,6 +7,7 @@ return {
   attrs = { { "eps", kind = "number", min = 0, torchlean = 1e-6, pytorch = 0 } },
   inputs = { { "v", "out", "in" }, { "g", "out" } },
   outputs = { "w" },
+  saved = { "norm", "inv_norm" },
 
   forward = function(g, v)
     v.sq          = v.v * v.v

@@ -33,12 +33,25 @@ typedef enum {
     KG_ENOMEM = 4     /* out of memory; the message may be NULL. Nothing was leaked or half-made */
 } kg_status;
 
-typedef enum { KG_FORWARD = 0, KG_VJP = 1, KG_JVP = 2, KG_NPASSES = 3 } kg_pass;
+/* The functions of a kernel, in the order the generator defines them (gen/pipeline.lua):
+ *   forward        outputs from inputs
+ *   vjp            reverse mode: the gradient of every input from output cotangents
+ *   jvp            forward mode: output tangents from input tangents
+ *   forward_train  forward that also writes what vjp_saved reads (the spec's saved values:
+ *                  mean and inverse std of a normalization, an FFN's pre-activations)
+ *   vjp_saved      vjp reading those instead of recomputing them; same results as vjp */
+typedef enum { KG_FORWARD, KG_VJP, KG_JVP, KG_FORWARD_TRAIN, KG_VJP_SAVED, KG_NPASSES } kg_pass;
 
+/* What an argument is to its function; the ones before KG_ROLE_OUTPUT are read, the others
+   written. A saved value is KG_ROLE_SAVE in forward_train and KG_ROLE_SAVED in vjp_saved. */
 typedef enum {
-    KG_ROLE_INPUT, KG_ROLE_COTANGENT, KG_ROLE_TANGENT,   /* read by the kernel */
-    KG_ROLE_OUTPUT, KG_ROLE_GRAD, KG_ROLE_OUTPUT_TANGENT /* written by the kernel */
+    KG_ROLE_INPUT, KG_ROLE_COTANGENT, KG_ROLE_TANGENT, KG_ROLE_SAVED,
+    KG_ROLE_OUTPUT, KG_ROLE_GRAD, KG_ROLE_OUTPUT_TANGENT, KG_ROLE_SAVE
 } kg_role;
+
+/* "forward", "vjp", ...; NULL for an unknown pass. kg_pass_from_name: -1 for an unknown name. */
+const char *kg_pass_name(kg_pass pass);
+int kg_pass_from_name(const char *name);
 
 typedef struct {
     const char *graph;       /* graph name (kg_list) or path to a spec file */
@@ -55,7 +68,7 @@ typedef struct {
                                 IR): the IR after that pass, see KG_TEXT_IR */
     const char *fuse;        /* "auto" (default) or "none": loop fusion off, for diagnosis
                                 (results are identical) */
-    unsigned passes;         /* bit mask of (1u << KG_FORWARD), ... to generate; 0: all three.
+    unsigned passes;         /* bit mask of (1u << KG_FORWARD), ... to generate; 0: all of them.
                                 Fewer passes generate faster; kg_call on a missing one gives -1 */
     int check_ir;            /* run the IR checker between passes */
 } kg_request;
@@ -78,7 +91,8 @@ typedef enum {
 
 typedef struct kg_kernel kg_kernel;
 
-/* Generates C for all three passes. On success *out owns everything; free with kg_free. */
+/* Generates C for the requested passes (all by default). On success *out owns everything; free
+   with kg_free. */
 kg_status kg_generate(const kg_request *req, kg_kernel **out, char **err);
 
 /* JIT-compiles the kernel in memory with libtcc (serialized by a process-wide mutex). */
@@ -90,6 +104,7 @@ const kg_arg *kg_arg_at(const kg_kernel *k, kg_pass pass, int i);
 size_t kg_ws_size(const kg_kernel *k, kg_pass pass);   /* elements */
 size_t kg_elem_size(const kg_kernel *k);                /* 4 or 8 */
 int kg_has_closed_form(const kg_kernel *k, kg_pass pass);
+int kg_has_pass(const kg_kernel *k, kg_pass pass);     /* the pass was generated */
 
 /* Calls a compiled pass: args[0..nargs-1] as kg_arg_at says, args[nargs] = workspace (may be
  * NULL when kg_ws_size is 0). Returns 0, or 1 when a domain hypothesis failed. */

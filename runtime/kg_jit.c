@@ -161,7 +161,7 @@ static void *jit_symbol(const char *name)
 /* Runs under tcc_lock with tcc_guard set. Returns 0, or -1 (see m). */
 static int compile_locked(kg_kernel *k, TCCState **state, messages *m)
 {
-    static const char *entries[KG_NPASSES] = {"kg_entry_forward", "kg_entry_vjp", "kg_entry_jvp"};
+
     TCCState *s = *state = tcc_new();
     if (!s)
         return m->nomem = 1, -1;
@@ -182,7 +182,9 @@ static int compile_locked(kg_kernel *k, TCCState **state, messages *m)
     for (int p = 0; p < KG_NPASSES; p++) {
         if (!k->fns[p].fn)
             continue; /* pass not generated */
-        void *sym = tcc_get_symbol(s, entries[p]);
+        char entry[64];
+        snprintf(entry, sizeof entry, "kg_entry_%s", kg_pass_name((kg_pass)p));
+        void *sym = tcc_get_symbol(s, entry);
         if (!sym)
             return -1;
         memcpy(&k->entry[p], &sym, sizeof sym);
@@ -242,7 +244,7 @@ kg_status kg_compile(kg_kernel *k, char **err)
 
 int kg_call(const kg_kernel *k, kg_pass pass, void *const *args)
 {
-    if (!k->entry[pass])
+    if ((unsigned)pass >= KG_NPASSES || !k->entry[pass])
         return -1;
     return k->entry[pass](args);
 }

@@ -8,6 +8,20 @@
 #include "kg_files.h"
 #include "kg_internal.h"
 
+static const char *const PASS_NAMES[KG_NPASSES] = {"forward", "vjp", "jvp", "forward_train", "vjp_saved"};
+
+const char *kg_pass_name(kg_pass pass) { return (unsigned)pass < KG_NPASSES ? PASS_NAMES[pass] : NULL; }
+
+int kg_pass_from_name(const char *name)
+{
+    for (int p = 0; name && p < KG_NPASSES; p++)
+        if (strcmp(PASS_NAMES[p], name) == 0)
+            return p;
+    return -1;
+}
+
+int kg_has_pass(const kg_kernel *k, kg_pass pass) { return (unsigned)pass < KG_NPASSES && k->fns[pass].fn; }
+
 int kg_nargs(const kg_kernel *k, kg_pass pass) { return k->fns[pass].nargs; }
 
 const kg_arg *kg_arg_at(const kg_kernel *k, kg_pass pass, int i)
@@ -33,11 +47,7 @@ void kg_stats(const kg_kernel *k, size_t *statements, size_t *bytes)
 kg_status kg_write_files(const kg_kernel *k, const char *dir, char **err)
 {
     *err = NULL;
-    for (int p = 0; p < KG_NPASSES; p++)
-        if (!k->fns[p].fn) {
-            *err = kg_strdup("kg_write_files: AOT files need all three passes (request passes = 0)");
-            return KG_EINPUT;
-        }
+
     kg_file files[2] = {{k->text[KG_TEXT_HEADER_FILE], kg_file_text, k->text[KG_TEXT_HEADER]},
                         {k->text[KG_TEXT_SOURCE_FILE], kg_file_text, k->text[KG_TEXT_SOURCE]}};
     if (kg_files_publish(dir, files, 2, err) != 0)

@@ -470,11 +470,10 @@ static void push_request(lua_State *L, const kg_request *req)
     }
     lua_setfield(L, -2, "params");
     if (req->passes) {
-        static const char *names[KG_NPASSES] = {"forward", "vjp", "jvp"};
         lua_newtable(L);
         for (int p = 0, n = 0; p < KG_NPASSES; p++)
             if (req->passes & (1u << p)) {
-                lua_pushstring(L, names[p]);
+                lua_pushstring(L, kg_pass_name((kg_pass)p));
                 lua_rawseti(L, -2, ++n);
             }
         lua_setfield(L, -2, "passes");
@@ -503,24 +502,15 @@ static lua_Integer field_int(lua_State *L, const char *key)
     return v;
 }
 
+/* kg_role in the order of its enum; the meaning of each is gen/roles.lua's */
 static kg_role role_of(lua_State *L, const char *s)
 {
-    static const char *names[] = {"input", "cotangent", "tangent", "output", "grad", "output_tangent"};
-    for (int i = 0; i < 6; i++)
+    static const char *names[] = {"input", "cotangent", "tangent", "saved", "output", "grad", "output_tangent", "save"};
+    for (int i = 0; i < (int)(sizeof names / sizeof names[0]); i++)
         if (strcmp(s, names[i]) == 0)
             return (kg_role)i;
     luaL_error(L, "unknown argument role '%s'", s);
     return KG_ROLE_INPUT;
-}
-
-static const char *file_suffix(kg_role r)
-{
-    switch (r) {
-    case KG_ROLE_COTANGENT: return ".cotangent";
-    case KG_ROLE_TANGENT: case KG_ROLE_OUTPUT_TANGENT: return ".tangent";
-    case KG_ROLE_GRAD: return ".grad";
-    default: return "";
-    }
 }
 
 static void read_fn(lua_State *L, struct kg_fn *f)
@@ -541,8 +531,7 @@ static void read_fn(lua_State *L, struct kg_fn *f)
         lua_getfield(L, -1, "role");
         a->role = role_of(L, lua_tostring(L, -1) ? lua_tostring(L, -1) : "");
         lua_pop(L, 1);
-        if (!(a->file = kg_strdupf("%s%s", a->name, file_suffix(a->role))))
-            out_of_memory(L);
+        a->file = field_str(L, "file");
         a->init = field_str(L, "init");
         a->count = (size_t)field_int(L, "count");
         lua_getfield(L, -1, "shape");
@@ -573,11 +562,13 @@ static void read_result(lua_State *L, kg_kernel *k, const kg_request *req)
     for (int i = 0; i <= KG_TEXT_IR; i++)
         k->text[i] = field_str(L, keys[i]);
     k->elem_size = (req->dtype && strcmp(req->dtype, "f64") == 0) ? 8 : 4;
-    static const char *passes[] = {"forward", "vjp", "jvp"};
-    lua_getfield(L, -1, "functions");
-    for (int p = 0; p < KG_NPASSES; p++) {
-        if (lua_getfield(L, -1, passes[p]) == LUA_TTABLE) /* absent: not generated */
-            read_fn(L, &k->fns[p]);
+    lua_getfield(L, -1, "functions"); /* stack: result, functions (by pass name) */
+    lua_pushnil(L);
+    while (lua_next(L, -2)) {
+        int p = kg_pass_from_name(lua_tostring(L, -2));
+        if (p < 0)
+            luaL_error(L, "the generator made a pass the library does not know: %s", lua_tostring(L, -2));
+        read_fn(L, &k->fns[p]);
         lua_pop(L, 1);
     }
     lua_pop(L, 1);

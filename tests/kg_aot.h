@@ -57,7 +57,7 @@ static const struct {
     {"weightnorm", {"out=3", "in=5"}, 2},
 };
 
-static const char *const pass_names[KG_NPASSES] = {"forward", "vjp", "jvp"};
+#define pass_names(p) kg_pass_name((kg_pass)(p))
 
 /* ---- small helpers ---- */
 
@@ -507,7 +507,7 @@ static inline char *outputs_differ(const kg_kernel *k, kg_pass p, const argset *
                       es) == 0)
             e++;
         return xprintf("%s: %s[%zu] differs: %s %.17g (0x%0*llx), %s %.17g (0x%0*llx)",
-                       pass_names[p], arg->cname, e, name_a, elem_value(a->args[i], e, es),
+                       pass_names(p), arg->cname, e, name_a, elem_value(a->args[i], e, es),
                        (int)es * 2, elem_bits(a->args[i], e, es), name_b,
                        elem_value(b->args[i], e, es), (int)es * 2, elem_bits(b->args[i], e, es));
     }
@@ -523,9 +523,9 @@ static inline void print_thunks(FILE *f, const kg_kernel *k, const char *storage
 {
     for (int p = 0; p < KG_NPASSES; p++) {
         int n = kg_nargs(k, (kg_pass)p);
-        fprintf(f, "%sint %s%s(void *const *a);\n", storage, prefix, pass_names[p]);
+        fprintf(f, "%sint %s%s(void *const *a);\n", storage, prefix, pass_names(p));
         fprintf(f, "%sint %s%s(void *const *a)\n{\n    return %s_%s(", storage, prefix,
-                pass_names[p], kg_text(k, KG_TEXT_NAME), pass_names[p]);
+                pass_names(p), kg_text(k, KG_TEXT_NAME), pass_names(p));
         for (int i = 0; i < n; i++)
             fprintf(f, "a[%d], ", i);
         fprintf(f, "a[%d]);\n}\n", n);

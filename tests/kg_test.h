@@ -10,6 +10,10 @@
 
 #include "kerngen.h"
 
+/* The passes checked against references and goldens: forward, vjp, jvp. forward_train and
+   vjp_saved are checked against those, bit for bit (test_aot.c: saved_passes_match). */
+enum { KGT_CORE_PASSES = KG_JVP + 1 };
+
 /* A kernel for graph at params (NULL-terminated list), dtype "f32"/"f64"; fails the test on error. */
 static inline kg_kernel *kgt_build_req(kg_request *req)
 {

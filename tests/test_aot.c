@@ -17,6 +17,7 @@
  *                             regenerating it must give the same bytes. KERNGEN_UPDATE_GOLDEN=1
  *                             rewrites the pair instead (see tests/golden_emit/README.md).
  *   schedules_are_bit_identical  every graph: unroll auto, none, full and fusion off give the same bits.
+ *   saved_passes_match        every graph: forward_train = forward, vjp_saved = vjp, bit for bit.
  *   jit_cycle_no_leak         repeated generate+compile+call+free (./build.sh asan checks leaks).
  *
  * Compilers run as child processes (kg_aot.h: posix_spawnp, never a shell), at most two at a
@@ -527,6 +528,68 @@ static void schedules_are_bit_identical(void **state)
     assert_int_equal(failures, 0);
 }
 
+/* Every graph, f32 and f64, at small dims: forward_train writes forward's outputs, and
+   vjp_saved, reading what forward_train saved, gives vjp's gradients, all bit for bit (the saved
+   values are the very nodes the VJP would recompute). */
+static void saved_passes_match(void **state)
+{
+    fixture *fx = *state;
+    int failures = 0;
+    for (int g = 0; g < fx->ngraphs; g++)
+        for (int d = 0; d < 2; d++) {
+            kg_request r = request_for(fx->graphs[g], dtypes[d], "auto");
+            char *problem = NULL;
+            kg_kernel *k = generate_compiled(&r, &problem);
+            argset s[KG_NPASSES];
+            memset(s, 0, sizeof s);
+            for (int p = 0; k && p < KG_NPASSES; p++)
+                argset_make(&s[p], k, (kg_pass)p);
+            /* forward_train: same inputs as forward, then compare the outputs forward has */
+            if (k && (kg_call(k, KG_FORWARD, s[KG_FORWARD].args) != kg_call(k, KG_FORWARD_TRAIN, s[KG_FORWARD_TRAIN].args)))
+                problem = xprintf("forward_train returned another code than forward");
+            size_t es = k ? kg_elem_size(k) : 0;
+            for (int i = 0; k && !problem && i < s[KG_FORWARD].n; i++) {
+                const kg_arg *a = kg_arg_at(k, KG_FORWARD, i);
+                if (a->role == KG_ROLE_OUTPUT && memcmp(s[KG_FORWARD].args[i], s[KG_FORWARD_TRAIN].args[i], a->count * es))
+                    problem = xprintf("forward_train's %s differs from forward's", a->cname);
+            }
+            /* vjp_saved: inputs and cotangents as vjp (same file names, same data), saved values
+               copied from forward_train's results */
+            for (int i = 0; k && !problem && i < s[KG_VJP_SAVED].n; i++) {
+                const kg_arg *a = kg_arg_at(k, KG_VJP_SAVED, i);
+                if (a->role != KG_ROLE_SAVED)
+                    continue;
+                for (int j = 0; j < s[KG_FORWARD_TRAIN].n; j++) {
+                    const kg_arg *b = kg_arg_at(k, KG_FORWARD_TRAIN, j);
+                    if (b->role == KG_ROLE_SAVE && strcmp(b->name, a->name) == 0)
+                        memcpy(s[KG_VJP_SAVED].args[i], s[KG_FORWARD_TRAIN].args[j], a->count * es);
+                }
+            }
+            if (k && !problem && kg_call(k, KG_VJP, s[KG_VJP].args) != kg_call(k, KG_VJP_SAVED, s[KG_VJP_SAVED].args))
+                problem = xprintf("vjp_saved returned another code than vjp");
+            for (int i = 0; k && !problem && i < s[KG_VJP_SAVED].n; i++) {
+                const kg_arg *a = kg_arg_at(k, KG_VJP_SAVED, i);
+                if (a->role != KG_ROLE_GRAD)
+                    continue;
+                for (int j = 0; j < s[KG_VJP].n; j++) {
+                    const kg_arg *b = kg_arg_at(k, KG_VJP, j);
+                    if (b->role == KG_ROLE_GRAD && strcmp(b->name, a->name) == 0 &&
+                        memcmp(s[KG_VJP].args[j], s[KG_VJP_SAVED].args[i], a->count * es))
+                        problem = xprintf("vjp_saved's %s differs from vjp's", a->cname);
+                }
+            }
+            if (problem) {
+                print_message("FAIL %s %s: %s\n", fx->graphs[g], dtypes[d], problem);
+                failures++;
+            }
+            free(problem);
+            for (int p = 0; k && p < KG_NPASSES; p++)
+                argset_free(&s[p]);
+            kg_free(k);
+        }
+    assert_int_equal(failures, 0);
+}
+
 /* ---- 6. repeated JIT cycles ---- */
 
 static void jit_cycle_no_leak(void **state)
@@ -582,6 +645,7 @@ int main(void)
         TIMED(deterministic_bytes),
         TIMED(golden_emitted_file),
         TIMED(schedules_are_bit_identical),
+        TIMED(saved_passes_match),
         TIMED(jit_cycle_no_leak),
     };
     return cmocka_run_group_tests_name("aot", tests, group_setup, group_teardown);

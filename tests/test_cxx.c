@@ -115,7 +115,7 @@ static int group_teardown(void **state)
 }
 
 static const char *const dtypes[] = {"f32", "f64"};
-static const char *const pass_names[KG_NPASSES] = {"forward", "vjp", "jvp"};
+#define pass_names(p) kg_pass_name((kg_pass)(p))
 
 /* The C++ for one kernel: static_asserts on its size macros and a block calling each pass. */
 static void write_kernel_cxx(FILE *f, const kg_kernel *k, const char *name, const char *ctype)
@@ -137,31 +137,31 @@ static void write_kernel_cxx(FILE *f, const kg_kernel *k, const char *name, cons
             }
             free(key);
         }
-        char *up = xprintf("%s", pass_names[p]);
+        char *up = xprintf("%s", pass_names(p));
         upper(up);
         fprintf(f, "static_assert(%s_%s_WS_SIZE == %zu, \"%s %s workspace\");\n", un, up, kg_ws_size(k, (kg_pass)p),
-                name, pass_names[p]);
+                name, pass_names(p));
         free(up);
     }
     fprintf(f, "static int run_%s()\n{\n    int bad = 0;\n", name);
     for (int p = 0; p < KG_NPASSES; p++) {
         int n = kg_nargs(k, (kg_pass)p);
-        char *up = xprintf("%s", pass_names[p]);
+        char *up = xprintf("%s", pass_names(p));
         upper(up);
         fprintf(f, "    {\n");
         for (int i = 0; i < n; i++) {
             const kg_arg *a = kg_arg_at(k, (kg_pass)p, i);
             char *uc = xprintf("%s", a->cname);
             upper(uc);
-            if (a->role < KG_ROLE_OUTPUT)
+            if (a->role < KG_ROLE_OUTPUT) /* saved statistics (std, 1/std...) are positive */
                 fprintf(f, "        auto a%d = input<%s>(%s_%s_SIZE, %d, %s);\n", i, ctype, un, uc, i,
-                        strcmp(a->init, "positive") == 0 ? "true" : "false");
+                        strcmp(a->init, "positive") == 0 || a->role == KG_ROLE_SAVED ? "true" : "false");
             else
                 fprintf(f, "        std::vector<%s> a%d(%s_%s_SIZE);\n", ctype, i, un, uc);
             free(uc);
         }
         fprintf(f, "        std::vector<%s> ws(%s_%s_WS_SIZE + 1);\n", ctype, un, up);
-        fprintf(f, "        int rc = %s_%s(", name, pass_names[p]);
+        fprintf(f, "        int rc = %s_%s(", name, pass_names(p));
         for (int i = 0; i < n; i++)
             fprintf(f, "a%d.data(), ", i);
         fprintf(f, "ws.data());\n        bool ok = rc == 0");
@@ -169,7 +169,7 @@ static void write_kernel_cxx(FILE *f, const kg_kernel *k, const char *name, cons
             if (kg_arg_at(k, (kg_pass)p, i)->role >= KG_ROLE_OUTPUT)
                 fprintf(f, " && finite(a%d)", i);
         fprintf(f, ";\n        if (!ok)\n            std::fprintf(stderr, \"%s_%s: returned %%d or a non-finite output\\n\", rc);\n"
-                   "        bad += !ok;\n        calls++;\n    }\n", name, pass_names[p]);
+                   "        bad += !ok;\n        calls++;\n    }\n", name, pass_names(p));
         free(up);
     }
     fprintf(f, "    return bad;\n}\n\n");

@@ -73,15 +73,15 @@ static double *load(const char *dir, const char *file, size_t count)
     return d;
 }
 
-static const kg_role RESULT[KG_NPASSES] = {KG_ROLE_OUTPUT, KG_ROLE_GRAD, KG_ROLE_OUTPUT_TANGENT};
-static const char *const PASS_NAME[KG_NPASSES] = {"forward", "vjp", "jvp"};
+static const kg_role RESULT[KGT_CORE_PASSES] = {KG_ROLE_OUTPUT, KG_ROLE_GRAD, KG_ROLE_OUTPUT_TANGENT};
+static const char *const PASS_NAME[KGT_CORE_PASSES] = {"forward", "vjp", "jvp"};
 
 /* Runs every pass of k on the case's inputs (as doubles, converted for f32 kernels; rounded
    to float first when round_inputs). Results land in out[pass][arg]. */
-static void run_case(const char *dir, kg_kernel *k, int round_inputs, double *out[KG_NPASSES][16])
+static void run_case(const char *dir, kg_kernel *k, int round_inputs, double *out[KGT_CORE_PASSES][16])
 {
     int f32 = kg_elem_size(k) == 4;
-    for (int p = 0; p < KG_NPASSES; p++) {
+    for (int p = 0; p < KGT_CORE_PASSES; p++) {
         int n = kg_nargs(k, (kg_pass)p);
         assert_true(n <= 16);
         kgt_buf bufs[16];
@@ -117,9 +117,9 @@ static void run_case(const char *dir, kg_kernel *k, int round_inputs, double *ou
     }
 }
 
-static void free_results(kg_kernel *k, double *out[KG_NPASSES][16])
+static void free_results(kg_kernel *k, double *out[KGT_CORE_PASSES][16])
 {
-    for (int p = 0; p < KG_NPASSES; p++)
+    for (int p = 0; p < KGT_CORE_PASSES; p++)
         for (int i = 0; i < kg_nargs(k, (kg_pass)p); i++)
             free(out[p][i]);
 }
@@ -131,7 +131,7 @@ static void check_case_cli(const char *dir, const golden_case *c, const kg_kerne
     const char *bin = getenv("KERNGEN_BIN") ? getenv("KERNGEN_BIN") : "build/kerngen";
     char out[] = "/tmp/kg_golden_cli_XXXXXX";
     assert_non_null(mkdtemp(out));
-    for (int p = 0; p < KG_NPASSES; p++) {
+    for (int p = 0; p < KGT_CORE_PASSES; p++) {
         char *argv[64], *owned[64];
         int argc = 0, nowned = 0;
         argv[argc++] = (char *)bin;
@@ -204,12 +204,12 @@ static void check_case(const char *dir)
     assert_non_null(k64);
     assert_non_null(k32);
 
-    double *r64[KG_NPASSES][16], *q64[KG_NPASSES][16], *q32[KG_NPASSES][16];
+    double *r64[KGT_CORE_PASSES][16], *q64[KGT_CORE_PASSES][16], *q32[KGT_CORE_PASSES][16];
     run_case(dir, k64, 0, r64);
     run_case(dir, k64, 1, q64);
     run_case(dir, k32, 1, q32);
     double worst64 = 0, worst32 = 0;
-    for (int p = 0; p < KG_NPASSES; p++)
+    for (int p = 0; p < KGT_CORE_PASSES; p++)
         for (int i = 0; i < kg_nargs(k64, (kg_pass)p); i++) {
             const kg_arg *a = kg_arg_at(k64, (kg_pass)p, i);
             if (a->role != RESULT[p])

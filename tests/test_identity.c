@@ -223,7 +223,7 @@ static int runs(const kcase *c, int b)
 static char *differs(const kcase *c, int p, int rc, const argset *got, const char *who)
 {
     if (rc != c->rc[p])
-        return xprintf("%s: JIT returned %d, %s returned %d", pass_names[p], c->rc[p], who, rc);
+        return xprintf("%s: JIT returned %d, %s returned %d", pass_names(p), c->rc[p], who, rc);
     return outputs_differ(c->k, (kg_pass)p, &c->ref[p], got, "JIT", who);
 }
 
@@ -265,7 +265,7 @@ static void print_fw_args(FILE *f, const kcase *c, int i)
             if (!role_is_read(a->role))
                 continue;
             size_t words = arg_bytes(c->k, a) / 4;
-            fprintf(f, "static const uint32_t k%d_%s_%d[%zu] = {", i, pass_names[p], j, words);
+            fprintf(f, "static const uint32_t k%d_%s_%d[%zu] = {", i, pass_names(p), j, words);
             for (size_t w = 0; w < words; w++) {
                 uint32_t u;
                 memcpy(&u, (const unsigned char *)c->ref[p].args[j] + 4 * w, 4);
@@ -273,12 +273,12 @@ static void print_fw_args(FILE *f, const kcase *c, int i)
             }
             fprintf(f, "};\n");
         }
-        fprintf(f, "static const kg_fw_arg k%d_%s_args[] = {\n", i, pass_names[p]);
+        fprintf(f, "static const kg_fw_arg k%d_%s_args[] = {\n", i, pass_names(p));
         for (int j = 0; j < n; j++) {
             const kg_arg *a = kg_arg_at(c->k, (kg_pass)p, j);
             if (role_is_read(a->role))
                 fprintf(f, "    {%zu, k%d_%s_%d, 0}, /* %s */\n", arg_bytes(c->k, a), i,
-                        pass_names[p], j, a->cname);
+                        pass_names(p), j, a->cname);
             else
                 fprintf(f, "    {%zu, NULL, 1}, /* %s */\n", arg_bytes(c->k, a), a->cname);
         }
@@ -317,8 +317,8 @@ static void write_program(const fixture *fx, batch *t)
         for (int i = 0; i < fx->n; i++)
             for (int p = 0; in_batch(&fx->cs[i], t) && p < KG_NPASSES; p++)
                 fprintf(f, "    {\"%s_%s\", k%d_%s, %d, k%d_%s_args},\n",
-                        kg_text(fx->cs[i].k, KG_TEXT_NAME), pass_names[p], i, pass_names[p],
-                        kg_nargs(fx->cs[i].k, (kg_pass)p) + 1, i, pass_names[p]);
+                        kg_text(fx->cs[i].k, KG_TEXT_NAME), pass_names(p), i, pass_names(p),
+                        kg_nargs(fx->cs[i].k, (kg_pass)p) + 1, i, pass_names(p));
         fprintf(f, "};\n\nint main(void);\nint main(void)\n{\n    return kg_fw_run(calls, "
                    "(int)(sizeof calls / sizeof calls[0]), KG_FW_RESULTS);\n}\n");
     }
@@ -373,7 +373,7 @@ static void so_compare(fixture *fx, const batch *t)
     for (int i = 0; i < fx->n; i++) {
         kcase *c = &fx->cs[i];
         for (int p = 0; in_batch(c, t) && p < KG_NPASSES; p++) {
-            char *name = xprintf("k%d_%s", i, pass_names[p]);
+            char *name = xprintf("k%d_%s", i, pass_names(p));
             dlerror();
             void *sym = dlsym(lib, name);
             free(name);
@@ -421,7 +421,7 @@ static void fw_compare(fixture *fx, const batch *t)
                     need += arg_bytes(c->k, kg_arg_at(c->k, (kg_pass)p, j));
             if (len - at < need) {
                 failure(fx, "%s %s: %s ends before %s %s", what, t->dtype, path, c->label,
-                        pass_names[p]);
+                        pass_names(p));
                 free(data);
                 free(path);
                 return;

@@ -149,9 +149,7 @@ static void single_pass(void **state)
     assert_int_equal(kg_nargs(k, KG_VJP), 0);
     void *none[1] = {0};
     assert_int_equal(kg_call(k, KG_VJP, none), -1);
-    char *err = NULL;
-    assert_int_equal(kg_write_files(k, "/tmp", &err), KG_EINPUT);
-    free(err);
+    assert_null(strstr(kg_text(k, KG_TEXT_HEADER), "_vjp("));
     double y[ROWS * DIM], want[ROWS * DIM];
     kgt_buf bufs[] = {{KG_ROLE_INPUT, "x", X}, {KG_ROLE_INPUT, "gamma", GAMMA}, {KG_ROLE_INPUT, "beta", BETA},
                       {KG_ROLE_OUTPUT, "y", y}};

@@ -153,7 +153,7 @@ static int ln_run(ln_case *c, const char *dtype, const char *unroll)
                 ((float *)bufs[i].data)[j] = (float)map[i].v[j];
     }
     int rc = 0;
-    for (int p = 0; p < KG_NPASSES; p++)
+    for (int p = 0; p < KGT_CORE_PASSES; p++)
         rc |= kgt_call(k, (kg_pass)p, bufs, NMAP);
     for (int i = 0; f32 && i < NMAP; i++) {
         if (map[i].role >= KG_ROLE_OUTPUT)

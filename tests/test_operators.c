@@ -30,6 +30,10 @@
 
 #include "kerngen.h"
 
+/* forward, vjp and jvp: the passes checked here against the references (forward_train and
+   vjp_saved are checked against them bit for bit: test_aot.c) */
+enum { KGT_CORE_PASSES = KG_JVP + 1 };
+
 /* ---- tolerances ---- */
 
 /* f64 kernel vs long double reference: max|d| / max(1, max|ref|) */
@@ -203,7 +207,7 @@ typedef struct {
     size_t nout;
     double *cot, *got_y, *got_ty;
     long double *cotL, *ref_y, *ref_ty;
-    int rc[KG_NPASSES];
+    int rc[KGT_CORE_PASSES];
 } Case;
 
 static double *xalloc(size_t n)
@@ -335,6 +339,7 @@ static int case_call(Case *c, const kg_kernel *k, kg_pass pass)
         case KG_ROLE_COTANGENT: assert_string_equal(a->name, c->out); src = c->cot; count = c->nout; break;
         case KG_ROLE_OUTPUT: assert_string_equal(a->name, c->out); out = c->got_y; count = c->nout; break;
         case KG_ROLE_OUTPUT_TANGENT: assert_string_equal(a->name, c->out); out = c->got_ty; count = c->nout; break;
+        case KG_ROLE_SAVED: case KG_ROLE_SAVE: fail_msg("%s: forward_train and vjp_saved are tested in test_aot", a->cname);
         }
         assert_int_equal(a->count, count);
         size_t prod = 1;
@@ -369,7 +374,7 @@ static int case_call(Case *c, const kg_kernel *k, kg_pass pass)
 
 static void case_run(Case *c, const kg_kernel *k)
 {
-    for (int p = 0; p < KG_NPASSES; p++)
+    for (int p = 0; p < KGT_CORE_PASSES; p++)
         c->rc[p] = case_call(c, k, (kg_pass)p);
 }
 
@@ -383,7 +388,7 @@ static int case_compare(const Case *c, const char *op, const char *case_label, i
     int absolute = c->f32 && hard;
     snprintf(key, sizeof key, "%s %s%s", op, c->f32 ? "f32" : "f64", hard ? " mean1e4" : "");
     int bad = 0;
-    for (int p = 0; p < KG_NPASSES; p++) {
+    for (int p = 0; p < KGT_CORE_PASSES; p++) {
         if (c->rc[p] != 0) {
             print_error("%s [%s]: pass %d returned %d (domain failure)\n", key, label, p, c->rc[p]);
             bad = 1;
@@ -1319,7 +1324,7 @@ static void test_weightnorm_zero_row(void **state)
             case_prepare(&c);
             case_run(&c, k);
             if (e == 0) {
-                for (int p = 0; p < KG_NPASSES; p++)
+                for (int p = 0; p < KGT_CORE_PASSES; p++)
                     if (c.rc[p] != 1) {
                         print_error("weightnorm %s eps=0 zero row: pass %d returned %d, expected 1\n", DTYPES[t], p,
                                     c.rc[p]);
@@ -1712,7 +1717,7 @@ static void test_domain_failure_reported(void **state)
             case_prepare(&c);
             case_run(&c, k);
             kg_free(k);
-            for (int p = 0; p < KG_NPASSES; p++)
+            for (int p = 0; p < KGT_CORE_PASSES; p++)
                 if (c.rc[p] != 1) {
                     print_error("%s %s %s: pass %d returned %d, expected 1 (domain failure)\n", cases[i].graph,
                                 cases[i].params, DTYPES[t], p, c.rc[p]);

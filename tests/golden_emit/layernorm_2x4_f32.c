@@ -236,3 +236,121 @@ int layernorm_2x4_f32_jvp(const float *restrict x, const float *restrict gamma, 
     return bad;
 }
 
+/* forward pass that also writes what vjp_saved reads (saved) */
+int layernorm_2x4_f32_forward_train(const float *restrict x, const float *restrict gamma, const float *restrict beta, float *restrict y, float *restrict mean, float *restrict std, float *restrict inv_std, float *restrict ws)
+{
+    (void)ws;
+    int bad = 0;
+    float t0 = 0, t1 = 0;
+    /* %9 [2], mean [2, 1], %16 [2], std [2, 1], inv_std [2, 1], y [2, 4] */
+    for (int i0 = 0; i0 < 2; ++i0) {
+        {
+            const float h1 = x[4 * i0];
+            float acc[4] = {0};
+            acc[0] += h1 - h1;
+            acc[1] += x[4 * i0 + 1] - h1;
+            acc[2] += x[4 * i0 + 2] - h1;
+            acc[3] += x[4 * i0 + 3] - h1;
+            acc[0] = acc[0] + acc[2];
+            acc[1] = acc[1] + acc[3];
+            acc[0] = acc[0] + acc[1];
+            t0 = acc[0];
+        }
+        mean[i0] = t0 * 0.25f;
+        {
+            const float h2 = x[4 * i0];
+            const float h3 = mean[i0];
+            float acc[4] = {0};
+            acc[0] += (h2 - h2 - h3) * (h2 - h2 - h3);
+            acc[1] += (x[4 * i0 + 1] - h2 - h3) * (x[4 * i0 + 1] - h2 - h3);
+            acc[2] += (x[4 * i0 + 2] - h2 - h3) * (x[4 * i0 + 2] - h2 - h3);
+            acc[3] += (x[4 * i0 + 3] - h2 - h3) * (x[4 * i0 + 3] - h2 - h3);
+            acc[0] = acc[0] + acc[2];
+            acc[1] = acc[1] + acc[3];
+            acc[0] = acc[0] + acc[1];
+            t1 = acc[0];
+        }
+        std[i0] = kg_sqrt_clamp_f32(t1 * 0.25f + 1e-06f);
+        bad |= !(std[i0] > 0 && std[i0] <= 3.40282347e+38f);
+        inv_std[i0] = 1.0f / std[i0];
+        bad |= !(inv_std[i0] >= -3.40282347e+38f && inv_std[i0] <= 3.40282347e+38f);
+        {
+            const float h4 = x[4 * i0];
+            const float h5 = mean[i0];
+            const float h6 = inv_std[i0];
+            for (int i1 = 0; i1 < 4; ++i1) {
+                y[4 * i0 + i1] = (x[4 * i0 + i1] - h4 - h5) * h6 * gamma[i1] + beta[i1];
+            }
+        }
+    }
+    return bad;
+}
+
+/* reverse mode reading what forward_train saved: gradients of every input */
+int layernorm_2x4_f32_vjp_saved(const float *restrict x, const float *restrict gamma, const float *restrict beta, const float *restrict mean, const float *restrict std, const float *restrict inv_std, const float *restrict y_cot, float *restrict x_grad, float *restrict gamma_grad, float *restrict beta_grad, float *restrict ws)
+{
+    (void)beta;
+    float t0 = 0, t1 = 0, t2 = 0, t3 = 0;
+    /* %19 [4] */
+    for (int i0 = 0; i0 < 4; ++i0) {
+        beta_grad[i0] = 0.0f;
+    }
+    /* %22 [4] */
+    for (int i0 = 0; i0 < 4; ++i0) {
+        gamma_grad[i0] = 0.0f;
+    }
+    /* %19 [4], %22 [4], %25 [2], %34 [2], %39 [2, 4], %41 [2], %44 [2], %46 [2, 4] */
+    {
+        float *restrict ws_2 = ws + 0;
+        for (int i0 = 0; i0 < 2; ++i0) {
+            {
+                const float h1 = x[4 * i0];
+                const float h2 = mean[i0];
+                const float h3 = inv_std[i0];
+                for (int i1 = 0; i1 < 4; ++i1) {
+                    beta_grad[i1] = beta_grad[i1] + y_cot[4 * i0 + i1];
+                    gamma_grad[i1] = gamma_grad[i1] + (x[4 * i0 + i1] - h1 - h2) * h3 * y_cot[4 * i0 + i1];
+                }
+            }
+            {
+                const float h4 = x[4 * i0];
+                const float h5 = mean[i0];
+                float acc[4] = {0};
+                acc[0] += (h4 - h4 - h5) * (y_cot[4 * i0] * gamma[0]);
+                acc[1] += (x[4 * i0 + 1] - h4 - h5) * (y_cot[4 * i0 + 1] * gamma[1]);
+                acc[2] += (x[4 * i0 + 2] - h4 - h5) * (y_cot[4 * i0 + 2] * gamma[2]);
+                acc[3] += (x[4 * i0 + 3] - h4 - h5) * (y_cot[4 * i0 + 3] * gamma[3]);
+                acc[0] = acc[0] + acc[2];
+                acc[1] = acc[1] + acc[3];
+                acc[0] = acc[0] + acc[1];
+                t0 = acc[0];
+            }
+            t1 = -(t0 * inv_std[i0] * inv_std[i0]) * 0.5f / std[i0] * 0.25f;
+            {
+                const float h6 = inv_std[i0];
+                const float h7 = x[4 * i0];
+                const float h8 = mean[i0];
+                for (int i1 = 0; i1 < 4; ++i1) {
+                    ws_2[i1] = y_cot[4 * i0 + i1] * gamma[i1] * h6 + t1 * (x[4 * i0 + i1] - h7 - h8) + (x[4 * i0 + i1] - h7 - h8) * t1;
+                }
+            }
+            {
+                float acc[4] = {0};
+                acc[0] += -ws_2[0];
+                acc[1] += -ws_2[1];
+                acc[2] += -ws_2[2];
+                acc[3] += -ws_2[3];
+                acc[0] = acc[0] + acc[2];
+                acc[1] = acc[1] + acc[3];
+                acc[0] = acc[0] + acc[1];
+                t2 = acc[0];
+            }
+            t3 = t2 * 0.25f;
+            for (int i1 = 0; i1 < 4; ++i1) {
+                x_grad[4 * i0 + i1] = ws_2[i1] + t3;
+            }
+        }
+    }
+    return 0;
+}
+

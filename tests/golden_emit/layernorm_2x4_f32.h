@@ -36,6 +36,11 @@ extern "C" {
 #define LAYERNORM_2X4_F32_BETA_TAN_SIZE 4 /* beta_tan [4] */
 #define LAYERNORM_2X4_F32_Y_TAN_SIZE 8 /* y_tan [2, 4] */
 #define LAYERNORM_2X4_F32_JVP_WS_SIZE 0 /* workspace of layernorm_2x4_f32_jvp */
+#define LAYERNORM_2X4_F32_MEAN_SIZE 2 /* mean [2, 1] */
+#define LAYERNORM_2X4_F32_STD_SIZE 2 /* std [2, 1] */
+#define LAYERNORM_2X4_F32_INV_STD_SIZE 2 /* inv_std [2, 1] */
+#define LAYERNORM_2X4_F32_FORWARD_TRAIN_WS_SIZE 0 /* workspace of layernorm_2x4_f32_forward_train */
+#define LAYERNORM_2X4_F32_VJP_SAVED_WS_SIZE 4 /* workspace of layernorm_2x4_f32_vjp_saved */
 
 /* Each function returns 0, or 1 when a domain hypothesis failed at run time (a standard
    deviation or norm that is not > 0 and finite): the outputs are then not meaningful. */
@@ -68,6 +73,31 @@ int layernorm_2x4_f32_vjp(const float *restrict x, const float *restrict gamma, 
    y_tan        [2, 4] tangent of output y
    ws           [0] workspace (LAYERNORM_2X4_F32_JVP_WS_SIZE elements) */
 int layernorm_2x4_f32_jvp(const float *restrict x, const float *restrict gamma, const float *restrict beta, const float *restrict x_tan, const float *restrict gamma_tan, const float *restrict beta_tan, float *restrict y_tan, float *restrict ws);
+
+/* layernorm_2x4_f32_forward_train: forward pass that also writes what vjp_saved reads (saved)
+   x            [2, 4] input x
+   gamma        [4] input gamma
+   beta         [4] input beta
+   y            [2, 4] output y
+   mean         [2, 1] saved for vjp_saved: mean
+   std          [2, 1] saved for vjp_saved: std
+   inv_std      [2, 1] saved for vjp_saved: inv_std
+   ws           [0] workspace (LAYERNORM_2X4_F32_FORWARD_TRAIN_WS_SIZE elements) */
+int layernorm_2x4_f32_forward_train(const float *restrict x, const float *restrict gamma, const float *restrict beta, float *restrict y, float *restrict mean, float *restrict std, float *restrict inv_std, float *restrict ws);
+
+/* layernorm_2x4_f32_vjp_saved: reverse mode reading what forward_train saved: gradients of every input
+   x            [2, 4] input x
+   gamma        [4] input gamma
+   beta         [4] input beta
+   mean         [2, 1] saved by forward_train: mean
+   std          [2, 1] saved by forward_train: std
+   inv_std      [2, 1] saved by forward_train: inv_std
+   y_cot        [2, 4] cotangent of output y
+   x_grad       [2, 4] gradient of input x
+   gamma_grad   [4] gradient of input gamma
+   beta_grad    [4] gradient of input beta
+   ws           [4] workspace (LAYERNORM_2X4_F32_VJP_SAVED_WS_SIZE elements) */
+int layernorm_2x4_f32_vjp_saved(const float *restrict x, const float *restrict gamma, const float *restrict beta, const float *restrict mean, const float *restrict std, const float *restrict inv_std, const float *restrict y_cot, float *restrict x_grad, float *restrict gamma_grad, float *restrict beta_grad, float *restrict ws);
 
 #ifdef __cplusplus
 }
