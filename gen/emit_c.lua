@@ -172,61 +172,102 @@ local function hoist(out, ctx, stmts, vars, env)
   return opened
 end
 
-local function emit_reduce(out, s, env, ctx)
+-- Reduce statements, one or several: consecutive reduces over the same summed loops that do
+-- not read each other run in one lane loop, each with its own accumulators (acc, or acc0,
+-- acc1... for several), so every sum keeps its order (blocked matrix products, independent
+-- sums of one row).
+local function emit_reduces(out, group, env, ctx)
   local dtype, T = ctx.dtype, CTYPE[ctx.dtype]
+  local first = group[1]
   local outer = {}
-  for k = 1, #s.rvars - 1 do outer[k] = s.rvars[k] end
-  local inner = s.rvars[#s.rvars]
-  local L = s.lanes
-  local target = index_str(s.target.buf, s.target.index, env)
-  if s.unroll then
-    local lanes = {}
-    each_combo(outer, 1, env, function()
-      for j = 0, inner.n - 1 do
-        env[inner.var] = j
-        local t = emit.expr(s.expr, env, ctx)
-        local l = j % L
-        lanes[l] = lanes[l] and infix(lanes[l], "+", t, 1) or t
-      end
-      env[inner.var] = nil
-    end)
-    local terms = {}
-    for l = 0, L - 1 do terms[l + 1] = lanes[l] end
-    out.line(target .. " = " .. tree(terms).s .. ";")
-    emit_check(out, target, s.check, dtype)
+  for k = 1, #first.rvars - 1 do outer[k] = first.rvars[k] end
+  local inner = first.rvars[#first.rvars]
+  local L = first.lanes
+  if first.unroll then
+    for _, s in ipairs(group) do
+      local target = index_str(s.target.buf, s.target.index, env)
+      local lanes = {}
+      each_combo(outer, 1, env, function()
+        for j = 0, inner.n - 1 do
+          env[inner.var] = j
+          local t = emit.expr(s.expr, env, ctx)
+          local l = j % L
+          lanes[l] = lanes[l] and infix(lanes[l], "+", t, 1) or t
+        end
+        env[inner.var] = nil
+      end)
+      local terms = {}
+      for l = 0, L - 1 do terms[l + 1] = lanes[l] end
+      out.line(target .. " = " .. tree(terms).s .. ";")
+      emit_check(out, target, s.check, dtype)
+    end
     return
   end
   local rvars = {}
-  for _, r in ipairs(s.rvars) do rvars[r.var] = true end
+  for _, r in ipairs(first.rvars) do rvars[r.var] = true end
   local saved = ctx.hoisted
   ctx.hoisted = setmetatable({}, { __index = saved })
-  local probe = { target = { buf = {} }, expr = s.expr } -- the target is written after the loop
-  if not hoist(out, ctx, { probe }, rvars, env) then out.open("{") end -- one block for both
-  out.line(T .. " acc[" .. L .. "] = {0};")
+  local probes = {} -- the targets are written after the loop: nothing inside it writes
+  for i, s in ipairs(group) do probes[i] = { target = { buf = {} }, expr = s.expr } end
+  if not hoist(out, ctx, probes, rvars, env) then out.open("{") end -- one block for both
+  local acc = {}
+  for i = 1, #group do
+    acc[i] = #group == 1 and "acc" or ("acc" .. (i - 1))
+    out.line(T .. " " .. acc[i] .. "[" .. L .. "] = {0};")
+  end
   for _, r in ipairs(outer) do out.open(string.format("for (int %s = 0; %s < %d; ++%s) {", r.var, r.var, r.n, r.var)) end
   local main = inner.n - inner.n % L
-  local function lane_stmt(l, at)
+  local function lane_stmts(i, l, at)
     env[inner.var] = at
-    out.line("acc[" .. l .. "] += " .. emit.expr(s.expr, env, ctx).s .. ";")
+    out.line(acc[i] .. "[" .. l .. "] += " .. emit.expr(group[i].expr, env, ctx).s .. ";")
     env[inner.var] = nil
   end
-  if main == L then
-    for l = 0, L - 1 do lane_stmt(l, l) end
-  else
-    local v = inner.var
+  local v = inner.var
+  if #group > 1 and main > 0 then
+    -- several accumulators: the lanes as a loop of constant trip count, which gcc vectorizes
+    -- with every accumulator in a register (written out, gcc spills them all)
     out.open(string.format("for (int %s = 0; %s < %d; %s += %d) {", v, v, main, v, L))
-    for l = 0, L - 1 do lane_stmt(l, aff.add(aff.var(v), aff.const(l))) end
+    out.open(string.format("for (int l = 0; l < %d; ++l) {", L))
+    for i = 1, #group do
+      env[v] = aff.add(aff.var(v), aff.var("l"))
+      out.line(acc[i] .. "[l] += " .. emit.expr(group[i].expr, env, ctx).s .. ";")
+      env[v] = nil
+    end
+    out.close()
+    out.close()
+  elseif main == L then
+    for l = 0, L - 1 do lane_stmts(1, l, l) end
+  elseif main > 0 then
+    out.open(string.format("for (int %s = 0; %s < %d; %s += %d) {", v, v, main, v, L))
+    for l = 0, L - 1 do lane_stmts(1, l, aff.add(aff.var(v), aff.const(l))) end
     out.close()
   end
-  for j = main, inner.n - 1 do lane_stmt(j - main, j) end
+  for i = 1, #group do for j = main, inner.n - 1 do lane_stmts(i, j - main, j) end end
   for _ in ipairs(outer) do out.close() end
-  for _, st in ipairs(combine_order(L)) do
-    out.line(string.format("acc[%d] = acc[%d] + acc[%d];", st[1], st[1], st[2]))
+  for i, s in ipairs(group) do
+    for _, st in ipairs(combine_order(L)) do
+      out.line(string.format("%s[%d] = %s[%d] + %s[%d];", acc[i], st[1], acc[i], st[1], acc[i], st[2]))
+    end
+    local target = index_str(s.target.buf, s.target.index, env)
+    out.line(target .. " = " .. acc[i] .. "[0];")
+    emit_check(out, target, s.check, dtype)
   end
-  out.line(target .. " = acc[0];")
-  emit_check(out, target, s.check, dtype)
   out.close()
   ctx.hoisted = saved
+end
+
+-- May reduce b share the lane loop of the reduces in group (same loops, lanes and unrolling,
+-- and not reading what they write)?
+local function joins(group, b)
+  local a = group[1]
+  if b.k ~= "reduce" or a.lanes ~= b.lanes or (a.unroll or false) ~= (b.unroll or false) or #a.rvars ~= #b.rvars then
+    return false
+  end
+  for i, r in ipairs(a.rvars) do if r.var ~= b.rvars[i].var or r.n ~= b.rvars[i].n then return false end end
+  for _, l in ipairs(loops.loads(b.expr, {})) do
+    for _, s in ipairs(group) do if l.buf == s.target.buf then return false end end
+  end
+  return true
 end
 
 local emit_body
@@ -253,8 +294,6 @@ local function emit_stmt(out, s, env, ctx)
     out.close()
     if hoisted then out.close() end
     ctx.hoisted = saved
-  elseif s.k == "reduce" then
-    emit_reduce(out, s, env, ctx)
   else
     local target = index_str(s.target.buf, s.target.index, env)
     local e = emit.expr(s.expr, env, ctx)
@@ -265,35 +304,60 @@ local function emit_stmt(out, s, env, ctx)
 end
 
 function emit_body(out, body, env, ctx)
-  for _, s in ipairs(body) do emit_stmt(out, s, env, ctx) end
+  local i = 1
+  while i <= #body do
+    local s = body[i]
+    if s.k == "reduce" then
+      local group = { s }
+      while body[i + #group] and joins(group, body[i + #group]) do group[#group + 1] = body[i + #group] end
+      emit_reduces(out, group, env, ctx)
+      i = i + #group
+    else
+      emit_stmt(out, s, env, ctx)
+      i = i + 1
+    end
+  end
 end
 
--- A top-level statement: one restrict pointer per workspace buffer it touches (buffers in use
--- at the same time never overlap: fuse's workspace plan), and a comment naming the values.
-local function emit_top(out, s, ctx)
+-- A top-level statement becomes a static function of its own (a step), taking a restrict
+-- pointer to every buffer it touches: the workspace buffers it uses never overlap (fuse's
+-- plan), and gcc relies on restrict for function parameters only (two restrict pointers
+-- declared inside one function into the same workspace measured 12x slower, unvectorized).
+-- The function calls its steps in order; gcc inlines them (restrict survives inlining).
+local function emit_step(out, s, name, L, ctx)
   local used, written, names, seen = {}, {}, {}, {}
   for _, x in ipairs(loops.accesses({ s })) do
-    if x.buf.role == "ws" and not seen[x.buf] then seen[x.buf] = true; used[#used + 1] = x.buf end
+    used[x.buf] = true
     if x.write then written[x.buf] = true end
   end
-  local function name_of(st)
+  loops.walk({ s }, function(st)
     local n = st.node
     if n and not seen[n] then
       seen[n] = true
       names[#names + 1] = (n.name or ("%" .. n.id)) .. " " .. util.shape_str(n.shape)
     end
+  end)
+  local T, formals, args, locals, checks = CTYPE[ctx.dtype], {}, {}, {}, false
+  local function pass(buf, cname, arg)
+    formals[#formals + 1] = (written[buf] and "" or "const ") .. T .. " *restrict " .. cname
+    args[#args + 1] = arg
   end
-  loops.walk({ s }, function(st) name_of(st) end)
+  for _, p in ipairs(L.params) do if used[p] then pass(p, p.cname, p.cname) end end
+  for _, b in ipairs(L.bufs) do
+    if used[b] and b.role == "ws" then pass(b, "ws_" .. b.id, "ws + " .. b.base) end
+    if used[b] and b.role == "local" then locals[#locals + 1] = b.cname .. " = 0" end
+  end
+  loops.walk({ s }, function(st) checks = checks or st.check ~= nil end)
   out.line("/* " .. table.concat(names, ", ") .. " */")
-  table.sort(used, function(a, b) return a.id < b.id end)
-  if #used > 0 then
-    out.open("{")
-    for _, b in ipairs(used) do
-      out.line(string.format("%s%s *restrict ws_%d = ws + %d;", written[b] and "" or "const ", CTYPE[ctx.dtype], b.id, b.base))
-    end
-  end
-  emit_stmt(out, s, {}, ctx)
-  if #used > 0 then out.close() end
+  out.line("static " .. (checks and "int " or "void ") .. name .. "(" .. table.concat(formals, ", ") .. ")")
+  out.open("{")
+  if checks then out.line("int bad = 0;") end
+  if #locals > 0 then out.line(T .. " " .. table.concat(locals, ", ") .. ";") end
+  emit_body(out, { s }, {}, ctx)
+  if checks then out.line("return bad;") end
+  out.close()
+  out.line("")
+  return (checks and "bad |= " or "") .. name .. "(" .. table.concat(args, ", ") .. ");", checks
 end
 
 ---------------------------------------------------------------------------------------------
@@ -337,11 +401,21 @@ end
 function emit.fn(fn, L, dtype, helpers, comment)
   local out = new_out()
   local ctx = { dtype = dtype, helpers = helpers, hoisted = {}, nhoist = 0 }
-  local read, checks = {}, false
-  for _, x in ipairs(loops.accesses(L.body)) do
-    if not x.write then read[x.buf] = true end
-    checks = checks or (x.stmt.check ~= nil)
+  local nlocal = 0 -- one-element buffers: C locals of their step, named in buffer order
+  for _, b in ipairs(L.bufs) do
+    if b.role == "local" then
+      b.cname = "t" .. nlocal
+      nlocal = nlocal + 1
+    end
   end
+  local calls, checks = {}, false
+  for k, s in ipairs(L.body) do
+    local call, c = emit_step(out, s, fn .. "_" .. k, L, ctx)
+    calls[k] = call
+    checks = checks or c
+  end
+  local read = {}
+  for _, x in ipairs(loops.accesses(L.body)) do if not x.write then read[x.buf] = true end end
   out.line("/* " .. comment .. " */")
   out.line(emit.signature(fn, L, dtype))
   out.line("{")
@@ -349,10 +423,7 @@ function emit.fn(fn, L, dtype, helpers, comment)
   for _, p in ipairs(L.params) do if p.const and not read[p] then out.line("(void)" .. p.cname .. ";") end end
   if L.ws_size == 0 then out.line("(void)ws;") end
   if checks then out.line("int bad = 0;") end
-  local locals = {}
-  for _, b in ipairs(L.bufs) do if b.role == "local" then locals[#locals + 1] = b.cname .. " = 0" end end
-  if #locals > 0 then out.line(CTYPE[dtype] .. " " .. table.concat(locals, ", ") .. ";") end
-  for _, s in ipairs(L.body) do emit_top(out, s, ctx) end
+  for _, c in ipairs(calls) do out.line(c) end
   out.line(checks and "return bad;" or "return 0;")
   out.depth = 0
   out.line("}")

@@ -86,8 +86,21 @@ local function slab(index, v, ranges)
   return st
 end
 
+-- A loop that reads a big buffer whole in every iteration (a weight matrix in every row)
+-- stays alone: fused into a sweep over rows it would stream that buffer once per row, where
+-- block.lua's tiling streams it once per tile of rows.
+fuse.STREAM_LIMIT = 1 << 16 -- elements
+
+local function streams(loop)
+  for _, x in ipairs(loops.accesses(loop.body)) do
+    if x.buf.size >= fuse.STREAM_LIMIT and not x.index.t[loop.var] then return true end
+  end
+  return false
+end
+
 -- May loop b run fused with loop a (same variable and extent, a first)?
 local function fusable(a, b)
+  if streams(a) or streams(b) then return false end
   local va = loops.accesses(a.body)
   local vb = loops.accesses(b.body)
   local by_buf = {}
@@ -195,14 +208,10 @@ local function contract(F)
     s.target = { buf = s.target.buf, index = fix(s.target.index, s.target.buf) }
     fix_expr(s.expr)
   end)
-  local n = 0 -- one-element buffers become C locals, named in buffer order
-  for _, buf in ipairs(F.bufs) do
+  for _, buf in ipairs(F.bufs) do -- one-element buffers become C locals (emit_c names them)
     local s = shrink[buf]
     if s then buf.size = s.stride end
-    if s and s.stride == 1 then
-      buf.role, buf.cname = "local", "t" .. n
-      n = n + 1
-    end
+    if s and s.stride == 1 then buf.role = "local" end
   end
 end
 
@@ -259,13 +268,19 @@ local function plan(F)
   return peak
 end
 
--- Fuses (unless policy is "none"), contracts and plans F in place; returns F.
+-- Fuses and contracts F in place (unless policy is "none"); returns F.
 function fuse.run(F, policy)
   canonical(F.body, 0, {})
   if policy ~= "none" then
     F.body = fuse_list(F.body)
     contract(F)
   end
+  return F
+end
+
+-- The workspace plan (after the last pass that changes the top-level statements): sets every
+-- workspace buffer's base and F.ws_size.
+function fuse.plan(F)
   F.ws_size = plan(F)
   return F
 end

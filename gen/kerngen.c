@@ -120,13 +120,13 @@ static void parse(cli *c, const char *cmd, int argc, char **argv, const char *al
             else if (strcmp(key, "--in") == 0) c->ins[c->nins++] = val;
             else if (strcmp(key, "--out") == 0) c->out_dir = val;
             else if (strcmp(key, "--pass") == 0) {
-                int p = kg_pass_from_name(val);
-                if (p < 0)
+                int pass = kg_pass_from_name(val);
+                if (pass < 0)
                     die_usage(cmd, "--pass: '%s' is not one of " PASS_LIST, val);
                 if (c->pass && strcmp(cmd, "emit") != 0)
                     die_usage(cmd, "--pass given twice ('%s')", val);
                 c->pass = val;
-                c->passes |= 1u << p;
+                c->passes |= 1u << pass;
             }
             else if (strcmp(key, "--seed") == 0) {
                 char *end;

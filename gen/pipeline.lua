@@ -4,7 +4,8 @@
 --     -> vjp / jvp (derived or closed form)        graph IR (ir.lua)
 --     -> simplify                                  graph IR
 --     -> lower                                     loop IR (loops.lua): a nest per stored value
---     -> fuse                                      loop IR: fused sweeps, row-sized buffers, workspace plan
+--     -> fuse                                      loop IR: fused sweeps, row-sized buffers
+--     -> block                                     loop IR: register-blocked matrix products, workspace plan
 --     -> schedule                                  unroll decisions
 --     -> emit_c                                    C text (templates/)
 --
@@ -19,6 +20,7 @@ local jvp = require("jvp")
 local simplify = require("simplify")
 local lower = require("lower")
 local fuse = require("fuse")
+local block = require("block")
 local loops = require("loops")
 local schedule = require("schedule")
 local roles = require("roles")
@@ -112,7 +114,7 @@ local function check_options(req)
   one_of("unroll", "--unroll", { "auto", "full", "none" }, "auto")
   one_of("vjp_form", "--vjp", { "derived", "closed" }, "derived")
   one_of("jvp_form", "--jvp", { "derived", "closed" }, "derived")
-  local dumpable = { "forward", "simplify", "lower", "fuse" }
+  local dumpable = { "forward", "simplify", "lower", "fuse", "block" }
   for _, p in ipairs(pipeline.PASSES) do if p.name ~= "forward" then dumpable[#dumpable + 1] = p.name end end
   one_of("dump_ir", "--dump-ir", dumpable, nil)
   one_of("fuse", "--fuse", { "auto", "none" }, "auto")
@@ -206,6 +208,9 @@ function pipeline.generate(req)
     after("lower")
     fuse.run(L, req.fuse)
     after("fuse")
+    if req.fuse ~= "none" then block.run(L) end
+    fuse.plan(L)
+    after("block")
     if L.ws_size > INT_MAX then util.fail(string.format("%s: the %s workspace would exceed %d elements", S.name, pass, INT_MAX)) end
     schedule.run(L, req.unroll, fn)
     terms = terms + L.unrolled_terms

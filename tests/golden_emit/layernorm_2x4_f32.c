@@ -23,13 +23,11 @@ static float kg_sqrt_clamp_f32(float v)
     return v < 0.0f ? 0.0f : sqrtf(v);
 }
 
-/* forward pass */
-int layernorm_2x4_f32_forward(const float *restrict x, const float *restrict gamma, const float *restrict beta, float *restrict y, float *restrict ws)
+/* %9 [2], mean [2, 1], %16 [2], std [2, 1], inv_std [2, 1], y [2, 4] */
+static int layernorm_2x4_f32_forward_1(const float *restrict x, const float *restrict gamma, const float *restrict beta, float *restrict y)
 {
-    (void)ws;
     int bad = 0;
     float t0 = 0, t1 = 0, t2 = 0, t3 = 0, t4 = 0;
-    /* %9 [2], mean [2, 1], %16 [2], std [2, 1], inv_std [2, 1], y [2, 4] */
     for (int i0 = 0; i0 < 2; ++i0) {
         {
             const float h1 = x[4 * i0];
@@ -70,107 +68,127 @@ int layernorm_2x4_f32_forward(const float *restrict x, const float *restrict gam
     return bad;
 }
 
-/* reverse mode: gradients of every input from output cotangents */
-int layernorm_2x4_f32_vjp(const float *restrict x, const float *restrict gamma, const float *restrict beta, const float *restrict y_cot, float *restrict x_grad, float *restrict gamma_grad, float *restrict beta_grad, float *restrict ws)
+/* forward pass */
+int layernorm_2x4_f32_forward(const float *restrict x, const float *restrict gamma, const float *restrict beta, float *restrict y, float *restrict ws)
 {
-    (void)beta;
+    (void)ws;
     int bad = 0;
-    float t0 = 0, t1 = 0, t2 = 0, t3 = 0, t4 = 0, t5 = 0, t6 = 0, t7 = 0, t8 = 0;
-    /* %27 [4] */
+    bad |= layernorm_2x4_f32_forward_1(x, gamma, beta, y);
+    return bad;
+}
+
+/* %27 [4] */
+static void layernorm_2x4_f32_vjp_1(float *restrict beta_grad)
+{
     for (int i0 = 0; i0 < 4; ++i0) {
         beta_grad[i0] = 0.0f;
     }
-    /* %30 [4] */
+}
+
+/* %30 [4] */
+static void layernorm_2x4_f32_vjp_2(float *restrict gamma_grad)
+{
     for (int i0 = 0; i0 < 4; ++i0) {
         gamma_grad[i0] = 0.0f;
     }
-    /* %10 [2], mean [2, 1], %17 [2], std [2, 1], inv_std [2, 1], %27 [4], %30 [4], %33 [2], %42 [2], %47 [2, 4], %49 [2], %52 [2], %54 [2, 4] */
-    {
-        float *restrict ws_7 = ws + 0;
-        for (int i0 = 0; i0 < 2; ++i0) {
-            {
-                const float h1 = x[4 * i0];
-                float acc[4] = {0};
-                acc[0] += h1 - h1;
-                acc[1] += x[4 * i0 + 1] - h1;
-                acc[2] += x[4 * i0 + 2] - h1;
-                acc[3] += x[4 * i0 + 3] - h1;
-                acc[0] = acc[0] + acc[2];
-                acc[1] = acc[1] + acc[3];
-                acc[0] = acc[0] + acc[1];
-                t0 = acc[0];
-            }
-            t1 = t0 * 0.25f;
-            {
-                const float h2 = x[4 * i0];
-                float acc[4] = {0};
-                acc[0] += (h2 - h2 - t1) * (h2 - h2 - t1);
-                acc[1] += (x[4 * i0 + 1] - h2 - t1) * (x[4 * i0 + 1] - h2 - t1);
-                acc[2] += (x[4 * i0 + 2] - h2 - t1) * (x[4 * i0 + 2] - h2 - t1);
-                acc[3] += (x[4 * i0 + 3] - h2 - t1) * (x[4 * i0 + 3] - h2 - t1);
-                acc[0] = acc[0] + acc[2];
-                acc[1] = acc[1] + acc[3];
-                acc[0] = acc[0] + acc[1];
-                t2 = acc[0];
-            }
-            t3 = kg_sqrt_clamp_f32(t2 * 0.25f + 1e-06f);
-            bad |= !(t3 > 0 && t3 <= 3.40282347e+38f);
-            t4 = 1.0f / t3;
-            bad |= !(t4 >= -3.40282347e+38f && t4 <= 3.40282347e+38f);
-            {
-                const float h3 = x[4 * i0];
-                for (int i1 = 0; i1 < 4; ++i1) {
-                    beta_grad[i1] = beta_grad[i1] + y_cot[4 * i0 + i1];
-                    gamma_grad[i1] = gamma_grad[i1] + (x[4 * i0 + i1] - h3 - t1) * t4 * y_cot[4 * i0 + i1];
-                }
-            }
-            {
-                const float h4 = x[4 * i0];
-                float acc[4] = {0};
-                acc[0] += (h4 - h4 - t1) * (y_cot[4 * i0] * gamma[0]);
-                acc[1] += (x[4 * i0 + 1] - h4 - t1) * (y_cot[4 * i0 + 1] * gamma[1]);
-                acc[2] += (x[4 * i0 + 2] - h4 - t1) * (y_cot[4 * i0 + 2] * gamma[2]);
-                acc[3] += (x[4 * i0 + 3] - h4 - t1) * (y_cot[4 * i0 + 3] * gamma[3]);
-                acc[0] = acc[0] + acc[2];
-                acc[1] = acc[1] + acc[3];
-                acc[0] = acc[0] + acc[1];
-                t5 = acc[0];
-            }
-            t6 = -(t5 * t4 * t4) * 0.5f / t3 * 0.25f;
-            {
-                const float h5 = x[4 * i0];
-                for (int i1 = 0; i1 < 4; ++i1) {
-                    ws_7[i1] = y_cot[4 * i0 + i1] * gamma[i1] * t4 + t6 * (x[4 * i0 + i1] - h5 - t1) + (x[4 * i0 + i1] - h5 - t1) * t6;
-                }
-            }
-            {
-                float acc[4] = {0};
-                acc[0] += -ws_7[0];
-                acc[1] += -ws_7[1];
-                acc[2] += -ws_7[2];
-                acc[3] += -ws_7[3];
-                acc[0] = acc[0] + acc[2];
-                acc[1] = acc[1] + acc[3];
-                acc[0] = acc[0] + acc[1];
-                t7 = acc[0];
-            }
-            t8 = t7 * 0.25f;
+}
+
+/* %10 [2], mean [2, 1], %17 [2], std [2, 1], inv_std [2, 1], %27 [4], %30 [4], %33 [2], %42 [2], %47 [2, 4], %49 [2], %52 [2], %54 [2, 4] */
+static int layernorm_2x4_f32_vjp_3(const float *restrict x, const float *restrict gamma, const float *restrict y_cot, float *restrict x_grad, float *restrict gamma_grad, float *restrict beta_grad, float *restrict ws_7)
+{
+    int bad = 0;
+    float t0 = 0, t1 = 0, t2 = 0, t3 = 0, t4 = 0, t5 = 0, t6 = 0, t7 = 0, t8 = 0;
+    for (int i0 = 0; i0 < 2; ++i0) {
+        {
+            const float h1 = x[4 * i0];
+            float acc[4] = {0};
+            acc[0] += h1 - h1;
+            acc[1] += x[4 * i0 + 1] - h1;
+            acc[2] += x[4 * i0 + 2] - h1;
+            acc[3] += x[4 * i0 + 3] - h1;
+            acc[0] = acc[0] + acc[2];
+            acc[1] = acc[1] + acc[3];
+            acc[0] = acc[0] + acc[1];
+            t0 = acc[0];
+        }
+        t1 = t0 * 0.25f;
+        {
+            const float h2 = x[4 * i0];
+            float acc[4] = {0};
+            acc[0] += (h2 - h2 - t1) * (h2 - h2 - t1);
+            acc[1] += (x[4 * i0 + 1] - h2 - t1) * (x[4 * i0 + 1] - h2 - t1);
+            acc[2] += (x[4 * i0 + 2] - h2 - t1) * (x[4 * i0 + 2] - h2 - t1);
+            acc[3] += (x[4 * i0 + 3] - h2 - t1) * (x[4 * i0 + 3] - h2 - t1);
+            acc[0] = acc[0] + acc[2];
+            acc[1] = acc[1] + acc[3];
+            acc[0] = acc[0] + acc[1];
+            t2 = acc[0];
+        }
+        t3 = kg_sqrt_clamp_f32(t2 * 0.25f + 1e-06f);
+        bad |= !(t3 > 0 && t3 <= 3.40282347e+38f);
+        t4 = 1.0f / t3;
+        bad |= !(t4 >= -3.40282347e+38f && t4 <= 3.40282347e+38f);
+        {
+            const float h3 = x[4 * i0];
             for (int i1 = 0; i1 < 4; ++i1) {
-                x_grad[4 * i0 + i1] = ws_7[i1] + t8;
+                beta_grad[i1] = beta_grad[i1] + y_cot[4 * i0 + i1];
+                gamma_grad[i1] = gamma_grad[i1] + (x[4 * i0 + i1] - h3 - t1) * t4 * y_cot[4 * i0 + i1];
             }
+        }
+        {
+            const float h4 = x[4 * i0];
+            float acc[4] = {0};
+            acc[0] += (h4 - h4 - t1) * (y_cot[4 * i0] * gamma[0]);
+            acc[1] += (x[4 * i0 + 1] - h4 - t1) * (y_cot[4 * i0 + 1] * gamma[1]);
+            acc[2] += (x[4 * i0 + 2] - h4 - t1) * (y_cot[4 * i0 + 2] * gamma[2]);
+            acc[3] += (x[4 * i0 + 3] - h4 - t1) * (y_cot[4 * i0 + 3] * gamma[3]);
+            acc[0] = acc[0] + acc[2];
+            acc[1] = acc[1] + acc[3];
+            acc[0] = acc[0] + acc[1];
+            t5 = acc[0];
+        }
+        t6 = -(t5 * t4 * t4) * 0.5f / t3 * 0.25f;
+        {
+            const float h5 = x[4 * i0];
+            for (int i1 = 0; i1 < 4; ++i1) {
+                ws_7[i1] = y_cot[4 * i0 + i1] * gamma[i1] * t4 + t6 * (x[4 * i0 + i1] - h5 - t1) + (x[4 * i0 + i1] - h5 - t1) * t6;
+            }
+        }
+        {
+            float acc[4] = {0};
+            acc[0] += -ws_7[0];
+            acc[1] += -ws_7[1];
+            acc[2] += -ws_7[2];
+            acc[3] += -ws_7[3];
+            acc[0] = acc[0] + acc[2];
+            acc[1] = acc[1] + acc[3];
+            acc[0] = acc[0] + acc[1];
+            t7 = acc[0];
+        }
+        t8 = t7 * 0.25f;
+        for (int i1 = 0; i1 < 4; ++i1) {
+            x_grad[4 * i0 + i1] = ws_7[i1] + t8;
         }
     }
     return bad;
 }
 
-/* forward mode: output tangents from input tangents */
-int layernorm_2x4_f32_jvp(const float *restrict x, const float *restrict gamma, const float *restrict beta, const float *restrict x_tan, const float *restrict gamma_tan, const float *restrict beta_tan, float *restrict y_tan, float *restrict ws)
+/* reverse mode: gradients of every input from output cotangents */
+int layernorm_2x4_f32_vjp(const float *restrict x, const float *restrict gamma, const float *restrict beta, const float *restrict y_cot, float *restrict x_grad, float *restrict gamma_grad, float *restrict beta_grad, float *restrict ws)
 {
     (void)beta;
-    (void)ws;
+    int bad = 0;
+    layernorm_2x4_f32_vjp_1(beta_grad);
+    layernorm_2x4_f32_vjp_2(gamma_grad);
+    bad |= layernorm_2x4_f32_vjp_3(x, gamma, y_cot, x_grad, gamma_grad, beta_grad, ws + 0);
+    return bad;
+}
+
+/* %12 [2], mean [2, 1], %19 [2], std [2, 1], inv_std [2, 1], %29 [2], %31 [2, 1], %37 [2], %45 [2, 1], %55 [2, 4] */
+static int layernorm_2x4_f32_jvp_1(const float *restrict x, const float *restrict gamma, const float *restrict x_tan, const float *restrict gamma_tan, const float *restrict beta_tan, float *restrict y_tan)
+{
     int bad = 0;
     float t0 = 0, t1 = 0, t2 = 0, t3 = 0, t4 = 0, t5 = 0, t6 = 0, t7 = 0, t8 = 0;
-    /* %12 [2], mean [2, 1], %19 [2], std [2, 1], inv_std [2, 1], %29 [2], %31 [2, 1], %37 [2], %45 [2, 1], %55 [2, 4] */
     for (int i0 = 0; i0 < 2; ++i0) {
         {
             const float h1 = x[4 * i0];
@@ -236,13 +254,21 @@ int layernorm_2x4_f32_jvp(const float *restrict x, const float *restrict gamma, 
     return bad;
 }
 
-/* forward pass that also writes what vjp_saved reads (saved) */
-int layernorm_2x4_f32_forward_train(const float *restrict x, const float *restrict gamma, const float *restrict beta, float *restrict y, float *restrict mean, float *restrict std, float *restrict inv_std, float *restrict ws)
+/* forward mode: output tangents from input tangents */
+int layernorm_2x4_f32_jvp(const float *restrict x, const float *restrict gamma, const float *restrict beta, const float *restrict x_tan, const float *restrict gamma_tan, const float *restrict beta_tan, float *restrict y_tan, float *restrict ws)
 {
+    (void)beta;
     (void)ws;
     int bad = 0;
+    bad |= layernorm_2x4_f32_jvp_1(x, gamma, x_tan, gamma_tan, beta_tan, y_tan);
+    return bad;
+}
+
+/* %9 [2], mean [2, 1], %16 [2], std [2, 1], inv_std [2, 1], y [2, 4] */
+static int layernorm_2x4_f32_forward_train_1(const float *restrict x, const float *restrict gamma, const float *restrict beta, float *restrict y, float *restrict mean, float *restrict std, float *restrict inv_std)
+{
+    int bad = 0;
     float t0 = 0, t1 = 0;
-    /* %9 [2], mean [2, 1], %16 [2], std [2, 1], inv_std [2, 1], y [2, 4] */
     for (int i0 = 0; i0 < 2; ++i0) {
         {
             const float h1 = x[4 * i0];
@@ -286,71 +312,92 @@ int layernorm_2x4_f32_forward_train(const float *restrict x, const float *restri
     return bad;
 }
 
+/* forward pass that also writes what vjp_saved reads (saved) */
+int layernorm_2x4_f32_forward_train(const float *restrict x, const float *restrict gamma, const float *restrict beta, float *restrict y, float *restrict mean, float *restrict std, float *restrict inv_std, float *restrict ws)
+{
+    (void)ws;
+    int bad = 0;
+    bad |= layernorm_2x4_f32_forward_train_1(x, gamma, beta, y, mean, std, inv_std);
+    return bad;
+}
+
+/* %19 [4] */
+static void layernorm_2x4_f32_vjp_saved_1(float *restrict beta_grad)
+{
+    for (int i0 = 0; i0 < 4; ++i0) {
+        beta_grad[i0] = 0.0f;
+    }
+}
+
+/* %22 [4] */
+static void layernorm_2x4_f32_vjp_saved_2(float *restrict gamma_grad)
+{
+    for (int i0 = 0; i0 < 4; ++i0) {
+        gamma_grad[i0] = 0.0f;
+    }
+}
+
+/* %19 [4], %22 [4], %25 [2], %34 [2], %39 [2, 4], %41 [2], %44 [2], %46 [2, 4] */
+static void layernorm_2x4_f32_vjp_saved_3(const float *restrict x, const float *restrict gamma, const float *restrict mean, const float *restrict std, const float *restrict inv_std, const float *restrict y_cot, float *restrict x_grad, float *restrict gamma_grad, float *restrict beta_grad, float *restrict ws_2)
+{
+    float t0 = 0, t1 = 0, t2 = 0, t3 = 0;
+    for (int i0 = 0; i0 < 2; ++i0) {
+        {
+            const float h1 = x[4 * i0];
+            const float h2 = mean[i0];
+            const float h3 = inv_std[i0];
+            for (int i1 = 0; i1 < 4; ++i1) {
+                beta_grad[i1] = beta_grad[i1] + y_cot[4 * i0 + i1];
+                gamma_grad[i1] = gamma_grad[i1] + (x[4 * i0 + i1] - h1 - h2) * h3 * y_cot[4 * i0 + i1];
+            }
+        }
+        {
+            const float h4 = x[4 * i0];
+            const float h5 = mean[i0];
+            float acc[4] = {0};
+            acc[0] += (h4 - h4 - h5) * (y_cot[4 * i0] * gamma[0]);
+            acc[1] += (x[4 * i0 + 1] - h4 - h5) * (y_cot[4 * i0 + 1] * gamma[1]);
+            acc[2] += (x[4 * i0 + 2] - h4 - h5) * (y_cot[4 * i0 + 2] * gamma[2]);
+            acc[3] += (x[4 * i0 + 3] - h4 - h5) * (y_cot[4 * i0 + 3] * gamma[3]);
+            acc[0] = acc[0] + acc[2];
+            acc[1] = acc[1] + acc[3];
+            acc[0] = acc[0] + acc[1];
+            t0 = acc[0];
+        }
+        t1 = -(t0 * inv_std[i0] * inv_std[i0]) * 0.5f / std[i0] * 0.25f;
+        {
+            const float h6 = inv_std[i0];
+            const float h7 = x[4 * i0];
+            const float h8 = mean[i0];
+            for (int i1 = 0; i1 < 4; ++i1) {
+                ws_2[i1] = y_cot[4 * i0 + i1] * gamma[i1] * h6 + t1 * (x[4 * i0 + i1] - h7 - h8) + (x[4 * i0 + i1] - h7 - h8) * t1;
+            }
+        }
+        {
+            float acc[4] = {0};
+            acc[0] += -ws_2[0];
+            acc[1] += -ws_2[1];
+            acc[2] += -ws_2[2];
+            acc[3] += -ws_2[3];
+            acc[0] = acc[0] + acc[2];
+            acc[1] = acc[1] + acc[3];
+            acc[0] = acc[0] + acc[1];
+            t2 = acc[0];
+        }
+        t3 = t2 * 0.25f;
+        for (int i1 = 0; i1 < 4; ++i1) {
+            x_grad[4 * i0 + i1] = ws_2[i1] + t3;
+        }
+    }
+}
+
 /* reverse mode reading what forward_train saved: gradients of every input */
 int layernorm_2x4_f32_vjp_saved(const float *restrict x, const float *restrict gamma, const float *restrict beta, const float *restrict mean, const float *restrict std, const float *restrict inv_std, const float *restrict y_cot, float *restrict x_grad, float *restrict gamma_grad, float *restrict beta_grad, float *restrict ws)
 {
     (void)beta;
-    float t0 = 0, t1 = 0, t2 = 0, t3 = 0;
-    /* %19 [4] */
-    for (int i0 = 0; i0 < 4; ++i0) {
-        beta_grad[i0] = 0.0f;
-    }
-    /* %22 [4] */
-    for (int i0 = 0; i0 < 4; ++i0) {
-        gamma_grad[i0] = 0.0f;
-    }
-    /* %19 [4], %22 [4], %25 [2], %34 [2], %39 [2, 4], %41 [2], %44 [2], %46 [2, 4] */
-    {
-        float *restrict ws_2 = ws + 0;
-        for (int i0 = 0; i0 < 2; ++i0) {
-            {
-                const float h1 = x[4 * i0];
-                const float h2 = mean[i0];
-                const float h3 = inv_std[i0];
-                for (int i1 = 0; i1 < 4; ++i1) {
-                    beta_grad[i1] = beta_grad[i1] + y_cot[4 * i0 + i1];
-                    gamma_grad[i1] = gamma_grad[i1] + (x[4 * i0 + i1] - h1 - h2) * h3 * y_cot[4 * i0 + i1];
-                }
-            }
-            {
-                const float h4 = x[4 * i0];
-                const float h5 = mean[i0];
-                float acc[4] = {0};
-                acc[0] += (h4 - h4 - h5) * (y_cot[4 * i0] * gamma[0]);
-                acc[1] += (x[4 * i0 + 1] - h4 - h5) * (y_cot[4 * i0 + 1] * gamma[1]);
-                acc[2] += (x[4 * i0 + 2] - h4 - h5) * (y_cot[4 * i0 + 2] * gamma[2]);
-                acc[3] += (x[4 * i0 + 3] - h4 - h5) * (y_cot[4 * i0 + 3] * gamma[3]);
-                acc[0] = acc[0] + acc[2];
-                acc[1] = acc[1] + acc[3];
-                acc[0] = acc[0] + acc[1];
-                t0 = acc[0];
-            }
-            t1 = -(t0 * inv_std[i0] * inv_std[i0]) * 0.5f / std[i0] * 0.25f;
-            {
-                const float h6 = inv_std[i0];
-                const float h7 = x[4 * i0];
-                const float h8 = mean[i0];
-                for (int i1 = 0; i1 < 4; ++i1) {
-                    ws_2[i1] = y_cot[4 * i0 + i1] * gamma[i1] * h6 + t1 * (x[4 * i0 + i1] - h7 - h8) + (x[4 * i0 + i1] - h7 - h8) * t1;
-                }
-            }
-            {
-                float acc[4] = {0};
-                acc[0] += -ws_2[0];
-                acc[1] += -ws_2[1];
-                acc[2] += -ws_2[2];
-                acc[3] += -ws_2[3];
-                acc[0] = acc[0] + acc[2];
-                acc[1] = acc[1] + acc[3];
-                acc[0] = acc[0] + acc[1];
-                t2 = acc[0];
-            }
-            t3 = t2 * 0.25f;
-            for (int i1 = 0; i1 < 4; ++i1) {
-                x_grad[4 * i0 + i1] = ws_2[i1] + t3;
-            }
-        }
-    }
+    layernorm_2x4_f32_vjp_saved_1(beta_grad);
+    layernorm_2x4_f32_vjp_saved_2(gamma_grad);
+    layernorm_2x4_f32_vjp_saved_3(x, gamma, mean, std, inv_std, y_cot, x_grad, gamma_grad, beta_grad, ws + 0);
     return 0;
 }
 

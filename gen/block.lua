@@ -1,0 +1,177 @@
+-- block: register blocking of the loop IR's matrix products (after fuse, before schedule).
+--
+-- The three products of a linear layer reach the loop IR as sums (lower's memory-order forms):
+--   y  = x w^T   row form: for r, o: y[r][o] = sum_i x[r][i] w[o][i]   (a reduce, lanes on i)
+--   dx = g w     column form: for r, o, i: dx[r][i] += g[r][o] w[o][i]
+--   dw = g^T x   column form: for r, o, i: dw[o][i] += g[r][o] x[r][i]
+-- Written so, each streams a whole weight matrix once per row (or a gradient matrix through
+-- memory once per row). Blocking computes a tile of TILE outputs along one more axis at once,
+-- so every load of the shared operand serves TILE outputs:
+--   accumulation nests: the summed loops move inside the kept ones and TILE outputs along a kept
+--     loop accumulate in C locals (for rt, i: s_k = dx[..]; for o: s_k += ...; dx[..] = s_k),
+--     the shape gcc vectorizes across i ("outer-loop vectorization") with the tile in registers;
+--   reduce statements: the kept loop around them is unrolled and jammed, TILE reduce statements
+--     in one body, which emit_c runs in one lane loop (sharing the w[o][i] loads).
+-- Every output still adds its terms in the same order (the summed loops keep their order; a
+-- reduce keeps its lanes), so blocking never changes a bit; tests compare with --fuse none.
+
+local loops = require("loops")
+
+local aff = loops.aff
+
+local block = {}
+
+block.TILE = 8        -- outputs per tile of an accumulation (C locals)
+block.JAM = 4         -- reduce statements jammed into one lane loop
+block.MIN_WORK = 4096 -- nests of fewer terms in all are left alone
+
+-- The loops of a perfect nest (one statement per loop level) and its statement.
+local function perfect(s)
+  local chain = {}
+  while s.k == "loop" do
+    if #s.body ~= 1 then return nil end
+    chain[#chain + 1] = s
+    s = s.body[1]
+  end
+  return chain, s
+end
+
+local function subst_expr(e, var, form)
+  if e.k == "load" then return { k = "load", buf = e.buf, index = aff.subst(e.index, var, form) } end
+  if e.k == "op" then
+    local args = {}
+    for i, a in ipairs(e.args) do args[i] = subst_expr(a, var, form) end
+    return { k = "op", op = e.op, attr = e.attr, args = args }
+  end
+  if e.k == "ifzero" then return { k = "ifzero", index = aff.subst(e.index, var, form), e = subst_expr(e.e, var, form) } end
+  if e.k == "tree" then
+    local terms = {}
+    for i, t in ipairs(e.terms) do terms[i] = subst_expr(t, var, form) end
+    return { k = "tree", terms = terms }
+  end
+  return e
+end
+
+local function ref_subst(ref, var, form) return { buf = ref.buf, index = aff.subst(ref.index, var, form) } end
+
+-- Does the expression read something that does not depend on var (a load the tile can share)?
+local function shares(e, var)
+  for _, l in ipairs(loops.loads(e, {})) do if not l.index.t[var] then return true end end
+  return false
+end
+
+---------------------------------------------------------------------------------------------
+-- Accumulations: for kept K (tiled), other kept loops, summed loops: locals per tile
+
+local function new_local(F)
+  local b = { cname = "t", role = "local", size = 1, id = #F.bufs }
+  F.bufs[#F.bufs + 1] = b
+  return { buf = b, index = aff.const(0) }
+end
+
+-- The statements of one tile of t outputs, K's variable replaced by base + k.
+local function accum_tile(F, kept, summed, st, kvar, base, t)
+  local locals, inits, sums, stores = {}, {}, {}, {}
+  for k = 0, t - 1 do
+    local form = aff.add(base, aff.const(k))
+    local target = ref_subst(st.target, kvar, form)
+    locals[k] = new_local(F)
+    inits[#inits + 1] = { k = "store", target = locals[k], expr = { k = "load", buf = target.buf, index = target.index } }
+    sums[#sums + 1] = { k = "accum", target = locals[k], expr = subst_expr(st.expr, kvar, form) }
+    stores[#stores + 1] = { k = "store", target = target, expr = { k = "load", buf = locals[k].buf, index = locals[k].index } }
+  end
+  local inner = sums
+  for i = #summed, 1, -1 do inner = { { k = "loop", var = summed[i].var, n = summed[i].n, body = inner } } end
+  local body = {}
+  for _, s in ipairs(inits) do body[#body + 1] = s end
+  for _, s in ipairs(inner) do body[#body + 1] = s end
+  for _, s in ipairs(stores) do body[#body + 1] = s end
+  for i = #kept, 1, -1 do body = { { k = "loop", var = kept[i].var, n = kept[i].n, body = body } } end
+  return body
+end
+
+local function block_accum(F, top)
+  local chain, st = perfect(top)
+  if not chain or st.k ~= "accum" or #chain < 3 then return nil end
+  local inner = chain[#chain]
+  if inner.var and st.target.index.t[inner.var] ~= 1 then return nil end -- vectorize across a contiguous axis
+  local kept, summed, K = {}, {}, nil
+  for i, l in ipairs(chain) do
+    if st.target.index.t[l.var] then
+      if i < #chain then K = l end -- the kept loop nearest the inside, besides the innermost
+      kept[#kept + 1] = l
+    else
+      summed[#summed + 1] = l
+    end
+  end
+  if not K or #summed == 0 or not shares(st.expr, K.var) then return nil end
+  local work = 1
+  for _, l in ipairs(chain) do work = work * l.n end
+  if work < block.MIN_WORK then return nil end
+  local others = {}
+  for _, l in ipairs(kept) do if l ~= K then others[#others + 1] = { var = l.var, n = l.n } end end
+  local t = math.min(block.TILE, K.n)
+  local main = K.n - K.n % t
+  local out = {}
+  if main > 0 then
+    out[#out + 1] = { k = "loop", var = K.var, n = main // t,
+      body = accum_tile(F, others, summed, st, K.var, aff.scale(aff.var(K.var), t), t) }
+  end
+  if K.n % t > 0 then
+    for _, s in ipairs(accum_tile(F, others, summed, st, K.var, aff.const(main), K.n % t)) do out[#out + 1] = s end
+  end
+  return out
+end
+
+---------------------------------------------------------------------------------------------
+-- Reduces: the kept loop around a reduce, unrolled by JAM and jammed
+
+local function jam_reduce(top)
+  local chain, st = perfect(top)
+  if not chain or st.k ~= "reduce" or #chain < 2 then return nil end
+  local K = chain[#chain - 1] -- jam the loop outside the innermost kept one (rows around outputs)
+  if not shares(st.expr, K.var) or K.n < 2 then return nil end
+  local inner_loops = {}
+  for i = #chain - 1 + 1, #chain do inner_loops[#inner_loops + 1] = chain[i] end
+  local work = 1
+  for _, r in ipairs(st.rvars) do work = work * r.n end
+  for _, l in ipairs(chain) do work = work * l.n end
+  if work < block.MIN_WORK then return nil end
+  local function jammed(base, t)
+    local stmts = {}
+    for k = 0, t - 1 do
+      local form = aff.add(base, aff.const(k))
+      stmts[#stmts + 1] = { k = "reduce", target = ref_subst(st.target, K.var, form), rvars = st.rvars,
+        lanes = st.lanes, expr = subst_expr(st.expr, K.var, form), check = st.check, node = st.node }
+    end
+    for i = #inner_loops, 1, -1 do stmts = { { k = "loop", var = inner_loops[i].var, n = inner_loops[i].n, body = stmts } } end
+    return stmts
+  end
+  local t = math.min(block.JAM, K.n)
+  local main = K.n - K.n % t
+  local body = {}
+  if main > 0 then
+    body[#body + 1] = { k = "loop", var = K.var, n = main // t, body = jammed(aff.scale(aff.var(K.var), t), t) }
+  end
+  if K.n % t > 0 then for _, s in ipairs(jammed(aff.const(main), K.n % t)) do body[#body + 1] = s end end
+  -- the loops outside K stay as they were
+  for i = #chain - 2, 1, -1 do body = { { k = "loop", var = chain[i].var, n = chain[i].n, body = body } } end
+  return body
+end
+
+function block.run(F)
+  local out = {}
+  for _, top in ipairs(F.body) do
+    local repl = block_accum(F, top) or jam_reduce(top)
+    if repl then
+      loops.walk(repl, function(s) s.node = s.node or top.node end)
+      for _, s in ipairs(repl) do out[#out + 1] = s end
+    else
+      out[#out + 1] = top
+    end
+  end
+  F.body = out
+  return F
+end
+
+return block
