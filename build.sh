@@ -136,7 +136,7 @@ build() {
   # examples: built (and later run by `test`) so they cannot rot
   mkdir -p "$OUT/examples"
   cc_link -o "$OUT/examples/layernorm_jit" examples/layernorm_jit.c "$OUT/libkerngen.a" "${LIBS[@]}"
-  "$OUT/kerngen" emit layernorm rows=4 dim=8 --dtype f32 --out "$OUT/examples" >/dev/null
+  "$OUT/kerngen" emit layernorm rows=4 dim=8 --dtype f32 --name layernorm_4x8_f32 --out "$OUT/examples" >/dev/null
   $CC -std=c99 -O2 "${WARN[@]}" "${CFLAGS_EXTRA[@]}" "${USER_CFLAGS[@]}" "${USER_LDFLAGS[@]}" \
     -I"$OUT/examples" -o "$OUT/examples/layernorm_aot" examples/layernorm_aot.c "$OUT/examples/layernorm_4x8_f32.c" -lm
   fingerprint > "$OUT/.fingerprint"

@@ -115,7 +115,9 @@ void kg_stats(const kg_kernel *k, size_t *statements, size_t *bytes);
 
 /* Writes <dir>/<name>.h and <dir>/<name>.c as one set: new temporary files (never following a
  * planted link), renamed into place under a lock on the directory, so concurrent writers of the
- * same names leave one writer's pair, never a mix. */
+ * same names leave one writer's pair, never a mix. A default name (kg_request.name NULL) says
+ * graph, dims, preset, non-default attrs, forms and dtype; files of that name made for another
+ * request (other passes, say) are not replaced: KG_EINPUT, unless the name was given. */
 kg_status kg_write_files(const kg_kernel *k, const char *dir, char **err);
 
 void kg_free(kg_kernel *k);

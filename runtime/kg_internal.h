@@ -17,6 +17,7 @@ struct kg_kernel {
     struct kg_fn fns[KG_NPASSES];
     size_t statements, bytes;
     int closed[KG_NPASSES];
+    int named;                        /* the request gave the name (else the default name) */
     char **libm;                      /* names of the libm functions the JIT unit declares */
     int nlibm;
     void *tcc;                        /* TCCState *, owned */

@@ -44,9 +44,38 @@ void kg_stats(const kg_kernel *k, size_t *statements, size_t *bytes)
         *bytes = k->bytes;
 }
 
+/* The lines of a banner that say what a kernel file computes: from " * graph:" to the
+   " * options:" line (not " * code:", which only says how). */
+static size_t request_lines(const char *text)
+{
+    const char *end = strstr(text, "\n * code:");
+    return end ? (size_t)(end - text) : 0;
+}
+
+/* A default-named header already in dir made for another request (or not by kerngen): 1. */
+static int holds_another_request(const kg_kernel *k, const char *dir)
+{
+    char *path = kg_strdupf("%s/%s", dir, k->text[KG_TEXT_HEADER_FILE]);
+    FILE *f = path ? fopen(path, "rb") : NULL;
+    free(path);
+    if (!f)
+        return 0;
+    char old[4096];
+    size_t n = fread(old, 1, sizeof old - 1, f);
+    fclose(f);
+    old[n] = 0;
+    size_t mine = request_lines(k->text[KG_TEXT_HEADER]), theirs = request_lines(old);
+    return mine != theirs || strncmp(old, k->text[KG_TEXT_HEADER], mine) != 0;
+}
+
 kg_status kg_write_files(const kg_kernel *k, const char *dir, char **err)
 {
     *err = NULL;
+    if (!k->named && holds_another_request(k, dir)) {
+        *err = kg_strdupf("%s/%s: exists and was generated for another request (graph, params or options differ); "
+                          "choose a --name, or remove the old files", dir, k->text[KG_TEXT_HEADER_FILE]);
+        return *err ? KG_EINPUT : KG_ENOMEM;
+    }
 
     kg_file files[2] = {{k->text[KG_TEXT_HEADER_FILE], kg_file_text, k->text[KG_TEXT_HEADER]},
                         {k->text[KG_TEXT_SOURCE_FILE], kg_file_text, k->text[KG_TEXT_SOURCE]}};

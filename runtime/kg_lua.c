@@ -576,6 +576,9 @@ static void read_result(lua_State *L, kg_kernel *k, const kg_request *req)
     k->statements = (size_t)field_int(L, "statements");
     k->bytes = (size_t)field_int(L, "bytes");
     lua_pop(L, 1);
+    lua_getfield(L, -1, "named");
+    k->named = lua_toboolean(L, -1);
+    lua_pop(L, 1);
     lua_getfield(L, -1, "has_closed_vjp");
     k->closed[KG_VJP] = lua_toboolean(L, -1);
     lua_getfield(L, -2, "has_closed_jvp");
