@@ -27,9 +27,9 @@
 #endif
 
 #define SAMPLE_SECONDS 5e-4 /* each sample repeats the call until it lasts at least this */
-#define ROW_SECONDS 1.0     /* sampling time per row, within... */
+#define ROW_SECONDS 2.0     /* sampling time per row, within... */
 #define SAMPLES_MIN 5       /* ...these limits on the number of samples */
-#define SAMPLES_MAX 61
+#define SAMPLES_MAX 101
 /* Tolerance of the check: max |out - ref| <= TOL * max |ref|, per output tensor, ref in double.
  * f32: 2e-5 is about 170 ulp of 1.0; sums of up to 4096 terms in f32 and the few-ulp erf, exp
  * and tanh of libm, libmvec (-Ofast) and oneDNN stay within 3e-6 here, while a wrong formula,
@@ -700,7 +700,7 @@ static int time_jobs(const job *jobs, int n, double *sec, double *spread)
 {
     long reps[NVARIANTS + 1];
     double round = 0;
-    static double t[NVARIANTS + 1][SAMPLES_MAX];
+    static double t[NVARIANTS + 1][SAMPLES_MAX + 1];
     for (int j = 0; j < n; j++) {
         double s;
         reps[j] = 1;
@@ -737,10 +737,22 @@ typedef struct {
     size_t n;
 } copy_job;
 
-__attribute__((noinline, optimize("no-tree-loop-distribute-patterns")))
-static void copy_floats(float *restrict dst, const float *restrict src, size_t n)
+typedef float v16f __attribute__((vector_size(64)));
+
+/* four 64-byte vectors per iteration: about memcpy's speed at every size here, without its
+ * non-temporal stores for large copies (the kernels use ordinary stores) */
+__attribute__((noinline)) static void copy_floats(float *restrict dst, const float *restrict src,
+                                                  size_t n)
 {
-    for (size_t i = 0; i < n; i++)
+    size_t i = 0;
+    for (; i + 64 <= n; i += 64) {
+        v16f a, b, c, d;
+        memcpy(&a, src + i, 64), memcpy(&b, src + i + 16, 64);
+        memcpy(&c, src + i + 32, 64), memcpy(&d, src + i + 48, 64);
+        memcpy(dst + i, &a, 64), memcpy(dst + i + 16, &b, 64);
+        memcpy(dst + i + 32, &c, 64), memcpy(dst + i + 48, &d, 64);
+    }
+    for (; i < n; i++)
         dst[i] = src[i];
 }
 
@@ -835,7 +847,7 @@ typedef struct {
     double mem_us, flop_us; /* the bounds (flop_us 0 when not a matrix-product row) */
     int samples;
     char aot_fns[48]; /* "forward", "vjp_saved", "forward+vjp"... */
-    char dnnl_impl[160];
+    char dnnl_impl[512];
 } result;
 
 #define MAXROWS 200
@@ -902,6 +914,8 @@ static void run_row(bcase *c, enum pass pass, int index, int total)
         printf("; JIT==AOT bits: %s", res->jit_same ? "yes" : "no");
     }
     printf("\n");
+    if (res->dnnl_impl[0] && (pass == P_FWD || pass == P_TRAIN))
+        printf("%8s oneDNN: %s\n", "", res->dnnl_impl);
     fflush(stdout);
 
     /* 2. time the contenders that passed, and the copy, interleaved */
