@@ -503,6 +503,13 @@ static void teardown(bcase *c)
 
 /* ---- one row: a case in one pass ---- */
 
+/* a call with its arguments resolved once, so that timing measures the kernel, not the lookup */
+typedef struct {
+    int (*aot)(void *const *args); /* AOT: the glue's caller */
+    kg_pass pass;                  /* JIT: the pass */
+    void *args[16];
+} bound_call;
+
 typedef struct {
     bcase *c;
     enum pass pass;
@@ -510,45 +517,38 @@ typedef struct {
     buf *out[MAXIN + 1];
     double *ref[MAXIN + 1];
     int has[NVARIANTS];
+    bound_call aot[2], jit[2], aot_prep; /* aot[1], jit[1]: the vjp of a training step */
+    int naot, njit, has_prep;
+    hand_call hand, hand_prep;           /* the row's pass; the forward before a bwd row */
+    void (*hand_fn[NVARIANTS])(const hand_call *);
 #ifdef HAVE_ONEDNN
     onednn_job *dnnl;
 #endif
 } row;
 
-static int call_aot(bcase *c, const glue_fn *f)
+static void bind_aot(bcase *c, const glue_fn *f, bound_call *b)
 {
-    void *args[16];
+    if (f->nargs > 16)
+        die("too many arguments:", f->pass);
+    b->aot = f->call;
     for (int i = 0; i < f->nargs; i++)
-        args[i] = strcmp(f->args[i].name, "ws") == 0 ? c->ws : find(c, f->args[i].name)->p;
-    return f->call(args);
+        b->args[i] = strcmp(f->args[i].name, "ws") == 0 ? c->ws : find(c, f->args[i].name)->p;
 }
 
-static int call_jit(bcase *c, kg_pass pass)
+static void bind_jit(bcase *c, kg_pass pass, bound_call *b)
 {
-    void *args[16];
     int n = kg_nargs(c->jit, pass);
+    if (n > 15)
+        die("too many JIT arguments in", c->k->name);
+    b->pass = pass;
     for (int i = 0; i < n; i++) {
         const kg_arg *a = kg_arg_at(c->jit, pass, i);
-        buf *b = find(c, a->cname);
-        if (!b || b->n != a->count)
+        buf *bf = find(c, a->cname);
+        if (!bf || bf->n != a->count)
             die("JIT argument does not match the AOT one:", a->cname);
-        args[i] = b->p;
+        b->args[i] = bf->p;
     }
-    args[n] = c->ws;
-    return kg_call(c->jit, pass, args);
-}
-
-static int call_hand(bcase *c, enum variant v, enum hand_pass pass)
-{
-    hand_call h = c->hc;
-    h.pass = pass;
-    if (v == V_HAND)
-        (c->f64 ? hand_run_f64 : hand_run_f32)(&h);
-    else if (v == V_FAST)
-        (c->f64 ? fast_run_f64 : fast_run_f32)(&h);
-    else
-        tcc_run_f32(&h);
-    return 0;
+    b->args[n] = c->ws;
 }
 
 static const enum hand_pass HAND_PASS[NPASSES] = {HAND_FWD, HAND_BWD, HAND_JVP, HAND_TRAIN};
@@ -556,22 +556,19 @@ static const kg_pass KG_PASS[NPASSES] = {KG_FORWARD, KG_VJP, KG_JVP, KG_FORWARD}
 
 static int run_variant(row *r, int v)
 {
-    bcase *c = r->c;
     int rc = 0;
     switch ((enum variant)v) {
     case V_AOT:
-        rc = call_aot(c, c->fn[r->pass][0]);
-        if (c->fn[r->pass][1])
-            rc |= call_aot(c, c->fn[r->pass][1]);
+        for (int i = 0; i < r->naot; i++)
+            rc |= r->aot[i].aot(r->aot[i].args);
         return rc;
     case V_JIT:
-        rc = call_jit(c, KG_PASS[r->pass]);
-        if (r->pass == P_TRAIN)
-            rc |= call_jit(c, KG_VJP);
+        for (int i = 0; i < r->njit; i++)
+            rc |= kg_call(r->c->jit, r->jit[i].pass, r->jit[i].args);
         return rc;
     case V_HAND:
     case V_FAST:
-    case V_TCC: return call_hand(c, (enum variant)v, HAND_PASS[r->pass]);
+    case V_TCC: r->hand_fn[v](&r->hand); return 0;
 #ifdef HAVE_ONEDNN
     case V_DNNL: return onednn_run(r->dnnl);
 #endif
@@ -584,10 +581,10 @@ static void prepare(row *r, int v)
 {
     if (r->pass != P_BWD)
         return;
-    if (v == V_AOT && r->c->prep_bwd)
-        call_aot(r->c, r->c->prep_bwd);
+    if (v == V_AOT && r->has_prep)
+        r->aot_prep.aot(r->aot_prep.args);
     if (v == V_HAND || v == V_FAST || v == V_TCC)
-        call_hand(r->c, (enum variant)v, HAND_FWD);
+        r->hand_fn[v](&r->hand_prep);
 }
 
 static void setup_row(row *r, bcase *c, enum pass pass)
@@ -608,11 +605,24 @@ static void setup_row(row *r, bcase *c, enum pass pass)
     r->has[V_AOT] = r->has[V_HAND] = r->has[V_FAST] = 1;
     r->has[V_JIT] = c->jit != NULL;
     r->has[V_TCC] = c->k->jit && !c->f64;
+    for (int i = 0; i < 2 && c->fn[pass][i]; i++)
+        bind_aot(c, c->fn[pass][i], &r->aot[r->naot++]);
+    if (pass == P_BWD && c->prep_bwd)
+        bind_aot(c, c->prep_bwd, &r->aot_prep), r->has_prep = 1;
+    if (c->jit) {
+        bind_jit(c, KG_PASS[pass], &r->jit[r->njit++]);
+        if (pass == P_TRAIN)
+            bind_jit(c, KG_VJP, &r->jit[r->njit++]);
+    }
+    r->hand = r->hand_prep = c->hc;
+    r->hand.pass = HAND_PASS[pass];
+    r->hand_prep.pass = HAND_FWD;
+    r->hand_fn[V_HAND] = c->f64 ? hand_run_f64 : hand_run_f32;
+    r->hand_fn[V_FAST] = c->f64 ? fast_run_f64 : fast_run_f32;
+    r->hand_fn[V_TCC] = tcc_run_f32;
 #ifdef HAVE_ONEDNN
     if (!c->f64) {
-        hand_call h = c->hc;
-        h.pass = HAND_PASS[pass];
-        r->dnnl = onednn_create(&h);
+        r->dnnl = onednn_create(&r->hand);
         r->has[V_DNNL] = r->dnnl != NULL;
     }
 #endif
