@@ -1139,6 +1139,15 @@ static void print_summary(void)
                VNAME[best_peer(r)], r->us[V_AOT] / bound_us(r));
     }
 
+    printf("Worst row per operator:");
+    for (int o = 0; o < NOPS; o++)
+        for (int k = 0; k < nr; k++)
+            if (results[rk[k].i].op_index == o) {
+                printf("%s %s %.2f", o ? ";" : "", results[rk[k].i].label, rk[k].q);
+                break;
+            }
+    printf("\n");
+
     printf("\nTargets of the issue (for the generator; [x] met):\n");
     printf("  [%s] geomean of AOT / fastest peer <= 1.0: %.2f\n", g <= 1.0 ? "x" : " ", g);
     target("no row above 1.3x the fastest peer (except ffn bwd/train)", t_not_ffn_bwd, v_ratio, 1.3);
