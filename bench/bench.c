@@ -737,30 +737,36 @@ static int job_variant(void *ctx, int v)
     return run_variant(ctx, v);
 }
 
-/* The memory bound: a copy of half the bytes the row must move (so `bytes` move in total),
- * ordinary loads and stores (no non-temporal stores, as the kernels), timed in the same
- * interleaved samples as the row, so it runs at the level of the memory hierarchy the row's
- * working set lives in. */
+/* The memory bound: a copy of half the bytes the row must move (so that many bytes move in
+ * all), from the row's own inputs into the row's own outputs (topped up with a scratch buffer
+ * when the outputs are smaller), with ordinary loads and stores (no non-temporal stores, as the
+ * kernels). Timed in the same interleaved samples as the contenders, it sees the same working
+ * set in the same level of the memory hierarchy. */
+#define MAXSEG 24
+
 typedef struct {
-    float *dst;
-    const float *src;
-    size_t n;
+    int nseg;
+    char *dst[MAXSEG];
+    const char *src[MAXSEG];
+    size_t bytes[MAXSEG];
+    void *scratch;
+    double total; /* bytes the row moves: read + written */
 } copy_job;
 
 typedef float v16f __attribute__((vector_size(64)));
 
 /* four 64-byte vectors per iteration: about memcpy's speed at every size here, without its
- * non-temporal stores for large copies (the kernels use ordinary stores) */
-__attribute__((noinline)) static void copy_floats(float *restrict dst, const float *restrict src,
-                                                  size_t n)
+ * non-temporal stores for large copies */
+__attribute__((noinline)) static void copy_bytes(char *restrict dst, const char *restrict src,
+                                                 size_t n)
 {
     size_t i = 0;
-    for (; i + 64 <= n; i += 64) {
+    for (; i + 256 <= n; i += 256) {
         v16f a, b, c, d;
-        memcpy(&a, src + i, 64), memcpy(&b, src + i + 16, 64);
-        memcpy(&c, src + i + 32, 64), memcpy(&d, src + i + 48, 64);
-        memcpy(dst + i, &a, 64), memcpy(dst + i + 16, &b, 64);
-        memcpy(dst + i + 32, &c, 64), memcpy(dst + i + 48, &d, 64);
+        memcpy(&a, src + i, 64), memcpy(&b, src + i + 64, 64);
+        memcpy(&c, src + i + 128, 64), memcpy(&d, src + i + 192, 64);
+        memcpy(dst + i, &a, 64), memcpy(dst + i + 64, &b, 64);
+        memcpy(dst + i + 128, &c, 64), memcpy(dst + i + 192, &d, 64);
     }
     for (; i < n; i++)
         dst[i] = src[i];
@@ -770,34 +776,61 @@ static int job_copy(void *ctx, int arg)
 {
     copy_job *j = ctx;
     (void)arg;
-    copy_floats(j->dst, j->src, j->n);
+    for (int s = 0; s < j->nseg; s++)
+        copy_bytes(j->dst[s], j->src[s], j->bytes[s]);
     return 0;
 }
 
-/* bytes a row must move at the least: read every input (and cotangent or tangents) once,
- * write every output once */
-static double row_bytes(bcase *c, enum pass pass)
+/* what a row must read at the least (inputs, and the cotangent or the tangents) and write (its
+ * outputs), each once */
+static void setup_copy(row *r, copy_job *j)
 {
-    size_t n = 0;
-    char name[48];
+    bcase *c = r->c;
+    const buf *rd[2 * MAXIN + 1];
+    int nrd = 0;
+    double rbytes = 0, wbytes = 0;
     for (int i = 0; i < c->nin; i++) {
-        n += find(c, c->in[i])->n;
-        if (pass == P_BWD || pass == P_TRAIN) {
-            snprintf(name, sizeof name, "%s_grad", c->in[i]);
-            n += find(c, name)->n;
-        }
-        if (pass == P_JVP) {
-            snprintf(name, sizeof name, "%s_tan", c->in[i]);
-            n += find(c, name)->n;
-        }
+        rd[nrd++] = find(c, c->in[i]);
+        if (r->pass == P_JVP)
+            rd[nrd++] = find(c, named_name("%s_tan", c->in[i]));
     }
-    if (pass == P_FWD || pass == P_TRAIN)
-        n += find(c, "y")->n;
-    if (pass == P_BWD || pass == P_TRAIN)
-        n += find(c, "y_cot")->n;
-    if (pass == P_JVP)
-        n += find(c, "y_tan")->n;
-    return (double)n * (double)c->es;
+    if (r->pass == P_BWD || r->pass == P_TRAIN)
+        rd[nrd++] = find(c, "y_cot");
+    for (int i = 0; i < nrd; i++)
+        rbytes += (double)(rd[i]->n * c->es);
+    for (int o = 0; o < r->nout; o++)
+        wbytes += (double)(r->out[o]->n * c->es);
+    memset(j, 0, sizeof *j);
+    j->total = rbytes + wbytes;
+    size_t half = (size_t)(j->total / 2), done = 0, soff = 0, doff = 0;
+    int si = 0, di = 0;
+    j->scratch = xmalloc(half);
+    memset(j->scratch, 0, half);
+    while (done < half && j->nseg < MAXSEG) {
+        /* sources wrap around when the inputs are smaller than half; destinations run on into
+         * the scratch buffer when the outputs are */
+        const buf *sb = rd[si % nrd];
+        size_t slen = sb->n * c->es - soff;
+        char *dp;
+        size_t dlen;
+        if (di < r->nout)
+            dp = (char *)r->out[di]->p + doff, dlen = r->out[di]->n * c->es - doff;
+        else
+            dp = (char *)j->scratch + doff, dlen = half - doff;
+        size_t len = slen < dlen ? slen : dlen;
+        if (len > half - done)
+            len = half - done;
+        j->src[j->nseg] = (const char *)sb->p + soff;
+        j->dst[j->nseg] = dp;
+        j->bytes[j->nseg++] = len;
+        done += len, soff += len, doff += len;
+        if (soff == sb->n * c->es)
+            si++, soff = 0;
+        if (doff == (di < r->nout ? r->out[di]->n * c->es : half))
+            di++, doff = 0;
+    }
+    if (done < half)
+        die("the copy of the memory bound needs more segments in", c->label);
 }
 
 /* ---- peak of separate multiplies and adds (no FMA: kerngen's code is not contracted) ---- */
@@ -938,11 +971,8 @@ static void run_row(bcase *c, enum pass pass, int index, int total)
             jobs[n] = (job){job_variant, &r, v};
             idx[n++] = v;
         }
-    double bytes = row_bytes(c, pass);
-    size_t nfloats = (size_t)(bytes / 2 / sizeof(float));
-    copy_job cj = {xmalloc(nfloats * sizeof(float)), xmalloc(nfloats * sizeof(float)), nfloats};
-    memset(cj.dst, 0, nfloats * sizeof(float));
-    memset((float *)cj.src, 0, nfloats * sizeof(float));
+    copy_job cj;
+    setup_copy(&r, &cj);
     jobs[n] = (job){job_copy, &cj, 0};
     idx[n++] = NVARIANTS;
     double sec[NVARIANTS + 1], spread[NVARIANTS + 1];
@@ -957,8 +987,7 @@ static void run_row(bcase *c, enum pass pass, int index, int total)
     }
     if (c->flops[pass])
         res->flop_us = 1e6 * (double)c->flops[pass] / (c->f64 ? peak_f64 : peak_f32);
-    free(cj.dst);
-    free((float *)cj.src);
+    free(cj.scratch);
     teardown_row(&r);
 }
 

@@ -10,9 +10,9 @@ set format y "%g"
 set ytics (0.125, 0.25, 0.5, 1, 2, 4, 8, 16, 32, 64, 128, 256)
 set grid ytics
 set xrange [-1:rows]
-set xtics rotate by -60 font ",8" nomirror
+set xtics rotate by 50 right font ",8" nomirror
 set bmargin 14
-set key top left horizontal
+set key outside top center horizontal
 set ylabel "time / time of the fastest peer (log scale; below 1: kerngen faster)"
 set title "kerngen AOT vs the fastest of hand -O3, hand -Ofast, oneDNN (one run; see bench.txt)"
 color(p) = p eq "fwd" ? 0x4477aa : p eq "bwd" ? 0xcc3311 : p eq "jvp" ? 0x228833 : 0xaa3377
