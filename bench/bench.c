@@ -415,8 +415,9 @@ static void setup(bcase *c, const glue_kernel *k)
         fill(c, find(c, c->in[i]), scale, offset);
         fill(c, find(c, named_name(NEEDED[2], c->in[i])), scale, 0);
     }
+    static const char *const OUTPUT[] = {"y", "y_cot", "y_tan"};
     for (int j = 0; j < 3; j++)
-        named(c, "%s", (const char *[]){"y", "y_cot", "y_tan"}[j]);
+        named(c, "%s", OUTPUT[j]);
     fill(c, find(c, "y_cot"), 1, 0);
     if (k->jit)
         setup_jit(c);
