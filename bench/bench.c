@@ -1042,8 +1042,9 @@ static int is_norm(const result *r) { return r->op_index <= 3; }
 
 static void print_tables(void)
 {
-    printf("\nTime per call, microseconds (median of the interleaved samples; bound = max(memory, "
-           "matrix-product flops); noise = largest interquartile range / median in the row)\n");
+    printf("\nTime per call, microseconds (median of the interleaved samples of CPU time; bound = "
+           "max(memory, matrix-product flops);\nnoise = largest interquartile range / median in "
+           "the row; FAILED: disagreed with the reference, not timed)\n");
     printf("%-38s", "row");
     for (int v = 0; v < NVARIANTS; v++)
         printf("%12s", VNAME[v]);
@@ -1051,8 +1052,12 @@ static void print_tables(void)
     for (int i = 0; i < nresults; i++) {
         const result *r = &results[i];
         printf("%-38s", r->label);
-        for (int v = 0; v < NVARIANTS; v++)
-            cell(r->us[v], 12);
+        for (int v = 0; v < NVARIANTS; v++) {
+            if (r->failed[v])
+                printf("%12s", "FAILED");
+            else
+                cell(r->us[v], 12);
+        }
         cell(bound_us(r), 10);
         printf("%6.0f%%\n", 100 * r->noise);
     }
@@ -1107,8 +1112,11 @@ static int target(const char *what, int (*applies)(const result *), double (*val
             fails++;
         }
     }
-    printf("  [%s] %s: %d of %d rows over%s%s\n", fails ? " " : "x", what, fails, n,
-           fails ? ": " : "", list);
+    if (n == 0)
+        printf("  [-] %s: no such rows in this run\n", what);
+    else
+        printf("  [%s] %s: %d of %d rows over%s%s\n", fails ? " " : "x", what, fails, n,
+               fails ? ": " : "", list);
     return fails;
 }
 static int t_all(const result *r) { return ratio(r) == ratio(r); }
