@@ -9,7 +9,8 @@
 #                    include/kerngen.h and kg_check.h, lib/pkgconfig/kerngen.pc and
 #                    lib/cmake/kerngen/ (find_package(kerngen), kerngen_add_kernel)
 #   asan             build with AddressSanitizer + UBSan into build-asan/ and run the tests
-#   bench            build and run the benchmark (bench/)
+#   bench            build and run the benchmark (bench/; installs libdnnl-dev and gnuplot-nox
+#                    when it can, for the oneDNN column and the chart, and runs without them)
 #   fuzz             build with libFuzzer + ASan + UBSan (clang) into build-fuzz/ and fuzz the
 #                    .npy reader and the spec loader, FUZZ_SECONDS each (default 60)
 #   help, -h, --help this text; installs and builds nothing
@@ -65,11 +66,22 @@ missing=()
 for p in "${PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
+SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
 if [ ${#missing[@]} -gt 0 ]; then
   echo "build.sh: installing ${missing[*]}"
-  SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+# optional for the benchmark: oneDNN (its column) and gnuplot (the chart); it runs without them
+if [ "$mode" = bench ]; then
+  optional=()
+  dpkg-query -W -f='${Status}' libdnnl-dev 2>/dev/null | grep -q "install ok installed" || optional+=(libdnnl-dev)
+  command -v gnuplot >/dev/null || optional+=(gnuplot-nox)
+  if [ ${#optional[@]} -gt 0 ]; then
+    echo "build.sh: installing ${optional[*]} (optional for the benchmark)"
+    { $SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${optional[@]}" >/dev/null; } ||
+      echo "build.sh: could not install ${optional[*]}; the benchmark runs without them"
+  fi
 fi
 
 # ---- flags: ours, then the user's (so theirs win)
