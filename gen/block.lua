@@ -12,6 +12,7 @@
 --     the shape gcc vectorizes across i ("outer-loop vectorization") with the tile in registers;
 --   reduce statements: the kept loop around them is unrolled and jammed, TILE reduce statements
 --     in one body, which emit_c runs in one lane loop (sharing the w[o][i] loads).
+-- Nested loops that index memory in row-major order are also coalesced into one (below).
 -- Every output still adds its terms in the same order (the summed loops keep their order; a
 -- reduce keeps its lanes), so blocking never changes a bit; tests compare with --fuse none.
 
@@ -159,7 +160,60 @@ local function jam_reduce(top)
   return body
 end
 
+---------------------------------------------------------------------------------------------
+-- Coalescing: a loop whose body is one loop, where every index reads the two in row-major
+-- order (coefficient of the outer = extent of the inner x coefficient of the inner), becomes
+-- one loop: the same iterations in the same order, and a longer contiguous run to vectorize
+-- (BatchNorm's h and w, GroupNorm's spatial axes).
+
+local function coalescable(a, b)
+  local ok = true
+  local function check(idx)
+    if (idx.t[a.var] or 0) ~= (idx.t[b.var] or 0) * b.n then ok = false end
+  end
+  loops.walk(b.body, function(s)
+    if s.k == "loop" then return end
+    check(s.target.index)
+    for _, l in ipairs(loops.loads(s.expr, {})) do check(l.index) end
+    if s.k == "reduce" then ok = false end -- its rvars stay as lower chose them
+  end)
+  return ok
+end
+
+local function merge_index(idx, a, b)
+  if not idx.t[a.var] and not idx.t[b.var] then return idx end
+  local r = { c = idx.c, t = {} }
+  for v, k in pairs(idx.t) do if v ~= b.var then r.t[v] = k end end
+  r.t[a.var] = idx.t[b.var] -- coef_b * (n_b * i_a + i_b): the merged loop keeps a's name
+  return r
+end
+
+local function coalesce(body)
+  for _, s in ipairs(body) do
+    if s.k == "loop" then
+      coalesce(s.body)
+      while #s.body == 1 and s.body[1].k == "loop" and coalescable(s, s.body[1]) do
+        local b = s.body[1]
+        loops.walk(b.body, function(t)
+          if t.k == "loop" then return end
+          t.target = { buf = t.target.buf, index = merge_index(t.target.index, s, b) }
+          local function fix(e)
+            if e.k == "load" then e.index = merge_index(e.index, s, b)
+            elseif e.k == "op" then for _, x in ipairs(e.args) do fix(x) end
+            elseif e.k == "ifzero" then e.index = merge_index(e.index, s, b); fix(e.e)
+            elseif e.k == "tree" then for _, x in ipairs(e.terms) do fix(x) end end
+          end
+          fix(t.expr)
+        end)
+        s.n = s.n * b.n
+        s.body = b.body
+      end
+    end
+  end
+end
+
 function block.run(F)
+  coalesce(F.body)
   local out = {}
   for _, top in ipairs(F.body) do
     local repl = block_accum(F, top) or jam_reduce(top)

@@ -28,12 +28,13 @@ local fuse = {}
 -- Canonical loop variables: i<depth>, so the loops that fuse have the same variable and no
 -- inner variable can collide with an outer one.
 
--- index with every variable renamed through map at once
+-- index with every variable renamed through map at once (false: the variable is 0)
 local function rename(index, map)
   local r = { c = index.c, t = {} }
   for v, k in pairs(index.t) do
-    local to = map[v] or v
-    r.t[to] = (r.t[to] or 0) + k
+    local to = map[v]
+    if to == nil then to = v end
+    if to then r.t[to] = (r.t[to] or 0) + k end
   end
   return r
 end
@@ -55,20 +56,33 @@ local function rename_expr(e, map)
   return e
 end
 
+-- Returns body with its loops renamed and its extent-1 loops dissolved (their variable is 0:
+-- they would only keep loops from matching).
 local function canonical(body, depth, map)
+  local out = {}
   for _, s in ipairs(body) do
     if s.k == "loop" then
-      local name = "i" .. depth
       local inner = {}
       for k, v in pairs(map) do inner[k] = v end
-      inner[s.var] = name
-      s.var = name
-      canonical(s.body, depth + 1, inner)
+      if s.n == 1 then
+        inner[s.var] = false
+        for _, t in ipairs(canonical(s.body, depth, inner)) do
+          t.init = t.init or s.init
+          out[#out + 1] = t
+        end
+      else
+        inner[s.var] = "i" .. depth
+        s.var = "i" .. depth
+        s.body = canonical(s.body, depth + 1, inner)
+        out[#out + 1] = s
+      end
     else
       s.target = { buf = s.target.buf, index = rename(s.target.index, map) }
       s.expr = rename_expr(s.expr, map)
+      out[#out + 1] = s
     end
   end
+  return out
 end
 
 ---------------------------------------------------------------------------------------------
@@ -270,7 +284,7 @@ end
 
 -- Fuses and contracts F in place (unless policy is "none"); returns F.
 function fuse.run(F, policy)
-  canonical(F.body, 0, {})
+  F.body = canonical(F.body, 0, {})
   if policy ~= "none" then
     F.body = fuse_list(F.body)
     contract(F)

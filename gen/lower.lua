@@ -54,6 +54,41 @@ local function nest(vars, stmts)
   return stmts
 end
 
+-- Every index in e (loads and ifzero selectors).
+local function each_index(e, fn)
+  if e.k == "load" then e.index = fn(e.index)
+  elseif e.k == "op" then for _, a in ipairs(e.args) do each_index(a, fn) end
+  elseif e.k == "ifzero" then e.index = fn(e.index); each_index(e.e, fn) end
+end
+
+-- Adjacent summed axes that every index reads in row-major order (coefficient of the outer =
+-- extent of the inner x coefficient of the inner) become one axis: a BatchNorm's h and w, a
+-- flattened block. The lanes of a sum then spread over the whole extent (16 lanes over h*w,
+-- not over a short w), the order being memory order still.
+local function coalesce_rvars(rvars, e)
+  local k = #rvars - 1
+  while k >= 1 do
+    local a, b = rvars[k], rvars[k + 1]
+    local ok = true
+    each_index(e, function(idx)
+      if (idx.t[a.var] or 0) ~= (idx.t[b.var] or 0) * b.n then ok = false end
+      return idx
+    end)
+    if ok then
+      each_index(e, function(idx)
+        local r = { c = idx.c, t = {} }
+        for v, c in pairs(idx.t) do if v ~= a.var then r.t[v] = c end end
+        r.t[b.var] = idx.t[b.var] -- coef_b * (n_b * i_a + i_b): the merged axis keeps b's name
+        return r
+      end)
+      b.n = a.n * b.n
+      table.remove(rvars, k)
+    end
+    k = k - 1
+  end
+  return rvars, e
+end
+
 function lower.run(G, dtype)
   local uses = G:uses()
   local params, bufs = {}, {}
@@ -197,6 +232,8 @@ function lower.run(G, dtype)
     if #kept_inner == 0 then -- row form
       local rvars = {}
       for _, v in ipairs(inner_vars) do rvars[#rvars + 1] = { var = v.var, n = v.n } end
+      rvars, e = coalesce_rvars(rvars, e)
+      lanes = math.min(lower.LANES[dtype], rvars[#rvars].n)
       add(nest(outer, { { k = "reduce", target = target, rvars = rvars, lanes = lanes, expr = e } }), n)
       return
     end

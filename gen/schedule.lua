@@ -1,6 +1,8 @@
 -- schedule: the unroll policy over the loop IR (loops.lua). Marks each loop unrolled or not
 -- (loop.unroll) and each reduce statement written out term by term or not (stmt.unroll).
---   none: every loop stays a loop (reductions still use explicit lane accumulators).
+--   none: loops stay loops (reductions still use explicit lane accumulators), except loops of
+--         at most TINY iterations around straight-line code (GroupNorm's channels of a group),
+--         which compilers vectorize better written out.
 --   full: everything is straight-line code; refused above HARD_LIMIT terms.
 --   auto: a loop is unrolled when everything inside it is, and its unrolled size stays within
 --         NEST_BUDGET terms and the function's within FUNCTION_BUDGET; big shapes stay loops
@@ -15,6 +17,7 @@ local schedule = {}
 schedule.NEST_BUDGET = 1024
 schedule.FUNCTION_BUDGET = 16384
 schedule.HARD_LIMIT = 2000000
+schedule.TINY = 4
 
 local function expr_size(e)
   if e.k == "op" then
@@ -39,7 +42,7 @@ local function size(s, policy, budget)
       inner = inner + n
       straight = straight and all
     end
-    s.unroll = policy == "full" or (policy == "auto" and straight and s.n * inner <= budget)
+    s.unroll = policy == "full" or (straight and (s.n <= schedule.TINY or (policy == "auto" and s.n * inner <= budget)))
     if s.unroll then return s.n * inner, true end
     return inner + 1, false
   end

@@ -59,12 +59,10 @@ static int layernorm_2x4_f32_forward_1(const float *restrict x, const float *res
         bad |= !(t3 > 0 && t3 <= 3.40282347e+38f);
         t4 = 1.0f / t3;
         bad |= !(t4 >= -3.40282347e+38f && t4 <= 3.40282347e+38f);
-        {
-            const float h3 = x[4 * i0];
-            for (int i1 = 0; i1 < 4; ++i1) {
-                y[4 * i0 + i1] = (x[4 * i0 + i1] - h3 - t1) * t4 * gamma[i1] + beta[i1];
-            }
-        }
+        y[4 * i0] = (x[4 * i0] - x[4 * i0] - t1) * t4 * gamma[0] + beta[0];
+        y[4 * i0 + 1] = (x[4 * i0 + 1] - x[4 * i0] - t1) * t4 * gamma[1] + beta[1];
+        y[4 * i0 + 2] = (x[4 * i0 + 2] - x[4 * i0] - t1) * t4 * gamma[2] + beta[2];
+        y[4 * i0 + 3] = (x[4 * i0 + 3] - x[4 * i0] - t1) * t4 * gamma[3] + beta[3];
     }
     return bad;
 }
@@ -81,17 +79,19 @@ int layernorm_2x4_f32_forward(const float *restrict x, const float *restrict gam
 /* %27 [4] */
 static void layernorm_2x4_f32_vjp_1(float *restrict beta_grad)
 {
-    for (int i0 = 0; i0 < 4; ++i0) {
-        beta_grad[i0] = 0.0f;
-    }
+    beta_grad[0] = 0.0f;
+    beta_grad[1] = 0.0f;
+    beta_grad[2] = 0.0f;
+    beta_grad[3] = 0.0f;
 }
 
 /* %30 [4] */
 static void layernorm_2x4_f32_vjp_2(float *restrict gamma_grad)
 {
-    for (int i0 = 0; i0 < 4; ++i0) {
-        gamma_grad[i0] = 0.0f;
-    }
+    gamma_grad[0] = 0.0f;
+    gamma_grad[1] = 0.0f;
+    gamma_grad[2] = 0.0f;
+    gamma_grad[3] = 0.0f;
 }
 
 /* %10 [2], mean [2, 1], %17 [2], std [2, 1], inv_std [2, 1], %27 [4], %30 [4], %33 [2], %42 [2], %47 [2, 4], %49 [2], %52 [2], %54 [2, 4] */
@@ -129,32 +129,31 @@ static int layernorm_2x4_f32_vjp_3(const float *restrict x, const float *restric
         bad |= !(t3 > 0 && t3 <= 3.40282347e+38f);
         t4 = 1.0f / t3;
         bad |= !(t4 >= -3.40282347e+38f && t4 <= 3.40282347e+38f);
+        beta_grad[0] = beta_grad[0] + y_cot[4 * i0];
+        gamma_grad[0] = gamma_grad[0] + (x[4 * i0] - x[4 * i0] - t1) * t4 * y_cot[4 * i0];
+        beta_grad[1] = beta_grad[1] + y_cot[4 * i0 + 1];
+        gamma_grad[1] = gamma_grad[1] + (x[4 * i0 + 1] - x[4 * i0] - t1) * t4 * y_cot[4 * i0 + 1];
+        beta_grad[2] = beta_grad[2] + y_cot[4 * i0 + 2];
+        gamma_grad[2] = gamma_grad[2] + (x[4 * i0 + 2] - x[4 * i0] - t1) * t4 * y_cot[4 * i0 + 2];
+        beta_grad[3] = beta_grad[3] + y_cot[4 * i0 + 3];
+        gamma_grad[3] = gamma_grad[3] + (x[4 * i0 + 3] - x[4 * i0] - t1) * t4 * y_cot[4 * i0 + 3];
         {
             const float h3 = x[4 * i0];
-            for (int i1 = 0; i1 < 4; ++i1) {
-                beta_grad[i1] = beta_grad[i1] + y_cot[4 * i0 + i1];
-                gamma_grad[i1] = gamma_grad[i1] + (x[4 * i0 + i1] - h3 - t1) * t4 * y_cot[4 * i0 + i1];
-            }
-        }
-        {
-            const float h4 = x[4 * i0];
             float acc[4] = {0};
-            acc[0] += (h4 - h4 - t1) * (y_cot[4 * i0] * gamma[0]);
-            acc[1] += (x[4 * i0 + 1] - h4 - t1) * (y_cot[4 * i0 + 1] * gamma[1]);
-            acc[2] += (x[4 * i0 + 2] - h4 - t1) * (y_cot[4 * i0 + 2] * gamma[2]);
-            acc[3] += (x[4 * i0 + 3] - h4 - t1) * (y_cot[4 * i0 + 3] * gamma[3]);
+            acc[0] += (h3 - h3 - t1) * (y_cot[4 * i0] * gamma[0]);
+            acc[1] += (x[4 * i0 + 1] - h3 - t1) * (y_cot[4 * i0 + 1] * gamma[1]);
+            acc[2] += (x[4 * i0 + 2] - h3 - t1) * (y_cot[4 * i0 + 2] * gamma[2]);
+            acc[3] += (x[4 * i0 + 3] - h3 - t1) * (y_cot[4 * i0 + 3] * gamma[3]);
             acc[0] = acc[0] + acc[2];
             acc[1] = acc[1] + acc[3];
             acc[0] = acc[0] + acc[1];
             t5 = acc[0];
         }
         t6 = -(t5 * t4 * t4) * 0.5f / t3 * 0.25f;
-        {
-            const float h5 = x[4 * i0];
-            for (int i1 = 0; i1 < 4; ++i1) {
-                ws_7[i1] = y_cot[4 * i0 + i1] * gamma[i1] * t4 + t6 * (x[4 * i0 + i1] - h5 - t1) + (x[4 * i0 + i1] - h5 - t1) * t6;
-            }
-        }
+        ws_7[0] = y_cot[4 * i0] * gamma[0] * t4 + t6 * (x[4 * i0] - x[4 * i0] - t1) + (x[4 * i0] - x[4 * i0] - t1) * t6;
+        ws_7[1] = y_cot[4 * i0 + 1] * gamma[1] * t4 + t6 * (x[4 * i0 + 1] - x[4 * i0] - t1) + (x[4 * i0 + 1] - x[4 * i0] - t1) * t6;
+        ws_7[2] = y_cot[4 * i0 + 2] * gamma[2] * t4 + t6 * (x[4 * i0 + 2] - x[4 * i0] - t1) + (x[4 * i0 + 2] - x[4 * i0] - t1) * t6;
+        ws_7[3] = y_cot[4 * i0 + 3] * gamma[3] * t4 + t6 * (x[4 * i0 + 3] - x[4 * i0] - t1) + (x[4 * i0 + 3] - x[4 * i0] - t1) * t6;
         {
             float acc[4] = {0};
             acc[0] += -ws_7[0];
@@ -167,9 +166,10 @@ static int layernorm_2x4_f32_vjp_3(const float *restrict x, const float *restric
             t7 = acc[0];
         }
         t8 = t7 * 0.25f;
-        for (int i1 = 0; i1 < 4; ++i1) {
-            x_grad[4 * i0 + i1] = ws_7[i1] + t8;
-        }
+        x_grad[4 * i0] = ws_7[0] + t8;
+        x_grad[4 * i0 + 1] = ws_7[1] + t8;
+        x_grad[4 * i0 + 2] = ws_7[2] + t8;
+        x_grad[4 * i0 + 3] = ws_7[3] + t8;
     }
     return bad;
 }
@@ -245,12 +245,10 @@ static int layernorm_2x4_f32_jvp_1(const float *restrict x, const float *restric
             t7 = acc[0];
         }
         t8 = -(t7 * 0.25f * 0.5f / t3 * t4 * t4);
-        {
-            const float h4 = x[4 * i0];
-            for (int i1 = 0; i1 < 4; ++i1) {
-                y_tan[4 * i0 + i1] = ((x_tan[4 * i0 + i1] - t6) * t4 + (x[4 * i0 + i1] - h4 - t1) * t8) * gamma[i1] + (x[4 * i0 + i1] - h4 - t1) * t4 * gamma_tan[i1] + beta_tan[i1];
-            }
-        }
+        y_tan[4 * i0] = ((x_tan[4 * i0] - t6) * t4 + (x[4 * i0] - x[4 * i0] - t1) * t8) * gamma[0] + (x[4 * i0] - x[4 * i0] - t1) * t4 * gamma_tan[0] + beta_tan[0];
+        y_tan[4 * i0 + 1] = ((x_tan[4 * i0 + 1] - t6) * t4 + (x[4 * i0 + 1] - x[4 * i0] - t1) * t8) * gamma[1] + (x[4 * i0 + 1] - x[4 * i0] - t1) * t4 * gamma_tan[1] + beta_tan[1];
+        y_tan[4 * i0 + 2] = ((x_tan[4 * i0 + 2] - t6) * t4 + (x[4 * i0 + 2] - x[4 * i0] - t1) * t8) * gamma[2] + (x[4 * i0 + 2] - x[4 * i0] - t1) * t4 * gamma_tan[2] + beta_tan[2];
+        y_tan[4 * i0 + 3] = ((x_tan[4 * i0 + 3] - t6) * t4 + (x[4 * i0 + 3] - x[4 * i0] - t1) * t8) * gamma[3] + (x[4 * i0 + 3] - x[4 * i0] - t1) * t4 * gamma_tan[3] + beta_tan[3];
     }
     return bad;
 }
@@ -301,14 +299,10 @@ static int layernorm_2x4_f32_forward_train_1(const float *restrict x, const floa
         bad |= !(std[i0] > 0 && std[i0] <= 3.40282347e+38f);
         inv_std[i0] = 1.0f / std[i0];
         bad |= !(inv_std[i0] >= -3.40282347e+38f && inv_std[i0] <= 3.40282347e+38f);
-        {
-            const float h4 = x[4 * i0];
-            const float h5 = mean[i0];
-            const float h6 = inv_std[i0];
-            for (int i1 = 0; i1 < 4; ++i1) {
-                y[4 * i0 + i1] = (x[4 * i0 + i1] - h4 - h5) * h6 * gamma[i1] + beta[i1];
-            }
-        }
+        y[4 * i0] = (x[4 * i0] - x[4 * i0] - mean[i0]) * inv_std[i0] * gamma[0] + beta[0];
+        y[4 * i0 + 1] = (x[4 * i0 + 1] - x[4 * i0] - mean[i0]) * inv_std[i0] * gamma[1] + beta[1];
+        y[4 * i0 + 2] = (x[4 * i0 + 2] - x[4 * i0] - mean[i0]) * inv_std[i0] * gamma[2] + beta[2];
+        y[4 * i0 + 3] = (x[4 * i0 + 3] - x[4 * i0] - mean[i0]) * inv_std[i0] * gamma[3] + beta[3];
     }
     return bad;
 }
@@ -325,17 +319,19 @@ int layernorm_2x4_f32_forward_train(const float *restrict x, const float *restri
 /* %19 [4] */
 static void layernorm_2x4_f32_vjp_saved_1(float *restrict beta_grad)
 {
-    for (int i0 = 0; i0 < 4; ++i0) {
-        beta_grad[i0] = 0.0f;
-    }
+    beta_grad[0] = 0.0f;
+    beta_grad[1] = 0.0f;
+    beta_grad[2] = 0.0f;
+    beta_grad[3] = 0.0f;
 }
 
 /* %22 [4] */
 static void layernorm_2x4_f32_vjp_saved_2(float *restrict gamma_grad)
 {
-    for (int i0 = 0; i0 < 4; ++i0) {
-        gamma_grad[i0] = 0.0f;
-    }
+    gamma_grad[0] = 0.0f;
+    gamma_grad[1] = 0.0f;
+    gamma_grad[2] = 0.0f;
+    gamma_grad[3] = 0.0f;
 }
 
 /* %19 [4], %22 [4], %25 [2], %34 [2], %39 [2, 4], %41 [2], %44 [2], %46 [2, 4] */
@@ -343,37 +339,32 @@ static void layernorm_2x4_f32_vjp_saved_3(const float *restrict x, const float *
 {
     float t0 = 0, t1 = 0, t2 = 0, t3 = 0;
     for (int i0 = 0; i0 < 2; ++i0) {
+        beta_grad[0] = beta_grad[0] + y_cot[4 * i0];
+        gamma_grad[0] = gamma_grad[0] + (x[4 * i0] - x[4 * i0] - mean[i0]) * inv_std[i0] * y_cot[4 * i0];
+        beta_grad[1] = beta_grad[1] + y_cot[4 * i0 + 1];
+        gamma_grad[1] = gamma_grad[1] + (x[4 * i0 + 1] - x[4 * i0] - mean[i0]) * inv_std[i0] * y_cot[4 * i0 + 1];
+        beta_grad[2] = beta_grad[2] + y_cot[4 * i0 + 2];
+        gamma_grad[2] = gamma_grad[2] + (x[4 * i0 + 2] - x[4 * i0] - mean[i0]) * inv_std[i0] * y_cot[4 * i0 + 2];
+        beta_grad[3] = beta_grad[3] + y_cot[4 * i0 + 3];
+        gamma_grad[3] = gamma_grad[3] + (x[4 * i0 + 3] - x[4 * i0] - mean[i0]) * inv_std[i0] * y_cot[4 * i0 + 3];
         {
             const float h1 = x[4 * i0];
             const float h2 = mean[i0];
-            const float h3 = inv_std[i0];
-            for (int i1 = 0; i1 < 4; ++i1) {
-                beta_grad[i1] = beta_grad[i1] + y_cot[4 * i0 + i1];
-                gamma_grad[i1] = gamma_grad[i1] + (x[4 * i0 + i1] - h1 - h2) * h3 * y_cot[4 * i0 + i1];
-            }
-        }
-        {
-            const float h4 = x[4 * i0];
-            const float h5 = mean[i0];
             float acc[4] = {0};
-            acc[0] += (h4 - h4 - h5) * (y_cot[4 * i0] * gamma[0]);
-            acc[1] += (x[4 * i0 + 1] - h4 - h5) * (y_cot[4 * i0 + 1] * gamma[1]);
-            acc[2] += (x[4 * i0 + 2] - h4 - h5) * (y_cot[4 * i0 + 2] * gamma[2]);
-            acc[3] += (x[4 * i0 + 3] - h4 - h5) * (y_cot[4 * i0 + 3] * gamma[3]);
+            acc[0] += (h1 - h1 - h2) * (y_cot[4 * i0] * gamma[0]);
+            acc[1] += (x[4 * i0 + 1] - h1 - h2) * (y_cot[4 * i0 + 1] * gamma[1]);
+            acc[2] += (x[4 * i0 + 2] - h1 - h2) * (y_cot[4 * i0 + 2] * gamma[2]);
+            acc[3] += (x[4 * i0 + 3] - h1 - h2) * (y_cot[4 * i0 + 3] * gamma[3]);
             acc[0] = acc[0] + acc[2];
             acc[1] = acc[1] + acc[3];
             acc[0] = acc[0] + acc[1];
             t0 = acc[0];
         }
         t1 = -(t0 * inv_std[i0] * inv_std[i0]) * 0.5f / std[i0] * 0.25f;
-        {
-            const float h6 = inv_std[i0];
-            const float h7 = x[4 * i0];
-            const float h8 = mean[i0];
-            for (int i1 = 0; i1 < 4; ++i1) {
-                ws_2[i1] = y_cot[4 * i0 + i1] * gamma[i1] * h6 + t1 * (x[4 * i0 + i1] - h7 - h8) + (x[4 * i0 + i1] - h7 - h8) * t1;
-            }
-        }
+        ws_2[0] = y_cot[4 * i0] * gamma[0] * inv_std[i0] + t1 * (x[4 * i0] - x[4 * i0] - mean[i0]) + (x[4 * i0] - x[4 * i0] - mean[i0]) * t1;
+        ws_2[1] = y_cot[4 * i0 + 1] * gamma[1] * inv_std[i0] + t1 * (x[4 * i0 + 1] - x[4 * i0] - mean[i0]) + (x[4 * i0 + 1] - x[4 * i0] - mean[i0]) * t1;
+        ws_2[2] = y_cot[4 * i0 + 2] * gamma[2] * inv_std[i0] + t1 * (x[4 * i0 + 2] - x[4 * i0] - mean[i0]) + (x[4 * i0 + 2] - x[4 * i0] - mean[i0]) * t1;
+        ws_2[3] = y_cot[4 * i0 + 3] * gamma[3] * inv_std[i0] + t1 * (x[4 * i0 + 3] - x[4 * i0] - mean[i0]) + (x[4 * i0 + 3] - x[4 * i0] - mean[i0]) * t1;
         {
             float acc[4] = {0};
             acc[0] += -ws_2[0];
@@ -386,9 +377,10 @@ static void layernorm_2x4_f32_vjp_saved_3(const float *restrict x, const float *
             t2 = acc[0];
         }
         t3 = t2 * 0.25f;
-        for (int i1 = 0; i1 < 4; ++i1) {
-            x_grad[4 * i0 + i1] = ws_2[i1] + t3;
-        }
+        x_grad[4 * i0] = ws_2[0] + t3;
+        x_grad[4 * i0 + 1] = ws_2[1] + t3;
+        x_grad[4 * i0 + 2] = ws_2[2] + t3;
+        x_grad[4 * i0 + 3] = ws_2[3] + t3;
     }
 }
 
