@@ -23,7 +23,7 @@ local aff = loops.aff
 local block = {}
 
 block.TILE = 8        -- outputs per tile of an accumulation (C locals)
-block.JAM = 4         -- reduce statements jammed into one lane loop
+block.JAM = 8         -- reduce statements jammed into one lane loop
 block.MIN_WORK = 4096 -- nests of fewer terms in all are left alone
 
 -- The loops of a perfect nest (one statement per loop level) and its statement.
