@@ -576,7 +576,7 @@ static int run_variant(row *r, int v)
         return rc;
     case V_JIT:
         for (int i = 0; i < r->njit; i++)
-            rc |= kg_call(r->c->jit, r->jit[i].pass, r->jit[i].args);
+            rc |= kg_call(r->c->jit, r->jit[i].pass, r->jit[i].args, kg_nargs(r->c->jit, r->jit[i].pass) + 1);
         return rc;
     case V_HAND:
     case V_FAST:

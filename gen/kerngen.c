@@ -461,7 +461,7 @@ static int cmd_run(int argc, char **argv)
         }
         void *ws = kg_ws_size(k, pass) ? calloc(kg_ws_size(k, pass), kg_elem_size(k)) : NULL;
         rs.bufs[n] = ws;
-        int domain = kg_call(k, pass, rs.bufs);
+        int domain = kg_call(k, pass, rs.bufs, n + 1);
         if (domain != 0)
             fprintf(stderr, "kerngen run: %s: domain failure: a standard deviation or norm is not > 0 and "
                             "finite (e.g. eps=0 with a constant slice, or non-finite input); no outputs written\n",

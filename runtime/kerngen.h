@@ -8,7 +8,7 @@
  *     kg_kernel *k; char *err;
  *     if (kg_generate(&req, &k, &err) || kg_compile(k, &err)) { puts(err); free(err); }
  *     void *args[] = {x, gamma, beta, y, ws};      // kg_arg_at() tells the order and sizes
- *     int domain_failed = kg_call(k, KG_FORWARD, args);
+ *     int domain_failed = kg_call(k, KG_FORWARD, args, 5);
  *     kg_free(k);
  *
  * Every function is safe to call from several threads on different kernels; a compiled kernel
@@ -69,7 +69,8 @@ typedef struct {
     const char *fuse;        /* "auto" (default) or "none": loop fusion off, for diagnosis
                                 (results are identical) */
     unsigned passes;         /* bit mask of (1u << KG_FORWARD), ... to generate; 0: all of them.
-                                Fewer passes generate faster; kg_call on a missing one gives -1 */
+                                Fewer passes generate faster; kg_call on a missing one gives
+                                KG_CALL_NO_PASS */
     int check_ir;            /* run the IR checker between passes */
 } kg_request;
 
@@ -106,9 +107,20 @@ size_t kg_elem_size(const kg_kernel *k);                /* 4 or 8 */
 int kg_has_closed_form(const kg_kernel *k, kg_pass pass);
 int kg_has_pass(const kg_kernel *k, kg_pass pass);     /* the pass was generated */
 
-/* Calls a compiled pass: args[0..nargs-1] as kg_arg_at says, args[nargs] = workspace (may be
- * NULL when kg_ws_size is 0). Returns 0, or 1 when a domain hypothesis failed. */
-int kg_call(const kg_kernel *k, kg_pass pass, void *const *args);
+/* Position of an argument in kg_call's array: by its name as in kerngen run's files ("x",
+ * "y.cotangent", "x.grad", "mean.saved"), by its C name ("x_grad"), or "ws" (the workspace,
+ * last); -1 when the pass has no such argument. The one way to bind arguments by name:
+ *     args[kg_arg_index(k, KG_VJP, "x.grad")] = dx; */
+int kg_arg_index(const kg_kernel *k, kg_pass pass, const char *name);
+
+/* Calls a compiled pass. args[0..n-1] as kg_arg_at says and args[n] the workspace, so nargs =
+ * kg_nargs(k, pass) + 1. Every argument of at least one element needs a buffer, and so does
+ * the workspace when kg_ws_size > 0 (NULL otherwise is fine). Returns 0; 1 when a domain
+ * hypothesis failed (a standard deviation or norm not > 0 and finite: the outputs are not
+ * meaningful); KG_CALL_NO_PASS (-1) when the pass was not generated or not compiled;
+ * KG_CALL_BAD_ARGS (-2) when nargs is wrong or a needed buffer is NULL (nothing is run). */
+enum { KG_CALL_NO_PASS = -1, KG_CALL_BAD_ARGS = -2 };
+int kg_call(const kg_kernel *k, kg_pass pass, void *const *args, int nargs);
 
 const char *kg_text(const kg_kernel *k, kg_text_kind which);
 void kg_stats(const kg_kernel *k, size_t *statements, size_t *bytes);

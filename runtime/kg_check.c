@@ -96,7 +96,7 @@ static int call(const kg_kernel *k, kg_pass pass, bank *b)
         b->args[i] = s->f ? (void *)s->f : (void *)s->v;
     }
     b->args[n] = b->ws;
-    int rc = kg_call(k, pass, b->args);
+    int rc = kg_call(k, pass, b->args, n + 1);
     for (int i = 0; i < n; i++) {
         const kg_arg *a = kg_arg_at(k, pass, i);
         slot *s = find(b, a->role, a->name);

@@ -242,10 +242,16 @@ kg_status kg_compile(kg_kernel *k, char **err)
     return st;
 }
 
-int kg_call(const kg_kernel *k, kg_pass pass, void *const *args)
+int kg_call(const kg_kernel *k, kg_pass pass, void *const *args, int nargs)
 {
     if ((unsigned)pass >= KG_NPASSES || !k->entry[pass])
-        return -1;
+        return KG_CALL_NO_PASS;
+    const struct kg_fn *f = &k->fns[pass];
+    if (!args || nargs != f->nargs + 1 || (f->ws && !args[f->nargs]))
+        return KG_CALL_BAD_ARGS;
+    for (int i = 0; i < f->nargs; i++)
+        if (!args[i] && f->args[i].count)
+            return KG_CALL_BAD_ARGS;
     return k->entry[pass](args);
 }
 

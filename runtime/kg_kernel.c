@@ -22,18 +22,31 @@ int kg_pass_from_name(const char *name)
 
 int kg_has_pass(const kg_kernel *k, kg_pass pass) { return (unsigned)pass < KG_NPASSES && k->fns[pass].fn; }
 
-int kg_nargs(const kg_kernel *k, kg_pass pass) { return k->fns[pass].nargs; }
+int kg_nargs(const kg_kernel *k, kg_pass pass) { return (unsigned)pass < KG_NPASSES ? k->fns[pass].nargs : 0; }
+
+int kg_arg_index(const kg_kernel *k, kg_pass pass, const char *name)
+{
+    if ((unsigned)pass >= KG_NPASSES || !k->fns[pass].fn || !name)
+        return -1;
+    const struct kg_fn *f = &k->fns[pass];
+    if (strcmp(name, "ws") == 0)
+        return f->nargs;
+    for (int i = 0; i < f->nargs; i++)
+        if (strcmp(f->args[i].file, name) == 0 || strcmp(f->args[i].cname, name) == 0)
+            return i;
+    return -1;
+}
 
 const kg_arg *kg_arg_at(const kg_kernel *k, kg_pass pass, int i)
 {
-    if (i < 0 || i >= k->fns[pass].nargs)
+    if ((unsigned)pass >= KG_NPASSES || i < 0 || i >= k->fns[pass].nargs)
         return NULL;
     return &k->fns[pass].args[i];
 }
 
-size_t kg_ws_size(const kg_kernel *k, kg_pass pass) { return k->fns[pass].ws; }
+size_t kg_ws_size(const kg_kernel *k, kg_pass pass) { return (unsigned)pass < KG_NPASSES ? k->fns[pass].ws : 0; }
 size_t kg_elem_size(const kg_kernel *k) { return k->elem_size; }
-int kg_has_closed_form(const kg_kernel *k, kg_pass pass) { return k->closed[pass]; }
+int kg_has_closed_form(const kg_kernel *k, kg_pass pass) { return (unsigned)pass < KG_NPASSES && k->closed[pass]; }
 const char *kg_text(const kg_kernel *k, kg_text_kind which) { return k->text[which]; }
 
 void kg_stats(const kg_kernel *k, size_t *statements, size_t *bytes)

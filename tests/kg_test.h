@@ -68,7 +68,7 @@ static inline int kgt_call(const kg_kernel *k, kg_pass pass, const kgt_buf *bufs
     }
     size_t ws = kg_ws_size(k, pass);
     args[n] = ws ? calloc(ws, kg_elem_size(k)) : NULL;
-    rc = kg_call(k, pass, args);
+    rc = kg_call(k, pass, args, n + 1);
     free(args[n]);
     free(args);
     return rc;

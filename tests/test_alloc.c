@@ -67,7 +67,7 @@ static kg_status cycle(void)
         static float ws[64];
         assert_true(kg_ws_size(k, KG_FORWARD) <= 64);
         void *args[] = {x, g, b, y, ws};
-        if (kg_call(k, KG_FORWARD, args) != 0)
+        if (kg_call(k, KG_FORWARD, args, 5) != 0)
             st = KG_EINTERNAL;
     }
     if (st != KG_OK && st != KG_ENOMEM)

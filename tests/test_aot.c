@@ -505,7 +505,7 @@ static void schedules_are_bit_identical(void **state)
                 int rc[NV];
                 for (int v = 0; v < NV; v++) {
                     argset_make(&s[v], k[v], (kg_pass)p);
-                    rc[v] = kg_call(k[v], (kg_pass)p, s[v].args);
+                    rc[v] = kg_call(k[v], (kg_pass)p, s[v].args, s[v].n + 1);
                 }
                 for (int v = 1; v < NV && !problem; v++) {
                     char name[48];
@@ -548,7 +548,7 @@ static void saved_passes_match(void **state)
             for (int p = 0; k && p < KG_NPASSES; p++)
                 argset_make(&s[p], k, (kg_pass)p);
             /* forward_train: same inputs as forward, then compare the outputs forward has */
-            if (k && (kg_call(k, KG_FORWARD, s[KG_FORWARD].args) != kg_call(k, KG_FORWARD_TRAIN, s[KG_FORWARD_TRAIN].args)))
+            if (k && (kg_call(k, KG_FORWARD, s[KG_FORWARD].args, s[KG_FORWARD].n + 1) != kg_call(k, KG_FORWARD_TRAIN, s[KG_FORWARD_TRAIN].args, s[KG_FORWARD_TRAIN].n + 1)))
                 problem = xprintf("forward_train returned another code than forward");
             size_t es = k ? kg_elem_size(k) : 0;
             for (int i = 0; k && !problem && i < s[KG_FORWARD].n; i++) {
@@ -568,7 +568,7 @@ static void saved_passes_match(void **state)
                         memcpy(s[KG_VJP_SAVED].args[i], s[KG_FORWARD_TRAIN].args[j], a->count * es);
                 }
             }
-            if (k && !problem && kg_call(k, KG_VJP, s[KG_VJP].args) != kg_call(k, KG_VJP_SAVED, s[KG_VJP_SAVED].args))
+            if (k && !problem && kg_call(k, KG_VJP, s[KG_VJP].args, s[KG_VJP].n + 1) != kg_call(k, KG_VJP_SAVED, s[KG_VJP_SAVED].args, s[KG_VJP_SAVED].n + 1))
                 problem = xprintf("vjp_saved returned another code than vjp");
             for (int i = 0; k && !problem && i < s[KG_VJP_SAVED].n; i++) {
                 const kg_arg *a = kg_arg_at(k, KG_VJP_SAVED, i);
@@ -613,7 +613,7 @@ static void jit_cycle_no_leak(void **state)
         for (int p = 0; p < KG_NPASSES; p++) {
             argset s;
             argset_make(&s, k, (kg_pass)p);
-            int rc = kg_call(k, (kg_pass)p, s.args);
+            int rc = kg_call(k, (kg_pass)p, s.args, s.n + 1);
             argset_free(&s);
             assert_int_equal(rc, 0);
         }

@@ -144,7 +144,7 @@ static void case_prepare(fixture *fx, kcase *c)
     free(dir);
     for (int p = 0; !c->problem && p < KG_NPASSES; p++) {
         argset_make(&c->ref[p], c->k, (kg_pass)p);
-        c->rc[p] = kg_call(c->k, (kg_pass)p, c->ref[p].args);
+        c->rc[p] = kg_call(c->k, (kg_pass)p, c->ref[p].args, c->ref[p].n + 1);
     }
 }
 

@@ -127,9 +127,46 @@ static void compile_contract(void **state)
     char *err;
     assert_int_equal(kg_generate(&req, &k, &err), KG_OK);
     void *args[8] = {0};
-    assert_int_equal(kg_call(k, KG_FORWARD, args), -1);
+    assert_int_equal(kg_call(k, KG_FORWARD, args, 5), KG_CALL_NO_PASS); /* not compiled yet */
     assert_int_equal(kg_compile(k, &err), KG_OK);
     assert_int_equal(kg_compile(k, &err), KG_OK);
+    kg_free(k);
+}
+
+/* kg_call checks what it can: the pass, the argument count, NULL where a buffer is needed;
+   kg_arg_index binds arguments by name. A misused call runs nothing. */
+static void call_contract(void **state)
+{
+    (void)state;
+    const char *params[] = {"rows=2", "dim=3"};
+    kg_kernel *k = kgt_build("layernorm", "f64", params);
+    assert_non_null(k);
+    double x[6] = {1, 2, 4, 0, 1, 3}, g[3] = {1, 1, 1}, b[3] = {0}, y[6] = {0}, ws[64];
+    assert_true(kg_ws_size(k, KG_VJP) <= 64);
+    void *args[5] = {x, g, b, y, ws};
+    assert_int_equal(kg_arg_index(k, KG_FORWARD, "x"), 0);
+    assert_int_equal(kg_arg_index(k, KG_FORWARD, "y"), 3);
+    assert_int_equal(kg_arg_index(k, KG_FORWARD, "ws"), 4);
+    assert_int_equal(kg_arg_index(k, KG_VJP, "x.grad"), kg_arg_index(k, KG_VJP, "x_grad"));
+    assert_int_equal(kg_arg_index(k, KG_VJP, "y.cotangent"), 3);
+    assert_int_equal(kg_arg_index(k, KG_FORWARD, "nope"), -1);
+    assert_int_equal(kg_arg_index(k, (kg_pass)99, "x"), -1);
+    assert_int_equal(kg_call(k, (kg_pass)99, args, 5), KG_CALL_NO_PASS);
+    assert_int_equal(kg_call(k, (kg_pass)-1, args, 5), KG_CALL_NO_PASS);
+    assert_int_equal(kg_call(k, KG_FORWARD, NULL, 5), KG_CALL_BAD_ARGS);
+    assert_int_equal(kg_call(k, KG_FORWARD, args, 4), KG_CALL_BAD_ARGS);
+    assert_int_equal(kg_call(k, KG_FORWARD, args, 6), KG_CALL_BAD_ARGS);
+    args[3] = NULL;
+    assert_int_equal(kg_call(k, KG_FORWARD, args, 5), KG_CALL_BAD_ARGS);
+    args[3] = y;
+    if (kg_ws_size(k, KG_FORWARD)) {
+        args[4] = NULL;
+        assert_int_equal(kg_call(k, KG_FORWARD, args, 5), KG_CALL_BAD_ARGS);
+        args[4] = ws;
+    }
+    assert_int_equal(y[0], 0); /* nothing ran */
+    assert_int_equal(kg_call(k, KG_FORWARD, args, 5), 0);
+    assert_true(y[0] != 0);
     kg_free(k);
 }
 
@@ -148,7 +185,7 @@ static void single_pass(void **state)
     assert_non_null(k);
     assert_int_equal(kg_nargs(k, KG_VJP), 0);
     void *none[1] = {0};
-    assert_int_equal(kg_call(k, KG_VJP, none), -1);
+    assert_int_equal(kg_call(k, KG_VJP, none, 1), KG_CALL_NO_PASS);
     assert_null(strstr(kg_text(k, KG_TEXT_HEADER), "_vjp("));
     double y[ROWS * DIM], want[ROWS * DIM];
     kgt_buf bufs[] = {{KG_ROLE_INPUT, "x", X}, {KG_ROLE_INPUT, "gamma", GAMMA}, {KG_ROLE_INPUT, "beta", BETA},
@@ -166,6 +203,7 @@ int main(void)
         cmocka_unit_test(concurrent_calls),
         cmocka_unit_test(compile_contract),
         cmocka_unit_test(single_pass),
+        cmocka_unit_test(call_contract),
     };
     return cmocka_run_group_tests_name("jit", tests, NULL, NULL);
 }

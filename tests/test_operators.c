@@ -360,7 +360,7 @@ static int case_call(Case *c, const kg_kernel *k, kg_pass pass)
     args[nargs] = ws ? malloc(ws * es) : NULL;
     if (ws)
         assert_non_null(args[nargs]);
-    int rc = kg_call(k, pass, args);
+    int rc = kg_call(k, pass, args, nargs + 1);
     for (int i = 0; i < nargs; i++) {
         const kg_arg *a = kg_arg_at(k, pass, i);
         if (dst[i])

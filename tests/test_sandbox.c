@@ -49,7 +49,7 @@ static kg_status generate(const char *graph, char **err)
             for (int i = 0; i < n; i++)
                 args[i] = calloc(kg_arg_at(k, (kg_pass)p, i)->count + 1, kg_elem_size(k));
             args[n] = calloc(kg_ws_size(k, (kg_pass)p) + 1, kg_elem_size(k));
-            kg_call(k, (kg_pass)p, args);
+            kg_call(k, (kg_pass)p, args, n + 1);
             for (int i = 0; i <= n; i++)
                 free(args[i]);
             free(args);

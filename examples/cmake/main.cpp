@@ -46,7 +46,7 @@ int main()
     }
     std::vector<float> ws_jit(kg_ws_size(k, KG_FORWARD) + 1); // the JIT unrolls: its own size
     void *args[] = {x.data(), gamma.data(), beta.data(), y_jit.data(), ws_jit.data()};
-    int bad = kg_call(k, KG_FORWARD, args);
+    int bad = kg_call(k, KG_FORWARD, args, 5);
     kg_free(k);
     int differ = 0;
     for (int i = 0; i < LN_Y_SIZE; i++)

@@ -40,7 +40,7 @@ int main(void)
     }
     float *ws_jit = calloc(kg_ws_size(k, KG_FORWARD) + 1, sizeof *ws_jit); /* the JIT unrolls: its own size */
     void *args[] = {x, gamma_, beta, y_jit, ws_jit};
-    int bad = ws_jit ? kg_call(k, KG_FORWARD, args) : 1;
+    int bad = ws_jit ? kg_call(k, KG_FORWARD, args, 5) : 1;
     free(ws_jit);
     kg_free(k);
     int differ = 0;
