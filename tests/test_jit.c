@@ -138,7 +138,7 @@ static void compile_contract(void **state)
 static void call_contract(void **state)
 {
     (void)state;
-    const char *params[] = {"rows=2", "dim=3"};
+    const char *params[] = {"rows=2", "dim=3", NULL};
     kg_kernel *k = kgt_build("layernorm", "f64", params);
     assert_non_null(k);
     double x[6] = {1, 2, 4, 0, 1, 3}, g[3] = {1, 1, 1}, b[3] = {0}, y[6] = {0}, ws[64];
