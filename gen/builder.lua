@@ -125,7 +125,16 @@ function builder.new(G, S, ctx, prefix)
   end
 
   local g = {}
-  g.dim, g.attr = spec_copy(ctx.dims), spec_copy(ctx.attrs) -- the spec's own copies
+  -- the spec's own copies of its dims and attrs; a misspelled name is an error at its line
+  local function known(t, what)
+    local names = {}
+    for k in pairs(t) do names[#names + 1] = k end
+    table.sort(names)
+    return setmetatable(t, { __index = function(_, k)
+      fail(what .. " has no '" .. tostring(k) .. "' (" .. what .. ": " .. table.concat(names, ", ") .. ")")
+    end })
+  end
+  g.dim, g.attr = known(spec_copy(ctx.dims), "g.dim"), known(spec_copy(ctx.attrs), "g.attr")
   g.dtype, g.semantics = ctx.dtype, ctx.semantics
 
   function g.sum(x, axes)

@@ -407,6 +407,8 @@ static int write_outputs(const kg_kernel *k, kg_pass pass, const char *dir, run_
         fputs("kerngen run: out of memory\n", stderr);
     else if ((rc = kg_files_publish(dir, files, nt, &err)) != 0)
         fprintf(stderr, "kerngen run: %s\n", err ? err : "out of memory");
+    for (int i = 0; rc == 0 && i < nt; i++)
+        printf("wrote %s/%s\n", dir, names[i]);
     free(err);
     for (int i = 0; names && i < nt; i++)
         free(names[i]);
