@@ -148,6 +148,18 @@ function builder.new(G, S, ctx, prefix)
     local s = keepdims(n, axes, G:sum(n, axes))
     return wrap(G:mul(s, G:scalar(1 / count, s.shape)))
   end
+  -- the largest and smallest element along axes (kept with extent 1); min(x) = -max(-x)
+  function g.max(x, axes)
+    local n = unwrap(x); axes = axes_of(n, axes)
+    return wrap(keepdims(n, axes, G:amax(n, axes)))
+  end
+  function g.min(x, axes) return -g.max(-x, axes) end
+  -- elementwise, broadcasting like arithmetic; minimum(a, b) = -maximum(-a, -b)
+  function g.maximum(x, y)
+    local a, c = broadcast2(operand(x), operand(y))
+    return wrap(G:maximum(a, c))
+  end
+  function g.minimum(x, y) return -g.maximum(-x, -y) end
   -- element 0 along the given axes (kept with extent 1)
   function g.first(x, axes)
     local n = unwrap(x); axes = axes_of(n, axes)
@@ -155,7 +167,7 @@ function builder.new(G, S, ctx, prefix)
     for k = #axes, 1, -1 do r = G:pick0(r, axes[k]) end
     return wrap(keepdims(n, axes, r))
   end
-  for _, op in ipairs({ "sqrt_clamp", "clamp0", "recip", "exp", "tanh", "erf", "erfc", "detach" }) do
+  for _, op in ipairs({ "sqrt_clamp", "clamp0", "recip", "exp", "tanh", "erf", "erfc", "detach", "abs" }) do
     g[op] = function(x) return wrap(G[op](G, unwrap(x))) end
   end
   function g.gelu(x, approx)

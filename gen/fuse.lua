@@ -51,7 +51,7 @@ local function rename_expr(e, map)
   elseif e.k == "tree" then
     local terms = {}
     for i, t in ipairs(e.terms) do terms[i] = rename_expr(t, map) end
-    return { k = "tree", terms = terms }
+    return { k = "tree", terms = terms, combine = e.combine }
   end
   return e
 end
