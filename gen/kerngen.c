@@ -44,7 +44,7 @@ static const char *const GEN_OPTIONS =
     "  --vjp derived|closed use the tape VJP (default) or the spec's closed form\n"
     "  --jvp derived|closed likewise for the JVP\n"
     "  --dump-ir PASS       print the IR after forward|vjp|jvp|forward_train|vjp_saved|simplify\n"
-    "                       (graph) or lower|fuse (loops) to stderr\n"
+    "                       (graph) or lower|fuse|block (loops) to stderr\n"
     "  --fuse auto|none     loop fusion (default auto); none is for diagnosis: same results\n"
     "  --check-ir           run the IR checker between passes\n";
 

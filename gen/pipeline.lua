@@ -10,7 +10,8 @@
 --     -> emit_c                                    C text (templates/)
 --
 -- With check_ir the IR checkers run after every pass; dump_ir = PASS returns the IR text after
--- that pass (forward, vjp, jvp, simplify: the graph; lower, fuse: the loop IR).
+-- that pass (forward, vjp, jvp, forward_train, vjp_saved, simplify: the graph; lower, fuse,
+-- block: the loop IR).
 
 local util = require("util")
 local ops = require("ops")
