@@ -116,6 +116,15 @@ function lower.run(G, dtype)
       out_param[o.node] = p
     end
   end
+  -- An output that is a view with its argument's layout (GroupNorm's y, a reshape of the
+  -- grouped result) has its computed argument stored in the output itself, not copied there.
+  for _, o in ipairs(G.outputs) do
+    local base = o.node
+    while ops[base.op].same_layout do base = base.args[1] end
+    if out_param[o.node] and base ~= o.node and not home[base] and not out_param[base] and base.op ~= "const" then
+      out_param[base] = out_param[o.node]
+    end
+  end
   local function ws_buf(size, name)
     local b = { cname = "ws", role = "ws", size = size, id = #bufs, name = name }
     bufs[#bufs + 1] = b
@@ -145,7 +154,7 @@ function lower.run(G, dtype)
       cost[n] = 0
     elseif def.kind == "view" then
       local a = n.args[1]
-      if home[a] and def.same_layout and not out_param[n] then
+      if home[a] and def.same_layout and (not out_param[n] or home[a] == out_param[n]) then
         home[n] = home[a] -- same flat layout: a free view
         cost[n] = 0
       else
