@@ -277,6 +277,7 @@ function lower.run(G, dtype)
     local stmts = nest(kept_inner, nest({ { var = "l", n = lanes } },
       { { k = "store", target = { buf = acc, index = aff.add(lane_base, aff.var("l")) },
         expr = combine == "add" and { k = "num", v = 0 } or first_term("l") } }))
+    stmts[1].init = true
     local jv, jn = inner_vars[#inner_vars].var, inner_vars[#inner_vars].n
     local mids = {}
     for k = 1, #inner_vars - 1 do mids[k] = inner_vars[k] end
