@@ -5,11 +5,13 @@
 -- the IR, so the same request gives the same bytes. Reductions use explicit lane accumulators
 -- combined in a fixed tree, identical whether written as a loop or unrolled, so the summation
 -- order belongs to the generator and not to the C compiler. Domain checks (ops.domain) set the
--- return code. Helper functions (sqrt_clamp, gelu...) are static and emitted only when used.
+-- return code. Helper functions (sqrt_clamp, ...) and the math functions of mathfn (exp, erfc,
+-- gelu...) are static and emitted only when used; the only libm function called is sqrt.
 
 local ops = require("ops")
 local util = require("util")
 local lower = require("lower")
+local mathfn = require("mathfn")
 
 local emit = {}
 
@@ -51,10 +53,7 @@ local function index_str(buf, index, env)
   return name .. "[" .. lower.aff.render(index, base, env) .. "]"
 end
 
-local function helper_name(e, dtype)
-  local approx = e.attr and e.attr.approx
-  return "kg_" .. e.op .. (approx and ("_" .. approx) or "") .. "_" .. dtype
-end
+local function helper_name(e, dtype) return "kg_" .. e.op .. "_" .. dtype end
 
 function emit.expr(e, env, ctx)
   local dtype = ctx.dtype
@@ -83,11 +82,13 @@ function emit.expr(e, env, ctx)
     return infix(args[1], c.infix, args[2], c.prec)
   elseif c.prefix then
     return { s = c.prefix .. paren(args[1], 2.5), prec = 2.5 }
-  elseif c.call then
-    return atom(c.call .. (dtype == "f32" and "f" or "") .. "(" .. args[1].s .. ")")
+  elseif c.math then
+    local fn = type(c.math) == "function" and c.math(e.attr) or c.math
+    ctx.helpers[mathfn.cname(fn, dtype)] = { math = fn, dtype = dtype }
+    return atom(mathfn.cname(fn, dtype) .. "(" .. args[1].s .. ")")
   elseif c.helper then
     local name = helper_name(e, dtype)
-    ctx.helpers[name] = { op = e.op, attr = e.attr, dtype = dtype }
+    ctx.helpers[name] = { op = e.op, dtype = dtype }
     return atom(name .. "(" .. args[1].s .. ")")
   end
   error("emit_c: no C form for op " .. e.op)
@@ -320,11 +321,15 @@ function emit.fn(fn, L, dtype, helpers, comment)
 end
 
 ---------------------------------------------------------------------------------------------
--- Helpers: small static functions whose bodies the op table gives (ops.lua, c.helper),
--- emitted once per name, sorted, so the file is deterministic.
+-- Helpers: small static functions whose bodies the op table gives (ops.lua, c.helper), after
+-- the math functions (mathfn.emit: callees first), each once, sorted, so the file is
+-- deterministic. A kernel file has one dtype.
 function emit.helpers(helpers)
-  local names = {}
-  for name in pairs(helpers) do names[#names + 1] = name end
+  local names, math, dtype = {}, {}, nil
+  for name, h in pairs(helpers) do
+    if h.math then math[h.math] = true else names[#names + 1] = name end
+    dtype = h.dtype
+  end
   table.sort(names)
   local out = new_out()
   for _, name in ipairs(names) do
@@ -333,17 +338,20 @@ function emit.helpers(helpers)
     local lit = function(x) return util.c_literal(x, h.dtype) end
     out.line("static " .. T .. " " .. name .. "(" .. T .. " v)")
     out.line("{")
-    for _, l in ipairs(ops[h.op].c.helper(T, lit, h.dtype == "f32" and "f" or "", h.attr or {})) do
+    for _, l in ipairs(ops[h.op].c.helper(T, lit, h.dtype == "f32" and "f" or "")) do
       out.line("    " .. l)
     end
     out.line("}")
     out.line("")
   end
-  return out.text()
+  local mtext = dtype and mathfn.emit(math, dtype) or ""
+  if #names == 0 and mtext ~= "" then return mtext end
+  return mtext .. out.text()
 end
 
--- Prototypes that replace <math.h> in the hermetic JIT (the host passes these symbols).
-emit.LIBM = { "sqrt", "exp", "tanh", "erf", "erfc" }
+-- Prototypes that replace <math.h> in the hermetic JIT (the host passes these symbols): the
+-- generated code calls no other libm function (mathfn provides exp, erf, erfc, tanh).
+emit.LIBM = { "sqrt" }
 function emit.libm_prototypes()
   local out = {}
   for _, f in ipairs(emit.LIBM) do
