@@ -16,7 +16,12 @@
 #include "kerngen.h"
 
 #include "ffn_256x1024_f32.h"
+#include "ffn_256x1024_f32_erf.h"
 #include "ffn_256x1024_f32_unrolled.h"
+#include "gelu_erf_64x3072_f32.h"
+#include "gelu_erf_8x256_f32.h"
+#include "gelu_tanh_64x3072_f32.h"
+#include "gelu_tanh_8x256_f32.h"
 #include "layernorm_256x1024_f32.h"
 #include "layernorm_64x768_f32.h"
 #include "layernorm_64x768_f32_closed.h"
@@ -49,7 +54,7 @@
 
 /* ---- the cases ---- */
 
-enum kind { LN_FWD, LN_VJP, RMS_FWD, FFN_FWD };
+enum kind { LN_FWD, LN_VJP, RMS_FWD, FFN_FWD, GELU_FWD, GELU_BWD };
 enum variant { V_AOT, V_HAND, V_FAST, V_DNNL, V_JIT, V_TCC, NVARIANTS };
 static const char *const VARIANT_NAMES[NVARIANTS] = {"AOT gcc", "hand", "fast-math", "oneDNN",
                                                      "JIT tcc", "hand tcc"};
@@ -61,18 +66,21 @@ typedef int (*ln_vjp_f32_fn)(const float *, const float *, const float *, const 
 typedef int (*rms_fwd_f32_fn)(const float *, const float *, float *, float *);
 typedef int (*ffn_fwd_f32_fn)(const float *, const float *, const float *, const float *,
                               const float *, float *, float *);
+typedef int (*gelu_fwd_f32_fn)(const float *, float *, float *);
+typedef int (*gelu_bwd_f32_fn)(const float *, const float *, float *, float *);
 
 typedef struct {
     const char *name;
     enum kind kind;
     int f64;
-    int n0, n1;            /* layernorm, rmsnorm: rows, dim; ffn: dmodel, dff */
+    int n0, n1;            /* layernorm, rmsnorm, gelu: rows, dim; ffn: dmodel, dff */
     void (*aot)(void);     /* the generated function, cast back to its type by kind */
     size_t aot_ws;         /* its workspace in elements, from the generated header */
     const char *graph;     /* the same kernel for the JIT (kg_generate) */
     const char *params[4]; /* NULL-terminated */
     const char *vjp_form;  /* NULL: derived (the default) */
     const char *unroll;    /* as the row's emitted kernel: "none" (emit's default) or "auto" */
+    int erf;               /* gelu, ffn: GELU erf (1) or tanh (0) */
 } bench_case;
 
 /* "unrolled" rows: the same kernel emitted with --unroll auto (the JIT default) instead of loops */
@@ -108,6 +116,33 @@ static const bench_case CASES[] = {
     {"ffn fwd f32 256x1024 unrolled", FFN_FWD, 0, 256, 1024,
      FN(ffn_256x1024_f32_unrolled_forward), FFN_256X1024_F32_UNROLLED_FORWARD_WS_SIZE,
      "ffn", {"dmodel=256", "dff=1024", "gelu=tanh"}, NULL, "auto"},
+    {"ffn fwd f32 256x1024 erf", FFN_FWD, 0, 256, 1024,
+     FN(ffn_256x1024_f32_erf_forward), FFN_256X1024_F32_ERF_FORWARD_WS_SIZE,
+     "ffn", {"dmodel=256", "dff=1024", "gelu=erf"}, NULL, "none", 1},
+    {"gelu erf fwd f32 8x256", GELU_FWD, 0, 8, 256,
+     FN(gelu_erf_8x256_f32_forward), GELU_ERF_8X256_F32_FORWARD_WS_SIZE,
+     "bench/gelu.lua", {"rows=8", "dim=256", "approx=erf"}, NULL, "none", 1},
+    {"gelu erf bwd f32 8x256", GELU_BWD, 0, 8, 256,
+     FN(gelu_erf_8x256_f32_vjp), GELU_ERF_8X256_F32_VJP_WS_SIZE,
+     "bench/gelu.lua", {"rows=8", "dim=256", "approx=erf"}, NULL, "none", 1},
+    {"gelu erf fwd f32 64x3072", GELU_FWD, 0, 64, 3072,
+     FN(gelu_erf_64x3072_f32_forward), GELU_ERF_64X3072_F32_FORWARD_WS_SIZE,
+     "bench/gelu.lua", {"rows=64", "dim=3072", "approx=erf"}, NULL, "none", 1},
+    {"gelu erf bwd f32 64x3072", GELU_BWD, 0, 64, 3072,
+     FN(gelu_erf_64x3072_f32_vjp), GELU_ERF_64X3072_F32_VJP_WS_SIZE,
+     "bench/gelu.lua", {"rows=64", "dim=3072", "approx=erf"}, NULL, "none", 1},
+    {"gelu tanh fwd f32 8x256", GELU_FWD, 0, 8, 256,
+     FN(gelu_tanh_8x256_f32_forward), GELU_TANH_8X256_F32_FORWARD_WS_SIZE,
+     "bench/gelu.lua", {"rows=8", "dim=256", "approx=tanh"}, NULL, "none", 0},
+    {"gelu tanh bwd f32 8x256", GELU_BWD, 0, 8, 256,
+     FN(gelu_tanh_8x256_f32_vjp), GELU_TANH_8X256_F32_VJP_WS_SIZE,
+     "bench/gelu.lua", {"rows=8", "dim=256", "approx=tanh"}, NULL, "none", 0},
+    {"gelu tanh fwd f32 64x3072", GELU_FWD, 0, 64, 3072,
+     FN(gelu_tanh_64x3072_f32_forward), GELU_TANH_64X3072_F32_FORWARD_WS_SIZE,
+     "bench/gelu.lua", {"rows=64", "dim=3072", "approx=tanh"}, NULL, "none", 0},
+    {"gelu tanh bwd f32 64x3072", GELU_BWD, 0, 64, 3072,
+     FN(gelu_tanh_64x3072_f32_vjp), GELU_TANH_64X3072_F32_VJP_WS_SIZE,
+     "bench/gelu.lua", {"rows=64", "dim=3072", "approx=tanh"}, NULL, "none", 0},
 };
 #define NCASES (int)(sizeof CASES / sizeof CASES[0])
 
@@ -118,15 +153,17 @@ typedef struct {
     void (*ln_vjp32)(int, int, float, const float *, const float *, const float *, float *,
                      float *, float *);
     void (*rms32)(int, int, float, const float *, const float *, float *);
-    void (*ffn32)(int, int, const float *, const float *, const float *, const float *,
+    void (*ffn32)(int, int, int, const float *, const float *, const float *, const float *,
                   const float *, float *, float *);
+    void (*gelu32)(int, int, const float *, float *);
+    void (*gelu_bwd32)(int, int, const float *, const float *, float *);
 } hand_impl;
 static const hand_impl HAND_GCC = {hand_layernorm_f32, hand_layernorm_f64, hand_layernorm_vjp_f32,
-                                   hand_rmsnorm_f32, hand_ffn_f32};
+                                   hand_rmsnorm_f32, hand_ffn_f32, hand_gelu_f32, hand_gelu_bwd_f32};
 static const hand_impl HAND_FAST = {fast_layernorm_f32, fast_layernorm_f64, fast_layernorm_vjp_f32,
-                                    fast_rmsnorm_f32, fast_ffn_f32};
+                                    fast_rmsnorm_f32, fast_ffn_f32, fast_gelu_f32, fast_gelu_bwd_f32};
 static const hand_impl HAND_TCC = {tcc_layernorm_f32, tcc_layernorm_f64, tcc_layernorm_vjp_f32,
-                                   tcc_rmsnorm_f32, tcc_ffn_f32};
+                                   tcc_rmsnorm_f32, tcc_ffn_f32, tcc_gelu_f32, tcc_gelu_bwd_f32};
 
 /* ---- buffers of one case ---- */
 
@@ -141,6 +178,7 @@ typedef struct {
     int has[NVARIANTS];
 #ifdef HAVE_ONEDNN
     onednn_ln *dnnl;
+    onednn_gelu *dnnl_gelu;
 #endif
 } state;
 
@@ -204,6 +242,12 @@ static void setup_buffers(state *s)
         init[0][1] = 0, init[1][0] = 1 / sqrt((double)a), init[1][1] = 0;
         init[2][0] = 0.1, init[3][0] = 1 / sqrt((double)b), init[4][0] = 0.1;
         break;
+    case GELU_FWD: /* x, pre-activations of scale 2 (tails included) */
+    case GELU_BWD: /* x, y.cotangent */
+        s->nin = c->kind == GELU_BWD ? 2 : 1, s->nout = 1;
+        s->in_n[0] = s->in_n[1] = s->out_n[0] = a * b;
+        init[0][0] = 2, init[0][1] = 0;
+        break;
     }
     for (int i = 0; i < s->nin; i++) {
         s->in[i] = xmalloc(s->in_n[i] * s->esize);
@@ -232,7 +276,7 @@ static void setup_jit(state *s, size_t *ws_n)
         fprintf(stderr, "bench: %s: %s\n", c->name, err);
         exit(3);
     }
-    kg_pass pass = c->kind == LN_VJP ? KG_VJP : KG_FORWARD;
+    kg_pass pass = c->kind == LN_VJP || c->kind == GELU_BWD ? KG_VJP : KG_FORWARD;
     int n = kg_nargs(s->jit, pass);
     if (n != s->nin + s->nout) {
         fprintf(stderr, "bench: %s: JIT kernel has %d arguments, expected %d\n", c->name, n,
@@ -271,6 +315,11 @@ static void setup(state *s, const bench_case *c)
                                    s->out[0]);
         s->has[V_DNNL] = s->dnnl != NULL;
     }
+    if (c->kind == GELU_FWD || c->kind == GELU_BWD) {
+        s->dnnl_gelu = onednn_gelu_create(c->n0 * c->n1, c->erf, c->kind == GELU_BWD, s->in[0],
+                                          s->in[1], s->out[0]);
+        s->has[V_DNNL] = s->dnnl_gelu != NULL;
+    }
 #endif
 }
 
@@ -286,6 +335,7 @@ static void teardown(state *s)
     kg_free(s->jit);
 #ifdef HAVE_ONEDNN
     onednn_ln_free(s->dnnl);
+    onednn_gelu_free(s->dnnl_gelu);
 #endif
 }
 
@@ -306,6 +356,10 @@ static int run_aot(const state *s)
         return ((rms_fwd_f32_fn)c->aot)(a[0], a[1], o[0], s->ws);
     case FFN_FWD:
         return ((ffn_fwd_f32_fn)c->aot)(a[0], a[1], a[2], a[3], a[4], o[0], s->ws);
+    case GELU_FWD:
+        return ((gelu_fwd_f32_fn)c->aot)(a[0], o[0], s->ws);
+    case GELU_BWD:
+        return ((gelu_bwd_f32_fn)c->aot)(a[0], a[1], o[0], s->ws);
     }
     return -1;
 }
@@ -328,7 +382,13 @@ static int run_hand(const state *s, const hand_impl *h)
         h->rms32(c->n0, c->n1, (float)EPS, a[0], a[1], o[0]);
         return 0;
     case FFN_FWD:
-        h->ffn32(c->n0, c->n1, a[0], a[1], a[2], a[3], a[4], o[0], s->ws);
+        h->ffn32(c->n0, c->n1, c->erf, a[0], a[1], a[2], a[3], a[4], o[0], s->ws);
+        return 0;
+    case GELU_FWD:
+        h->gelu32(c->n0 * c->n1, c->erf, a[0], o[0]);
+        return 0;
+    case GELU_BWD:
+        h->gelu_bwd32(c->n0 * c->n1, c->erf, a[0], a[1], o[0]);
         return 0;
     }
     return -1;
@@ -342,9 +402,11 @@ static int run_variant(const void *ctx, int variant)
     case V_HAND: return run_hand(s, &HAND_GCC);
     case V_FAST: return run_hand(s, &HAND_FAST);
     case V_TCC: return run_hand(s, &HAND_TCC);
-    case V_JIT: return kg_call(s->jit, s->c->kind == LN_VJP ? KG_VJP : KG_FORWARD, s->jit_args);
+    case V_JIT:
+        return kg_call(s->jit, s->c->kind == LN_VJP || s->c->kind == GELU_BWD ? KG_VJP : KG_FORWARD,
+                       s->jit_args);
 #ifdef HAVE_ONEDNN
-    case V_DNNL: return onednn_ln_run(s->dnnl);
+    case V_DNNL: return s->dnnl ? onednn_ln_run(s->dnnl) : onednn_gelu_run(s->dnnl_gelu);
 #endif
     default: return -1;
     }
@@ -622,6 +684,8 @@ int main(void)
 #ifdef HAVE_ONEDNN
         if (s.dnnl)
             printf("%-32s oneDNN implementation: %s\n", "", onednn_ln_impl(s.dnnl));
+        if (s.dnnl_gelu)
+            printf("%-32s oneDNN implementation: %s\n", "", onednn_gelu_impl(s.dnnl_gelu));
 #endif
         job jobs[NVARIANTS];
         int idx[NVARIANTS], n = 0;

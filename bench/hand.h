@@ -21,9 +21,12 @@ void HAND(layernorm_vjp_f32)(int rows, int dim, float eps, const float *x, const
 /* y = x / sqrt(mean(x^2) + eps) * gamma, per row */
 void HAND(rmsnorm_f32)(int rows, int dim, float eps, const float *x, const float *gamma,
                        float *y);
-/* y = x + w2 gelu_tanh(w1 x + b1) + b2; hidden[dff] is scratch */
-void HAND(ffn_f32)(int dmodel, int dff, const float *x, const float *w1, const float *b1,
+/* y = x + w2 gelu(w1 x + b1) + b2, GELU erf (erf = 1) or tanh; hidden[dff] is scratch */
+void HAND(ffn_f32)(int dmodel, int dff, int erf, const float *x, const float *w1, const float *b1,
                    const float *w2, const float *b2, float *y, float *hidden);
+/* y[n] = gelu(x) and dx[n] = dy gelu'(x), PyTorch's formulas written directly with libm */
+void HAND(gelu_f32)(int n, int erf, const float *x, float *y);
+void HAND(gelu_bwd_f32)(int n, int erf, const float *x, const float *dy, float *dx);
 
 #ifndef HAND_PROTOTYPES_ONLY
 
@@ -126,7 +129,14 @@ void HAND(rmsnorm_f32)(int rows, int dim, float eps, const float *x, const float
     }
 }
 
-void HAND(ffn_f32)(int dmodel, int dff, const float *x, const float *w1, const float *b1,
+static float HAND(gelu1)(int erf, float s)
+{
+    if (erf)
+        return 0.5f * s * (1.0f + erff(s * 0.70710678f));
+    return 0.5f * s * (1.0f + tanhf(0.7978845608f * (s + 0.044715f * s * s * s)));
+}
+
+void HAND(ffn_f32)(int dmodel, int dff, int erf, const float *x, const float *w1, const float *b1,
                    const float *w2, const float *b2, float *y, float *hidden)
 {
     for (int j = 0; j < dff; j++) {
@@ -134,8 +144,7 @@ void HAND(ffn_f32)(int dmodel, int dff, const float *x, const float *w1, const f
         float s = b1[j];
         for (int k = 0; k < dmodel; k++)
             s += row[k] * x[k];
-        float u = 0.7978845608f * (s + 0.044715f * s * s * s);
-        hidden[j] = 0.5f * s * (1.0f + tanhf(u));
+        hidden[j] = HAND(gelu1)(erf, s);
     }
     for (int i = 0; i < dmodel; i++) {
         const float *row = w2 + (long)i * dff;
@@ -144,6 +153,33 @@ void HAND(ffn_f32)(int dmodel, int dff, const float *x, const float *w1, const f
             s += row[j] * hidden[j];
         y[i] = x[i] + s;
     }
+}
+
+void HAND(gelu_f32)(int n, int erf, const float *x, float *y)
+{
+    if (erf)
+        for (int i = 0; i < n; i++)
+            y[i] = 0.5f * x[i] * (1.0f + erff(x[i] * 0.70710678f));
+    else
+        for (int i = 0; i < n; i++) {
+            float s = x[i];
+            y[i] = 0.5f * s * (1.0f + tanhf(0.7978845608f * (s + 0.044715f * s * s * s)));
+        }
+}
+
+void HAND(gelu_bwd_f32)(int n, int erf, const float *x, const float *dy, float *dx)
+{
+    if (erf)
+        for (int i = 0; i < n; i++) {
+            float s = x[i];
+            dx[i] = dy[i] * (0.5f * (1.0f + erff(s * 0.70710678f)) + s * expf(-0.5f * s * s) * 0.39894228f);
+        }
+    else
+        for (int i = 0; i < n; i++) {
+            float s = x[i], t = tanhf(0.7978845608f * (s + 0.044715f * s * s * s));
+            dx[i] = dy[i] * (0.5f * (1.0f + t) +
+                             0.5f * s * (1.0f - t * t) * 0.7978845608f * (1.0f + 0.134145f * s * s));
+        }
 }
 
 #endif /* HAND_PROTOTYPES_ONLY */

@@ -25,6 +25,11 @@ emit layernorm rows=64 dim=768 eps=1e-6 --dtype f64
 emit layernorm rows=64 dim=768 eps=1e-6 --vjp closed --name layernorm_64x768_f32_closed
 emit rmsnorm rows=64 dim=768 eps=1e-6
 emit ffn dmodel=256 dff=1024 gelu=tanh
+emit ffn dmodel=256 dff=1024 gelu=erf --name ffn_256x1024_f32_erf
+for approx in erf tanh; do
+  emit bench/gelu.lua rows=8 dim=256 approx=$approx --name gelu_${approx}_8x256_f32
+  emit bench/gelu.lua rows=64 dim=3072 approx=$approx --name gelu_${approx}_64x3072_f32
+done
 # the same kernels unrolled as the JIT does (--unroll auto; rows "... unrolled"); emit defaults to loops
 emit layernorm rows=8 dim=64 eps=1e-6 --unroll auto --name layernorm_8x64_f32_unrolled
 emit ffn dmodel=256 dff=1024 gelu=tanh --unroll auto --name ffn_256x1024_f32_unrolled

@@ -21,20 +21,21 @@ local util = require("util")
 local mathfn = {}
 
 -- Per dtype: the C types and the format facts 2^k needs. magic = 1.5 * 2^mant: (x + magic) -
--- magic rounds x to an integer k, and the bits of x + magic hold k + magic_bits. split =
+-- magic rounds x to an integer k, and the bits of x + magic are k + magic_bits. split =
 -- 2^ceil(mant/2) + 1, Veltkamp's constant. exp_lo, exp_hi: clamps of exp's argument; exp(exp_lo)
--- rounds to 0 and exp(exp_hi) to inf, and every k in between keeps the two factors of 2^k below
--- normal numbers.
+-- rounds to 0 and exp(exp_hi) to inf, and every k in between keeps the two factors of 2^k
+-- normal. tail_shift: functions whose k is in [-(bias + tail_shift) + 1, 0] apply 2^k as
+-- 2^(k + tail_shift), a normal number, times the constant 2^-tail_shift.
 local FMT = {
   f32 = { T = "float", U = "unsigned int", usuf = "u", mant = 23, bias = 127, magic = 12582912.0,
-          magic_bits = 0x4B400000, split = 4097.0, exp_lo = -104.0, exp_hi = 89.0,
-          erf_amax = 4.0, tanh_max = 10.0, gelu_umax = 14.75 },
+          magic_bits = 0x4B400000, split = 4097.0, exp_lo = -104.0, exp_hi = 89.0, tail_shift = 64,
+          erf_amax = 4.0 },
   f64 = { T = "double", U = "unsigned long long", usuf = "ull", mant = 52, bias = 1023,
           magic = 6755399441055744.0, magic_bits = 0x4338000000000000, split = 134217729.0,
-          exp_lo = -746.0, exp_hi = 710.0, erf_amax = 6.0, tanh_max = 20.0, gelu_umax = 39.0 },
+          exp_lo = -746.0, exp_hi = 710.0, tail_shift = 128,
+          erf_amax = 6.0 },
 }
--- erf_amax: erf rounds to 1 above it (f32 3.92, f64 5.93); tanh_max: tanh rounds to 1;
--- gelu_umax: beyond it x Phi(-x) and x phi(x) are below half the smallest subnormal.
+-- erf_amax: erf rounds to 1 above it (f32 3.92, f64 5.93).
 
 local function env_of(dtype)
   local F, C = FMT[dtype], coef[dtype].const
@@ -43,12 +44,15 @@ local function env_of(dtype)
     T = F.T, U = F.U, usuf = F.usuf, mant = tostring(F.mant),
     -- bits(x + magic) - mbase = k + 2 bias + 2 =: e > 0; 2^k = 2^(e/2 - bias - 1) 2^(e - e/2 - bias - 1)
     mbase = string.format("0x%X%s", F.magic_bits - (2 * F.bias + 2), F.usuf),
+    -- bits(x + magic) - tbase = k + tail_shift + bias, the exponent field of 2^(k + tail_shift)
+    tbase = string.format("0x%X%s", F.magic_bits - (F.bias + F.tail_shift), F.usuf),
+    tail_unshift = lit(2.0 ^ -F.tail_shift),
     magic = lit(F.magic), log2e = lit(C.log2e), ln2_hi = lit(C.ln2_hi), ln2_lo = lit(C.ln2_lo),
     split = lit(F.split), exp_lo = lit(F.exp_lo), exp_hi = lit(F.exp_hi),
     zero = lit(0), half = lit(0.5), one = lit(1), two = lit(2),
     erfc_amax = lit(coef.erfc_amax[dtype]), erf_amax = lit(F.erf_amax), erf_small = lit(coef.erf_small),
-    tanh_small = lit(coef.tanh_small), tanh_max = lit(F.tanh_max),
-    sqrt_half = lit(C.sqrt_half), inv_sqrt_2pi = lit(C.inv_sqrt_2pi), gelu_umax = lit(F.gelu_umax),
+    tanh_small = lit(coef.tanh_small),
+    inv_sqrt_2pi = lit(C.inv_sqrt_2pi), gelu_umax = lit(coef.gelu_umax[dtype]),
   }
 end
 
@@ -68,10 +72,12 @@ local function builder(dtype)
   return o
 end
 
--- Horner's rule as statements `p = p * x + c;` (the C rounding of each step, no FMA).
+-- p = P(w) by Horner's rule, one statement: ((c_n x + c_n-1) x + ...) + c_1 with the C rounding
+-- of each step (tcc keeps an expression in registers, but stores every statement).
 -- regions: the fitted pieces {hi, center, coef}; with several, the centre and each coefficient
 -- are selected by a chain of ?: on w. A centred polynomial is evaluated in uvar = w - center.
-local function horner(o, p, w, regions, uvar)
+-- keep_c0: p gets P - c_1, and horner returns c_1 (for a sum that recovers its rounding).
+local function horner(o, p, w, regions, uvar, keep_c0)
   local function sel(get)
     local s = o.lit(get(regions[#regions]))
     for j = #regions - 1, 1, -1 do
@@ -85,15 +91,36 @@ local function horner(o, p, w, regions, uvar)
     x = uvar
   end
   local n = #regions[1].coef
-  o(p .. " = " .. sel(function(r) return r.coef[n] end) .. ";")
-  for i = n - 1, 1, -1 do o(p .. " = " .. p .. " * " .. x .. " + " .. sel(function(r) return r.coef[i] end) .. ";") end
+  local e = sel(function(r) return r.coef[n] end)
+  for i = n - 1, keep_c0 and 2 or 1, -1 do
+    e = (i < n - 1 and "(" .. e .. ")" or e) .. " * " .. x .. " + " .. sel(function(r) return r.coef[i] end)
+  end
+  if keep_c0 then -- p = P - c_1, and the C text of c_1
+    o(p .. " = (" .. e .. ") * " .. x .. ";")
+    return sel(function(r) return r.coef[1] end)
+  end
+  o(p .. " = " .. e .. ";")
+end
+
+-- The C text of v * 2^k from kb (exp_core).
+local function exp_scale(o, tail)
+  if tail then
+    o("s.u = (kb.u - {tbase}) << {mant};")
+    return function(v) return v .. " * s.f * {tail_unshift}" end
+  end
+  o("e = kb.u - {mbase};")
+  o("s1.u = ((e >> 1) - 1{usuf}) << {mant};")
+  o("s2.u = ((e - (e >> 1)) - 1{usuf}) << {mant};")
+  return function(v) return v .. " * s1.f * s2.f" end
 end
 
 -- exp's reduction and polynomial for the argument x + add1 + add2 (add1, add2: optional, small
--- next to x; kx: x + add1 rounded, or x): sets k = round(kx / ln2), r, q = exp(r) - 1 and the
--- two factors s1.f * s2.f = 2^k (both normal for kx in [exp_lo, exp_hi]). Declarations:
--- exp_decls and T k, r, q.
-local function exp_core(o, kx, x, add1, add2)
+-- next to x; kx, from which k = round(kx / ln2) is taken: x + add1 rounded, or x). Sets k, r
+-- and q = exp(r) - 1 and returns scale(v), the C text of v * 2^k: with two factors s1, s2
+-- (kx in [exp_lo, exp_hi]) or, when tail is set (kx <= 0, k >= -(bias + tail_shift) + 1), one
+-- factor s = 2^(k + tail_shift) and a constant; either way a subnormal result is rounded once.
+-- Declarations: union kb and s1, s2 (or s); T k, r, q.
+local function exp_core(o, kx, x, add1, add2, tail)
   o("kb.f = " .. kx .. " * {log2e} + {magic};")
   o("k = kb.f - {magic};")
   -- Cody and Waite: k ln2_hi and x - k ln2_hi are exact; rounding starts at the size of r
@@ -106,23 +133,42 @@ local function exp_core(o, kx, x, add1, add2)
   end
   horner(o, "q", "r", coef[o.dtype].exp.regions)
   o("q = r + r * r * q;")
-  o("e = kb.u - {mbase};")
-  o("s1.u = ((e >> 1) - 1{usuf}) << {mant};")
-  o("s2.u = ((e - (e >> 1)) - 1{usuf}) << {mant};")
+  return exp_scale(o, tail)
 end
 
-local function exp_decls(o)
-  o("union { {T} f; {U} u; } kb, s1, s2;")
-  o("{U} e;")
-end
-
--- x^2 = hi + lo exactly: Veltkamp's split x = xh + xl into half-width parts, Dekker's product.
-local function exact_square(o, x)
+-- -m x^2 = hi + lo, m = 1 or 1/2: Veltkamp's split x = xh + xl into half-width parts, hi = xh^2
+-- exactly, lo = (2 xh + xl) xl with a relative error of 2^-mant, i.e. below 2^-(mant + 11) x^2.
+local function square_split(o, x, m)
   o("c = " .. x .. " * {split};")
   o("xh = c - (c - " .. x .. ");")
   o("xl = " .. x .. " - xh;")
-  o("hi = " .. x .. " * " .. x .. ";")
-  o("lo = ((xh * xh - hi) + xh * xl * {two}) + xl * xl;")
+  o("hi = " .. m .. " * (xh * xh);")
+  o("lo = " .. m .. " * ((xh * {two} + xl) * xl);")
+end
+
+-- t = 1/(1 + x) and L(t) = log(erfcx(a) / t), erfcx(a) = exp(a^2) erfc(a), for x >= 0 exact (a
+-- = x for erfc, x/sqrt2 for gelu: which names the polynomial). L is small (|L| < 0.54) and its
+-- variable t is the division's result itself, whose rounding L hardly feels. precise: also tl,
+-- with t + tl = 1/(1 + x) to about 2^-2mant (d + de = 1 + x exactly, rho = 1 - d t exactly by
+-- Dekker's product of the split d and t), and L is left without its constant term, which
+-- erfcx_parts returns; otherwise only the rounding of 1 + x is corrected.
+local function erfcx_parts(o, x, which, precise)
+  o("d = {one} + " .. x .. ";")
+  o("de = " .. x .. " - (d - {one});")
+  o("t = {one} / d;")
+  if precise then
+    o("c = d * {split};")
+    o("dh = c - (c - d);")
+    o("dl = d - dh;")
+    o("c = t * {split};")
+    o("th = c - (c - t);")
+    o("tm = t - th;")
+    o("rho = ((({one} - dh * th) - dh * tm) - dl * th) - dl * tm;")
+    o("tl = t * (rho - de * t);")
+  else
+    o("t = t - t * (t * de);")
+  end
+  return horner(o, "L", "t", coef[o.dtype][which].regions, "z", precise)
 end
 
 ---------------------------------------------------------------------------------------------
@@ -134,64 +180,70 @@ local fns = {}
 fns.exp = {
   args = "{T} v", deps = {},
   body = function(o)
-    exp_decls(o)
+    o("union { {T} f; {U} u; } kb, s1, s2;")
+    o("{U} e;")
     o("{T} x, k, r, q;")
     o("/* clamped: exp still overflows to inf and underflows to 0 where it should */")
     o("x = v < {exp_lo} ? {exp_lo} : v;")
     o("x = x > {exp_hi} ? {exp_hi} : x;")
-    exp_core(o, "x", "x")
-    o("/* 2^k in two factors: a subnormal result is rounded once */")
-    o("return ({one} + q) * s1.f * s2.f;")
+    local scale = exp_core(o, "x", "x")
+    o("return " .. scale("({one} + q)") .. ";")
   end,
 }
 
--- exp(-m x^2), x >= 0, m = 1 or 1/2 (exact scalings): x^2 is used exactly (hi + lo), so the
--- result keeps its relative accuracy where x^2 is large.
-fns.expmsq = {
-  args = "{T} x, {T} m", deps = {},
+-- exp(v) for v <= 0 (or NaN): one clamp and one factor for 2^k (exp_core's tail form)
+fns.expneg = {
+  args = "{T} v", deps = {},
   body = function(o)
-    exp_decls(o)
-    o("{T} c, xh, xl, hi, lo, k, r, q;")
-    exact_square(o, "x")
-    o("hi = -m * hi;")
-    o("lo = -m * lo;")
-    o("hi = hi < {exp_lo} ? {exp_lo} : hi;")
-    exp_core(o, "hi", "hi", nil, "lo")
-    o("return ({one} + q) * s1.f * s2.f;")
+    o("union { {T} f; {U} u; } kb, s;")
+    o("{T} x, k, r, q;")
+    o("x = v < {exp_lo} ? {exp_lo} : v;")
+    local scale = exp_core(o, "x", "x", nil, nil, true)
+    o("return " .. scale("({one} + q)") .. ";")
   end,
 }
 
--- g t exp(-m x^2 + L(w)) with t = 1/(1 + a), w = a/(1 + a), L(w) = log(erfcx(a) (1 + a)):
--- g erfc(a) when m x^2 = a^2 (erfcx(a) = exp(a^2) erfc(a)); 0 <= a <= about erfc_amax, m = 1 or
--- 1/2. One exp of the whole exponent: -m x^2 = hi + lo exactly, L is small (|L| < 0.54) and
--- joins the reduced argument, t is kept as t + tl (the roundings of 1 + a and of the division
--- recovered exactly), and g multiplies before 2^k (no intermediate underflow), so the result
--- is rounded essentially once, at the end.
+-- erfc(a) = t exp(-a^2 + L(t)) (1 + tl/t) for 0 <= a <= erfc_amax (erfcx_parts). The sum that
+-- forms the reduced argument r of the one exp, (hi - k ln2_hi) + L + (lo - k ln2_lo), keeps its
+-- rounding errors (rc; Knuth's 2Sum and Fast2Sum), q = exp(r + rc) - 1 is kept as qh + ql, and
+-- t (1 + q) is summed from exact pieces (Dekker's product t qh), so the result is rounded
+-- once at the end, plus the small errors of L and of the polynomials.
 fns.erfc_tail = {
-  args = "{T} a, {T} x, {T} m, {T} g", deps = {},
+  args = "{T} a", deps = {},
   body = function(o)
-    exp_decls(o)
-    o("{T} c, xh, xl, hi, lo, d, de, t, dh, dl, th, tm, rho, tl, w, u, L, k, r, q;")
-    exact_square(o, "x")
-    o("hi = -m * hi;")
-    o("lo = -m * lo;")
-    o("/* 1/(1 + a) = t + tl: d + de = 1 + a exactly, rho = 1 - d t exactly (Dekker) */")
-    o("d = {one} + a;")
-    o("de = a - (d - {one});")
-    o("t = {one} / d;")
-    o("c = d * {split};")
-    o("dh = c - (c - d);")
-    o("dl = d - dh;")
-    o("c = t * {split};")
-    o("th = c - (c - t);")
-    o("tm = t - th;")
-    o("rho = ((({one} - dh * th) - dh * tm) - dl * th) - dl * tm;")
-    o("tl = t * (rho - de * t);")
-    o("w = {one} - t;")
-    horner(o, "L", "w", coef[o.dtype].erfc.regions, "u")
+    o("union { {T} f; {U} u; } kb, s;")
+    o("{T} c, xh, xl, hi, lo, d, de, t, dh, dl, th, tm, rho, tl, z, L, y, e, k, A, B, m, bb, r, rc;")
+    o("{T} p, qh, ql, qhh, qhl, ph, pl, sh, sl;")
+    square_split(o, "a", "-{one}")
+    local c0 = erfcx_parts(o, "a", "erfc", true)
+    o("y = L;")
+    o("L = " .. c0 .. " + y; /* L + e = c0 + y exactly (2Sum) */")
+    o("bb = L - " .. c0 .. ";")
+    o("e = (" .. c0 .. " - (L - bb)) + (y - bb);")
     o("c = hi + L;")
-    exp_core(o, "c", "hi", "L", "lo")
-    o("return g * (t + (tl + t * q)) * s1.f * s2.f;")
+    o("kb.f = c * {log2e} + {magic};")
+    o("k = kb.f - {magic};")
+    o("A = hi - k * {ln2_hi}; /* exact (Cody and Waite) */")
+    o("B = lo - k * {ln2_lo};")
+    o("m = L + B; /* Fast2Sum, |L| >= |B| */")
+    o("e = e + (B - (m - L));")
+    o("r = A + m; /* 2Sum */")
+    o("bb = r - A;")
+    o("rc = e + ((A - (r - bb)) + (m - bb));")
+    horner(o, "p", "r", coef[o.dtype].exp.regions)
+    o("p = r * r * p;")
+    o("qh = r + p; /* qh + ql = exp(r + rc) - 1; Fast2Sum, |r| >= |p| */")
+    o("ql = ((r - qh) + p) + rc * ({one} + qh);")
+    o("c = qh * {split}; /* ph + pl = t qh exactly (Dekker), sh + sl = t + ph exactly (2Sum) */")
+    o("qhh = c - (c - qh);")
+    o("qhl = qh - qhh;")
+    o("ph = t * qh;")
+    o("pl = ((th * qhh - ph) + th * qhl + tm * qhh) + tm * qhl;")
+    o("sh = t + ph;")
+    o("bb = sh - t;")
+    o("sl = (t - (sh - bb)) + (ph - bb);")
+    local scale = exp_scale(o, true)
+    o("return " .. scale("(sh + (((sl + pl) + t * ql) + tl * ({one} + qh)))") .. ";")
   end,
 }
 
@@ -202,7 +254,7 @@ fns.erfc = {
     o("{T} a, y;")
     o("a = v < {zero} ? -v : v;")
     o("a = a > {erfc_amax} ? {erfc_amax} : a; /* erfc is 0 beyond */")
-    o("y = {kg_erfc_tail}(a, a, {one}, {one});")
+    o("y = {kg_erfc_tail}(a);")
     o("return v < {zero} ? {two} - y : y;")
   end,
 }
@@ -217,77 +269,97 @@ fns.erf = {
     horner(o, "p", "s", coef[o.dtype].erf.regions, "u")
     o("p = v + v * p;")
     o("b = a > {erf_amax} ? {erf_amax} : a; /* erf is 1 beyond */")
-    o("y = {one} - {kg_erfc_tail}(b, b, {one}, {one});")
+    o("y = {one} - {kg_erfc_tail}(b);")
     o("y = v < {zero} ? -y : y;")
     o("return a < {erf_small} ? p : y;")
   end,
 }
 
--- tanh(v) = v + v^3 P(v^2) for |v| < tanh_small, else sign(v) (1 - 2 / (exp(2|v|) + 1))
+-- tanh(v) = v + v^3 P(v^2) for |v| < tanh_small, else sign(v) (1 - 2 e / (1 + e)), e = exp(-2|v|)
 fns.tanh = {
-  args = "{T} v", deps = { "exp" },
+  args = "{T} v", deps = { "expneg" },
   body = function(o)
     o("{T} a, s, p, b, y;")
     o("a = v < {zero} ? -v : v;")
     o("s = v * v;")
     horner(o, "p", "s", coef[o.dtype].tanh.regions)
     o("p = v == {zero} ? v : v + v * s * p; /* keeps the sign of -0 */")
-    o("b = a > {tanh_max} ? {tanh_max} : a; /* tanh is 1 beyond */")
-    o("y = {one} - {two} / ({kg_exp}(b * {two}) + {one});")
+    o("b = {kg_expneg}(a * " .. o.lit(-2) .. ");")
+    o("y = {one} - {two} * b / ({one} + b);")
     o("y = v < {zero} ? -y : y;")
     o("return a < {tanh_small} ? p : y;")
   end,
 }
 
 -- GELU, PyTorch's formulas in forms that keep relative accuracy in the negative tail.
--- erf: gelu = v Phi(v), gelu' = Phi(v) + v phi(v), with Phi(-u) = erfc(u/sqrt2)/2 from
--- erfc_tail, whose exponent -u^2/2 is taken from u exactly (not from the rounded u/sqrt2:
--- GELU's condition number there is u^2), and phi(u) = exp(-u^2/2)/sqrt(2 pi).
+-- erf: gelu = v Phi(v), gelu' = Phi(v) + v phi(v), where for u = |v|
+--   Phi(-u) = erfc(u/sqrt2)/2 = exp(-u^2/2) t exp(L(t))/2    (erfcx_parts: t = 1/(1+u), L)
+--   phi(u) = exp(-u^2/2)/sqrt(2 pi).
+-- Everything is taken from u exactly: the exponent -u^2/2 (hi + lo) and t; no rounded u/sqrt2,
+-- to which GELU's tail would be u^2 times as sensitive. Speed over the last half ulp: t is not
+-- refined by Dekker's product (erfc_tail's tl).
+local function gelu_erf_head(o)
+  o("u = v < {zero} ? -v : v;")
+  o("u = u > {gelu_umax} ? {gelu_umax} : u;")
+  square_split(o, "u", "-{half}")
+  erfcx_parts(o, "u", "gelu", false)
+end
 fns.gelu_erf = {
-  args = "{T} v", deps = { "erfc_tail" },
+  args = "{T} v", deps = {},
   body = function(o)
-    o("{T} u, y;")
-    o("u = v < {zero} ? -v : v;")
-    o("u = u > {gelu_umax} ? {gelu_umax} : u;")
-    o("/* v < 0: v Phi(v) = (-u/2) erfc(u/sqrt2) (0 at -inf); else v (1 - Phi(-u)) */")
-    o("y = {kg_erfc_tail}(u * {sqrt_half}, u, {half}, {half} * (v < {zero} ? -u : {one}));")
+    o("union { {T} f; {U} u; } kb, s;")
+    o("{T} u, c, xh, xl, hi, lo, d, de, t, z, L, k, r, q, y;")
+    gelu_erf_head(o)
+    o("c = hi + L;")
+    local scale = exp_core(o, "c", "hi", "L", "lo", true)
+    o("/* v < 0: v Phi(v) = -u Phi(-u) (0 at -inf); else v (1 - Phi(-u)) */")
+    o("y = " .. scale("{half} * (v < {zero} ? -u : {one}) * (t + t * q)") .. ";")
     o("return v < {zero} ? y : v * ({one} - y);")
   end,
 }
+-- gelu' = E D for v < 0 and 1 - E D otherwise, E = exp(-u^2/2), D = t exp(L)/2 - u/sqrt(2 pi)
+-- (Phi(-u) = E t exp(L)/2, u phi(u) = E u/sqrt(2 pi)): one exp with range reduction, and
+-- exp(L) = (1 + q)^2 from the same polynomial at L/2 (|L/2| < ln2/2).
 fns.gelu_grad_erf = {
-  args = "{T} v", deps = { "erfc_tail", "expmsq" },
+  args = "{T} v", deps = {},
   body = function(o)
-    o("{T} u, h;")
-    o("u = v < {zero} ? -v : v;")
-    o("u = u > {gelu_umax} ? {gelu_umax} : u;")
-    o("h = {kg_erfc_tail}(u * {sqrt_half}, u, {half}, {half}); /* Phi(-u) */")
-    o("return (v < {zero} ? h : {one} - h) + v * ({kg_expmsq}(u, {half}) * {inv_sqrt_2pi});")
+    o("union { {T} f; {U} u; } kb, s;")
+    o("{T} u, c, xh, xl, hi, lo, d, de, t, z, L, h, D, k, r, q;")
+    gelu_erf_head(o)
+    o("h = L * {half};")
+    horner(o, "q", "h", coef[o.dtype].exp.regions)
+    o("q = h + h * h * q;")
+    o("D = {half} * t * ({one} + q * ({two} + q)) - u * {inv_sqrt_2pi};")
+    local scale = exp_core(o, "hi", "hi", nil, "lo", true)
+    o("D = " .. scale("(D + D * q)") .. ";")
+    o("return v < {zero} ? D : {one} - D;")
   end,
 }
 
 -- tanh: with g = sqrt(2/pi)(v + 0.044715 v^3) and s = 1/(1 + exp(-2g)) (1 + tanh g = 2s), s and
--- 1 - s are formed without cancellation for either sign of g:
+-- 1 - s are formed without cancellation for either sign of g (e = exp(-2|g|), r = 1/(1 + e)):
 --   gelu = v s;  gelu' = s + 2 v s (1 - s) sqrt(2/pi)(1 + 3 * 0.044715 v^2)
 local SQRT_2_OVER_PI, KAPPA = 0.79788456080286535588, 0.044715
 local function tanh_s(o)
-  o("{T} g, e, s;")
+  o("{T} g, e, r, s;")
   o("g = " .. o.lit(SQRT_2_OVER_PI) .. " * (v + " .. o.lit(KAPPA) .. " * v * v * v);")
-  o("e = {kg_exp}(" .. o.lit(-2) .. " * (g < {zero} ? -g : g));")
-  o("s = g < {zero} ? e / ({one} + e) : {one} / ({one} + e);")
+  o("e = {kg_expneg}(" .. o.lit(-2) .. " * (g < {zero} ? -g : g));")
+  o("r = {one} / ({one} + e);")
+  o("s = g < {zero} ? e * r : r;")
 end
 fns.gelu_tanh = {
-  args = "{T} v", deps = { "exp" },
+  args = "{T} v", deps = { "expneg" },
   body = function(o)
     tanh_s(o)
     o("return v * s;")
   end,
 }
 fns.gelu_grad_tanh = {
-  args = "{T} v", deps = { "exp" },
+  args = "{T} v", deps = { "expneg" },
   body = function(o)
     tanh_s(o)
-    o("return s + {two} * v * s * (g < {zero} ? {one} / ({one} + e) : e / ({one} + e)) * "
-      .. o.lit(SQRT_2_OVER_PI) .. " * ({one} + " .. o.lit(3 * KAPPA) .. " * v * v);")
+    o("return s + {two} * v * s * (g < {zero} ? r : e * r) * " .. o.lit(SQRT_2_OVER_PI) .. " * ({one} + "
+      .. o.lit(3 * KAPPA) .. " * v * v);")
   end,
 }
 

@@ -3,9 +3,11 @@
 -- rounded to its type in turn, highest degree first, and the rest refitted); do not edit: rerun
 --     /usr/bin/python3 gen/mathfn_fit.py > gen/mathfn_coef.lua
 -- Values are hexadecimal floats, exact in their type. err: the largest weighted error of the
--- rounded polynomial on the fitting grid (relative, or absolute for erfc's exponent term).
+-- rounded polynomial on the fitting grid (relative, or absolute for the exponent terms of
+-- erfc and gelu).
 return {
   erfc_amax = { f32 = 0x1.4400000000000p+3, f64 = 0x1.b400000000000p+4 },
+  gelu_umax = { f32 = 0x1.d800000000000p+3, f64 = 0x1.3800000000000p+5 },
   tanh_small = 0x1.4000000000000p-1, erf_small = 0x1.0000000000000p+0,
   f32 = {
     const = { inv_sqrt_2pi = 0x1.9884540000000p-2, ln2_hi = 0x1.62e4000000000p-1, ln2_lo = 0x1.7f7d1c0000000p-20, log2e = 0x1.7154760000000p+0, sqrt_half = 0x1.6a09e60000000p-1 },
@@ -13,15 +15,17 @@ return {
       { lo = 0x0.0p+0, hi = 0x1.0000000000000p+0, center = 0x1.0000000000000p-1,
         coef = { -0x1.1ae14e0000000p-5, -0x1.1fd1640000000p-2, 0x1.4543660000000p-4, -0x1.2b8df60000000p-6, 0x1.c82b760000000p-9, -0x1.286f2c0000000p-11, 0x1.496a320000000p-14 } },
     } },
-    erfc = { err = 4.09e-9, regions = {
-      { lo = 0x0.0p+0, hi = 0x1.1000000000000p-1, center = 0x1.1000000000000p-2,
-        coef = { -0x1.ce058c0000000p-5, -0x1.3ec5240000000p-2, -0x1.bcc5b20000000p-2, -0x1.fe472c0000000p-3, -0x1.730ebe0000000p-5, 0x1.9e05280000000p-4, 0x1.55017e0000000p-3, 0x1.388b860000000p-3, 0x1.d3668a0000000p-5, -0x1.a33fc00000000p-5 } },
-      { lo = 0x1.1000000000000p-1, hi = 0x1.d1fa400000000p-1, center = 0x1.7000000000000p-1,
-        coef = { -0x1.3b1c860000000p-2, -0x1.a6a3b80000000p-1, -0x1.24e1a80000000p-1, 0x1.6fface0000000p-2, 0x1.c414280000000p-1, 0x1.0bdd420000000p-3, -0x1.a2b5e00000000p+0, -0x1.18f0880000000p+1, 0x1.a8ac440000000p+0, 0x1.a80b4c0000000p+2 } },
+    erfc = { err = 1.21e-8, regions = {
+      { lo = 0x1.702e060000000p-4, hi = 0x1.0000000000000p+0, center = 0x1.1800000000000p-1,
+        coef = { -0x1.0dbae40000000p-3, 0x1.0061de0000000p-1, -0x1.25a2c80000000p-1, 0x1.bf6b180000000p-3, 0x1.688b1e0000000p-3, -0x1.a715f60000000p-2, 0x1.84f6c60000000p-2, -0x1.5471080000000p-4, -0x1.7d159a0000000p-2, 0x1.aaf3780000000p-1, -0x1.9e86820000000p-1, -0x1.2f4e4a0000000p-2, 0x1.5dc1760000000p+0, -0x1.9a98800000000p-1 } },
     } },
     exp = { err = 6.97e-9, regions = {
       { lo = -0x1.6447140000000p-2, hi = 0x1.6447140000000p-2, center = 0x0.0p+0,
         coef = { 0x1.fffff80000000p-2, 0x1.55542e0000000p-3, 0x1.555a380000000p-5, 0x1.127d140000000p-7, 0x1.6a20780000000p-10 } },
+    } },
+    gelu = { err = 6.94e-9, regions = {
+      { lo = 0x1.0410420000000p-4, hi = 0x1.0000000000000p+0, center = 0x1.1000000000000p-1,
+        coef = { 0x1.87e5800000000p-5, 0x1.07436e0000000p-4, -0x1.1b19e40000000p-1, 0x1.236c080000000p-1, -0x1.6299d60000000p-2, -0x1.7ea2f00000000p-5, 0x1.0ee7080000000p-1, -0x1.e451c20000000p-1, 0x1.ea06ca0000000p-1, -0x1.40bd7a0000000p-1, 0x1.3a2bc20000000p+0, 0x1.b412d80000000p-4, -0x1.5496160000000p+3, 0x1.b8375a0000000p+3, 0x1.635bcc0000000p+3, -0x1.427e840000000p+4 } },
     } },
     tanh = { err = 4.84e-9, regions = {
       { lo = 0x0.0p+0, hi = 0x1.9000000000000p-2, center = 0x0.0p+0,
@@ -34,19 +38,31 @@ return {
       { lo = 0x0.0p+0, hi = 0x1.0000000000000p+0, center = 0x1.0000000000000p-1,
         coef = { -0x1.1ae14dc34815ap-5, -0x1.1fd16292151fdp-2, 0x1.454368017b042p-4, -0x1.2b902b7b2f28dp-6, 0x1.c82aa249df2afp-9, -0x1.263991b80312fp-11, 0x1.486638bcd650cp-14, -0x1.429e93e6143a3p-17, 0x1.1ad5ed880d387p-20, -0x1.bf8d2d1c50455p-24, 0x1.428f5ca565b13p-27, -0x1.acba417c79452p-31, 0x1.0579acd191cdcp-34 } },
     } },
-    erfc = { err = 2.73e-17, regions = {
-      { lo = 0x0.0p+0, hi = 0x1.7000000000000p-2, center = 0x1.7000000000000p-3,
-        coef = { -0x1.0bdf9be1b2a42p-5, -0x1.efac0d2a6916ep-3, -0x1.7d94cc6797ebbp-2, -0x1.d2dd62bc7f9e0p-3, -0x1.2ceb5d798dd02p-4, 0x1.2ac7b9d00f0fap-5, 0x1.75392f64e9559p-4, 0x1.8e4edaafc901dp-4, 0x1.1e1cc56efd291p-4, 0x1.b335297657abdp-6, -0x1.0e2cf1517397ep-6, -0x1.84a3dd60221e4p-5, -0x1.ecad076fce36ap-5, -0x1.bedde890f465dp-5, -0x1.198a69315708ap-5, -0x1.4fe0375bb0e73p-12, 0x1.cfa9cf54abf6ap-6 } },
-      { lo = 0x1.7000000000000p-2, hi = 0x1.3c00000000000p-1, center = 0x1.f400000000000p-2,
-        coef = { -0x1.33411ce66e732p-3, -0x1.156d0b02a58c1p-1, -0x1.30ab31c7052b9p-1, -0x1.8195dc8d2864cp-3, 0x1.0605561861cf6p-2, 0x1.fa8204df4da38p-2, 0x1.86f17525fd106p-2, -0x1.1d0db1fb526fdp-4, -0x1.4bec2d5ff2226p-1, -0x1.fab28a2e0baa2p-1, -0x1.742fd62eadad3p-1, 0x1.1ef2497d000bep-2, 0x1.bc35f3a87338bp+0, 0x1.6ee363309c026p+1, 0x1.4a2a85fa20f9bp+1, -0x1.375b5450d2a0ep-1, -0x1.522424d48929ep+2 } },
-      { lo = 0x1.3c00000000000p-1, hi = 0x1.a400000000000p-1, center = 0x1.7000000000000p-1,
-        coef = { -0x1.3b1c8607c437fp-2, -0x1.a6a3b789d03e8p-1, -0x1.24e18c17f0c24p-1, 0x1.6ff997a13c4dap-2, 0x1.c3fa23cb49a77p-1, 0x1.0d37c46e00243p-3, -0x1.9e68a4d979e36p+0, -0x1.1deca024e4085p+1, 0x1.0c6e37dfb3506p+0, 0x1.e6d1a33ab48fcp+2, 0x1.272b5ceaca9b6p+3, -0x1.c51a8be1d1622p+2, -0x1.4ef09865f07b8p+5, -0x1.c98a2e36df8e7p+5, 0x1.aabfaca1e772dp+4, 0x1.f398b8f64fdd0p+7, 0x1.7bc5e91942d6ep+8 } },
-      { lo = 0x1.a400000000000p-1, hi = 0x1.ede0487ede048p-1, center = 0x1.c800000000000p-1,
-        coef = { -0x1.db123dbfababcp-2, -0x1.f270f36a76a88p-1, -0x1.ff50ff149338ep-3, 0x1.99c50c145bc28p-1, 0x1.c2c6b1fb28483p-4, -0x1.b2cfbc56b11f6p+0, -0x1.2fc182a3c89bcp-3, 0x1.5a3e36762b878p+2, 0x1.72683ddfced2cp+0, -0x1.5b107522461bbp+4, -0x1.f68809cf37cedp+3, 0x1.83687f9dfb8a5p+6, 0x1.27b1f44020003p+7, -0x1.a3f3eaaa95d39p+8, -0x1.385cad29476ebp+10, 0x1.4bfbd9d90ebb9p+10, 0x1.0441e071e6950p+13 } },
+    erfc = { err = 1.23e-17, regions = {
+      { lo = 0x1.21fb78121fb78p-5, hi = 0x1.7000000000000p-3, center = 0x1.b800000000000p-4,
+        coef = { -0x1.dd04ee36bded3p-2, 0x1.f2ef943b5621dp-1, -0x1.f5b51fb4314acp-3, -0x1.9a2d3f0c04019p-1, 0x1.7eced17643280p-4, 0x1.b3253457a82e8p+0, -0x1.2ff8d0bbdb64cp-4, -0x1.5b7f97768dde7p+2, 0x1.1022d048b60e3p+0, 0x1.5fa494525d043p+4, -0x1.b2c89ef280426p+3, -0x1.90c171a7acf57p+6, 0x1.1182ea6920597p+7, 0x1.c58cfe0ea868dp+8, -0x1.2daece8de1b6ep+10, -0x1.8d0c51f58860dp+10, 0x1.0441e071e6950p+13 } },
+      { lo = 0x1.7000000000000p-3, hi = 0x1.8800000000000p-2, center = 0x1.2000000000000p-2,
+        coef = { -0x1.3b1c8607c437fp-2, 0x1.a6a3b789d03e8p-1, -0x1.24e18c17f0c24p-1, -0x1.6ff997a13c4e8p-2, 0x1.c3fa23cb49a4ap-1, -0x1.0d37c46dff158p-3, -0x1.9e68a4d979f48p+0, 0x1.1deca024e1468p+1, 0x1.0c6e37dfd80adp+0, -0x1.e6d1a33aca59ap+2, 0x1.272b5cead661cp+3, 0x1.c51a8be33131bp+2, -0x1.4ef09867b6714p+5, 0x1.c98a2e356e9c8p+5, 0x1.aabfad15f62cdp+4, -0x1.f398b8f64fdd0p+7, 0x1.7bc5e91942d6ep+8 } },
+      { lo = 0x1.8800000000000p-2, hi = 0x1.4800000000000p-1, center = 0x1.0600000000000p-1,
+        coef = { -0x1.33411ce66e732p-3, 0x1.156d0b02a58c1p-1, -0x1.30ab31c7052b9p-1, 0x1.8195dc8d2864cp-3, 0x1.0605561861cffp-2, -0x1.fa8204df4daacp-2, 0x1.86f17525fce5ap-2, 0x1.1d0db1fb59c6fp-4, -0x1.4bec2d5feabf9p-1, 0x1.fab28a2e12db8p-1, -0x1.742fd63206479p-1, -0x1.1ef2498388144p-2, 0x1.bc35f3fcd595cp+0, -0x1.6ee3632349c17p+1, 0x1.4a2a8310107f5p+1, 0x1.375b5450d2a0ep-1, -0x1.522424d48929ep+2 } },
+      { lo = 0x1.4800000000000p-1, hi = 0x1.0000000000000p+0, center = 0x1.a400000000000p-1,
+        coef = { -0x1.0bdf9be1b2a42p-5, 0x1.efac0d2a6916ep-3, -0x1.7d94cc6797ebbp-2, 0x1.d2dd62bc7f9e0p-3, -0x1.2ceb5d798dcfdp-4, -0x1.2ac7b9d00f1d0p-5, 0x1.75392f64e9282p-4, -0x1.8e4edaafc8198p-4, 0x1.1e1cc56efe207p-4, -0x1.b335297676b83p-6, -0x1.0e2cf14b76605p-6, 0x1.84a3dd5ed5bedp-5, -0x1.ecad07c916214p-5, 0x1.bedde8a439f99p-5, -0x1.198a65f6a4c22p-5, 0x1.4fe0375bb0e73p-12, 0x1.cfa9cf54abf6ap-6 } },
     } },
     exp = { err = 9.15e-18, regions = {
       { lo = -0x1.6447141f93429p-2, hi = 0x1.6447141f93429p-2, center = 0x0.0p+0,
         coef = { 0x1.000000000000bp-1, 0x1.5555555555532p-3, 0x1.5555555550439p-5, 0x1.1111111123b63p-7, 0x1.6c16c184caf07p-10, 0x1.a01a012d2c1dep-13, 0x1.a019987aaf35ep-16, 0x1.71df28f357607p-19, 0x1.28aef6e9268c2p-22, 0x1.ad7d9ee8efad4p-26 } },
+    } },
+    gelu = { err = 3.23e-18, regions = {
+      { lo = 0x1.999999999999ap-6, hi = 0x1.999999999999ap-4, center = 0x1.0000000000000p-4,
+        coef = { -0x1.533fc0c364196p-3, 0x1.d621f2c3afb61p-1, -0x1.9ab33f158d77ap-1, -0x1.77e5ee7ee8615p+0, 0x1.d2d9b1a88728ep+0, 0x1.7c091cf75063ep+2, -0x1.335a0f5018c9bp+3, -0x1.1409e197220dbp+5, 0x1.435bfdf4b6a77p+6, 0x1.d8c25cc953559p+7, -0x1.b7f03cebb3b14p+9, -0x1.8c437b87192d3p+10, 0x1.534d9df782368p+13, 0x1.697e089dc0863p+12, -0x1.0ef7e4aef23e4p+17, 0x1.85f89f3dd58a7p+16, 0x1.829dc11201da6p+20 } },
+      { lo = 0x1.999999999999ap-4, hi = 0x1.0000000000000p-2, center = 0x1.6600000000000p-3,
+        coef = { -0x1.308cabd203b43p-4, 0x1.647620bebc285p-1, -0x1.1aee0a56c9f1dp+0, -0x1.129180197bce9p-2, 0x1.58551e890b306p+1, -0x1.2eaf556f5752cp+1, -0x1.bb5e593dbe5e5p+2, 0x1.6965b470bbd42p+4, -0x1.20bd2d7ba7cd0p+3, -0x1.a42b17f9eca62p+6, 0x1.29ed2ae4a2dddp+8, -0x1.507bc35ee454dp+6, -0x1.b4652792a5642p+10, 0x1.56c2e99f74d2bp+12, -0x1.a1aa934b97eb5p+11, -0x1.0001bc382866fp+15, 0x1.a528f65e11826p+16 } },
+      { lo = 0x1.0000000000000p-2, hi = 0x1.a000000000000p-2, center = 0x1.5000000000000p-2,
+        coef = { 0x1.b5c4fe97e5aa4p-8, 0x1.79ba4726d0741p-2, -0x1.eafc1cb45c92ep-1, 0x1.53c67a9e2b18fp-1, 0x1.c8f523d610129p-2, -0x1.05d4d905f8b6ep+1, 0x1.7a34f00ac44fdp+1, -0x1.efebf171e61b0p-1, -0x1.8edad2faa29b8p+2, 0x1.217f0dfbac442p+4, -0x1.9cf5ab051e20dp+4, 0x1.c19ac63ff0e12p+2, 0x1.1c58623caac2bp+6, -0x1.c26a249ed0e1ep+7, 0x1.7f3f673caed4cp+8, -0x1.771342b376dd9p+7, -0x1.aacc1f6c4accap+9 } },
+      { lo = 0x1.a000000000000p-2, hi = 0x1.5000000000000p-1, center = 0x1.1000000000000p-1,
+        coef = { 0x1.87e5812f3738ap-5, 0x1.074365eec1ae3p-4, -0x1.1b1a2aa24443cp-1, 0x1.236cc2a450d36p-1, -0x1.6263758bc2534p-2, -0x1.818597c69b39ep-5, 0x1.0af3d5a5416f0p-1, -0x1.defd0044e6901p-1, 0x1.18d86a3988ae7p+0, -0x1.970955b06b78dp-1, -0x1.0dbc34f37d8c5p-3, 0x1.b09478d70cc8cp+0, -0x1.cdd66d9ba7f61p+1, 0x1.50b3a68102167p+2, -0x1.631a76978610cp+2, 0x1.e6b6a33975112p+0, 0x1.7463d4d1dece3p+2 } },
+      { lo = 0x1.5000000000000p-1, hi = 0x1.0000000000000p+0, center = 0x1.a800000000000p-1,
+        coef = { 0x1.f3c2b0ed1ea0ap-6, -0x1.2e054be242696p-3, -0x1.ae6c62e5b85b2p-3, 0x1.e37ed37261cbbp-3, -0x1.7df8949d7419ap-3, 0x1.decec5435c250p-4, -0x1.8ae933a061330p-5, -0x1.3855bd9c99218p-7, 0x1.a544bfe264980p-5, -0x1.36428f57723c9p-4, 0x1.542a1e1a0b503p-4, -0x1.3577dce169632p-4, 0x1.d0a0c2c8615bap-5, -0x1.fe7e758d070a6p-6, 0x1.44d04fe392b73p-9, 0x1.176a16baae315p-5, -0x1.dd7d87b5e2fbbp-5 } },
     } },
     tanh = { err = 2.84e-18, regions = {
       { lo = 0x0.0p+0, hi = 0x1.9000000000000p-2, center = 0x0.0p+0,

@@ -14,9 +14,11 @@ on a grid four times as dense as the fitting grid. The run is deterministic: the
 What each polynomial approximates (u is the variable the C code evaluates it in, centred so
 that Horner's rule is well conditioned: the sum of the absolute terms stays near |F|):
   exp    exp(r) = 1 + r + r^2 P(r),       |r| <= ln2/2 (+ margin)     weight: relative error
-  erfc   log(erfcx(a) (1 + a)) = P(w - c), w = a / (1 + a)            weight: absolute error
+  erfc   log(erfcx(a) (1 + a)) = P(t - c), t = 1 / (1 + a)            weight: absolute error
          (erfcx(a) = exp(a^2) erfc(a); the C code adds P to the argument of one exp, so an
-         absolute error in P is a relative error in erfc); one polynomial per region of w
+         absolute error in P is a relative error in erfc); one polynomial per region of t
+  gelu   log(erfcx(u / sqrt2) (1 + u)) = P(t - c), t = 1 / (1 + u)     the same, for GELU's
+         Phi(-u) = erfc(u / sqrt2) / 2, in terms of u itself (exact: no rounded u / sqrt2)
   erf    erf(z) = z + z P(z^2 - c),       |z| < 1                     weight: relative error
   tanh   tanh(x) = x + x^3 P(x^2),        |x| < TANH_SMALL            weight: relative error
 """
@@ -29,20 +31,27 @@ mp.mp.dps = 50
 NGRID = 2000
 
 # Domains. a = |z| is clamped to ERFC_AMAX, beyond which erfc underflows to 0 in that type
-# (f32: erfc(10.06) < 2^-150; f64: erfc(26.55) < 2^-1075).
+# (f32: erfc(10.06) < 2^-150; f64: erfc(26.55) < 2^-1075); GELU's u = |x| to GELU_UMAX, beyond
+# which x Phi(-x) and x phi(x) are below half the smallest subnormal.
 ERFC_AMAX = {"f32": mp.mpf("10.125"), "f64": mp.mpf("27.25")}
+GELU_UMAX = {"f32": mp.mpf("14.75"), "f64": mp.mpf("39")}
 TANH_SMALL = mp.mpf("0.625")   # below: the odd polynomial; above: 1 - 2/(exp(2|x|) + 1)
 ERF_SMALL = mp.mpf(1)          # below: the odd polynomial; above: 1 - erfc(|z|)
 EXP_R = mp.log(2) / 2 * (1 + mp.mpf(2) ** -8)   # |r| after reduction, with margin for rounding
 
 # (name, degree list per dtype, regions per dtype)
 DEGREES = {
-    "f32": {"exp": 4, "erfc": 9, "erf": 6, "tanh": 6},
-    "f64": {"exp": 9, "erfc": 16, "erf": 12, "tanh": 12},
+    "f32": {"exp": 4, "erfc": 13, "gelu": 15, "erf": 6, "tanh": 6},
+    "f64": {"exp": 9, "erfc": 16, "gelu": 16, "erf": 12, "tanh": 12},
 }
-# erfc's exponent term is a polynomial per region of w; the boundaries were chosen by
-# Chebyshev-interpolation error at these degrees (the function is harder near w = 0.6)
-ERFC_BOUNDS = {"f32": ["0.53125"], "f64": ["0.359375", "0.6171875", "0.8203125"]}
+# The exponent terms of erfc and GELU are a polynomial per region of t; the f64 boundaries were
+# chosen by Chebyshev-interpolation error at degree 16. f32 uses one region of higher degree:
+# gcc evaluates a polynomial whose coefficients are selected per region as one masked
+# polynomial per region, so regions would cost more there, not less.
+BOUNDS = {
+    "f32": {"erfc": [], "gelu": []},
+    "f64": {"erfc": ["0.1796875", "0.3828125", "0.640625"], "gelu": ["0.1", "0.25", "0.40625", "0.65625"]},
+}
 
 
 def rnd(x, dtype):
@@ -137,22 +146,22 @@ def fit_all(dtype):
     c, err = fit(F, lambda r: r * r / mp.exp(r), deg["exp"], -EXP_R, EXP_R, dtype)
     out["exp"] = {"err": err, "regions": [{"lo": -EXP_R, "hi": EXP_R, "center": 0, "coef": c}]}
 
-    # erfc: L(w) = log(erfcx(a) (1 + a)), a = w / (1 - w); regions split [0, wmax] evenly
-    wmax = ERFC_AMAX[dtype] / (1 + ERFC_AMAX[dtype])
-    bounds = [mp.mpf(0)] + [mp.mpf(b) for b in ERFC_BOUNDS[dtype]] + [wmax]
-    nreg = len(bounds) - 1
-    regions, worst = [], 0
-    for j in range(nreg):
-        lo, hi = bounds[j], bounds[j + 1]
-        center = short((lo + hi) / 2, 8)
+    # erfc and gelu: L(t) = log(erfcx(a) / t) with a = 1/t - 1 (erfc) or (1/t - 1)/sqrt2 (gelu)
+    for name, amax, scale in (("erfc", ERFC_AMAX[dtype], 1), ("gelu", GELU_UMAX[dtype], 1 / mp.sqrt(2))):
+        tmin = 1 / (1 + amax)
+        bounds = [tmin] + [mp.mpf(b) for b in BOUNDS[dtype][name]] + [mp.mpf(1)]
+        regions, worst = [], 0
+        for j in range(len(bounds) - 1):
+            lo, hi = bounds[j], bounds[j + 1]
+            center = short((lo + hi) / 2, 8)
 
-        def F(u, center=center):
-            w = u + center
-            return mp.log(erfcx(w / (1 - w)) / (1 - w))
-        c, err = fit(F, lambda u: 1, deg["erfc"], lo - center, hi - center, dtype)
-        regions.append({"lo": lo, "hi": hi, "center": center, "coef": c})
-        worst = max(worst, err)
-    out["erfc"] = {"err": worst, "regions": regions}
+            def F(z, center=center, scale=scale):
+                t = z + center
+                return mp.log(erfcx((1 / t - 1) * scale) / t)
+            c, err = fit(F, lambda z: 1, deg[name], lo - center, hi - center, dtype)
+            regions.append({"lo": lo, "hi": hi, "center": center, "coef": c})
+            worst = max(worst, err)
+        out[name] = {"err": worst, "regions": regions}
 
     # erf(z) = z + z P(s - c), s = z^2 < 1
     center = mp.mpf("0.5")
@@ -199,16 +208,18 @@ def main():
         "-- rounded to its type in turn, highest degree first, and the rest refitted); do not edit: rerun",
         "--     /usr/bin/python3 gen/mathfn_fit.py > gen/mathfn_coef.lua",
         "-- Values are hexadecimal floats, exact in their type. err: the largest weighted error of the",
-        "-- rounded polynomial on the fitting grid (relative, or absolute for erfc's exponent term).",
+        "-- rounded polynomial on the fitting grid (relative, or absolute for the exponent terms of",
+        "-- erfc and gelu).",
         "return {",
         "  erfc_amax = { f32 = %s, f64 = %s }," % (lua_num(ERFC_AMAX["f32"]), lua_num(ERFC_AMAX["f64"])),
+        "  gelu_umax = { f32 = %s, f64 = %s }," % (lua_num(GELU_UMAX["f32"]), lua_num(GELU_UMAX["f64"])),
         "  tanh_small = %s, erf_small = %s," % (lua_num(TANH_SMALL), lua_num(ERF_SMALL)),
     ]
     for dtype in ("f32", "f64"):
         fits = fit_all(dtype)
         lines.append("  %s = {" % dtype)
         lines.append("    const = { " + ", ".join("%s = %s" % (k, lua_num(v)) for k, v in sorted(fits["const"].items())) + " },")
-        for name in ("erf", "erfc", "exp", "tanh"):
+        for name in ("erf", "erfc", "exp", "gelu", "tanh"):
             f = fits[name]
             lines.append("    %s = { err = %s, regions = {" % (name, mp.nstr(f["err"], 3)))
             for r in f["regions"]:
