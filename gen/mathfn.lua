@@ -1,19 +1,20 @@
 -- mathfn: the transcendental functions kerngen writes into kernel files instead of calling libm:
--- exp, erf, erfc, tanh and their building blocks, for f32 and f64.
+-- exp, erf, erfc, tanh, GELU's forms (value and derivative, erf and tanh) and their building
+-- blocks, for f32 and f64.
 --
--- Takes a function name and a dtype; gives the C text of a `static inline` function
--- kg_<name>_<dtype> and the names of the functions it calls; mathfn.emit writes a set of them,
--- each once, callees first, in a fixed order. Polynomial coefficients and constants come from
--- gen/mathfn_coef.lua, made by gen/mathfn_fit.py.
+-- Takes a function name and a dtype; gives the C text of a function kg_<name>_<dtype> (static
+-- inline; gcc and clang always inline it) and the names of the functions it calls; mathfn.emit
+-- writes a set of them, each once, callees first, in a fixed order. Polynomial coefficients and
+-- constants come from gen/mathfn_coef.lua, made by gen/mathfn_fit.py.
 --
 -- Guarantees of the emitted C: only + - * /, comparisons feeding selects (?:) and exact bit
 -- manipulation (2^k is assembled in an unsigned int or unsigned long long through a union); no
 -- libm and no float-to-integer conversion. Every rounding is written out, so with
 -- -ffp-contract=off (no FMA) gcc, clang, tcc and arm-none-eabi-gcc give the same bits. f32 code
 -- uses float only (the Cortex-M4F has no double unit): where a step needs more precision it
--- splits exactly (Veltkamp's split, Dekker's product). No branches: a function computes its
--- cases and selects, so gcc and clang vectorize the loops that call them. NaN propagates.
--- Accuracy, measured by tests/test_mathfn.c against long double: README, "Math functions".
+-- uses exact transformations (Veltkamp's split, Dekker's product, Knuth's 2Sum). No branches: a
+-- function computes its cases and selects, so gcc and clang vectorize the loops that call them.
+-- NaN propagates. Accuracy, measured by tests/test_mathfn.c: README, "Math functions".
 
 local coef = require("mathfn_coef")
 local util = require("util")
@@ -78,12 +79,26 @@ end
 -- are selected by a chain of ?: on w. A centred polynomial is evaluated in uvar = w - center.
 -- keep_c0: p gets P - c_1, and horner returns c_1 (for a sum that recovers its rounding).
 local function horner(o, p, w, regions, uvar, keep_c0)
+  -- the coefficient of each region, selected: with two regions a ?: on w; with more, a sum
+  -- sel_1 c_1 + sel_2 c_2 + ... whose weights sel_j (regions' indicators, set below) are
+  -- exactly one 1 and zeros, so the sum is exact (gcc does not if-convert long ?: chains, and
+  -- then does not vectorize the loop)
   local function sel(get)
-    local s = o.lit(get(regions[#regions]))
-    for j = #regions - 1, 1, -1 do
-      s = w .. " < " .. o.lit(regions[j].hi) .. " ? " .. o.lit(get(regions[j])) .. " : " .. s
+    if #regions == 1 then return o.lit(get(regions[1])) end
+    if #regions == 2 then
+      return "(" .. w .. " < " .. o.lit(regions[1].hi) .. " ? " .. o.lit(get(regions[1])) .. " : " .. o.lit(get(regions[2])) .. ")"
     end
-    return #regions > 1 and ("(" .. s .. ")") or s
+    local terms = {}
+    for j = 1, #regions do terms[j] = "sel" .. j .. " * " .. o.lit(get(regions[j])) end
+    return "(" .. table.concat(terms, " + ") .. ")"
+  end
+  if #regions > 2 then
+    for j = 1, #regions do
+      local lo = j > 1 and (w .. " >= " .. o.lit(regions[j - 1].hi)) or nil
+      local hi = j < #regions and (w .. " < " .. o.lit(regions[j].hi)) or nil
+      local cond = lo and hi and (lo .. " && " .. hi) or lo or hi
+      o(o.env.T .. " sel" .. j .. " = " .. cond .. " ? {one} : {zero};")
+    end
   end
   local x = w
   if #regions > 1 or regions[1].center ~= 0 then
@@ -392,13 +407,23 @@ function mathfn.emit(wanted, dtype)
   table.sort(names)
   for _, name in ipairs(names) do visit(name) end
   local out = {}
+  if #order > 0 then
+    -- gcc and clang (not when optimizing for size) inline these into every loop that calls
+    -- them, whatever their size or number of callers, so that the loop can be vectorized
+    out[#out + 1] = "#if defined(__GNUC__) && !defined(__OPTIMIZE_SIZE__)"
+    out[#out + 1] = "#define KG_MATHFN static inline __attribute__((always_inline))"
+    out[#out + 1] = "#else"
+    out[#out + 1] = "#define KG_MATHFN static inline"
+    out[#out + 1] = "#endif"
+    out[#out + 1] = ""
+  end
   for _, name in ipairs(order) do
     local o = builder(dtype)
     for n in pairs(fns) do o.env["kg_" .. n] = mathfn.cname(n, dtype) end
     o(fns[name].args)
     local args = table.remove(o.lines, 1)
     fns[name].body(o)
-    out[#out + 1] = "static inline " .. o.env.T .. " " .. mathfn.cname(name, dtype) .. "(" .. args .. ")"
+    out[#out + 1] = "KG_MATHFN " .. o.env.T .. " " .. mathfn.cname(name, dtype) .. "(" .. args .. ")"
     out[#out + 1] = "{"
     for _, l in ipairs(o.lines) do out[#out + 1] = "    " .. l end
     out[#out + 1] = "}"

@@ -42,15 +42,15 @@ EXP_R = mp.log(2) / 2 * (1 + mp.mpf(2) ** -8)   # |r| after reduction, with marg
 # (name, degree list per dtype, regions per dtype)
 DEGREES = {
     "f32": {"exp": 4, "erfc": 13, "gelu": 15, "erf": 6, "tanh": 6},
-    "f64": {"exp": 9, "erfc": 16, "gelu": 16, "erf": 12, "tanh": 12},
+    "f64": {"exp": 9, "erfc": 22, "gelu": 22, "erf": 12, "tanh": 12},
 }
-# The exponent terms of erfc and GELU are a polynomial per region of t; the f64 boundaries were
-# chosen by Chebyshev-interpolation error at degree 16. f32 uses one region of higher degree:
-# gcc evaluates a polynomial whose coefficients are selected per region as one masked
-# polynomial per region, so regions would cost more there, not less.
+# The exponent terms of erfc and GELU are a polynomial per region of t, as few regions as the
+# degree allows: gcc evaluates a polynomial whose coefficients are selected per region as one
+# masked polynomial per region, so regions cost more than degree. The f64 boundaries were chosen
+# by Chebyshev-interpolation error at degree 22 (GELU's function is hardest near t = 1).
 BOUNDS = {
     "f32": {"erfc": [], "gelu": []},
-    "f64": {"erfc": ["0.1796875", "0.3828125", "0.640625"], "gelu": ["0.1", "0.25", "0.40625", "0.65625"]},
+    "f64": {"erfc": ["0.34375"], "gelu": ["0.15625", "0.40625"]},
 }
 
 
@@ -192,7 +192,7 @@ def fit_all(dtype):
     ln2_hi = short(mp.log(2), bits)
     out["const"] = {
         "ln2_hi": ln2_hi, "ln2_lo": rnd(mp.log(2) - ln2_hi, dtype), "log2e": rnd(1 / mp.log(2), dtype),
-        "sqrt_half": rnd(mp.sqrt(0.5), dtype), "inv_sqrt_2pi": rnd(1 / mp.sqrt(2 * mp.pi), dtype),
+        "inv_sqrt_2pi": rnd(1 / mp.sqrt(2 * mp.pi), dtype),
     }
     return out
 

@@ -56,8 +56,8 @@ enum { F_EXP, F_ERF, F_ERFC, F_TANH, F_GELU_ERF, F_GELU_TANH, F_GELU_GRAD_ERF, F
 static const char *const FN_NAMES[NFN] = {"exp", "erf", "erfc", "tanh", "gelu erf", "gelu tanh",
                                           "gelu' erf", "gelu' tanh"};
 static const double BOUND[2][NFN] = {
-    /* f32 */ {2, 2, 2, 2, 3.5, 3, 0, 0},
-    /* f64 */ {4, 4, 4, 4, 5, 5, 0, 0},
+    /* f32 */ {1.5, 1.5, 2, 2, 4, 4, 0, 0},
+    /* f64 */ {1.5, 1.5, 1.5, 2, 4, 4, 0, 0},
 };
 /* The derivatives have no ulp bound: gelu' crosses zero (x = -0.75), where any formula loses
    relative accuracy, so they are checked against max(|ref|, 1) like test_operators. */
