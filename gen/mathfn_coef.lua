@@ -10,7 +10,7 @@ return {
   gelu_umax = { f32 = 0x1.d800000000000p+3, f64 = 0x1.3800000000000p+5 },
   tanh_small = 0x1.4000000000000p-1, erf_small = 0x1.0000000000000p+0,
   f32 = {
-    const = { inv_sqrt_2pi = 0x1.9884540000000p-2, ln2_hi = 0x1.62e4000000000p-1, ln2_lo = 0x1.7f7d1c0000000p-20, log2e = 0x1.7154760000000p+0, sqrt_half = 0x1.6a09e60000000p-1 },
+    const = { inv_sqrt_2pi = 0x1.9884540000000p-2, ln2_hi = 0x1.62e4000000000p-1, ln2_lo = 0x1.7f7d1c0000000p-20, log2e = 0x1.7154760000000p+0 },
     erf = { err = 4.79e-9, regions = {
       { lo = 0x0.0p+0, hi = 0x1.0000000000000p+0, center = 0x1.0000000000000p-1,
         coef = { -0x1.1ae14e0000000p-5, -0x1.1fd1640000000p-2, 0x1.4543660000000p-4, -0x1.2b8df60000000p-6, 0x1.c82b760000000p-9, -0x1.286f2c0000000p-11, 0x1.496a320000000p-14 } },
@@ -33,7 +33,7 @@ return {
     } },
   },
   f64 = {
-    const = { inv_sqrt_2pi = 0x1.9884533d43651p-2, ln2_hi = 0x1.62e42fefa3800p-1, ln2_lo = 0x1.ef35793c76730p-45, log2e = 0x1.71547652b82fep+0, sqrt_half = 0x1.6a09e667f3bcdp-1 },
+    const = { inv_sqrt_2pi = 0x1.9884533d43651p-2, ln2_hi = 0x1.62e42fefa3800p-1, ln2_lo = 0x1.ef35793c76730p-45, log2e = 0x1.71547652b82fep+0 },
     erf = { err = 1.1e-17, regions = {
       { lo = 0x0.0p+0, hi = 0x1.0000000000000p+0, center = 0x1.0000000000000p-1,
         coef = { -0x1.1ae14dc34815ap-5, -0x1.1fd16292151fdp-2, 0x1.454368017b042p-4, -0x1.2b902b7b2f28dp-6, 0x1.c82aa249df2afp-9, -0x1.263991b80312fp-11, 0x1.486638bcd650cp-14, -0x1.429e93e6143a3p-17, 0x1.1ad5ed880d387p-20, -0x1.bf8d2d1c50455p-24, 0x1.428f5ca565b13p-27, -0x1.acba417c79452p-31, 0x1.0579acd191cdcp-34 } },
