@@ -8,15 +8,17 @@
  *                       against long double references; asserts each function's stated bound,
  *                       in ulps of the exact result (the ulp of its binade; subnormals count
  *                       in units of the smallest subnormal), and prints the measured maximum
- *                       and where it occurs. Sweep: every SWEEP_STRIDE-th representable number
- *                       of magnitude [2^-30, 2^7) (f32) or [2^-30, 2^10) (f64), both signs,
- *                       about a million per dtype. Hard points: 0, the smallest subnormal, the
- *                       smallest normal, and +-0..24 ulps around each switch-over between
- *                       approximations, each clamp, and the overflow and underflow edges.
+ *                       and where it occurs. Sweep: numbers of magnitude [2^-30, 2^7) (f32) or
+ *                       [2^-30, 2^10) (f64), both signs, at a fixed stride of their bit
+ *                       patterns, about 400,000 per dtype (make_sweep). Hard points: 0, the
+ *                       smallest subnormal, the smallest normal, and +-0..24 ulps around each
+ *                       switch-over between approximations, each clamp, and the overflow and
+ *                       underflow edges (EDGES32, EDGES64).
  *   special_values      NaN gives NaN, +-inf and -0 give the limits.
  *   bit_identical_compilers   the emitted .c built by gcc -O3 -march=native and by clang -O3
  *                       -march=native (-ffp-contract=off, never -ffast-math) into shared
- *                       objects gives exactly the JIT's bits on the sweep, both dtypes.
+ *                       objects gives exactly the JIT's bits (forward and both GELU
+ *                       derivatives) on a sparser sweep, both dtypes.
  *
  * References: glibc's long double expl, erfl, erfcl, tanhl (x87 80-bit; their errors are
  * thousands of times below a double ulp). GELU's references evaluate erfc(-x/sqrt2) and
@@ -103,15 +105,21 @@ static void push(sweep *s, size_t *cap, double x)
     s->x[s->n++] = s->f64 ? x : (double)(float)x;
 }
 
-/* Switch-overs (gen/mathfn_coef.lua: erf 1, tanh 0.625, erfc's regions at w = b, i.e.
-   a = b/(1-b)), clamps (gen/mathfn.lua) and the edges of exp's and erfc's range. */
-static const double EDGES32[] = {1.0, 0.625, 0.53125 / 0.46875, 10.125, 4.0, 10.0, 14.75, 104.0, 89.0,
-                                 88.72283935546875, 87.33654, 103.27893, 103.97208, 10.0546,
-                                 10.0577, 3.9192, 9.0109, 14.37};
-static const double EDGES64[] = {1.0, 0.625, 0.359375 / 0.640625, 0.6171875 / 0.3828125,
-                                 0.8203125 / 0.1796875, 27.25, 6.0, 20.0, 39.0, 746.0, 710.0,
-                                 709.782712893384, 708.3964185322641, 744.4400719213812,
-                                 745.1332191019412, 26.5432, 26.6, 5.9215, 19.0615, 38.4};
+/* Switch-overs (gen/mathfn_coef.lua: erf 1, tanh 0.625; f64 erfc's and GELU's polynomial
+   regions at t = 1/(1 + |x|) = 0.34375 (erfc), 0.40625 and 0.15625 (GELU)), clamps
+   (gen/mathfn.lua, mathfn_coef.lua), the edges of exp's and erfc's range, and the largest
+   errors found offline (README: every float of erfc and GELU erf in f32, every 13th of the
+   others, 60 million random doubles): exp, erf, erfc, tanh, GELU erf, in this order. */
+static const double EDGES32[] = {1.0, 0.625, 10.125, 4.0, 14.75, 104.0, 89.0, 88.72283935546875,
+                                 87.33654, 103.27893, 103.97208, 10.0546, 10.0577, 3.9192,
+                                 9.0109, 14.37,
+                                 48.1746178, 0.956980228, 7.22530413, 0.631181657, -1.84732378};
+static const double EDGES64[] = {1.0, 0.625, 1 / 0.34375 - 1, 1 / 0.40625 - 1, 1 / 0.15625 - 1,
+                                 27.25, 6.0, 39.0, 746.0, 710.0, 709.782712893384,
+                                 708.3964185322641, 744.4400719213812, 745.1332191019412,
+                                 26.5432, 26.6, 5.9215, 19.0615, 38.4,
+                                 -143.76960178689239, 0.98890612960820512, 1.8898208471660272,
+                                 0.62939609748086056, -1.8345510616578273};
 
 static sweep make_sweep(int f64, unsigned stride_scale)
 {
