@@ -8,12 +8,14 @@
 -- whether looped or unrolled, an accumulation adds its terms in loop order; C's + and * are
 -- left-associative and the right operand is parenthesized at equal precedence, so no compiler
 -- may regroup them. Domain checks (ops.domain) set the return code. Helper functions
--- (sqrt_clamp, gelu...) are static and emitted only when used.
+-- (sqrt_clamp, maximum...) and the math functions of mathfn (exp, erfc, gelu...) are static and
+-- emitted only when used; the only libm function called is sqrt.
 
 local ops = require("ops")
 local util = require("util")
 local loops = require("loops")
 local roles = require("roles")
+local mathfn = require("mathfn")
 
 local aff = loops.aff
 
@@ -57,10 +59,7 @@ local function index_str(buf, index, env)
   return name .. "[" .. aff.render(index, 0, env) .. "]"
 end
 
-local function helper_name(e, dtype)
-  local approx = e.attr and e.attr.approx
-  return "kg_" .. e.op .. (approx and ("_" .. approx) or "") .. "_" .. dtype
-end
+local function helper_name(e, dtype) return "kg_" .. e.op .. "_" .. dtype end
 
 -- The pairwise steps that combine L lanes: width w -> ceil(w/2) by lane[i] += lane[i + ceil(w/2)].
 local function combine_order(L)
@@ -122,11 +121,13 @@ function emit.expr(e, env, ctx)
     return infix(args[1], c.infix, args[2], c.prec)
   elseif c.prefix then
     return { s = c.prefix .. paren(args[1], 2.5), prec = 2.5 }
-  elseif c.call then
-    return atom(c.call .. (dtype == "f32" and "f" or "") .. "(" .. args[1].s .. ")")
+  elseif c.math then
+    local fn = type(c.math) == "function" and c.math(e.attr) or c.math
+    ctx.helpers[mathfn.cname(fn, dtype)] = { math = fn, dtype = dtype }
+    return atom(mathfn.cname(fn, dtype) .. "(" .. args[1].s .. ")")
   elseif c.helper then
     local name = helper_name(e, dtype)
-    ctx.helpers[name] = { op = e.op, attr = e.attr, dtype = dtype }
+    ctx.helpers[name] = { op = e.op, dtype = dtype }
     local strs = {}
     for i, a in ipairs(args) do strs[i] = a.s end
     return atom(name .. "(" .. table.concat(strs, ", ") .. ")")
@@ -458,11 +459,15 @@ function emit.fn(fn, L, dtype, helpers, comment)
 end
 
 ---------------------------------------------------------------------------------------------
--- Helpers: small static functions whose bodies the op table gives (ops.lua, c.helper),
--- emitted once per name, sorted, so the file is deterministic.
+-- Helpers: small static functions whose bodies the op table gives (ops.lua, c.helper), after
+-- the math functions (mathfn.emit: callees first), each once, sorted, so the file is
+-- deterministic. A kernel file has one dtype.
 function emit.helpers(helpers)
-  local names = {}
-  for name in pairs(helpers) do names[#names + 1] = name end
+  local names, math, dtype = {}, {}, nil
+  for name, h in pairs(helpers) do
+    if h.math then math[h.math] = true else names[#names + 1] = name end
+    dtype = h.dtype
+  end
   table.sort(names)
   local out = new_out()
   for _, name in ipairs(names) do
@@ -472,17 +477,20 @@ function emit.helpers(helpers)
     local params = ops[h.op].arity == 2 and (T .. " a, " .. T .. " b") or (T .. " v")
     out.line("static " .. T .. " " .. name .. "(" .. params .. ")")
     out.line("{")
-    for _, l in ipairs(ops[h.op].c.helper(T, lit, h.dtype == "f32" and "f" or "", h.attr or {})) do
+    for _, l in ipairs(ops[h.op].c.helper(T, lit, h.dtype == "f32" and "f" or "")) do
       out.line("    " .. l)
     end
     out.line("}")
     out.line("")
   end
-  return out.text()
+  local mtext = dtype and mathfn.emit(math, dtype) or ""
+  if #names == 0 and mtext ~= "" then return mtext end
+  return mtext .. out.text()
 end
 
--- Prototypes that replace <math.h> in the hermetic JIT (the host passes these symbols).
-emit.LIBM = { "sqrt", "exp", "tanh", "erf", "erfc" }
+-- Prototypes that replace <math.h> in the hermetic JIT (the host passes these symbols): the
+-- generated code calls no other libm function (mathfn provides exp, erf, erfc, tanh).
+emit.LIBM = { "sqrt" }
 function emit.libm_prototypes()
   local out = {}
   for _, f in ipairs(emit.LIBM) do

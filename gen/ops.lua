@@ -5,11 +5,13 @@
 --   c = {...}                               how emit_c prints it (elementwise ops only):
 --        {infix = "+", prec = P}  binary infix ({infix = "/", prec = 2, lhs = 1}: 1 / a);
 --        {prefix = "-"}           unary minus;
---        {call = "sqrt"}          libm call, float form gets the "f" suffix;
+--        {math = name}            a function of gen/mathfn.lua, kg_<name>_<dtype>(a), emitted into
+--                                 the kernel file with what it calls (name may be a function of
+--                                 the node's attr);
 --        {helper = body}          a static function kg_<op>[_<approx>]_<dtype>(v), or (a, b) for a
 --                                 binary op, emitted into the kernel file; body(T, lit, f, attr)
 --                                 returns its C lines (T the C type, lit(x) a literal of that
---                                 type, f the libm suffix)
+--                                 type, f the libm suffix of sqrt)
 --   eval(a, b) -> number                    the op on constants (constant folding, in double)
 --   read(node, idx) -> arg_idx              structural ops: where output index idx reads its argument
 --   same_layout                             a view with its argument's flat layout (free in memory)
@@ -28,12 +30,9 @@
 local ops = {}
 
 local util = require("util")
+local mathfn = require("mathfn")
 
-local SQRT_2_OVER_PI = 0.79788456080286535588
 local TWO_OVER_SQRT_PI = 1.12837916709551257390
-local SQRT_HALF = 0.70710678118654752440
-local ONE_OVER_SQRT_2PI = 0.39894228040143267794
-local GELU_KAPPA = 0.044715
 
 local function same_shape(shapes)
   local a = shapes[1]
@@ -145,14 +144,14 @@ ops.step = elementwise {
 }
 
 ops.exp = elementwise {
-  arity = 1, cost = 16, c = { call = "exp" },
+  arity = 1, cost = 16, c = { math = "exp" },
   jvp = function(G, n, t) return G:mul(t, n) end,
   vjp = function(G, n, g) return G:mul(g, n) end,
 }
 
 -- d tanh = 1 - tanh^2
 ops.tanh = elementwise {
-  arity = 1, cost = 16, c = { call = "tanh" },
+  arity = 1, cost = 16, c = { math = "tanh" },
   jvp = function(G, n, t) return G:mul(t, G:sub(G:scalar(1, n.shape), G:mul(n, n))) end,
   vjp = function(G, n, g) return G:mul(g, G:sub(G:scalar(1, n.shape), G:mul(n, n))) end,
 }
@@ -163,54 +162,30 @@ local function erf_slope(G, n)
   return G:mul(G:scalar(TWO_OVER_SQRT_PI, a.shape), G:exp(G:neg(G:mul(a, a))))
 end
 ops.erf = elementwise {
-  arity = 1, cost = 20, c = { call = "erf" },
+  arity = 1, cost = 20, c = { math = "erf" },
   jvp = function(G, n, t) return G:mul(t, erf_slope(G, n)) end,
   vjp = function(G, n, g) return G:mul(g, erf_slope(G, n)) end,
 }
 ops.erfc = elementwise {
-  arity = 1, cost = 20, c = { call = "erfc" },
+  arity = 1, cost = 20, c = { math = "erfc" },
   jvp = function(G, n, t) return G:neg(G:mul(t, erf_slope(G, n))) end,
   vjp = function(G, n, g) return G:neg(G:mul(g, erf_slope(G, n))) end,
 }
 
 -- GELU as one primitive so that value and derivative use PyTorch's formulas, rewritten to keep
--- relative accuracy in the negative tail. attr.approx: "erf" | "tanh".
---   erf:  gelu = 0.5 x erfc(-x/sqrt2);  gelu' = 0.5 erfc(-x/sqrt2) + x exp(-x^2/2)/sqrt(2 pi)
---   tanh: with u = sqrt(2/pi)(x + 0.044715 x^3) and s = 1/(1+exp(-2u)) (so 1 + tanh u = 2s):
---         gelu = x s;  gelu' = s + 2 x s (1-s) sqrt(2/pi)(1 + 3*0.044715 x^2)
-local function tanh_s(T, lit, f) -- s and 1 - s without cancellation, for either sign of u
-  return {
-    T .. " u = " .. lit(SQRT_2_OVER_PI) .. " * (v + " .. lit(GELU_KAPPA) .. " * v * v * v);",
-    T .. " e = exp" .. f .. "(" .. lit(-2) .. " * (u < 0 ? -u : u));",
-    T .. " s = u < 0 ? e / (" .. lit(1) .. " + e) : " .. lit(1) .. " / (" .. lit(1) .. " + e);" }
-end
+-- relative accuracy in the negative tail (gen/mathfn.lua, gelu_*). attr.approx: "erf" | "tanh".
+--   erf:  gelu = x Phi(x) = 0.5 x erfc(-x/sqrt2);  gelu' = Phi(x) + x exp(-x^2/2)/sqrt(2 pi)
+--   tanh: gelu = 0.5 x (1 + tanh u), u = sqrt(2/pi)(x + 0.044715 x^3);
+--         gelu' = 0.5 (1 + tanh u) + 0.5 x (1 - tanh^2 u) sqrt(2/pi)(1 + 3*0.044715 x^2)
+local function gelu_fn(prefix) return function(attr) return prefix .. attr.approx end end
 ops.gelu = elementwise {
-  arity = 1, cost = 24,
-  c = { helper = function(T, lit, f, attr)
-    if attr.approx == "erf" then
-      return { "return " .. lit(0.5) .. " * v * erfc" .. f .. "(-v * " .. lit(SQRT_HALF) .. ");" }
-    end
-    local lines = tanh_s(T, lit, f)
-    lines[#lines + 1] = "return v * s;"
-    return lines
-  end },
+  arity = 1, cost = 24, c = { math = gelu_fn("gelu_") },
   jvp = function(G, n, t) return G:mul(t, G:gelu_grad(n.args[1], n.attr.approx)) end,
   vjp = function(G, n, g) return G:mul(g, G:gelu_grad(n.args[1], n.attr.approx)) end,
 }
 -- dGELU/da. Second derivatives are not generated: kerngen emits first-order VJP/JVP only.
 ops.gelu_grad = elementwise {
-  arity = 1, cost = 28, nondiff = true,
-  c = { helper = function(T, lit, f, attr)
-    if attr.approx == "erf" then
-      return { "return " .. lit(0.5) .. " * erfc" .. f .. "(-v * " .. lit(SQRT_HALF) .. ")",
-        "    + v * exp" .. f .. "(" .. lit(-0.5) .. " * v * v) * " .. lit(ONE_OVER_SQRT_2PI) .. ";" }
-    end
-    local lines = tanh_s(T, lit, f)
-    lines[#lines + 1] = T .. " sm = u < 0 ? " .. lit(1) .. " / (" .. lit(1) .. " + e) : e / (" .. lit(1) .. " + e);"
-    lines[#lines + 1] = "return s + " .. lit(2) .. " * v * s * sm * " .. lit(SQRT_2_OVER_PI) .. " * (" .. lit(1)
-      .. " + " .. lit(3 * GELU_KAPPA) .. " * v * v);"
-    return lines
-  end },
+  arity = 1, cost = 28, nondiff = true, c = { math = gelu_fn("gelu_grad_") },
 }
 
 -- maximum(a, b): the larger, NaN if either is NaN (as torch.maximum). Subgradient (as PyTorch):
@@ -438,6 +413,12 @@ for name, op in pairs(ops) do
   op.name = name
   assert(op.arity and op.cost and op.shape, "op " .. name .. ": arity, cost and shape required")
   if op.kind == "elementwise" then assert(op.c, "op " .. name .. ": C form required") end
+  if op.c and op.c.math then
+    for _, approx in ipairs({ "erf", "tanh" }) do -- the attrs a math op can have (gelu's approx)
+      local fn = type(op.c.math) == "function" and op.c.math({ approx = approx }) or op.c.math
+      assert(mathfn.has(fn), "op " .. name .. ": unknown math function " .. tostring(fn))
+    end
+  end
   if op.kind == "view" then assert(op.read, "op " .. name .. ": read rule required") end
   if not op.nondiff then assert(op.jvp and op.vjp, "op " .. name .. ": jvp and vjp rules required") end
 end

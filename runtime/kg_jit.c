@@ -1,7 +1,8 @@
 /* kg_jit: every libtcc call lives here. Debian 12 ships libtcc 0.9.27: tcc_relocate takes
  * (s, TCC_RELOCATE_AUTO) and libtcc keeps process-wide state whose lazy init races, so all
  * use is serialized behind one mutex. The unit is hermetic (-nostdlib -nostdinc): it declares
- * the few libm functions it calls and we pass their addresses with tcc_add_symbol, which
+ * the one libm function generated code calls (sqrt, sqrtf; exp, erf, erfc and tanh are emitted
+ * with the kernel) and we pass the addresses with tcc_add_symbol, which
  * avoids parsing libc headers (most of tcc's compile time) and any dependency on tcc's own
  * include and library paths.
  *
@@ -137,19 +138,17 @@ static void *fn_to_ptr(void (*f)(void))
     return p;
 }
 
-/* Addresses of the externals a hermetic JIT unit may call: libm, and memset, which tcc emits
-   for zero-initialized local arrays. */
+/* Addresses of the externals a hermetic JIT unit may call: sqrt (the generated code's only libm
+   function: exp, erf, erfc and tanh are emitted with the kernel, gen/mathfn.lua), and memset,
+   which tcc emits for zero-initialized local arrays. */
 static void *jit_symbol(const char *name)
 {
     static const struct {
         const char *name;
         void (*fn)(void);
     } table[] = {
-        {"sqrt", (void (*)(void))sqrt}, {"sqrtf", (void (*)(void))sqrtf},
-        {"exp", (void (*)(void))exp},   {"expf", (void (*)(void))expf},
-        {"tanh", (void (*)(void))tanh}, {"tanhf", (void (*)(void))tanhf},
-        {"erf", (void (*)(void))erf},   {"erff", (void (*)(void))erff},
-        {"erfc", (void (*)(void))erfc}, {"erfcf", (void (*)(void))erfcf},
+        {"sqrt", (void (*)(void))sqrt},
+        {"sqrtf", (void (*)(void))sqrtf},
         {"memset", (void (*)(void))memset},
     };
     for (size_t i = 0; i < sizeof table / sizeof table[0]; i++)

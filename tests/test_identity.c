@@ -23,9 +23,9 @@
  * difference is reported with graph, dtype, pass, build, output, first differing index and both
  * values. At the default dims with unroll "none" (loops that gcc vectorizes), the gcc -O3
  * -ffp-contract=fast build is compared as well.
- *
- * The one allowance is KNOWN_LIBM_DEPENDENT below: kernels calling libm (GELU's erfc/exp) may
- * differ on the Cortex-M4F, where newlib's libm is not glibc's. They are reported, never hidden.
+ * There is no allowance: kernels call no libm function but sqrt (correctly rounded everywhere);
+ * exp, erf, erfc, tanh and GELU are the generator's own (gen/mathfn.lua), so newlib's libm on
+ * the Cortex-M4F gives the same bits as glibc's.
  */
 #include <stdarg.h>
 #include <stddef.h>
@@ -36,13 +36,6 @@
 #include <dlfcn.h>
 
 #include "kg_aot.h"
-
-/* Graphs whose kernels call libm functions besides sqrt (GELU: erfc, exp): newlib's results
-   differ from glibc's by a few ulps, so on the Cortex-M4F these kernels may differ from the JIT.
-   On the host they must not. Remove when generator-owned math lands: an empty list ({NULL})
-   makes the device check strict. */
-static const char *const KNOWN_LIBM_DEPENDENT[] = {"ffn", "seq_ffn", "mlp", "prenorm_ffn", "softmax",
-                                                   "postnorm_ffn", NULL};
 
 #define M4F_FLAGS "-mcpu=cortex-m4", "-mthumb", "-mfpu=fpv4-sp-d16", "-mfloat-abi=hard"
 #define QEMU_TIMEOUT "120"           /* seconds per firmware image */
@@ -103,14 +96,6 @@ typedef struct {
     int n;
     int failures;      /* build failures and differences outside the known set */
 } fixture;
-
-static int known_libm_dependent(const char *graph)
-{
-    for (const char *const *g = KNOWN_LIBM_DEPENDENT; *g; g++)
-        if (strcmp(*g, graph) == 0)
-            return 1;
-    return 0;
-}
 
 /* ---- cases: generate, JIT-run, write the files ---- */
 
@@ -468,11 +453,7 @@ static void report(fixture *fx)
                 if (!c->diff[b][p])
                     continue;
                 ndiff++;
-                if (builds[b].firmware && known_libm_dependent(c->graph))
-                    print_message("KNOWN %s on %s (newlib's libm, KNOWN_LIBM_DEPENDENT): %s\n",
-                                  c->label, builds[b].label, c->diff[b][p]);
-                else
-                    failure(fx, "%s on %s: %s", c->label, builds[b].label, c->diff[b][p]);
+                failure(fx, "%s on %s: %s", c->label, builds[b].label, c->diff[b][p]);
             }
         }
         if (c->problem || ndiff)
@@ -516,19 +497,6 @@ static void report(fixture *fx)
         }
     print_message("     identical in every build: %d/%d groups at small dims, %d/%d at default "
                   "dims (unroll none, %s)\n", same[0], all[0], same[1], all[1], builds[0].label);
-    for (const char *const *g = KNOWN_LIBM_DEPENDENT; *g; g++) {
-        int compared = 0, differ = 0;
-        for (int i = 0; i < fx->n; i++)
-            for (int b = 0; b < NBUILDS; b++)
-                if (builds[b].firmware && strcmp(fx->cs[i].graph, *g) == 0) {
-                    compared += fx->cs[i].compared[b];
-                    for (int p = 0; p < KG_NPASSES; p++)
-                        differ += fx->cs[i].diff[b][p] != NULL;
-                }
-        if (compared && !differ)
-            print_message("NOTE %s is bit-identical on the Cortex-M4F now: remove it from "
-                          "KNOWN_LIBM_DEPENDENT in tests/test_identity.c\n", *g);
-    }
 }
 
 static void bit_identical_across_builds(void **state)

@@ -28,9 +28,8 @@ static int is_keyword(const char *w, size_t n)
                                      "elif", "extern", "math", "h", "optimize", "__clang__",
                                      /* the C++ part of templates/kernel.h.in */
                                      "__cplusplus", "__restrict", "undef",
-                                     /* libm, where the generated code still calls it */
-                                     "sqrt", "sqrtf", "exp", "expf", "tanh", "tanhf", "erf", "erff", "erfc",
-                                     "erfcf", NULL};
+                                     /* the one libm function generated code calls */
+                                     "sqrt", "sqrtf", NULL};
     for (int i = 0; kw[i]; i++)
         if (strlen(kw[i]) == n && strncmp(kw[i], w, n) == 0)
             return 1;

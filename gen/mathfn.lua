@@ -1,0 +1,435 @@
+-- mathfn: the transcendental functions kerngen writes into kernel files instead of calling libm:
+-- exp, erf, erfc, tanh, GELU's forms (value and derivative, erf and tanh) and their building
+-- blocks, for f32 and f64.
+--
+-- Takes a function name and a dtype; gives the C text of a function kg_<name>_<dtype> (static
+-- inline; gcc and clang always inline it) and the names of the functions it calls; mathfn.emit
+-- writes a set of them, each once, callees first, in a fixed order. Polynomial coefficients and
+-- constants come from gen/mathfn_coef.lua, made by gen/mathfn_fit.py.
+--
+-- Guarantees of the emitted C: only + - * /, comparisons feeding selects (?:) and exact bit
+-- manipulation (2^k is assembled in an unsigned int or unsigned long long through a union); no
+-- libm and no float-to-integer conversion. Every rounding is written out, so with
+-- -ffp-contract=off (no FMA) gcc, clang, tcc and arm-none-eabi-gcc give the same bits. f32 code
+-- uses float only (the Cortex-M4F has no double unit): where a step needs more precision it
+-- uses exact transformations (Veltkamp's split, Dekker's product, Knuth's 2Sum). No branches: a
+-- function computes its cases and selects, so gcc and clang vectorize the loops that call them.
+-- NaN propagates. Accuracy, measured by tests/test_mathfn.c: README, "Math functions".
+
+local coef = require("mathfn_coef")
+local util = require("util")
+
+local mathfn = {}
+
+-- Per dtype: the C types and the format facts 2^k needs. magic = 1.5 * 2^mant: (x + magic) -
+-- magic rounds x to an integer k, and the bits of x + magic are k + magic_bits. split =
+-- 2^ceil(mant/2) + 1, Veltkamp's constant. exp_lo, exp_hi: clamps of exp's argument; exp(exp_lo)
+-- rounds to 0 and exp(exp_hi) to inf, and every k in between keeps the two factors of 2^k
+-- normal. tail_shift: functions whose k is in [-(bias + tail_shift) + 1, 0] apply 2^k as
+-- 2^(k + tail_shift), a normal number, times the constant 2^-tail_shift.
+local FMT = {
+  f32 = { T = "float", U = "unsigned int", usuf = "u", mant = 23, bias = 127, magic = 12582912.0,
+          magic_bits = 0x4B400000, split = 4097.0, exp_lo = -104.0, exp_hi = 89.0, tail_shift = 64,
+          erf_amax = 4.0 },
+  f64 = { T = "double", U = "unsigned long long", usuf = "ull", mant = 52, bias = 1023,
+          magic = 6755399441055744.0, magic_bits = 0x4338000000000000, split = 134217729.0,
+          exp_lo = -746.0, exp_hi = 710.0, tail_shift = 128,
+          erf_amax = 6.0 },
+}
+-- erf_amax: erf rounds to 1 above it (f32 3.92, f64 5.93).
+
+local function env_of(dtype)
+  local F, C = FMT[dtype], coef[dtype].const
+  local function lit(x) return util.c_literal(x, dtype) end
+  return {
+    T = F.T, U = F.U, usuf = F.usuf, mant = tostring(F.mant),
+    -- bits(x + magic) - mbase = k + 2 bias + 2 =: e > 0; 2^k = 2^(e/2 - bias - 1) 2^(e - e/2 - bias - 1)
+    mbase = string.format("0x%X%s", F.magic_bits - (2 * F.bias + 2), F.usuf),
+    -- bits(x + magic) - tbase = k + tail_shift + bias, the exponent field of 2^(k + tail_shift)
+    tbase = string.format("0x%X%s", F.magic_bits - (F.bias + F.tail_shift), F.usuf),
+    tail_unshift = lit(2.0 ^ -F.tail_shift),
+    magic = lit(F.magic), log2e = lit(C.log2e), ln2_hi = lit(C.ln2_hi), ln2_lo = lit(C.ln2_lo),
+    split = lit(F.split), exp_lo = lit(F.exp_lo), exp_hi = lit(F.exp_hi),
+    zero = lit(0), half = lit(0.5), one = lit(1), two = lit(2),
+    erfc_amax = lit(coef.erfc_amax[dtype]), erf_amax = lit(F.erf_amax), erf_small = lit(coef.erf_small),
+    tanh_small = lit(coef.tanh_small),
+    inv_sqrt_2pi = lit(C.inv_sqrt_2pi), gelu_umax = lit(coef.gelu_umax[dtype]),
+  }
+end
+
+-- A code builder: o("text with {T} and {one}") appends a filled line; an unknown name is an error.
+local function builder(dtype)
+  local env, lines = env_of(dtype), {}
+  local o = {}
+  setmetatable(o, { __call = function(_, s)
+    lines[#lines + 1] = (util.gsub(s, "{([%w_]+)}", function(k)
+      local v = env[k]
+      if v == nil then error("mathfn: no value for {" .. k .. "}") end
+      return v
+    end))
+  end })
+  o.dtype, o.env, o.lines = dtype, env, lines
+  function o.lit(x) return util.c_literal(x, dtype) end
+  return o
+end
+
+-- p = P(w) by Horner's rule, one statement: ((c_n x + c_n-1) x + ...) + c_1 with the C rounding
+-- of each step (tcc keeps an expression in registers, but stores every statement).
+-- regions: the fitted pieces {hi, center, coef}; with several, the centre and each coefficient
+-- are selected by a chain of ?: on w. A centred polynomial is evaluated in uvar = w - center.
+-- keep_c0: p gets P - c_1, and horner returns c_1 (for a sum that recovers its rounding).
+local function horner(o, p, w, regions, uvar, keep_c0)
+  -- the coefficient of each region, selected: with two regions a ?: on w; with more, a sum
+  -- sel_1 c_1 + sel_2 c_2 + ... whose weights sel_j (regions' indicators, set below) are
+  -- exactly one 1 and zeros, so the sum is exact (gcc does not if-convert long ?: chains, and
+  -- then does not vectorize the loop)
+  local function sel(get)
+    if #regions == 1 then return o.lit(get(regions[1])) end
+    if #regions == 2 then
+      return "(" .. w .. " < " .. o.lit(regions[1].hi) .. " ? " .. o.lit(get(regions[1])) .. " : " .. o.lit(get(regions[2])) .. ")"
+    end
+    local terms = {}
+    for j = 1, #regions do terms[j] = "sel" .. j .. " * " .. o.lit(get(regions[j])) end
+    return "(" .. table.concat(terms, " + ") .. ")"
+  end
+  if #regions > 2 then
+    for j = 1, #regions do
+      local lo = j > 1 and (w .. " >= " .. o.lit(regions[j - 1].hi)) or nil
+      local hi = j < #regions and (w .. " < " .. o.lit(regions[j].hi)) or nil
+      local cond = lo and hi and (lo .. " && " .. hi) or lo or hi
+      o(o.env.T .. " sel" .. j .. " = " .. cond .. " ? {one} : {zero};")
+    end
+  end
+  local x = w
+  if #regions > 1 or regions[1].center ~= 0 then
+    o(uvar .. " = " .. w .. " - " .. sel(function(r) return r.center end) .. ";")
+    x = uvar
+  end
+  local n = #regions[1].coef
+  local e = sel(function(r) return r.coef[n] end)
+  for i = n - 1, keep_c0 and 2 or 1, -1 do
+    e = (i < n - 1 and "(" .. e .. ")" or e) .. " * " .. x .. " + " .. sel(function(r) return r.coef[i] end)
+  end
+  if keep_c0 then -- p = P - c_1, and the C text of c_1
+    o(p .. " = (" .. e .. ") * " .. x .. ";")
+    return sel(function(r) return r.coef[1] end)
+  end
+  o(p .. " = " .. e .. ";")
+end
+
+-- The C text of v * 2^k from kb (exp_core).
+local function exp_scale(o, tail)
+  if tail then
+    o("s.u = (kb.u - {tbase}) << {mant};")
+    return function(v) return v .. " * s.f * {tail_unshift}" end
+  end
+  o("e = kb.u - {mbase};")
+  o("s1.u = ((e >> 1) - 1{usuf}) << {mant};")
+  o("s2.u = ((e - (e >> 1)) - 1{usuf}) << {mant};")
+  return function(v) return v .. " * s1.f * s2.f" end
+end
+
+-- exp's reduction and polynomial for the argument x + add1 + add2 (add1, add2: optional, small
+-- next to x; kx, from which k = round(kx / ln2) is taken: x + add1 rounded, or x). Sets k, r
+-- and q = exp(r) - 1 and returns scale(v), the C text of v * 2^k: with two factors s1, s2
+-- (kx in [exp_lo, exp_hi]) or, when tail is set (kx <= 0, k >= -(bias + tail_shift) + 1), one
+-- factor s = 2^(k + tail_shift) and a constant; either way a subnormal result is rounded once.
+-- Declarations: union kb and s1, s2 (or s); T k, r, q.
+local function exp_core(o, kx, x, add1, add2, tail)
+  o("kb.f = " .. kx .. " * {log2e} + {magic};")
+  o("k = kb.f - {magic};")
+  -- Cody and Waite: k ln2_hi and x - k ln2_hi are exact; rounding starts at the size of r
+  local head = "(" .. x .. " - k * {ln2_hi})"
+  if add1 then head = "(" .. head .. " + " .. add1 .. ")" end
+  if add2 then
+    o("r = " .. head .. " + (" .. add2 .. " - k * {ln2_lo});")
+  else
+    o("r = " .. head .. " - k * {ln2_lo};")
+  end
+  horner(o, "q", "r", coef[o.dtype].exp.regions)
+  o("q = r + r * r * q;")
+  return exp_scale(o, tail)
+end
+
+-- -m x^2 = hi + lo, m = 1 or 1/2: Veltkamp's split x = xh + xl into half-width parts, hi = xh^2
+-- exactly, lo = (2 xh + xl) xl with a relative error of 2^-mant, i.e. below 2^-(mant + 11) x^2.
+local function square_split(o, x, m)
+  o("c = " .. x .. " * {split};")
+  o("xh = c - (c - " .. x .. ");")
+  o("xl = " .. x .. " - xh;")
+  o("hi = " .. m .. " * (xh * xh);")
+  o("lo = " .. m .. " * ((xh * {two} + xl) * xl);")
+end
+
+-- t = 1/(1 + x) and L(t) = log(erfcx(a) / t), erfcx(a) = exp(a^2) erfc(a), for x >= 0 exact (a
+-- = x for erfc, x/sqrt2 for gelu: which names the polynomial). L is small (|L| < 0.54) and its
+-- variable t is the division's result itself, whose rounding L hardly feels. precise: also tl,
+-- with t + tl = 1/(1 + x) to about 2^-2mant (d + de = 1 + x exactly, rho = 1 - d t exactly by
+-- Dekker's product of the split d and t), and L is left without its constant term, which
+-- erfcx_parts returns; otherwise only the rounding of 1 + x is corrected.
+local function erfcx_parts(o, x, which, precise)
+  o("d = {one} + " .. x .. ";")
+  o("de = " .. x .. " - (d - {one});")
+  o("t = {one} / d;")
+  if precise then
+    o("c = d * {split};")
+    o("dh = c - (c - d);")
+    o("dl = d - dh;")
+    o("c = t * {split};")
+    o("th = c - (c - t);")
+    o("tm = t - th;")
+    o("rho = ((({one} - dh * th) - dh * tm) - dl * th) - dl * tm;")
+    o("tl = t * (rho - de * t);")
+  else
+    o("t = t - t * (t * de);")
+  end
+  return horner(o, "L", "t", coef[o.dtype][which].regions, "z", precise)
+end
+
+---------------------------------------------------------------------------------------------
+-- The functions: args (the C parameter list), deps (functions called), body(o) (lines).
+
+local fns = {}
+
+-- exp(v) = 2^k exp(r), |r| <= ln2/2, exp(r) = 1 + r + r^2 P(r)
+fns.exp = {
+  args = "{T} v", deps = {},
+  body = function(o)
+    o("union { {T} f; {U} u; } kb, s1, s2;")
+    o("{U} e;")
+    o("{T} x, k, r, q;")
+    o("/* clamped: exp still overflows to inf and underflows to 0 where it should */")
+    o("x = v < {exp_lo} ? {exp_lo} : v;")
+    o("x = x > {exp_hi} ? {exp_hi} : x;")
+    local scale = exp_core(o, "x", "x")
+    o("return " .. scale("({one} + q)") .. ";")
+  end,
+}
+
+-- exp(v) for v <= 0 (or NaN): one clamp and one factor for 2^k (exp_core's tail form)
+fns.expneg = {
+  args = "{T} v", deps = {},
+  body = function(o)
+    o("union { {T} f; {U} u; } kb, s;")
+    o("{T} x, k, r, q;")
+    o("x = v < {exp_lo} ? {exp_lo} : v;")
+    local scale = exp_core(o, "x", "x", nil, nil, true)
+    o("return " .. scale("({one} + q)") .. ";")
+  end,
+}
+
+-- erfc(a) = t exp(-a^2 + L(t)) (1 + tl/t) for 0 <= a <= erfc_amax (erfcx_parts). The sum that
+-- forms the reduced argument r of the one exp, (hi - k ln2_hi) + L + (lo - k ln2_lo), keeps its
+-- rounding errors (rc; Knuth's 2Sum and Fast2Sum), q = exp(r + rc) - 1 is kept as qh + ql, and
+-- t (1 + q) is summed from exact pieces (Dekker's product t qh), so the result is rounded
+-- once at the end, plus the small errors of L and of the polynomials.
+fns.erfc_tail = {
+  args = "{T} a", deps = {},
+  body = function(o)
+    o("union { {T} f; {U} u; } kb, s;")
+    o("{T} c, xh, xl, hi, lo, d, de, t, dh, dl, th, tm, rho, tl, z, L, y, e, k, A, B, m, bb, r, rc;")
+    o("{T} p, qh, ql, qhh, qhl, ph, pl, sh, sl;")
+    square_split(o, "a", "-{one}")
+    local c0 = erfcx_parts(o, "a", "erfc", true)
+    o("y = L;")
+    o("L = " .. c0 .. " + y; /* L + e = c0 + y exactly (2Sum) */")
+    o("bb = L - " .. c0 .. ";")
+    o("e = (" .. c0 .. " - (L - bb)) + (y - bb);")
+    o("c = hi + L;")
+    o("kb.f = c * {log2e} + {magic};")
+    o("k = kb.f - {magic};")
+    o("A = hi - k * {ln2_hi}; /* exact (Cody and Waite) */")
+    o("B = lo - k * {ln2_lo};")
+    o("m = L + B; /* Fast2Sum, |L| >= |B| */")
+    o("e = e + (B - (m - L));")
+    o("r = A + m; /* 2Sum */")
+    o("bb = r - A;")
+    o("rc = e + ((A - (r - bb)) + (m - bb));")
+    horner(o, "p", "r", coef[o.dtype].exp.regions)
+    o("p = r * r * p;")
+    o("qh = r + p; /* qh + ql = exp(r + rc) - 1; Fast2Sum, |r| >= |p| */")
+    o("ql = ((r - qh) + p) + rc * ({one} + qh);")
+    o("c = qh * {split}; /* ph + pl = t qh exactly (Dekker), sh + sl = t + ph exactly (2Sum) */")
+    o("qhh = c - (c - qh);")
+    o("qhl = qh - qhh;")
+    o("ph = t * qh;")
+    o("pl = ((th * qhh - ph) + th * qhl + tm * qhh) + tm * qhl;")
+    o("sh = t + ph;")
+    o("bb = sh - t;")
+    o("sl = (t - (sh - bb)) + (ph - bb);")
+    local scale = exp_scale(o, true)
+    o("return " .. scale("(sh + (((sl + pl) + t * ql) + tl * ({one} + qh)))") .. ";")
+  end,
+}
+
+-- erfc(v) = erfc_tail(|v|) for v >= 0, 2 - erfc_tail(|v|) for v < 0
+fns.erfc = {
+  args = "{T} v", deps = { "erfc_tail" },
+  body = function(o)
+    o("{T} a, y;")
+    o("a = v < {zero} ? -v : v;")
+    o("a = a > {erfc_amax} ? {erfc_amax} : a; /* erfc is 0 beyond */")
+    o("y = {kg_erfc_tail}(a);")
+    o("return v < {zero} ? {two} - y : y;")
+  end,
+}
+
+-- erf(v) = v + v P(v^2 - c) for |v| < erf_small, else sign(v) (1 - erfc(|v|))
+fns.erf = {
+  args = "{T} v", deps = { "erfc_tail" },
+  body = function(o)
+    o("{T} a, s, u, p, b, y;")
+    o("a = v < {zero} ? -v : v;")
+    o("s = v * v;")
+    horner(o, "p", "s", coef[o.dtype].erf.regions, "u")
+    o("p = v + v * p;")
+    o("b = a > {erf_amax} ? {erf_amax} : a; /* erf is 1 beyond */")
+    o("y = {one} - {kg_erfc_tail}(b);")
+    o("y = v < {zero} ? -y : y;")
+    o("return a < {erf_small} ? p : y;")
+  end,
+}
+
+-- tanh(v) = v + v^3 P(v^2) for |v| < tanh_small, else sign(v) (1 - 2 e / (1 + e)), e = exp(-2|v|)
+fns.tanh = {
+  args = "{T} v", deps = { "expneg" },
+  body = function(o)
+    o("{T} a, s, p, b, y;")
+    o("a = v < {zero} ? -v : v;")
+    o("s = v * v;")
+    horner(o, "p", "s", coef[o.dtype].tanh.regions)
+    o("p = v == {zero} ? v : v + v * s * p; /* keeps the sign of -0 */")
+    o("b = {kg_expneg}(a * " .. o.lit(-2) .. ");")
+    o("y = {one} - {two} * b / ({one} + b);")
+    o("y = v < {zero} ? -y : y;")
+    o("return a < {tanh_small} ? p : y;")
+  end,
+}
+
+-- GELU, PyTorch's formulas in forms that keep relative accuracy in the negative tail.
+-- erf: gelu = v Phi(v), gelu' = Phi(v) + v phi(v), where for u = |v|
+--   Phi(-u) = erfc(u/sqrt2)/2 = exp(-u^2/2) t exp(L(t))/2    (erfcx_parts: t = 1/(1+u), L)
+--   phi(u) = exp(-u^2/2)/sqrt(2 pi).
+-- Everything is taken from u exactly: the exponent -u^2/2 (hi + lo) and t; no rounded u/sqrt2,
+-- to which GELU's tail would be u^2 times as sensitive. Speed over the last half ulp: t is not
+-- refined by Dekker's product (erfc_tail's tl).
+local function gelu_erf_head(o)
+  o("u = v < {zero} ? -v : v;")
+  o("u = u > {gelu_umax} ? {gelu_umax} : u;")
+  square_split(o, "u", "-{half}")
+  erfcx_parts(o, "u", "gelu", false)
+end
+fns.gelu_erf = {
+  args = "{T} v", deps = {},
+  body = function(o)
+    o("union { {T} f; {U} u; } kb, s;")
+    o("{T} u, c, xh, xl, hi, lo, d, de, t, z, L, k, r, q, y;")
+    gelu_erf_head(o)
+    o("c = hi + L;")
+    local scale = exp_core(o, "c", "hi", "L", "lo", true)
+    o("/* v < 0: v Phi(v) = -u Phi(-u) (0 at -inf); else v (1 - Phi(-u)) */")
+    o("y = " .. scale("{half} * (v < {zero} ? -u : {one}) * (t + t * q)") .. ";")
+    o("return v < {zero} ? y : v * ({one} - y);")
+  end,
+}
+-- gelu' = E D for v < 0 and 1 - E D otherwise, E = exp(-u^2/2), D = t exp(L)/2 - u/sqrt(2 pi)
+-- (Phi(-u) = E t exp(L)/2, u phi(u) = E u/sqrt(2 pi)): one exp with range reduction, and
+-- exp(L) = (1 + q)^2 from the same polynomial at L/2 (|L/2| < ln2/2).
+fns.gelu_grad_erf = {
+  args = "{T} v", deps = {},
+  body = function(o)
+    o("union { {T} f; {U} u; } kb, s;")
+    o("{T} u, c, xh, xl, hi, lo, d, de, t, z, L, h, D, k, r, q;")
+    gelu_erf_head(o)
+    o("h = L * {half};")
+    horner(o, "q", "h", coef[o.dtype].exp.regions)
+    o("q = h + h * h * q;")
+    o("D = {half} * t * ({one} + q * ({two} + q)) - u * {inv_sqrt_2pi};")
+    local scale = exp_core(o, "hi", "hi", nil, "lo", true)
+    o("D = " .. scale("(D + D * q)") .. ";")
+    o("return v < {zero} ? D : {one} - D;")
+  end,
+}
+
+-- tanh: with g = sqrt(2/pi)(v + 0.044715 v^3) and s = 1/(1 + exp(-2g)) (1 + tanh g = 2s), s and
+-- 1 - s are formed without cancellation for either sign of g (e = exp(-2|g|), r = 1/(1 + e)):
+--   gelu = v s;  gelu' = s + 2 v s (1 - s) sqrt(2/pi)(1 + 3 * 0.044715 v^2)
+local SQRT_2_OVER_PI, KAPPA = 0.79788456080286535588, 0.044715
+local function tanh_s(o)
+  o("{T} g, e, r, s;")
+  o("g = " .. o.lit(SQRT_2_OVER_PI) .. " * (v + " .. o.lit(KAPPA) .. " * v * v * v);")
+  o("e = {kg_expneg}(" .. o.lit(-2) .. " * (g < {zero} ? -g : g));")
+  o("r = {one} / ({one} + e);")
+  o("s = g < {zero} ? e * r : r;")
+end
+fns.gelu_tanh = {
+  args = "{T} v", deps = { "expneg" },
+  body = function(o)
+    tanh_s(o)
+    o("return v * s;")
+  end,
+}
+fns.gelu_grad_tanh = {
+  args = "{T} v", deps = { "expneg" },
+  body = function(o)
+    tanh_s(o)
+    o("return s + {two} * v * s * (g < {zero} ? r : e * r) * " .. o.lit(SQRT_2_OVER_PI) .. " * ({one} + "
+      .. o.lit(3 * KAPPA) .. " * v * v);")
+  end,
+}
+
+---------------------------------------------------------------------------------------------
+
+for name, f in pairs(fns) do
+  assert(f.args and f.deps and f.body, "mathfn " .. name .. ": args, deps and body required")
+  for _, d in ipairs(f.deps) do assert(fns[d], "mathfn " .. name .. ": unknown dependency " .. d) end
+end
+
+function mathfn.has(name) return fns[name] ~= nil end
+
+function mathfn.cname(name, dtype) return "kg_" .. name .. "_" .. dtype end
+
+-- C text of the functions named in `wanted` (a set) and of those they call, for one dtype:
+-- callees before callers, otherwise in name order, each once.
+function mathfn.emit(wanted, dtype)
+  local order, seen = {}, {}
+  local function visit(name)
+    if seen[name] then return end
+    seen[name] = true
+    local f = fns[name] or error("mathfn: unknown function " .. tostring(name))
+    local deps = { table.unpack(f.deps) }
+    table.sort(deps)
+    for _, d in ipairs(deps) do visit(d) end
+    order[#order + 1] = name
+  end
+  local names = {}
+  for name in pairs(wanted) do names[#names + 1] = name end
+  table.sort(names)
+  for _, name in ipairs(names) do visit(name) end
+  local out = {}
+  if #order > 0 then
+    -- gcc and clang (not when optimizing for size) inline these into every loop that calls
+    -- them, whatever their size or number of callers, so that the loop can be vectorized
+    out[#out + 1] = "#if defined(__GNUC__) && !defined(__OPTIMIZE_SIZE__)"
+    out[#out + 1] = "#define KG_MATHFN static inline __attribute__((always_inline))"
+    out[#out + 1] = "#else"
+    out[#out + 1] = "#define KG_MATHFN static inline"
+    out[#out + 1] = "#endif"
+    out[#out + 1] = ""
+  end
+  for _, name in ipairs(order) do
+    local o = builder(dtype)
+    for n in pairs(fns) do o.env["kg_" .. n] = mathfn.cname(n, dtype) end
+    o(fns[name].args)
+    local args = table.remove(o.lines, 1)
+    fns[name].body(o)
+    out[#out + 1] = "KG_MATHFN " .. o.env.T .. " " .. mathfn.cname(name, dtype) .. "(" .. args .. ")"
+    out[#out + 1] = "{"
+    for _, l in ipairs(o.lines) do out[#out + 1] = "    " .. l end
+    out[#out + 1] = "}"
+    out[#out + 1] = ""
+  end
+  return table.concat(out, "\n") .. (#out > 0 and "\n" or "")
+end
+
+return mathfn
