@@ -19,7 +19,8 @@
  * line of `$CC --version`, run once per process and compiler), the flags, the CPU (-march=native
  * depends on it: /proc/cpuinfo's model and flags) and the source. Every entry ends with a 64-byte
  * trailer (magic, payload size, checksum, key), checked before dlopen maps anything: a truncated
- * or corrupt entry is removed and rebuilt, never loaded (a truncated mapping would SIGBUS).
+ * or corrupt entry is removed and rebuilt, never loaded (a truncated mapping would SIGBUS). A
+ * whole entry that dlopen refuses (out of memory, say) is kept, and tcc runs.
  * Writers compile into unique temporary names (.tmp-<key>-<random>.*, O_EXCL|O_NOFOLLOW) and
  * rename the sealed object into place, so concurrent fillers of one entry both compile, the last
  * rename wins, and every reader loads a whole file. A hit sets the entry's mtime (least recently
@@ -387,23 +388,37 @@ void kg_cc_wake(void)
 /* ---------------------------------------------------------------------------------------- */
 /* the compiler's identity */
 
-/* The executable a word names, as execvp would find it (PATH, default /usr/bin:/bin). */
+/* The executable a word names, as execvp would find it (PATH, default /usr/bin:/bin); NULL with
+   errno ENOMEM when memory ran out, 0 when there is none. */
 static char *find_program(const char *word)
 {
-    if (strchr(word, '/'))
-        return access(word, X_OK) == 0 ? kg_strdup(word) : NULL;
+    if (strchr(word, '/')) {
+        if (access(word, X_OK) != 0) {
+            errno = 0;
+            return NULL;
+        }
+        char *copy = kg_strdup(word);
+        errno = copy ? 0 : ENOMEM;
+        return copy;
+    }
     const char *path = getenv("PATH");
     if (!path)
         path = "/usr/bin:/bin";
     for (const char *p = path;;) {
         size_t n = strcspn(p, ":");
         char *full = kg_strdupf("%.*s/%s", n ? (int)n : 1, n ? p : ".", word);
+        if (!full) {
+            errno = ENOMEM;
+            return NULL;
+        }
         struct stat sb;
-        if (full && stat(full, &sb) == 0 && S_ISREG(sb.st_mode) && access(full, X_OK) == 0)
+        if (stat(full, &sb) == 0 && S_ISREG(sb.st_mode) && access(full, X_OK) == 0)
             return full;
         free(full);
-        if (!p[n])
+        if (!p[n]) {
+            errno = 0;
             return NULL;
+        }
         p += n + 1;
     }
 }
@@ -489,7 +504,12 @@ static int compiler_identity(const char *cc, char **words, char **path, char **i
         return -1;
     }
     struct stat sb;
-    if (!(*path = find_program(words[0])) || stat(*path, &sb) != 0) {
+    errno = 0;
+    if (!(*path = find_program(words[0])) && errno == ENOMEM) {
+        *why = kg_strdup("out of memory");
+        return -1;
+    }
+    if (!*path || stat(*path, &sb) != 0) {
         *why = strchr(words[0], '/') ? kg_strdupf("no C compiler: %s does not exist or is not executable (CC)", words[0])
                                      : kg_strdupf("no C compiler: '%s' is not on PATH (set CC)", words[0]);
         free(*path);
@@ -499,10 +519,17 @@ static int compiler_identity(const char *cc, char **words, char **path, char **i
     long long mtime_ns = (long long)sb.st_mtim.tv_sec * 1000000000LL + sb.st_mtim.tv_nsec;
     char *version = NULL;
     pthread_mutex_lock(&id_mu);
-    if (id_memo.cc && strcmp(id_memo.cc, cc) == 0 && id_memo.dev == sb.st_dev && id_memo.ino == sb.st_ino &&
-        id_memo.size == sb.st_size && id_memo.mtime_ns == mtime_ns)
+    int known = id_memo.cc && strcmp(id_memo.cc, cc) == 0 && id_memo.dev == sb.st_dev && id_memo.ino == sb.st_ino &&
+                id_memo.size == sb.st_size && id_memo.mtime_ns == mtime_ns;
+    if (known)
         version = kg_strdup(id_memo.version);
     pthread_mutex_unlock(&id_mu);
+    if (known && !version) {
+        free(*path);
+        *path = NULL;
+        *why = kg_strdup("out of memory");
+        return -1;
+    }
     if (!version) {
         if (!(version = version_line(*path, words, why))) {
             free(*path);
@@ -932,14 +959,12 @@ kg_status kg_cc_build(const kg_kernel *k, const char *source, const kg_cc_env *e
     }
 
     int state = check_entry(file, key, &old_problem);
-    if (state == ENTRY_OK) {
+    if (state == ENTRY_OK) { /* a whole entry: if it does not load (memory), keep it */
         if (load(k, file, dl, entry, &why) == 0) {
             *note = kg_strdupf("cc tier: cache hit, %s", file);
             st = KG_OK;
-            goto done;
         }
-        old_problem = why, why = NULL; /* it does not load: rebuild it once */
-        state = ENTRY_BAD;
+        goto done;
     }
     if (state == ENTRY_ERROR) {
         st = KG_ENOMEM;
