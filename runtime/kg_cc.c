@@ -193,6 +193,7 @@ void kg_cc_env_free(kg_cc_env *env)
     free(env->parent);
     free(env->dir_problem);
     free(env->max);
+    free(env->path);
     memset(env, 0, sizeof *env);
 }
 
@@ -211,9 +212,11 @@ int kg_cc_env_capture(kg_cc_env *env)
     } else {
         bad |= !(env->dir_problem = kg_strdup("no cache directory: set KERNGEN_CACHE_DIR, XDG_CACHE_HOME or HOME"));
     }
-    const char *max = getenv("KERNGEN_CACHE_MAX"); /* unset or empty: the default */
+    const char *max = getenv("KERNGEN_CACHE_MAX"), *path = getenv("PATH"); /* unset or empty: the default */
     if (max && *max)
         bad |= !(env->max = kg_strdup(max));
+    if (path)
+        bad |= !(env->path = kg_strdup(path));
     if (bad)
         kg_cc_env_free(env);
     return bad ? -1 : 0;
@@ -387,7 +390,7 @@ void kg_cc_wake(void)
 
 /* The executable a word names, as execvp would find it (PATH, default /usr/bin:/bin); NULL with
    errno ENOMEM when memory ran out, 0 when there is none. */
-static char *find_program(const char *word)
+static char *find_program(const char *word, const char *path)
 {
     if (strchr(word, '/')) {
         if (access(word, X_OK) != 0) {
@@ -398,7 +401,6 @@ static char *find_program(const char *word)
         errno = copy ? 0 : ENOMEM;
         return copy;
     }
-    const char *path = getenv("PATH");
     if (!path)
         path = "/usr/bin:/bin";
     for (const char *p = path;;) {
@@ -493,7 +495,7 @@ static char *version_line(const char *path, char **words, char **why)
 }
 
 /* Resolves the compiler: *path (malloc'd) and *ident (what the key hashes). -1 and *why. */
-static int compiler_identity(const char *cc, char **words, char **path, char **ident, char **why)
+static int compiler_identity(const char *cc, const char *search, char **words, char **path, char **ident, char **why)
 {
     *path = *ident = NULL;
     if (!words[0]) {
@@ -502,7 +504,7 @@ static int compiler_identity(const char *cc, char **words, char **path, char **i
     }
     struct stat sb;
     errno = 0;
-    if (!(*path = find_program(words[0])) && errno == ENOMEM) {
+    if (!(*path = find_program(words[0], search)) && errno == ENOMEM) {
         *why = kg_strdup("out of memory");
         return -1;
     }
@@ -630,18 +632,24 @@ static int is_entry_name(const char *name)
     return strcmp(name + 64, ".so") == 0;
 }
 
-enum { ENTRY_OK, ENTRY_ABSENT, ENTRY_BAD, ENTRY_ERROR };
+enum { ENTRY_OK, ENTRY_ABSENT, ENTRY_BAD, ENTRY_UNREADABLE, ENTRY_ERROR };
 
 /* Checks path's trailer and checksum against key without loading it. ENTRY_BAD: *why says
-   what is wrong (remove it); ENTRY_ERROR: we could not tell (out of memory: keep it). */
+   what is wrong with it (remove it); ENTRY_UNREADABLE: *why says why it could not be read
+   (too many open files, say: keep it); ENTRY_ERROR: out of memory (keep it). */
 static int check_entry(const char *path, const unsigned char key[32], char **why)
 {
     int fd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
     if (fd < 0) {
-        if (errno == ENOENT)
+        int e = errno;
+        if (e == ENOENT)
             return ENTRY_ABSENT;
-        *why = kg_strdupf("cannot open it: %s", strerror(errno));
-        return ENTRY_BAD;
+        if (e == ELOOP) { /* O_NOFOLLOW met a symbolic link */
+            *why = kg_strdup("a symbolic link");
+            return ENTRY_BAD;
+        }
+        *why = kg_strdupf("%s: cannot open it: %s", path, strerror(e));
+        return ENTRY_UNREADABLE;
     }
     struct stat sb;
     unsigned char *buf = NULL;
@@ -664,7 +672,7 @@ static int check_entry(const char *path, const unsigned char key[32], char **why
         }
         const unsigned char *t = buf + n - TRAILER;
         if (got != n)
-            *why = kg_strdup("unreadable");
+            *why = kg_strdupf("%s: cannot read it", path), rc = ENTRY_UNREADABLE;
         else if (memcmp(t, MAGIC, 8) != 0 || memcmp(t + 56, END, 8) != 0)
             *why = kg_strdupf("truncated or not an entry (%zu bytes, no trailer)", n);
         else if (get64(t + 8) != n - TRAILER)
@@ -921,7 +929,7 @@ kg_status kg_cc_build(const kg_kernel *k, const char *source, const kg_cc_env *e
         st = KG_ENOMEM;
         goto done;
     }
-    if (compiler_identity(env->cc, words, &path, &ident, &why) != 0)
+    if (compiler_identity(env->cc, env->path, words, &path, &ident, &why) != 0)
         goto done;
     if (!env->dir) {
         why = env->dir_problem ? kg_strdup(env->dir_problem) : NULL;
@@ -967,6 +975,10 @@ kg_status kg_cc_build(const kg_kernel *k, const char *source, const kg_cc_env *e
         st = KG_ENOMEM;
         goto done;
     }
+    if (state == ENTRY_UNREADABLE) {
+        why = old_problem, old_problem = NULL;
+        goto done;
+    }
     if (state == ENTRY_BAD)
         unlink(file);
     if (is_cancelled(ab)) {
@@ -990,6 +1002,8 @@ kg_status kg_cc_build(const kg_kernel *k, const char *source, const kg_cc_env *e
                                          ms, file);
     } else if (state == ENTRY_ERROR) {
         st = KG_ENOMEM;
+    } else if (state == ENTRY_UNREADABLE) {
+        why = problem, problem = NULL;
     } else {
         why = kg_strdupf("%s: the new cache entry does not load: %s", file, problem ? problem : "removed meanwhile");
     }
@@ -1023,7 +1037,7 @@ kg_status kg_cc_status(char **note)
     kg_status st = KG_EINPUT;
     if (!words)
         st = KG_ENOMEM;
-    else if (compiler_identity(env.cc, words, &path, &ident, &why) == 0 && env.dir &&
+    else if (compiler_identity(env.cc, env.path, words, &path, &ident, &why) == 0 && env.dir &&
              parse_size(env.max) >= 0 && use_dir(env.dir, env.parent, &why) == 0) {
         st = KG_OK;
         const char *version = strrchr(ident, '\n') + 1;

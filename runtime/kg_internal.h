@@ -74,6 +74,7 @@ typedef struct {
     char *parent;    /* its parent, created 0700 when missing ($XDG_CACHE_HOME, ~/.cache); or NULL */
     char *dir_problem;
     char *max;       /* $KERNGEN_CACHE_MAX or NULL */
+    char *path;      /* $PATH or NULL, where the compiler is looked for */
 } kg_cc_env;
 
 /* Fills env from the environment; -1 when memory runs out (env is then empty). */
