@@ -56,9 +56,9 @@ done
 # ---- Debian packages: what this mode needs, nothing more
 PACKAGES=(gcc libtcc-dev liblua5.4-dev)
 case "$mode" in
-  # the tests compile generated code with clang, g++ and for a Cortex-M4F (run under qemu), and
-  # build CMake and pkg-config projects against an installed tree
-  test|asan) PACKAGES+=(libcmocka-dev clang g++ make cmake ninja-build pkg-config gcc-arm-none-eabi libnewlib-arm-none-eabi qemu-system-arm) ;;
+  # the tests compile generated code with clang, g++ and for a Cortex-M4F (run under qemu),
+  # build CMake and pkg-config projects against an installed tree, and render dot output
+  test|asan) PACKAGES+=(libcmocka-dev clang g++ make cmake ninja-build pkg-config gcc-arm-none-eabi libnewlib-arm-none-eabi qemu-system-arm graphviz) ;;
   bench) PACKAGES+=(tcc) ;;
   fuzz) PACKAGES+=(clang libclang-rt-14-dev) ;; # libFuzzer
 esac

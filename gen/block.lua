@@ -48,7 +48,7 @@ local function subst_expr(e, var, form)
   if e.k == "tree" then
     local terms = {}
     for i, t in ipairs(e.terms) do terms[i] = subst_expr(t, var, form) end
-    return { k = "tree", terms = terms }
+    return { k = "tree", terms = terms, combine = e.combine }
   end
   return e
 end
@@ -78,7 +78,7 @@ local function accum_tile(F, kept, summed, st, kvar, base, t)
     local target = ref_subst(st.target, kvar, form)
     locals[k] = new_local(F)
     inits[#inits + 1] = { k = "store", target = locals[k], expr = { k = "load", buf = target.buf, index = target.index } }
-    sums[#sums + 1] = { k = "accum", target = locals[k], expr = subst_expr(st.expr, kvar, form) }
+    sums[#sums + 1] = { k = "accum", target = locals[k], expr = subst_expr(st.expr, kvar, form), combine = st.combine }
     stores[#stores + 1] = { k = "store", target = target, expr = { k = "load", buf = locals[k].buf, index = locals[k].index } }
   end
   local inner = sums
@@ -143,7 +143,8 @@ local function jam_reduce(top)
     for k = 0, t - 1 do
       local form = aff.add(base, aff.const(k))
       stmts[#stmts + 1] = { k = "reduce", target = ref_subst(st.target, K.var, form), rvars = st.rvars,
-        lanes = st.lanes, expr = subst_expr(st.expr, K.var, form), check = st.check, node = st.node }
+        lanes = st.lanes, expr = subst_expr(st.expr, K.var, form), check = st.check, node = st.node,
+        combine = st.combine }
     end
     for i = #inner_loops, 1, -1 do stmts = { { k = "loop", var = inner_loops[i].var, n = inner_loops[i].n, body = stmts } } end
     return stmts

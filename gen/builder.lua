@@ -125,7 +125,16 @@ function builder.new(G, S, ctx, prefix)
   end
 
   local g = {}
-  g.dim, g.attr = spec_copy(ctx.dims), spec_copy(ctx.attrs) -- the spec's own copies
+  -- the spec's own copies of its dims and attrs; a misspelled name is an error at its line
+  local function known(t, what)
+    local names = {}
+    for k in pairs(t) do names[#names + 1] = k end
+    table.sort(names)
+    return setmetatable(t, { __index = function(_, k)
+      fail(what .. " has no '" .. tostring(k) .. "' (" .. what .. ": " .. table.concat(names, ", ") .. ")")
+    end })
+  end
+  g.dim, g.attr = known(spec_copy(ctx.dims), "g.dim"), known(spec_copy(ctx.attrs), "g.attr")
   g.dtype, g.semantics = ctx.dtype, ctx.semantics
 
   function g.sum(x, axes)
@@ -139,6 +148,18 @@ function builder.new(G, S, ctx, prefix)
     local s = keepdims(n, axes, G:sum(n, axes))
     return wrap(G:mul(s, G:scalar(1 / count, s.shape)))
   end
+  -- the largest and smallest element along axes (kept with extent 1); min(x) = -max(-x)
+  function g.max(x, axes)
+    local n = unwrap(x); axes = axes_of(n, axes)
+    return wrap(keepdims(n, axes, G:amax(n, axes)))
+  end
+  function g.min(x, axes) return -g.max(-x, axes) end
+  -- elementwise, broadcasting like arithmetic; minimum(a, b) = -maximum(-a, -b)
+  function g.maximum(x, y)
+    local a, c = broadcast2(operand(x), operand(y))
+    return wrap(G:maximum(a, c))
+  end
+  function g.minimum(x, y) return -g.maximum(-x, -y) end
   -- element 0 along the given axes (kept with extent 1)
   function g.first(x, axes)
     local n = unwrap(x); axes = axes_of(n, axes)
@@ -146,7 +167,7 @@ function builder.new(G, S, ctx, prefix)
     for k = #axes, 1, -1 do r = G:pick0(r, axes[k]) end
     return wrap(keepdims(n, axes, r))
   end
-  for _, op in ipairs({ "sqrt_clamp", "clamp0", "recip", "exp", "tanh", "erf", "erfc", "detach" }) do
+  for _, op in ipairs({ "sqrt_clamp", "clamp0", "recip", "exp", "tanh", "erf", "erfc", "detach", "abs" }) do
     g[op] = function(x) return wrap(G[op](G, unwrap(x))) end
   end
   function g.gelu(x, approx)

@@ -73,11 +73,20 @@ local function combine_order(L)
   return steps
 end
 
--- The printed terms summed by the fixed tree.
-local function tree(terms)
+-- Two printed partial results folded by a reduction's combine: + for a sum, else the op's
+-- helper (kg_maximum_f32...).
+local function fold(combine, a, b, ctx)
+  if (combine or "add") == "add" then return infix(a, "+", b, 1) end
+  local name = "kg_" .. combine .. "_" .. ctx.dtype
+  ctx.helpers[name] = { op = combine, dtype = ctx.dtype }
+  return atom(name .. "(" .. a.s .. ", " .. b.s .. ")")
+end
+
+-- The printed terms folded by the fixed tree.
+local function tree(terms, combine, ctx)
   local lanes = {}
   for i, t in ipairs(terms) do lanes[i - 1] = t end
-  for _, st in ipairs(combine_order(#terms)) do lanes[st[1]] = infix(lanes[st[1]], "+", lanes[st[2]], 1) end
+  for _, st in ipairs(combine_order(#terms)) do lanes[st[1]] = fold(combine, lanes[st[1]], lanes[st[2]], ctx) end
   return lanes[0]
 end
 
@@ -103,7 +112,7 @@ function emit.expr(e, env, ctx)
   if e.k == "tree" then
     local terms = {}
     for i, t in ipairs(e.terms) do terms[i] = emit.expr(t, env, ctx) end
-    return tree(terms)
+    return tree(terms, e.combine, ctx)
   end
   local c = ops[e.op].c
   local args = {}
@@ -118,7 +127,9 @@ function emit.expr(e, env, ctx)
   elseif c.helper then
     local name = helper_name(e, dtype)
     ctx.helpers[name] = { op = e.op, attr = e.attr, dtype = dtype }
-    return atom(name .. "(" .. args[1].s .. ")")
+    local strs = {}
+    for i, a in ipairs(args) do strs[i] = a.s end
+    return atom(name .. "(" .. table.concat(strs, ", ") .. ")")
   end
   error("emit_c: no C form for op " .. e.op)
 end
@@ -192,13 +203,13 @@ local function emit_reduces(out, group, env, ctx)
           env[inner.var] = j
           local t = emit.expr(s.expr, env, ctx)
           local l = j % L
-          lanes[l] = lanes[l] and infix(lanes[l], "+", t, 1) or t
+          lanes[l] = lanes[l] and fold(s.combine, lanes[l], t, ctx) or t
         end
         env[inner.var] = nil
       end)
       local terms = {}
       for l = 0, L - 1 do terms[l + 1] = lanes[l] end
-      out.line(target .. " = " .. tree(terms).s .. ";")
+      out.line(target .. " = " .. tree(terms, s.combine, ctx).s .. ";")
       emit_check(out, target, s.check, dtype)
     end
     return
@@ -211,15 +222,30 @@ local function emit_reduces(out, group, env, ctx)
   for i, s in ipairs(group) do probes[i] = { target = { buf = {} }, expr = s.expr } end
   if not hoist(out, ctx, probes, rvars, env) then out.open("{") end -- one block for both
   local acc = {}
-  for i = 1, #group do
+  for i, s in ipairs(group) do
     acc[i] = #group == 1 and "acc" or ("acc" .. (i - 1))
-    out.line(T .. " " .. acc[i] .. "[" .. L .. "] = {0};")
+    if (s.combine or "add") == "add" then
+      out.line(T .. " " .. acc[i] .. "[" .. L .. "] = {0};")
+    else -- lane l starts from its first term (every outer index 0, the inner one l), which it
+      -- then folds in again: maximum(x, x) = x
+      out.line(T .. " " .. acc[i] .. "[" .. L .. "];")
+      for _, r in ipairs(outer) do env[r.var] = 0 end
+      for l = 0, L - 1 do
+        env[inner.var] = l
+        out.line(acc[i] .. "[" .. l .. "] = " .. emit.expr(s.expr, env, ctx).s .. ";")
+      end
+      for _, r in ipairs(first.rvars) do env[r.var] = nil end
+    end
   end
   for _, r in ipairs(outer) do out.open(string.format("for (int %s = 0; %s < %d; ++%s) {", r.var, r.var, r.n, r.var)) end
   local main = inner.n - inner.n % L
+  local function fold_into(i, lane, e)
+    if (group[i].combine or "add") == "add" then return lane .. " += " .. e.s .. ";" end
+    return lane .. " = " .. fold(group[i].combine, atom(lane), e, ctx).s .. ";"
+  end
   local function lane_stmts(i, l, at)
     env[inner.var] = at
-    out.line(acc[i] .. "[" .. l .. "] += " .. emit.expr(group[i].expr, env, ctx).s .. ";")
+    out.line(fold_into(i, acc[i] .. "[" .. l .. "]", emit.expr(group[i].expr, env, ctx)))
     env[inner.var] = nil
   end
   local v = inner.var
@@ -230,7 +256,7 @@ local function emit_reduces(out, group, env, ctx)
     out.open(string.format("for (int l = 0; l < %d; ++l) {", L))
     for i = 1, #group do
       env[v] = aff.add(aff.var(v), aff.var("l"))
-      out.line(acc[i] .. "[l] += " .. emit.expr(group[i].expr, env, ctx).s .. ";")
+      out.line(fold_into(i, acc[i] .. "[l]", emit.expr(group[i].expr, env, ctx)))
       env[v] = nil
     end
     out.close()
@@ -246,7 +272,8 @@ local function emit_reduces(out, group, env, ctx)
   for _ in ipairs(outer) do out.close() end
   for i, s in ipairs(group) do
     for _, st in ipairs(combine_order(L)) do
-      out.line(string.format("%s[%d] = %s[%d] + %s[%d];", acc[i], st[1], acc[i], st[1], acc[i], st[2]))
+      local a, b = acc[i] .. "[" .. st[1] .. "]", acc[i] .. "[" .. st[2] .. "]"
+      out.line(a .. " = " .. fold(s.combine, atom(a), atom(b), ctx).s .. ";")
     end
     local target = index_str(s.target.buf, s.target.index, env)
     out.line(target .. " = " .. acc[i] .. "[0];")
@@ -297,7 +324,7 @@ local function emit_stmt(out, s, env, ctx)
   else
     local target = index_str(s.target.buf, s.target.index, env)
     local e = emit.expr(s.expr, env, ctx)
-    if s.k == "accum" then e = infix(atom(target), "+", e, 1) end
+    if s.k == "accum" then e = fold(s.combine, atom(target), e, ctx) end
     out.line(target .. " = " .. e.s .. ";")
     emit_check(out, target, s.check, ctx.dtype)
   end
@@ -442,7 +469,8 @@ function emit.helpers(helpers)
     local h = helpers[name]
     local T = CTYPE[h.dtype]
     local lit = function(x) return util.c_literal(x, h.dtype) end
-    out.line("static " .. T .. " " .. name .. "(" .. T .. " v)")
+    local params = ops[h.op].arity == 2 and (T .. " a, " .. T .. " b") or (T .. " v")
+    out.line("static " .. T .. " " .. name .. "(" .. params .. ")")
     out.line("{")
     for _, l in ipairs(ops[h.op].c.helper(T, lit, h.dtype == "f32" and "f" or "", h.attr or {})) do
       out.line("    " .. l)

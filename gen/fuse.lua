@@ -51,7 +51,7 @@ local function rename_expr(e, map)
   elseif e.k == "tree" then
     local terms = {}
     for i, t in ipairs(e.terms) do terms[i] = rename_expr(t, map) end
-    return { k = "tree", terms = terms }
+    return { k = "tree", terms = terms, combine = e.combine }
   end
   return e
 end
@@ -88,26 +88,39 @@ end
 ---------------------------------------------------------------------------------------------
 -- Fusion
 
--- The stride of v in index, when every value of index lies in [stride*v, stride*v + stride)
--- for the ranges of the other variables; else nil.
+-- The stride of v in index, when every value of index lies in [base + stride*v, base +
+-- stride*v + stride) for the ranges of the variables inside v's loop, base being the terms of
+-- the enclosing loops' variables (fixed while v runs; canonical names make them the same in
+-- the loops that fuse); else nil. Also returns base as a key, to compare two accesses.
 local function slab(index, v, ranges)
   local st = index.t[v]
   if not st or st <= 0 then return nil end
-  local rest = { c = index.c, t = {} }
-  for x, k in pairs(index.t) do if x ~= v then rest.t[x] = k end end
+  local rest, base = { c = index.c, t = {} }, {}
+  for x, k in pairs(index.t) do
+    if x ~= v then
+      if ranges[x] then rest.t[x] = k else base[#base + 1] = x .. "*" .. k end
+    end
+  end
   local lo, hi = aff.bounds(rest, ranges)
   if not lo or lo < 0 or hi >= st then return nil end
-  return st
+  table.sort(base)
+  return st, table.concat(base, "+")
 end
 
--- A loop that reads a big buffer whole in every iteration (a weight matrix in every row)
+-- A loop that reads a big span of a buffer in every iteration (a weight matrix in every row)
 -- stays alone: fused into a sweep over rows it would stream that buffer once per row, where
 -- block.lua's tiling streams it once per tile of rows.
 fuse.STREAM_LIMIT = 1 << 16 -- elements
 
 local function streams(loop)
   for _, x in ipairs(loops.accesses(loop.body)) do
-    if x.buf.size >= fuse.STREAM_LIMIT and not x.index.t[loop.var] then return true end
+    if x.buf.size >= fuse.STREAM_LIMIT and not x.index.t[loop.var] then
+      local span = 1 -- elements one iteration touches (variables of enclosing loops fixed)
+      for v, k in pairs(x.index.t) do
+        if x.ranges[v] then span = span + math.abs(k) * (x.ranges[v] - 1) end
+      end
+      if span >= fuse.STREAM_LIMIT then return true end
+    end
   end
   return false
 end
@@ -125,8 +138,9 @@ local function fusable(a, b)
   for _, y in ipairs(vb) do
     for _, x in ipairs(by_buf[y.buf] or {}) do
       if x.write or y.write then
-        local sx, sy = slab(x.index, a.var, x.ranges), slab(y.index, a.var, y.ranges)
-        if not sx or sx ~= sy then return false end
+        local sx, bx = slab(x.index, a.var, x.ranges)
+        local sy, by = slab(y.index, a.var, y.ranges)
+        if not sx or sx ~= sy or bx ~= by then return false end
       end
     end
   end

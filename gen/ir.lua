@@ -124,6 +124,12 @@ Graph.tanh = unary("tanh")
 Graph.erf = unary("erf")
 Graph.erfc = unary("erfc")
 Graph.detach = unary("detach")
+Graph.abs = unary("abs")
+Graph.sign = unary("sign")
+function Graph:maximum(a, b) return self:make("maximum", { a, b }) end
+function Graph:max_weight(a, b) return self:make("max_weight", { a, b }) end
+function Graph:equal(a, b) return self:make("equal", { a, b }) end
+function Graph:amax(a, axes) return self:make("amax", { a }, { axes = axes }) end
 function Graph:gelu(a, approx) return self:make("gelu", { a }, { approx = approx }) end
 function Graph:gelu_grad(a, approx) return self:make("gelu_grad", { a }, { approx = approx }) end
 function Graph:sum(a, axes)

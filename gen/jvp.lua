@@ -37,6 +37,7 @@ function jvp.derive(F)
         local rule = ops[n.op].jvp
         if not rule then error("op " .. n.op .. " has no JVP rule") end
         tan[n] = rule(H, n, ts[1], ts[2])
+        if tan[n] and n.name and not tan[n].name and tan[n].op ~= "input" then tan[n].name = "tan(" .. n.name .. ")" end
       end
     end
   end

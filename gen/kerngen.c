@@ -48,7 +48,7 @@ static const char *const GEN_OPTIONS =
     "  --vjp derived|closed use the tape VJP (default) or the spec's closed form\n"
     "  --jvp derived|closed likewise for the JVP\n"
     "  --dump-ir PASS       print the IR after forward|vjp|jvp|forward_train|vjp_saved|simplify\n"
-    "                       (graph) or lower|fuse (loops) to stderr\n"
+    "                       (graph) or lower|fuse|block (loops) to stderr\n"
     "  --fuse auto|none     loop fusion (default auto); none is for diagnosis: same results\n"
     "  --check-ir           run the IR checker between passes\n";
 
@@ -423,6 +423,8 @@ static int write_outputs(const kg_kernel *k, kg_pass pass, const char *dir, run_
         fputs("kerngen run: out of memory\n", stderr);
     else if ((rc = kg_files_publish(dir, files, nt, &err)) != 0)
         fprintf(stderr, "kerngen run: %s\n", err ? err : "out of memory");
+    for (int i = 0; rc == 0 && i < nt; i++)
+        printf("wrote %s/%s\n", dir, names[i]);
     free(err);
     for (int i = 0; names && i < nt; i++)
         free(names[i]);

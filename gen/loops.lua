@@ -9,12 +9,13 @@
 --        order, the terms whose innermost rvar index j has j % L == l; the lanes are then
 --        combined by the fixed pairwise tree of emit_c (width w -> ceil(w/2): lane[i] +=
 --        lane[i + ceil(w/2)]). L = min(lanes of the dtype, extent of the innermost rvar).
---   { k = "accum", target = ref, expr = e }                   target += e (terms in loop order)
+--   { k = "accum", target = ref, expr = e, combine = c }      target = c(target, e) (terms in loop order)
+-- combine: "add" (a sum; the default) or "maximum" (ops.lua); a reduce folds its lanes with it.
 -- check: nil, "positive" or "finite" (a domain hypothesis checked at run time, ops.domain).
 -- ref = { buf = buf, index = affine }; buf = { cname, size, role = "param"|"ws"|"local", ... }.
 -- Expressions: { k = "load", buf, index } | { k = "num", v } | { k = "op", op, attr, args }
 --   | { k = "ifzero", index, e } (e where index == 0, else 0)
---   | { k = "tree", terms = {e...} } (the terms summed by the fixed pairwise tree above).
+--   | { k = "tree", terms = {e...}, combine = c } (the terms folded by the fixed pairwise tree).
 -- Affine index forms { c = int, t = {var = coef} } keep addresses foldable when unrolled.
 --
 -- The summation order of every output is fixed here, whatever the loop structure around it:

@@ -116,6 +116,15 @@ function lower.run(G, dtype)
       out_param[o.node] = p
     end
   end
+  -- An output that is a view with its argument's layout (GroupNorm's y, a reshape of the
+  -- grouped result) has its computed argument stored in the output itself, not copied there.
+  for _, o in ipairs(G.outputs) do
+    local base = o.node
+    while ops[base.op].same_layout do base = base.args[1] end
+    if out_param[o.node] and base ~= o.node and not home[base] and not out_param[base] and base.op ~= "const" then
+      out_param[base] = out_param[o.node]
+    end
+  end
   local function ws_buf(size, name)
     local b = { cname = "ws", role = "ws", size = size, id = #bufs, name = name }
     bufs[#bufs + 1] = b
@@ -145,7 +154,7 @@ function lower.run(G, dtype)
       cost[n] = 0
     elseif def.kind == "view" then
       local a = n.args[1]
-      if home[a] and def.same_layout and not out_param[n] then
+      if home[a] and def.same_layout and (not out_param[n] or home[a] == out_param[n]) then
         home[n] = home[a] -- same flat layout: a free view
         cost[n] = 0
       else
@@ -205,8 +214,11 @@ function lower.run(G, dtype)
     for _, s in ipairs(stmts) do body[#body + 1] = s end
   end
 
-  -- A sum in memory order of its argument (the forms in the header).
+  -- A reduction in memory order of its argument (the forms in the header). A sum starts from
+  -- zero; other combines (maximum) start from the first term and then fold every term,
+  -- that first one again (maximum(x, x) = x), so no neutral value (-inf) is needed.
   local function lower_sum(n, it, target_buf)
+    local combine = ops[it.op].combine
     local a, red = it.args[1], {}
     for _, ax in ipairs(it.attr.axes) do red[ax] = true end
     local first_red
@@ -234,15 +246,25 @@ function lower.run(G, dtype)
       for _, v in ipairs(inner_vars) do rvars[#rvars + 1] = { var = v.var, n = v.n } end
       rvars, e = coalesce_rvars(rvars, e)
       lanes = math.min(lower.LANES[dtype], rvars[#rvars].n)
-      add(nest(outer, { { k = "reduce", target = target, rvars = rvars, lanes = lanes, expr = e } }), n)
+      add(nest(outer, { { k = "reduce", target = target, rvars = rvars, lanes = lanes, expr = e, combine = combine } }), n)
       return
     end
-    -- column form
+    -- column form: the first term of each output (every summed index 0, the innermost one l
+    -- for lane l) for a combine other than add
+    local function first_term(lane_var)
+      local idx = {}
+      for j = 1, #a.shape do
+        idx[j] = aidx[j]
+        if red[j] then idx[j] = (j == #a.shape and lane_var) and aff.var(lane_var) or aff.const(0) end
+      end
+      return expr(a, idx)
+    end
     if lanes == 1 then -- accumulate into the target itself
-      local zero = nest(outer, nest(kept_inner, { { k = "store", target = target, expr = { k = "num", v = 0 } } }))
-      zero[1].init = true
-      add(zero, n)
-      add(nest(outer, nest(inner_vars, { { k = "accum", target = target, expr = e } })), n)
+      local start = combine == "add" and { k = "num", v = 0 } or first_term(nil)
+      local init = nest(outer, nest(kept_inner, { { k = "store", target = target, expr = start } }))
+      init[1].init = true
+      add(init, n)
+      add(nest(outer, nest(inner_vars, { { k = "accum", target = target, expr = e, combine = combine } })), n)
       return
     end
     -- lanes by the innermost (summed) axis, in an accumulator acc[kept inner][lane]
@@ -253,7 +275,9 @@ function lower.run(G, dtype)
     for _, v in ipairs(kept_inner) do kflat = aff.add(aff.scale(kflat, v.n), aff.var(v.var)) end
     local lane_base = aff.scale(kflat, lanes)
     local stmts = nest(kept_inner, nest({ { var = "l", n = lanes } },
-      { { k = "store", target = { buf = acc, index = aff.add(lane_base, aff.var("l")) }, expr = { k = "num", v = 0 } } }))
+      { { k = "store", target = { buf = acc, index = aff.add(lane_base, aff.var("l")) },
+        expr = combine == "add" and { k = "num", v = 0 } or first_term("l") } }))
+    stmts[1].init = true
     local jv, jn = inner_vars[#inner_vars].var, inner_vars[#inner_vars].n
     local mids = {}
     for k = 1, #inner_vars - 1 do mids[k] = inner_vars[k] end
@@ -263,7 +287,7 @@ function lower.run(G, dtype)
       local idx = {}
       for j = 1, #a.shape do idx[j] = aff.subst(aidx[j], jv, j_form) end
       local acc_index = aff.add(lane_base, aff.var("l"))
-      return nest(lane_vars, { { k = "accum", target = { buf = acc, index = acc_index }, expr = expr(a, idx) } })
+      return nest(lane_vars, { { k = "accum", target = { buf = acc, index = acc_index }, expr = expr(a, idx), combine = combine } })
     end
     local sweep = {}
     if main > 0 then
@@ -276,7 +300,7 @@ function lower.run(G, dtype)
     for _, s in ipairs(nest(mids, sweep)) do stmts[#stmts + 1] = s end
     local terms = {}
     for l = 0, lanes - 1 do terms[l + 1] = { k = "load", buf = acc, index = aff.add(lane_base, aff.const(l)) } end
-    for _, s in ipairs(nest(kept_inner, { { k = "store", target = target, expr = { k = "tree", terms = terms } } })) do
+    for _, s in ipairs(nest(kept_inner, { { k = "store", target = target, expr = { k = "tree", terms = terms, combine = combine } } })) do
       stmts[#stmts + 1] = s
     end
     add(nest(outer, stmts), n)
@@ -286,7 +310,7 @@ function lower.run(G, dtype)
     if mat[n] then
       local it = n -- materialize through reshapes: iterate over the argument's shape, same flat order
       while it.op == "reshape" and not home[it.args[1]] do it = it.args[1] end
-      if it.op == "sum" then
+      if ops[it.op].kind == "reduce" then
         lower_sum(n, it, home[n])
       else
         local vars, idx = vars_over(it.shape, "i")

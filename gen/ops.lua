@@ -6,9 +6,10 @@
 --        {infix = "+", prec = P}  binary infix ({infix = "/", prec = 2, lhs = 1}: 1 / a);
 --        {prefix = "-"}           unary minus;
 --        {call = "sqrt"}          libm call, float form gets the "f" suffix;
---        {helper = body}          a static function kg_<op>[_<approx>]_<dtype>(v) emitted into the
---                                 kernel file; body(T, lit, f, attr) returns its C lines (T the C
---                                 type, lit(x) a literal of that type, f the libm suffix)
+--        {helper = body}          a static function kg_<op>[_<approx>]_<dtype>(v), or (a, b) for a
+--                                 binary op, emitted into the kernel file; body(T, lit, f, attr)
+--                                 returns its C lines (T the C type, lit(x) a literal of that
+--                                 type, f the libm suffix)
 --   eval(a, b) -> number                    the op on constants (constant folding, in double)
 --   read(node, idx) -> arg_idx              structural ops: where output index idx reads its argument
 --   same_layout                             a view with its argument's flat layout (free in memory)
@@ -16,6 +17,8 @@
 --   vjp(G, node, g) -> g1, g2               reverse-mode rule: one cotangent per argument (nil = zero)
 --   fold(G, args, attr) -> node|nil         algebraic simplification, applied when a node is made
 --   cost                                    rough cost of one element, used by the fusion planner
+--   combine                                 reductions: the elementwise op that folds two partial
+--                                           results ("add" for sum); the order is the loop IR's
 --   domain                                  "positive" or "finite": the value is checked at run time
 --                                           (the seeds' hypotheses var + eps > 0 and std ~= 0)
 -- Tensors are row-major; axes are 1-based. Rules build nodes only through G's constructors, so
@@ -210,6 +213,48 @@ ops.gelu_grad = elementwise {
   end },
 }
 
+-- maximum(a, b): the larger, NaN if either is NaN (as torch.maximum). Subgradient (as PyTorch):
+-- the gradient goes to the larger argument, and half to each when they are equal; so
+-- minimum(a, b) = -maximum(-a, -b) (builder) shares ties the same way. max_weight is the share
+-- of a: 1 if a > b, 1/2 if a == b, 0 if a < b (no derivative of its own).
+ops.maximum = elementwise {
+  arity = 2, cost = 3,
+  eval = function(a, b) if a > b or a ~= a then return a end return b end,
+  c = { helper = function() return { "return a > b || a != a ? a : b;" } end },
+  jvp = function(G, n, ta, tb)
+    local w = G:max_weight(n.args[1], n.args[2])
+    return G:add(G:mul(ta, w), G:mul(tb, G:sub(G:scalar(1, n.shape), w)))
+  end,
+  vjp = function(G, n, g)
+    local w = G:max_weight(n.args[1], n.args[2])
+    return G:mul(g, w), G:mul(g, G:sub(G:scalar(1, n.shape), w))
+  end,
+}
+ops.max_weight = elementwise {
+  arity = 2, cost = 3, nondiff = true,
+  c = { helper = function(T, lit) return { "return a > b ? " .. lit(1) .. " : a == b ? " .. lit(0.5) .. " : " .. lit(0) .. ";" } end },
+}
+
+-- |a|, with |-0| = +0 (v + 0 turns -0 into +0 and keeps NaN). Subgradient sign(a), sign(0) = 0
+-- (as PyTorch).
+ops.abs = elementwise {
+  arity = 1, cost = 2,
+  eval = function(a) if a < 0 then return -a end return a + 0.0 end,
+  c = { helper = function(T, lit) return { "return v < 0 ? -v : v + " .. lit(0) .. ";" } end },
+  jvp = function(G, n, t) return G:mul(t, G:sign(n.args[1])) end,
+  vjp = function(G, n, g) return G:mul(g, G:sign(n.args[1])) end,
+}
+ops.sign = elementwise {
+  arity = 1, cost = 2, nondiff = true,
+  c = { helper = function(T, lit) return { "return v > 0 ? " .. lit(1) .. " : v < 0 ? " .. lit(-1) .. " : " .. lit(0) .. ";" } end },
+}
+
+-- 1 where a == b, else 0 (no derivative): picks the maxima of amax.
+ops.equal = elementwise {
+  arity = 2, cost = 2, nondiff = true,
+  c = { helper = function(T, lit) return { "return a == b ? " .. lit(1) .. " : " .. lit(0) .. ";" } end },
+}
+
 -- Identity in value, zero derivative: marks quantities that cannot change the result
 -- (the shift of a shifted two-pass variance).
 ops.detach = {
@@ -220,29 +265,61 @@ ops.detach = {
   vjp = function() return nil end,
 }
 
--- sum over attr.axes (dropped from the shape). Always materialized by lower.
+-- Reductions over attr.axes (dropped from the shape), always materialized by lower, which
+-- fixes the order in which combine folds the terms (gen/loops.lua).
+local function reduced_shape(s, attr)
+  local drop, out = {}, {}
+  for _, ax in ipairs(attr.axes) do
+    if ax < 1 or ax > #s[1] then error("axis " .. ax .. " out of range") end
+    drop[ax] = true
+  end
+  for i, e in ipairs(s[1]) do if not drop[i] then out[#out + 1] = e end end
+  return out
+end
+
+-- The axes of a that a reduction keeps.
+local function kept_axes(a, attr)
+  local keep, drop = {}, {}
+  for _, ax in ipairs(attr.axes) do drop[ax] = true end
+  for i = 1, #a.shape do if not drop[i] then keep[#keep + 1] = i end end
+  return keep
+end
+
 ops.sum = {
-  kind = "reduce", arity = 1, cost = 1,
-  shape = function(s, attr)
-    local drop, out = {}, {}
-    for _, ax in ipairs(attr.axes) do
-      if ax < 1 or ax > #s[1] then error("axis " .. ax .. " out of range") end
-      drop[ax] = true
-    end
-    for i, e in ipairs(s[1]) do if not drop[i] then out[#out + 1] = e end end
-    return out
-  end,
+  kind = "reduce", arity = 1, cost = 1, combine = "add",
+  shape = reduced_shape,
   jvp = function(G, n, t) return G:sum(t, n.attr.axes) end,
   vjp = function(G, n, g)
-    local a, keep, drop = n.args[1], {}, {}
-    for _, ax in ipairs(n.attr.axes) do drop[ax] = true end
-    for i = 1, #a.shape do if not drop[i] then keep[#keep + 1] = i end end
-    return G:bcast(g, a.shape, keep)
+    local a = n.args[1]
+    return G:bcast(g, a.shape, kept_axes(a, n.attr))
   end,
   fold = function(G, args, attr)
     if #attr.axes == 0 then return args[1] end
     if G:is_zero(args[1]) then return G:scalar(0, G:shape_of("sum", args, attr)) end
   end,
+}
+
+-- amax: the largest element over attr.axes, NaN if any is NaN (as torch.amax). Subgradient (as
+-- PyTorch): the gradient is shared evenly by the elements equal to the maximum; the tangent is
+-- their mean tangent (the adjoint of that).
+local function amax_share(G, n)
+  local a = n.args[1]
+  local keep = kept_axes(a, n.attr)
+  local mask = G:equal(a, G:bcast(n, a.shape, keep))
+  return mask, G:sum(mask, n.attr.axes), keep
+end
+ops.amax = {
+  kind = "reduce", arity = 1, cost = 1, combine = "maximum",
+  shape = reduced_shape,
+  jvp = function(G, n, t)
+    local mask, count = amax_share(G, n)
+    return G:div(G:sum(G:mul(t, mask), n.attr.axes), count)
+  end,
+  vjp = function(G, n, g)
+    local mask, count, keep = amax_share(G, n)
+    return G:mul(G:bcast(G:div(g, count), n.args[1].shape, keep), mask)
+  end,
+  fold = function(G, args, attr) if #attr.axes == 0 then return args[1] end end,
 }
 
 -- bcast: argument axis k becomes output axis attr.dims[k]; an argument extent of 1 repeats.

@@ -10,9 +10,11 @@
 --     -> emit_c                                    C text (templates/)
 --
 -- With check_ir the IR checkers run after every pass; dump_ir = PASS returns the IR text after
--- that pass (forward, vjp, jvp, simplify: the graph; lower, fuse: the loop IR).
+-- that pass (forward, vjp, jvp, forward_train, vjp_saved, simplify: the graph; lower, fuse,
+-- block: the loop IR).
 
 local util = require("util")
+local ops = require("ops")
 local ir = require("ir")
 local spec = require("spec")
 local vjp = require("vjp")
@@ -330,24 +332,66 @@ function pipeline.names()
   return table.concat(out, "\n") .. "\n"
 end
 
--- Graphviz of the forward graph, or of a derived pass (req.pass = vjp | jvp).
+-- Graphviz of the forward graph, or of another pass (req.pass). Views that only move data
+-- (reshape, broadcast, pick0, unpick0) are drawn as their argument, constants join their
+-- consumer's label, and the graphs a spec called (g.call) are clusters: the picture shows the
+-- computation, not the plumbing. Every label is generator text or a validated identifier.
 function pipeline.dot(req)
   local R = pipeline.graph(req)
   local G = R.graphs[req.pass or "forward"]
   if not G then util.fail("dot: unknown pass '" .. tostring(req.pass) .. "'") end
-  local out = { "digraph \"" .. R.S.name .. "\" {", "  rankdir=TB;", "  node [fontname=\"monospace\", fontsize=10];" }
-  for _, n in ipairs(G.nodes) do
-    local label = n.op
-    if n.op == "input" then label = n.attr.name .. (n.attr.role ~= "input" and ("." .. n.attr.role) or "")
-    elseif n.op == "const" then label = util.num_str(n.attr.value) end
-    if n.name and n.op ~= "input" then label = n.name .. "\\n" .. label end
-    local shape = n.op == "input" and "box" or (n.op == "const" and "plaintext" or "ellipse")
-    out[#out + 1] = string.format("  n%d [label=\"%s\\n%s\", shape=%s];", n.id, label, util.shape_str(n.shape), shape)
-    for _, a in ipairs(n.args) do out[#out + 1] = string.format("  n%d -> n%d;", a.id, n.id) end
+  local function shown(n)
+    while ops[n.op].kind == "view" and n.op ~= "detach" do n = n.args[1] end
+    return n
   end
+  local out = { "digraph \"" .. R.S.name .. "\" {", "  rankdir=TB; nodesep=0.25; ranksep=0.3;",
+    "  node [fontname=\"monospace\", fontsize=9, height=0.3, margin=\"0.06,0.03\"];",
+    "  edge [arrowsize=0.6];" }
+  local clusters, order, lines = {}, {}, {}
+  local function emit_node(n, text)
+    local prefix = n.name and util.match(n.name, "^(%a[%w_]*)%.") -- g.call'ed graph
+    if prefix then
+      if not clusters[prefix] then clusters[prefix] = {}; order[#order + 1] = prefix end
+      table.insert(clusters[prefix], text)
+    else
+      lines[#lines + 1] = text
+    end
+  end
+  local drawn = {}
+  for _, n in ipairs(G.nodes) do
+    local is_view = ops[n.op].kind == "view" and n.op ~= "detach"
+    if n.op ~= "const" and not is_view then
+      drawn[n] = true
+      local label, consts, edges, seen = n.op, {}, {}, {}
+      if n.op == "input" then label = n.attr.name .. (n.attr.role ~= "input" and ("." .. n.attr.role) or "") end
+      for _, a in ipairs(n.args) do
+        local s = shown(a)
+        if s.op == "const" then consts[#consts + 1] = util.num_str(s.attr.value)
+        elseif not seen[s] then seen[s] = true; edges[#edges + 1] = s end
+      end
+      if #consts > 0 then label = label .. " " .. table.concat(consts, " ") end
+      if n.name and n.op ~= "input" then label = n.name .. "\\n" .. label end
+      emit_node(n, string.format("  n%d [label=\"%s\\n%s\", shape=%s];", n.id, label, util.shape_str(n.shape),
+        n.op == "input" and "box" or "ellipse"))
+      for _, s in ipairs(edges) do lines[#lines + 1] = string.format("  n%d -> n%d;", s.id, n.id) end
+    end
+  end
+  for _, prefix in ipairs(order) do
+    out[#out + 1] = "  subgraph cluster_" .. prefix .. " {"
+    out[#out + 1] = "    label=\"" .. prefix .. "\"; style=rounded; color=gray; fontname=\"monospace\"; fontsize=9;"
+    for _, l in ipairs(clusters[prefix]) do out[#out + 1] = "  " .. l end
+    out[#out + 1] = "  }"
+  end
+  for _, l in ipairs(lines) do out[#out + 1] = l end
   for i, o in ipairs(G.outputs) do
+    local s = shown(o.node)
     out[#out + 1] = string.format("  out%d [label=\"%s (%s)\", shape=doubleoctagon];", i, o.name, o.role)
-    out[#out + 1] = string.format("  n%d -> out%d;", o.node.id, i)
+    if drawn[s] then
+      out[#out + 1] = string.format("  n%d -> out%d;", s.id, i)
+    else -- a constant output (a zero gradient)
+      out[#out + 1] = string.format("  c%d [label=\"%s\", shape=plaintext]; c%d -> out%d;", i,
+        util.num_str(s.attr.value or 0), i, i)
+    end
   end
   out[#out + 1] = "}"
   return table.concat(out, "\n") .. "\n"

@@ -38,7 +38,11 @@ function vjp.derive(F)
       local rule = ops[n.op].vjp
       if not rule then error("op " .. n.op .. " has no VJP rule") end
       local grads = table.pack(rule(H, n, g))
-      for k, a in ipairs(n.args) do adj[a] = H:add(adj[a], grads[k]) end
+      for k, a in ipairs(n.args) do
+        adj[a] = H:add(adj[a], grads[k])
+        -- for dot and the comments of the C: the adjoint of a named value is named after it
+        if adj[a] and a.name and not adj[a].name and adj[a].op ~= "input" then adj[a].name = "grad(" .. a.name .. ")" end
+      end
     end
   end
   grad_outputs(F, H, function(io) return adj[io.node] end)

@@ -25,7 +25,7 @@ typedef struct {
 typedef struct {
     double fd, adjoint;
     double closed_vjp, closed_jvp; /* -1 when the spec has no closed form */
-    double f32[KG_NPASSES];        /* worst over the hard input sets, per pass */
+    double f32[KG_JVP + 1];        /* worst over the hard input sets: forward, vjp, jvp */
     int domain_failures;           /* f64 or f32 kernels reporting a domain failure */
     double gen_ms, jit_ms;         /* f64 kernel: generate, libtcc compile */
     size_t statements, bytes;

@@ -1283,6 +1283,70 @@ static void test_dot_injection(void **state)
     ASSERT_BAD(r, "dotinj.lua:3", "value names must be C identifiers");
 }
 
+/* ==== dot and names ==== */
+
+/* Width and height of a PNG file (its IHDR), 0 when it is not one. */
+static void png_size(Fixture *fx, const char *path, unsigned *w, unsigned *h)
+{
+    const unsigned char *d = (const unsigned char *)slurp(fx, path);
+    *w = *h = 0;
+    if (memcmp(d, "\x89PNG", 4) == 0) {
+        *w = (unsigned)d[16] << 24 | (unsigned)d[17] << 16 | (unsigned)d[18] << 8 | d[19];
+        *h = (unsigned)d[20] << 24 | (unsigned)d[21] << 16 | (unsigned)d[22] << 8 | d[23];
+    }
+}
+
+/* kerngen dot output renders with Graphviz (when it is installed) into pictures of a readable
+   size: views and constants are folded, called graphs are clusters. */
+static void test_dot_renders(void **state)
+{
+    Fixture *fx = *state;
+    if (system("command -v dot >/dev/null 2>&1") != 0)
+        skip(); /* graphviz is optional */
+    static const char *const graphs[] = {"layernorm", "groupnorm", "prenorm_ffn", "postnorm_ffn"};
+    static const char *const passes[] = {"forward", "vjp", "jvp", "vjp_saved"};
+    for (size_t g = 0; g < 4; g++)
+        for (size_t p = 0; p < 4; p++) {
+            Result r = KG(fx, "dot", graphs[g], "--pass", passes[p]);
+            assert_ok(&r);
+            assert_contains(&r, r.out, "digraph");
+            const char *src = fmt(fx, "%s/g.dot", fx->out), *png = fmt(fx, "%s/g.png", fx->out);
+            write_file(src, r.out, strlen(r.out));
+            char *cmd = fmt(fx, "dot -Tpng -o '%s' '%s'", png, src);
+            assert_int_equal(system(cmd), 0);
+            unsigned w, h;
+            png_size(fx, png, &w, &h);
+            if (!(w > 0 && w <= 3000 && h > 0 && h <= 3000))
+                fail_msg("%s --pass %s renders %ux%u pixels", graphs[g], passes[p], w, h);
+        }
+}
+
+/* Default names tell requests apart; a default-named pair is not replaced by another
+   request's (an explicit --name may replace it). */
+static void test_emit_names(void **state)
+{
+    Fixture *fx = *state;
+    Result r = KG(fx, "emit", "ffn", "--out", fx->out);
+    assert_ok(&r);
+    r = KG(fx, "emit", "ffn", "gelu=erf", "--out", fx->out);
+    assert_ok(&r);
+    r = KG(fx, "emit", "layernorm", "eps=1e-5", "--semantics", "pytorch", "--out", fx->out);
+    assert_ok(&r);
+    r = KG(fx, "emit", "layernorm", "--vjp", "closed", "--out", fx->out);
+    assert_ok(&r);
+    assert_string_equal(listing(fx, fx->out),
+                        "ffn_64x256_erf_f32.c ffn_64x256_erf_f32.h ffn_64x256_f32.c ffn_64x256_f32.h "
+                        "layernorm_8x64_pytorch_f32.c layernorm_8x64_pytorch_f32.h "
+                        "layernorm_8x64_vjpclosed_f32.c layernorm_8x64_vjpclosed_f32.h");
+    r = KG(fx, "emit", "ffn", "--pass", "forward", "--out", fx->out); /* the same name, fewer passes */
+    ASSERT_BAD(r, "ffn_64x256_f32.h", "another request");
+    r = KG(fx, "emit", "ffn", "--unroll", "auto", "--out", fx->out); /* the same results: replaced */
+    assert_ok(&r);
+    r = KG(fx, "emit", "ffn", "--pass", "forward", "--name", "ffn_64x256_f32", "--out", fx->out);
+    assert_ok(&r);
+    assert_contains(&r, slurp(fx, fmt(fx, "%s/ffn_64x256_f32.h", fx->out)), "passes=forward\n");
+}
+
 #define T(f) cmocka_unit_test_setup_teardown(f, setup, teardown)
 
 int main(void)
@@ -1344,6 +1408,9 @@ int main(void)
         T(test_fifo_inputs),
         T(test_npy_header_checked_first),
         T(test_dot_injection),
+        /* dot and names */
+        T(test_dot_renders),
+        T(test_emit_names),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }

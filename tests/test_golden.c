@@ -17,8 +17,11 @@
 #include "kg_npy.h"
 #include "kg_test.h"
 
-#define GOLDEN_TOL_F64 1e-10
-#define GOLDEN_TOL_F32 1e-4
+/* About ten times the worst errors measured over all cases (relative, max-norm): f64 vs torch
+ * 1.1e-12 (layernorm_mean1e4, whose rows have condition ~1e4; every other case is below 1e-13),
+ * f32 vs f64 2.3e-6 (normalize_axis_0). */
+#define GOLDEN_TOL_F64 1e-11
+#define GOLDEN_TOL_F32 2e-5
 #define GOLDEN_DIR "tests/golden"
 
 typedef struct {

@@ -1,3 +1,4 @@
+#define _GNU_SOURCE /* mkstemps */
 /*
  * test_operators.c - every operator except layernorm (which has its own test module) against
  * an independent plain-loop reference written here from DESIGN.md's formulas.
@@ -27,6 +28,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "kerngen.h"
 
@@ -713,6 +715,108 @@ static void axis_groups(Groups *G, const size_t *dims, int rank, int axis, doubl
                 G->grp[e] = o * inner + i;
                 G->pidx[e] = e;
             }
+}
+
+/* ====================================================================================== */
+/* softmax, and the ties of maximum                                                      */
+/* ====================================================================================== */
+
+/* y = e / sum(e), e = exp(x - max x); dx = y (dy - sum(dy y)); ty = y (tx - sum(tx y)). */
+static void ref_softmax(Case *c, size_t rows, size_t dim)
+{
+    const long double *x = c->inL[0], *tx = c->tanL[0];
+    for (size_t r = 0; r < rows; r++) {
+        const long double *xr = x + r * dim;
+        long double m = xr[0], s = 0, sd = 0, st = 0;
+        for (size_t j = 1; j < dim; j++)
+            m = xr[j] > m ? xr[j] : m;
+        for (size_t j = 0; j < dim; j++)
+            s += expl(xr[j] - m);
+        for (size_t j = 0; j < dim; j++) {
+            long double y = expl(xr[j] - m) / s;
+            c->ref_y[r * dim + j] = y;
+            sd += c->cotL[r * dim + j] * y;
+            st += tx[r * dim + j] * y;
+        }
+        for (size_t j = 0; j < dim; j++) {
+            long double y = c->ref_y[r * dim + j];
+            c->ref_grad[0][r * dim + j] = y * (c->cotL[r * dim + j] - sd);
+            c->ref_ty[r * dim + j] = y * (tx[r * dim + j] - st);
+        }
+    }
+}
+
+static int softmax_case(size_t rows, size_t dim, const char *dtype, double mean, double sd, const char *label)
+{
+    kg_kernel *k = build("softmax", dtype, "rows=%zu dim=%zu", rows, dim);
+    Case c;
+    case_init(&c, dtype, "y", rows * dim);
+    case_input(&c, "x", rows * dim, mean, sd);
+    case_prepare(&c);
+    ref_softmax(&c, rows, dim);
+    case_run(&c, k);
+    kg_free(k);
+    int bad = case_compare(&c, "softmax", label, 0);
+    case_free(&c);
+    return bad;
+}
+
+/* Shapes odd and even, rows far from 0 (exp of x itself would overflow: the shift keeps every
+   exponent <= 0), a wide spread, and a constant row (every y = 1/dim). */
+static void test_softmax(void **state)
+{
+    static const size_t shapes[][2] = {{1, 1}, {3, 5}, {4, 64}, {7, 33}, {2, 130}};
+    (void)state;
+    rng_seed(11);
+    int bad = 0;
+    char label[80];
+    for (int t = 0; t < 2; t++) {
+        for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
+            snprintf(label, sizeof label, "rows=%zu dim=%zu", shapes[s][0], shapes[s][1]);
+            bad |= softmax_case(shapes[s][0], shapes[s][1], DTYPES[t], 0.0, 1.0, label);
+        }
+        bad |= softmax_case(3, 17, DTYPES[t], 1000.0, 1.0, "mean 1000");
+        bad |= softmax_case(3, 17, DTYPES[t], -1000.0, 1.0, "mean -1000");
+        bad |= softmax_case(3, 17, DTYPES[t], 0.0, 20.0, "sd 20");
+        bad |= softmax_case(2, 9, DTYPES[t], 5.0, 0.0, "constant rows");
+    }
+    assert_false(bad);
+}
+
+/* maximum(a, a): each argument gets half the cotangent (the tie rule); g.max over a row with
+   two equal maxima gives each of them half. */
+static void test_maximum_ties(void **state)
+{
+    (void)state;
+    static const char spec[] =
+        "return { name = \"ties\", summary = \"s\", dims = { { \"n\", 4 } },\n"
+        "  inputs = { { \"a\", \"n\" }, { \"b\", \"n\" } }, outputs = { \"y\", \"z\" },\n"
+        "  forward = function(g, v) v.y = g.maximum(v.a, v.b); v.z = g.max(v.a, 1) end }\n";
+    char path[] = "/tmp/kg_ties_XXXXXX.lua";
+    int fd = mkstemps(path, 4);
+    assert_true(fd >= 0);
+    assert_int_equal(write(fd, spec, sizeof spec - 1), (int)(sizeof spec - 1));
+    close(fd);
+    kg_request req = {0};
+    req.graph = path;
+    req.dtype = "f64";
+    kg_kernel *k = NULL;
+    char *err = NULL;
+    if (kg_generate(&req, &k, &err) != KG_OK || kg_compile(k, &err) != KG_OK)
+        fail_msg("%s", err);
+    double a[4] = {1, 3, 3, -2}, b[4] = {1, 0, 5, -2}, ycot[4] = {1, 1, 1, 1}, zcot[1] = {1};
+    double ag[4], bg[4], ws[64];
+    assert_true(kg_ws_size(k, KG_VJP) <= 64);
+    void *args[] = {a, b, ycot, zcot, ag, bg, ws};
+    assert_int_equal(kg_call(k, KG_VJP, args, 7), 0);
+    /* y: a[0] = b[0] and a[3] = b[3] tie (1/2 each); z = max(a) = 3 at a[1] and a[2] (1/2 each) */
+    static const double want_a[4] = {0.5, 1 + 0.5, 0 + 0.5, 0.5}, want_b[4] = {0.5, 0, 1, 0.5};
+    for (int i = 0; i < 4; i++) {
+        assert_true(ag[i] == want_a[i]);
+        assert_true(bg[i] == want_b[i]);
+    }
+    kg_free(k);
+    remove(path);
 }
 
 /* ====================================================================================== */
@@ -1938,6 +2042,8 @@ static int group_teardown(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_softmax),
+        cmocka_unit_test(test_maximum_ties),
         cmocka_unit_test(test_rmsnorm),
         cmocka_unit_test(test_rmsnorm_hard_inputs),
         cmocka_unit_test(test_rmsnorm_zero_row),

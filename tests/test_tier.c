@@ -750,12 +750,12 @@ static void cli(void **state)
     int rc = kerngen(&out, "run", "layernorm", "rows=2", "dim=3", "--jit", "cc", ins[0], ins[1], ins[2], "--out",
                      outdir, NULL);
     unsetenv("CC");
-    if (rc != 0 || count(out, "cc tier unavailable, running tcc: no C compiler") != 1 || count(out, "\n") != 1)
+    if (rc != 0 || count(out, "cc tier unavailable, running tcc: no C compiler") != 1 || count(out, "cc tier") != 1)
         fail_msg("run --jit cc without a compiler: status %d, output:\n%s", rc, out);
     free(out);
     rc = kerngen(&out, "run", "layernorm", "rows=2", "dim=3", "--jit", "cc", ins[0], ins[1], ins[2], "--out",
                  outdir, NULL);
-    if (rc != 0 || out[0])
+    if (rc != 0 || strstr(out, "cc tier"))
         fail_msg("run --jit cc: status %d, output:\n%s", rc, out);
     free(out);
     rc = kerngen(&out, "run", "layernorm", "rows=2", "dim=3", "--jit", "fast", ins[0], ins[1], ins[2], "--out",

@@ -243,6 +243,11 @@ def op_postnorm_ffn(t, p):
     return {"y": _layernorm(r, t["gamma"], t["beta"], p["eps"])}
 
 
+def op_softmax(t, p):
+    """softmax: x[rows][dim]; y = torch.softmax(x, dim=-1)."""
+    return {"y": torch.softmax(t["x"], dim=-1)}
+
+
 def _check_close(a, b, what):
     assert torch.allclose(a, b, rtol=1e-10, atol=1e-12), \
         f"{what}: max diff {(a - b).abs().max().item()}"
@@ -306,6 +311,10 @@ def in_weightnorm(p):
 def in_normalize_axis(p):
     s = p["shape"]
     return {"x": randn(*s), "gamma": randn(*s), "beta": randn(*s)}
+
+
+def in_softmax(p):
+    return {"x": randn(p["rows"], p["dim"])}
 
 
 def _ffn_weights(dmodel, dff):
@@ -374,6 +383,7 @@ GRAPHS = {
                 ["seq", "dmodel", "dff", "gelu"]),
     "prenorm_ffn": (op_prenorm_ffn, ["x", "gamma", "beta"] + FFN_W, ["y"],
                     in_norm_ffn, ["seq", "dmodel", "dff", "eps", "gelu"]),
+    "softmax": (op_softmax, ["x"], ["y"], in_softmax, ["rows", "dim"]),
     "postnorm_ffn": (op_postnorm_ffn, ["x", "gamma", "beta"] + FFN_W, ["y"],
                      in_norm_ffn, ["seq", "dmodel", "dff", "eps", "gelu"]),
 }
@@ -440,6 +450,19 @@ def in_ffn_negative_tail(p):
     t = in_ffn(p)
     t["w1"] = 0.1 * t["w1"]
     t["b1"] = rand_uniform(-10.0, -6.0, p["dff"])
+    return t
+
+
+def in_softmax_mean1000(p):
+    t = in_softmax(p)
+    t["x"] = 1000.0 + t["x"]  # exp(x) alone would overflow
+    return t
+
+
+def in_softmax_ties(p):
+    t = in_softmax(p)
+    t["x"][0, :] = 0.5                 # constant row: y = 1/dim exactly
+    t["x"][1, 2] = t["x"][1, 5] = 4.0  # two tied maxima
     return t
 
 
@@ -534,6 +557,15 @@ CASES = [
       "Pre-norm block y = x + FFN(LN(x)) with erf GELU."),
     C("postnorm_ffn", "postnorm_ffn", dict(seq=2, dmodel=4, dff=6, eps=EPS, gelu="tanh"),
       "Post-norm block y = LN(x + FFN(x)) with tanh GELU."),
+    # softmax
+    C("softmax", "softmax", dict(rows=3, dim=7),
+      "torch.softmax over the last axis with random x."),
+    C("softmax_mean1000", "softmax", dict(rows=3, dim=7),
+      "Rows around 1000: exp(x) overflows, so only the max-shifted form is finite.",
+      in_softmax_mean1000),
+    C("softmax_ties", "softmax", dict(rows=3, dim=7),
+      "A constant row (y = 1/7) and a row with two tied maxima.",
+      in_softmax_ties),
 ]
 
 

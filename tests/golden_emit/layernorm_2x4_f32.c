@@ -76,7 +76,7 @@ int layernorm_2x4_f32_forward(const float *restrict x, const float *restrict gam
     return bad;
 }
 
-/* %27 [4] */
+/* grad(beta) [4] */
 static void layernorm_2x4_f32_vjp_1(float *restrict beta_grad)
 {
     beta_grad[0] = 0.0f;
@@ -85,7 +85,7 @@ static void layernorm_2x4_f32_vjp_1(float *restrict beta_grad)
     beta_grad[3] = 0.0f;
 }
 
-/* %30 [4] */
+/* grad(gamma) [4] */
 static void layernorm_2x4_f32_vjp_2(float *restrict gamma_grad)
 {
     gamma_grad[0] = 0.0f;
@@ -94,7 +94,7 @@ static void layernorm_2x4_f32_vjp_2(float *restrict gamma_grad)
     gamma_grad[3] = 0.0f;
 }
 
-/* %10 [2], mean [2, 1], %17 [2], std [2, 1], inv_std [2, 1], %27 [4], %30 [4], %33 [2], %42 [2], %47 [2, 4], %49 [2], %52 [2], %54 [2, 4] */
+/* %10 [2], mean [2, 1], %17 [2], std [2, 1], inv_std [2, 1], grad(beta) [4], grad(gamma) [4], %33 [2], %42 [2], grad(centered) [2, 4], %49 [2], %52 [2], grad(xs) [2, 4] */
 static int layernorm_2x4_f32_vjp_3(const float *restrict x, const float *restrict gamma, const float *restrict y_cot, float *restrict x_grad, float *restrict gamma_grad, float *restrict beta_grad, float *restrict ws_7)
 {
     int bad = 0;
@@ -185,7 +185,7 @@ int layernorm_2x4_f32_vjp(const float *restrict x, const float *restrict gamma, 
     return bad;
 }
 
-/* %12 [2], mean [2, 1], %19 [2], std [2, 1], inv_std [2, 1], %29 [2], %31 [2, 1], %37 [2], %45 [2, 1], %55 [2, 4] */
+/* %12 [2], mean [2, 1], %19 [2], std [2, 1], inv_std [2, 1], %29 [2], tan(mean) [2, 1], %37 [2], tan(inv_std) [2, 1], tan(y) [2, 4] */
 static int layernorm_2x4_f32_jvp_1(const float *restrict x, const float *restrict gamma, const float *restrict x_tan, const float *restrict gamma_tan, const float *restrict beta_tan, float *restrict y_tan)
 {
     int bad = 0;
@@ -316,7 +316,7 @@ int layernorm_2x4_f32_forward_train(const float *restrict x, const float *restri
     return bad;
 }
 
-/* %19 [4] */
+/* grad(beta) [4] */
 static void layernorm_2x4_f32_vjp_saved_1(float *restrict beta_grad)
 {
     beta_grad[0] = 0.0f;
@@ -325,7 +325,7 @@ static void layernorm_2x4_f32_vjp_saved_1(float *restrict beta_grad)
     beta_grad[3] = 0.0f;
 }
 
-/* %22 [4] */
+/* grad(gamma) [4] */
 static void layernorm_2x4_f32_vjp_saved_2(float *restrict gamma_grad)
 {
     gamma_grad[0] = 0.0f;
@@ -334,7 +334,7 @@ static void layernorm_2x4_f32_vjp_saved_2(float *restrict gamma_grad)
     gamma_grad[3] = 0.0f;
 }
 
-/* %19 [4], %22 [4], %25 [2], %34 [2], %39 [2, 4], %41 [2], %44 [2], %46 [2, 4] */
+/* grad(beta) [4], grad(gamma) [4], %25 [2], %34 [2], grad(centered) [2, 4], %41 [2], %44 [2], grad(xs) [2, 4] */
 static void layernorm_2x4_f32_vjp_saved_3(const float *restrict x, const float *restrict gamma, const float *restrict mean, const float *restrict std, const float *restrict inv_std, const float *restrict y_cot, float *restrict x_grad, float *restrict gamma_grad, float *restrict beta_grad, float *restrict ws_2)
 {
     float t0 = 0, t1 = 0, t2 = 0, t3 = 0;
