@@ -1,7 +1,8 @@
 /* bench.c: the kerngen benchmark. run.sh emits one kernel per case of cases.txt, compiles it
  * with gcc -O3 -march=native -ffp-contract=off (as an AOT user would), generates the glue that
  * lists the functions each header declares (glue.h), and links this file with the hand loops
- * (hand.c at -O3, at -Ofast and under tcc), libkerngen (the JIT) and optionally oneDNN.
+ * (hand.c at -O3, at -Ofast and under tcc), libkerngen (the JIT: the tcc and cc tiers) and
+ * optionally oneDNN.
  *
  * Each case gives four rows: fwd (forward), bwd (VJP: the gradient of every input), jvp and
  * train (a training step: forward then backward in one timed unit). Per row:
@@ -39,9 +40,9 @@
 
 /* ---- contenders, passes ---- */
 
-enum variant { V_AOT, V_HAND, V_FAST, V_DNNL, V_JIT, V_TCC, NVARIANTS };
+enum variant { V_AOT, V_HAND, V_FAST, V_DNNL, V_JIT, V_CC, V_TCC, NVARIANTS };
 static const char *const VNAME[NVARIANTS] = {"AOT", "hand -O3", "hand -Ofast", "oneDNN",
-                                             "JIT tcc", "hand tcc"};
+                                             "JIT tcc", "JIT cc", "hand tcc"};
 enum pass { P_FWD, P_BWD, P_JVP, P_TRAIN, NPASSES };
 static const char *const PNAME[NPASSES] = {"fwd", "bwd", "jvp", "train"};
 static const char *const OPS[] = {"layernorm", "rmsnorm", "batchnorm", "groupnorm",
@@ -132,9 +133,11 @@ typedef struct {
     const glue_fn *prep_bwd;                  /* run once before a bwd row (forward_train) */
     int saved_api;                            /* forward_train + vjp_saved are declared */
     long flops[NPASSES];                      /* matrix-product flops (ffn), 0 otherwise */
-    kg_kernel *jit;
+    kg_kernel *jit;                           /* the tcc tier (kg_request.jit "tcc") */
     double jit_generate_ms, jit_compile_ms;
     size_t jit_bytes;
+    kg_kernel *cc;                            /* the cc tier; NULL when it fell back to tcc */
+    double cc_generate_ms, cc_cold_ms, cc_warm_ms; /* warm: NAN when the cache missed again */
 } bcase;
 
 static buf *find(bcase *c, const char *name)
@@ -352,8 +355,9 @@ static void setup_functions(bcase *c)
         die("unexpected forward arguments in", k->name);
 }
 
-/* the JIT's version of the case (--unroll auto, the JIT's default), timed with its AOT rows */
-static void setup_jit(bcase *c)
+/* A library kernel of the case in tier jit ("tcc": default unroll auto; "cc": unroll none),
+ * generated and compiled; the times in ms. */
+static kg_kernel *make_jit(bcase *c, const char *jit, double *gen_ms, double *compile_ms)
 {
     kg_request req = {0};
     const char *params[8];
@@ -373,20 +377,44 @@ static void setup_jit(bcase *c)
     req.params = params;
     req.nparams = n;
     req.dtype = c->f64 ? "f64" : "f32";
+    req.jit = jit;
+    kg_kernel *k = NULL;
     char *err = NULL;
     double t0 = now();
-    if (kg_generate(&req, &c->jit, &err) != KG_OK)
+    if (kg_generate(&req, &k, &err) != KG_OK)
         die("JIT generate failed", err);
     double t1 = now();
-    if (kg_compile(c->jit, &err) != KG_OK)
+    if (kg_compile(k, &err) != KG_OK)
         die("JIT compile failed", err);
-    c->jit_generate_ms = 1e3 * (t1 - t0);
-    c->jit_compile_ms = 1e3 * (now() - t1);
-    size_t stmts;
-    kg_stats(c->jit, &stmts, &c->jit_bytes);
+    *gen_ms = 1e3 * (t1 - t0);
+    *compile_ms = 1e3 * (now() - t1);
     for (int p = 0; p < KG_NPASSES; p++)
-        if (kg_ws_size(c->jit, (kg_pass)p) > c->ws_n)
-            c->ws_n = kg_ws_size(c->jit, (kg_pass)p);
+        if (kg_ws_size(k, (kg_pass)p) > c->ws_n)
+            c->ws_n = kg_ws_size(k, (kg_pass)p);
+    return k;
+}
+
+/* The library's kernels of the case, timed with its AOT rows: the cc tier for every case (run.sh
+ * gives an empty cache: the first compile is a miss, cold; a second kernel of the same request
+ * then loads the entry, warm), the tcc tier for the cases marked jit. */
+static void setup_jit(bcase *c)
+{
+    double g, t;
+    size_t stmts;
+    if (c->k->jit) {
+        c->jit = make_jit(c, "tcc", &c->jit_generate_ms, &c->jit_compile_ms);
+        kg_stats(c->jit, &stmts, &c->jit_bytes);
+    }
+    c->cc = make_jit(c, "cc", &c->cc_generate_ms, &c->cc_cold_ms);
+    if (strcmp(kg_tier(c->cc), "cc") != 0) {
+        printf("        %s: no JIT cc column: %s\n", c->k->name, kg_tier_note(c->cc));
+        kg_free(c->cc);
+        c->cc = NULL;
+        return;
+    }
+    kg_kernel *warm = make_jit(c, "cc", &g, &t);
+    c->cc_warm_ms = kg_tier_note(warm) && strstr(kg_tier_note(warm), "cache hit") ? t : NAN;
+    kg_free(warm);
 }
 
 static void setup_reference(bcase *c);
@@ -430,8 +458,7 @@ static void setup(bcase *c, const glue_kernel *k)
     for (int j = 0; j < 3; j++)
         named(c, "%s", OUTPUT[j]);
     fill(c, find(c, "y_cot"), 1, 0);
-    if (k->jit)
-        setup_jit(c);
+    setup_jit(c);
     c->ws = xmalloc((c->ws_n + 1) * c->es);
 
     /* the hand loops' view of the same buffers, plus what their forward saves */
@@ -511,6 +538,7 @@ static void teardown(bcase *c)
     for (int i = 0; i < c->nin; i++)
         free(c->ref_grad[i]);
     kg_free(c->jit);
+    kg_free(c->cc);
 }
 
 /* ---- one row: a case in one pass ---- */
@@ -529,7 +557,8 @@ typedef struct {
     buf *out[MAXIN + 1];
     double *ref[MAXIN + 1];
     int has[NVARIANTS];
-    bound_call aot[2], jit[2], aot_prep; /* aot[1], jit[1]: the vjp of a training step */
+    bound_call aot[2], aot_prep;         /* aot[1]: the vjp of a training step */
+    bound_call jit[2], jit_prep;         /* the library's passes of aot's functions (both tiers) */
     int naot, njit, has_prep;
     hand_call hand, hand_prep;           /* the row's pass; the forward before a bwd row */
     void (*hand_fn[NVARIANTS])(const hand_call *);
@@ -549,12 +578,13 @@ static void bind_aot(bcase *c, const glue_fn *f, bound_call *b)
 
 static void bind_jit(bcase *c, kg_pass pass, bound_call *b)
 {
-    int n = kg_nargs(c->jit, pass);
+    kg_kernel *k = c->jit ? c->jit : c->cc; /* both tiers have the same arguments */
+    int n = kg_nargs(k, pass);
     if (n > 15)
         die("too many JIT arguments in", c->k->name);
     b->pass = pass;
     for (int i = 0; i < n; i++) {
-        const kg_arg *a = kg_arg_at(c->jit, pass, i);
+        const kg_arg *a = kg_arg_at(k, pass, i);
         buf *bf = find(c, a->cname);
         if (!bf || bf->n != a->count)
             die("JIT argument does not match the AOT one:", a->cname);
@@ -564,7 +594,8 @@ static void bind_jit(bcase *c, kg_pass pass, bound_call *b)
 }
 
 static const enum hand_pass HAND_PASS[NPASSES] = {HAND_FWD, HAND_BWD, HAND_JVP, HAND_TRAIN};
-static const kg_pass KG_PASS[NPASSES] = {KG_FORWARD, KG_VJP, KG_JVP, KG_FORWARD};
+
+static kg_kernel *jit_kernel(const row *r, int v) { return v == V_CC ? r->c->cc : r->c->jit; }
 
 static int run_variant(row *r, int v)
 {
@@ -575,9 +606,12 @@ static int run_variant(row *r, int v)
             rc |= r->aot[i].aot(r->aot[i].args);
         return rc;
     case V_JIT:
+    case V_CC: {
+        kg_kernel *k = jit_kernel(r, v);
         for (int i = 0; i < r->njit; i++)
-            rc |= kg_call(r->c->jit, r->jit[i].pass, r->jit[i].args, kg_nargs(r->c->jit, r->jit[i].pass) + 1);
+            rc |= kg_call(k, r->jit[i].pass, r->jit[i].args, kg_nargs(k, r->jit[i].pass) + 1);
         return rc;
+    }
     case V_HAND:
     case V_FAST:
     case V_TCC: r->hand_fn[v](&r->hand); return 0;
@@ -595,6 +629,8 @@ static void prepare(row *r, int v)
         return;
     if (v == V_AOT && r->has_prep)
         r->aot_prep.aot(r->aot_prep.args);
+    if ((v == V_JIT || v == V_CC) && r->has_prep)
+        kg_call(jit_kernel(r, v), r->jit_prep.pass, r->jit_prep.args, kg_nargs(jit_kernel(r, v), r->jit_prep.pass) + 1);
     if (v == V_HAND || v == V_FAST || v == V_TCC)
         r->hand_fn[v](&r->hand_prep);
 }
@@ -616,15 +652,21 @@ static void setup_row(row *r, bcase *c, enum pass pass)
         r->out[r->nout] = find(c, "y_tan"), r->ref[r->nout++] = c->ref_ty;
     r->has[V_AOT] = r->has[V_HAND] = r->has[V_FAST] = 1;
     r->has[V_JIT] = c->jit != NULL;
+    r->has[V_CC] = c->cc != NULL;
     r->has[V_TCC] = c->k->jit && !c->f64;
     for (int i = 0; i < 2 && c->fn[pass][i]; i++)
         bind_aot(c, c->fn[pass][i], &r->aot[r->naot++]);
     if (pass == P_BWD && c->prep_bwd)
         bind_aot(c, c->prep_bwd, &r->aot_prep), r->has_prep = 1;
-    if (c->jit) {
-        bind_jit(c, KG_PASS[pass], &r->jit[r->njit++]);
-        if (pass == P_TRAIN)
-            bind_jit(c, KG_VJP, &r->jit[r->njit++]);
+    if (c->jit || c->cc) { /* the library's passes of the AOT functions timed (the glue names them) */
+        for (int i = 0; i < r->naot; i++) {
+            int p = kg_pass_from_name(c->fn[pass][i]->pass);
+            if (p < 0)
+                die("no library pass named", c->fn[pass][i]->pass);
+            bind_jit(c, (kg_pass)p, &r->jit[r->njit++]);
+        }
+        if (r->has_prep)
+            bind_jit(c, (kg_pass)kg_pass_from_name(c->prep_bwd->pass), &r->jit_prep);
     }
     r->hand = r->hand_prep = c->hc;
     r->hand.pass = HAND_PASS[pass];
@@ -676,8 +718,8 @@ static void poison(const row *r)
         memset(r->out[o]->p, 0xff, r->out[o]->n * r->c->es); /* all-ones bits: NaN */
 }
 
-/* JIT and AOT outputs bit for bit (when they run the same passes) */
-static int jit_identical(row *r)
+/* a library tier's and AOT's outputs bit for bit (they run the same passes) */
+static int jit_identical(row *r, int v)
 {
     void *aot[MAXIN + 1];
     poison(r);
@@ -687,7 +729,8 @@ static int jit_identical(row *r)
         memcpy(aot[o], r->out[o]->p, r->out[o]->n * r->c->es);
     }
     poison(r);
-    run_variant(r, V_JIT);
+    prepare(r, v);
+    run_variant(r, v);
     int same = 1;
     for (int o = 0; o < r->nout; o++) {
         same &= memcmp(aot[o], r->out[o]->p, r->out[o]->n * r->c->es) == 0;
@@ -893,7 +936,7 @@ static double peak(int f64)
 
 typedef struct {
     char label[80];
-    int op_index, f64, jit_same; /* jit_same: -1 not compared */
+    int op_index, f64, jit_same, cc_same; /* -1 not compared */
     enum pass pass;
     double us[NVARIANTS];  /* NAN: not run */
     double err[NVARIANTS]; /* NAN: not run */
@@ -907,6 +950,33 @@ typedef struct {
 
 #define MAXROWS 200
 static result results[MAXROWS];
+
+/* JIT latency per jit case, ms (wall clock, one run each) */
+#define MAXLAT 64
+typedef struct {
+    char label[64];
+    double gen_tcc, tcc, gen_cc, cc_cold, cc_warm;
+} latency_row;
+static latency_row lat[MAXLAT];
+static int nlat;
+
+static void print_latency(void)
+{
+    if (!nlat)
+        return;
+    printf("\nJIT latency, ms (wall clock, one run each): kg_generate of the tcc text (unroll auto) and "
+           "of the cc text\n(unroll none), kg_compile with libtcc, and with cc: cold = an empty cache "
+           "(compiles), warm = a cache hit\n");
+    printf("%-38s%12s%12s%12s%12s%12s\n", "case", "gen (tcc)", "tcc", "gen (cc)", "cc cold", "cc warm");
+    for (int i = 0; i < nlat; i++) {
+        const double v[5] = {lat[i].gen_tcc, lat[i].tcc, lat[i].gen_cc, lat[i].cc_cold, lat[i].cc_warm};
+        static const int digits[5] = {1, 2, 1, 0, 2};
+        printf("%-38s", lat[i].label);
+        for (int j = 0; j < 5; j++)
+            v[j] == v[j] ? printf("%12.*f", digits[j], v[j]) : printf("%12s", "-");
+        printf("\n");
+    }
+}
 static int nresults;
 static double peak_f32, peak_f64;
 
@@ -941,7 +1011,7 @@ static void run_row(bcase *c, enum pass pass, int index, int total)
     setup_row(&r, c, pass);
     memset(res, 0, sizeof *res);
     snprintf(res->label, sizeof res->label, "%s %s", c->label, PNAME[pass]);
-    res->op_index = c->op_index, res->f64 = c->f64, res->pass = pass, res->jit_same = -1;
+    res->op_index = c->op_index, res->f64 = c->f64, res->pass = pass, res->jit_same = res->cc_same = -1;
     snprintf(res->aot_fns, sizeof res->aot_fns, "%s%s%s", c->fn[pass][0]->pass,
              c->fn[pass][1] ? "+" : "", c->fn[pass][1] ? c->fn[pass][1]->pass : "");
 #ifdef HAVE_ONEDNN
@@ -964,9 +1034,13 @@ static void run_row(bcase *c, enum pass pass, int index, int total)
         if (res->failed[v])
             r.has[v] = 0;
     }
-    if (r.has[V_JIT] && r.has[V_AOT] && !(c->saved_api && (pass == P_BWD || pass == P_TRAIN))) {
-        res->jit_same = jit_identical(&r);
-        printf("; JIT==AOT bits: %s", res->jit_same ? "yes" : "no");
+    if (r.has[V_JIT] && r.has[V_AOT]) {
+        res->jit_same = jit_identical(&r, V_JIT);
+        printf("; tcc==AOT bits: %s", res->jit_same ? "yes" : "no");
+    }
+    if (r.has[V_CC] && r.has[V_AOT]) {
+        res->cc_same = jit_identical(&r, V_CC);
+        printf("; cc==AOT bits: %s", res->cc_same ? "yes" : "no");
     }
     printf("\n");
     if (res->dnnl_impl[0] && (pass == P_FWD || pass == P_TRAIN))
@@ -978,8 +1052,7 @@ static void run_row(bcase *c, enum pass pass, int index, int total)
     int idx[NVARIANTS + 1], n = 0;
     for (int v = 0; v < NVARIANTS; v++)
         if (r.has[v]) {
-            if (v != V_JIT)
-                prepare(&r, v);
+            prepare(&r, v);
             jobs[n] = (job){job_variant, &r, v};
             idx[n++] = v;
         }
@@ -1063,8 +1136,8 @@ static void print_tables(void)
     }
     printf("\nRatios of times (< 1: kerngen AOT is faster). best = the fastest of hand -O3, "
            "hand -Ofast, oneDNN;\nbound: m memory, c compute; kerngen = the AOT functions timed\n");
-    printf("%-38s%12s%10s%10s%10s%10s%12s%9s  %s\n", "row", "best", "AOT/best", "AOT/O3",
-           "AOT/Ofast", "AOT/dnnl", "AOT/bound", "JIT/AOT", "kerngen");
+    printf("%-38s%12s%10s%10s%10s%10s%12s%9s%8s  %s\n", "row", "best", "AOT/best", "AOT/O3",
+           "AOT/Ofast", "AOT/dnnl", "AOT/bound", "tcc/AOT", "cc/AOT", "kerngen");
     for (int i = 0; i < nresults; i++) {
         const result *r = &results[i];
         int b = best_peer(r);
@@ -1076,6 +1149,7 @@ static void print_tables(void)
         cell_ratio(r->us[V_AOT] / bound_us(r), 10);
         printf(" %c", r->flop_us > r->mem_us ? 'c' : 'm');
         cell_ratio(r->us[V_JIT] / r->us[V_AOT], 9);
+        cell_ratio(r->us[V_CC] / r->us[V_AOT], 8);
         printf("  %s\n", r->aot_fns);
     }
 }
@@ -1138,6 +1212,8 @@ static int t_norm_big(const result *r)
 {
     return is_norm(r) && !strstr(r->label, " 8x64 ");
 }
+static int t_cc(const result *r) { return r->us[V_CC] == r->us[V_CC] && r->us[V_AOT] == r->us[V_AOT]; }
+static double v_cc(const result *r) { return r->us[V_CC] / r->us[V_AOT]; }
 static double v_ratio(const result *r) { return ratio(r); }
 static double v_dnnl(const result *r) { return r->us[V_AOT] / r->us[V_DNNL]; }
 static double v_fast(const result *r) { return r->us[V_AOT] / r->us[V_FAST]; }
@@ -1157,8 +1233,8 @@ static void print_summary(void)
     printf("\n  by pass:    ");
     for (int p = 0; p < NPASSES; p++)
         printf(" %s %.2f", PNAME[p], geomean_where(by_pass, p, NULL));
-    double sb = 0, sj = 0;
-    int nb = 0, nj = 0, same = 0, compared = 0;
+    double sb = 0, sj = 0, sc = 0, worst_cc = 0;
+    int nb = 0, nj = 0, nc = 0, same = 0, compared = 0, cc_same = 0, cc_compared = 0;
     for (int i = 0; i < nresults; i++) {
         const result *r = &results[i];
         double q = r->us[V_AOT] / bound_us(r);
@@ -1169,11 +1245,20 @@ static void print_summary(void)
             sj += log(q), nj++;
         if (r->jit_same >= 0)
             compared++, same += r->jit_same;
+        q = r->us[V_CC] / r->us[V_AOT];
+        if (q == q)
+            sc += log(q), nc++, worst_cc = q > worst_cc ? q : worst_cc;
+        if (r->cc_same >= 0)
+            cc_compared++, cc_same += r->cc_same;
     }
     printf("\nGeomean of kerngen AOT / bound over %d rows: %.2f\n", nb, nb ? exp(sb / nb) : NAN);
     if (nj)
         printf("Geomean of JIT (tcc) / AOT (gcc) over %d rows: %.2f; JIT output bit-identical to "
                "AOT in %d of %d rows compared\n", nj, exp(sj / nj), same, compared);
+    if (nc)
+        printf("Geomean of JIT (cc) / AOT (gcc) over %d rows: %.2f (worst %.2f); cc output "
+               "bit-identical to AOT in %d of %d rows compared\n", nc, exp(sc / nc), worst_cc, cc_same,
+               cc_compared);
 
     ranked rk[MAXROWS];
     int nr = 0;
@@ -1205,6 +1290,8 @@ static void print_summary(void)
     target("layernorm/rmsnorm 4096x1024 bwd and train <= 1.0x the fastest peer", t_ln_rms_large,
            v_ratio, 1.0);
     target("normalizations from 64x768 on within 1.5x of the memory bound", t_norm_big, v_bound, 1.5);
+    printf("Targets of the JIT tiers:\n");
+    target("JIT cc (warm) <= 1.1x AOT on every row", t_cc, v_cc, 1.1);
 }
 
 static void write_tsv(const char *path)
@@ -1254,12 +1341,27 @@ int main(void)
         saved_cases += c->saved_api;
         for (int p = 0; p < NPASSES; p++)
             run_row(c, (enum pass)p, ++index, total);
-        if (c->jit)
-            printf("        JIT %s: generate %.1f ms, tcc compile %.1f ms, %zu bytes of C\n",
-                   c->label, c->jit_generate_ms, c->jit_compile_ms, c->jit_bytes);
+        if (c->jit || c->cc) {
+            printf("        JIT %s:", c->label);
+            if (c->jit)
+                printf(" tcc: generate %.1f ms, compile %.1f ms, %zu bytes of C;", c->jit_generate_ms,
+                       c->jit_compile_ms, c->jit_bytes);
+            if (c->cc)
+                printf(" cc: generate %.1f ms, compile %.1f ms cold (cache miss), %.2f ms warm (cache hit)",
+                       c->cc_generate_ms, c->cc_cold_ms, c->cc_warm_ms);
+            printf("\n");
+            if (nlat < MAXLAT) {
+                latency_row *l = &lat[nlat++];
+                snprintf(l->label, sizeof l->label, "%s", c->label);
+                l->gen_tcc = c->jit ? c->jit_generate_ms : NAN, l->tcc = c->jit ? c->jit_compile_ms : NAN;
+                l->gen_cc = c->cc ? c->cc_generate_ms : NAN;
+                l->cc_cold = c->cc ? c->cc_cold_ms : NAN, l->cc_warm = c->cc ? c->cc_warm_ms : NAN;
+            }
+        }
         teardown(c);
     }
     print_tables();
+    print_latency();
     printf("\nTraining step and bwd rows: kerngen runs %s\n",
            saved_cases == glue_nkernels ? "forward_train + vjp_saved (bwd: vjp_saved after one "
                                           "forward_train)"

@@ -18,11 +18,11 @@ set title "kerngen AOT vs the fastest of hand -O3, hand -Ofast, oneDNN (one run;
 color(p) = p eq "fwd" ? 0x4477aa : p eq "bwd" ? 0xcc3311 : p eq "jvp" ? 0x228833 : 0xaa3377
 lo(r) = r < 1 ? r : 1
 hi(r) = r > 1 ? r : 1
-plot tsv skip 1 using 0:(1):($0-0.4):($0+0.4):(lo($12)):(hi($12)):(color(strcol(3))):xtic(1) \
+plot tsv skip 1 using 0:(1):($0-0.4):($0+0.4):(lo($13)):(hi($13)):(color(strcol(3))):xtic(1) \
        with boxxyerror fs solid 0.85 noborder lc rgb variable notitle, \
      NaN with boxes fs solid lc rgb "#4477aa" title "fwd", \
      NaN with boxes fs solid lc rgb "#cc3311" title "bwd", \
      NaN with boxes fs solid lc rgb "#228833" title "jvp", \
      NaN with boxes fs solid lc rgb "#aa3377" title "train", \
-     tsv skip 1 using 0:13 with points pt 7 ps 0.7 lc rgb "black" title "kerngen AOT / bound", \
+     tsv skip 1 using 0:14 with points pt 7 ps 0.7 lc rgb "black" title "kerngen AOT / bound", \
      1 with lines lc rgb "#555555" lw 1.5 notitle

@@ -133,13 +133,16 @@ rev=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)
     "load average $(cut -d' ' -f1-3 /proc/loadavg)"
   echo "gcc $(gcc -dumpfullversion), $(tcc -v 2>&1 | head -1);" \
     "OMP_NUM_THREADS=1; $([ ${#PIN[@]} -gt 0 ] && echo "pinned to CPU $cpu (taskset)" || echo "not pinned (no taskset)")"
-  echo "kernels: kerngen emit --unroll none, gcc ${STRICT[*]}; JIT: kg_generate (unroll auto) + libtcc"
+  echo "kernels: kerngen emit --unroll none, gcc ${STRICT[*]}; JIT tcc: kg_generate (unroll auto) + libtcc;" \
+    "JIT cc: kg_generate (unroll none) + the cc tier (${CC:-cc}, an empty cache: cold, then warm)"
   echo "headers declaring forward_train/vjp_saved: $saved of ${#names[@]}"
   echo "build: $((BUILT - START)) s (emit, glue, compile in $NJOBS jobs, link)"
   echo
 } | tee "$OUT/bench.txt"
 status=0
-OMP_NUM_THREADS=1 BENCH_TSV="$OUT/results.tsv" "${PIN[@]}" "$TMP/bench" | tee -a "$OUT/bench.txt" ||
+# the cc tier's cache: empty, so that its first compile of each case is a miss (cold)
+mkdir -m 700 "$TMP/cc-cache"
+OMP_NUM_THREADS=1 KERNGEN_CACHE_DIR="$TMP/cc-cache" BENCH_TSV="$OUT/results.tsv" "${PIN[@]}" "$TMP/bench" | tee -a "$OUT/bench.txt" ||
   status=$?
 
 # ---- 5. the chart (optional)

@@ -1,4 +1,4 @@
-/* kerngen: the command-line tool. Subcommands list, emit, run, check, dot; see usage().
+/* kerngen: the command-line tool. Subcommands list, emit, run, check, bench, dot; see usage().
  * Exit codes: 0 success, 1 a failed check, 2 bad usage or bad input (one message naming the
  * culprit, no output files written), 3 internal error. */
 #define _POSIX_C_SOURCE 200809L
@@ -7,7 +7,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <dirent.h>
+#include <fcntl.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "kerngen.h"
@@ -29,6 +32,7 @@ static const char *const MAIN_USAGE =
     "  emit GRAPH ...       write <name>.h and <name>.c for an ahead-of-time build\n"
     "  run GRAPH ...        JIT-compile a pass and run it on .npy files\n"
     "  check GRAPH ...      verify the generated derivatives numerically (also: check --all)\n"
+    "  bench GRAPH ...      time generation, compilation and every pass of a kernel\n"
     "  dot GRAPH ...        Graphviz of the forward graph (or --pass vjp|jvp)\n"
     "\n"
     "kerngen COMMAND --help shows the options of a command. kerngen --version prints the version.\n"
@@ -48,6 +52,13 @@ static const char *const GEN_OPTIONS =
     "  --fuse auto|none     loop fusion (default auto); none is for diagnosis: same results\n"
     "  --check-ir           run the IR checker between passes\n";
 
+static const char *const JIT_OPTION =
+    "  --jit tcc|cc|auto    the compiled tier (same results in all): tcc (default), libtcc in\n"
+    "                       memory, ready in milliseconds; cc, the system C compiler ($CC, default\n"
+    "                       cc: -O3 -march=native) through a cache ($KERNGEN_CACHE_DIR, else\n"
+    "                       ~/.cache/kerngen), AOT speed; auto, tcc at once and cc from a\n"
+    "                       background thread when ready. Without a working cc, tcc runs (a note)\n";
+
 typedef struct {
     kg_request req;
     const char **params;
@@ -59,6 +70,7 @@ typedef struct {
     unsigned passes;   /* every --pass, as kg_request.passes */
     int all;
     int help;
+    int json;
     unsigned long seed;
 } cli;
 
@@ -97,7 +109,7 @@ static void parse(cli *c, const char *cmd, int argc, char **argv, const char *al
             const char *p = strstr(allowed, key);
             if (!p || (p[n] != ' ' && p[n] != 0) || (p != allowed && p[-1] != ' '))
                 die_usage(cmd, "unknown option '%s'", a);
-            int flag = strcmp(key, "--check-ir") == 0 || strcmp(key, "--all") == 0;
+            int flag = strcmp(key, "--check-ir") == 0 || strcmp(key, "--all") == 0 || strcmp(key, "--json") == 0;
             const char *val = NULL;
             if (!flag) {
                 if (a[n] == '=')
@@ -116,6 +128,8 @@ static void parse(cli *c, const char *cmd, int argc, char **argv, const char *al
             else if (strcmp(key, "--dump-ir") == 0) c->req.dump_ir = val;
             else if (strcmp(key, "--fuse") == 0) c->req.fuse = val;
             else if (strcmp(key, "--check-ir") == 0) c->req.check_ir = 1;
+            else if (strcmp(key, "--jit") == 0) c->req.jit = val;
+            else if (strcmp(key, "--json") == 0) c->json = 1;
             else if (strcmp(key, "--all") == 0) c->all = 1;
             else if (strcmp(key, "--in") == 0) c->ins[c->nins++] = val;
             else if (strcmp(key, "--out") == 0) c->out_dir = val;
@@ -123,7 +137,7 @@ static void parse(cli *c, const char *cmd, int argc, char **argv, const char *al
                 int pass = kg_pass_from_name(val);
                 if (pass < 0)
                     die_usage(cmd, "--pass: '%s' is not one of " PASS_LIST, val);
-                if (c->pass && strcmp(cmd, "emit") != 0)
+                if (c->pass && strcmp(cmd, "emit") != 0 && strcmp(cmd, "bench") != 0)
                     die_usage(cmd, "--pass given twice ('%s')", val);
                 c->pass = val;
                 c->passes |= 1u << pass;
@@ -232,6 +246,8 @@ static kg_kernel *generate(cli *c, int compile, int *rc)
         *rc = report(st, err);
         return NULL;
     }
+    if (compile && strcmp(kg_tier(k), "tcc") == 0 && kg_tier_note(k)) /* cc requested, tcc runs */
+        fprintf(stderr, "kerngen: %s\n", kg_tier_note(k));
     return k;
 }
 
@@ -421,7 +437,8 @@ static int write_outputs(const kg_kernel *k, kg_pass pass, const char *dir, run_
 static int cmd_run(int argc, char **argv)
 {
     cli c;
-    parse(&c, "run", argc, argv, "--dtype --semantics --unroll --vjp --jvp --pass --in --out --dump-ir --check-ir --fuse");
+    parse(&c, "run", argc, argv,
+          "--dtype --semantics --unroll --vjp --jvp --pass --in --out --dump-ir --check-ir --fuse --jit");
     if (c.help) {
         printf("usage: kerngen run GRAPH [NAME=VALUE...] [--dtype f32|f64] [--pass PASS]\n"
                "                  --in NAME=FILE.npy ... --out DIR\n\n"
@@ -433,8 +450,8 @@ static int cmd_run(int argc, char **argv)
                "  forward_train: as forward, and writes DIR/<value>.saved.npy for each saved value\n"
                "  vjp_saved:     as vjp, reading <value>.saved instead of recomputing it\n"
                "Outputs are written only when everything succeeded. A domain failure (a standard\n"
-               "deviation not > 0 and finite) is an error.\n\n%s",
-               GEN_OPTIONS);
+               "deviation not > 0 and finite) is an error.\n\n%s%s",
+               GEN_OPTIONS, JIT_OPTION);
         free_cli(&c);
         return 0;
     }
@@ -489,7 +506,7 @@ static int cmd_run(int argc, char **argv)
 static int cmd_check(int argc, char **argv)
 {
     cli c;
-    parse(&c, "check", argc, argv, "--semantics --unroll --vjp --jvp --all --seed --check-ir");
+    parse(&c, "check", argc, argv, "--semantics --unroll --vjp --jvp --all --seed --check-ir --jit");
     if (c.help) {
         printf("usage: kerngen check GRAPH [NAME=VALUE...] [--semantics S] [--unroll U] [--seed N]\n"
                "                    [--vjp derived|closed] [--jvp derived|closed]\n"
@@ -501,7 +518,7 @@ static int cmd_check(int argc, char **argv)
                "--vjp/--jvp choose the forms checked (default derived: the tape).\n"
                "  f32      f32 against f64 on hard inputs (normal, mean 1e4, constant, tiny scale)\n"
                "--all checks every graph at its default dims and prints a table.\n"
-               "Exit status 1 when a check fails.\n");
+               "Exit status 1 when a check fails.\n\n%s", JIT_OPTION);
         free_cli(&c);
         return 0;
     }
@@ -511,6 +528,15 @@ static int cmd_check(int argc, char **argv)
         die_usage("check", "--all takes no GRAPH or parameters%s", "");
     kg_check_options opt = {c.seed, stdout};
     char *err = NULL;
+    if (c.req.jit && (strcmp(c.req.jit, "cc") == 0 || strcmp(c.req.jit, "auto") == 0)) {
+        char *note = NULL; /* the kernels are made inside kg_check: say up front what runs */
+        kg_status cs = kg_cc_status(&note);
+        if (cs == KG_OK)
+            printf("%s%s\n", note, strcmp(c.req.jit, "auto") == 0 ? " (auto: each kernel runs tcc until its cc code is ready)" : "");
+        else if (cs == KG_EINPUT)
+            fprintf(stderr, "kerngen: cc tier unavailable, running tcc: %s\n", note);
+        free(note);
+    }
     kg_status st = c.all ? kg_check_all(&c.req, &opt, &err) : kg_check(&c.req, &opt, &err);
     free_cli(&c);
     if (st == KG_ECHECK)
@@ -518,6 +544,355 @@ static int cmd_check(int argc, char **argv)
     if (st != KG_OK)
         return report(st, err);
     return 0;
+}
+
+/* ---------------------------------------------------------------------------------------- */
+/* bench: the stopwatch of a JIT experimenter. Latencies in wall-clock time (a compile is partly
+   a child process); time per call in the calling thread's CPU time (time slices taken by other
+   processes do not count), per pass: warm-up, then batches, median and interquartile range. */
+
+enum { LATENCY_RUNS = 3, MAX_BATCHES = 31, MIN_BATCHES = 5 };
+#define BATCH_NS 2e6        /* a timed batch lasts at least this long */
+#define PASS_BUDGET_NS 1e9  /* the batches of one pass take about this much at most */
+
+static double clock_ns(clockid_t id)
+{
+    struct timespec t;
+    clock_gettime(id, &t);
+    return (double)t.tv_sec * 1e9 + (double)t.tv_nsec;
+}
+static double wall_ms(void) { return clock_ns(CLOCK_MONOTONIC) * 1e-6; }
+
+static int cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+typedef struct {
+    int runs;
+    double median, min, max;
+} latency;
+
+static latency summarize(double *v, int n)
+{
+    latency l = {n, 0, 0, 0};
+    if (n > 0) {
+        qsort(v, (size_t)n, sizeof *v, cmp_double);
+        l.median = n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
+        l.min = v[0];
+        l.max = v[n - 1];
+    }
+    return l;
+}
+
+typedef struct {
+    kg_pass pass;
+    double us, q1, q3; /* per call */
+    long calls;        /* per batch */
+    int batches, status;
+} pass_time;
+
+/* One buffer per argument file name ("x", "mean.saved", ...) shared by every pass, so
+   vjp_saved reads what forward_train saved; inputs deterministic (an LCG seeded by the name). */
+typedef struct {
+    const char *file;
+    void *data;
+} bench_buf;
+
+static void *bench_buffer(bench_buf *bufs, int *n, const kg_kernel *k, const kg_arg *a)
+{
+    for (int i = 0; i < *n; i++)
+        if (strcmp(bufs[i].file, a->file) == 0)
+            return bufs[i].data;
+    size_t es = kg_elem_size(k), count = a->count ? a->count : 1;
+    unsigned char *d = calloc(count, es);
+    if (!d)
+        abort();
+    unsigned long long seed = 14695981039346656037ull;
+    for (const char *p = a->file; *p; p++)
+        seed = (seed ^ (unsigned char)*p) * 1099511628211ull;
+    int positive = a->init && strcmp(a->init, "positive") == 0;
+    for (size_t e = 0; a->role < KG_ROLE_OUTPUT && e < count; e++) {
+        double u = 0;
+        for (int j = 0; j < 4; j++) { /* Irwin-Hall of four uniforms: about normal */
+            seed = seed * 6364136223846793005ull + 1442695040888963407ull;
+            u += (double)(seed >> 11) / 9007199254740992.0;
+        }
+        double v = positive ? 0.5 + u / 4 : (u - 2) * 1.7320508075688772;
+        if (es == 4) {
+            float f = (float)v;
+            memcpy(d + e * es, &f, es);
+        } else {
+            memcpy(d + e * es, &v, es);
+        }
+    }
+    bufs[*n].file = a->file;
+    bufs[(*n)++].data = d;
+    return d;
+}
+
+static double time_batch(const kg_kernel *k, kg_pass pass, void **args, int nargs, long calls)
+{
+    double t0 = clock_ns(CLOCK_THREAD_CPUTIME_ID);
+    for (long i = 0; i < calls; i++)
+        kg_call(k, pass, args, nargs);
+    return clock_ns(CLOCK_THREAD_CPUTIME_ID) - t0;
+}
+
+static pass_time time_pass(const kg_kernel *k, kg_pass pass, void **args, int nargs)
+{
+    pass_time r = {pass, 0, 0, 0, 1, 0, 0};
+    r.status = kg_call(k, pass, args, nargs);
+    double t;
+    while ((t = time_batch(k, pass, args, nargs, r.calls)) < BATCH_NS && r.calls < (1L << 30))
+        r.calls *= 2; /* the warm-up: until a batch lasts BATCH_NS */
+    r.batches = t * MAX_BATCHES <= PASS_BUDGET_NS ? MAX_BATCHES : (int)(PASS_BUDGET_NS / t) | 1;
+    if (r.batches < MIN_BATCHES)
+        r.batches = MIN_BATCHES;
+    double v[MAX_BATCHES];
+    for (int b = 0; b < r.batches; b++)
+        v[b] = time_batch(k, pass, args, nargs, r.calls) / (double)r.calls * 1e-3;
+    qsort(v, (size_t)r.batches, sizeof *v, cmp_double);
+    r.us = v[r.batches / 2];
+    r.q1 = v[r.batches / 4];
+    r.q3 = v[(3 * r.batches) / 4];
+    return r;
+}
+
+static void json_string(const char *s)
+{
+    if (!s) {
+        fputs("null", stdout);
+        return;
+    }
+    putchar('"');
+    for (; *s; s++) {
+        unsigned char ch = (unsigned char)*s;
+        if (ch == '"' || ch == '\\')
+            printf("\\%c", ch);
+        else if (ch == '\n')
+            fputs("\\n", stdout);
+        else if (ch < 0x20 || ch == 0x7f)
+            printf("\\u%04x", ch);
+        else
+            putchar(ch);
+    }
+    putchar('"');
+}
+
+static void json_latency(const char *key, const latency *l, int last)
+{
+    printf("    \"%s\": ", key);
+    if (l->runs)
+        printf("{\"median\": %.4f, \"min\": %.4f, \"max\": %.4f, \"runs\": %d}", l->median, l->min, l->max, l->runs);
+    else
+        fputs("null", stdout);
+    puts(last ? "" : ",");
+}
+
+static void print_latency(const char *what, const latency *l, const char *comment)
+{
+    if (!l->runs)
+        return;
+    printf("  %-34s %10.3f", what, l->median);
+    if (l->runs > 1)
+        printf("  [%.3f, %.3f]", l->min, l->max);
+    printf("  (%d run%s%s%s)\n", l->runs, l->runs > 1 ? "s" : "", comment ? ": " : "", comment ? comment : "");
+}
+
+/* rm of the private cache directory: its entries, then itself */
+static void remove_cache_dir(const char *dir)
+{
+    DIR *d = opendir(dir);
+    struct dirent *e;
+    while (d && (e = readdir(d)) != NULL)
+        if (strcmp(e->d_name, ".") != 0 && strcmp(e->d_name, "..") != 0)
+            unlinkat(dirfd(d), e->d_name, 0);
+    if (d)
+        closedir(d);
+    rmdir(dir);
+}
+
+static int cmd_bench(int argc, char **argv)
+{
+    cli c;
+    parse(&c, "bench", argc, argv, "--dtype --semantics --unroll --vjp --jvp --pass --jit --json --fuse");
+    if (c.help) {
+        printf("usage: kerngen bench GRAPH [NAME=VALUE...] [--dtype f32|f64] [--jit tcc|cc|auto]\n"
+               "                    [--pass PASS]... [--json]\n\n"
+               "Times what a JIT user waits for and what a kernel costs per call, for one tier:\n"
+               "  latency   kg_generate, then kg_compile: tcc; for cc an empty private cache (cold,\n"
+               "            a miss) and the same cache again (warm, a hit); for auto the return of\n"
+               "            kg_compile (tcc) and the moment kg_wait sees the cc tier (cold, warm).\n"
+               "            Wall-clock time, %d runs (cold: 1), median and range.\n"
+               "  per call  every pass (or each --pass): calls doubled until one batch lasts %.0f ms\n"
+               "            (warm-up), then up to %d batches (at least %d; about %.0f s per pass),\n"
+               "            the calling thread's CPU time; median and interquartile range per call.\n"
+               "            Inputs are deterministic; vjp_saved reads what forward_train saved.\n"
+               "The cc and auto tiers use a private cache directory, removed afterwards: your cache\n"
+               "is neither read nor filled. --json prints the same as one JSON object\n"
+               "(\"schema\": \"kerngen-bench-1\").\n\n%s%s",
+               LATENCY_RUNS, BATCH_NS * 1e-6, MAX_BATCHES, MIN_BATCHES, PASS_BUDGET_NS * 1e-9, GEN_OPTIONS,
+               JIT_OPTION);
+        free_cli(&c);
+        return 0;
+    }
+    if (!c.req.graph)
+        die_usage("bench", "missing GRAPH%s", "");
+    const char *jit = c.req.jit ? c.req.jit : "tcc";
+    int cc = strcmp(jit, "cc") == 0, autot = strcmp(jit, "auto") == 0;
+    if (!cc && !autot && strcmp(jit, "tcc") != 0)
+        die_usage("bench", "--jit: '%s' is not one of tcc, cc, auto", jit);
+    unsigned timed = c.passes;
+    c.req.passes = c.passes;
+    if (c.passes & (1u << KG_VJP_SAVED)) /* vjp_saved reads what forward_train saves */
+        c.req.passes |= 1u << KG_FORWARD_TRAIN;
+    char cache[4096] = "";
+    if (cc || autot) {
+        const char *tmp = getenv("TMPDIR");
+        snprintf(cache, sizeof cache, "%s/kerngen-bench-XXXXXX", tmp && *tmp ? tmp : "/tmp");
+        if (!mkdtemp(cache)) {
+            fprintf(stderr, "kerngen bench: cannot create a cache directory %s: %s\n", cache, strerror(errno));
+            free_cli(&c);
+            return EXIT_INTERNAL;
+        }
+        setenv("KERNGEN_CACHE_DIR", cache, 1);
+    }
+
+    /* latency: LATENCY_RUNS kernels, generated and compiled one after the other */
+    kg_kernel *k[LATENCY_RUNS] = {0};
+    double gen[LATENCY_RUNS], comp[LATENCY_RUNS], ready[LATENCY_RUNS];
+    int rc = 0;
+    for (int i = 0; i < LATENCY_RUNS && rc == 0; i++) {
+        char *err = NULL;
+        double t0 = wall_ms();
+        kg_status st = kg_generate(&c.req, &k[i], &err);
+        double t1 = wall_ms();
+        if (st == KG_OK)
+            st = kg_compile(k[i], &err);
+        double t2 = wall_ms();
+        if (st == KG_OK)
+            kg_wait(k[i]);
+        double t3 = wall_ms();
+        if (st != KG_OK) {
+            rc = report(st, err);
+            break;
+        }
+        gen[i] = t1 - t0, comp[i] = t2 - t1, ready[i] = t3 - t1;
+    }
+    kg_kernel *last = k[LATENCY_RUNS - 1];
+    const char *tier = rc == 0 ? kg_tier(last) : "none";
+    int got_cc = strcmp(tier, "cc") == 0;
+    latency none = {0, 0, 0, 0}, l_gen = none, l_tcc = none, l_cold = none, l_warm = none, r_cold = none,
+            r_warm = none;
+    if (rc == 0) {
+        l_gen = summarize(gen, LATENCY_RUNS);
+        if (!cc || !got_cc)
+            l_tcc = summarize(comp, LATENCY_RUNS);
+        if (cc && got_cc) {
+            l_cold = summarize(comp, 1);
+            l_warm = summarize(comp + 1, LATENCY_RUNS - 1);
+        }
+        if (autot && got_cc) {
+            r_cold = summarize(ready, 1);
+            r_warm = summarize(ready + 1, LATENCY_RUNS - 1);
+        }
+    }
+    if (rc == 0 && c.json && (cc || autot) && !got_cc && kg_tier_note(last)) /* the table says it */
+        fprintf(stderr, "kerngen: %s\n", kg_tier_note(last));
+
+    /* time per call, on the last kernel, in its final tier */
+    pass_time times[KG_NPASSES];
+    int ntimes = 0;
+    if (rc == 0) {
+        bench_buf bufs[256];
+        int nbufs = 0;
+        size_t ws = 0;
+        for (int p = 0; p < KG_NPASSES; p++)
+            if (kg_ws_size(last, (kg_pass)p) > ws)
+                ws = kg_ws_size(last, (kg_pass)p);
+        void *wsbuf = calloc(ws ? ws : 1, kg_elem_size(last));
+        void **args[KG_NPASSES] = {0};
+        for (int p = 0; p < KG_NPASSES; p++) {
+            if (!kg_has_pass(last, (kg_pass)p))
+                continue;
+            int n = kg_nargs(last, (kg_pass)p);
+            if (!(args[p] = calloc((size_t)n + 1, sizeof *args[p])) || !wsbuf || nbufs + n > 256)
+                abort();
+            for (int i = 0; i < n; i++)
+                args[p][i] = bench_buffer(bufs, &nbufs, last, kg_arg_at(last, (kg_pass)p, i));
+            args[p][n] = wsbuf;
+        }
+        if (args[KG_FORWARD_TRAIN]) /* saved values for vjp_saved, whatever is timed */
+            kg_call(last, KG_FORWARD_TRAIN, args[KG_FORWARD_TRAIN], kg_nargs(last, KG_FORWARD_TRAIN) + 1);
+        for (int p = 0; p < KG_NPASSES; p++)
+            if (args[p] && (!timed || (timed & (1u << p))))
+                times[ntimes++] = time_pass(last, (kg_pass)p, args[p], kg_nargs(last, (kg_pass)p) + 1);
+        for (int p = 0; p < KG_NPASSES; p++)
+            free(args[p]);
+        for (int i = 0; i < nbufs; i++)
+            free(bufs[i].data);
+        free(wsbuf);
+    }
+
+    if (rc == 0 && c.json) {
+        printf("{\n  \"schema\": \"kerngen-bench-1\",\n  \"kerngen\": \"%s\",\n  \"graph\": ", KG_VERSION);
+        json_string(c.req.graph);
+        fputs(",\n  \"kernel\": ", stdout);
+        json_string(kg_text(last, KG_TEXT_NAME));
+        fputs(",\n  \"params\": ", stdout);
+        json_string(kg_text(last, KG_TEXT_PARAMS));
+        printf(",\n  \"dtype\": \"%s\",\n  \"jit\": {\"requested\": \"%s\", \"tier\": \"%s\", \"note\": ",
+               kg_elem_size(last) == 8 ? "f64" : "f32", jit, tier);
+        json_string(kg_tier_note(last));
+        printf("},\n  \"method\": {\"latency_clock\": \"wall (CLOCK_MONOTONIC)\", \"latency_runs\": %d, "
+               "\"cold_runs\": 1, \"cache\": %s, \"call_clock\": \"thread CPU time (CLOCK_THREAD_CPUTIME_ID)\", "
+               "\"warmup\": \"calls doubled until a batch lasts %.0f ms\", \"max_batches\": %d, "
+               "\"statistic\": \"median and interquartile range (q1, q3) of the per-call time over the batches\"},\n",
+               LATENCY_RUNS, cc || autot ? "\"private, empty at start, removed after\"" : "null", BATCH_NS * 1e-6,
+               MAX_BATCHES);
+        puts("  \"latency_ms\": {");
+        json_latency("generate", &l_gen, 0);
+        json_latency("compile_tcc", &l_tcc, 0);
+        json_latency("compile_cc_cold", &l_cold, 0);
+        json_latency("compile_cc_warm", &l_warm, 0);
+        json_latency("cc_ready_cold", &r_cold, 0);
+        json_latency("cc_ready_warm", &r_warm, 1);
+        puts("  },\n  \"passes\": [");
+        for (int i = 0; i < ntimes; i++)
+            printf("    {\"pass\": \"%s\", \"us_per_call\": %.6g, \"q1\": %.6g, \"q3\": %.6g, \"calls_per_batch\": %ld, "
+                   "\"batches\": %d, \"status\": %d}%s\n",
+                   kg_pass_name(times[i].pass), times[i].us, times[i].q1, times[i].q3, times[i].calls,
+                   times[i].batches, times[i].status, i + 1 < ntimes ? "," : "");
+        puts("  ]\n}");
+    } else if (rc == 0) {
+        printf("kerngen bench %s %s, %s: --jit %s, running %s\n", c.req.graph, kg_text(last, KG_TEXT_PARAMS),
+               kg_elem_size(last) == 8 ? "f64" : "f32", jit, tier);
+        if (kg_tier_note(last))
+            printf("  (%s)\n", kg_tier_note(last));
+        printf("latency, wall clock, ms: median [min, max]\n");
+        print_latency("generate", &l_gen, NULL);
+        print_latency(autot ? "compile tcc (kg_compile returns)" : "compile tcc", &l_tcc, NULL);
+        print_latency("compile cc, cold (cache miss)", &l_cold, "an empty private cache");
+        print_latency("compile cc, warm (cache hit)", &l_warm, NULL);
+        print_latency("cc ready, cold (cache miss)", &r_cold, "kg_compile to kg_wait, generating the cc text too");
+        print_latency("cc ready, warm (cache hit)", &r_warm, NULL);
+        printf("time per call (%s tier), the calling thread's CPU time: calls doubled until one batch\n"
+               "lasts %.0f ms (warm-up), then timed batches; median and interquartile range (q1, q3)\n"
+               "of the per-call time over the batches:\n", tier, BATCH_NS * 1e-6);
+        printf("  %-15s %12s %12s %12s %12s %8s\n", "pass", "us/call", "q1", "q3", "calls/batch", "batches");
+        for (int i = 0; i < ntimes; i++)
+            printf("  %-15s %12.4g %12.4g %12.4g %12ld %8d%s\n", kg_pass_name(times[i].pass), times[i].us,
+                   times[i].q1, times[i].q3, times[i].calls, times[i].batches,
+                   times[i].status ? "  (domain failure on these inputs)" : "");
+    }
+    for (int i = 0; i < LATENCY_RUNS; i++)
+        kg_free(k[i]);
+    if (cache[0])
+        remove_cache_dir(cache);
+    free_cli(&c);
+    return rc;
 }
 
 static int cmd_dot(int argc, char **argv)
@@ -561,7 +936,8 @@ int main(int argc, char **argv)
     static const struct {
         const char *name;
         int (*fn)(int, char **);
-    } cmds[] = {{"list", cmd_list}, {"emit", cmd_emit}, {"run", cmd_run}, {"check", cmd_check}, {"dot", cmd_dot}};
+    } cmds[] = {{"list", cmd_list}, {"emit", cmd_emit}, {"run", cmd_run}, {"check", cmd_check},
+                  {"bench", cmd_bench}, {"dot", cmd_dot}};
     for (size_t i = 0; i < sizeof cmds / sizeof cmds[0]; i++)
         if (strcmp(cmd, cmds[i].name) == 0)
             return cmds[i].fn(argc - 2, argv + 2);

@@ -72,6 +72,14 @@ typedef struct {
                                 Fewer passes generate faster; kg_call on a missing one gives
                                 KG_CALL_NO_PASS */
     int check_ir;            /* run the IR checker between passes */
+    const char *jit;         /* the tier kg_compile builds (results are bit-identical in all):
+                                "tcc" (default): libtcc in memory, ready in milliseconds;
+                                "cc": the system C compiler ($CC, default cc; -O3 -march=native
+                                -ffp-contract=off) into a shared object, through an on-disk
+                                cache; unroll defaults to "none" (loops, which gcc vectorizes);
+                                "auto": tcc at once, cc built in a background thread, and
+                                kg_call switches to it when it is ready. When cc cannot work,
+                                tcc runs and kg_tier_note says why */
 } kg_request;
 
 typedef struct {
@@ -96,8 +104,33 @@ typedef struct kg_kernel kg_kernel;
    with kg_free. */
 kg_status kg_generate(const kg_request *req, kg_kernel **out, char **err);
 
-/* JIT-compiles the kernel in memory with libtcc (serialized by a process-wide mutex). */
+/* JIT-compiles the kernel in the tier kg_request.jit chose: libtcc in memory (serialized by a
+ * process-wide mutex), or the system C compiler through the cache (kg_tier_note); under "auto"
+ * it returns once tcc is done and the cc tier follows in the background. A cc tier that cannot
+ * be built is not an error: tcc runs instead. Compiling twice does nothing. */
 kg_status kg_compile(kg_kernel *k, char **err);
+
+/* The tier kg_call runs now: "tcc", "cc", or "none" before kg_compile. Under "auto" it turns
+ * from "tcc" to "cc" once, while other threads may be calling the kernel: calls in flight finish
+ * in the old code, which lives until kg_free. */
+const char *kg_tier(const kg_kernel *k);
+
+/* Waits until a background compile ("auto") has finished, well or not, and returns kg_tier(k);
+ * at once for the other tiers. kg_free does not wait: it cancels the compile. */
+const char *kg_wait(const kg_kernel *k);
+
+/* How the cc tier went, or NULL (tcc requested, or a background compile still running): on
+ * success the cache hit or the compile ("cc tier: cache hit, <file>"); when tcc runs instead,
+ * why ("cc tier unavailable, running tcc: no C compiler 'cc' on PATH (set CC)"). The library
+ * prints nothing: show it to your user. The text lives as long as the kernel. */
+const char *kg_tier_note(const kg_kernel *k);
+
+/* Whether the cc tier can work here, compiling nothing: KG_OK and *note naming the compiler and
+ * the cache directory, or KG_EINPUT and *note saying why not (no compiler, a compiler that does
+ * not run, a cache directory refused or not creatable). *note is malloc'd. The cache directory
+ * is $KERNGEN_CACHE_DIR, else $XDG_CACHE_HOME/kerngen, else $HOME/.cache/kerngen; it must be
+ * yours and writable by nobody else. $KERNGEN_CACHE_MAX bounds its size (default 256M). */
+kg_status kg_cc_status(char **note);
 
 /* Arguments of a pass in call order; the workspace follows them. */
 int kg_nargs(const kg_kernel *k, kg_pass pass);

@@ -2,6 +2,9 @@
 #ifndef KG_INTERNAL_H
 #define KG_INTERNAL_H
 
+#include <pthread.h>
+#include <sys/types.h>
+
 #include "kerngen.h"
 
 struct kg_fn {
@@ -21,7 +24,11 @@ struct kg_kernel {
     char **libm;                      /* names of the libm functions the JIT unit declares */
     int nlibm;
     void *tcc;                        /* TCCState *, owned */
+    /* What kg_call runs, per pass. Read and written with __atomic builtins (acquire/release):
+       the cc tier replaces them while other threads may be calling (kg_tier.c). */
     int (*entry[KG_NPASSES])(void *const *);
+    struct kg_tier *tier;             /* kg_request.jit "cc" or "auto": the tier state, owned;
+                                         NULL for "tcc" */
 };
 
 /* malloc'd printf and strdup; NULL when memory runs out (the library never aborts). */
@@ -42,7 +49,57 @@ typedef struct {
 extern const kg_embedded_file kg_embedded[];
 extern const size_t kg_embedded_count;
 
-/* Releases the compiled code (kg_jit.c). */
+/* Releases the compiled code (kg_jit.c); first the cc tier (kg_tier_release). */
 void kg_jit_release(kg_kernel *k);
+
+/* libtcc: compiles k's JIT unit in memory and sets k->entry (kg_jit.c). */
+kg_status kg_jit_compile_tcc(kg_kernel *k, char **err);
+
+/* ---- tiers (kg_tier.c) ---- */
+
+/* Checks req->jit and gives the request to generate: for "cc" the unroll default is "none"
+   (loops, which gcc vectorizes) instead of "auto". KG_EINPUT for an unknown tier. */
+kg_status kg_tier_prepare(const kg_request *req, kg_request *gen, char **err);
+/* After generation: keeps the tier choice (and, for "auto", what regenerating needs). */
+kg_status kg_tier_attach(kg_kernel *k, const kg_request *req, char **err);
+/* Stops and joins a background compile, unloads the cc code; k->tier is NULL afterwards. */
+void kg_tier_release(kg_kernel *k);
+
+/* ---- the cc tier's compiler and cache (kg_cc.c) ---- */
+
+/* What a compile reads from the environment, captured in the thread that calls kg_compile. */
+typedef struct {
+    char *cc;        /* $CC, default "cc": words separated by blanks (no shell) */
+    char *dir;       /* the cache directory; NULL when none can be named (why: dir_problem) */
+    char *parent;    /* its parent, created 0700 when missing ($XDG_CACHE_HOME, ~/.cache); or NULL */
+    char *dir_problem;
+    char *max;       /* $KERNGEN_CACHE_MAX or NULL */
+    char *path;      /* $PATH or NULL, where the compiler is looked for */
+} kg_cc_env;
+
+/* Fills env from the environment; -1 when memory runs out (env is then empty). */
+int kg_cc_env_capture(kg_cc_env *env);
+void kg_cc_env_free(kg_cc_env *env);
+
+/* Cancellation of a background compile: kg_tier_release sets `cancelled` and signals the
+   compiler's process group (`child`, under mu) so that kg_cc_build returns soon. */
+typedef struct {
+    pthread_mutex_t mu;
+    pid_t child;        /* the running compiler (also its process group), else 0; under mu */
+    int cancelled;      /* __atomic */
+} kg_cc_abort;
+
+/* The cc tier of one JIT unit: loads <cache>/<key>.so, or compiles source with the system C
+   compiler, caches and loads it. On KG_OK *dl and entry[p] for every pass k generated are set
+   and *note (malloc'd, may be NULL) says how (cache hit, or compiled); otherwise *note says why
+   not, for the caller's fallback to tcc. ab may be NULL (no cancellation). */
+kg_status kg_cc_build(const kg_kernel *k, const char *source, const kg_cc_env *env, kg_cc_abort *ab,
+                      void **dl, int (*entry[KG_NPASSES])(void *const *), char **note);
+
+/* Wakes compiles waiting for a compiler slot (after setting an abort's `cancelled`). */
+void kg_cc_wake(void);
+
+/* SHA-256 of data (kg_cc.c; exported for tests/test_tier.c). */
+void kg__sha256(const void *data, size_t len, unsigned char digest[32]);
 
 #endif

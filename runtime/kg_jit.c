@@ -191,7 +191,7 @@ static int compile_locked(kg_kernel *k, TCCState **state, messages *m)
     return 0;
 }
 
-kg_status kg_compile(kg_kernel *k, char **err)
+kg_status kg_jit_compile_tcc(kg_kernel *k, char **err)
 {
     *err = NULL;
     if (k->tcc)
@@ -243,7 +243,11 @@ kg_status kg_compile(kg_kernel *k, char **err)
 
 int kg_call(const kg_kernel *k, kg_pass pass, void *const *args, int nargs)
 {
-    if ((unsigned)pass >= KG_NPASSES || !k->entry[pass])
+    if ((unsigned)pass >= KG_NPASSES)
+        return KG_CALL_NO_PASS;
+    /* acquire: the cc tier may be replacing this pointer now (kg_tier.c says why this is safe) */
+    int (*entry)(void *const *) = __atomic_load_n(&k->entry[pass], __ATOMIC_ACQUIRE);
+    if (!entry)
         return KG_CALL_NO_PASS;
     const struct kg_fn *f = &k->fns[pass];
     if (!args || nargs != f->nargs + 1 || (f->ws && !args[f->nargs]))
@@ -251,11 +255,12 @@ int kg_call(const kg_kernel *k, kg_pass pass, void *const *args, int nargs)
     for (int i = 0; i < f->nargs; i++)
         if (!args[i] && f->args[i].count)
             return KG_CALL_BAD_ARGS;
-    return k->entry[pass](args);
+    return entry(args);
 }
 
 void kg_jit_release(kg_kernel *k)
 {
+    kg_tier_release(k); /* first: a background compile reads the kernel */
     if (!k->tcc)
         return;
     pthread_mutex_lock(&tcc_lock);

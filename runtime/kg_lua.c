@@ -696,8 +696,16 @@ kg_status kg_generate(const kg_request *req, kg_kernel **out, char **err)
         *err = kg_strdup("no graph given");
         return *err ? KG_EINPUT : KG_ENOMEM;
     }
-    job j = {"generate", req, NULL, NULL, NULL};
-    kg_status st = run_job(&j, err);
+    kg_request gen; /* the tier may change a default (kg_tier.c) */
+    kg_status st = kg_tier_prepare(req, &gen, err);
+    if (st != KG_OK)
+        return st;
+    job j = {"generate", &gen, NULL, NULL, NULL};
+    st = run_job(&j, err);
+    if (st == KG_OK && (st = kg_tier_attach(j.k, req, err)) != KG_OK) {
+        kg_free(j.k);
+        j.k = NULL;
+    }
     *out = j.k;
     return st;
 }
