@@ -27,11 +27,14 @@ local MAXVAL = { f32 = "3.40282347e+38f", f64 = "1.7976931348623157e+308" }
 ---------------------------------------------------------------------------------------------
 -- Line buffer
 
+local INDENT = setmetatable({}, { __index = function(t, d) t[d] = string.rep("    ", d); return t[d] end })
+
 local function new_out()
   local o = { lines = {}, depth = 0, statements = 0 }
+  local lines = o.lines
   function o.line(s)
-    o.lines[#o.lines + 1] = (s == "" and "" or string.rep("    ", o.depth) .. s)
-    if s:sub(-1) == ";" then o.statements = o.statements + 1 end
+    lines[#lines + 1] = (s == "" and "" or INDENT[o.depth] .. s)
+    if s:byte(-1) == 59 then o.statements = o.statements + 1 end -- ends with ';'
   end
   function o.open(s) o.line(s); o.depth = o.depth + 1 end
   function o.close(s) o.depth = o.depth - 1; o.line(s or "}") end
@@ -40,14 +43,14 @@ local function new_out()
 end
 
 ---------------------------------------------------------------------------------------------
--- Expressions. A printed expression is {s, prec}: 3 atom, 2.5 unary minus, 2 * /, 1 + -.
+-- Expressions. A printed expression is {s, prec}, or the two values s, prec on the hot paths:
+-- prec 3 atom, 2.5 unary minus, 2 * /, 1 + -.
 
-local function atom(s) return { s = s, prec = 3 } end
-local function paren(p, min) if p.prec < min then return "(" .. p.s .. ")" end return p.s end
-local function infix(a, op, b, prec)
-  -- left operand keeps C's left-to-right grouping; the right one is parenthesized at equal
-  -- precedence, because floating-point + and * are not associative
-  return { s = paren(a, prec) .. " " .. op .. " " .. paren(b, prec + 0.1), prec = prec }
+local function par(s, prec, min) if prec < min then return "(" .. s .. ")" end return s end
+-- left operand keeps C's left-to-right grouping; the right one is parenthesized at equal
+-- precedence, because floating-point + and * are not associative
+local function infix(as, ap, op, bs, bp, prec)
+  return par(as, ap, prec) .. " " .. op .. " " .. par(bs, bp, prec + 0.1), prec
 end
 
 -- Workspace buffers are read and written through per-statement restrict pointers (ws_N, see
@@ -59,81 +62,176 @@ local function index_str(buf, index, env)
   return name .. "[" .. aff.render(index, 0, env) .. "]"
 end
 
-local function helper_name(e, dtype) return "kg_" .. e.op .. "_" .. dtype end
-
 -- The pairwise steps that combine L lanes: width w -> ceil(w/2) by lane[i] += lane[i + ceil(w/2)].
+local orders = {} -- L -> steps (read only)
 local function combine_order(L)
+  if orders[L] then return orders[L] end
   local steps, w = {}, L
   while w > 1 do
     local nw = (w + 1) // 2
     for i = 0, w - nw - 1 do steps[#steps + 1] = { i, i + nw } end
     w = nw
   end
+  orders[L] = steps
   return steps
 end
 
 -- Two printed partial results folded by a reduction's combine: + for a sum, else the op's
 -- helper (kg_maximum_f32...).
-local function fold(combine, a, b, ctx)
-  if (combine or "add") == "add" then return infix(a, "+", b, 1) end
+local function fold(combine, as, ap, bs, bp, ctx)
+  if (combine or "add") == "add" then return infix(as, ap, "+", bs, bp, 1) end
   local name = "kg_" .. combine .. "_" .. ctx.dtype
   ctx.helpers[name] = { op = combine, dtype = ctx.dtype }
-  return atom(name .. "(" .. a.s .. ", " .. b.s .. ")")
+  return name .. "(" .. as .. ", " .. bs .. ")", 3
 end
 
--- The printed terms folded by the fixed tree.
-local function tree(terms, combine, ctx)
-  local lanes = {}
-  for i, t in ipairs(terms) do lanes[i - 1] = t end
-  for _, st in ipairs(combine_order(#terms)) do lanes[st[1]] = fold(combine, lanes[st[1]], lanes[st[2]], ctx) end
-  return lanes[0]
-end
-
-function emit.expr(e, env, ctx)
-  local dtype = ctx.dtype
-  if e.k == "load" then
-    local s = index_str(e.buf, e.index, env)
-    return atom(ctx.hoisted[s] or s)
+-- The n printed terms ss[0..n-1], ps[0..n-1] folded in place by the fixed tree.
+local function tree(ss, ps, n, combine, ctx)
+  for _, st in ipairs(combine_order(n)) do
+    local i, j = st[1], st[2]
+    ss[i], ps[i] = fold(combine, ss[i], ps[i], ss[j], ps[j], ctx)
   end
+  return ss[0], ps[0]
+end
+
+-- An expression compiles once (per function) into a closure f(env, ctx) -> s, prec: an
+-- unrolled loop prints the same expression for every index, and only its indices change, so
+-- the op table, the literals and the order of each index's variables are looked up once.
+-- Helpers are registered when printed, as the expression would be: an ifzero's operand only
+-- when it is printed, and compiled then.
+local compile
+
+local function compile_load(e)
+  local buf, index = e.buf, e.index
+  if buf.role == "local" then
+    return function(_, ctx) local s = buf.cname; return ctx.hoisted[s] or s, 3 end
+  end
+  local open = (buf.role == "ws" and ("ws_" .. buf.id) or buf.cname) .. "["
+  local vars, ks, parts, c0 = {}, {}, {}, index.c
+  for v in pairs(index.t) do vars[#vars + 1] = v end
+  table.sort(vars) -- aff.str's order
+  for i, v in ipairs(vars) do
+    local k = index.t[v]
+    ks[i] = k
+    parts[i] = k ~= 0 and (k == 1 and v or (tostring(k) .. " * " .. v))
+  end
+  local nv = #vars
+  return function(env, ctx)
+    local c, text = c0, nil
+    for i = 1, nv do
+      local x = env[vars[i]]
+      if x == nil then
+        local p = parts[i]
+        if p then text = text and (text .. " + " .. p) or p end
+      elseif type(x) == "number" then
+        c = c + ks[i] * x
+      else -- an affine form: the general path
+        local s = open .. aff.render(index, 0, env) .. "]"
+        return ctx.hoisted[s] or s, 3
+      end
+    end
+    local s
+    if not text then s = open .. tostring(c) .. "]"
+    elseif c ~= 0 then s = open .. text .. " + " .. tostring(c) .. "]"
+    else s = open .. text .. "]" end
+    return ctx.hoisted[s] or s, 3
+  end
+end
+
+local function compile_op(e, dtype)
+  local c = ops[e.op].c
+  if not c then error("emit_c: no C form for op " .. e.op) end
+  local args = {}
+  for i, a in ipairs(e.args) do args[i] = compile(a, dtype) end
+  local a1, a2 = args[1], args[2]
+  if c.infix then
+    local op, prec = c.infix, c.prec
+    if c.lhs then
+      local lhs = util.c_literal(c.lhs, dtype) .. " " .. op .. " "
+      return function(env, ctx)
+        local s, p = a1(env, ctx)
+        return lhs .. par(s, p, prec + 0.1), prec
+      end
+    end
+    return function(env, ctx)
+      local as, ap = a1(env, ctx)
+      local bs, bp = a2(env, ctx)
+      return par(as, ap, prec) .. " " .. op .. " " .. par(bs, bp, prec + 0.1), prec
+    end
+  elseif c.prefix then
+    local pre = c.prefix
+    return function(env, ctx)
+      local s, p = a1(env, ctx)
+      return pre .. par(s, p, 2.5), 2.5
+    end
+  end
+  local name, h
+  if c.math then
+    local fn = type(c.math) == "function" and c.math(e.attr) or c.math
+    name, h = mathfn.cname(fn, dtype), { math = fn, dtype = dtype }
+  elseif c.helper then
+    name, h = "kg_" .. e.op .. "_" .. dtype, { op = e.op, dtype = dtype }
+  else
+    error("emit_c: no C form for op " .. e.op)
+  end
+  if #args == 1 then
+    return function(env, ctx)
+      local s = a1(env, ctx)
+      ctx.helpers[name] = h
+      return name .. "(" .. s .. ")", 3
+    end
+  end
+  return function(env, ctx)
+    local strs = {}
+    for i, a in ipairs(args) do strs[i] = a(env, ctx) end
+    ctx.helpers[name] = h
+    return name .. "(" .. table.concat(strs, ", ") .. ")", 3
+  end
+end
+
+function compile(e, dtype)
+  if e.k == "load" then return compile_load(e) end
   if e.k == "num" then
-    local s = util.c_literal(e.v, dtype)
-    return { s = s, prec = (e.v < 0 or (e.v == 0 and 1 / e.v < 0)) and 2.5 or 3 }
+    local s, p = util.c_literal(e.v, dtype), (e.v < 0 or (e.v == 0 and 1 / e.v < 0)) and 2.5 or 3
+    return function() return s, p end
   end
   if e.k == "ifzero" then
-    local a = aff.eval(e.index, env)
-    if next(a.t) == nil then
-      if a.c == 0 then return emit.expr(e.e, env, ctx) end
-      return atom(util.c_literal(0, dtype))
+    local inner, zero = nil, util.c_literal(0, dtype)
+    return function(env, ctx)
+      local a = aff.eval(e.index, env)
+      if next(a.t) == nil then
+        if a.c ~= 0 then return zero, 3 end
+        inner = inner or compile(e.e, dtype)
+        return inner(env, ctx)
+      end
+      inner = inner or compile(e.e, dtype)
+      local v = inner(env, ctx)
+      return "(" .. aff.str(a) .. " == 0 ? " .. v .. " : " .. zero .. ")", 3
     end
-    local v = emit.expr(e.e, env, ctx)
-    return atom("(" .. aff.str(a) .. " == 0 ? " .. v.s .. " : " .. util.c_literal(0, dtype) .. ")")
   end
   if e.k == "tree" then
-    local terms = {}
-    for i, t in ipairs(e.terms) do terms[i] = emit.expr(t, env, ctx) end
-    return tree(terms, e.combine, ctx)
+    local fs, n, combine = {}, #e.terms, e.combine
+    for i, t in ipairs(e.terms) do fs[i] = compile(t, dtype) end
+    return function(env, ctx)
+      local ss, ps = {}, {}
+      for i = 1, n do ss[i - 1], ps[i - 1] = fs[i](env, ctx) end
+      return tree(ss, ps, n, combine, ctx)
+    end
   end
-  local c = ops[e.op].c
-  local args = {}
-  for i, a in ipairs(e.args) do args[i] = emit.expr(a, env, ctx) end
-  if c.infix then
-    if c.lhs then return infix(atom(util.c_literal(c.lhs, dtype)), c.infix, args[1], c.prec) end
-    return infix(args[1], c.infix, args[2], c.prec)
-  elseif c.prefix then
-    return { s = c.prefix .. paren(args[1], 2.5), prec = 2.5 }
-  elseif c.math then
-    local fn = type(c.math) == "function" and c.math(e.attr) or c.math
-    ctx.helpers[mathfn.cname(fn, dtype)] = { math = fn, dtype = dtype }
-    return atom(mathfn.cname(fn, dtype) .. "(" .. args[1].s .. ")")
-  elseif c.helper then
-    local name = helper_name(e, dtype)
-    ctx.helpers[name] = { op = e.op, dtype = dtype }
-    local strs = {}
-    for i, a in ipairs(args) do strs[i] = a.s end
-    return atom(name .. "(" .. table.concat(strs, ", ") .. ")")
-  end
-  error("emit_c: no C form for op " .. e.op)
+  return compile_op(e, dtype)
 end
+
+-- The printer of expression e in this function (compiled on first use).
+local function printer(e, ctx)
+  local f = ctx.compiled[e]
+  if not f then
+    f = compile(e, ctx.dtype)
+    ctx.compiled[e] = f
+  end
+  return f
+end
+
+function emit.expr(e, env, ctx) return printer(e, ctx)(env, ctx) end
 
 ---------------------------------------------------------------------------------------------
 -- Statements
@@ -198,19 +296,17 @@ local function emit_reduces(out, group, env, ctx)
   if first.unroll then
     for _, s in ipairs(group) do
       local target = index_str(s.target.buf, s.target.index, env)
-      local lanes = {}
+      local ls, lp, f, combine = {}, {}, printer(s.expr, ctx), s.combine
       each_combo(outer, 1, env, function()
         for j = 0, inner.n - 1 do
           env[inner.var] = j
-          local t = emit.expr(s.expr, env, ctx)
+          local ts, tp = f(env, ctx)
           local l = j % L
-          lanes[l] = lanes[l] and fold(s.combine, lanes[l], t, ctx) or t
+          if ls[l] then ls[l], lp[l] = fold(combine, ls[l], lp[l], ts, tp, ctx) else ls[l], lp[l] = ts, tp end
         end
         env[inner.var] = nil
       end)
-      local terms = {}
-      for l = 0, L - 1 do terms[l + 1] = lanes[l] end
-      out.line(target .. " = " .. tree(terms, s.combine, ctx).s .. ";")
+      out.line(target .. " = " .. tree(ls, lp, L, combine, ctx) .. ";")
       emit_check(out, target, s.check, dtype)
     end
     return
@@ -233,16 +329,16 @@ local function emit_reduces(out, group, env, ctx)
       for _, r in ipairs(outer) do env[r.var] = 0 end
       for l = 0, L - 1 do
         env[inner.var] = l
-        out.line(acc[i] .. "[" .. l .. "] = " .. emit.expr(s.expr, env, ctx).s .. ";")
+        out.line(acc[i] .. "[" .. l .. "] = " .. emit.expr(s.expr, env, ctx) .. ";")
       end
       for _, r in ipairs(first.rvars) do env[r.var] = nil end
     end
   end
   for _, r in ipairs(outer) do out.open(string.format("for (int %s = 0; %s < %d; ++%s) {", r.var, r.var, r.n, r.var)) end
   local main = inner.n - inner.n % L
-  local function fold_into(i, lane, e)
-    if (group[i].combine or "add") == "add" then return lane .. " += " .. e.s .. ";" end
-    return lane .. " = " .. fold(group[i].combine, atom(lane), e, ctx).s .. ";"
+  local function fold_into(i, lane, es, ep)
+    if (group[i].combine or "add") == "add" then return lane .. " += " .. es .. ";" end
+    return lane .. " = " .. fold(group[i].combine, lane, 3, es, ep, ctx) .. ";"
   end
   local function lane_stmts(i, l, at)
     env[inner.var] = at
@@ -274,7 +370,7 @@ local function emit_reduces(out, group, env, ctx)
   for i, s in ipairs(group) do
     for _, st in ipairs(combine_order(L)) do
       local a, b = acc[i] .. "[" .. st[1] .. "]", acc[i] .. "[" .. st[2] .. "]"
-      out.line(a .. " = " .. fold(s.combine, atom(a), atom(b), ctx).s .. ";")
+      out.line(a .. " = " .. fold(s.combine, a, 3, b, 3, ctx) .. ";")
     end
     local target = index_str(s.target.buf, s.target.index, env)
     out.line(target .. " = " .. acc[i] .. "[0];")
@@ -324,9 +420,9 @@ local function emit_stmt(out, s, env, ctx)
     ctx.hoisted = saved
   else
     local target = index_str(s.target.buf, s.target.index, env)
-    local e = emit.expr(s.expr, env, ctx)
-    if s.k == "accum" then e = fold(s.combine, atom(target), e, ctx) end
-    out.line(target .. " = " .. e.s .. ";")
+    local es, ep = printer(s.expr, ctx)(env, ctx)
+    if s.k == "accum" then es = fold(s.combine, target, 3, es, ep, ctx) end
+    out.line(target .. " = " .. es .. ";")
     emit_check(out, target, s.check, ctx.dtype)
   end
 end
@@ -428,7 +524,7 @@ end
 
 function emit.fn(fn, L, dtype, helpers, comment)
   local out = new_out()
-  local ctx = { dtype = dtype, helpers = helpers, hoisted = {}, nhoist = 0 }
+  local ctx = { dtype = dtype, helpers = helpers, hoisted = {}, nhoist = 0, compiled = {} }
   local nlocal = 0 -- one-element buffers: C locals of their step, named in buffer order
   for _, b in ipairs(L.bufs) do
     if b.role == "local" then

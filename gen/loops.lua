@@ -66,8 +66,12 @@ function aff.eval(a, env)
   end
   return r
 end
--- The C text of a + base under env, without building intermediate forms (emit_c's hot path).
-function aff.render(a, base, env)
+-- The C text of a + base under env, without building intermediate forms (emit_c's hot path,
+-- called for every load of every unrolled term). Each form's variables are sorted once (the
+-- order aff.str prints them in); when env maps them to integers or nothing, the text is built
+-- directly, and an env holding affine forms takes the general path below.
+local sorted_vars = setmetatable({}, { __mode = "k" })
+local function general_render(a, base, env)
   local c, sym = a.c + base, nil
   for v, k in pairs(a.t) do
     local x = env[v]
@@ -86,6 +90,34 @@ function aff.render(a, base, env)
   if not sym then return tostring(c) end
   for v, k in pairs(sym) do if k == 0 then sym[v] = nil end end
   return aff.str({ c = c, t = sym })
+end
+function aff.render(a, base, env)
+  local t = a.t
+  local vars = sorted_vars[t]
+  if not vars then
+    vars = {}
+    for v in pairs(t) do vars[#vars + 1] = v end
+    table.sort(vars)
+    sorted_vars[t] = vars
+  end
+  local c, text = a.c + base, nil
+  for i = 1, #vars do
+    local v = vars[i]
+    local k, x = t[v], env[v]
+    if x == nil then
+      if k ~= 0 then
+        local part = k == 1 and v or (tostring(k) .. " * " .. v)
+        text = text and (text .. " + " .. part) or part
+      end
+    elseif type(x) == "number" then
+      c = c + k * x
+    else
+      return general_render(a, base, env)
+    end
+  end
+  if not text then return tostring(c) end
+  if c ~= 0 then return text .. " + " .. tostring(c) end
+  return text
 end
 
 function aff.str(a)

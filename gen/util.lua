@@ -90,12 +90,16 @@ end
 
 -- A C floating literal that converts back to exactly v in the kernel's type:
 -- %.17g for double, %.9g with an f suffix for float (v is first rounded to float by the C compiler).
+local literals = { f32 = {}, f64 = {} } -- v -> text, per dtype (not zero: 0 and -0 share a key)
 function util.c_literal(v, dtype)
+  local known = literals[dtype]
+  local s = known and known[v]
+  if s then return s end
   if v ~= v or v == math.huge or v == -math.huge then error("non-finite constant " .. tostring(v)) end
-  local s
   if dtype == "f32" then s = string.format("%.9g", v) else s = string.format("%.17g", v) end
   if not util.find(s, "[%.eEn]") then s = s .. ".0" end
   if dtype == "f32" then s = s .. "f" end
+  if known and v ~= 0 then known[v] = s end
   return s
 end
 
