@@ -449,19 +449,19 @@ end
 -- declared inside one function into the same workspace measured 12x slower, unvectorized).
 -- The function calls its steps in order; gcc inlines them (restrict survives inlining).
 local function emit_step(out, s, name, L, ctx)
-  local used, written, names, seen = {}, {}, {}, {}
-  for _, x in ipairs(loops.accesses({ s })) do
-    used[x.buf] = true
-    if x.write then written[x.buf] = true end
-  end
+  local used, written, names, seen, checks = {}, {}, {}, {}, false
   loops.walk({ s }, function(st)
     local n = st.node
     if n and not seen[n] then
       seen[n] = true
       names[#names + 1] = (n.name or ("%" .. n.id)) .. " " .. util.shape_str(n.shape)
     end
+    checks = checks or st.check ~= nil
+    if st.k == "loop" then return end
+    used[st.target.buf], written[st.target.buf] = true, true
+    for _, l in ipairs(loops.loads(st.expr, {})) do used[l.buf] = true end
   end)
-  local T, formals, args, locals, checks = CTYPE[ctx.dtype], {}, {}, {}, false
+  local T, formals, args, locals = CTYPE[ctx.dtype], {}, {}, {}
   local function pass(buf, cname, arg)
     formals[#formals + 1] = (written[buf] and "" or "const ") .. T .. " *restrict " .. cname
     args[#args + 1] = arg
@@ -471,7 +471,6 @@ local function emit_step(out, s, name, L, ctx)
     if used[b] and b.role == "ws" then pass(b, "ws_" .. b.id, "ws + " .. b.base) end
     if used[b] and b.role == "local" then locals[#locals + 1] = b.cname .. " = 0" end
   end
-  loops.walk({ s }, function(st) checks = checks or st.check ~= nil end)
   out.line("/* " .. table.concat(names, ", ") .. " */")
   out.line("static " .. (checks and "int " or "void ") .. name .. "(" .. table.concat(formals, ", ") .. ")")
   out.open("{")
@@ -539,7 +538,11 @@ function emit.fn(fn, L, dtype, helpers, comment)
     checks = checks or c
   end
   local read = {}
-  for _, x in ipairs(loops.accesses(L.body)) do if not x.write then read[x.buf] = true end end
+  loops.walk(L.body, function(st)
+    if st.k == "loop" then return end
+    if st.k == "accum" then read[st.target.buf] = true end
+    for _, l in ipairs(loops.loads(st.expr, {})) do read[l.buf] = true end
+  end)
   out.line("/* " .. comment .. " */")
   out.line(emit.signature(fn, L, dtype))
   out.line("{")

@@ -112,8 +112,8 @@ end
 -- block.lua's tiling streams it once per tile of rows.
 fuse.STREAM_LIMIT = 1 << 16 -- elements
 
-local function streams(loop)
-  for _, x in ipairs(loops.accesses(loop.body)) do
+local function streams(loop, acc) -- acc: loops.accesses(loop.body)
+  for _, x in ipairs(acc) do
     if x.buf.size >= fuse.STREAM_LIMIT and not x.index.t[loop.var] then
       local span = 1 -- elements one iteration touches (variables of enclosing loops fixed)
       for v, k in pairs(x.index.t) do
@@ -125,11 +125,10 @@ local function streams(loop)
   return false
 end
 
--- May loop b run fused with loop a (same variable and extent, a first)?
-local function fusable(a, b)
-  if streams(a) or streams(b) then return false end
-  local va = loops.accesses(a.body)
-  local vb = loops.accesses(b.body)
+-- May loop b run fused with loop a (same variable and extent, a first)? va, vb: the accesses
+-- of their bodies; a_streams: streams(a).
+local function fusable(a, va, a_streams, b, vb)
+  if a_streams or streams(b, vb) then return false end
   local by_buf = {}
   for _, x in ipairs(va) do
     by_buf[x.buf] = by_buf[x.buf] or {}
@@ -147,21 +146,25 @@ local function fusable(a, b)
   return true
 end
 
-local function touches(stmt, buf)
-  for _, x in ipairs(loops.accesses({ stmt })) do if x.buf == buf then return true end end
-  return false
-end
-
+-- The open group's accesses, buffers and streaming grow as loops fuse into it (a loop's
+-- accesses are those of its body's statements, in order).
 local function fuse_list(list)
-  local out, group = {}, nil
+  local out, group, gacc, gbufs, gstreams = {}, nil, nil, nil, false
   for _, s in ipairs(list) do
-    if s.k == "loop" and group and group.n == s.n and fusable(group, s) then
+    local sacc = s.k == "loop" and loops.accesses(s.body)
+    if s.k == "loop" and group and group.n == s.n and fusable(group, gacc, gstreams, s, sacc) then
       for _, t in ipairs(s.body) do group.body[#group.body + 1] = t end
-    elseif s.init and group and not touches(group, s.target and s.target.buf or loops.accesses({ s })[1].buf) then
+      for _, x in ipairs(sacc) do gacc[#gacc + 1] = x; gbufs[x.buf] = true end
+      gstreams = gstreams or streams(s, sacc)
+    elseif s.init and group and not gbufs[s.target and s.target.buf or loops.accesses({ s })[1].buf] then
       table.insert(out, #out, s) -- a zero-initialization goes ahead of the open loop
     else
       out[#out + 1] = s
       group = s.k == "loop" and s or nil
+      if group then
+        gacc, gbufs, gstreams = sacc, {}, streams(s, sacc)
+        for _, x in ipairs(sacc) do gbufs[x.buf] = true end
+      end
     end
   end
   for _, s in ipairs(out) do if s.k == "loop" then s.body = fuse_list(s.body) end end
@@ -171,15 +174,31 @@ end
 ---------------------------------------------------------------------------------------------
 -- Contraction
 
+-- The buffers each statement under body touches (statement -> set; a loop's is its body's).
+local function touched(body, sets)
+  for _, s in ipairs(body) do
+    local set = {}
+    if s.k == "loop" then
+      touched(s.body, sets)
+      for _, t in ipairs(s.body) do for b in pairs(sets[t]) do set[b] = true end end
+    else
+      set[s.target.buf] = true
+      for _, l in ipairs(loops.loads(s.expr, {})) do set[l.buf] = true end
+    end
+    sets[s] = set
+  end
+  return sets
+end
+
 -- The loops of top around every access to buf, outermost first: descend while all of them lie
--- in one inner loop.
-local function enclosing(top, buf)
+-- in one inner loop. sets: touched().
+local function enclosing(top, buf, sets)
   local chain, s = {}, top
   while s and s.k == "loop" do
     chain[#chain + 1] = s
     local inner = nil
     for _, t in ipairs(s.body) do
-      if touches(t, buf) then
+      if sets[t][buf] then
         if inner or t.k ~= "loop" then inner = false; break end
         inner = t
       end
@@ -193,8 +212,10 @@ end
 -- the loops around its accesses (the deepest such loop), keeps one slab.
 local function contract(F)
   local where = {} -- buf -> index of the one top-level statement touching it, or false
+  local acc_of, sets = {}, touched(F.body, {})
   for i, top in ipairs(F.body) do
-    for _, x in ipairs(loops.accesses({ top })) do
+    acc_of[i] = loops.accesses({ top })
+    for _, x in ipairs(acc_of[i]) do
       if x.buf.role == "ws" then
         if where[x.buf] == nil then where[x.buf] = i elseif where[x.buf] ~= i then where[x.buf] = false end
       end
@@ -205,8 +226,8 @@ local function contract(F)
     local i = where[buf]
     if i then
       local acc = {}
-      for _, x in ipairs(loops.accesses({ F.body[i] })) do if x.buf == buf then acc[#acc + 1] = x end end
-      local chain = enclosing(F.body[i], buf)
+      for _, x in ipairs(acc_of[i]) do if x.buf == buf then acc[#acc + 1] = x end end
+      local chain = enclosing(F.body[i], buf, sets)
       for k = #chain, 1, -1 do
         local v, stride = chain[k].var, nil
         for _, x in ipairs(acc) do

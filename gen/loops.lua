@@ -171,20 +171,34 @@ function loops.walk(body, fn, ranges)
   end
 end
 
--- Every access under body: { buf, index, write = bool, stmt, ranges (a copy) }.
+-- Every access under body: { buf, index, write = bool, stmt, ranges }, in statement order.
+-- ranges (the enclosing loops' and the statement's own rvars' extents) is read only: the
+-- statements of one loop body without rvars share one table.
 function loops.accesses(body)
   local out = {}
-  loops.walk(body, function(s, ranges)
-    if s.k == "loop" then return end
-    local r = {}
-    for v, n in pairs(ranges) do r[v] = n end
-    for _, rv in ipairs(s.rvars or {}) do r[rv.var] = rv.n end
-    out[#out + 1] = { buf = s.target.buf, index = s.target.index, write = true, stmt = s, ranges = r }
-    if s.k == "accum" then out[#out + 1] = { buf = s.target.buf, index = s.target.index, stmt = s, ranges = r } end
-    for _, l in ipairs(loops.loads(s.expr, {})) do
-      out[#out + 1] = { buf = l.buf, index = l.index, stmt = s, ranges = r }
+  local function visit(list, ranges)
+    for _, s in ipairs(list) do
+      if s.k == "loop" then
+        local inner = {}
+        for v, n in pairs(ranges) do inner[v] = n end
+        inner[s.var] = s.n
+        visit(s.body, inner)
+      else
+        local r = ranges
+        if s.rvars and #s.rvars > 0 then
+          r = {}
+          for v, n in pairs(ranges) do r[v] = n end
+          for _, rv in ipairs(s.rvars) do r[rv.var] = rv.n end
+        end
+        out[#out + 1] = { buf = s.target.buf, index = s.target.index, write = true, stmt = s, ranges = r }
+        if s.k == "accum" then out[#out + 1] = { buf = s.target.buf, index = s.target.index, stmt = s, ranges = r } end
+        for _, l in ipairs(loops.loads(s.expr, {})) do
+          out[#out + 1] = { buf = l.buf, index = l.index, stmt = s, ranges = r }
+        end
+      end
     end
-  end)
+  end
+  visit(body, {})
   return out
 end
 
