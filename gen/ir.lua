@@ -29,7 +29,7 @@ end
 local function key_of(op, args, attr)
   local parts = { op }
   for i, a in ipairs(args) do parts[#parts + 1] = a.id end
-  parts[#parts + 1] = util.serialize(attr)
+  parts[#parts + 1] = next(attr) == nil and "{}" or util.serialize(attr)
   return table.concat(parts, ",")
 end
 

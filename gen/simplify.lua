@@ -19,15 +19,23 @@ local function live_set(G)
   return live
 end
 
+-- Returns the rebuilt graph, and whether it is a copy of G's live part (every node made anew
+-- from its own op, arguments and attributes: no fold, constant or CSE hit), which rebuilding
+-- again would copy once more.
 local function rebuild(G)
   local live = live_set(G)
-  local H, map = ir.new(), {}
+  local H, map, copy = ir.new(), {}, true
   for _, io in ipairs(G.inputs) do map[io.node] = H:input(io.name, io.node.shape, io.role) end
   for _, n in ipairs(G.nodes) do
     if live[n] and n.op ~= "input" then
       local args = {}
       for i, a in ipairs(n.args) do args[i] = map[a] end
+      local count = #H.nodes
       local m = H:make(n.op, args, n.attr)
+      if copy and not (#H.nodes == count + 1 and H.nodes[#H.nodes] == m and m.op == n.op and m.args == args
+        and m.attr == n.attr) then
+        copy = false
+      end
       m.name = m.name or n.name
       map[n] = m
     end
@@ -35,11 +43,12 @@ local function rebuild(G)
   for _, o in ipairs(G.outputs) do
     H.outputs[#H.outputs + 1] = { name = o.name, role = o.role, node = map[o.node] }
   end
-  return H
+  return H, copy
 end
 
 function simplify.run(G)
-  local H = rebuild(G)
+  local H, copy = rebuild(G)
+  if copy then return H end -- rebuilding H would give the same graph
   for _ = 1, 4 do
     local before = #H.nodes
     H = rebuild(H)
