@@ -121,7 +121,7 @@ build() {
   mkdir -p "$OUT"
   $CC -std=c99 -O2 "${WARN[@]}" "${USER_CFLAGS[@]}" "${USER_LDFLAGS[@]}" -I/usr/include/lua5.4 -o "$OUT/embed" \
     gen/embed.c -llua5.4 -lm -ldl
-  "$OUT/embed" "$OUT/kg_embedded.c" --bytecode gen/*.lua --text graphs/*.lua templates/*.in
+  "$OUT/embed" "$OUT/kg_embedded.c" --bytecode gen/*.lua --spec graphs/*.lua --text templates/*.in
   local objs=() pids=() src obj
   for src in runtime/*.c "$OUT/kg_embedded.c"; do
     obj="$OUT/$(basename "${src%.c}").o"

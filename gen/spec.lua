@@ -230,8 +230,10 @@ local function declaration(raw, file)
 end
 
 -- Loads one spec file (text) and returns its graph declarations (the generator's copies).
-function spec.load_text(text, file)
-  local chunk, err = load(text, "@" .. file, "t", sandbox_env())
+-- precompiled: the text is a built-in spec that gen/embed.c compiled; a user's spec is always
+-- loaded as text.
+function spec.load_text(text, file, precompiled)
+  local chunk, err = load(text, "@" .. file, precompiled and "b" or "t", sandbox_env())
   if not chunk then
     err = tostring(err)
     if err:sub(1, #file + 1) ~= file .. ":" then err = file .. ": " .. err end
@@ -253,14 +255,24 @@ function spec.load_text(text, file)
   return list
 end
 
--- All graphs: the built-in graphs/ (embedded, or from disk in developer mode).
+-- The graphs of one file of graphs/ (embedded, or from disk in developer mode), loaded once.
+local files = {}
+local function builtin_file(path)
+  if not files[path] then
+    local text, precompiled = host.resource(path)
+    files[path] = spec.load_text(text, path, precompiled)
+  end
+  return files[path]
+end
+
+-- All graphs: the built-in graphs/.
 local registry
 function spec.registry()
   if registry then return registry end
   registry = { byname = {}, names = {} }
   for _, path in ipairs(host.resources("graphs/")) do
     if util.match(path, "%.lua$") then
-      for _, s in ipairs(spec.load_text(host.resource(path), path)) do
+      for _, s in ipairs(builtin_file(path)) do
         if registry.byname[s.name] then util.fail(path .. ": graph '" .. s.name .. "' defined twice") end
         registry.byname[s.name] = s
         registry.names[#registry.names + 1] = s.name
@@ -271,9 +283,20 @@ function spec.registry()
   return registry
 end
 
-local function resolve_alias(S, byname)
+-- A built-in graph by name, or nil. The embedded index (gen/embed.c) names the file that
+-- defines it, and only that file loads; without an index (developer mode), every file.
+local function builtin(name)
+  local path = not registry and host.graph_file(name)
+  if path then
+    for _, s in ipairs(builtin_file(path)) do if s.name == name then return s end end
+  end
+  return spec.registry().byname[name]
+end
+
+-- find: the graph of a name (a function)
+local function resolve_alias(S, find)
   if not S.alias_of then return S end
-  local target = byname[S.alias_of]
+  local target = find(S.alias_of)
   if not target or target.alias_of then util.fail(S.file .. ": alias of unknown graph '" .. S.alias_of .. "'") end
   return setmetatable({ name = S.name, alias_of = S.alias_of }, { __index = target })
 end
@@ -284,21 +307,20 @@ function spec.find(name)
     local text, err = host.read_file(name)
     if not text then util.fail(err) end
     local S = spec.load_text(text, name)[1]
-    return resolve_alias(S, S.siblings)
+    return resolve_alias(S, function(n) return S.siblings[n] end)
   end
-  local reg = spec.registry()
-  local S = reg.byname[name]
+  local S = builtin(name)
   if not S then
-    util.fail("unknown graph '" .. name .. "' (known: " .. table.concat(reg.names, ", ") .. ")")
+    util.fail("unknown graph '" .. name .. "' (known: " .. table.concat(spec.registry().names, ", ") .. ")")
   end
-  return resolve_alias(S, reg.byname)
+  return resolve_alias(S, builtin)
 end
 
 -- The graph a spec's g.call names (an identifier): a graph of the caller's own file, or a
 -- built-in graph (never a path: a spec may not read files).
 function spec.find_callee(caller, name)
   local S = caller.siblings and caller.siblings[name]
-  if S then return resolve_alias(S, caller.siblings) end
+  if S then return resolve_alias(S, function(n) return caller.siblings[n] end) end
   return spec.find(name)
 end
 

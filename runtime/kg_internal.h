@@ -48,6 +48,13 @@ typedef struct {
 } kg_embedded_file;
 extern const kg_embedded_file kg_embedded[];
 extern const size_t kg_embedded_count;
+/* The built-in graphs by name, each with the file of graphs/ that defines it (gen/embed.c). */
+typedef struct {
+    const char *name;
+    const char *path;
+} kg_graph_file;
+extern const kg_graph_file kg_graph_index[];
+extern const size_t kg_graph_index_count;
 
 /* Releases the compiled code (kg_jit.c); first the cc tier (kg_tier_release). */
 void kg_jit_release(kg_kernel *k);

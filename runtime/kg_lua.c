@@ -6,7 +6,10 @@
  * with a traceback. Nothing here aborts: Lua's panic handler is never reached.
  *
  * The generator gets a private module "kg_host" (never visible to specs) with:
- *   resource(path) / resources(prefix)  embedded files;   read_file(path)  a user's spec
+ *   resource(path) / resources(prefix)  embedded files (resource also says whether the text is
+ *       precompiled: the generator's modules and built-in specs are, gen/embed.c);
+ *   graph_file(name)  the file of graphs/ that defines a built-in graph (nil in developer mode);
+ *   read_file(path)  a user's spec
  *   sandbox_call(chunkname, instructions, milliseconds, bytes, fn, ...) -> ok, results... | false, message
  *       runs spec code under an instruction and wall-clock budget shared by every call of the
  *       request (count hook) and a memory cap (allocator)
@@ -300,13 +303,28 @@ static int l_resource(lua_State *L)
     }
     for (size_t i = 0; i < kg_embedded_count; i++) {
         if (strcmp(kg_embedded[i].path, path) == 0) {
-            lua_pushlstring(L, kg_embedded[i].text, kg_embedded[i].len);
-            return 1;
+            const kg_embedded_file *f = &kg_embedded[i];
+            lua_pushlstring(L, f->text, f->len);
+            lua_pushboolean(L, f->len >= 4 && memcmp(f->text, LUA_SIGNATURE, 4) == 0);
+            return 2;
         }
     }
     lua_pushnil(L);
     lua_pushfstring(L, "%s: no such resource", path);
     return 2;
+}
+
+static int l_graph_file(lua_State *L)
+{
+    const char *name = luaL_checkstring(L, 1);
+    if (!host_of(L)->dir) /* developer mode: graphs/ on disk may differ from the index */
+        for (size_t i = 0; i < kg_graph_index_count; i++)
+            if (strcmp(kg_graph_index[i].name, name) == 0) {
+                lua_pushstring(L, kg_graph_index[i].path);
+                return 1;
+            }
+    lua_pushnil(L);
+    return 1;
 }
 
 /* resources(prefix) -> sorted list of paths (sorted in Lua by the caller's order: we sort here) */
@@ -373,7 +391,7 @@ static int l_searcher(lua_State *L)
 static int open_host(lua_State *L)
 {
     static const luaL_Reg fns[] = {
-        {"resource", l_resource},         {"resources", l_resources},
+        {"resource", l_resource},         {"resources", l_resources},       {"graph_file", l_graph_file},
         {"read_file", l_read_file},       {"sandbox_call", l_sandbox_call},
         {NULL, NULL}};
     luaL_newlib(L, fns);
