@@ -101,9 +101,12 @@ end
 -- when it is printed, and compiled then.
 local compile
 
-local function compile_load(e)
+-- A load, or a statement's target (ref, never hoisted). Under a base pointer of the buffer and
+-- the index's symbolic part (declare_bases), the access is base[constant].
+local function compile_load(e, ref)
   local buf, index = e.buf, e.index
   if buf.role == "local" then
+    if ref then return function() return buf.cname, 3 end end
     return function(_, ctx) local s = buf.cname; return ctx.hoisted[s] or s, 3 end
   end
   local open = (buf.role == "ws" and ("ws_" .. buf.id) or buf.cname) .. "["
@@ -127,14 +130,26 @@ local function compile_load(e)
         c = c + ks[i] * x
       else -- an affine form: the general path
         local s = open .. aff.render(index, 0, env) .. "]"
+        if ref then return s, 3 end
         return ctx.hoisted[s] or s, 3
       end
     end
-    local s
-    if not text then s = open .. tostring(c) .. "]"
-    elseif c ~= 0 then s = open .. text .. " + " .. tostring(c) .. "]"
-    else s = open .. text .. "]" end
-    return ctx.hoisted[s] or s, 3
+    if not text then
+      local s = open .. tostring(c) .. "]"
+      if ref then return s, 3 end
+      return ctx.hoisted[s] or s, 3
+    end
+    if not ref then
+      local s = c ~= 0 and (open .. text .. " + " .. tostring(c) .. "]") or (open .. text .. "]")
+      local h = ctx.hoisted[s]
+      if h then return h, 3 end
+      local b = ctx.bases[buf]
+      if not (b and b[text]) then return s, 3 end
+    end
+    local b = ctx.bases[buf]
+    local base = b and b[text]
+    if base then return base .. "[" .. tostring(c) .. "]", 3 end
+    return c ~= 0 and (open .. text .. " + " .. tostring(c) .. "]") or (open .. text .. "]"), 3
   end
 end
 
@@ -233,6 +248,116 @@ end
 
 function emit.expr(e, env, ctx) return printer(e, ctx)(env, ctx) end
 
+-- The text of a statement's target ref = { buf, index }.
+local function target_str(ref, env, ctx)
+  local f = ctx.compiled[ref]
+  if not f then
+    f = compile_load(ref, true)
+    ctx.compiled[ref] = f
+  end
+  return (f(env, ctx))
+end
+
+-- Base pointers and invariant loads, for the JIT (unroll auto): in a C loop whose body is
+-- straight-line code, the accesses of a buffer that share the symbolic part of their index
+-- (the loop variables in scope: x[64 * i0 + 5]) go through one pointer declared at the top of
+-- the body (const float *h7 = x + 64 * i0; then h7[5]), and a load that does not change within
+-- the body (x[64 * i0], of a buffer the body does not write) becomes a const local declared
+-- after them (const float h8 = h7[0];): tcc computes no address arithmetic per access and
+-- loads once, and the text is shorter. Addresses and values are unchanged. Bases and loads
+-- used once are not declared.
+local function base_text(index, env, numeric, scope)
+  local vars = {}
+  for v, k in pairs(index.t) do
+    local x = env[v]
+    if type(x) == "table" then return nil end
+    if x == nil and not numeric[v] then
+      if not scope[v] then return nil end
+      if k ~= 0 then vars[#vars + 1] = v end
+    end
+  end
+  if #vars == 0 then return nil end
+  table.sort(vars)
+  for i, v in ipairs(vars) do
+    local k = index.t[v]
+    vars[i] = k == 1 and v or (tostring(k) .. " * " .. v)
+  end
+  return table.concat(vars, " + ")
+end
+
+local function declare_bases(out, body, env, ctx)
+  local uses, order, written, numeric = {}, {}, {}, {}
+  local loads, lorder = {}, {} -- invariant loads: plain text -> uses; first-use order
+  local function note(buf, index, mult, write)
+    if buf.role == "local" then return end
+    if write then written[buf] = true end
+    local text = base_text(index, env, numeric, ctx.scope)
+    if not text then return end
+    uses[buf] = uses[buf] or {}
+    if not uses[buf][text] then order[#order + 1] = { buf = buf, text = text } end
+    uses[buf][text] = (uses[buf][text] or 0) + mult
+    if not write then
+      for v in pairs(index.t) do if numeric[v] then return end end
+      local key = (buf.role == "ws" and ("ws_" .. buf.id) or buf.cname) .. "[" .. aff.render(index, 0, env) .. "]"
+      if not loads[key] then lorder[#lorder + 1] = { buf = buf, index = index, key = key } end
+      loads[key] = (loads[key] or 0) + mult
+    end
+  end
+  local function scan(list, mult)
+    for _, t in ipairs(list) do
+      if t.k == "loop" then
+        if t.unroll or t.n == 1 then
+          numeric[t.var] = true
+          scan(t.body, mult * t.n)
+          numeric[t.var] = nil
+        end -- a C loop inside declares its own
+      else
+        note(t.target.buf, t.target.index, mult, true)
+        local m = mult
+        if t.k == "reduce" then
+          if t.unroll then
+            for _, r in ipairs(t.rvars) do numeric[r.var] = true; m = m * r.n end
+          else
+            m = 0
+          end
+        end
+        if m > 0 then
+          for _, l in ipairs(loops.loads(t.expr, {})) do note(l.buf, l.index, m) end
+        end
+        if t.k == "reduce" then for _, r in ipairs(t.rvars) do numeric[r.var] = nil end end
+      end
+    end
+  end
+  scan(body, 1)
+  local bases = {}
+  for b, m in pairs(ctx.bases) do
+    bases[b] = {}
+    for k, v in pairs(m) do bases[b][k] = v end
+  end
+  local T = CTYPE[ctx.dtype]
+  for _, o in ipairs(order) do
+    local b = o.buf
+    if uses[b][o.text] >= 2 and not (bases[b] and bases[b][o.text]) then
+      ctx.nhoist = ctx.nhoist + 1
+      local name = "h" .. ctx.nhoist
+      bases[b] = bases[b] or {}
+      bases[b][o.text] = name
+      local const = (b.const or not written[b]) and "const " or ""
+      out.line(const .. T .. " *" .. name .. " = " .. (b.role == "ws" and ("ws_" .. b.id) or b.cname) .. " + " .. o.text .. ";")
+    end
+  end
+  ctx.bases = bases
+  for _, l in ipairs(lorder) do
+    if loads[l.key] >= 2 and not written[l.buf] and not ctx.hoisted[l.key] then
+      local value = compile_load(l)(env, ctx)
+      ctx.nhoist = ctx.nhoist + 1
+      ctx.hoisted[l.key] = "h" .. ctx.nhoist
+      out.line("const " .. T .. " " .. ctx.hoisted[l.key] .. " = " .. value .. ";")
+    end
+  end
+  return bases
+end
+
 ---------------------------------------------------------------------------------------------
 -- Statements
 
@@ -295,7 +420,7 @@ local function emit_reduces(out, group, env, ctx)
   local L = first.lanes
   if first.unroll then
     for _, s in ipairs(group) do
-      local target = index_str(s.target.buf, s.target.index, env)
+      local target = target_str(s.target, env, ctx)
       local ls, lp, f, combine = {}, {}, printer(s.expr, ctx), s.combine
       each_combo(outer, 1, env, function()
         for j = 0, inner.n - 1 do
@@ -372,7 +497,7 @@ local function emit_reduces(out, group, env, ctx)
       local a, b = acc[i] .. "[" .. st[1] .. "]", acc[i] .. "[" .. st[2] .. "]"
       out.line(a .. " = " .. fold(s.combine, a, 3, b, 3, ctx) .. ";")
     end
-    local target = index_str(s.target.buf, s.target.index, env)
+    local target = target_str(s.target, env, ctx)
     out.line(target .. " = " .. acc[i] .. "[0];")
     emit_check(out, target, s.check, dtype)
   end
@@ -414,12 +539,20 @@ local function emit_stmt(out, s, env, ctx)
       hoisted = hoist(out, ctx, s.body, { [s.var] = true }, env)
     end
     out.open(string.format("for (int %s = 0; %s < %d; ++%s) {", s.var, s.var, s.n, s.var))
+    local saved_bases = ctx.bases
+    if ctx.pointers then
+      ctx.scope[s.var] = true
+      ctx.hoisted = setmetatable({}, { __index = ctx.hoisted })
+      ctx.bases = declare_bases(out, s.body, env, ctx)
+    end
     emit_body(out, s.body, env, ctx)
+    ctx.scope[s.var] = nil
+    ctx.bases = saved_bases
     out.close()
     if hoisted then out.close() end
     ctx.hoisted = saved
   else
-    local target = index_str(s.target.buf, s.target.index, env)
+    local target = target_str(s.target, env, ctx)
     local es, ep = printer(s.expr, ctx)(env, ctx)
     if s.k == "accum" then es = fold(s.combine, target, 3, es, ep, ctx) end
     out.line(target .. " = " .. es .. ";")
@@ -523,7 +656,8 @@ end
 
 function emit.fn(fn, L, dtype, helpers, comment)
   local out = new_out()
-  local ctx = { dtype = dtype, helpers = helpers, hoisted = {}, nhoist = 0, compiled = {} }
+  local ctx = { dtype = dtype, helpers = helpers, hoisted = {}, nhoist = 0, compiled = {}, bases = {}, scope = {},
+    pointers = L.policy == "auto" }
   local nlocal = 0 -- one-element buffers: C locals of their step, named in buffer order
   for _, b in ipairs(L.bufs) do
     if b.role == "local" then

@@ -76,6 +76,7 @@ function schedule.run(F, policy, fn_name)
       fn_name, policy, used, schedule.HARD_LIMIT))
   end
   F.unrolled_terms = used
+  F.policy = policy
   return F
 end
 
