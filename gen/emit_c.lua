@@ -119,6 +119,30 @@ local function compile_load(e, ref)
     parts[i] = k ~= 0 and (k == 1 and v or (tostring(k) .. " * " .. v))
   end
   local nv = #vars
+  -- env holds an affine form (a lane or strip-mined loop: i1 + 3): merge the forms
+  local function general(env)
+    local c, sym = c0, {}
+    for v, k in pairs(index.t) do
+      local x = env[v]
+      if type(x) == "number" then
+        c = c + k * x
+      elseif x then
+        c = c + k * x.c
+        for v2, k2 in pairs(x.t) do sym[v2] = (sym[v2] or 0) + k * k2 end
+      else
+        sym[v] = (sym[v] or 0) + k
+      end
+    end
+    local names = {}
+    for v, k in pairs(sym) do if k ~= 0 then names[#names + 1] = v end end
+    if #names == 0 then return c, nil end
+    table.sort(names)
+    for i, v in ipairs(names) do
+      local k = sym[v]
+      names[i] = k == 1 and v or (tostring(k) .. " * " .. v)
+    end
+    return c, table.concat(names, " + ")
+  end
   return function(env, ctx)
     local c, text = c0, nil
     for i = 1, nv do
@@ -128,10 +152,9 @@ local function compile_load(e, ref)
         if p then text = text and (text .. " + " .. p) or p end
       elseif type(x) == "number" then
         c = c + ks[i] * x
-      else -- an affine form: the general path
-        local s = open .. aff.render(index, 0, env) .. "]"
-        if ref then return s, 3 end
-        return ctx.hoisted[s] or s, 3
+      else
+        c, text = general(env)
+        break
       end
     end
     if not text then
@@ -285,7 +308,8 @@ local function base_text(index, env, numeric, scope)
   return table.concat(vars, " + ")
 end
 
-local function declare_bases(out, body, env, ctx)
+-- body runs copies times per iteration (a strip-mined loop's copies of strip_var: not invariant).
+local function declare_bases(out, body, env, ctx, copies, strip_var)
   local uses, order, written, numeric = {}, {}, {}, {}
   local loads, lorder = {}, {} -- invariant loads: plain text -> uses; first-use order
   local function note(buf, index, mult, write)
@@ -297,11 +321,22 @@ local function declare_bases(out, body, env, ctx)
     if not uses[buf][text] then order[#order + 1] = { buf = buf, text = text } end
     uses[buf][text] = (uses[buf][text] or 0) + mult
     if not write then
-      for v in pairs(index.t) do if numeric[v] then return end end
+      for v in pairs(index.t) do if numeric[v] or v == strip_var then return end end
       local key = (buf.role == "ws" and ("ws_" .. buf.id) or buf.cname) .. "[" .. aff.render(index, 0, env) .. "]"
       if not loads[key] then lorder[#lorder + 1] = { buf = buf, index = index, key = key } end
       loads[key] = (loads[key] or 0) + mult
     end
+  end
+  -- the loads that are printed (not an ifzero's operand: it may print as 0) and not hoisted
+  -- already, so that every declaration is used
+  local function printed_loads(e, mult)
+    if e.k == "load" then
+      local x = e.index.t
+      for v in pairs(x) do if numeric[v] or v == strip_var then return note(e.buf, e.index, mult) end end
+      local key = (e.buf.role == "ws" and ("ws_" .. e.buf.id) or e.buf.cname) .. "[" .. aff.render(e.index, 0, env) .. "]"
+      if not ctx.hoisted[key] then note(e.buf, e.index, mult) end
+    elseif e.k == "op" then for _, a in ipairs(e.args) do printed_loads(a, mult) end
+    elseif e.k == "tree" then for _, a in ipairs(e.terms) do printed_loads(a, mult) end end
   end
   local function scan(list, mult)
     for _, t in ipairs(list) do
@@ -321,14 +356,12 @@ local function declare_bases(out, body, env, ctx)
             m = 0
           end
         end
-        if m > 0 then
-          for _, l in ipairs(loops.loads(t.expr, {})) do note(l.buf, l.index, m) end
-        end
+        if m > 0 then printed_loads(t.expr, m) end
         if t.k == "reduce" then for _, r in ipairs(t.rvars) do numeric[r.var] = nil end end
       end
     end
   end
-  scan(body, 1)
+  scan(body, copies or 1)
   local bases = {}
   for b, m in pairs(ctx.bases) do
     bases[b] = {}
@@ -487,7 +520,15 @@ local function emit_reduces(out, group, env, ctx)
     for l = 0, L - 1 do lane_stmts(1, l, l) end
   elseif main > 0 then
     out.open(string.format("for (int %s = 0; %s < %d; %s += %d) {", v, v, main, v, L))
+    local saved_bases, saved_hoisted = ctx.bases, ctx.hoisted
+    if ctx.pointers then -- the lanes are L copies of the expression per iteration
+      ctx.scope[v] = true
+      ctx.hoisted = setmetatable({}, { __index = ctx.hoisted })
+      local lanes = { { k = "store", target = { buf = { role = "local" } }, expr = group[1].expr } }
+      ctx.bases = declare_bases(out, lanes, env, ctx, L, v)
+    end
     for l = 0, L - 1 do lane_stmts(1, l, aff.add(aff.var(v), aff.const(l))) end
+    ctx.scope[v], ctx.bases, ctx.hoisted = nil, saved_bases, saved_hoisted
     out.close()
   end
   for i = 1, #group do for j = main, inner.n - 1 do lane_stmts(i, j - main, j) end end
@@ -537,6 +578,30 @@ local function emit_stmt(out, s, env, ctx)
     if innermost then
       ctx.hoisted = setmetatable({}, { __index = saved })
       hoisted = hoist(out, ctx, s.body, { [s.var] = true }, env)
+    end
+    if s.strip then -- strip-mined (schedule): blocks of s.strip copies of the body, then the rest
+      local v, U = s.var, s.strip
+      local main = s.n - s.n % U
+      out.open(string.format("for (int %s = 0; %s < %d; %s += %d) {", v, v, main, v, U))
+      local saved_bases = ctx.bases
+      ctx.scope[v] = true
+      ctx.hoisted = setmetatable({}, { __index = ctx.hoisted })
+      ctx.bases = declare_bases(out, s.body, env, ctx, U, v)
+      for u = 0, U - 1 do
+        env[v] = { c = u, t = { [v] = 1 } }
+        emit_body(out, s.body, env, ctx)
+      end
+      ctx.scope[v] = nil
+      ctx.bases = saved_bases
+      ctx.hoisted = saved
+      out.close()
+      for j = main, s.n - 1 do
+        env[v] = j
+        emit_body(out, s.body, env, ctx)
+      end
+      env[v] = nil
+      if hoisted then out.close() end
+      return
     end
     out.open(string.format("for (int %s = 0; %s < %d; ++%s) {", s.var, s.var, s.n, s.var))
     local saved_bases = ctx.bases

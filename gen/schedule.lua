@@ -18,6 +18,7 @@ schedule.NEST_BUDGET = 1024
 schedule.FUNCTION_BUDGET = 16384
 schedule.HARD_LIMIT = 2000000
 schedule.TINY = 4
+schedule.STRIP = 8
 
 local function expr_size(e)
   if e.k == "op" then
@@ -44,6 +45,11 @@ local function size(s, policy, budget)
     end
     s.unroll = policy == "full" or (straight and (s.n <= schedule.TINY or (policy == "auto" and s.n * inner <= budget)))
     if s.unroll then return s.n * inner, true end
+    local strip = schedule.STRIP
+    if policy == "auto" and straight and s.n >= 2 * strip and inner * strip <= budget then
+      s.strip = strip
+      return inner * (strip + s.n % strip) + 1, false
+    end
     return inner + 1, false
   end
   local per = expr_size(s.expr) + 1
@@ -57,7 +63,7 @@ end
 
 -- Undo every unrolling under s (a statement over the function's budget).
 local function keep_loops(s)
-  s.unroll = false
+  s.unroll, s.strip = false, nil
   for _, t in ipairs(s.body or {}) do keep_loops(t) end
 end
 
