@@ -17,6 +17,8 @@
  *                             regenerating it must give the same bytes. KERNGEN_UPDATE_GOLDEN=1
  *                             rewrites the pair instead (see tests/golden_emit/README.md).
  *   schedules_are_bit_identical  every graph: unroll auto, none, full and fusion off give the same bits.
+ *   jit_schedule_at_default_dims  every graph at its default dims: unroll auto (the JIT's loops,
+ *                             strip-mined, with base pointers) gives the bits of unroll none.
  *   saved_passes_match        every graph: forward_train = forward, vjp_saved = vjp, bit for bit.
  *   jit_cycle_no_leak         repeated generate+compile+call+free (./build.sh asan checks leaks).
  *
@@ -482,27 +484,30 @@ static void golden_emitted_file(void **state)
 
 /* Every graph, f32 and f64, at small dims: the JIT kernels of every schedule (unroll auto,
    none and full; loop fusion off) give the bits of the default schedule, return codes included.
-   The order of every sum is fixed in the loop IR, so schedules may only change speed. */
-static void schedules_are_bit_identical(void **state)
+   The order of every sum is fixed in the loop IR, so schedules may only change speed. At the
+   graphs' default dims (default_dims), auto against none: there the JIT schedule keeps loops,
+   strip-mined, with base pointers (gen/emit_c.lua), which small dims unroll completely. */
+typedef struct {
+    const char *unroll, *fuse;
+} schedule_variant;
+
+static void compare_schedules(fixture *fx, const schedule_variant *variants, int NV, int default_dims)
 {
-    fixture *fx = *state;
-    static const struct {
-        const char *unroll, *fuse;
-    } variants[] = {{"auto", "auto"}, {"none", "auto"}, {"full", "auto"}, {"none", "none"}, {"auto", "none"}};
-    enum { NV = sizeof variants / sizeof variants[0] };
     int failures = 0, compared = 0;
     for (int g = 0; g < fx->ngraphs; g++)
         for (int d = 0; d < 2; d++) {
-            kg_kernel *k[NV] = {NULL};
+            kg_kernel *k[8] = {NULL};
             char *problem = NULL;
             for (int v = 0; v < NV && !problem; v++) {
                 kg_request r = request_for(fx->graphs[g], dtypes[d], variants[v].unroll);
                 r.fuse = variants[v].fuse;
+                if (default_dims)
+                    r.nparams = 0;
                 k[v] = generate_compiled(&r, &problem);
             }
             for (int p = 0; p < KG_NPASSES && !problem; p++) {
-                argset s[NV];
-                int rc[NV];
+                argset s[8];
+                int rc[8];
                 for (int v = 0; v < NV; v++) {
                     argset_make(&s[v], k[v], (kg_pass)p);
                     rc[v] = kg_call(k[v], (kg_pass)p, s[v].args, s[v].n + 1);
@@ -527,8 +532,21 @@ static void schedules_are_bit_identical(void **state)
             for (int v = 0; v < NV; v++)
                 kg_free(k[v]);
         }
-    print_message("     %d graph x dtype x pass x schedule comparisons\n", compared);
+    print_message("     %d graph x dtype x pass x schedule comparisons%s\n", compared, default_dims ? " at default dims" : "");
     assert_int_equal(failures, 0);
+}
+
+static void schedules_are_bit_identical(void **state)
+{
+    static const schedule_variant variants[] = {
+        {"auto", "auto"}, {"none", "auto"}, {"full", "auto"}, {"none", "none"}, {"auto", "none"}};
+    compare_schedules(*state, variants, 5, 0);
+}
+
+static void jit_schedule_at_default_dims(void **state)
+{
+    static const schedule_variant variants[] = {{"none", "auto"}, {"auto", "auto"}};
+    compare_schedules(*state, variants, 2, 1);
 }
 
 /* Every graph, f32 and f64, at small dims: forward_train writes forward's outputs, and
@@ -648,6 +666,7 @@ int main(void)
         TIMED(deterministic_bytes),
         TIMED(golden_emitted_file),
         TIMED(schedules_are_bit_identical),
+        TIMED(jit_schedule_at_default_dims),
         TIMED(saved_passes_match),
         TIMED(jit_cycle_no_leak),
     };
