@@ -310,21 +310,18 @@ end
 
 -- body runs copies times per iteration (a strip-mined loop's copies of strip_var: not invariant).
 local function declare_bases(out, body, env, ctx, copies, strip_var)
-  local uses, order, written, numeric = {}, {}, {}, {}
+  local accesses, written, numeric = {}, {}, {}
   local loads, lorder = {}, {} -- invariant loads: plain text -> uses; first-use order
   local function note(buf, index, mult, write)
     if buf.role == "local" then return end
     if write then written[buf] = true end
-    local text = base_text(index, env, numeric, ctx.scope)
-    if not text then return end
-    uses[buf] = uses[buf] or {}
-    if not uses[buf][text] then order[#order + 1] = { buf = buf, text = text } end
-    uses[buf][text] = (uses[buf][text] or 0) + mult
+    local a = { buf = buf, index = index, mult = mult, text = base_text(index, env, numeric, ctx.scope) }
+    accesses[#accesses + 1] = a
     if not write then
       for v in pairs(index.t) do if numeric[v] or v == strip_var then return end end
-      local key = (buf.role == "ws" and ("ws_" .. buf.id) or buf.cname) .. "[" .. aff.render(index, 0, env) .. "]"
-      if not loads[key] then lorder[#lorder + 1] = { buf = buf, index = index, key = key } end
-      loads[key] = (loads[key] or 0) + mult
+      a.key = (buf.role == "ws" and ("ws_" .. buf.id) or buf.cname) .. "[" .. aff.render(index, 0, env) .. "]"
+      if not loads[a.key] then lorder[#lorder + 1] = a end
+      loads[a.key] = (loads[a.key] or 0) + mult
     end
   end
   -- the loads that are printed (not an ifzero's operand: it may print as 0) and not hoisted
@@ -362,31 +359,47 @@ local function declare_bases(out, body, env, ctx, copies, strip_var)
     end
   end
   scan(body, copies or 1)
+  -- the invariant loads worth a local, then the uses of each base: an access through it, or
+  -- the declaration of such a local
+  local hoist = {}
+  for _, a in ipairs(lorder) do
+    if loads[a.key] >= 2 and not written[a.buf] and not ctx.hoisted[a.key] then hoist[#hoist + 1] = a end
+  end
+  local uses, order = {}, {}
+  local function use(a, n)
+    if not a.text then return end
+    local u = uses[a.buf] or {}
+    uses[a.buf] = u
+    if not u[a.text] then order[#order + 1] = a end
+    u[a.text] = (u[a.text] or 0) + n
+  end
+  for _, a in ipairs(accesses) do
+    if not (a.key and loads[a.key] >= 2 and not written[a.buf] and not ctx.hoisted[a.key]) then use(a, a.mult) end
+  end
+  for _, a in ipairs(hoist) do use(a, 1) end
   local bases = {}
   for b, m in pairs(ctx.bases) do
     bases[b] = {}
     for k, v in pairs(m) do bases[b][k] = v end
   end
   local T = CTYPE[ctx.dtype]
-  for _, o in ipairs(order) do
-    local b = o.buf
-    if uses[b][o.text] >= 2 and not (bases[b] and bases[b][o.text]) then
+  for _, a in ipairs(order) do
+    local b = a.buf
+    if uses[b][a.text] >= 2 and not (bases[b] and bases[b][a.text]) then
       ctx.nhoist = ctx.nhoist + 1
       local name = "h" .. ctx.nhoist
       bases[b] = bases[b] or {}
-      bases[b][o.text] = name
+      bases[b][a.text] = name
       local const = (b.const or not written[b]) and "const " or ""
-      out.line(const .. T .. " *" .. name .. " = " .. (b.role == "ws" and ("ws_" .. b.id) or b.cname) .. " + " .. o.text .. ";")
+      out.line(const .. T .. " *" .. name .. " = " .. (b.role == "ws" and ("ws_" .. b.id) or b.cname) .. " + " .. a.text .. ";")
     end
   end
   ctx.bases = bases
-  for _, l in ipairs(lorder) do
-    if loads[l.key] >= 2 and not written[l.buf] and not ctx.hoisted[l.key] then
-      local value = compile_load(l)(env, ctx)
-      ctx.nhoist = ctx.nhoist + 1
-      ctx.hoisted[l.key] = "h" .. ctx.nhoist
-      out.line("const " .. T .. " " .. ctx.hoisted[l.key] .. " = " .. value .. ";")
-    end
+  for _, a in ipairs(hoist) do
+    local value = compile_load(a)(env, ctx)
+    ctx.nhoist = ctx.nhoist + 1
+    ctx.hoisted[a.key] = "h" .. ctx.nhoist
+    out.line("const " .. T .. " " .. ctx.hoisted[a.key] .. " = " .. value .. ";")
   end
   return bases
 end
@@ -504,7 +517,7 @@ local function emit_reduces(out, group, env, ctx)
     env[inner.var] = nil
   end
   local v = inner.var
-  if #group > 1 and main > 0 then
+  if #group > 1 and main > 0 and not ctx.pointers then
     -- several accumulators: the lanes as a loop of constant trip count, which gcc vectorizes
     -- with every accumulator in a register (written out, gcc spills them all)
     out.open(string.format("for (int %s = 0; %s < %d; %s += %d) {", v, v, main, v, L))
@@ -517,17 +530,22 @@ local function emit_reduces(out, group, env, ctx)
     out.close()
     out.close()
   elseif main == L then
-    for l = 0, L - 1 do lane_stmts(1, l, l) end
+    for l = 0, L - 1 do for i = 1, #group do lane_stmts(i, l, l) end end
   elseif main > 0 then
+    -- the JIT (ctx.pointers) writes the lanes out for several accumulators too: tcc keeps
+    -- nothing in registers, and base pointers save the address arithmetic of every term
     out.open(string.format("for (int %s = 0; %s < %d; %s += %d) {", v, v, main, v, L))
     local saved_bases, saved_hoisted = ctx.bases, ctx.hoisted
-    if ctx.pointers then -- the lanes are L copies of the expression per iteration
+    if ctx.pointers then -- the lanes are L copies of the expressions per iteration
       ctx.scope[v] = true
       ctx.hoisted = setmetatable({}, { __index = ctx.hoisted })
-      local lanes = { { k = "store", target = { buf = { role = "local" } }, expr = group[1].expr } }
+      local lanes = {}
+      for i, s in ipairs(group) do lanes[i] = { k = "store", target = { buf = { role = "local" } }, expr = s.expr } end
       ctx.bases = declare_bases(out, lanes, env, ctx, L, v)
     end
-    for l = 0, L - 1 do lane_stmts(1, l, aff.add(aff.var(v), aff.const(l))) end
+    for l = 0, L - 1 do
+      for i = 1, #group do lane_stmts(i, l, aff.add(aff.var(v), aff.const(l))) end
+    end
     ctx.scope[v], ctx.bases, ctx.hoisted = nil, saved_bases, saved_hoisted
     out.close()
   end
