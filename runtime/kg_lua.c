@@ -1,9 +1,18 @@
-/* kg_lua: the Lua 5.4 host. Each request gets its own lua_State (no shared mutable state),
+/* kg_lua: the Lua 5.4 host. A request runs in a lua_State of its own (one thread at a time),
  * with only base, table, string, math, utf8, debug and a restricted package library; modules
  * load from the embedded sources (or from $KERNGEN_LUA_DIR for development). Everything after
  * lua_newstate runs inside one lua_pcall with a message handler (run_job): user errors (tables
  * from util.fail) become KG_EINPUT, a failed allocation KG_ENOMEM, anything else KG_EINTERNAL
  * with a traceback. Nothing here aborts: Lua's panic handler is never reached.
+ *
+ * Prepared states: loading the generator (its modules, and the built-in specs a request
+ * needs) costs about 1 ms, so a state that served a request for a built-in graph successfully
+ * goes back to a small pool, and the next request starts from it. What persists is the
+ * generator's own: its modules and their caches, and the built-in specs loaded so far (copies
+ * made when each loaded, never changed afterwards). Spec code gets nothing that outlives its
+ * call: fresh environments, handles, copies (README, "The sandbox"); a spec file given by path
+ * runs in a state that is closed afterwards, and so does any request that failed. Developer
+ * mode (files on disk that may change) does not pool.
  *
  * The generator gets a private module "kg_host" (never visible to specs) with:
  *   resource(path) / resources(prefix)  embedded files (resource also says whether the text is
@@ -21,6 +30,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -637,10 +647,17 @@ static int msgh(lua_State *L)
     return 1;
 }
 
+#define READY_KEY "kerngen.ready"
+
 static int protected_job(lua_State *L)
 {
     job *j = lua_touserdata(L, 1);
-    open_libraries(L);
+    if (lua_getfield(L, LUA_REGISTRYINDEX, READY_KEY) == LUA_TNIL) { /* a new state */
+        open_libraries(L);
+        lua_pushboolean(L, 1);
+        lua_setfield(L, LUA_REGISTRYINDEX, READY_KEY);
+    }
+    lua_pop(L, 1);
     lua_getglobal(L, "require");
     lua_pushliteral(L, "pipeline");
     lua_call(L, 1, 1);
@@ -662,25 +679,90 @@ static int protected_job(lua_State *L)
     return 0;
 }
 
+/* The pool of prepared states (see the header). */
+enum { POOL_MAX = 4 };
+static const size_t POOL_KEEP_BYTES = (size_t)64 << 20; /* a bigger heap is collected first */
+static pthread_mutex_t pool_mu = PTHREAD_MUTEX_INITIALIZER;
+static lua_State *pool[POOL_MAX];
+static int pool_n;
+
+static lua_State *pool_take(void)
+{
+    lua_State *L = NULL;
+    pthread_mutex_lock(&pool_mu);
+    if (pool_n > 0)
+        L = pool[--pool_n];
+    pthread_mutex_unlock(&pool_mu);
+    return L;
+}
+
+static void close_state(lua_State *L)
+{
+    host *h = host_of(L);
+    lua_close(L);
+    free(h);
+}
+
+static void pool_put(lua_State *L)
+{
+    lua_settop(L, 0);
+    if (host_of(L)->used > POOL_KEEP_BYTES)
+        lua_gc(L, LUA_GCCOLLECT);
+    pthread_mutex_lock(&pool_mu);
+    int kept = pool_n < POOL_MAX;
+    if (kept)
+        pool[pool_n++] = L;
+    pthread_mutex_unlock(&pool_mu);
+    if (!kept)
+        close_state(L);
+}
+
+/* Whether a request may reuse a state and return it: one for a built-in graph (spec.find takes
+   a name with a '/' or ending in .lua for a file), or no graph at all (list). */
+static int poolable(const job *j, const char *dir)
+{
+    if (dir)
+        return 0;
+    const char *g = j->req ? j->req->graph : NULL;
+    if (!g)
+        return 1;
+    size_t n = strlen(g);
+    return !strchr(g, '/') && !(n >= 4 && strcmp(g + n - 4, ".lua") == 0);
+}
+
 static kg_status run_job(job *j, char **err)
 {
     *err = NULL;
-    host h;
-    memset(&h, 0, sizeof h);
-    h.limit = GENERATOR_MEMORY;
     const char *dir = getenv("KERNGEN_LUA_DIR");
-    h.dir = (dir && *dir) ? dir : NULL;
-    lua_State *L = lua_newstate(l_alloc, &h);
-    if (!L)
-        return KG_ENOMEM;
-    h.L = L;
+    dir = (dir && *dir) ? dir : NULL;
+    int reuse = poolable(j, dir);
+    lua_State *L = reuse ? pool_take() : NULL;
+    host *h;
+    if (L) {
+        h = host_of(L);
+    } else {
+        if (!(h = malloc(sizeof *h)))
+            return KG_ENOMEM;
+        memset(h, 0, sizeof *h);
+        h->limit = GENERATOR_MEMORY;
+        h->dir = dir;
+        if (!(L = lua_newstate(l_alloc, h))) {
+            free(h);
+            return KG_ENOMEM;
+        }
+        h->L = L;
+    }
+    /* the budgets are per request */
+    h->sandboxed = h->budget_set = h->refused_line = 0;
+    h->chunk = NULL;
+    h->failed = 0;
     /* pushing light C functions and pointers allocates nothing; lua_pcall protects the rest */
     lua_pushcfunction(L, msgh);
     lua_pushcfunction(L, protected_job);
     lua_pushlightuserdata(L, j);
     int rc = lua_pcall(L, 1, 0, 1);
     kg_status st = KG_OK;
-    if (rc != LUA_OK && (rc == LUA_ERRMEM || h.failed)) {
+    if (rc != LUA_OK && (rc == LUA_ERRMEM || h->failed)) {
         st = KG_ENOMEM;
         *err = kg_strdup("out of memory");
     } else if (rc != LUA_OK && lua_istable(L, -1)) {
@@ -693,7 +775,10 @@ static kg_status run_job(job *j, char **err)
     }
     if (st != KG_OK && !*err)
         st = KG_ENOMEM;
-    lua_close(L);
+    if (st == KG_OK && reuse && !h->failed)
+        pool_put(L);
+    else
+        close_state(L);
     if (st != KG_OK) {
         kg_free(j->k);
         free(j->text);

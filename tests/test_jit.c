@@ -1,8 +1,10 @@
 /* test_jit: the libtcc JIT as a library feature. Threads generate, compile, call and free
- * kernels concurrently (each request has its own Lua state; libtcc runs behind one mutex) and
- * must get exactly the single-threaded results; compiled kernels may be called from several
- * threads at once. The sanitizer build (./build.sh asan) runs this too, for leaks and races in
- * the build/free cycle. */
+ * kernels concurrently (a request runs in a Lua state of its own, which may be a prepared one
+ * that an earlier request used: kg_lua.c; libtcc runs behind one mutex) and must get exactly
+ * the single-threaded results; compiled kernels may be called from several threads at once.
+ * The sanitizer build (./build.sh asan) runs this too, for leaks and races in the build/free
+ * cycle. prepared_states: requests after other requests (failed ones, spec files) give the
+ * bytes they gave first. */
 #include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -196,6 +198,63 @@ static void single_pass(void **state)
     assert_memory_equal(y, want, sizeof y);
 }
 
+/* The generated text of a request (malloc'd), or NULL when it fails. */
+static char *source_of(const char *graph, const char **params, int nparams, const char *dtype)
+{
+    kg_request req = {0};
+    req.graph = graph;
+    req.params = params;
+    req.nparams = nparams;
+    req.dtype = dtype;
+    kg_kernel *k;
+    char *err;
+    if (kg_generate(&req, &k, &err) != KG_OK) {
+        free(err);
+        return NULL;
+    }
+    const char *text = kg_text(k, KG_TEXT_SOURCE);
+    char *s = malloc(strlen(text) + 1);
+    if (s)
+        strcpy(s, text);
+    kg_free(k);
+    return s;
+}
+
+/* prepared_states: a prepared Lua state goes from request to request (kg_lua.c); whatever ran
+   before, a request gives the bytes it gave first, here interleaved with other graphs and
+   dtypes, a failing request, a spec file and a graph that calls others. */
+static void prepared_states(void **state)
+{
+    (void)state;
+    const char *ln[] = {"rows=3", "dim=10"}, *bad[] = {"rows=0"}, *sm[] = {"rows=2", "dim=7"};
+    const char *blk[] = {"seq=2", "dmodel=4", "dff=6", "gelu=erf"};
+    char *first = source_of("layernorm", ln, 2, "f32");
+    char *first_sm = source_of("softmax", sm, 2, "f64");
+    assert_non_null(first);
+    assert_non_null(first_sm);
+    for (int round = 0; round < 3; round++) {
+        char *s;
+        assert_null(source_of("layernorm", bad, 1, "f32")); /* an error: its state is closed */
+        assert_null(source_of("no_such_graph", NULL, 0, "f32"));
+        s = source_of("postnorm_ffn", blk, 4, "f64");
+        assert_non_null(s);
+        free(s);
+        s = source_of("tests/specs/ops/add.lua", NULL, 0, "f32"); /* a spec file */
+        assert_non_null(s);
+        free(s);
+        s = source_of("layernorm", ln, 2, "f32");
+        assert_non_null(s);
+        assert_string_equal(s, first);
+        free(s);
+        s = source_of("softmax", sm, 2, "f64");
+        assert_non_null(s);
+        assert_string_equal(s, first_sm);
+        free(s);
+    }
+    free(first);
+    free(first_sm);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -203,6 +262,7 @@ int main(void)
         cmocka_unit_test(concurrent_calls),
         cmocka_unit_test(compile_contract),
         cmocka_unit_test(single_pass),
+        cmocka_unit_test(prepared_states),
         cmocka_unit_test(call_contract),
     };
     return cmocka_run_group_tests_name("jit", tests, NULL, NULL);
