@@ -125,20 +125,21 @@ local function streams(loop, acc) -- acc: loops.accesses(loop.body)
   return false
 end
 
--- May loop b run fused with loop a (same variable and extent, a first)? va, vb: the accesses
--- of their bodies; a_streams: streams(a).
-local function fusable(a, va, a_streams, b, vb)
+-- slab() of an access (a record of loops.accesses) for variable v, computed once per access.
+local function slab_of(x, v)
+  if x.slab_var ~= v then x.slab_var, x.slab_stride, x.slab_base = v, slab(x.index, v, x.ranges) end
+  return x.slab_stride, x.slab_base
+end
+
+-- May loop b run fused with loop a (same variable and extent, a first)? by_buf: the accesses
+-- of a's body by buffer; a_streams: streams(a); vb: the accesses of b's body.
+local function fusable(a, by_buf, a_streams, b, vb)
   if a_streams or streams(b, vb) then return false end
-  local by_buf = {}
-  for _, x in ipairs(va) do
-    by_buf[x.buf] = by_buf[x.buf] or {}
-    table.insert(by_buf[x.buf], x)
-  end
   for _, y in ipairs(vb) do
     for _, x in ipairs(by_buf[y.buf] or {}) do
       if x.write or y.write then
-        local sx, bx = slab(x.index, a.var, x.ranges)
-        local sy, by = slab(y.index, a.var, y.ranges)
+        local sx, bx = slab_of(x, a.var)
+        local sy, by = slab_of(y, a.var)
         if not sx or sx ~= sy or bx ~= by then return false end
       end
     end
@@ -146,15 +147,21 @@ local function fusable(a, va, a_streams, b, vb)
   return true
 end
 
--- The open group's accesses, buffers and streaming grow as loops fuse into it (a loop's
+-- The open group's accesses (by buffer) and streaming grow as loops fuse into it (a loop's
 -- accesses are those of its body's statements, in order).
 local function fuse_list(list)
-  local out, group, gacc, gbufs, gstreams = {}, nil, nil, nil, false
+  local out, group, gbufs, gstreams = {}, nil, nil, false
+  local function add(acc)
+    for _, x in ipairs(acc) do
+      local l = gbufs[x.buf]
+      if l then l[#l + 1] = x else gbufs[x.buf] = { x } end
+    end
+  end
   for _, s in ipairs(list) do
     local sacc = s.k == "loop" and loops.accesses(s.body)
-    if s.k == "loop" and group and group.n == s.n and fusable(group, gacc, gstreams, s, sacc) then
+    if s.k == "loop" and group and group.n == s.n and fusable(group, gbufs, gstreams, s, sacc) then
       for _, t in ipairs(s.body) do group.body[#group.body + 1] = t end
-      for _, x in ipairs(sacc) do gacc[#gacc + 1] = x; gbufs[x.buf] = true end
+      add(sacc)
       gstreams = gstreams or streams(s, sacc)
     elseif s.init and group and not gbufs[s.target and s.target.buf or loops.accesses({ s })[1].buf] then
       table.insert(out, #out, s) -- a zero-initialization goes ahead of the open loop
@@ -162,8 +169,8 @@ local function fuse_list(list)
       out[#out + 1] = s
       group = s.k == "loop" and s or nil
       if group then
-        gacc, gbufs, gstreams = sacc, {}, streams(s, sacc)
-        for _, x in ipairs(sacc) do gbufs[x.buf] = true end
+        gbufs, gstreams = {}, streams(s, sacc)
+        add(sacc)
       end
     end
   end

@@ -28,10 +28,20 @@ local lower = {}
 
 lower.LANES = { f32 = 16, f64 = 8 }
 
-local function flat(shape, idx)
-  local st, r = util.strides(shape), aff.const(0)
-  for k = 1, #shape do r = aff.add(r, aff.scale(idx[k], st[k])) end
-  return r
+local function flat(shape, idx) -- the sum of idx[k] * stride[k], built in place
+  local st, c, t = util.strides(shape), 0, {}
+  for k = 1, #shape do
+    local a, s = idx[k], st[k]
+    c = c + a.c * s
+    if s ~= 0 then
+      for v, x in pairs(a.t) do
+        local y = (t[v] or 0) + x * s
+        if y == 0 then y = nil end
+        t[v] = y
+      end
+    end
+  end
+  return { c = c, t = t }
 end
 
 ---------------------------------------------------------------------------------------------
