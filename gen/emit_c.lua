@@ -10,6 +10,14 @@
 -- may regroup them. Domain checks (ops.domain) set the return code. Helper functions
 -- (sqrt_clamp, maximum...) and the math functions of mathfn (exp, erfc, gelu...) are static and
 -- emitted only when used; the only libm function called is sqrt.
+--
+-- The JIT's schedule (unroll auto, F.policy) is written for tcc, which keeps every value in
+-- memory: strip-mined loops (schedule.lua), reductions written out lane by lane, accesses through
+-- base pointers and invariant loads in const locals (declare_bases). Addresses, statements and
+-- their order are those of the other policies, so the bits are too.
+--
+-- Speed (generation is most of a JIT's latency): an expression compiles once per function into
+-- a closure that prints it for any index (compile), so an unrolled loop pays only for its text.
 
 local ops = require("ops")
 local util = require("util")

@@ -4,9 +4,13 @@
 --         at most TINY iterations around straight-line code (GroupNorm's channels of a group),
 --         which compilers vectorize better written out.
 --   full: everything is straight-line code; refused above HARD_LIMIT terms.
---   auto: a loop is unrolled when everything inside it is, and its unrolled size stays within
---         NEST_BUDGET terms and the function's within FUNCTION_BUDGET; big shapes stay loops
---         with constant bounds, so code size follows the graph, not the shape.
+--   auto: the JIT's schedule (tcc runs straight-line code faster and keeps nothing in
+--         registers). A loop is unrolled when everything inside it is, and its unrolled size
+--         stays within NEST_BUDGET terms and the function's within FUNCTION_BUDGET; a loop around
+--         straight-line code too long for that is strip-mined (loop.strip = STRIP: blocks of
+--         STRIP copies of its body, then the rest); big shapes stay loops with constant bounds,
+--         so code size follows the graph, not the shape. emit_c gives the loops of this policy
+--         base pointers and invariant locals (F.policy).
 -- Sizes are counted in expression terms (loads, constants and operators of the emitted code).
 -- Unrolling never changes results: the order of every sum is fixed in the IR.
 
