@@ -412,7 +412,15 @@ function emit.declarations(fn, L, dtype, upper, pass, comment, seen)
       seen[macro] = true
       sizes[#sizes + 1] = string.format("#define %s %d /* %s %s */", macro, p.count, p.cname, util.shape_str(p.shape))
     end
-    doc[#doc + 1] = string.format("   %-12s %s %s %s", p.cname, util.shape_str(p.shape), roles[p.arg_role].doc, p.name)
+    for k, f in ipairs(p.fields or {}) do -- the optimizer's hyperparameters by name
+      local m = upper .. "_" .. p.cname:upper() .. "_" .. f:upper()
+      if not seen[m] then
+        seen[m] = true
+        sizes[#sizes + 1] = string.format("#define %s %d /* %s[%d]: %s */", m, k - 1, p.cname, k - 1, f)
+      end
+    end
+    local what = p.fields and table.concat(p.fields, ", ") or p.name
+    doc[#doc + 1] = string.format("   %-12s %s %s %s", p.cname, util.shape_str(p.shape), roles[p.arg_role].doc, what)
     casts[i] = "(" .. (p.const and "const " or "") .. T .. " *)a[" .. (i - 1) .. "]"
   end
   casts[#casts + 1] = "(" .. T .. " *)a[" .. #L.params .. "]"

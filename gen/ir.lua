@@ -82,8 +82,9 @@ function Graph:scalar(v, shape)
   return self:make("const", {}, { value = v, shape = shape })
 end
 
-function Graph:input(name, shape, role)
-  local n = self:make("input", {}, { name = name, shape = shape, role = role })
+-- fields: names of a vector input's elements (the train pass's hyperparameters), for the header
+function Graph:input(name, shape, role, fields)
+  local n = self:make("input", {}, { name = name, shape = shape, role = role, fields = fields })
   n.name = n.name or name
   self.inputs[#self.inputs + 1] = { name = name, role = role, node = n }
   return n
@@ -126,6 +127,9 @@ Graph.erfc = unary("erfc")
 Graph.detach = unary("detach")
 Graph.abs = unary("abs")
 Graph.sign = unary("sign")
+Graph.sqrt = unary("sqrt")
+function Graph:powi(a, b) return self:make("powi", { a, b }) end
+function Graph:element(a, index) return self:make("element", { a }, { index = index }) end
 function Graph:maximum(a, b) return self:make("maximum", { a, b }) end
 function Graph:max_weight(a, b) return self:make("max_weight", { a, b }) end
 function Graph:equal(a, b) return self:make("equal", { a, b }) end

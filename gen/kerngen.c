@@ -20,7 +20,7 @@
 
 enum { EXIT_CHECK = 1, EXIT_USAGE = 2, EXIT_INTERNAL = 3 };
 
-#define PASS_LIST "forward, vjp, jvp, forward_train, vjp_saved"
+#define PASS_LIST "forward, vjp, jvp, forward_train, vjp_saved, train"
 
 static const char *const MAIN_USAGE =
     "usage: kerngen COMMAND [ARGS]\n"
@@ -47,10 +47,13 @@ static const char *const GEN_OPTIONS =
     "                       JIT, runs straight-line code faster; unrolled within a size budget)\n"
     "  --vjp derived|closed use the tape VJP (default) or the spec's closed form\n"
     "  --jvp derived|closed likewise for the JVP\n"
-    "  --dump-ir PASS       print the IR after forward|vjp|jvp|forward_train|vjp_saved|simplify\n"
+    "  --dump-ir PASS       print the IR after forward|vjp|jvp|forward_train|vjp_saved|train|simplify\n"
     "                       (graph) or lower|fuse|block (loops) to stderr\n"
     "  --fuse auto|none     loop fusion (default auto); none is for diagnosis: same results\n"
-    "  --check-ir           run the IR checker between passes\n";
+    "  --check-ir           run the IR checker between passes\n"
+    "  --wrt A,B            vjp, vjp_saved and train give only the gradients of these inputs\n"
+    "  --train A,B          the trainable inputs: adds the train pass, which updates them in place\n"
+    "  --optimizer O        train's update: sgd (default), momentum, adam, adamw (PyTorch's)\n";
 
 static const char *const JIT_OPTION =
     "  --jit tcc|cc|auto    the compiled tier (same results in all): tcc (default), libtcc in\n"
@@ -127,6 +130,9 @@ static void parse(cli *c, const char *cmd, int argc, char **argv, const char *al
             else if (strcmp(key, "--name") == 0) c->req.name = val;
             else if (strcmp(key, "--dump-ir") == 0) c->req.dump_ir = val;
             else if (strcmp(key, "--fuse") == 0) c->req.fuse = val;
+            else if (strcmp(key, "--wrt") == 0) c->req.wrt = val;
+            else if (strcmp(key, "--train") == 0) c->req.train = val;
+            else if (strcmp(key, "--optimizer") == 0) c->req.optimizer = val;
             else if (strcmp(key, "--check-ir") == 0) c->req.check_ir = 1;
             else if (strcmp(key, "--jit") == 0) c->req.jit = val;
             else if (strcmp(key, "--json") == 0) c->json = 1;
@@ -255,7 +261,7 @@ static int cmd_emit(int argc, char **argv)
 {
     cli c;
     parse(&c, "emit", argc, argv,
-          "--dtype --semantics --unroll --vjp --jvp --name --out --pass --dump-ir --check-ir --fuse");
+          "--dtype --semantics --unroll --vjp --jvp --name --out --pass --dump-ir --check-ir --fuse --wrt --train --optimizer");
     if (c.help) {
         printf("usage: kerngen emit GRAPH [NAME=VALUE...] [options] [--out DIR]\n\n"
                "Writes DIR/<name>.h and DIR/<name>.c (default DIR: .) holding one function per pass\n"
@@ -323,7 +329,7 @@ static int load_inputs(const kg_kernel *k, kg_pass pass, cli *c, run_state *rs)
         int found = 0;
         for (int i = 0; i < n; i++) {
             const kg_arg *a = kg_arg_at(k, pass, i);
-            if (a->role < KG_ROLE_OUTPUT && strlen(a->file) == len && strncmp(a->file, c->ins[j], len) == 0)
+            if (kg_role_reads(a->role) && strlen(a->file) == len && strncmp(a->file, c->ins[j], len) == 0)
                 found = 1;
         }
         for (int j2 = 0; j2 < j; j2++)
@@ -335,7 +341,7 @@ static int load_inputs(const kg_kernel *k, kg_pass pass, cli *c, run_state *rs)
             fprintf(stderr, "kerngen run: --in %.*s: the %s pass has no such input (expected:", (int)len,
                     c->ins[j], c->pass ? c->pass : "forward");
             for (int i = 0; i < n; i++)
-                if (kg_arg_at(k, pass, i)->role < KG_ROLE_OUTPUT)
+                if (kg_role_reads(kg_arg_at(k, pass, i)->role))
                     fprintf(stderr, " %s", kg_arg_at(k, pass, i)->file);
             fputs(")\n", stderr);
             return -1;
@@ -343,7 +349,7 @@ static int load_inputs(const kg_kernel *k, kg_pass pass, cli *c, run_state *rs)
     }
     for (int i = 0; i < n; i++) {
         const kg_arg *a = kg_arg_at(k, pass, i);
-        if (a->role >= KG_ROLE_OUTPUT)
+        if (!kg_role_reads(a->role))
             continue;
         const char *path = NULL;
         size_t len = strlen(a->file);
@@ -406,7 +412,7 @@ static int write_outputs(const kg_kernel *k, kg_pass pass, const char *dir, run_
     int rc = files && outs && names ? 0 : -1;
     for (int i = 0; rc == 0 && i < n; i++) {
         const kg_arg *a = kg_arg_at(k, pass, i);
-        if (a->role < KG_ROLE_OUTPUT)
+        if (!kg_role_writes(a->role))
             continue;
         size_t len = strlen(a->file) + 5;
         if (!(names[nt] = malloc(len))) {
@@ -438,7 +444,7 @@ static int cmd_run(int argc, char **argv)
 {
     cli c;
     parse(&c, "run", argc, argv,
-          "--dtype --semantics --unroll --vjp --jvp --pass --in --out --dump-ir --check-ir --fuse --jit");
+          "--dtype --semantics --unroll --vjp --jvp --pass --in --out --dump-ir --check-ir --fuse --jit --wrt --train --optimizer");
     if (c.help) {
         printf("usage: kerngen run GRAPH [NAME=VALUE...] [--dtype f32|f64] [--pass PASS]\n"
                "                  --in NAME=FILE.npy ... --out DIR\n\n"
@@ -449,6 +455,9 @@ static int cmd_run(int argc, char **argv)
                "  jvp:           also reads <input>.tangent for every input, writes DIR/<output>.tangent.npy\n"
                "  forward_train: as forward, and writes DIR/<value>.saved.npy for each saved value\n"
                "  vjp_saved:     as vjp, reading <value>.saved instead of recomputing it\n"
+               "  train:         as vjp_saved (gradients only of --wrt inputs), also reading opt (the\n"
+               "                 hyperparameters) and each --train input's optimizer state; writes the\n"
+               "                 updated inputs and states as DIR/<name>.npy\n"
                "Outputs are written only when everything succeeded. A domain failure (a standard\n"
                "deviation not > 0 and finite) is an error.\n\n%s%s",
                GEN_OPTIONS, JIT_OPTION);
@@ -475,7 +484,7 @@ static int cmd_run(int argc, char **argv)
     if (load_inputs(k, pass, &c, &rs) == 0) {
         for (int i = 0; i < n; i++) {
             const kg_arg *a = kg_arg_at(k, pass, i);
-            if (a->role >= KG_ROLE_OUTPUT && !(rs.bufs[i] = calloc(a->count ? a->count : 1, kg_elem_size(k))))
+            if (!kg_role_reads(a->role) && !(rs.bufs[i] = calloc(a->count ? a->count : 1, kg_elem_size(k))))
                 abort();
         }
         void *ws = kg_ws_size(k, pass) ? calloc(kg_ws_size(k, pass), kg_elem_size(k)) : NULL;
@@ -489,7 +498,7 @@ static int cmd_run(int argc, char **argv)
             rc = 0;
         free(ws);
         for (int i = 0; i < n; i++)
-            if (kg_arg_at(k, pass, i)->role >= KG_ROLE_OUTPUT)
+            if (!kg_role_reads(kg_arg_at(k, pass, i)->role))
                 free(rs.bufs[i]);
     }
     for (int i = 0; i < n; i++)
@@ -613,7 +622,7 @@ static void *bench_buffer(bench_buf *bufs, int *n, const kg_kernel *k, const kg_
     for (const char *p = a->file; *p; p++)
         seed = (seed ^ (unsigned char)*p) * 1099511628211ull;
     int positive = a->init && strcmp(a->init, "positive") == 0;
-    for (size_t e = 0; a->role < KG_ROLE_OUTPUT && e < count; e++) {
+    for (size_t e = 0; kg_role_reads(a->role) && e < count; e++) {
         double u = 0;
         for (int j = 0; j < 4; j++) { /* Irwin-Hall of four uniforms: about normal */
             seed = seed * 6364136223846793005ull + 1442695040888963407ull;
@@ -717,7 +726,7 @@ static void remove_cache_dir(const char *dir)
 static int cmd_bench(int argc, char **argv)
 {
     cli c;
-    parse(&c, "bench", argc, argv, "--dtype --semantics --unroll --vjp --jvp --pass --jit --json --fuse");
+    parse(&c, "bench", argc, argv, "--dtype --semantics --unroll --vjp --jvp --pass --jit --json --fuse --wrt --train --optimizer");
     if (c.help) {
         printf("usage: kerngen bench GRAPH [NAME=VALUE...] [--dtype f32|f64] [--jit tcc|cc|auto]\n"
                "                    [--pass PASS]... [--json]\n\n"

@@ -93,10 +93,13 @@ function lower.run(G, dtype)
   local uses = G:uses()
   local params, bufs = {}, {}
   local home = {} -- node -> buffer it can be loaded from (flat, in the node's own shape)
+  local inplace = {} -- "role name" -> the parameter an in-place output writes (roles.lua)
   for _, io in ipairs(G.inputs) do
-    local p = param(io.name, io.role, io.node.shape, true)
+    local p = param(io.name, io.role, io.node.shape, not roles[io.role].inplace)
+    p.fields = io.node.attr.fields
     params[#params + 1] = p
     home[io.node] = p
+    if roles[io.role].inplace then inplace[io.role .. " " .. io.name] = p end
   end
   local out_param, copies, cnames = {}, {}, {}
   local function unique(p)
@@ -107,10 +110,14 @@ function lower.run(G, dtype)
   end
   for _, p in ipairs(params) do unique(p) end
   for _, o in ipairs(G.outputs) do
-    local p = param(o.name, o.role, o.node.shape, false)
-    unique(p)
-    params[#params + 1] = p
-    if out_param[o.node] or home[o.node] or o.node.op == "const" then
+    local p = inplace[o.role .. " " .. o.name]
+    if not p then
+      p = param(o.name, o.role, o.node.shape, false)
+      unique(p)
+      params[#params + 1] = p
+    end
+    if home[o.node] == p then -- unchanged in place: nothing to write
+    elseif out_param[o.node] or home[o.node] or o.node.op == "const" then
       copies[#copies + 1] = { node = o.node, buf = p }
     else
       out_param[o.node] = p

@@ -230,6 +230,22 @@ ops.equal = elementwise {
   c = { helper = function(T, lit) return { "return a == b ? " .. lit(1) .. " : " .. lit(0) .. ";" } end },
 }
 
+-- The optimizers' scalar arithmetic (train pass, gen/optim.lua); no derivatives.
+-- sqrt without the domain check of sqrt_clamp (an optimizer's second moment may be 0).
+ops.sqrt = elementwise {
+  arity = 1, cost = 8, nondiff = true,
+  c = { helper = function(T, lit, f) return { "return sqrt" .. f .. "(v);" } end },
+}
+-- a^b for an integer b >= 0 (Adam's beta^step): binary powering, the same roundings on every
+-- target (no libm pow).
+ops.powi = elementwise {
+  arity = 2, cost = 64, nondiff = true,
+  c = { helper = function(T, lit)
+    return { T .. " r = " .. lit(1) .. ", s = a;", "long n = (long)b;",
+      "while (n > 0) {", "    if (n & 1)", "        r = r * s;", "    s = s * s;", "    n >>= 1;", "}", "return r;" }
+  end },
+}
+
 -- Identity in value, zero derivative: marks quantities that cannot change the result
 -- (the shift of a shifted two-pass variance).
 ops.detach = {
@@ -403,6 +419,13 @@ ops.unpick0 = {
   end,
   jvp = function(G, n, t) return G:unpick0(t, n.attr.axis, n.attr.extent) end,
   vjp = function(G, n, g) return G:pick0(g, n.attr.axis) end,
+}
+
+-- element attr.index of a vector (rank 1 -> rank 0): a hyperparameter of the train pass
+ops.element = {
+  kind = "view", arity = 1, cost = 0, nondiff = true,
+  shape = function() return {} end,
+  read = function(n, idx, aff) return { aff.const(n.attr.index) } end,
 }
 
 ops.input = { kind = "leaf", arity = 0, cost = 0, nondiff = true, shape = function(_, attr) return attr.shape end }

@@ -26,6 +26,7 @@ local block = require("block")
 local loops = require("loops")
 local schedule = require("schedule")
 local roles = require("roles")
+local optim = require("optim")
 local emit = require("emit_c")
 local template = require("template")
 local host = require("kg_host")
@@ -66,12 +67,16 @@ local function forward_train(R)
 end
 
 -- The VJP with every saved value read from an argument (role "saved") instead of computed:
--- what only fed the saved values is dead, and simplify drops it.
-local function vjp_saved(R)
+-- what only fed the saved values is dead, and simplify drops it. With trainable (a set of
+-- input names), those inputs get the role "param" (the train pass updates them).
+local function vjp_saved(R, trainable)
   local V = derived_vjp(R)
   local H, map = ir.new(), {}
   local function inputs(keep) for _, io in ipairs(V.inputs) do
-    if keep(io.role) then map[io.node] = H:input(io.name, io.node.shape, io.role) end
+    if keep(io.role) then
+      local role = io.role == "input" and trainable and trainable[io.name] and "param" or io.role
+      map[io.node] = H:input(io.name, io.node.shape, role)
+    end
   end end
   inputs(function(role) return role == "input" end) -- argument order: inputs, saved, cotangents
   for _, s in ipairs(saved_values(R.F)) do map[s.node] = H:input(s.name, s.node.shape, "saved") end
@@ -89,16 +94,55 @@ local function vjp_saved(R)
   return H
 end
 
+-- Keeps only the gradients of the inputs named in R.wrt (all when the request names none).
+local function selected_grads(G, R)
+  if not R.wrt then return G end
+  local outs = {}
+  for _, o in ipairs(G.outputs) do if o.role ~= "grad" or R.wrt[o.name] then outs[#outs + 1] = o end end
+  G.outputs = outs
+  return G
+end
+
+-- The training step: vjp_saved, then the optimizer's update of every trainable parameter
+-- (R.train) in place, from its gradient, as soon as that is complete; the gradients of the
+-- inputs named in R.wrt are outputs too. Arguments: the inputs (trainable ones role "param",
+-- read and updated), saved values, cotangents, `opt` (the hyperparameters, optim.lua), then
+-- each trainable parameter's optimizer state (role "state", read and updated).
+local function train(R)
+  local V = vjp_saved(R, R.train)
+  local O = optim.OPTIMIZERS[R.req.optimizer]
+  local grad, param = {}, {}
+  for _, o in ipairs(V.outputs) do if o.role == "grad" then grad[o.name] = o.node end end
+  for _, io in ipairs(V.inputs) do if io.role == "param" then param[#param + 1] = io end end
+  local opt = V:input("opt", { #O.hyper }, "hyper", O.hyper)
+  local h = {}
+  for i, name in ipairs(O.hyper) do h[name] = V:element(opt, i - 1) end
+  local outs = {}
+  for _, o in ipairs(V.outputs) do if o.role == "grad" and R.wrt and R.wrt[o.name] then outs[#outs + 1] = o end end
+  for _, io in ipairs(param) do
+    local s = {}
+    for _, key in ipairs(O.state) do s[key] = V:input(io.name .. "_" .. key, io.node.shape, "state") end
+    local p, new = O.update(V, io.node, grad[io.name], h, s)
+    outs[#outs + 1] = { name = io.name, role = "param", node = p }
+    for _, key in ipairs(O.state) do outs[#outs + 1] = { name = io.name .. "_" .. key, role = "state", node = new[key] } end
+  end
+  V.outputs = outs
+  return V
+end
+
 pipeline.PASSES = {
   { name = "forward", doc = "forward pass", graph = function(R) return R.F end },
-  { name = "vjp", doc = "reverse mode: gradients of every input from output cotangents", graph = derived_vjp },
+  { name = "vjp", doc = "reverse mode: gradients of every input from output cotangents",
+    graph = function(R) return selected_grads(derived_vjp(R), R) end },
   { name = "jvp", doc = "forward mode: output tangents from input tangents", graph = function(R)
     if R.req.jvp_form == "closed" then return jvp.closed(R.F, R.S, R.ctx, R.fb) end
     return jvp.derive(R.F)
   end },
   { name = "forward_train", doc = "forward pass that also writes what vjp_saved reads (saved)", graph = forward_train },
   { name = "vjp_saved", doc = "reverse mode reading what forward_train saved: gradients of every input",
-    graph = vjp_saved },
+    graph = function(R) return selected_grads(vjp_saved(R), R) end },
+  { name = "train", doc = "training step: vjp_saved, then the optimizer updates the trainable parameters in place",
+    graph = train, needs_train = true },
 }
 local PASS = {}
 for _, p in ipairs(pipeline.PASSES) do PASS[p.name] = p end
@@ -126,10 +170,13 @@ local function check_options(req)
     if not PASS[q] then util.fail("--pass: '" .. tostring(q) .. "' is not a pass") end
     want[q] = true
   end
+  if want.train and not req.train then util.fail("--pass train: name the trainable inputs with --train") end
   req.passes = {}
   for _, p in ipairs(pipeline.PASSES) do
-    if want[p.name] or not next(want) then req.passes[#req.passes + 1] = p.name end
+    if want[p.name] or (not next(want) and (req.train or not p.needs_train)) then req.passes[#req.passes + 1] = p.name end
   end
+  one_of("optimizer", "--optimizer", optim.NAMES, "sgd")
+  if req.optimizer ~= "sgd" and not req.train then util.fail("--optimizer: only with --train") end
   if req.name and not util.is_name(req.name) then util.fail("--name: '" .. req.name .. "' is not a C identifier") end
 end
 
@@ -176,6 +223,22 @@ local function params_text(S, dims, attrs)
   return table.concat(parts, " ")
 end
 
+-- The set of inputs of F named by a comma-separated option value (nil when not given).
+local function input_set(F, list, option)
+  if list == nil then return nil end
+  local inputs, names = {}, {}
+  for _, io in ipairs(F.inputs) do inputs[io.name] = true; names[#names + 1] = io.name end
+  local set = {}
+  for name in util.gmatch(list .. ",", "([^,]*),") do
+    if not inputs[name] then
+      util.fail(option .. ": '" .. name .. "' is not an input of the graph (inputs: " .. table.concat(names, ", ") .. ")")
+    end
+    if set[name] then util.fail(option .. ": '" .. name .. "' is given twice") end
+    set[name] = true
+  end
+  return set
+end
+
 -- The graph IR of one pass, after simplify.
 function pipeline.graph(req)
   check_options(req)
@@ -192,7 +255,13 @@ function pipeline.graph(req)
   after("forward", F)
   if req.vjp_form == "closed" and not S.vjp then util.fail(S.name .. ": has no closed-form VJP") end
   if req.jvp_form == "closed" and not S.jvp then util.fail(S.name .. ": has no closed-form JVP") end
-  local R = { F = F, fb = fb, S = S, ctx = ctx, req = req }
+  local R = { F = F, fb = fb, S = S, ctx = ctx, req = req,
+    wrt = input_set(F, req.wrt, "--wrt"), train = input_set(F, req.train, "--train") }
+  if R.wrt and R.train then
+    for name in pairs(R.wrt) do
+      if R.train[name] then util.fail("--wrt: '" .. name .. "' is trainable (--train): the train pass updates it") end
+    end
+  end
   local graphs = {}
   for _, p in ipairs(req.passes) do graphs[p] = p == "forward" and F or after(p, PASS[p].graph(R)) end
   for _, p in ipairs(req.passes) do
@@ -248,7 +317,7 @@ function pipeline.generate(req)
     for i, p in ipairs(L.params) do
       meta.params[i] = { cname = p.cname, name = p.name, role = p.arg_role, shape = p.shape, count = p.count,
         file = p.name .. roles[p.arg_role].file,
-        init = init_of[p.name] or "normal" }
+        init = init_of[p.name] or (p.arg_role == "state" and "positive") or "normal" }
     end
     result.functions[pass] = meta
   end
@@ -257,6 +326,8 @@ function pipeline.generate(req)
   -- them before replacing default-named files); the code line says how (results identical)
   local opts = string.format("dtype=%s semantics=%s vjp=%s jvp=%s passes=%s", dtype, req.semantics,
     req.vjp_form, req.jvp_form, table.concat(req.passes, ","))
+  if req.wrt then opts = opts .. " wrt=" .. req.wrt end
+  if req.train then opts = opts .. " train=" .. req.train .. " optimizer=" .. req.optimizer end
   local banner = table.concat({
     "/* Generated by kerngen " .. pipeline.VERSION .. ". Do not edit: regenerate instead.",
     " * graph:   " .. S.name .. (S.alias_of and (" (alias of " .. S.alias_of .. ")") or "") .. " -- " .. S.summary,

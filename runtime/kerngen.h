@@ -39,15 +39,22 @@ typedef enum {
  *   jvp            forward mode: output tangents from input tangents
  *   forward_train  forward that also writes what vjp_saved reads (the spec's saved values:
  *                  mean and inverse std of a normalization, an FFN's pre-activations)
- *   vjp_saved      vjp reading those instead of recomputing them; same results as vjp */
-typedef enum { KG_FORWARD, KG_VJP, KG_JVP, KG_FORWARD_TRAIN, KG_VJP_SAVED, KG_NPASSES } kg_pass;
+ *   vjp_saved      vjp reading those instead of recomputing them; same results as vjp
+ *   train          a training step (only with kg_request.train): vjp_saved, then the
+ *                  optimizer updates each trainable input in place from its gradient */
+typedef enum { KG_FORWARD, KG_VJP, KG_JVP, KG_FORWARD_TRAIN, KG_VJP_SAVED, KG_TRAIN, KG_NPASSES } kg_pass;
 
-/* What an argument is to its function; the ones before KG_ROLE_OUTPUT are read, the others
-   written. A saved value is KG_ROLE_SAVE in forward_train and KG_ROLE_SAVED in vjp_saved. */
+/* What an argument is to its function. A saved value is KG_ROLE_SAVE in forward_train and
+   KG_ROLE_SAVED in vjp_saved and train; KG_ROLE_HYPER is train's `opt` (the optimizer's
+   hyperparameters); KG_ROLE_PARAM (a trainable input) and KG_ROLE_STATE (an optimizer state
+   tensor) are read and updated in place by train. kg_role_reads/kg_role_writes say which. */
 typedef enum {
-    KG_ROLE_INPUT, KG_ROLE_COTANGENT, KG_ROLE_TANGENT, KG_ROLE_SAVED,
-    KG_ROLE_OUTPUT, KG_ROLE_GRAD, KG_ROLE_OUTPUT_TANGENT, KG_ROLE_SAVE
+    KG_ROLE_INPUT, KG_ROLE_COTANGENT, KG_ROLE_TANGENT, KG_ROLE_SAVED, KG_ROLE_HYPER,
+    KG_ROLE_OUTPUT, KG_ROLE_GRAD, KG_ROLE_OUTPUT_TANGENT, KG_ROLE_SAVE,
+    KG_ROLE_PARAM, KG_ROLE_STATE
 } kg_role;
+int kg_role_reads(kg_role role);  /* the function reads the argument */
+int kg_role_writes(kg_role role); /* the function writes it */
 
 /* "forward", "vjp", ...; NULL for an unknown pass. kg_pass_from_name: -1 for an unknown name. */
 const char *kg_pass_name(kg_pass pass);
@@ -72,6 +79,11 @@ typedef struct {
                                 Fewer passes generate faster; kg_call on a missing one gives
                                 KG_CALL_NO_PASS */
     int check_ir;            /* run the IR checker between passes */
+    const char *wrt;         /* NULL, or comma-separated input names: vjp, vjp_saved and train
+                                output only these gradients (frozen inputs get no code) */
+    const char *train;       /* NULL, or comma-separated trainable inputs: adds the train pass */
+    const char *optimizer;   /* train's update: "sgd" (default), "momentum", "adam", "adamw"
+                                (PyTorch's formulas; README "Training") */
     const char *jit;         /* the tier kg_compile builds (results are bit-identical in all):
                                 "tcc" (default): libtcc in memory, ready in milliseconds;
                                 "cc": the system C compiler ($CC, default cc; -O3 -march=native
@@ -86,7 +98,7 @@ typedef struct {
     const char *cname;  /* C parameter name, e.g. "x_grad" */
     const char *name;   /* tensor name, e.g. "x" */
     const char *file;   /* name used for .npy files, e.g. "x.grad" */
-    const char *init;   /* test-data hint from the spec: "normal" or "positive" */
+    const char *init;   /* test-data hint: "normal" or "positive" (spec; optimizer state) */
     kg_role role;
     int ndim;
     size_t shape[8];

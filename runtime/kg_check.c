@@ -100,7 +100,7 @@ static int call(const kg_kernel *k, kg_pass pass, bank *b)
     for (int i = 0; i < n; i++) {
         const kg_arg *a = kg_arg_at(k, pass, i);
         slot *s = find(b, a->role, a->name);
-        if (s->f && a->role >= KG_ROLE_OUTPUT)
+        if (s->f && kg_role_writes(a->role))
             for (size_t j = 0; j < a->count; j++)
                 s->v[j] = s->f[j];
     }
@@ -347,7 +347,7 @@ kg_status kg_check_run(const kg_request *req, unsigned long seed, kg_check_resul
         fill_role(&g, &x64, KG_ROLE_TANGENT);
         fill_role(&g, &x64, KG_ROLE_COTANGENT);
         for (int i = 0; i < x64.n; i++) /* both kernels see the same (f32-representable) data */
-            if (x64.s[i].role < KG_ROLE_OUTPUT)
+            if (kg_role_reads(x64.s[i].role))
                 for (size_t j = 0; j < x64.s[i].n; j++)
                     x64.s[i].v[j] = (float)x64.s[i].v[j];
         for (kg_role role = KG_ROLE_INPUT; role < KG_ROLE_OUTPUT; role++)

@@ -8,7 +8,10 @@
 #include "kg_files.h"
 #include "kg_internal.h"
 
-static const char *const PASS_NAMES[KG_NPASSES] = {"forward", "vjp", "jvp", "forward_train", "vjp_saved"};
+static const char *const PASS_NAMES[KG_NPASSES] = {"forward", "vjp", "jvp", "forward_train", "vjp_saved", "train"};
+
+int kg_role_reads(kg_role role) { return role < KG_ROLE_OUTPUT || role >= KG_ROLE_PARAM; }
+int kg_role_writes(kg_role role) { return role >= KG_ROLE_OUTPUT; }
 
 const char *kg_pass_name(kg_pass pass) { return (unsigned)pass < KG_NPASSES ? PASS_NAMES[pass] : NULL; }
 

@@ -461,6 +461,9 @@ static void push_request(lua_State *L, const kg_request *req)
     set_str(L, "name", req->name);
     set_str(L, "dump_ir", req->dump_ir);
     set_str(L, "fuse", req->fuse);
+    set_str(L, "wrt", req->wrt);
+    set_str(L, "train", req->train);
+    set_str(L, "optimizer", req->optimizer);
     lua_pushboolean(L, req->check_ir);
     lua_setfield(L, -2, "check_ir");
     lua_createtable(L, req->nparams, 0);
@@ -505,7 +508,8 @@ static lua_Integer field_int(lua_State *L, const char *key)
 /* kg_role in the order of its enum; the meaning of each is gen/roles.lua's */
 static kg_role role_of(lua_State *L, const char *s)
 {
-    static const char *names[] = {"input", "cotangent", "tangent", "saved", "output", "grad", "output_tangent", "save"};
+    static const char *names[] = {"input", "cotangent", "tangent", "saved", "hyper", "output",
+                                  "grad", "output_tangent", "save", "param", "state"};
     for (int i = 0; i < (int)(sizeof names / sizeof names[0]); i++)
         if (strcmp(s, names[i]) == 0)
             return (kg_role)i;

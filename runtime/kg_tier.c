@@ -75,6 +75,9 @@ static void free_request(struct kg_tier *t)
     free((char *)t->req.jvp_form);
     free((char *)t->req.name);
     free((char *)t->req.fuse);
+    free((char *)t->req.wrt);
+    free((char *)t->req.train);
+    free((char *)t->req.optimizer);
     for (int i = 0; t->params && i < t->req.nparams; i++)
         free(t->params[i]);
     free(t->params);
@@ -92,6 +95,9 @@ static int copy_request(struct kg_tier *t, const kg_request *req)
     DUP(jvp_form);
     DUP(name);
     DUP(fuse);
+    DUP(wrt);
+    DUP(train);
+    DUP(optimizer);
 #undef DUP
     t->params = calloc((size_t)(req->nparams > 0 ? req->nparams : 1), sizeof *t->params);
     bad |= !t->params;

@@ -342,6 +342,7 @@ static int case_call(Case *c, const kg_kernel *k, kg_pass pass)
         case KG_ROLE_OUTPUT: assert_string_equal(a->name, c->out); out = c->got_y; count = c->nout; break;
         case KG_ROLE_OUTPUT_TANGENT: assert_string_equal(a->name, c->out); out = c->got_ty; count = c->nout; break;
         case KG_ROLE_SAVED: case KG_ROLE_SAVE: fail_msg("%s: forward_train and vjp_saved are tested in test_aot", a->cname);
+        case KG_ROLE_HYPER: case KG_ROLE_PARAM: case KG_ROLE_STATE: fail_msg("%s: train is tested in test_train", a->cname);
         }
         assert_int_equal(a->count, count);
         size_t prod = 1;
