@@ -404,13 +404,16 @@ end
 -- What the header and the JIT unit say about one function: size macros not yet in `seen`
 -- (shared across passes), the documented prototype, and the packed-argument entry point
 -- kg_entry_<pass>(void *const *a) through which the runtime calls it.
+local ELEM_BYTES = { f32 = 4, f64 = 8 }
+
 function emit.declarations(fn, L, dtype, upper, pass, comment, seen)
   local T, sizes, doc, casts = CTYPE[dtype], {}, { "/* " .. fn .. ": " .. comment }, {}
   for i, p in ipairs(L.params) do
     local macro = upper .. "_" .. p.cname:upper() .. "_SIZE"
     if not seen[macro] then
       seen[macro] = true
-      sizes[#sizes + 1] = string.format("#define %s %d /* %s %s */", macro, p.count, p.cname, util.shape_str(p.shape))
+      sizes[#sizes + 1] = string.format("#define %s %d /* %s %s, %d bytes */", macro, p.count, p.cname,
+        util.shape_str(p.shape), p.count * ELEM_BYTES[dtype])
     end
     for k, f in ipairs(p.fields or {}) do -- the optimizer's hyperparameters by name
       local m = upper .. "_" .. p.cname:upper() .. "_" .. f:upper()
@@ -425,7 +428,8 @@ function emit.declarations(fn, L, dtype, upper, pass, comment, seen)
   end
   casts[#casts + 1] = "(" .. T .. " *)a[" .. #L.params .. "]"
   local ws_macro = upper .. "_" .. pass:upper() .. "_WS_SIZE"
-  sizes[#sizes + 1] = string.format("#define %s %d /* workspace of %s */", ws_macro, L.ws_size, fn)
+  sizes[#sizes + 1] = string.format("#define %s %d /* workspace of %s, %d bytes */", ws_macro, L.ws_size, fn,
+    L.ws_size * ELEM_BYTES[dtype])
   doc[#doc + 1] = string.format("   %-12s [%d] workspace (%s elements) */", "ws", L.ws_size, ws_macro)
   return {
     sizes = sizes,

@@ -9,9 +9,13 @@
 #include <string.h>
 #include <dirent.h>
 #include <fcntl.h>
+#include <spawn.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
+
+extern char **environ;
 
 #include "kerngen.h"
 #include "kg_check.h"
@@ -74,6 +78,7 @@ typedef struct {
     int all;
     int help;
     int json;
+    int report; /* emit --report */
     unsigned long seed;
 } cli;
 
@@ -112,7 +117,8 @@ static void parse(cli *c, const char *cmd, int argc, char **argv, const char *al
             const char *p = strstr(allowed, key);
             if (!p || (p[n] != ' ' && p[n] != 0) || (p != allowed && p[-1] != ' '))
                 die_usage(cmd, "unknown option '%s'", a);
-            int flag = strcmp(key, "--check-ir") == 0 || strcmp(key, "--all") == 0 || strcmp(key, "--json") == 0;
+            int flag = strcmp(key, "--check-ir") == 0 || strcmp(key, "--all") == 0 || strcmp(key, "--json") == 0 ||
+                       strcmp(key, "--report") == 0;
             const char *val = NULL;
             if (!flag) {
                 if (a[n] == '=')
@@ -136,6 +142,7 @@ static void parse(cli *c, const char *cmd, int argc, char **argv, const char *al
             else if (strcmp(key, "--check-ir") == 0) c->req.check_ir = 1;
             else if (strcmp(key, "--jit") == 0) c->req.jit = val;
             else if (strcmp(key, "--json") == 0) c->json = 1;
+            else if (strcmp(key, "--report") == 0) c->report = 1;
             else if (strcmp(key, "--all") == 0) c->all = 1;
             else if (strcmp(key, "--in") == 0) c->ins[c->nins++] = val;
             else if (strcmp(key, "--out") == 0) c->out_dir = val;
@@ -257,11 +264,143 @@ static kg_kernel *generate(cli *c, int compile, int *rc)
     return k;
 }
 
+/* ---- emit --report: the memory a firmware developer plans ---- */
+
+/* Runs argv (no shell) with stdout into out (NUL-terminated, truncated to cap); 0 when it exited 0. */
+static int run_capture(char *const *argv, char *out, size_t cap)
+{
+    int fd[2];
+    if (pipe(fd) != 0)
+        return -1;
+    posix_spawn_file_actions_t fa;
+    posix_spawn_file_actions_init(&fa);
+    posix_spawn_file_actions_adddup2(&fa, fd[1], 1);
+    posix_spawn_file_actions_addclose(&fa, fd[0]);
+    posix_spawn_file_actions_addopen(&fa, 2, "/dev/null", O_WRONLY, 0);
+    pid_t pid;
+    int rc = posix_spawnp(&pid, argv[0], &fa, NULL, argv, environ);
+    posix_spawn_file_actions_destroy(&fa);
+    close(fd[1]);
+    size_t n = 0;
+    ssize_t got;
+    while (rc == 0 && (got = read(fd[0], out + n, cap - 1 - n)) > 0)
+        n += (size_t)got;
+    out[n] = '\0';
+    close(fd[0]);
+    int status = 0;
+    if (rc == 0 && waitpid(pid, &status, 0) < 0)
+        rc = -1;
+    return rc == 0 && WIFEXITED(status) && WEXITSTATUS(status) == 0 ? 0 : -1;
+}
+
+/* Bytes of a pass's arguments (all; and the optimizer state among them). */
+static size_t arg_bytes(const kg_kernel *k, kg_pass p, kg_role only, int all)
+{
+    size_t b = 0;
+    for (int i = 0; i < kg_nargs(k, p); i++)
+        if (all || kg_arg_at(k, p, i)->role == only)
+            b += kg_arg_at(k, p, i)->count * kg_elem_size(k);
+    return b;
+}
+
+/* The tensors of a training step (forward_train, then train), each once by file name; min:
+   only inputs, outputs, saved values, trainable parameters and their optimizer state. */
+static size_t step_bytes(const kg_kernel *k, int min)
+{
+    const kg_pass passes[2] = {KG_FORWARD_TRAIN, KG_TRAIN};
+    const char *seen[256];
+    int nseen = 0;
+    size_t b = 0;
+    for (int q = 0; q < 2; q++)
+        for (int i = 0; i < kg_nargs(k, passes[q]); i++) {
+            const kg_arg *a = kg_arg_at(k, passes[q], i);
+            int dup = 0;
+            for (int j = 0; j < nseen; j++)
+                dup |= strcmp(seen[j], a->file) == 0;
+            if (dup || nseen == 256 || (min && (a->role == KG_ROLE_COTANGENT || a->role == KG_ROLE_HYPER)))
+                continue;
+            seen[nseen++] = a->file;
+            b += a->count * kg_elem_size(k);
+        }
+    return b;
+}
+
+/* Cortex-M4F code size of the emitted file (arm-none-eabi-gcc -Os, one section per function):
+   per pass, its function and its steps; the shared helpers apart. 0 when it could not. */
+static int m4f_sizes(const kg_kernel *k, const char *dir, size_t text[KG_NPASSES], size_t *shared)
+{
+    char src[4096], obj[64], out[65536];
+    snprintf(src, sizeof src, "%s/%s", dir, kg_text(k, KG_TEXT_SOURCE_FILE));
+    snprintf(obj, sizeof obj, "/tmp/kerngen_m4f_%ld.o", (long)getpid());
+    char *cc[] = {"arm-none-eabi-gcc", "-Os", "-mcpu=cortex-m4", "-mthumb", "-mfpu=fpv4-sp-d16",
+                  "-mfloat-abi=hard", "-ffunction-sections", "-c", src, "-o", obj, NULL};
+    char *size[] = {"arm-none-eabi-size", "-A", obj, NULL};
+    int ok = run_capture(cc, out, sizeof out) == 0 && run_capture(size, out, sizeof out) == 0;
+    unlink(obj);
+    if (!ok)
+        return 0;
+    const char *base = kg_text(k, KG_TEXT_NAME);
+    size_t blen = strlen(base);
+    for (char *line = strtok(out, "\n"); line; line = strtok(NULL, "\n")) {
+        char sec[512];
+        size_t bytes;
+        if (sscanf(line, "%511s %zu", sec, &bytes) != 2 || strncmp(sec, ".text", 5) != 0)
+            continue;
+        const char *fn = sec[5] == '.' ? sec + 6 : "";
+        int pass = -1;
+        size_t best = 0;
+        for (int p = 0; p < KG_NPASSES; p++) { /* <base>_<pass> or <base>_<pass>_<step> */
+            const char *name = kg_pass_name((kg_pass)p);
+            size_t n = strlen(name);
+            if (strncmp(fn, base, blen) == 0 && fn[blen] == '_' && strncmp(fn + blen + 1, name, n) == 0 &&
+                (fn[blen + 1 + n] == 0 || (fn[blen + 1 + n] == '_' && isdigit((unsigned char)fn[blen + 2 + n]))) &&
+                n > best)
+                pass = p, best = n;
+        }
+        if (pass >= 0)
+            text[pass] += bytes;
+        else
+            *shared += bytes;
+    }
+    return 1;
+}
+
+static void print_report(const kg_kernel *k, const char *dir)
+{
+    size_t text[KG_NPASSES] = {0}, shared = 0;
+    int m4f = m4f_sizes(k, dir, text, &shared);
+    printf("  %-14s %10s %10s %10s %10s %12s\n", "bytes", "arguments", "opt. state", "workspace", "total",
+           m4f ? "M4F text -Os" : "");
+    for (int p = 0; p < KG_NPASSES; p++) {
+        if (!kg_has_pass(k, (kg_pass)p))
+            continue;
+        size_t args = arg_bytes(k, (kg_pass)p, 0, 1), ws = kg_ws_size(k, (kg_pass)p) * kg_elem_size(k);
+        printf("  %-14s %10zu %10zu %10zu %10zu", kg_pass_name((kg_pass)p), args,
+               arg_bytes(k, (kg_pass)p, KG_ROLE_STATE, 0), ws, args + ws);
+        if (m4f)
+            printf(" %12zu", text[p]);
+        printf("\n");
+    }
+    if (m4f)
+        printf("  %-14s %54zu (math functions and helpers, shared)\n", "", shared);
+    else
+        printf("  (no Cortex-M4F code size: arm-none-eabi-gcc and arm-none-eabi-size not found or failed)\n");
+    if (kg_has_pass(k, KG_FORWARD_TRAIN) && kg_has_pass(k, KG_TRAIN)) {
+        size_t ws = kg_ws_size(k, KG_FORWARD_TRAIN) > kg_ws_size(k, KG_TRAIN) ? kg_ws_size(k, KG_FORWARD_TRAIN)
+                                                                              : kg_ws_size(k, KG_TRAIN);
+        size_t ram = step_bytes(k, 0) + ws * kg_elem_size(k), min = step_bytes(k, 1);
+        printf("  training step (forward_train, then train; one workspace): %zu bytes of RAM, %.2fx the\n"
+               "  minimum %zu (inputs, outputs, saved values, trained inputs and their optimizer state)\n",
+               ram, (double)ram / (double)min, min);
+    }
+}
+
 static int cmd_emit(int argc, char **argv)
 {
     cli c;
     parse(&c, "emit", argc, argv,
-          "--dtype --semantics --unroll --vjp --jvp --name --out --pass --dump-ir --check-ir --fuse --wrt --train --optimizer");
+          "--dtype --semantics --unroll --vjp --jvp --name --out --pass --dump-ir --check-ir --fuse --wrt --train "
+          "--optimizer --report");
     if (c.help) {
         printf("usage: kerngen emit GRAPH [NAME=VALUE...] [options] [--out DIR]\n\n"
                "Writes DIR/<name>.h and DIR/<name>.c (default DIR: .) holding one function per pass\n"
@@ -270,7 +409,10 @@ static int cmd_emit(int argc, char **argv)
                "<graph>_<dims>_<dtype>, e.g. layernorm_8x64_f32.\n\n%s"
                "  --pass PASS          only this pass (repeat for several; default: all)\n"
                "  --name NAME          C name prefix instead of the default\n"
-               "  --out DIR            output directory (created if missing)\n",
+               "  --out DIR            output directory (created if missing)\n"
+               "  --report             print each function's memory in bytes (arguments, optimizer state,\n"
+               "                       workspace), a training step's RAM, and, with arm-none-eabi-gcc on\n"
+               "                       the PATH, the Cortex-M4F code size at -Os\n",
                GEN_OPTIONS);
         free_cli(&c);
         return 0;
@@ -299,6 +441,8 @@ static int cmd_emit(int argc, char **argv)
             kg_stats(k, &statements, &bytes);
             printf("wrote %s/%s and %s/%s (%zu statements, %zu bytes of C)\n", dir,
                    kg_text(k, KG_TEXT_HEADER_FILE), dir, kg_text(k, KG_TEXT_SOURCE_FILE), statements, bytes);
+            if (c.report)
+                print_report(k, dir);
         }
     }
     kg_free(k);

@@ -1347,6 +1347,28 @@ static void test_emit_names(void **state)
     assert_contains(&r, slurp(fx, fmt(fx, "%s/ffn_64x256_f32.h", fx->out)), "passes=forward\n");
 }
 
+/* emit --report: the memory table, and the training step of the firmware example within the
+   issue's budget (1.25x its minimum RAM; a size, not a timing) */
+static void test_emit_report(void **state)
+{
+    Fixture *fx = *state;
+    Result r = KG(fx, "emit", "prenorm_ffn", "seq=4", "dmodel=32", "dff=128", "--train", "gamma,beta,b1,b2",
+                  "--optimizer", "adam", "--report", "--out", fx->out);
+    assert_ok(&r);
+    assert_contains(&r, r.out, "opt. state");
+    assert_contains(&r, r.out, "train ");
+    const char *at = strstr(r.out, "training step");
+    assert_non_null(at);
+    double ratio = 0;
+    assert_int_equal(sscanf(strstr(at, "RAM, ") + 5, "%lfx", &ratio), 1);
+    print_message("  prenorm_ffn 4x32x128 adam step RAM: %.2fx the minimum\n", ratio);
+    assert_true(ratio >= 1 && ratio <= 1.25);
+    r = KG(fx, "emit", "layernorm", "--train", "gamma,nope", "--out", fx->out);
+    ASSERT_BAD(r, "--train: 'nope' is not an input of the graph");
+    r = KG(fx, "emit", "layernorm", "--optimizer", "adam", "--out", fx->out);
+    ASSERT_BAD(r, "--optimizer: only with --train");
+}
+
 #define T(f) cmocka_unit_test_setup_teardown(f, setup, teardown)
 
 int main(void)
@@ -1396,6 +1418,7 @@ int main(void)
         /* domain failure */
         T(test_domain_failure),
         /* success */
+        T(test_emit_report),
         T(test_run_forward),
         T(test_run_vjp),
         T(test_run_jvp),
