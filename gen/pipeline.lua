@@ -176,7 +176,10 @@ local function baked_inputs(S, ctx, consts)
   local baked = {}
   for _, name in ipairs(names) do if values[name] then baked[#baked + 1] = name end end
   return function(G, name, shape)
-    if values[name] then return G:make("table", {}, { name = name, shape = shape, values = values[name] }) end
+    if not values[name] then return nil end
+    local n = G:make("table", {}, { name = name, shape = shape, values = values[name] })
+    n.name = n.name or name
+    return n
   end, baked
 end
 
@@ -428,15 +431,16 @@ function pipeline.dot(req)
       drawn[n] = true
       local label, consts, edges, seen = n.op, {}, {}, {}
       if n.op == "input" then label = n.attr.name .. (n.attr.role ~= "input" and ("." .. n.attr.role) or "") end
+      if n.op == "table" then label = n.attr.name .. " (const)" end
       for _, a in ipairs(n.args) do
         local s = shown(a)
         if s.op == "const" then consts[#consts + 1] = util.num_str(s.attr.value)
         elseif not seen[s] then seen[s] = true; edges[#edges + 1] = s end
       end
       if #consts > 0 then label = label .. " " .. table.concat(consts, " ") end
-      if n.name and n.op ~= "input" then label = n.name .. "\\n" .. label end
+      if n.name and n.op ~= "input" and n.op ~= "table" then label = n.name .. "\\n" .. label end
       emit_node(n, string.format("  n%d [label=\"%s\\n%s\", shape=%s];", n.id, label, util.shape_str(n.shape),
-        n.op == "input" and "box" or "ellipse"))
+        (n.op == "input" or n.op == "table") and "box" or "ellipse"))
       for _, s in ipairs(edges) do lines[#lines + 1] = string.format("  n%d -> n%d;", s.id, n.id) end
     end
   end
