@@ -325,8 +325,9 @@ function pipeline.generate(req)
   if #R.baked > 0 then
     local list = {}
     for _, t in ipairs(tables) do list[#list + 1] = t.name .. " " .. util.shape_str(t.shape) end
-    banner[#banner + 1] = string.format(" * tables:  %s baked in as static const %s tables: %d bytes (flash)",
-      #list > 0 and table.concat(list, ", ") or "none", emit.CTYPE[dtype], table_bytes)
+    banner[#banner + 1] = #list == 0 and " * tables:  none (no function here reads the baked inputs)" or
+      string.format(" * tables:  %s baked in as static const %s tables: %d bytes (flash)", table.concat(list, ", "),
+        emit.CTYPE[dtype], table_bytes)
   end
   banner[#banner + 1] = " */"
   banner = table.concat(banner, "\n")
