@@ -10,6 +10,8 @@
  *   aot_matches_jit       the emitted .c, compiled by gcc (-std=c99 with -Wall -Wextra -Wpedantic
  *                         -Werror, -O3 -march=native) into a shared object, computes the JIT's bits
  *                         in every pass.
+ *   cortex_m4_flash       for a Cortex-M4F (arm-none-eabi-gcc -O0 -Werror) the tables are
+ *                         .rodata (flash): the object has no .data and no .bss.
  *   arguments_and_header  w1 and w2 are no argument of any pass and the vjp has no w1_grad; the
  *                         header has no size macro, argument, gradient or tangent of them; the .c
  *                         defines each table once with its element count; the banner says
@@ -242,6 +244,66 @@ static void aot_matches_jit(void **state)
     assert_int_equal(failures, 0);
 }
 
+/* The size of section NAME in the output of `size -A` (-1 when absent). */
+static long section_size(const char *text, const char *name)
+{
+    size_t len = strlen(name);
+    for (const char *p = text; p && *p; p = strchr(p, '\n') ? strchr(p, '\n') + 1 : NULL)
+        if (strncmp(p, name, len) == 0 && (p[len] == ' ' || p[len] == '\t'))
+            return strtol(p + len, NULL, 10);
+    return -1;
+}
+
+/* For a Cortex-M4F (arm-none-eabi-gcc, strict warnings) the tables are read-only data, in
+   flash: the object has no .data or .bss, and .rodata holds at least the tables' bytes. At -O0,
+   where gcc does not move a static array that nothing writes into .rodata by itself. */
+static void cortex_m4_flash(void **state)
+{
+    (void)state;
+    if (!on_path("arm-none-eabi-gcc") || !on_path("arm-none-eabi-size"))
+        skip();
+    char dir[] = "/tmp/kg_const_m4_XXXXXX";
+    assert_non_null(mkdtemp(dir));
+    void *w1 = weights("w1", 4), *w2 = weights("w2", 4);
+    kg_const consts[] = {{"w1", w1, NW}, {"w2", w2, NW}};
+    kg_request r = ffn_request("f32", "none", consts, 2);
+    kg_kernel *k = build(&r);
+    char *err = NULL;
+    if (kg_write_files(k, dir, &err) != KG_OK)
+        fail_msg("kg_write_files: %s", err);
+    char *src = xprintf("%s/%s", dir, kg_text(k, KG_TEXT_SOURCE_FILE)), *obj = xprintf("%s/k.o", dir);
+    char *clog = xprintf("%s/cc.log", dir), *slog = xprintf("%s/size.log", dir);
+    static const char *const cc[] = {"arm-none-eabi-gcc", "-std=c99", "-Wall", "-Wextra", "-Wpedantic", "-Werror",
+                                     "-mcpu=cortex-m4", "-mthumb", "-mfpu=fpv4-sp-d16", "-mfloat-abi=hard",
+                                     "-ffp-contract=off", "-O0", "-c", NULL};
+    static const char *const size[] = {"arm-none-eabi-size", "-A", NULL};
+    job j[2];
+    job_init(&j[0], clog, cc, "-o", obj, src, (const char *)NULL);
+    run_jobs(&j[0], 1);
+    char *problem = job_problem(&j[0]);
+    if (problem)
+        fail_msg("%s", problem);
+    job_init(&j[1], slog, size, obj, (const char *)NULL);
+    run_jobs(&j[1], 1);
+    assert_int_equal(j[1].status, 0);
+    char *text = slurp(slog, NULL);
+    assert_non_null(text);
+    long data = section_size(text, ".data"), bss = section_size(text, ".bss"), ro = section_size(text, ".rodata");
+    if (data > 0 || bss > 0 || ro < (long)kg_table_bytes(k))
+        fail_msg(".data %ld, .bss %ld, .rodata %ld bytes (tables: %zu):\n%s", data, bss, ro, kg_table_bytes(k), text);
+    free(text);
+    job_free(&j[0]);
+    job_free(&j[1]);
+    free(src);
+    free(obj);
+    free(clog);
+    free(slog);
+    kg_free(k);
+    free(w1);
+    free(w2);
+    remove_tree(dir);
+}
+
 /* Occurrences of needle in text. */
 static int count_of(const char *text, const char *needle)
 {
@@ -429,6 +491,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(jit_matches_unbaked),
         cmocka_unit_test(aot_matches_jit),
+        cmocka_unit_test(cortex_m4_flash),
         cmocka_unit_test(arguments_and_header),
         cmocka_unit_test(closed_forms),
         cmocka_unit_test(library_errors),
