@@ -2,8 +2,8 @@
 -- are joined once.
 --
 -- Guarantees the generated-code contract: C99, no allocation, no globals but the static const
--- tables of baked inputs, no I/O; restrict
--- pointers, const inputs; literals that round-trip (util.c_literal); names and order fixed by
+-- tables of baked inputs, no I/O; restrict pointers, const inputs; literals that round-trip
+-- (util.c_literal); names and order fixed by
 -- the IR, so the same request gives the same bytes. The summation order comes from the IR: a
 -- reduce statement's lane accumulators and their fixed pairwise tree are written the same way
 -- whether looped or unrolled, an accumulation adds its terms in loop order; C's + and * are

@@ -1,8 +1,8 @@
 -- jvp: the forward-mode graph. Takes a forward graph and returns a new graph in the same IR
 -- that reads one tangent per input (<input>_tan) and returns the tangent of every output
 -- (<output>_tan): a tangent sweep in node order using each op's JVP rule (ops.lua). nil
--- tangents are zeros; a baked input (op "table") has none, it is a constant. A spec may give a closed form (jvp = function(g, v, tan)), used with
--- --jvp closed.
+-- tangents are zeros; a baked input (op "table") takes none, it is a constant. A spec may give
+-- a closed form (jvp = function(g, v, tan)), used with --jvp closed.
 
 local ops = require("ops")
 local builder = require("builder")
