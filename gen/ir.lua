@@ -29,7 +29,8 @@ end
 local function key_of(op, args, attr)
   local parts = { op }
   for i, a in ipairs(args) do parts[#parts + 1] = a.id end
-  parts[#parts + 1] = util.serialize(attr)
+  local key = ops[op].key
+  parts[#parts + 1] = key and key(attr) or util.serialize(attr)
   return table.concat(parts, ",")
 end
 
@@ -193,7 +194,7 @@ function ir.dump(G, title)
   for _, n in ipairs(G.nodes) do
     local args = {}
     for i, a in ipairs(n.args) do args[i] = "%" .. a.id end
-    local attr = util.serialize(n.attr)
+    local attr = ops[n.op].key and ops[n.op].key(n.attr) or util.serialize(n.attr)
     out[#out + 1] = string.format("%%%d = %s(%s) %s %s%s", n.id, n.op, table.concat(args, ", "),
       util.shape_str(n.shape), attr ~= "{}" and attr or "", n.name and ("  ; " .. n.name) or "")
   end

@@ -57,7 +57,10 @@ static const char *const GEN_OPTIONS =
     "  --check-ir           run the IR checker between passes\n"
     "  --wrt A,B            vjp, vjp_saved and train give only the gradients of these inputs\n"
     "  --train A,B          the trainable inputs: adds the train pass, which updates them in place\n"
-    "  --optimizer O        train's update: sgd (default), momentum, adam, adamw (PyTorch's)\n";
+    "  --optimizer O        train's update: sgd (default), momentum, adam, adamw (PyTorch's)\n"
+    "  --const NAME=FILE    bake input NAME into the code as a static const table (flash on a\n"
+    "                       microcontroller): FILE is a .npy of its shape and --dtype. NAME is then\n"
+    "                       no argument of any function: no gradient, no tangent. Repeatable\n";
 
 static const char *const JIT_OPTION =
     "  --jit tcc|cc|auto    the compiled tier (same results in all): tcc (default), libtcc in\n"
@@ -72,6 +75,11 @@ typedef struct {
     int nparams;
     const char **ins; /* NAME=FILE */
     int nins;
+    const char **consts; /* --const NAME=FILE */
+    int nconsts;
+    kg_const *baked;     /* their data (load_consts), as c->req.consts */
+    kg_npy *npys;
+    char **names;
     const char *out_dir;
     const char *pass;  /* the last --pass */
     unsigned passes;   /* every --pass, as kg_request.passes */
@@ -97,7 +105,8 @@ static void parse(cli *c, const char *cmd, int argc, char **argv, const char *al
     memset(c, 0, sizeof *c);
     c->params = calloc((size_t)argc + 1, sizeof *c->params);
     c->ins = calloc((size_t)argc + 1, sizeof *c->ins);
-    if (!c->params || !c->ins)
+    c->consts = calloc((size_t)argc + 1, sizeof *c->consts);
+    if (!c->params || !c->ins || !c->consts)
         abort();
     c->seed = 1;
     for (int i = 0; i < argc; i++) {
@@ -145,6 +154,7 @@ static void parse(cli *c, const char *cmd, int argc, char **argv, const char *al
             else if (strcmp(key, "--report") == 0) c->report = 1;
             else if (strcmp(key, "--all") == 0) c->all = 1;
             else if (strcmp(key, "--in") == 0) c->ins[c->nins++] = val;
+            else if (strcmp(key, "--const") == 0) c->consts[c->nconsts++] = val;
             else if (strcmp(key, "--out") == 0) c->out_dir = val;
             else if (strcmp(key, "--pass") == 0) {
                 int pass = kg_pass_from_name(val);
@@ -178,8 +188,18 @@ static void parse(cli *c, const char *cmd, int argc, char **argv, const char *al
 
 static void free_cli(cli *c)
 {
+    for (int i = 0; i < c->nconsts; i++) {
+        if (c->npys)
+            kg_npy_free(&c->npys[i]);
+        if (c->names)
+            free(c->names[i]);
+    }
+    free(c->npys);
+    free(c->names);
+    free(c->baked);
     free(c->params);
     free(c->ins);
+    free(c->consts);
 }
 
 /* Prints a library error. Messages can carry text from a spec (its error() calls): control
@@ -395,18 +415,108 @@ static void print_report(const kg_kernel *k, const char *dir)
     }
 }
 
+/* --const NAME=FILE...: every NAME an input of the graph, once; every FILE a .npy of that
+   input's shape and of --dtype, checked as run checks --in (the header before any data).
+   The shapes come from the forward pass generated without the baked inputs. Sets c->req.consts;
+   returns 0, or the exit status after one error line. */
+static int load_consts(cli *c, const char *cmd)
+{
+    if (c->nconsts == 0)
+        return 0;
+    for (int j = 0; j < c->nconsts; j++) {
+        const char *eq = strchr(c->consts[j], '=');
+        if (!eq || eq == c->consts[j] || !eq[1]) {
+            fprintf(stderr, "kerngen %s: --const '%s': expected NAME=FILE.npy\n", cmd, c->consts[j]);
+            return EXIT_USAGE;
+        }
+        size_t len = (size_t)(eq - c->consts[j]);
+        for (int j2 = 0; j2 < j; j2++)
+            if (strncmp(c->consts[j2], c->consts[j], len + 1) == 0) {
+                fprintf(stderr, "kerngen %s: --const %.*s given twice\n", cmd, (int)len, c->consts[j]);
+                return EXIT_USAGE;
+            }
+    }
+    kg_request probe = c->req; /* the inputs' shapes, quickly: forward only, loops */
+    probe.passes = 1u << KG_FORWARD;
+    probe.unroll = "none";
+    probe.dump_ir = NULL;
+    probe.check_ir = 0;
+    kg_kernel *k;
+    char *err;
+    kg_status st = kg_generate(&probe, &k, &err);
+    if (st != KG_OK)
+        return report(st, err);
+    c->baked = calloc((size_t)c->nconsts, sizeof *c->baked);
+    c->npys = calloc((size_t)c->nconsts, sizeof *c->npys);
+    c->names = calloc((size_t)c->nconsts, sizeof *c->names);
+    if (!c->baked || !c->npys || !c->names)
+        abort();
+    int rc = 0, n = kg_nargs(k, KG_FORWARD);
+    for (int j = 0; rc == 0 && j < c->nconsts; j++) {
+        const char *path = strchr(c->consts[j], '=') + 1;
+        int len = (int)(path - 1 - c->consts[j]);
+        const kg_arg *a = NULL;
+        for (int i = 0; i < n; i++) {
+            const kg_arg *b = kg_arg_at(k, KG_FORWARD, i);
+            if (b->role == KG_ROLE_INPUT && (int)strlen(b->name) == len && strncmp(b->name, c->consts[j], (size_t)len) == 0)
+                a = b;
+        }
+        if (!a) {
+            fprintf(stderr, "kerngen %s: --const %.*s: %s has no input of that name (inputs:", cmd, len, c->consts[j],
+                    c->req.graph);
+            for (int i = 0; i < n; i++)
+                if (kg_arg_at(k, KG_FORWARD, i)->role == KG_ROLE_INPUT)
+                    fprintf(stderr, " %s", kg_arg_at(k, KG_FORWARD, i)->name);
+            fputs(")\n", stderr);
+            rc = EXIT_USAGE;
+            break;
+        }
+        char msg[512];
+        kg_npy want = {(kg_npy_dtype)kg_elem_size(k), a->ndim, {0}, a->count, NULL};
+        memcpy(want.shape, a->shape, sizeof want.shape);
+        kg_npy *t = &c->npys[j];
+        int got = kg_npy_read_expect(path, &want, t, msg, sizeof msg); /* no data read on a mismatch */
+        if (got < 0)
+            fprintf(stderr, "kerngen %s: %s (--const %s)\n", cmd, msg, a->name);
+        if (got > 0) {
+            char ws[128], fs[128];
+            kg_npy_shape_str(a->ndim, a->shape, ws, sizeof ws);
+            kg_npy_shape_str(t->ndim, t->shape, fs, sizeof fs);
+            if (strcmp(ws, fs) != 0)
+                fprintf(stderr, "kerngen %s: %s: --const %s expects shape %s, the file has %s\n", cmd, path, a->name, ws, fs);
+            else
+                fprintf(stderr, "kerngen %s: %s: --const %s expects %s (--dtype %s), the file has %s\n", cmd, path,
+                        a->name, kg_elem_size(k) == 8 ? "float64" : "float32", kg_elem_size(k) == 8 ? "f64" : "f32",
+                        t->dtype == KG_NPY_F64 ? "float64" : "float32");
+        }
+        if (got != 0) {
+            rc = EXIT_USAGE;
+            break;
+        }
+        if (!(c->names[j] = strdup(a->name)))
+            abort();
+        c->baked[j] = (kg_const){c->names[j], t->data, t->count};
+    }
+    kg_free(k);
+    c->req.consts = c->baked;
+    c->req.nconsts = rc == 0 ? c->nconsts : 0;
+    return rc;
+}
+
 static int cmd_emit(int argc, char **argv)
 {
     cli c;
     parse(&c, "emit", argc, argv,
           "--dtype --semantics --unroll --vjp --jvp --name --out --pass --dump-ir --check-ir --fuse --wrt --train "
-          "--optimizer --report");
+          "--optimizer --report --const");
     if (c.help) {
         printf("usage: kerngen emit GRAPH [NAME=VALUE...] [options] [--out DIR]\n\n"
                "Writes DIR/<name>.h and DIR/<name>.c (default DIR: .) holding one function per pass\n"
                "(forward, vjp, jvp, forward_train, vjp_saved; kerngen run --help says what each\n"
                "reads and writes), with every size as a macro in the header. <name> defaults to\n"
-               "<graph>_<dims>_<dtype>, e.g. layernorm_8x64_f32.\n\n%s"
+               "<graph>_<dims>_<dtype>, e.g. layernorm_8x64_f32. With --const w1=W1.npy the input w1 is\n"
+               "baked into the .c as a static const table (frozen weights in flash) and leaves every\n"
+               "signature; the summary line gives the tables' bytes.\n\n%s"
                "  --pass PASS          only this pass (repeat for several; default: all)\n"
                "  --name NAME          C name prefix instead of the default\n"
                "  --out DIR            output directory (created if missing)\n"
@@ -424,6 +534,10 @@ static int cmd_emit(int argc, char **argv)
     if (!c.req.unroll) /* AOT compilers vectorize loops; unrolled code only pays under tcc */
         c.req.unroll = "none";
     c.req.passes = c.passes; /* 0: all */
+    if ((rc = load_consts(&c, "emit")) != 0) {
+        free_cli(&c);
+        return rc;
+    }
     kg_kernel *k = generate(&c, 0, &rc);
     if (!k) {
         free_cli(&c);
@@ -439,8 +553,11 @@ static int cmd_emit(int argc, char **argv)
         } else {
             size_t statements, bytes;
             kg_stats(k, &statements, &bytes);
-            printf("wrote %s/%s and %s/%s (%zu statements, %zu bytes of C)\n", dir,
-                   kg_text(k, KG_TEXT_HEADER_FILE), dir, kg_text(k, KG_TEXT_SOURCE_FILE), statements, bytes);
+            printf("wrote %s/%s and %s/%s (%zu statements, %zu bytes of C", dir, kg_text(k, KG_TEXT_HEADER_FILE), dir,
+                   kg_text(k, KG_TEXT_SOURCE_FILE), statements, bytes);
+            if (c.nconsts > 0)
+                printf("; baked tables: %zu bytes of flash", kg_table_bytes(k));
+            printf(")\n");
             if (c.report)
                 print_report(k, dir);
         }
@@ -479,6 +596,11 @@ static int load_inputs(const kg_kernel *k, kg_pass pass, cli *c, run_state *rs)
         for (int j2 = 0; j2 < j; j2++)
             if (strncmp(c->ins[j2], c->ins[j], len + 1) == 0) {
                 fprintf(stderr, "kerngen run: --in %.*s given twice\n", (int)len, c->ins[j]);
+                return -1;
+            }
+        for (int b = 0; !found && b < c->req.nconsts; b++)
+            if (strlen(c->req.consts[b].name) == len && strncmp(c->req.consts[b].name, c->ins[j], len) == 0) {
+                fprintf(stderr, "kerngen run: --in %.*s: that input is baked in by --const\n", (int)len, c->ins[j]);
                 return -1;
             }
         if (!found) {
@@ -588,7 +710,8 @@ static int cmd_run(int argc, char **argv)
 {
     cli c;
     parse(&c, "run", argc, argv,
-          "--dtype --semantics --unroll --vjp --jvp --pass --in --out --dump-ir --check-ir --fuse --jit --wrt --train --optimizer");
+          "--dtype --semantics --unroll --vjp --jvp --pass --in --out --dump-ir --check-ir --fuse --jit --wrt --train "
+          "--optimizer --const");
     if (c.help) {
         printf("usage: kerngen run GRAPH [NAME=VALUE...] [--dtype f32|f64] [--pass PASS]\n"
                "                  --in NAME=FILE.npy ... --out DIR\n\n"
@@ -602,6 +725,7 @@ static int cmd_run(int argc, char **argv)
                "  train:         as vjp_saved (gradients only of --wrt inputs), also reading opt (the\n"
                "                 hyperparameters) and each --train input's optimizer state; writes the\n"
                "                 updated inputs and states as DIR/<name>.npy\n"
+               "An input baked in by --const NAME=FILE.npy takes no --in (nor tangent), gets no .grad.npy.\n"
                "Outputs are written only when everything succeeded. A domain failure (a standard\n"
                "deviation not > 0 and finite) is an error.\n\n%s%s",
                GEN_OPTIONS, JIT_OPTION);
@@ -614,8 +738,8 @@ static int cmd_run(int argc, char **argv)
         die_usage("run", "missing --out DIR%s", "");
     kg_pass pass = parse_pass("run", c.pass);
     c.req.passes = 1u << pass; /* generate only what runs */
-    int rc = 0;
-    kg_kernel *k = generate(&c, 1, &rc);
+    int rc = load_consts(&c, "run");
+    kg_kernel *k = rc ? NULL : generate(&c, 1, &rc);
     if (!k) {
         free_cli(&c);
         return rc;

@@ -44,6 +44,14 @@ local function param(name, role, shape, const)
     count = util.count(shape), size = util.count(shape), const = const, base = 0 }
 end
 
+-- A baked input (op "table") is read from a static const table at file scope, not from an
+-- argument: a buffer of its own role, never workspace, never contracted. pipeline names it
+-- (cname) and emit_c defines it.
+local function table_buf(n)
+  return { cname = n.attr.name, name = n.attr.name, role = "table", shape = n.shape, count = util.count(n.shape),
+    size = util.count(n.shape), values = n.attr.values }
+end
+
 ---------------------------------------------------------------------------------------------
 
 local function loop(var, n, body) return { k = "loop", var = var, n = n, body = body } end
@@ -101,6 +109,10 @@ function lower.run(G, dtype)
     home[io.node] = p
     if roles[io.role].inplace then inplace[io.role .. " " .. io.name] = p end
   end
+  local tables = {}
+  for _, n in ipairs(G.nodes) do
+    if n.op == "table" then tables[#tables + 1] = table_buf(n); home[n] = tables[#tables] end
+  end
   local out_param, copies, cnames = {}, {}, {}
   local function unique(p)
     if cnames[p.cname] then
@@ -157,7 +169,7 @@ function lower.run(G, dtype)
   end
   for _, n in ipairs(G.nodes) do
     local def = ops[n.op]
-    if n.op == "input" or n.op == "const" then
+    if def.kind == "leaf" then
       cost[n] = 0
     elseif def.kind == "view" then
       local a = n.args[1]
@@ -336,7 +348,7 @@ function lower.run(G, dtype)
       c.node)
   end
 
-  return { params = params, bufs = bufs, body = body }
+  return { params = params, bufs = bufs, body = body, tables = tables }
 end
 
 return lower

@@ -23,6 +23,8 @@
 --                                           results ("add" for sum); the order is the loop IR's
 --   domain                                  "positive" or "finite": the value is checked at run time
 --                                           (the seeds' hypotheses var + eps > 0 and std ~= 0)
+--   key(attr) -> string                     leaves whose attr is too big to serialize: the text
+--                                           that identifies the node for CSE and --dump-ir
 -- Tensors are row-major; axes are 1-based. Rules build nodes only through G's constructors, so
 -- the same hash-consing and folding apply to derived graphs. Ops without a derivative say so
 -- explicitly (nondiff = true); anything missing is an error when this module loads.
@@ -430,6 +432,12 @@ ops.element = {
 
 ops.input = { kind = "leaf", arity = 0, cost = 0, nondiff = true, shape = function(_, attr) return attr.shape end }
 ops.const = { kind = "leaf", arity = 0, cost = 0, nondiff = true, shape = function(_, attr) return attr.shape end }
+-- A baked input (kerngen --const, kg_request.consts; gen/pipeline.lua makes it): attr.name, the
+-- input's name, and attr.values, its elements in row-major order. No argument: lower reads it
+-- from a static const table that emit_c prints once per file. A constant to the derivative
+-- passes (no gradient, no tangent). Identified by its name: a request bakes an input once.
+ops.table = { kind = "leaf", arity = 0, cost = 0, nondiff = true, shape = function(_, attr) return attr.shape end,
+  key = function(attr) return util.serialize({ name = attr.name, shape = attr.shape }) end }
 
 -- Load-time check: every op is complete.
 for name, op in pairs(ops) do

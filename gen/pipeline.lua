@@ -50,7 +50,7 @@ end
 local function saved_values(F)
   local list, seen = {}, {}
   for _, s in ipairs(F.saved) do
-    if not seen[s.node] and s.node.op ~= "input" and s.node.op ~= "const" then
+    if not seen[s.node] and s.node.op ~= "input" and s.node.op ~= "const" and s.node.op ~= "table" then
       seen[s.node] = true
       list[#list + 1] = s
     end
@@ -180,6 +180,56 @@ local function check_options(req)
   if req.name and not util.is_name(req.name) then util.fail("--name: '" .. req.name .. "' is not a C identifier") end
 end
 
+---------------------------------------------------------------------------------------------
+-- Baked inputs (kerngen --const NAME=FILE, kg_request.consts: a list of { name = NAME, values =
+-- { number... } }, the input's elements in row-major order). Each becomes a leaf of op "table"
+-- in the forward graph, so every pass derived from it reads that input as a constant: it is no
+-- argument, gets no gradient and takes no tangent; emit_c defines it once per file as
+-- `static const T <name>_<input>[N]`. Checked here: an input of the graph, given once, its
+-- element count, finite values, a C name no function of the file has. Returns the leaf maker
+-- for spec.forward_graph (nil without baked inputs) and the baked names in input order.
+local function baked_inputs(S, ctx, consts)
+  if not consts or #consts == 0 then return nil, {} end
+  local shapes, names = {}, {}
+  for _, i in ipairs(spec.active_inputs(S, ctx.attrs)) do
+    shapes[i[1]] = spec.input_shape(i, ctx.dims)
+    names[#names + 1] = i[1]
+  end
+  local values = {}
+  for _, c in ipairs(consts) do
+    local name, where = c.name, "--const " .. tostring(c.name)
+    if not shapes[name] then
+      util.fail(where .. ": " .. S.name .. " has no input of that name (inputs: " .. table.concat(names, ", ") .. ")")
+    end
+    if values[name] then util.fail(where .. ": given twice") end
+    for _, p in ipairs(pipeline.PASSES) do
+      if name == p.name or util.match(name, "^" .. p.name .. "_%d+$") then
+        util.fail(where .. ": its table would have the C name of a function (" .. p.name .. "...)")
+      end
+    end
+    local count, v = util.count(shapes[name]), c.values
+    if #v ~= count then
+      util.fail(string.format("%s: %d values, but the input has shape %s (%d elements)", where, #v, util.shape_str(shapes[name]), count))
+    end
+    for k = 1, count do
+      local x = v[k]
+      if x ~= x or x == math.huge or x == -math.huge then
+        util.fail(string.format("%s: element %d is %s; a table holds finite values", where, k - 1,
+          x ~= x and "NaN" or (x > 0 and "inf" or "-inf")))
+      end
+    end
+    values[name] = v
+  end
+  local baked = {}
+  for _, name in ipairs(names) do if values[name] then baked[#baked + 1] = name end end
+  return function(G, name, shape)
+    if not values[name] then return nil end
+    local n = G:make("table", {}, { name = name, shape = shape, values = values[name] })
+    n.name = n.name or name
+    return n
+  end, baked
+end
+
 -- The default name of a request's files and functions: what distinguishes its results from
 -- another request's. <graph>_<dims>[_<preset>][_<attrs>][_vjpclosed][_jvpclosed]_<dtype>:
 -- dims joined by x; the preset unless torchlean; then each attr that differs from the preset's
@@ -206,6 +256,7 @@ local function default_name(S, R, req)
   end
   if req.vjp_form == "closed" then parts[#parts + 1] = "vjpclosed" end
   if req.jvp_form == "closed" then parts[#parts + 1] = "jvpclosed" end
+  if #R.baked > 0 then parts[#parts + 1] = "const_" .. table.concat(R.baked, "_") end
   parts[#parts + 1] = req.dtype
   return table.concat(parts, "_")
 end
@@ -251,7 +302,8 @@ function pipeline.graph(req)
     if req.dump_ir == pass then dumps[#dumps + 1] = ir.dump(G, pass) end
     return G
   end
-  local F, fb = spec.forward_graph(S, ctx)
+  local leaf, baked = baked_inputs(S, ctx, req.consts)
+  local F, fb = spec.forward_graph(S, ctx, leaf)
   after("forward", F)
   if req.vjp_form == "closed" and not S.vjp then util.fail(S.name .. ": has no closed-form VJP") end
   if req.jvp_form == "closed" and not S.jvp then util.fail(S.name .. ": has no closed-form JVP") end
@@ -269,7 +321,7 @@ function pipeline.graph(req)
     if req.check_ir then ir.verify(graphs[p], "simplify(" .. p .. ")") end
     if req.dump_ir == "simplify" then dumps[#dumps + 1] = ir.dump(graphs[p], "simplify(" .. p .. ")") end
   end
-  return { S = S, dims = dims, attrs = attrs, graphs = graphs, dumps = dumps, ctx = ctx }
+  return { S = S, dims = dims, attrs = attrs, graphs = graphs, dumps = dumps, ctx = ctx, baked = baked }
 end
 
 
@@ -284,10 +336,11 @@ function pipeline.generate(req)
   local result = { name = base, functions = {} }
   local size_seen, init_of = {}, {}
   for _, i in ipairs(S.inputs) do init_of[i[1]] = i.init end
-  local statements, terms = 0, 0
+  local statements, terms, tables_used = 0, 0, {}
   for _, pass in ipairs(req.passes) do
     local fn = base .. "_" .. pass
     local L = lower.run(R.graphs[pass], dtype)
+    for _, t in ipairs(L.tables) do t.cname = base .. "_" .. t.name; tables_used[t.name] = t end
     for _, p in ipairs(L.params) do -- generated code indexes with int
       if p.count > INT_MAX then
         util.fail(string.format("%s: %s has %d elements; kernels index with int (at most %d)", S.name, p.cname, p.count, INT_MAX))
@@ -328,24 +381,39 @@ function pipeline.generate(req)
     req.vjp_form, req.jvp_form, table.concat(req.passes, ","))
   if req.wrt then opts = opts .. " wrt=" .. req.wrt end
   if req.train then opts = opts .. " train=" .. req.train .. " optimizer=" .. req.optimizer end
-  local banner = table.concat({
+  if #R.baked > 0 then opts = opts .. " const=" .. table.concat(R.baked, ",") end
+  local tables, table_bytes = {}, 0 -- the baked inputs the functions read, in input order
+  for _, name in ipairs(R.baked) do
+    local t = tables_used[name]
+    if t then tables[#tables + 1] = t; table_bytes = table_bytes + t.count * emit.SIZEOF[dtype] end
+  end
+  local banner = {
     "/* Generated by kerngen " .. pipeline.VERSION .. ". Do not edit: regenerate instead.",
     " * graph:   " .. S.name .. (S.alias_of and (" (alias of " .. S.alias_of .. ")") or "") .. " -- " .. S.summary,
     " * params:  " .. params_text(S, R.dims, R.attrs),
     " * options: " .. opts,
-    " * code:    unroll=" .. req.unroll .. " fuse=" .. req.fuse,
-    " */" }, "\n")
-  local helper_text = emit.helpers(helpers)
+    " * code:    unroll=" .. req.unroll .. " fuse=" .. req.fuse }
+  if #R.baked > 0 then
+    local list = {}
+    for _, t in ipairs(tables) do list[#list + 1] = t.name .. " " .. util.shape_str(t.shape) end
+    banner[#banner + 1] = #list == 0 and " * tables:  none (no function here reads the baked inputs)" or
+      string.format(" * tables:  %s baked in as static const %s tables: %d bytes (flash)", table.concat(list, ", "),
+        emit.CTYPE[dtype], table_bytes)
+  end
+  banner[#banner + 1] = " */"
+  banner = table.concat(banner, "\n")
+  local helper_text, table_text = emit.helpers(helpers), emit.tables(tables, dtype)
   local fn_text = table.concat(fns, "\n")
   result.header_file, result.source_file = base .. ".h", base .. ".c"
   result.header = template.fill("templates/kernel.h.in", {
     banner = banner, guard = upper .. "_H", sizes = table.concat(sizes, "\n"), prototypes = table.concat(protos, "\n") })
   result.source = template.fill("templates/kernel.c.in", {
-    banner = banner, header = result.header_file, helpers = helper_text, functions = fn_text })
+    banner = banner, header = result.header_file, helpers = helper_text, tables = table_text, functions = fn_text })
   result.jit_source = template.fill("templates/jit.c.in", {
-    prototypes = emit.libm_prototypes(), helpers = helper_text, functions = fn_text, entries = table.concat(entries, "\n") })
+    prototypes = emit.libm_prototypes(), helpers = helper_text, tables = table_text, functions = fn_text,
+    entries = table.concat(entries, "\n") })
   result.libm = emit.LIBM
-  result.stats = { statements = statements, bytes = #result.source, terms = terms }
+  result.stats = { statements = statements, bytes = #result.source, terms = terms, table_bytes = table_bytes }
   result.params_text = params_text(S, R.dims, R.attrs)
   result.named = req.name ~= nil
   result.has_closed_vjp = S.vjp ~= nil
@@ -435,15 +503,16 @@ function pipeline.dot(req)
       drawn[n] = true
       local label, consts, edges, seen = n.op, {}, {}, {}
       if n.op == "input" then label = n.attr.name .. (n.attr.role ~= "input" and ("." .. n.attr.role) or "") end
+      if n.op == "table" then label = n.attr.name .. " (const)" end
       for _, a in ipairs(n.args) do
         local s = shown(a)
         if s.op == "const" then consts[#consts + 1] = util.num_str(s.attr.value)
         elseif not seen[s] then seen[s] = true; edges[#edges + 1] = s end
       end
       if #consts > 0 then label = label .. " " .. table.concat(consts, " ") end
-      if n.name and n.op ~= "input" then label = n.name .. "\\n" .. label end
+      if n.name and n.op ~= "input" and n.op ~= "table" then label = n.name .. "\\n" .. label end
       emit_node(n, string.format("  n%d [label=\"%s\\n%s\", shape=%s];", n.id, label, util.shape_str(n.shape),
-        n.op == "input" and "box" or "ellipse"))
+        (n.op == "input" or n.op == "table") and "box" or "ellipse"))
       for _, s in ipairs(edges) do lines[#lines + 1] = string.format("  n%d -> n%d;", s.id, n.id) end
     end
   end

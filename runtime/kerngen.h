@@ -60,6 +60,19 @@ int kg_role_writes(kg_role role); /* the function writes it */
 const char *kg_pass_name(kg_pass pass);
 int kg_pass_from_name(const char *name);
 
+/* An input baked into the generated code (kg_request.consts, kerngen --const NAME=FILE): a
+   `static const float|double <name>_<input>[count]` table at file scope of the .c and of the
+   JIT unit, read by every function. It is no argument of any pass (kg_nargs/kg_arg_at do not
+   list it, the header has no size macro for it), gets no gradient (vjp, vjp_saved) and takes
+   no tangent (jvp): a constant, as frozen weights in flash. The values are printed so that
+   they round-trip, so JIT and AOT builds compute the same bits. */
+typedef struct {
+    const char *name;        /* an input of the graph, e.g. "w1"; each at most once */
+    const void *data;        /* count elements in C order: float for dtype "f32", double for "f64";
+                                finite. Copied by kg_generate (the caller keeps ownership) */
+    size_t count;            /* must equal the input's element count */
+} kg_const;
+
 typedef struct {
     const char *graph;       /* graph name (kg_list) or path to a spec file */
     const char *const *params; /* "NAME=VALUE" dims and attrs; missing ones take defaults */
@@ -92,6 +105,9 @@ typedef struct {
                                 "auto": tcc at once, cc built in a background thread, and
                                 kg_call switches to it when it is ready. When cc cannot work,
                                 tcc runs and kg_tier_note says why */
+    const kg_const *consts;  /* inputs baked into the code as static const tables (above); a bad
+                                name, count or value is KG_EINPUT naming the input */
+    int nconsts;
 } kg_request;
 
 typedef struct {
@@ -169,6 +185,7 @@ int kg_call(const kg_kernel *k, kg_pass pass, void *const *args, int nargs);
 
 const char *kg_text(const kg_kernel *k, kg_text_kind which);
 void kg_stats(const kg_kernel *k, size_t *statements, size_t *bytes);
+size_t kg_table_bytes(const kg_kernel *k);  /* bytes of the static const tables (kg_request.consts) */
 
 /* Writes <dir>/<name>.h and <dir>/<name>.c as one set: new temporary files (never following a
  * planted link), renamed into place under a lock on the directory, so concurrent writers of the

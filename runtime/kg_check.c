@@ -297,6 +297,10 @@ kg_status kg_check_run(const kg_request *req, unsigned long seed, kg_check_resul
     r->closed_vjp = r->closed_jvp = -1;
     *err = NULL;
     kg_kernel *k64 = NULL, *k32 = NULL, *kc = NULL;
+    if (req->nconsts != 0) { /* their data has one dtype; the checks build both */
+        *err = kg_strdup("kg_check: baked inputs (kg_request.consts) are not supported: check the graph without them");
+        return *err ? KG_EINPUT : KG_ENOMEM;
+    }
     /* the kernels checked use the request's forms; the comparison kernel uses the other form
        wherever the spec has a closed one */
     const char *vjp = req->vjp_form ? req->vjp_form : "derived", *jvp = req->jvp_form ? req->jvp_form : "derived";

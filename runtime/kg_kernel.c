@@ -52,6 +52,8 @@ size_t kg_elem_size(const kg_kernel *k) { return k->elem_size; }
 int kg_has_closed_form(const kg_kernel *k, kg_pass pass) { return (unsigned)pass < KG_NPASSES && k->closed[pass]; }
 const char *kg_text(const kg_kernel *k, kg_text_kind which) { return k->text[which]; }
 
+size_t kg_table_bytes(const kg_kernel *k) { return k->table_bytes; }
+
 void kg_stats(const kg_kernel *k, size_t *statements, size_t *bytes)
 {
     if (statements)

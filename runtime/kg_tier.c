@@ -122,8 +122,8 @@ kg_status kg_tier_attach(kg_kernel *k, const kg_request *req, char **err)
     t->mode = strcmp(req->jit, "cc") == 0 ? MODE_CC : MODE_AUTO;
     const char *g = req->graph;
     size_t len = strlen(g);
-    t->regenerate = t->mode == MODE_AUTO && !req->unroll && !strchr(g, '/') &&
-                    !(len >= 4 && strcmp(g + len - 4, ".lua") == 0);
+    t->regenerate = t->mode == MODE_AUTO && !req->unroll && !strchr(g, '/') && req->nconsts == 0 &&
+                    !(len >= 4 && strcmp(g + len - 4, ".lua") == 0); /* baked tables: not copied */
     k->tier = t; /* kg_tier_release frees what exists */
     if (!ab || (t->regenerate && copy_request(t, req) != 0)) {
         if (ab)

@@ -520,6 +520,8 @@ static inline void print_thunks(FILE *f, const kg_kernel *k, const char *storage
                                 const char *prefix)
 {
     for (int p = 0; p < KG_NPASSES; p++) {
+        if (!kg_has_pass(k, (kg_pass)p))
+            continue;
         int n = kg_nargs(k, (kg_pass)p);
         fprintf(f, "%sint %s%s(void *const *a);\n", storage, prefix, pass_names(p));
         fprintf(f, "%sint %s%s(void *const *a)\n{\n    return %s_%s(", storage, prefix,
