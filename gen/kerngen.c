@@ -890,7 +890,17 @@ static void *bench_buffer(bench_buf *bufs, int *n, const kg_kernel *k, const kg_
     for (const char *p = a->file; *p; p++)
         seed = (seed ^ (unsigned char)*p) * 1099511628211ull;
     int positive = a->init && strcmp(a->init, "positive") == 0;
-    for (size_t e = 0; kg_role_reads(a->role) && e < count; e++) {
+    static const double hyper[] = {1e-3, 0.9, 0.999, 1e-8, 1e-2, 1}; /* train's opt: adam's order */
+    for (size_t e = 0; a->role == KG_ROLE_HYPER && e < count; e++) {
+        double v = e < sizeof hyper / sizeof hyper[0] ? hyper[e] : 1e-2;
+        if (es == 4) {
+            float f = (float)v;
+            memcpy(d + e * es, &f, es);
+        } else {
+            memcpy(d + e * es, &v, es);
+        }
+    }
+    for (size_t e = 0; kg_role_reads(a->role) && a->role != KG_ROLE_HYPER && e < count; e++) {
         double u = 0;
         for (int j = 0; j < 4; j++) { /* Irwin-Hall of four uniforms: about normal */
             seed = seed * 6364136223846793005ull + 1442695040888963407ull;
