@@ -151,6 +151,13 @@ ops.exp = elementwise {
   vjp = function(G, n, g) return G:mul(g, n) end,
 }
 
+-- d log a = da / a (log(a < 0) is NaN, log(0) = -inf: gen/mathfn.lua)
+ops.log = elementwise {
+  arity = 1, cost = 16, c = { math = "log" },
+  jvp = function(G, n, t) return G:div(t, n.args[1]) end,
+  vjp = function(G, n, g) return G:div(g, n.args[1]) end,
+}
+
 -- d tanh = 1 - tanh^2
 ops.tanh = elementwise {
   arity = 1, cost = 16, c = { math = "tanh" },

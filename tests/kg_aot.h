@@ -50,6 +50,7 @@ static const struct {
     {"ffn", {"dmodel=4", "dff=6"}, 2, "w1,b1,w2,b2", "x"},
     {"groupnorm", {"b=2", "h=2", "w=2", "c=4", "groups=2"}, 5, "gamma,beta", "x"},
     {"layernorm", {"rows=3", "dim=5"}, 2, "gamma,beta", "x"},
+    {"log_softmax", {"rows=3", "dim=5"}, 2, "x", NULL},
     {"mlp", {"seq=2", "dmodel=4", "dff=6"}, 3, "w1,b1,w2,b2", "x"},
     {"normalize_axis", {"shape=2x3x4", "axis=1"}, 2, "gamma,beta", "x"},
     {"postnorm_ffn", {"seq=2", "dmodel=4", "dff=6"}, 3, "gamma,beta,b1,b2", "x"},
