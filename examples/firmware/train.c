@@ -54,10 +54,10 @@ static struct { /* what forward_train saves for train */
     float hidden_pre[BLOCK_MLP_HIDDEN_PRE_SIZE], hidden[BLOCK_MLP_HIDDEN_SIZE];
 } saved;
 
-/* one workspace serves both functions (+1: C has no zero-length arrays) */
+/* one workspace serves both functions (C has no zero-length arrays: at least 1) */
 #define WS_SIZE (BLOCK_FORWARD_TRAIN_WS_SIZE > BLOCK_TRAIN_WS_SIZE ? BLOCK_FORWARD_TRAIN_WS_SIZE \
                                                                     : BLOCK_TRAIN_WS_SIZE)
-static float ws[WS_SIZE + 1];
+static float ws[WS_SIZE > 0 ? WS_SIZE : 1];
 
 /* the task's own buffers: the teacher's parameters and the targets */
 static struct {
@@ -95,15 +95,18 @@ static uint64_t digest(uint64_t h, const float *v, size_t n)
     return h;
 }
 
-#ifdef TRAIN_DUMP
+#ifdef TRAIN_DUMP /* every bit, for tests/test_firmware.c */
 #include <string.h>
+static unsigned long bits(float v)
+{
+    uint32_t u;
+    memcpy(&u, &v, sizeof u);
+    return (unsigned long)u;
+}
 static void dump(const char *what, const float *v, size_t n)
 {
-    for (size_t i = 0; i < n; i++) {
-        uint32_t u;
-        memcpy(&u, &v[i], sizeof u);
-        printf("%s %u %08lx\n", what, (unsigned)i, (unsigned long)u);
-    }
+    for (size_t i = 0; i < n; i++)
+        printf("%s %u %08lx\n", what, (unsigned)i, bits(v[i]));
 }
 #endif
 
@@ -161,6 +164,9 @@ int main(void)
             return 1;
         }
 
+#ifdef TRAIN_DUMP
+        printf("loss %d %08lx\n", step, bits(loss));
+#endif
         loss_sum += loss;
         if (step == 1 || step % PRINT_EVERY == 0) {
             printf("step %3d  loss ", step);
@@ -175,24 +181,24 @@ int main(void)
             loss_sum = 0.0f;
     }
 
+#ifdef TRAIN_DUMP
+    dump("param", (const float *)&param, sizeof param / sizeof(float));
+    dump("adam", (const float *)&adam, sizeof adam / sizeof(float));
+#endif
     uint64_t h = digest(0xCBF29CE484222325u, (const float *)&param, sizeof param / sizeof(float));
     h = digest(h, (const float *)&adam, sizeof adam / sizeof(float));
     printf("digest of the trained parameters and Adam's state: %08lx%08lx\n",
            (unsigned long)(h >> 32), (unsigned long)(h & 0xFFFFFFFFu));
-#ifdef TRAIN_DUMP /* every bit, for tests/test_firmware.c */
-    dump("param", (const float *)&param, sizeof param / sizeof(float));
-    dump("adam", (const float *)&adam, sizeof adam / sizeof(float));
-#endif
 
     printf("RAM of a training step (bytes; block.h's sizes):\n");
     print_ram("x, y, y_cot, opt (arguments)", sizeof x + sizeof y + sizeof y_cot + sizeof opt);
     print_ram("saved by forward_train for train", sizeof saved);
     print_ram("gamma, beta, b1, b2 (trained in place)", sizeof param);
     print_ram("Adam state (exp_avg, exp_avg_sq)", sizeof adam);
-    print_ram("workspace (one for both functions)", WS_SIZE * sizeof(float));
+    print_ram("workspace (one for both functions)", sizeof ws);
     print_ram("total (emit --report: \"training step\")",
               sizeof x + sizeof y + sizeof y_cot + sizeof opt + sizeof saved + sizeof param +
-                  sizeof adam + WS_SIZE * sizeof(float));
+                  sizeof adam + sizeof ws);
     print_ram("the task's teacher and target (not counted)", sizeof teacher + sizeof target);
     if (ticks)
         printf("SysTick ticks per training step (forward_train + train): %lu; under qemu "
