@@ -30,6 +30,10 @@
 static uint64_t kg_fw_ticks(void) { return 0; } /* the host build does not count */
 #endif
 
+/* task.h's dims must be the kernel's (the Makefile's emit): a compile error otherwise */
+typedef char task_dims_match_block_h[BLOCK_X_SIZE == TASK_SEQ * TASK_DMODEL &&
+                                     BLOCK_B1_SIZE == TASK_DFF ? 1 : -1];
+
 #define STEPS 200
 #define PRINT_EVERY 20
 
@@ -118,15 +122,16 @@ static void print_ram(const char *what, unsigned long bytes)
 int main(void)
 {
     /* PyTorch's initialization: LayerNorm gamma 1, beta 0; the biases 0 here */
-    for (int i = 0; i < BLOCK_GAMMA_SIZE; i++)
-        param.gamma[i] = 1.0f;
     for (int i = 0; i < BLOCK_GAMMA_SIZE; i++) {
+        param.gamma[i] = 1.0f;
         teacher.gamma[i] = task_gamma(i);
-        teacher.beta[i] = task_beta(i);
-        teacher.b2[i] = task_b2(i);
     }
+    for (int i = 0; i < BLOCK_BETA_SIZE; i++)
+        teacher.beta[i] = task_beta(i);
     for (int i = 0; i < BLOCK_B1_SIZE; i++)
         teacher.b1[i] = task_b1(i);
+    for (int i = 0; i < BLOCK_B2_SIZE; i++)
+        teacher.b2[i] = task_b2(i);
 
     /* torch.optim.Adam(lr=0.01), its defaults otherwise; step counts from 1 */
     opt[BLOCK_OPT_LR] = 0.01f;
