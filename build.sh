@@ -11,6 +11,9 @@
 #   asan             build with AddressSanitizer + UBSan into build-asan/ and run the tests
 #   bench            build and run the benchmark (bench/; installs libdnnl-dev and gnuplot-nox
 #                    when it can, for the oneDNN column and the chart, and runs without them)
+#   firmware         build, then train a pre-norm block on a Cortex-M4F under qemu-system-arm
+#                    (examples/firmware): the loss as it falls, the flash/RAM table, and the
+#                    same training on the host (AOT and JIT) ending with the same bits
 #   fuzz             build with libFuzzer + ASan + UBSan (clang) into build-fuzz/ and fuzz the
 #                    .npy reader and the spec loader, FUZZ_SECONDS each (default 60)
 #   help, -h, --help this text; installs and builds nothing
@@ -32,7 +35,7 @@ mode=""
 for arg in "$@"; do
   case "$arg" in
     -h|--help|help) usage; exit 0 ;;
-    build|test|run|install|asan|bench|fuzz)
+    build|test|run|install|asan|bench|firmware|fuzz)
       [ -z "$mode" ] || { echo "build.sh: two modes: $mode and $arg" >&2; usage >&2; exit 2; }
       mode=$arg ;;
     PREFIX=*|DESTDIR=*|BINDIR=*|LIBDIR=*|INCLUDEDIR=*|CC=*|CPPFLAGS=*|CFLAGS=*|LDFLAGS=*|KERNGEN_WERROR=*)
@@ -60,6 +63,7 @@ case "$mode" in
   # build CMake and pkg-config projects against an installed tree, and render dot output
   test|asan) PACKAGES+=(libcmocka-dev clang g++ make cmake ninja-build pkg-config gcc-arm-none-eabi libnewlib-arm-none-eabi qemu-system-arm graphviz) ;;
   bench) PACKAGES+=(tcc) ;;
+  firmware) PACKAGES+=(make gcc-arm-none-eabi libnewlib-arm-none-eabi qemu-system-arm) ;;
   fuzz) PACKAGES+=(clang libclang-rt-14-dev) ;; # libFuzzer
 esac
 missing=()
@@ -215,6 +219,33 @@ install_tree() {
   echo "installed kerngen $version into $d$PREFIX"
 }
 
+# The firmware example (examples/firmware/Makefile), built from scratch in $OUT/firmware: the
+# emit report, the run on the emulated Cortex-M4F, the size table, then the same train.c on the
+# host with the emitted kernel (AOT) and through the JIT, whose digests must be the device's.
+run_firmware() {
+  local dir="$PWD/$OUT/firmware" v
+  local mk=(make -s -C examples/firmware OUT="$dir" KERNGEN="$PWD/$OUT/kerngen"
+            LIBKERNGEN="$PWD/$OUT/libkerngen.a" KERNGEN_INCLUDE="$PWD/runtime" FIRMWARE="$PWD/firmware")
+  rm -rf "$dir"
+  echo "== kerngen emit (examples/firmware/Makefile)"
+  "${mk[@]}" all
+  echo "== training on the Cortex-M4F (qemu-system-arm -M mps2-an386 -icount shift=0)"
+  timeout 120 "${mk[@]}" run | tee "$dir/device.log"
+  echo "== sizes"
+  "${mk[@]}" sizes
+  echo "== the same train.c on the host"
+  same() { grep -E '^(step|digest) ' "$1"; } # the losses and the digest of the final bits
+  for v in host jit; do
+    timeout 120 "${mk[@]}" "run-$v" > "$dir/$v.log"
+    if [ "$(same "$dir/$v.log")" != "$(same "$dir/device.log")" ]; then
+      echo "build.sh: the $v run differs from the Cortex-M4F's:" >&2
+      diff "$dir/device.log" "$dir/$v.log" >&2 || true
+      return 1
+    fi
+  done
+  echo "host AOT (gcc) and host JIT (libkerngen): the same losses and the same $(grep '^digest' "$dir/device.log")"
+}
+
 # Each target runs FUZZ_SECONDS on a corpus in $OUT (seeded from the repository's .npy files and
 # specs); a crash, hang, leak or failed oracle stops it with exit 1 and a reproducer file.
 run_fuzz() {
@@ -244,5 +275,6 @@ case "$mode" in
   test|asan) run_tests ;;
   run) "$OUT/kerngen" check --all ;;
   bench) bash bench/run.sh "$OUT" ;;
+  firmware) run_firmware ;;
   fuzz) run_fuzz ;;
 esac

@@ -17,7 +17,7 @@ static int make_args(const kg_kernel *k, kg_pass pass, double **args)
         size_t count = i < n ? kg_arg_at(k, pass, i)->count : kg_ws_size(k, pass);
         if (!(args[i] = calloc(count + 1, sizeof(double))))
             return 0;
-        for (size_t j = 0; i < n && kg_arg_at(k, pass, i)->role < KG_ROLE_OUTPUT && j < count; j++)
+        for (size_t j = 0; i < n && kg_role_reads(kg_arg_at(k, pass, i)->role) && j < count; j++)
             args[i][j] = kg_arg_at(k, pass, i)->name[0] == 'g' ? 1.0 : (double)((j * 7 + (size_t)i) % 5) - 2.0;
     }
     return n + 1;

@@ -17,6 +17,7 @@
 -- reduce keeps its lanes), so blocking never changes a bit; tests compare with --fuse none.
 
 local loops = require("loops")
+local util = require("util")
 
 local aff = loops.aff
 
@@ -189,6 +190,91 @@ local function merge_index(idx, a, b)
   return r
 end
 
+-- Broadcast expansion, so that more nests coalesce: in `for a: for b: ...` (b innermost, the
+-- only statement of a), a read-only buffer loaded at an index of a's variable but not b's (a
+-- GroupNorm group's mean read by each of its channels) blocks merging a and b into one flat
+-- loop. When that load does not change across an enclosing loop L (the spatial positions), it is
+-- copied once per L-iteration's parent into a workspace row e[n_a * n_b] (e[n_b*i + j] = the
+-- value of group i) ahead of L, and the nest reads e[n_b*a + b] instead: row-major, the same
+-- values, no arithmetic changed. Only for short inner loops (the cases that vectorize badly).
+block.EXPAND_MAX_INNER = 8
+
+local function written_in(body, buf)
+  local w = false
+  loops.walk(body, function(s) if s.k ~= "loop" and s.target.buf == buf then w = true end end)
+  return w
+end
+
+local function expand_broadcasts(F, body, chain)
+  for pos = #body, 1, -1 do
+    local s = body[pos]
+    if s.k == "loop" then
+      chain[#chain + 1] = { loop = s, body = body }
+      expand_broadcasts(F, s.body, chain)
+      chain[#chain] = nil
+    end
+  end
+  -- this level's body: is it a pair a (= chain[#chain]) -> b?
+  local a = chain[#chain] and chain[#chain].loop
+  if not a or #a.body ~= 1 or a.body[1].k ~= "loop" then return end
+  local b = a.body[1]
+  if b.n > block.EXPAND_MAX_INNER then return end
+  local wide, ok = {}, true
+  loops.walk(b.body, function(st)
+    if st.k == "loop" then return end
+    if st.k == "reduce" then ok = false end
+    local function check(idx, l)
+      local ka, kb = idx.t[a.var] or 0, idx.t[b.var] or 0
+      if ka == kb * b.n then return end
+      if l and kb == 0 then wide[#wide + 1] = l else ok = false end
+    end
+    check(st.target.index)
+    for _, l in ipairs(loops.loads(st.expr, {})) do check(l.index, l) end
+  end)
+  if not ok or #wide == 0 then return end
+  -- the outermost enclosing loop L within which every widened load is invariant (and unwritten)
+  local depth = #chain
+  local at = nil
+  for d = depth - 1, 1, -1 do
+    local L = chain[d].loop
+    local invariant = true
+    for _, l in ipairs(wide) do
+      for v in pairs(l.index.t) do
+        if v ~= a.var then
+          for d2 = d, depth - 1 do if chain[d2].loop.var == v then invariant = false end end
+        end
+      end
+      if written_in(L.body, l.buf) then invariant = false end
+    end
+    if not invariant then break end
+    at = d
+  end
+  if not at then return end
+  local L, parent = chain[at].loop, chain[at].body
+  local e0, e1 = L.var, "i" .. (tonumber(util.match(L.var, "%d+")) + 1) -- canonical names (fuse)
+  local copies, made = {}, {}
+  for _, l in ipairs(wide) do
+    made[l.buf] = made[l.buf] or {}
+    local key = aff.render(l.index, 0, {})
+    local e = made[l.buf][key]
+    if not e then
+      e = { cname = "ws", role = "ws", size = a.n * b.n, id = #F.bufs, name = l.buf.name and (l.buf.name .. "_wide") }
+      F.bufs[#F.bufs + 1] = e
+      made[l.buf][key] = e
+      local src = { k = "load", buf = l.buf, index = aff.subst(l.index, a.var, aff.var(e0)) }
+      copies[#copies + 1] = { k = "loop", var = e0, n = a.n, body = { { k = "loop", var = e1, n = b.n, body = {
+        { k = "store", target = { buf = e, index = aff.add(aff.scale(aff.var(e0), b.n), aff.var(e1)) }, expr = src } } } } }
+    end
+    l.buf, l.index = e, aff.add(aff.scale(aff.var(a.var), b.n), aff.var(b.var))
+  end
+  for i = #parent, 1, -1 do
+    if parent[i] == L then
+      for k = #copies, 1, -1 do table.insert(parent, i, copies[k]) end
+      break
+    end
+  end
+end
+
 local function coalesce(body)
   for _, s in ipairs(body) do
     if s.k == "loop" then
@@ -214,6 +300,7 @@ local function coalesce(body)
 end
 
 function block.run(F)
+  expand_broadcasts(F, F.body, {})
   coalesce(F.body)
   local out = {}
   for _, top in ipairs(F.body) do

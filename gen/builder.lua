@@ -167,7 +167,7 @@ function builder.new(G, S, ctx, prefix)
     for k = #axes, 1, -1 do r = G:pick0(r, axes[k]) end
     return wrap(keepdims(n, axes, r))
   end
-  for _, op in ipairs({ "sqrt_clamp", "clamp0", "recip", "exp", "tanh", "erf", "erfc", "detach", "abs" }) do
+  for _, op in ipairs({ "sqrt_clamp", "clamp0", "recip", "exp", "log", "tanh", "erf", "erfc", "detach", "abs" }) do
     g[op] = function(x) return wrap(G[op](G, unwrap(x))) end
   end
   function g.gelu(x, approx)

@@ -1,8 +1,9 @@
 -- emit_c: loop IR (loops.lua) -> C99 text. Lines go into a table with an indent counter and
 -- are joined once.
 --
--- Guarantees the generated-code contract: C99, no allocation, no globals, no I/O; restrict
--- pointers, const inputs; literals that round-trip (util.c_literal); names and order fixed by
+-- Guarantees the generated-code contract: C99, no allocation, no globals but the static const
+-- tables of baked inputs, no I/O; restrict pointers, const inputs; literals that round-trip
+-- (util.c_literal); names and order fixed by
 -- the IR, so the same request gives the same bytes. The summation order comes from the IR: a
 -- reduce statement's lane accumulators and their fixed pairwise tree are written the same way
 -- whether looped or unrolled, an accumulation adds its terms in loop order; C's + and * are
@@ -30,6 +31,7 @@ local aff = loops.aff
 local emit = {}
 
 local CTYPE = { f32 = "float", f64 = "double" }
+emit.CTYPE = CTYPE
 local MAXVAL = { f32 = "3.40282347e+38f", f64 = "1.7976931348623157e+308" }
 
 ---------------------------------------------------------------------------------------------
@@ -723,20 +725,32 @@ end
 -- What the header and the JIT unit say about one function: size macros not yet in `seen`
 -- (shared across passes), the documented prototype, and the packed-argument entry point
 -- kg_entry_<pass>(void *const *a) through which the runtime calls it.
+local ELEM_BYTES = { f32 = 4, f64 = 8 }
+
 function emit.declarations(fn, L, dtype, upper, pass, comment, seen)
   local T, sizes, doc, casts = CTYPE[dtype], {}, { "/* " .. fn .. ": " .. comment }, {}
   for i, p in ipairs(L.params) do
     local macro = upper .. "_" .. p.cname:upper() .. "_SIZE"
     if not seen[macro] then
       seen[macro] = true
-      sizes[#sizes + 1] = string.format("#define %s %d /* %s %s */", macro, p.count, p.cname, util.shape_str(p.shape))
+      sizes[#sizes + 1] = string.format("#define %s %d /* %s %s, %d bytes */", macro, p.count, p.cname,
+        util.shape_str(p.shape), p.count * ELEM_BYTES[dtype])
     end
-    doc[#doc + 1] = string.format("   %-12s %s %s %s", p.cname, util.shape_str(p.shape), roles[p.arg_role].doc, p.name)
+    for k, f in ipairs(p.fields or {}) do -- the optimizer's hyperparameters by name
+      local m = upper .. "_" .. p.cname:upper() .. "_" .. f:upper()
+      if not seen[m] then
+        seen[m] = true
+        sizes[#sizes + 1] = string.format("#define %s %d /* %s[%d]: %s */", m, k - 1, p.cname, k - 1, f)
+      end
+    end
+    local what = p.fields and table.concat(p.fields, ", ") or p.name
+    doc[#doc + 1] = string.format("   %-12s %s %s %s", p.cname, util.shape_str(p.shape), roles[p.arg_role].doc, what)
     casts[i] = "(" .. (p.const and "const " or "") .. T .. " *)a[" .. (i - 1) .. "]"
   end
   casts[#casts + 1] = "(" .. T .. " *)a[" .. #L.params .. "]"
   local ws_macro = upper .. "_" .. pass:upper() .. "_WS_SIZE"
-  sizes[#sizes + 1] = string.format("#define %s %d /* workspace of %s */", ws_macro, L.ws_size, fn)
+  sizes[#sizes + 1] = string.format("#define %s %d /* workspace of %s, %d bytes */", ws_macro, L.ws_size, fn,
+    L.ws_size * ELEM_BYTES[dtype])
   doc[#doc + 1] = string.format("   %-12s [%d] workspace (%s elements) */", "ws", L.ws_size, ws_macro)
   return {
     sizes = sizes,
@@ -780,6 +794,39 @@ function emit.fn(fn, L, dtype, helpers, comment)
   out.depth = 0
   out.line("}")
   return out
+end
+
+---------------------------------------------------------------------------------------------
+-- Baked inputs (pipeline's --const): one static const table per input, defined once per file
+-- before the functions that read it by its C name. Values are util.c_literal literals (made by
+-- util.c_literals, its fast form), so they round-trip; TABLE_LINE of them a line, and a comment
+-- opens each row of a matrix so that a diff can be reviewed. Lines are joined once.
+emit.TABLE_LINE = 8
+emit.SIZEOF = { f32 = 4, f64 = 8 }
+function emit.tables(tables, dtype)
+  local T, out, fmt = CTYPE[dtype], {}, string.format
+  for _, t in ipairs(tables) do
+    local v, n, shape = t.values, t.count, t.shape
+    local row = #shape >= 2 and shape[#shape] or n
+    out[#out + 1] = fmt("/* %s %s: baked input, %d bytes */", t.name, util.shape_str(shape), n * emit.SIZEOF[dtype])
+    out[#out + 1] = fmt("static const %s %s[%d] = {", T, t.cname, n)
+    local strides = util.strides(shape)
+    for r0 = 0, n - 1, row do
+      if row < n then -- "/* w1[3] */": the index of the row
+        local idx, rest = {}, r0
+        for k = 1, #shape - 1 do idx[k] = rest // strides[k]; rest = rest % strides[k] end
+        out[#out + 1] = "    /* " .. t.name .. "[" .. table.concat(idx, "][") .. "] */"
+      end
+      for l0 = r0, r0 + row - 1, emit.TABLE_LINE do
+        local e = math.min(l0 + emit.TABLE_LINE, r0 + row)
+        out[#out + 1] = "    " .. util.c_literals(v, l0 + 1, e, dtype) .. (e < n and "," or "")
+      end
+    end
+    out[#out + 1] = "};"
+    out[#out + 1] = ""
+  end
+  if #out == 0 then return "" end
+  return table.concat(out, "\n") .. "\n"
 end
 
 ---------------------------------------------------------------------------------------------

@@ -29,7 +29,8 @@ end
 local function key_of(op, args, attr)
   local parts = { op }
   for i, a in ipairs(args) do parts[#parts + 1] = a.id end
-  parts[#parts + 1] = next(attr) == nil and "{}" or util.serialize(attr)
+  local key = ops[op].key
+  parts[#parts + 1] = key and key(attr) or (next(attr) == nil and "{}" or util.serialize(attr))
   return table.concat(parts, ",")
 end
 
@@ -82,8 +83,9 @@ function Graph:scalar(v, shape)
   return self:make("const", {}, { value = v, shape = shape })
 end
 
-function Graph:input(name, shape, role)
-  local n = self:make("input", {}, { name = name, shape = shape, role = role })
+-- fields: names of a vector input's elements (the train pass's hyperparameters), for the header
+function Graph:input(name, shape, role, fields)
+  local n = self:make("input", {}, { name = name, shape = shape, role = role, fields = fields })
   n.name = n.name or name
   self.inputs[#self.inputs + 1] = { name = name, role = role, node = n }
   return n
@@ -120,12 +122,16 @@ Graph.sqrt_clamp = unary("sqrt_clamp")
 Graph.clamp0 = unary("clamp0")
 Graph.step = unary("step")
 Graph.exp = unary("exp")
+Graph.log = unary("log")
 Graph.tanh = unary("tanh")
 Graph.erf = unary("erf")
 Graph.erfc = unary("erfc")
 Graph.detach = unary("detach")
 Graph.abs = unary("abs")
 Graph.sign = unary("sign")
+Graph.sqrt = unary("sqrt")
+function Graph:powi(a, b) return self:make("powi", { a, b }) end
+function Graph:element(a, index) return self:make("element", { a }, { index = index }) end
 function Graph:maximum(a, b) return self:make("maximum", { a, b }) end
 function Graph:max_weight(a, b) return self:make("max_weight", { a, b }) end
 function Graph:equal(a, b) return self:make("equal", { a, b }) end
@@ -189,7 +195,7 @@ function ir.dump(G, title)
   for _, n in ipairs(G.nodes) do
     local args = {}
     for i, a in ipairs(n.args) do args[i] = "%" .. a.id end
-    local attr = util.serialize(n.attr)
+    local attr = ops[n.op].key and ops[n.op].key(n.attr) or util.serialize(n.attr)
     out[#out + 1] = string.format("%%%d = %s(%s) %s %s%s", n.id, n.op, table.concat(args, ", "),
       util.shape_str(n.shape), attr ~= "{}" and attr or "", n.name and ("  ; " .. n.name) or "")
   end

@@ -1,8 +1,8 @@
 -- jvp: the forward-mode graph. Takes a forward graph and returns a new graph in the same IR
 -- that reads one tangent per input (<input>_tan) and returns the tangent of every output
 -- (<output>_tan): a tangent sweep in node order using each op's JVP rule (ops.lua). nil
--- tangents are zeros. A spec may give a closed form (jvp = function(g, v, tan)), used with
--- --jvp closed.
+-- tangents are zeros; a baked input (op "table") takes none, it is a constant. A spec may give
+-- a closed form (jvp = function(g, v, tan)), used with --jvp closed.
 
 local ops = require("ops")
 local builder = require("builder")
@@ -49,7 +49,10 @@ function jvp.closed(F, S, ctx, fb)
   local H = F:clone()
   local expect = {}
   for _, o in ipairs(F.outputs) do expect[o.name] = o.node.shape end
-  local outs = builder.run_rule(H, S, ctx, fb, S.jvp, tangents(F, H), expect, "jvp tangent")
+  local seeds = tangents(F, H)
+  -- a baked input (op "table", pipeline's --const) is a constant: the rule reads a zero tangent
+  for _, n in ipairs(F.nodes) do if n.op == "table" then seeds[n.attr.name] = H:scalar(0, n.shape) end end
+  local outs = builder.run_rule(H, S, ctx, fb, S.jvp, seeds, expect, "jvp tangent")
   tangent_outputs(F, H, function(o) return outs[o.name] end)
   return H
 end

@@ -9,9 +9,13 @@
 #include <string.h>
 #include <dirent.h>
 #include <fcntl.h>
+#include <spawn.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
+
+extern char **environ;
 
 #include "kerngen.h"
 #include "kg_check.h"
@@ -20,7 +24,7 @@
 
 enum { EXIT_CHECK = 1, EXIT_USAGE = 2, EXIT_INTERNAL = 3 };
 
-#define PASS_LIST "forward, vjp, jvp, forward_train, vjp_saved"
+#define PASS_LIST "forward, vjp, jvp, forward_train, vjp_saved, train"
 
 static const char *const MAIN_USAGE =
     "usage: kerngen COMMAND [ARGS]\n"
@@ -47,10 +51,16 @@ static const char *const GEN_OPTIONS =
     "                       JIT, runs straight-line code faster; unrolled within a size budget)\n"
     "  --vjp derived|closed use the tape VJP (default) or the spec's closed form\n"
     "  --jvp derived|closed likewise for the JVP\n"
-    "  --dump-ir PASS       print the IR after forward|vjp|jvp|forward_train|vjp_saved|simplify\n"
+    "  --dump-ir PASS       print the IR after forward|vjp|jvp|forward_train|vjp_saved|train|simplify\n"
     "                       (graph) or lower|fuse|block (loops) to stderr\n"
     "  --fuse auto|none     loop fusion (default auto); none is for diagnosis: same results\n"
-    "  --check-ir           run the IR checker between passes\n";
+    "  --check-ir           run the IR checker between passes\n"
+    "  --wrt A,B            vjp, vjp_saved and train give only the gradients of these inputs\n"
+    "  --train A,B          the trainable inputs: adds the train pass, which updates them in place\n"
+    "  --optimizer O        train's update: sgd (default), momentum, adam, adamw (PyTorch's)\n"
+    "  --const NAME=FILE    bake input NAME into the code as a static const table (flash on a\n"
+    "                       microcontroller): FILE is a .npy of its shape and --dtype. NAME is then\n"
+    "                       no argument of any function: no gradient, no tangent. Repeatable\n";
 
 static const char *const JIT_OPTION =
     "  --jit tcc|cc|auto    the compiled tier (same results in all): tcc (default), libtcc in\n"
@@ -65,12 +75,18 @@ typedef struct {
     int nparams;
     const char **ins; /* NAME=FILE */
     int nins;
+    const char **consts; /* --const NAME=FILE */
+    int nconsts;
+    kg_const *baked;     /* their data (load_consts), as c->req.consts */
+    kg_npy *npys;
+    char **names;
     const char *out_dir;
     const char *pass;  /* the last --pass */
     unsigned passes;   /* every --pass, as kg_request.passes */
     int all;
     int help;
     int json;
+    int report; /* emit --report */
     unsigned long seed;
 } cli;
 
@@ -89,7 +105,8 @@ static void parse(cli *c, const char *cmd, int argc, char **argv, const char *al
     memset(c, 0, sizeof *c);
     c->params = calloc((size_t)argc + 1, sizeof *c->params);
     c->ins = calloc((size_t)argc + 1, sizeof *c->ins);
-    if (!c->params || !c->ins)
+    c->consts = calloc((size_t)argc + 1, sizeof *c->consts);
+    if (!c->params || !c->ins || !c->consts)
         abort();
     c->seed = 1;
     for (int i = 0; i < argc; i++) {
@@ -109,7 +126,8 @@ static void parse(cli *c, const char *cmd, int argc, char **argv, const char *al
             const char *p = strstr(allowed, key);
             if (!p || (p[n] != ' ' && p[n] != 0) || (p != allowed && p[-1] != ' '))
                 die_usage(cmd, "unknown option '%s'", a);
-            int flag = strcmp(key, "--check-ir") == 0 || strcmp(key, "--all") == 0 || strcmp(key, "--json") == 0;
+            int flag = strcmp(key, "--check-ir") == 0 || strcmp(key, "--all") == 0 || strcmp(key, "--json") == 0 ||
+                       strcmp(key, "--report") == 0;
             const char *val = NULL;
             if (!flag) {
                 if (a[n] == '=')
@@ -127,11 +145,16 @@ static void parse(cli *c, const char *cmd, int argc, char **argv, const char *al
             else if (strcmp(key, "--name") == 0) c->req.name = val;
             else if (strcmp(key, "--dump-ir") == 0) c->req.dump_ir = val;
             else if (strcmp(key, "--fuse") == 0) c->req.fuse = val;
+            else if (strcmp(key, "--wrt") == 0) c->req.wrt = val;
+            else if (strcmp(key, "--train") == 0) c->req.train = val;
+            else if (strcmp(key, "--optimizer") == 0) c->req.optimizer = val;
             else if (strcmp(key, "--check-ir") == 0) c->req.check_ir = 1;
             else if (strcmp(key, "--jit") == 0) c->req.jit = val;
             else if (strcmp(key, "--json") == 0) c->json = 1;
+            else if (strcmp(key, "--report") == 0) c->report = 1;
             else if (strcmp(key, "--all") == 0) c->all = 1;
             else if (strcmp(key, "--in") == 0) c->ins[c->nins++] = val;
+            else if (strcmp(key, "--const") == 0) c->consts[c->nconsts++] = val;
             else if (strcmp(key, "--out") == 0) c->out_dir = val;
             else if (strcmp(key, "--pass") == 0) {
                 int pass = kg_pass_from_name(val);
@@ -165,8 +188,18 @@ static void parse(cli *c, const char *cmd, int argc, char **argv, const char *al
 
 static void free_cli(cli *c)
 {
+    for (int i = 0; i < c->nconsts; i++) {
+        if (c->npys)
+            kg_npy_free(&c->npys[i]);
+        if (c->names)
+            free(c->names[i]);
+    }
+    free(c->npys);
+    free(c->names);
+    free(c->baked);
     free(c->params);
     free(c->ins);
+    free(c->consts);
 }
 
 /* Prints a library error. Messages can carry text from a spec (its error() calls): control
@@ -251,20 +284,245 @@ static kg_kernel *generate(cli *c, int compile, int *rc)
     return k;
 }
 
+/* ---- emit --report: the memory a firmware developer plans ---- */
+
+/* Runs argv (no shell) with stdout into out (NUL-terminated, truncated to cap); 0 when it exited 0. */
+static int run_capture(char *const *argv, char *out, size_t cap)
+{
+    int fd[2];
+    if (pipe(fd) != 0)
+        return -1;
+    posix_spawn_file_actions_t fa;
+    posix_spawn_file_actions_init(&fa);
+    posix_spawn_file_actions_adddup2(&fa, fd[1], 1);
+    posix_spawn_file_actions_addclose(&fa, fd[0]);
+    posix_spawn_file_actions_addopen(&fa, 2, "/dev/null", O_WRONLY, 0);
+    pid_t pid;
+    int rc = posix_spawnp(&pid, argv[0], &fa, NULL, argv, environ);
+    posix_spawn_file_actions_destroy(&fa);
+    close(fd[1]);
+    size_t n = 0;
+    ssize_t got;
+    while (rc == 0 && (got = read(fd[0], out + n, cap - 1 - n)) > 0)
+        n += (size_t)got;
+    out[n] = '\0';
+    close(fd[0]);
+    int status = 0;
+    if (rc == 0 && waitpid(pid, &status, 0) < 0)
+        rc = -1;
+    return rc == 0 && WIFEXITED(status) && WEXITSTATUS(status) == 0 ? 0 : -1;
+}
+
+/* Bytes of a pass's arguments (all; and the optimizer state among them). */
+static size_t arg_bytes(const kg_kernel *k, kg_pass p, kg_role only, int all)
+{
+    size_t b = 0;
+    for (int i = 0; i < kg_nargs(k, p); i++)
+        if (all || kg_arg_at(k, p, i)->role == only)
+            b += kg_arg_at(k, p, i)->count * kg_elem_size(k);
+    return b;
+}
+
+/* The tensors of a training step (forward_train, then train), each once by file name; min:
+   only inputs, outputs, saved values, trainable parameters and their optimizer state. */
+static size_t step_bytes(const kg_kernel *k, int min)
+{
+    const kg_pass passes[2] = {KG_FORWARD_TRAIN, KG_TRAIN};
+    const char *seen[256];
+    int nseen = 0;
+    size_t b = 0;
+    for (int q = 0; q < 2; q++)
+        for (int i = 0; i < kg_nargs(k, passes[q]); i++) {
+            const kg_arg *a = kg_arg_at(k, passes[q], i);
+            int dup = 0;
+            for (int j = 0; j < nseen; j++)
+                dup |= strcmp(seen[j], a->file) == 0;
+            if (dup || nseen == 256 || (min && (a->role == KG_ROLE_COTANGENT || a->role == KG_ROLE_HYPER)))
+                continue;
+            seen[nseen++] = a->file;
+            b += a->count * kg_elem_size(k);
+        }
+    return b;
+}
+
+/* Cortex-M4F code size of the emitted file (arm-none-eabi-gcc -Os, one section per function):
+   per pass, its function and its steps; the shared helpers apart. 0 when it could not. */
+static int m4f_sizes(const kg_kernel *k, const char *dir, size_t text[KG_NPASSES], size_t *shared)
+{
+    char src[4096], obj[64], out[65536];
+    snprintf(src, sizeof src, "%s/%s", dir, kg_text(k, KG_TEXT_SOURCE_FILE));
+    snprintf(obj, sizeof obj, "/tmp/kerngen_m4f_%ld.o", (long)getpid());
+    char *cc[] = {"arm-none-eabi-gcc", "-Os", "-mcpu=cortex-m4", "-mthumb", "-mfpu=fpv4-sp-d16",
+                  "-mfloat-abi=hard", "-ffunction-sections", "-c", src, "-o", obj, NULL};
+    char *size[] = {"arm-none-eabi-size", "-A", obj, NULL};
+    int ok = run_capture(cc, out, sizeof out) == 0 && run_capture(size, out, sizeof out) == 0;
+    unlink(obj);
+    if (!ok)
+        return 0;
+    const char *base = kg_text(k, KG_TEXT_NAME);
+    size_t blen = strlen(base);
+    for (char *line = strtok(out, "\n"); line; line = strtok(NULL, "\n")) {
+        char sec[512];
+        size_t bytes;
+        if (sscanf(line, "%511s %zu", sec, &bytes) != 2 || strncmp(sec, ".text", 5) != 0)
+            continue;
+        const char *fn = sec[5] == '.' ? sec + 6 : "";
+        int pass = -1;
+        size_t best = 0;
+        for (int p = 0; p < KG_NPASSES; p++) { /* <base>_<pass> or <base>_<pass>_<step> */
+            const char *name = kg_pass_name((kg_pass)p);
+            size_t n = strlen(name);
+            if (strncmp(fn, base, blen) == 0 && fn[blen] == '_' && strncmp(fn + blen + 1, name, n) == 0 &&
+                (fn[blen + 1 + n] == 0 || (fn[blen + 1 + n] == '_' && isdigit((unsigned char)fn[blen + 2 + n]))) &&
+                n > best)
+                pass = p, best = n;
+        }
+        if (pass >= 0)
+            text[pass] += bytes;
+        else
+            *shared += bytes;
+    }
+    return 1;
+}
+
+static void print_report(const kg_kernel *k, const char *dir)
+{
+    size_t text[KG_NPASSES] = {0}, shared = 0;
+    int m4f = m4f_sizes(k, dir, text, &shared);
+    printf("  %-14s %10s %10s %10s %10s %12s\n", "bytes", "arguments", "opt. state", "workspace", "total",
+           m4f ? "M4F text -Os" : "");
+    for (int p = 0; p < KG_NPASSES; p++) {
+        if (!kg_has_pass(k, (kg_pass)p))
+            continue;
+        size_t args = arg_bytes(k, (kg_pass)p, 0, 1), ws = kg_ws_size(k, (kg_pass)p) * kg_elem_size(k);
+        printf("  %-14s %10zu %10zu %10zu %10zu", kg_pass_name((kg_pass)p), args,
+               arg_bytes(k, (kg_pass)p, KG_ROLE_STATE, 0), ws, args + ws);
+        if (m4f)
+            printf(" %12zu", text[p]);
+        printf("\n");
+    }
+    if (m4f)
+        printf("  %-14s %54zu (math functions and helpers, shared)\n", "", shared);
+    else
+        printf("  (no Cortex-M4F code size: arm-none-eabi-gcc and arm-none-eabi-size not found or failed)\n");
+    if (kg_has_pass(k, KG_FORWARD_TRAIN) && kg_has_pass(k, KG_TRAIN)) {
+        size_t ws = kg_ws_size(k, KG_FORWARD_TRAIN) > kg_ws_size(k, KG_TRAIN) ? kg_ws_size(k, KG_FORWARD_TRAIN)
+                                                                              : kg_ws_size(k, KG_TRAIN);
+        size_t ram = step_bytes(k, 0) + ws * kg_elem_size(k), min = step_bytes(k, 1);
+        printf("  training step (forward_train, then train; one workspace): %zu bytes of RAM, %.2fx the\n"
+               "  minimum %zu (inputs, outputs, saved values, trained inputs and their optimizer state)\n",
+               ram, (double)ram / (double)min, min);
+    }
+}
+
+/* --const NAME=FILE...: every NAME an input of the graph, once; every FILE a .npy of that
+   input's shape and of --dtype, checked as run checks --in (the header before any data).
+   The shapes come from the forward pass generated without the baked inputs. Sets c->req.consts;
+   returns 0, or the exit status after one error line. */
+static int load_consts(cli *c, const char *cmd)
+{
+    if (c->nconsts == 0)
+        return 0;
+    for (int j = 0; j < c->nconsts; j++) {
+        const char *eq = strchr(c->consts[j], '=');
+        if (!eq || eq == c->consts[j] || !eq[1]) {
+            fprintf(stderr, "kerngen %s: --const '%s': expected NAME=FILE.npy\n", cmd, c->consts[j]);
+            return EXIT_USAGE;
+        }
+        size_t len = (size_t)(eq - c->consts[j]);
+        for (int j2 = 0; j2 < j; j2++)
+            if (strncmp(c->consts[j2], c->consts[j], len + 1) == 0) {
+                fprintf(stderr, "kerngen %s: --const %.*s given twice\n", cmd, (int)len, c->consts[j]);
+                return EXIT_USAGE;
+            }
+    }
+    kg_request probe = c->req; /* the inputs' shapes, quickly: forward only, loops */
+    probe.passes = 1u << KG_FORWARD;
+    probe.unroll = "none";
+    probe.dump_ir = NULL;
+    probe.check_ir = 0;
+    kg_kernel *k;
+    char *err;
+    kg_status st = kg_generate(&probe, &k, &err);
+    if (st != KG_OK)
+        return report(st, err);
+    c->baked = calloc((size_t)c->nconsts, sizeof *c->baked);
+    c->npys = calloc((size_t)c->nconsts, sizeof *c->npys);
+    c->names = calloc((size_t)c->nconsts, sizeof *c->names);
+    if (!c->baked || !c->npys || !c->names)
+        abort();
+    int rc = 0, n = kg_nargs(k, KG_FORWARD);
+    for (int j = 0; rc == 0 && j < c->nconsts; j++) {
+        const char *path = strchr(c->consts[j], '=') + 1;
+        int len = (int)(path - 1 - c->consts[j]);
+        const kg_arg *a = NULL;
+        for (int i = 0; i < n; i++) {
+            const kg_arg *b = kg_arg_at(k, KG_FORWARD, i);
+            if (b->role == KG_ROLE_INPUT && (int)strlen(b->name) == len && strncmp(b->name, c->consts[j], (size_t)len) == 0)
+                a = b;
+        }
+        if (!a) {
+            fprintf(stderr, "kerngen %s: --const %.*s: %s has no input of that name (inputs:", cmd, len, c->consts[j],
+                    c->req.graph);
+            for (int i = 0; i < n; i++)
+                if (kg_arg_at(k, KG_FORWARD, i)->role == KG_ROLE_INPUT)
+                    fprintf(stderr, " %s", kg_arg_at(k, KG_FORWARD, i)->name);
+            fputs(")\n", stderr);
+            rc = EXIT_USAGE;
+            break;
+        }
+        char msg[512];
+        kg_npy want = {(kg_npy_dtype)kg_elem_size(k), a->ndim, {0}, a->count, NULL};
+        memcpy(want.shape, a->shape, sizeof want.shape);
+        kg_npy *t = &c->npys[j];
+        int got = kg_npy_read_expect(path, &want, t, msg, sizeof msg); /* no data read on a mismatch */
+        if (got < 0)
+            fprintf(stderr, "kerngen %s: %s (--const %s)\n", cmd, msg, a->name);
+        if (got > 0) {
+            char ws[128], fs[128];
+            kg_npy_shape_str(a->ndim, a->shape, ws, sizeof ws);
+            kg_npy_shape_str(t->ndim, t->shape, fs, sizeof fs);
+            if (strcmp(ws, fs) != 0)
+                fprintf(stderr, "kerngen %s: %s: --const %s expects shape %s, the file has %s\n", cmd, path, a->name, ws, fs);
+            else
+                fprintf(stderr, "kerngen %s: %s: --const %s expects %s (--dtype %s), the file has %s\n", cmd, path,
+                        a->name, kg_elem_size(k) == 8 ? "float64" : "float32", kg_elem_size(k) == 8 ? "f64" : "f32",
+                        t->dtype == KG_NPY_F64 ? "float64" : "float32");
+        }
+        if (got != 0) {
+            rc = EXIT_USAGE;
+            break;
+        }
+        if (!(c->names[j] = strdup(a->name)))
+            abort();
+        c->baked[j] = (kg_const){c->names[j], t->data, t->count};
+    }
+    kg_free(k);
+    c->req.consts = c->baked;
+    c->req.nconsts = rc == 0 ? c->nconsts : 0;
+    return rc;
+}
+
 static int cmd_emit(int argc, char **argv)
 {
     cli c;
     parse(&c, "emit", argc, argv,
-          "--dtype --semantics --unroll --vjp --jvp --name --out --pass --dump-ir --check-ir --fuse");
+          "--dtype --semantics --unroll --vjp --jvp --name --out --pass --dump-ir --check-ir --fuse --wrt --train "
+          "--optimizer --report --const");
     if (c.help) {
         printf("usage: kerngen emit GRAPH [NAME=VALUE...] [options] [--out DIR]\n\n"
                "Writes DIR/<name>.h and DIR/<name>.c (default DIR: .) holding one function per pass\n"
                "(forward, vjp, jvp, forward_train, vjp_saved; kerngen run --help says what each\n"
                "reads and writes), with every size as a macro in the header. <name> defaults to\n"
-               "<graph>_<dims>_<dtype>, e.g. layernorm_8x64_f32.\n\n%s"
+               "<graph>_<dims>_<dtype>, e.g. layernorm_8x64_f32. With --const w1=W1.npy the input w1 is\n"
+               "baked into the .c as a static const table (frozen weights in flash) and leaves every\n"
+               "signature; the summary line gives the tables' bytes.\n\n%s"
                "  --pass PASS          only this pass (repeat for several; default: all)\n"
                "  --name NAME          C name prefix instead of the default\n"
-               "  --out DIR            output directory (created if missing)\n",
+               "  --out DIR            output directory (created if missing)\n"
+               "  --report             print each function's memory in bytes (arguments, optimizer state,\n"
+               "                       workspace), a training step's RAM, and, with arm-none-eabi-gcc on\n"
+               "                       the PATH, the Cortex-M4F code size at -Os\n",
                GEN_OPTIONS);
         free_cli(&c);
         return 0;
@@ -276,6 +534,10 @@ static int cmd_emit(int argc, char **argv)
     if (!c.req.unroll) /* AOT compilers vectorize loops; unrolled code only pays under tcc */
         c.req.unroll = "none";
     c.req.passes = c.passes; /* 0: all */
+    if ((rc = load_consts(&c, "emit")) != 0) {
+        free_cli(&c);
+        return rc;
+    }
     kg_kernel *k = generate(&c, 0, &rc);
     if (!k) {
         free_cli(&c);
@@ -291,8 +553,13 @@ static int cmd_emit(int argc, char **argv)
         } else {
             size_t statements, bytes;
             kg_stats(k, &statements, &bytes);
-            printf("wrote %s/%s and %s/%s (%zu statements, %zu bytes of C)\n", dir,
-                   kg_text(k, KG_TEXT_HEADER_FILE), dir, kg_text(k, KG_TEXT_SOURCE_FILE), statements, bytes);
+            printf("wrote %s/%s and %s/%s (%zu statements, %zu bytes of C", dir, kg_text(k, KG_TEXT_HEADER_FILE), dir,
+                   kg_text(k, KG_TEXT_SOURCE_FILE), statements, bytes);
+            if (c.nconsts > 0)
+                printf("; baked tables: %zu bytes of flash", kg_table_bytes(k));
+            printf(")\n");
+            if (c.report)
+                print_report(k, dir);
         }
     }
     kg_free(k);
@@ -323,7 +590,7 @@ static int load_inputs(const kg_kernel *k, kg_pass pass, cli *c, run_state *rs)
         int found = 0;
         for (int i = 0; i < n; i++) {
             const kg_arg *a = kg_arg_at(k, pass, i);
-            if (a->role < KG_ROLE_OUTPUT && strlen(a->file) == len && strncmp(a->file, c->ins[j], len) == 0)
+            if (kg_role_reads(a->role) && strlen(a->file) == len && strncmp(a->file, c->ins[j], len) == 0)
                 found = 1;
         }
         for (int j2 = 0; j2 < j; j2++)
@@ -331,11 +598,16 @@ static int load_inputs(const kg_kernel *k, kg_pass pass, cli *c, run_state *rs)
                 fprintf(stderr, "kerngen run: --in %.*s given twice\n", (int)len, c->ins[j]);
                 return -1;
             }
+        for (int b = 0; !found && b < c->req.nconsts; b++)
+            if (strlen(c->req.consts[b].name) == len && strncmp(c->req.consts[b].name, c->ins[j], len) == 0) {
+                fprintf(stderr, "kerngen run: --in %.*s: that input is baked in by --const\n", (int)len, c->ins[j]);
+                return -1;
+            }
         if (!found) {
             fprintf(stderr, "kerngen run: --in %.*s: the %s pass has no such input (expected:", (int)len,
                     c->ins[j], c->pass ? c->pass : "forward");
             for (int i = 0; i < n; i++)
-                if (kg_arg_at(k, pass, i)->role < KG_ROLE_OUTPUT)
+                if (kg_role_reads(kg_arg_at(k, pass, i)->role))
                     fprintf(stderr, " %s", kg_arg_at(k, pass, i)->file);
             fputs(")\n", stderr);
             return -1;
@@ -343,7 +615,7 @@ static int load_inputs(const kg_kernel *k, kg_pass pass, cli *c, run_state *rs)
     }
     for (int i = 0; i < n; i++) {
         const kg_arg *a = kg_arg_at(k, pass, i);
-        if (a->role >= KG_ROLE_OUTPUT)
+        if (!kg_role_reads(a->role))
             continue;
         const char *path = NULL;
         size_t len = strlen(a->file);
@@ -406,7 +678,7 @@ static int write_outputs(const kg_kernel *k, kg_pass pass, const char *dir, run_
     int rc = files && outs && names ? 0 : -1;
     for (int i = 0; rc == 0 && i < n; i++) {
         const kg_arg *a = kg_arg_at(k, pass, i);
-        if (a->role < KG_ROLE_OUTPUT)
+        if (!kg_role_writes(a->role))
             continue;
         size_t len = strlen(a->file) + 5;
         if (!(names[nt] = malloc(len))) {
@@ -438,7 +710,8 @@ static int cmd_run(int argc, char **argv)
 {
     cli c;
     parse(&c, "run", argc, argv,
-          "--dtype --semantics --unroll --vjp --jvp --pass --in --out --dump-ir --check-ir --fuse --jit");
+          "--dtype --semantics --unroll --vjp --jvp --pass --in --out --dump-ir --check-ir --fuse --jit --wrt --train "
+          "--optimizer --const");
     if (c.help) {
         printf("usage: kerngen run GRAPH [NAME=VALUE...] [--dtype f32|f64] [--pass PASS]\n"
                "                  --in NAME=FILE.npy ... --out DIR\n\n"
@@ -449,6 +722,10 @@ static int cmd_run(int argc, char **argv)
                "  jvp:           also reads <input>.tangent for every input, writes DIR/<output>.tangent.npy\n"
                "  forward_train: as forward, and writes DIR/<value>.saved.npy for each saved value\n"
                "  vjp_saved:     as vjp, reading <value>.saved instead of recomputing it\n"
+               "  train:         as vjp_saved (gradients only of --wrt inputs), also reading opt (the\n"
+               "                 hyperparameters) and each --train input's optimizer state; writes the\n"
+               "                 updated inputs and states as DIR/<name>.npy\n"
+               "An input baked in by --const NAME=FILE.npy takes no --in (nor tangent), gets no .grad.npy.\n"
                "Outputs are written only when everything succeeded. A domain failure (a standard\n"
                "deviation not > 0 and finite) is an error.\n\n%s%s",
                GEN_OPTIONS, JIT_OPTION);
@@ -461,8 +738,8 @@ static int cmd_run(int argc, char **argv)
         die_usage("run", "missing --out DIR%s", "");
     kg_pass pass = parse_pass("run", c.pass);
     c.req.passes = 1u << pass; /* generate only what runs */
-    int rc = 0;
-    kg_kernel *k = generate(&c, 1, &rc);
+    int rc = load_consts(&c, "run");
+    kg_kernel *k = rc ? NULL : generate(&c, 1, &rc);
     if (!k) {
         free_cli(&c);
         return rc;
@@ -475,7 +752,7 @@ static int cmd_run(int argc, char **argv)
     if (load_inputs(k, pass, &c, &rs) == 0) {
         for (int i = 0; i < n; i++) {
             const kg_arg *a = kg_arg_at(k, pass, i);
-            if (a->role >= KG_ROLE_OUTPUT && !(rs.bufs[i] = calloc(a->count ? a->count : 1, kg_elem_size(k))))
+            if (!kg_role_reads(a->role) && !(rs.bufs[i] = calloc(a->count ? a->count : 1, kg_elem_size(k))))
                 abort();
         }
         void *ws = kg_ws_size(k, pass) ? calloc(kg_ws_size(k, pass), kg_elem_size(k)) : NULL;
@@ -489,7 +766,7 @@ static int cmd_run(int argc, char **argv)
             rc = 0;
         free(ws);
         for (int i = 0; i < n; i++)
-            if (kg_arg_at(k, pass, i)->role >= KG_ROLE_OUTPUT)
+            if (!kg_role_reads(kg_arg_at(k, pass, i)->role))
                 free(rs.bufs[i]);
     }
     for (int i = 0; i < n; i++)
@@ -613,7 +890,17 @@ static void *bench_buffer(bench_buf *bufs, int *n, const kg_kernel *k, const kg_
     for (const char *p = a->file; *p; p++)
         seed = (seed ^ (unsigned char)*p) * 1099511628211ull;
     int positive = a->init && strcmp(a->init, "positive") == 0;
-    for (size_t e = 0; a->role < KG_ROLE_OUTPUT && e < count; e++) {
+    static const double hyper[] = {1e-3, 0.9, 0.999, 1e-8, 1e-2, 1}; /* train's opt: adam's order */
+    for (size_t e = 0; a->role == KG_ROLE_HYPER && e < count; e++) {
+        double v = e < sizeof hyper / sizeof hyper[0] ? hyper[e] : 1e-2;
+        if (es == 4) {
+            float f = (float)v;
+            memcpy(d + e * es, &f, es);
+        } else {
+            memcpy(d + e * es, &v, es);
+        }
+    }
+    for (size_t e = 0; kg_role_reads(a->role) && a->role != KG_ROLE_HYPER && e < count; e++) {
         double u = 0;
         for (int j = 0; j < 4; j++) { /* Irwin-Hall of four uniforms: about normal */
             seed = seed * 6364136223846793005ull + 1442695040888963407ull;
@@ -717,7 +1004,7 @@ static void remove_cache_dir(const char *dir)
 static int cmd_bench(int argc, char **argv)
 {
     cli c;
-    parse(&c, "bench", argc, argv, "--dtype --semantics --unroll --vjp --jvp --pass --jit --json --fuse");
+    parse(&c, "bench", argc, argv, "--dtype --semantics --unroll --vjp --jvp --pass --jit --json --fuse --wrt --train --optimizer");
     if (c.help) {
         printf("usage: kerngen bench GRAPH [NAME=VALUE...] [--dtype f32|f64] [--jit tcc|cc|auto]\n"
                "                    [--pass PASS]... [--json]\n\n"

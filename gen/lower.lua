@@ -54,6 +54,14 @@ local function param(name, role, shape, const)
     count = util.count(shape), size = util.count(shape), const = const, base = 0 }
 end
 
+-- A baked input (op "table") is read from a static const table at file scope, not from an
+-- argument: a buffer of its own role, never workspace, never contracted. pipeline names it
+-- (cname) and emit_c defines it.
+local function table_buf(n)
+  return { cname = n.attr.name, name = n.attr.name, role = "table", shape = n.shape, count = util.count(n.shape),
+    size = util.count(n.shape), values = n.attr.values }
+end
+
 ---------------------------------------------------------------------------------------------
 
 local function loop(var, n, body) return { k = "loop", var = var, n = n, body = body } end
@@ -103,10 +111,17 @@ function lower.run(G, dtype)
   local uses = G:uses()
   local params, bufs = {}, {}
   local home = {} -- node -> buffer it can be loaded from (flat, in the node's own shape)
+  local inplace = {} -- "role name" -> the parameter an in-place output writes (roles.lua)
   for _, io in ipairs(G.inputs) do
-    local p = param(io.name, io.role, io.node.shape, true)
+    local p = param(io.name, io.role, io.node.shape, not roles[io.role].inplace)
+    p.fields = io.node.attr.fields
     params[#params + 1] = p
     home[io.node] = p
+    if roles[io.role].inplace then inplace[io.role .. " " .. io.name] = p end
+  end
+  local tables = {}
+  for _, n in ipairs(G.nodes) do
+    if n.op == "table" then tables[#tables + 1] = table_buf(n); home[n] = tables[#tables] end
   end
   local out_param, copies, cnames = {}, {}, {}
   local function unique(p)
@@ -117,10 +132,14 @@ function lower.run(G, dtype)
   end
   for _, p in ipairs(params) do unique(p) end
   for _, o in ipairs(G.outputs) do
-    local p = param(o.name, o.role, o.node.shape, false)
-    unique(p)
-    params[#params + 1] = p
-    if out_param[o.node] or home[o.node] or o.node.op == "const" then
+    local p = inplace[o.role .. " " .. o.name]
+    if not p then
+      p = param(o.name, o.role, o.node.shape, false)
+      unique(p)
+      params[#params + 1] = p
+    end
+    if home[o.node] == p then -- unchanged in place: nothing to write
+    elseif out_param[o.node] or home[o.node] or o.node.op == "const" then
       copies[#copies + 1] = { node = o.node, buf = p }
     else
       out_param[o.node] = p
@@ -160,7 +179,7 @@ function lower.run(G, dtype)
   end
   for _, n in ipairs(G.nodes) do
     local def = ops[n.op]
-    if n.op == "input" or n.op == "const" then
+    if def.kind == "leaf" then
       cost[n] = 0
     elseif def.kind == "view" then
       local a = n.args[1]
@@ -339,7 +358,7 @@ function lower.run(G, dtype)
       c.node)
   end
 
-  return { params = params, bufs = bufs, body = body }
+  return { params = params, bufs = bufs, body = body, tables = tables }
 end
 
 return lower

@@ -1,6 +1,6 @@
 -- mathfn: the transcendental functions kerngen writes into kernel files instead of calling libm:
--- exp, erf, erfc, tanh, GELU's forms (value and derivative, erf and tanh) and their building
--- blocks, for f32 and f64.
+-- exp, log, erf, erfc, tanh, GELU's forms (value and derivative, erf and tanh) and their
+-- building blocks, for f32 and f64.
 --
 -- Takes a function name and a dtype; gives the C text of a function kg_<name>_<dtype> (static
 -- inline; gcc and clang always inline it) and the names of the functions it calls; mathfn.emit
@@ -8,7 +8,8 @@
 -- constants come from gen/mathfn_coef.lua, made by gen/mathfn_fit.py.
 --
 -- Guarantees of the emitted C: only + - * /, comparisons feeding selects (?:) and exact bit
--- manipulation (2^k is assembled in an unsigned int or unsigned long long through a union); no
+-- manipulation (2^k is assembled, and log's exponent and mantissa read, in an unsigned int or
+-- unsigned long long through a union); no
 -- libm and no float-to-integer conversion. Every rounding is written out, so with
 -- -ffp-contract=off (no FMA) gcc, clang, tcc and arm-none-eabi-gcc give the same bits. f32 code
 -- uses float only (the Cortex-M4F has no double unit): where a step needs more precision it
@@ -30,17 +31,23 @@ local mathfn = {}
 local FMT = {
   f32 = { T = "float", U = "unsigned int", usuf = "u", mant = 23, bias = 127, magic = 12582912.0,
           magic_bits = 0x4B400000, split = 4097.0, exp_lo = -104.0, exp_hi = 89.0, tail_shift = 64,
-          erf_amax = 4.0 },
+          erf_amax = 4.0,
+          one_bits = 0x3F800000, sqrt_half_bits = 0x3F3504F3, inf_bits = 0x7F800000, nan_bits = 0x7FC00000 },
   f64 = { T = "double", U = "unsigned long long", usuf = "ull", mant = 52, bias = 1023,
           magic = 6755399441055744.0, magic_bits = 0x4338000000000000, split = 134217729.0,
           exp_lo = -746.0, exp_hi = 710.0, tail_shift = 128,
-          erf_amax = 6.0 },
+          erf_amax = 6.0,
+          one_bits = 0x3FF0000000000000, sqrt_half_bits = 0x3FE6A09E667F3BCD, inf_bits = 0x7FF0000000000000,
+          nan_bits = 0x7FF8000000000000 },
 }
 -- erf_amax: erf rounds to 1 above it (f32 3.92, f64 5.93).
+-- log: one_bits and sqrt_half_bits are the bits of 1 and of sqrt(1/2) rounded down (the
+-- reduction's boundary); inf_bits and nan_bits those of +inf and of the quiet NaN it returns.
 
 local function env_of(dtype)
   local F, C = FMT[dtype], coef[dtype].const
   local function lit(x) return util.c_literal(x, dtype) end
+  local function hex(b) return string.format("0x%X%s", b, F.usuf) end
   return {
     T = F.T, U = F.U, usuf = F.usuf, mant = tostring(F.mant),
     -- bits(x + magic) - mbase = k + 2 bias + 2 =: e > 0; 2^k = 2^(e/2 - bias - 1) 2^(e - e/2 - bias - 1)
@@ -54,6 +61,14 @@ local function env_of(dtype)
     erfc_amax = lit(coef.erfc_amax[dtype]), erf_amax = lit(F.erf_amax), erf_small = lit(coef.erf_small),
     tanh_small = lit(coef.tanh_small),
     inv_sqrt_2pi = lit(C.inv_sqrt_2pi), gelu_umax = lit(coef.gelu_umax[dtype]),
+    -- log: the smallest normal number; subnormals are scaled by 2^(mant + 2) (exact)
+    norm_min = lit(2.0 ^ (1 - F.bias)), log_sub_scale = lit(2.0 ^ (F.mant + 2)), log_sub_n = lit(F.mant + 2),
+    -- bits(x) + log_off: the exponent field counts from sqrt(1/2) instead of 1
+    log_off = hex(F.one_bits - F.sqrt_half_bits), sqrt_half_bits = hex(F.sqrt_half_bits),
+    mant_mask = hex((1 << F.mant) - 1),
+    -- (biased exponent) + log_kbase = the bits of magic + (exponent - bias)
+    log_kbase = hex(F.magic_bits - F.bias),
+    inf_bits = hex(F.inf_bits), nan_bits = hex(F.nan_bits),
   }
 end
 
@@ -303,6 +318,45 @@ fns.tanh = {
     o("y = {one} - {two} * b / ({one} + b);")
     o("y = v < {zero} ? -y : y;")
     o("return a < {tanh_small} ? p : y;")
+  end,
+}
+
+-- log(v) = k ln2 + log(1 + f) for v = 2^k (1 + f), 1 + f in [sqrt(1/2), sqrt(2)) (the exponent
+-- and the mantissa are read from the bits; subnormals scaled up first), and with s = f/(2 + f),
+-- z = s^2 (log(1 + f) = 2 atanh(s), |s| <= 3 - 2 sqrt2):
+--   log(1 + f) = f - h + s (h + z P(z)),   h = f^2/2,
+-- so the correction to the exact f is small and its rounding hardly counts. k ln2 is split:
+-- k ln2_hi is exact, and k ln2_hi + f is summed exactly (Fast2Sum: |k ln2_hi| > |f| unless
+-- k = 0), so the result is rounded once at the end plus the small errors of the correction.
+-- k as a float comes from the bits of magic + k (no integer conversion). Special values as
+-- C99: log(+-0) = -inf, log(v < 0) = NaN, log(+inf) = +inf, NaN propagates.
+fns.log = {
+  args = "{T} v", deps = {},
+  body = function(o)
+    o("union { {T} f; {U} u; } b, kb, sp;")
+    o("{U} ix;")
+    o("{T} x, k, f, s, z, p, h, A, hi, lo, y;")
+    o("x = v < {norm_min} ? v * {log_sub_scale} : v; /* subnormals: log(v) = log(v 2^n) - n ln2 */")
+    o("b.f = x;")
+    o("ix = b.u + {log_off}; /* the exponent field of ix is k + bias: x = 2^k m, m in [sqrt(1/2), sqrt(2)) */")
+    o("kb.u = (ix >> {mant}) + {log_kbase};")
+    o("k = kb.f - {magic};")
+    o("k = v < {norm_min} ? k - {log_sub_n} : k;")
+    o("b.u = (ix & {mant_mask}) + {sqrt_half_bits};")
+    o("f = b.f - {one}; /* m - 1, exact (Sterbenz) */")
+    o("s = f / ({two} + f);")
+    o("z = s * s;")
+    horner(o, "p", "z", coef[o.dtype].log.regions)
+    o("h = {half} * f * f;")
+    o("A = k * {ln2_hi}; /* exact (Cody and Waite) */")
+    o("hi = A + f; /* hi + lo = A + f exactly (Fast2Sum: |A| > |f| or A = 0) */")
+    o("lo = (A - hi) + f;")
+    o("y = hi + (lo + (k * {ln2_lo} + (s * (h + z * p) - h)));")
+    o("sp.u = {inf_bits};")
+    o("y = v > {zero} ? y : -sp.f; /* log(+-0) = -inf */")
+    o("y = v < sp.f ? y : v; /* +inf, NaN */")
+    o("sp.u = {nan_bits};")
+    o("return v < {zero} ? sp.f : y;")
   end,
 }
 

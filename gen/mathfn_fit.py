@@ -21,6 +21,10 @@ that Horner's rule is well conditioned: the sum of the absolute terms stays near
          Phi(-u) = erfc(u / sqrt2) / 2, in terms of u itself (exact: no rounded u / sqrt2)
   erf    erf(z) = z + z P(z^2 - c),       |z| < 1                     weight: relative error
   tanh   tanh(x) = x + x^3 P(x^2),        |x| < TANH_SMALL            weight: relative error
+  log    log(1 + f) = f - f^2/2 + s (f^2/2 + z P(z)), s = f / (2 + f), z = s^2, for
+         1 + f in [sqrt(1/2), sqrt(2)): |s| <= 3 - 2 sqrt2 (+ margin); log(1 + f) = 2 atanh(s),
+         so z P(z) = 2 (atanh(s) - s) / s                              weight: the error it
+         makes in log(1 + f) ~ 2s, relative: z / 2
 """
 import struct
 import sys
@@ -38,11 +42,12 @@ GELU_UMAX = {"f32": mp.mpf("14.75"), "f64": mp.mpf("39")}
 TANH_SMALL = mp.mpf("0.625")   # below: the odd polynomial; above: 1 - 2/(exp(2|x|) + 1)
 ERF_SMALL = mp.mpf(1)          # below: the odd polynomial; above: 1 - erfc(|z|)
 EXP_R = mp.log(2) / 2 * (1 + mp.mpf(2) ** -8)   # |r| after reduction, with margin for rounding
+LOG_Z = (3 - 2 * mp.sqrt(2)) ** 2 * (1 + mp.mpf(2) ** -8)  # z = s^2 of log, with margin
 
 # (name, degree list per dtype, regions per dtype)
 DEGREES = {
-    "f32": {"exp": 4, "erfc": 13, "gelu": 15, "erf": 6, "tanh": 6},
-    "f64": {"exp": 9, "erfc": 22, "gelu": 22, "erf": 12, "tanh": 12},
+    "f32": {"exp": 4, "erfc": 13, "gelu": 15, "erf": 6, "tanh": 6, "log": 2},
+    "f64": {"exp": 9, "erfc": 22, "gelu": 22, "erf": 12, "tanh": 12, "log": 6},
 }
 # The exponent terms of erfc and GELU are a polynomial per region of t, as few regions as the
 # degree allows: gcc evaluates a polynomial whose coefficients are selected per region as one
@@ -186,6 +191,13 @@ def fit_all(dtype):
         return s * x / mp.tanh(x) if s != 0 else mp.mpf(0)
     c, err = fit(F, W, deg["tanh"], mp.mpf(0), TANH_SMALL ** 2, dtype)
     out["tanh"] = {"err": err, "regions": [{"lo": 0, "hi": TANH_SMALL ** 2, "center": 0, "coef": c}]}
+
+    # log(1 + f) = 2 atanh(s) = f - f^2/2 + s (f^2/2 + z P(z)), z = s^2
+    def F(z):
+        s = mp.sqrt(z)
+        return 2 * (mp.atanh(s) - s) / (s * z) if z != 0 else mp.mpf(2) / 3
+    c, err = fit(F, lambda z: z / 2, deg["log"], mp.mpf(0), LOG_Z, dtype)
+    out["log"] = {"err": err, "regions": [{"lo": 0, "hi": LOG_Z, "center": 0, "coef": c}]}
     # constants, each rounded once from its exact value; ln2 is split for Cody and Waite's
     # reduction: k * ln2_hi is exact for |k| < 2^8 (f32) or 2^11 (f64)
     bits = {"f32": 16, "f64": 42}[dtype]
@@ -219,7 +231,7 @@ def main():
         fits = fit_all(dtype)
         lines.append("  %s = {" % dtype)
         lines.append("    const = { " + ", ".join("%s = %s" % (k, lua_num(v)) for k, v in sorted(fits["const"].items())) + " },")
-        for name in ("erf", "erfc", "exp", "gelu", "tanh"):
+        for name in ("erf", "erfc", "exp", "gelu", "log", "tanh"):
             f = fits[name]
             lines.append("    %s = { err = %s, regions = {" % (name, mp.nstr(f["err"], 3)))
             for r in f["regions"]:

@@ -23,6 +23,8 @@
 --                                           results ("add" for sum); the order is the loop IR's
 --   domain                                  "positive" or "finite": the value is checked at run time
 --                                           (the seeds' hypotheses var + eps > 0 and std ~= 0)
+--   key(attr) -> string                     leaves whose attr is too big to serialize: the text
+--                                           that identifies the node for CSE and --dump-ir
 -- Tensors are row-major; axes are 1-based. Rules build nodes only through G's constructors, so
 -- the same hash-consing and folding apply to derived graphs. Ops without a derivative say so
 -- explicitly (nondiff = true); anything missing is an error when this module loads.
@@ -149,6 +151,13 @@ ops.exp = elementwise {
   vjp = function(G, n, g) return G:mul(g, n) end,
 }
 
+-- d log a = da / a (log(a < 0) is NaN, log(0) = -inf: gen/mathfn.lua)
+ops.log = elementwise {
+  arity = 1, cost = 16, c = { math = "log" },
+  jvp = function(G, n, t) return G:div(t, n.args[1]) end,
+  vjp = function(G, n, g) return G:div(g, n.args[1]) end,
+}
+
 -- d tanh = 1 - tanh^2
 ops.tanh = elementwise {
   arity = 1, cost = 16, c = { math = "tanh" },
@@ -228,6 +237,22 @@ ops.sign = elementwise {
 ops.equal = elementwise {
   arity = 2, cost = 2, nondiff = true,
   c = { helper = function(T, lit) return { "return a == b ? " .. lit(1) .. " : " .. lit(0) .. ";" } end },
+}
+
+-- The optimizers' scalar arithmetic (train pass, gen/optim.lua); no derivatives.
+-- sqrt without the domain check of sqrt_clamp (an optimizer's second moment may be 0).
+ops.sqrt = elementwise {
+  arity = 1, cost = 8, nondiff = true,
+  c = { helper = function(T, lit, f) return { "return sqrt" .. f .. "(v);" } end },
+}
+-- a^b for an integer b >= 0 (Adam's beta^step): binary powering, the same roundings on every
+-- target (no libm pow).
+ops.powi = elementwise {
+  arity = 2, cost = 64, nondiff = true,
+  c = { helper = function(T, lit)
+    return { T .. " r = " .. lit(1) .. ", s = a;", "long n = (long)b;",
+      "while (n > 0) {", "    if (n & 1)", "        r = r * s;", "    s = s * s;", "    n >>= 1;", "}", "return r;" }
+  end },
 }
 
 -- Identity in value, zero derivative: marks quantities that cannot change the result
@@ -405,8 +430,21 @@ ops.unpick0 = {
   vjp = function(G, n, g) return G:pick0(g, n.attr.axis) end,
 }
 
+-- element attr.index of a vector (rank 1 -> rank 0): a hyperparameter of the train pass
+ops.element = {
+  kind = "view", arity = 1, cost = 0, nondiff = true,
+  shape = function() return {} end,
+  read = function(n, idx, aff) return { aff.const(n.attr.index) } end,
+}
+
 ops.input = { kind = "leaf", arity = 0, cost = 0, nondiff = true, shape = function(_, attr) return attr.shape end }
 ops.const = { kind = "leaf", arity = 0, cost = 0, nondiff = true, shape = function(_, attr) return attr.shape end }
+-- A baked input (kerngen --const, kg_request.consts; gen/pipeline.lua makes it): attr.name, the
+-- input's name, and attr.values, its elements in row-major order. No argument: lower reads it
+-- from a static const table that emit_c prints once per file. A constant to the derivative
+-- passes (no gradient, no tangent). Identified by its name: a request bakes an input once.
+ops.table = { kind = "leaf", arity = 0, cost = 0, nondiff = true, shape = function(_, attr) return attr.shape end,
+  key = function(attr) return util.serialize({ name = attr.name, shape = attr.shape }) end }
 
 -- Load-time check: every op is complete.
 for name, op in pairs(ops) do

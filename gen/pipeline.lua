@@ -26,6 +26,7 @@ local block = require("block")
 local loops = require("loops")
 local schedule = require("schedule")
 local roles = require("roles")
+local optim = require("optim")
 local emit = require("emit_c")
 local template = require("template")
 local host = require("kg_host")
@@ -49,7 +50,7 @@ end
 local function saved_values(F)
   local list, seen = {}, {}
   for _, s in ipairs(F.saved) do
-    if not seen[s.node] and s.node.op ~= "input" and s.node.op ~= "const" then
+    if not seen[s.node] and s.node.op ~= "input" and s.node.op ~= "const" and s.node.op ~= "table" then
       seen[s.node] = true
       list[#list + 1] = s
     end
@@ -66,12 +67,16 @@ local function forward_train(R)
 end
 
 -- The VJP with every saved value read from an argument (role "saved") instead of computed:
--- what only fed the saved values is dead, and simplify drops it.
-local function vjp_saved(R)
+-- what only fed the saved values is dead, and simplify drops it. With trainable (a set of
+-- input names), those inputs get the role "param" (the train pass updates them).
+local function vjp_saved(R, trainable)
   local V = derived_vjp(R)
   local H, map = ir.new(), {}
   local function inputs(keep) for _, io in ipairs(V.inputs) do
-    if keep(io.role) then map[io.node] = H:input(io.name, io.node.shape, io.role) end
+    if keep(io.role) then
+      local role = io.role == "input" and trainable and trainable[io.name] and "param" or io.role
+      map[io.node] = H:input(io.name, io.node.shape, role)
+    end
   end end
   inputs(function(role) return role == "input" end) -- argument order: inputs, saved, cotangents
   for _, s in ipairs(saved_values(R.F)) do map[s.node] = H:input(s.name, s.node.shape, "saved") end
@@ -89,16 +94,55 @@ local function vjp_saved(R)
   return H
 end
 
+-- Keeps only the gradients of the inputs named in R.wrt (all when the request names none).
+local function selected_grads(G, R)
+  if not R.wrt then return G end
+  local outs = {}
+  for _, o in ipairs(G.outputs) do if o.role ~= "grad" or R.wrt[o.name] then outs[#outs + 1] = o end end
+  G.outputs = outs
+  return G
+end
+
+-- The training step: vjp_saved, then the optimizer's update of every trainable parameter
+-- (R.train) in place, from its gradient, as soon as that is complete; the gradients of the
+-- inputs named in R.wrt are outputs too. Arguments: the inputs (trainable ones role "param",
+-- read and updated), saved values, cotangents, `opt` (the hyperparameters, optim.lua), then
+-- each trainable parameter's optimizer state (role "state", read and updated).
+local function train(R)
+  local V = vjp_saved(R, R.train)
+  local O = optim.OPTIMIZERS[R.req.optimizer]
+  local grad, param = {}, {}
+  for _, o in ipairs(V.outputs) do if o.role == "grad" then grad[o.name] = o.node end end
+  for _, io in ipairs(V.inputs) do if io.role == "param" then param[#param + 1] = io end end
+  local opt = V:input("opt", { #O.hyper }, "hyper", O.hyper)
+  local h = {}
+  for i, name in ipairs(O.hyper) do h[name] = V:element(opt, i - 1) end
+  local outs = {}
+  for _, o in ipairs(V.outputs) do if o.role == "grad" and R.wrt and R.wrt[o.name] then outs[#outs + 1] = o end end
+  for _, io in ipairs(param) do
+    local s = {}
+    for _, key in ipairs(O.state) do s[key] = V:input(io.name .. "_" .. key, io.node.shape, "state") end
+    local p, new = O.update(V, io.node, grad[io.name], h, s)
+    outs[#outs + 1] = { name = io.name, role = "param", node = p }
+    for _, key in ipairs(O.state) do outs[#outs + 1] = { name = io.name .. "_" .. key, role = "state", node = new[key] } end
+  end
+  V.outputs = outs
+  return V
+end
+
 pipeline.PASSES = {
   { name = "forward", doc = "forward pass", graph = function(R) return R.F end },
-  { name = "vjp", doc = "reverse mode: gradients of every input from output cotangents", graph = derived_vjp },
+  { name = "vjp", doc = "reverse mode: gradients of every input from output cotangents",
+    graph = function(R) return selected_grads(derived_vjp(R), R) end },
   { name = "jvp", doc = "forward mode: output tangents from input tangents", graph = function(R)
     if R.req.jvp_form == "closed" then return jvp.closed(R.F, R.S, R.ctx, R.fb) end
     return jvp.derive(R.F)
   end },
   { name = "forward_train", doc = "forward pass that also writes what vjp_saved reads (saved)", graph = forward_train },
   { name = "vjp_saved", doc = "reverse mode reading what forward_train saved: gradients of every input",
-    graph = vjp_saved },
+    graph = function(R) return selected_grads(vjp_saved(R), R) end },
+  { name = "train", doc = "training step: vjp_saved, then the optimizer updates the trainable parameters in place",
+    graph = train, needs_train = true },
 }
 local PASS = {}
 for _, p in ipairs(pipeline.PASSES) do PASS[p.name] = p end
@@ -126,11 +170,64 @@ local function check_options(req)
     if not PASS[q] then util.fail("--pass: '" .. tostring(q) .. "' is not a pass") end
     want[q] = true
   end
+  if want.train and not req.train then util.fail("--pass train: name the trainable inputs with --train") end
   req.passes = {}
   for _, p in ipairs(pipeline.PASSES) do
-    if want[p.name] or not next(want) then req.passes[#req.passes + 1] = p.name end
+    if want[p.name] or (not next(want) and (req.train or not p.needs_train)) then req.passes[#req.passes + 1] = p.name end
   end
+  one_of("optimizer", "--optimizer", optim.NAMES, "sgd")
+  if req.optimizer ~= "sgd" and not req.train then util.fail("--optimizer: only with --train") end
   if req.name and not util.is_name(req.name) then util.fail("--name: '" .. req.name .. "' is not a C identifier") end
+end
+
+---------------------------------------------------------------------------------------------
+-- Baked inputs (kerngen --const NAME=FILE, kg_request.consts: a list of { name = NAME, values =
+-- { number... } }, the input's elements in row-major order). Each becomes a leaf of op "table"
+-- in the forward graph, so every pass derived from it reads that input as a constant: it is no
+-- argument, gets no gradient and takes no tangent; emit_c defines it once per file as
+-- `static const T <name>_<input>[N]`. Checked here: an input of the graph, given once, its
+-- element count, finite values, a C name no function of the file has. Returns the leaf maker
+-- for spec.forward_graph (nil without baked inputs) and the baked names in input order.
+local function baked_inputs(S, ctx, consts)
+  if not consts or #consts == 0 then return nil, {} end
+  local shapes, names = {}, {}
+  for _, i in ipairs(spec.active_inputs(S, ctx.attrs)) do
+    shapes[i[1]] = spec.input_shape(i, ctx.dims)
+    names[#names + 1] = i[1]
+  end
+  local values = {}
+  for _, c in ipairs(consts) do
+    local name, where = c.name, "--const " .. tostring(c.name)
+    if not shapes[name] then
+      util.fail(where .. ": " .. S.name .. " has no input of that name (inputs: " .. table.concat(names, ", ") .. ")")
+    end
+    if values[name] then util.fail(where .. ": given twice") end
+    for _, p in ipairs(pipeline.PASSES) do
+      if name == p.name or util.match(name, "^" .. p.name .. "_%d+$") then
+        util.fail(where .. ": its table would have the C name of a function (" .. p.name .. "...)")
+      end
+    end
+    local count, v = util.count(shapes[name]), c.values
+    if #v ~= count then
+      util.fail(string.format("%s: %d values, but the input has shape %s (%d elements)", where, #v, util.shape_str(shapes[name]), count))
+    end
+    for k = 1, count do
+      local x = v[k]
+      if x ~= x or x == math.huge or x == -math.huge then
+        util.fail(string.format("%s: element %d is %s; a table holds finite values", where, k - 1,
+          x ~= x and "NaN" or (x > 0 and "inf" or "-inf")))
+      end
+    end
+    values[name] = v
+  end
+  local baked = {}
+  for _, name in ipairs(names) do if values[name] then baked[#baked + 1] = name end end
+  return function(G, name, shape)
+    if not values[name] then return nil end
+    local n = G:make("table", {}, { name = name, shape = shape, values = values[name] })
+    n.name = n.name or name
+    return n
+  end, baked
 end
 
 -- The default name of a request's files and functions: what distinguishes its results from
@@ -159,6 +256,7 @@ local function default_name(S, R, req)
   end
   if req.vjp_form == "closed" then parts[#parts + 1] = "vjpclosed" end
   if req.jvp_form == "closed" then parts[#parts + 1] = "jvpclosed" end
+  if #R.baked > 0 then parts[#parts + 1] = "const_" .. table.concat(R.baked, "_") end
   parts[#parts + 1] = req.dtype
   return table.concat(parts, "_")
 end
@@ -176,6 +274,22 @@ local function params_text(S, dims, attrs)
   return table.concat(parts, " ")
 end
 
+-- The set of inputs of F named by a comma-separated option value (nil when not given).
+local function input_set(F, list, option)
+  if list == nil then return nil end
+  local inputs, names = {}, {}
+  for _, io in ipairs(F.inputs) do inputs[io.name] = true; names[#names + 1] = io.name end
+  local set = {}
+  for name in util.gmatch(list .. ",", "([^,]*),") do
+    if not inputs[name] then
+      util.fail(option .. ": '" .. name .. "' is not an input of the graph (inputs: " .. table.concat(names, ", ") .. ")")
+    end
+    if set[name] then util.fail(option .. ": '" .. name .. "' is given twice") end
+    set[name] = true
+  end
+  return set
+end
+
 -- The graph IR of one pass, after simplify.
 function pipeline.graph(req)
   check_options(req)
@@ -188,11 +302,18 @@ function pipeline.graph(req)
     if req.dump_ir == pass then dumps[#dumps + 1] = ir.dump(G, pass) end
     return G
   end
-  local F, fb = spec.forward_graph(S, ctx)
+  local leaf, baked = baked_inputs(S, ctx, req.consts)
+  local F, fb = spec.forward_graph(S, ctx, leaf)
   after("forward", F)
   if req.vjp_form == "closed" and not S.vjp then util.fail(S.name .. ": has no closed-form VJP") end
   if req.jvp_form == "closed" and not S.jvp then util.fail(S.name .. ": has no closed-form JVP") end
-  local R = { F = F, fb = fb, S = S, ctx = ctx, req = req }
+  local R = { F = F, fb = fb, S = S, ctx = ctx, req = req,
+    wrt = input_set(F, req.wrt, "--wrt"), train = input_set(F, req.train, "--train") }
+  if R.wrt and R.train then
+    for name in pairs(R.wrt) do
+      if R.train[name] then util.fail("--wrt: '" .. name .. "' is trainable (--train): the train pass updates it") end
+    end
+  end
   local graphs = {}
   for _, p in ipairs(req.passes) do graphs[p] = p == "forward" and F or after(p, PASS[p].graph(R)) end
   for _, p in ipairs(req.passes) do
@@ -200,7 +321,7 @@ function pipeline.graph(req)
     if req.check_ir then ir.verify(graphs[p], "simplify(" .. p .. ")") end
     if req.dump_ir == "simplify" then dumps[#dumps + 1] = ir.dump(graphs[p], "simplify(" .. p .. ")") end
   end
-  return { S = S, dims = dims, attrs = attrs, graphs = graphs, dumps = dumps, ctx = ctx }
+  return { S = S, dims = dims, attrs = attrs, graphs = graphs, dumps = dumps, ctx = ctx, baked = baked }
 end
 
 
@@ -215,10 +336,11 @@ function pipeline.generate(req)
   local result = { name = base, functions = {} }
   local size_seen, init_of = {}, {}
   for _, i in ipairs(S.inputs) do init_of[i[1]] = i.init end
-  local statements, terms = 0, 0
+  local statements, terms, tables_used = 0, 0, {}
   for _, pass in ipairs(req.passes) do
     local fn = base .. "_" .. pass
     local L = lower.run(R.graphs[pass], dtype)
+    for _, t in ipairs(L.tables) do t.cname = base .. "_" .. t.name; tables_used[t.name] = t end
     for _, p in ipairs(L.params) do -- generated code indexes with int
       if p.count > INT_MAX then
         util.fail(string.format("%s: %s has %d elements; kernels index with int (at most %d)", S.name, p.cname, p.count, INT_MAX))
@@ -248,7 +370,7 @@ function pipeline.generate(req)
     for i, p in ipairs(L.params) do
       meta.params[i] = { cname = p.cname, name = p.name, role = p.arg_role, shape = p.shape, count = p.count,
         file = p.name .. roles[p.arg_role].file,
-        init = init_of[p.name] or "normal" }
+        init = init_of[p.name] or (p.arg_role == "state" and "positive") or "normal" }
     end
     result.functions[pass] = meta
   end
@@ -257,24 +379,41 @@ function pipeline.generate(req)
   -- them before replacing default-named files); the code line says how (results identical)
   local opts = string.format("dtype=%s semantics=%s vjp=%s jvp=%s passes=%s", dtype, req.semantics,
     req.vjp_form, req.jvp_form, table.concat(req.passes, ","))
-  local banner = table.concat({
+  if req.wrt then opts = opts .. " wrt=" .. req.wrt end
+  if req.train then opts = opts .. " train=" .. req.train .. " optimizer=" .. req.optimizer end
+  if #R.baked > 0 then opts = opts .. " const=" .. table.concat(R.baked, ",") end
+  local tables, table_bytes = {}, 0 -- the baked inputs the functions read, in input order
+  for _, name in ipairs(R.baked) do
+    local t = tables_used[name]
+    if t then tables[#tables + 1] = t; table_bytes = table_bytes + t.count * emit.SIZEOF[dtype] end
+  end
+  local banner = {
     "/* Generated by kerngen " .. pipeline.VERSION .. ". Do not edit: regenerate instead.",
     " * graph:   " .. S.name .. (S.alias_of and (" (alias of " .. S.alias_of .. ")") or "") .. " -- " .. S.summary,
     " * params:  " .. params_text(S, R.dims, R.attrs),
     " * options: " .. opts,
-    " * code:    unroll=" .. req.unroll .. " fuse=" .. req.fuse,
-    " */" }, "\n")
-  local helper_text = emit.helpers(helpers)
+    " * code:    unroll=" .. req.unroll .. " fuse=" .. req.fuse }
+  if #R.baked > 0 then
+    local list = {}
+    for _, t in ipairs(tables) do list[#list + 1] = t.name .. " " .. util.shape_str(t.shape) end
+    banner[#banner + 1] = #list == 0 and " * tables:  none (no function here reads the baked inputs)" or
+      string.format(" * tables:  %s baked in as static const %s tables: %d bytes (flash)", table.concat(list, ", "),
+        emit.CTYPE[dtype], table_bytes)
+  end
+  banner[#banner + 1] = " */"
+  banner = table.concat(banner, "\n")
+  local helper_text, table_text = emit.helpers(helpers), emit.tables(tables, dtype)
   local fn_text = table.concat(fns, "\n")
   result.header_file, result.source_file = base .. ".h", base .. ".c"
   result.header = template.fill("templates/kernel.h.in", {
     banner = banner, guard = upper .. "_H", sizes = table.concat(sizes, "\n"), prototypes = table.concat(protos, "\n") })
   result.source = template.fill("templates/kernel.c.in", {
-    banner = banner, header = result.header_file, helpers = helper_text, functions = fn_text })
+    banner = banner, header = result.header_file, helpers = helper_text, tables = table_text, functions = fn_text })
   result.jit_source = template.fill("templates/jit.c.in", {
-    prototypes = emit.libm_prototypes(), helpers = helper_text, functions = fn_text, entries = table.concat(entries, "\n") })
+    prototypes = emit.libm_prototypes(), helpers = helper_text, tables = table_text, functions = fn_text,
+    entries = table.concat(entries, "\n") })
   result.libm = emit.LIBM
-  result.stats = { statements = statements, bytes = #result.source, terms = terms }
+  result.stats = { statements = statements, bytes = #result.source, terms = terms, table_bytes = table_bytes }
   result.params_text = params_text(S, R.dims, R.attrs)
   result.named = req.name ~= nil
   result.has_closed_vjp = S.vjp ~= nil
@@ -364,15 +503,16 @@ function pipeline.dot(req)
       drawn[n] = true
       local label, consts, edges, seen = n.op, {}, {}, {}
       if n.op == "input" then label = n.attr.name .. (n.attr.role ~= "input" and ("." .. n.attr.role) or "") end
+      if n.op == "table" then label = n.attr.name .. " (const)" end
       for _, a in ipairs(n.args) do
         local s = shown(a)
         if s.op == "const" then consts[#consts + 1] = util.num_str(s.attr.value)
         elseif not seen[s] then seen[s] = true; edges[#edges + 1] = s end
       end
       if #consts > 0 then label = label .. " " .. table.concat(consts, " ") end
-      if n.name and n.op ~= "input" then label = n.name .. "\\n" .. label end
+      if n.name and n.op ~= "input" and n.op ~= "table" then label = n.name .. "\\n" .. label end
       emit_node(n, string.format("  n%d [label=\"%s\\n%s\", shape=%s];", n.id, label, util.shape_str(n.shape),
-        n.op == "input" and "box" or "ellipse"))
+        (n.op == "input" or n.op == "table") and "box" or "ellipse"))
       for _, s in ipairs(edges) do lines[#lines + 1] = string.format("  n%d -> n%d;", s.id, n.id) end
     end
   end

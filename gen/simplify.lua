@@ -25,7 +25,7 @@ end
 local function rebuild(G)
   local live = live_set(G)
   local H, map, copy = ir.new(), {}, true
-  for _, io in ipairs(G.inputs) do map[io.node] = H:input(io.name, io.node.shape, io.role) end
+  for _, io in ipairs(G.inputs) do map[io.node] = H:input(io.name, io.node.shape, io.role, io.node.attr.fields) end
   for _, n in ipairs(G.nodes) do
     if live[n] and n.op ~= "input" then
       local args = {}

@@ -465,12 +465,15 @@ function spec.run_forward(S, G, ctx, inputs, prefix)
   return outs, b
 end
 
--- The forward graph of S at bound dims/attrs: inputs, the node chain, outputs.
-function spec.forward_graph(S, ctx)
+-- The forward graph of S at bound dims/attrs: inputs, the node chain, outputs. leaf(G, name,
+-- shape), when given, may return the node that stands for an input instead of an argument
+-- (pipeline: a baked input's table).
+function spec.forward_graph(S, ctx, leaf)
   local G = ir.new()
   local inputs = {}
   for _, i in ipairs(spec.active_inputs(S, ctx.attrs)) do
-    inputs[i[1]] = G:input(i[1], spec.input_shape(i, ctx.dims), "input")
+    local shape = spec.input_shape(i, ctx.dims)
+    inputs[i[1]] = leaf and leaf(G, i[1], shape) or G:input(i[1], shape, "input")
   end
   local outs, b = spec.run_forward(S, G, ctx, inputs)
   for _, o in ipairs(S.outputs) do G.outputs[#G.outputs + 1] = { name = o, role = "output", node = outs[o] } end

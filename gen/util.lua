@@ -103,6 +103,37 @@ function util.c_literal(v, dtype)
   return s
 end
 
+-- The literals of v[first..last] joined by ", ", each exactly util.c_literal(v[i], dtype), made
+-- fast for tables of millions of values (baked inputs): runs of up to LITERAL_RUN non-integral
+-- finite values go through one string.format. Such a value never prints as an integer (%.9g
+-- and %.17g round-trip, and a string without '.' or an exponent would read back as an integer),
+-- so it needs no ".0"; integral and non-finite values take util.c_literal itself.
+local LITERAL_RUN = 8
+local run_formats = { f32 = {}, f64 = {} }
+for n = 1, LITERAL_RUN do
+  run_formats.f32[n] = string.rep("%.9gf", n, ", ")
+  run_formats.f64[n] = string.rep("%.17g", n, ", ")
+end
+function util.c_literals(v, first, last, dtype)
+  local parts, formats, floor, i = {}, run_formats[dtype], math.floor, first
+  while i <= last do
+    local j = i
+    while j <= last and j < i + LITERAL_RUN do
+      local x = v[j]
+      if x == floor(x) or x ~= x then break end -- integral, infinite or NaN
+      j = j + 1
+    end
+    if j > i then
+      parts[#parts + 1] = string.format(formats[j - i], table.unpack(v, i, j - 1))
+      i = j
+    else
+      parts[#parts + 1] = util.c_literal(v[i], dtype)
+      i = i + 1
+    end
+  end
+  return table.concat(parts, ", ")
+end
+
 -- Format a double for messages and banners (shortest that round-trips).
 function util.num_str(v)
   if type(v) ~= "number" or math.type(v) == "integer" then return tostring(v) end

@@ -3,6 +3,7 @@
 -- returns the gradient of every input (<input>_grad): a reverse sweep over the node chain,
 -- accumulating adjoints with add. Each op's rule lives in ops.lua; nil adjoints are zeros and
 -- cost nothing. An input that does not influence any output gets an explicit zero gradient.
+-- A baked input (op "table", pipeline's --const) is no input of the graph: it gets none.
 -- A spec may instead give a closed-form rule (vjp = function(g, v, cot)), used with
 -- --vjp closed; `kerngen check` compares the two.
 

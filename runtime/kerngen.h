@@ -39,19 +39,39 @@ typedef enum {
  *   jvp            forward mode: output tangents from input tangents
  *   forward_train  forward that also writes what vjp_saved reads (the spec's saved values:
  *                  mean and inverse std of a normalization, an FFN's pre-activations)
- *   vjp_saved      vjp reading those instead of recomputing them; same results as vjp */
-typedef enum { KG_FORWARD, KG_VJP, KG_JVP, KG_FORWARD_TRAIN, KG_VJP_SAVED, KG_NPASSES } kg_pass;
+ *   vjp_saved      vjp reading those instead of recomputing them; same results as vjp
+ *   train          a training step (only with kg_request.train): vjp_saved, then the
+ *                  optimizer updates each trainable input in place from its gradient */
+typedef enum { KG_FORWARD, KG_VJP, KG_JVP, KG_FORWARD_TRAIN, KG_VJP_SAVED, KG_TRAIN, KG_NPASSES } kg_pass;
 
-/* What an argument is to its function; the ones before KG_ROLE_OUTPUT are read, the others
-   written. A saved value is KG_ROLE_SAVE in forward_train and KG_ROLE_SAVED in vjp_saved. */
+/* What an argument is to its function. A saved value is KG_ROLE_SAVE in forward_train and
+   KG_ROLE_SAVED in vjp_saved and train; KG_ROLE_HYPER is train's `opt` (the optimizer's
+   hyperparameters); KG_ROLE_PARAM (a trainable input) and KG_ROLE_STATE (an optimizer state
+   tensor) are read and updated in place by train. kg_role_reads/kg_role_writes say which. */
 typedef enum {
-    KG_ROLE_INPUT, KG_ROLE_COTANGENT, KG_ROLE_TANGENT, KG_ROLE_SAVED,
-    KG_ROLE_OUTPUT, KG_ROLE_GRAD, KG_ROLE_OUTPUT_TANGENT, KG_ROLE_SAVE
+    KG_ROLE_INPUT, KG_ROLE_COTANGENT, KG_ROLE_TANGENT, KG_ROLE_SAVED, KG_ROLE_HYPER,
+    KG_ROLE_OUTPUT, KG_ROLE_GRAD, KG_ROLE_OUTPUT_TANGENT, KG_ROLE_SAVE,
+    KG_ROLE_PARAM, KG_ROLE_STATE
 } kg_role;
+int kg_role_reads(kg_role role);  /* the function reads the argument */
+int kg_role_writes(kg_role role); /* the function writes it */
 
 /* "forward", "vjp", ...; NULL for an unknown pass. kg_pass_from_name: -1 for an unknown name. */
 const char *kg_pass_name(kg_pass pass);
 int kg_pass_from_name(const char *name);
+
+/* An input baked into the generated code (kg_request.consts, kerngen --const NAME=FILE): a
+   `static const float|double <name>_<input>[count]` table at file scope of the .c and of the
+   JIT unit, read by every function. It is no argument of any pass (kg_nargs/kg_arg_at do not
+   list it, the header has no size macro for it), gets no gradient (vjp, vjp_saved) and takes
+   no tangent (jvp): a constant, as frozen weights in flash. The values are printed so that
+   they round-trip, so JIT and AOT builds compute the same bits. */
+typedef struct {
+    const char *name;        /* an input of the graph, e.g. "w1"; each at most once */
+    const void *data;        /* count elements in C order: float for dtype "f32", double for "f64";
+                                finite. Copied by kg_generate (the caller keeps ownership) */
+    size_t count;            /* must equal the input's element count */
+} kg_const;
 
 typedef struct {
     const char *graph;       /* graph name (kg_list) or path to a spec file */
@@ -72,6 +92,11 @@ typedef struct {
                                 Fewer passes generate faster; kg_call on a missing one gives
                                 KG_CALL_NO_PASS */
     int check_ir;            /* run the IR checker between passes */
+    const char *wrt;         /* NULL, or comma-separated input names: vjp, vjp_saved and train
+                                output only these gradients (frozen inputs get no code) */
+    const char *train;       /* NULL, or comma-separated trainable inputs: adds the train pass */
+    const char *optimizer;   /* train's update: "sgd" (default), "momentum", "adam", "adamw"
+                                (PyTorch's formulas; README "Training") */
     const char *jit;         /* the tier kg_compile builds (results are bit-identical in all):
                                 "tcc" (default): libtcc in memory, ready in milliseconds;
                                 "cc": the system C compiler ($CC, default cc; -O3 -march=native
@@ -80,13 +105,16 @@ typedef struct {
                                 "auto": tcc at once, cc built in a background thread, and
                                 kg_call switches to it when it is ready. When cc cannot work,
                                 tcc runs and kg_tier_note says why */
+    const kg_const *consts;  /* inputs baked into the code as static const tables (above); a bad
+                                name, count or value is KG_EINPUT naming the input */
+    int nconsts;
 } kg_request;
 
 typedef struct {
     const char *cname;  /* C parameter name, e.g. "x_grad" */
     const char *name;   /* tensor name, e.g. "x" */
     const char *file;   /* name used for .npy files, e.g. "x.grad" */
-    const char *init;   /* test-data hint from the spec: "normal" or "positive" */
+    const char *init;   /* test-data hint: "normal" or "positive" (spec; optimizer state) */
     kg_role role;
     int ndim;
     size_t shape[8];
@@ -157,6 +185,7 @@ int kg_call(const kg_kernel *k, kg_pass pass, void *const *args, int nargs);
 
 const char *kg_text(const kg_kernel *k, kg_text_kind which);
 void kg_stats(const kg_kernel *k, size_t *statements, size_t *bytes);
+size_t kg_table_bytes(const kg_kernel *k);  /* bytes of the static const tables (kg_request.consts) */
 
 /* Writes <dir>/<name>.h and <dir>/<name>.c as one set: new temporary files (never following a
  * planted link), renamed into place under a lock on the directory, so concurrent writers of the

@@ -5,9 +5,10 @@
  * Compiler. $CC (default cc), split at blanks (no shell, no quoting), found on PATH and run as
  * a child process (posix_spawn in its own process group; stdin /dev/null; stdout and stderr to a
  * log kept for the message when it fails) as
- *     $CC -std=c99 -O3 -march=native -ffp-contract=off -fPIC -shared
+ *     $CC -std=c99 -O3 -march=native -ffp-contract=off -fno-math-errno -fPIC -shared
  *         -fno-semantic-interposition -Wl,-Bsymbolic -o OUT SRC -lm
- * -ffp-contract=off and no -ffast-math keep tcc's bits (DESIGN.md). -Bsymbolic binds the unit's
+ * -ffp-contract=off and no -ffast-math keep tcc's bits (DESIGN.md); -fno-math-errno changes no
+ * value (sqrt is exact) but lets gcc vectorize sqrt (an optimizer's update, per element). -Bsymbolic binds the unit's
  * calls to its own functions even when the host program defines the same names (an AOT build of
  * the same kernel), and lets gcc inline them. At most one compiler per online CPU runs at a time
  * in a process; further compiles wait for a slot.
@@ -48,7 +49,7 @@
 
 extern char **environ;
 
-static const char *const CC_FLAGS[] = {"-std=c99", "-O3", "-march=native", "-ffp-contract=off", "-fPIC", "-shared",
+static const char *const CC_FLAGS[] = {"-std=c99", "-O3", "-march=native", "-ffp-contract=off", "-fno-math-errno", "-fPIC", "-shared",
                                        "-fno-semantic-interposition", "-Wl,-Bsymbolic"};
 enum { NFLAGS = sizeof CC_FLAGS / sizeof CC_FLAGS[0] };
 

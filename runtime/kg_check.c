@@ -100,7 +100,7 @@ static int call(const kg_kernel *k, kg_pass pass, bank *b)
     for (int i = 0; i < n; i++) {
         const kg_arg *a = kg_arg_at(k, pass, i);
         slot *s = find(b, a->role, a->name);
-        if (s->f && a->role >= KG_ROLE_OUTPUT)
+        if (s->f && kg_role_writes(a->role))
             for (size_t j = 0; j < a->count; j++)
                 s->v[j] = s->f[j];
     }
@@ -297,6 +297,10 @@ kg_status kg_check_run(const kg_request *req, unsigned long seed, kg_check_resul
     r->closed_vjp = r->closed_jvp = -1;
     *err = NULL;
     kg_kernel *k64 = NULL, *k32 = NULL, *kc = NULL;
+    if (req->nconsts != 0) { /* their data has one dtype; the checks build both */
+        *err = kg_strdup("kg_check: baked inputs (kg_request.consts) are not supported: check the graph without them");
+        return *err ? KG_EINPUT : KG_ENOMEM;
+    }
     /* the kernels checked use the request's forms; the comparison kernel uses the other form
        wherever the spec has a closed one */
     const char *vjp = req->vjp_form ? req->vjp_form : "derived", *jvp = req->jvp_form ? req->jvp_form : "derived";
@@ -347,7 +351,7 @@ kg_status kg_check_run(const kg_request *req, unsigned long seed, kg_check_resul
         fill_role(&g, &x64, KG_ROLE_TANGENT);
         fill_role(&g, &x64, KG_ROLE_COTANGENT);
         for (int i = 0; i < x64.n; i++) /* both kernels see the same (f32-representable) data */
-            if (x64.s[i].role < KG_ROLE_OUTPUT)
+            if (kg_role_reads(x64.s[i].role))
                 for (size_t j = 0; j < x64.s[i].n; j++)
                     x64.s[i].v[j] = (float)x64.s[i].v[j];
         for (kg_role role = KG_ROLE_INPUT; role < KG_ROLE_OUTPUT; role++)

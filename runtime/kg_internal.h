@@ -19,6 +19,7 @@ struct kg_kernel {
     size_t elem_size;
     struct kg_fn fns[KG_NPASSES];
     size_t statements, bytes;
+    size_t table_bytes;               /* the baked inputs' static const tables */
     int closed[KG_NPASSES];
     int named;                        /* the request gave the name (else the default name) */
     char **libm;                      /* names of the libm functions the JIT unit declares */

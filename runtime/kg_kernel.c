@@ -8,7 +8,10 @@
 #include "kg_files.h"
 #include "kg_internal.h"
 
-static const char *const PASS_NAMES[KG_NPASSES] = {"forward", "vjp", "jvp", "forward_train", "vjp_saved"};
+static const char *const PASS_NAMES[KG_NPASSES] = {"forward", "vjp", "jvp", "forward_train", "vjp_saved", "train"};
+
+int kg_role_reads(kg_role role) { return role < KG_ROLE_OUTPUT || role >= KG_ROLE_PARAM; }
+int kg_role_writes(kg_role role) { return role >= KG_ROLE_OUTPUT; }
 
 const char *kg_pass_name(kg_pass pass) { return (unsigned)pass < KG_NPASSES ? PASS_NAMES[pass] : NULL; }
 
@@ -48,6 +51,8 @@ size_t kg_ws_size(const kg_kernel *k, kg_pass pass) { return (unsigned)pass < KG
 size_t kg_elem_size(const kg_kernel *k) { return k->elem_size; }
 int kg_has_closed_form(const kg_kernel *k, kg_pass pass) { return (unsigned)pass < KG_NPASSES && k->closed[pass]; }
 const char *kg_text(const kg_kernel *k, kg_text_kind which) { return k->text[which]; }
+
+size_t kg_table_bytes(const kg_kernel *k) { return k->table_bytes; }
 
 void kg_stats(const kg_kernel *k, size_t *statements, size_t *bytes)
 {

@@ -477,6 +477,32 @@ static void set_str(lua_State *L, const char *key, const char *v)
     }
 }
 
+/* req.consts as a list of { name = NAME, values = { number... } } (kg_generate checked the
+   array); f32 values convert to double exactly. Without a valid dtype no values are pushed:
+   the generator reports the dtype first. */
+static void push_consts(lua_State *L, const kg_request *req)
+{
+    int f64 = req->dtype && strcmp(req->dtype, "f64") == 0;
+    int known = f64 || !req->dtype || strcmp(req->dtype, "f32") == 0;
+    if (req->nconsts <= 0)
+        return;
+    lua_createtable(L, req->nconsts, 0); /* stack: request, consts */
+    for (int i = 0; i < req->nconsts; i++) {
+        const kg_const *c = &req->consts[i];
+        size_t n = known ? c->count : 0;
+        lua_createtable(L, 0, 2); /* stack: request, consts, const */
+        set_str(L, "name", c->name);
+        lua_createtable(L, (int)n, 0); /* stack: request, consts, const, values */
+        for (size_t j = 0; j < n; j++) {
+            lua_pushnumber(L, f64 ? ((const double *)c->data)[j] : (double)((const float *)c->data)[j]);
+            lua_rawseti(L, -2, (lua_Integer)j + 1);
+        }
+        lua_setfield(L, -2, "values");
+        lua_rawseti(L, -2, i + 1);
+    }
+    lua_setfield(L, -2, "consts");
+}
+
 static void push_request(lua_State *L, const kg_request *req)
 {
     lua_newtable(L);
@@ -489,6 +515,9 @@ static void push_request(lua_State *L, const kg_request *req)
     set_str(L, "name", req->name);
     set_str(L, "dump_ir", req->dump_ir);
     set_str(L, "fuse", req->fuse);
+    set_str(L, "wrt", req->wrt);
+    set_str(L, "train", req->train);
+    set_str(L, "optimizer", req->optimizer);
     lua_pushboolean(L, req->check_ir);
     lua_setfield(L, -2, "check_ir");
     lua_createtable(L, req->nparams, 0);
@@ -497,6 +526,7 @@ static void push_request(lua_State *L, const kg_request *req)
         lua_rawseti(L, -2, i + 1);
     }
     lua_setfield(L, -2, "params");
+    push_consts(L, req);
     if (req->passes) {
         lua_newtable(L);
         for (int p = 0, n = 0; p < KG_NPASSES; p++)
@@ -533,7 +563,8 @@ static lua_Integer field_int(lua_State *L, const char *key)
 /* kg_role in the order of its enum; the meaning of each is gen/roles.lua's */
 static kg_role role_of(lua_State *L, const char *s)
 {
-    static const char *names[] = {"input", "cotangent", "tangent", "saved", "output", "grad", "output_tangent", "save"};
+    static const char *names[] = {"input", "cotangent", "tangent", "saved", "hyper", "output",
+                                  "grad", "output_tangent", "save", "param", "state"};
     for (int i = 0; i < (int)(sizeof names / sizeof names[0]); i++)
         if (strcmp(s, names[i]) == 0)
             return (kg_role)i;
@@ -603,6 +634,7 @@ static void read_result(lua_State *L, kg_kernel *k, const kg_request *req)
     lua_getfield(L, -1, "stats");
     k->statements = (size_t)field_int(L, "statements");
     k->bytes = (size_t)field_int(L, "bytes");
+    k->table_bytes = (size_t)field_int(L, "table_bytes");
     lua_pop(L, 1);
     lua_getfield(L, -1, "named");
     k->named = lua_toboolean(L, -1);
@@ -791,6 +823,22 @@ static kg_status run_job(job *j, char **err)
 /* ---------------------------------------------------------------------------------------- */
 /* public entry points */
 
+/* What the generator cannot check in req.consts: pointers and sizes (names, counts and values
+   are checked in gen/pipeline.lua). */
+static kg_status check_consts(const kg_request *req, char **err)
+{
+    const char *why = req->nconsts < 0 ? "nconsts is negative" : req->nconsts > 0 && !req->consts ? "consts is NULL" : NULL;
+    int i = 0;
+    for (; !why && i < req->nconsts; i++) {
+        const kg_const *c = &req->consts[i];
+        why = !c->name ? "no name" : c->count > 0 && !c->data ? "no data" : c->count > (size_t)INT_MAX ? "more than INT_MAX elements" : NULL;
+    }
+    if (!why)
+        return KG_OK;
+    *err = i > 0 ? kg_strdupf("kg_request.consts[%d]: %s", i - 1, why) : kg_strdupf("kg_request.%s", why);
+    return *err ? KG_EINPUT : KG_ENOMEM;
+}
+
 kg_status kg_generate(const kg_request *req, kg_kernel **out, char **err)
 {
     *out = NULL;
@@ -799,8 +847,11 @@ kg_status kg_generate(const kg_request *req, kg_kernel **out, char **err)
         *err = kg_strdup("no graph given");
         return *err ? KG_EINPUT : KG_ENOMEM;
     }
+    kg_status st = check_consts(req, err);
+    if (st != KG_OK)
+        return st;
     kg_request gen; /* the tier may change a default (kg_tier.c) */
-    kg_status st = kg_tier_prepare(req, &gen, err);
+    st = kg_tier_prepare(req, &gen, err);
     if (st != KG_OK)
         return st;
     job j = {"generate", &gen, NULL, NULL, NULL};
@@ -827,5 +878,10 @@ kg_status kg_graphs(char **text, char **err) { return text_call("names", NULL, N
 
 kg_status kg_dot(const kg_request *req, const char *pass, char **text, char **err)
 {
+    *text = NULL;
+    *err = NULL;
+    kg_status st = req ? check_consts(req, err) : KG_OK;
+    if (st != KG_OK)
+        return st;
     return text_call("dot", req, pass, text, err);
 }

@@ -75,6 +75,9 @@ static void free_request(struct kg_tier *t)
     free((char *)t->req.jvp_form);
     free((char *)t->req.name);
     free((char *)t->req.fuse);
+    free((char *)t->req.wrt);
+    free((char *)t->req.train);
+    free((char *)t->req.optimizer);
     for (int i = 0; t->params && i < t->req.nparams; i++)
         free(t->params[i]);
     free(t->params);
@@ -92,6 +95,9 @@ static int copy_request(struct kg_tier *t, const kg_request *req)
     DUP(jvp_form);
     DUP(name);
     DUP(fuse);
+    DUP(wrt);
+    DUP(train);
+    DUP(optimizer);
 #undef DUP
     t->params = calloc((size_t)(req->nparams > 0 ? req->nparams : 1), sizeof *t->params);
     bad |= !t->params;
@@ -116,8 +122,8 @@ kg_status kg_tier_attach(kg_kernel *k, const kg_request *req, char **err)
     t->mode = strcmp(req->jit, "cc") == 0 ? MODE_CC : MODE_AUTO;
     const char *g = req->graph;
     size_t len = strlen(g);
-    t->regenerate = t->mode == MODE_AUTO && !req->unroll && !strchr(g, '/') &&
-                    !(len >= 4 && strcmp(g + len - 4, ".lua") == 0);
+    t->regenerate = t->mode == MODE_AUTO && !req->unroll && !strchr(g, '/') && req->nconsts == 0 &&
+                    !(len >= 4 && strcmp(g + len - 4, ".lua") == 0); /* baked tables: not copied */
     k->tier = t; /* kg_tier_release frees what exists */
     if (!ab || (t->regenerate && copy_request(t, req) != 0)) {
         if (ab)

@@ -33,28 +33,32 @@ extern char **environ;
 
 #define MAX_PARALLEL 2 /* child processes at once (the machines have 2 cores) */
 
-/* Small explicit dims for the graphs this file knows; others run at their defaults. */
+/* Small explicit dims for the graphs this file knows (others run at their defaults), and what
+   the train pass trains (adam) and differentiates (wrt): every graph has all six passes. */
 static const struct {
     const char *graph;
     const char *params[5];
     int nparams;
+    const char *train, *wrt;
 } small_dims[] = {
-    {"batchnorm1d", {"c=3", "l=5"}, 2},
-    {"batchnorm2d", {"c=3", "h=2", "w=3"}, 3},
-    {"batchnorm3d", {"c=2", "d=2", "h=2", "w=3"}, 4},
-    {"batchnorm_inference1d", {"c=3", "l=5"}, 2},
-    {"batchnorm_inference2d", {"c=3", "h=2", "w=3"}, 3},
-    {"batchnorm_inference3d", {"c=2", "d=2", "h=2", "w=3"}, 4},
-    {"ffn", {"dmodel=4", "dff=6"}, 2},
-    {"groupnorm", {"b=2", "h=2", "w=2", "c=4", "groups=2"}, 5},
-    {"layernorm", {"rows=3", "dim=5"}, 2},
-    {"mlp", {"seq=2", "dmodel=4", "dff=6"}, 3},
-    {"normalize_axis", {"shape=2x3x4", "axis=1"}, 2},
-    {"postnorm_ffn", {"seq=2", "dmodel=4", "dff=6"}, 3},
-    {"prenorm_ffn", {"seq=2", "dmodel=4", "dff=6"}, 3},
-    {"rmsnorm", {"rows=3", "dim=5"}, 2},
-    {"seq_ffn", {"seq=2", "dmodel=4", "dff=6"}, 3},
-    {"weightnorm", {"out=3", "in=5"}, 2},
+    {"batchnorm1d", {"c=3", "l=5"}, 2, "gamma,beta", "x"},
+    {"batchnorm2d", {"c=3", "h=2", "w=3"}, 3, "gamma,beta", "x"},
+    {"batchnorm3d", {"c=2", "d=2", "h=2", "w=3"}, 4, "gamma,beta", "x"},
+    {"batchnorm_inference1d", {"c=3", "l=5"}, 2, "gamma,beta", "x"},
+    {"batchnorm_inference2d", {"c=3", "h=2", "w=3"}, 3, "gamma,beta", "x"},
+    {"batchnorm_inference3d", {"c=2", "d=2", "h=2", "w=3"}, 4, "gamma,beta", "x"},
+    {"ffn", {"dmodel=4", "dff=6"}, 2, "w1,b1,w2,b2", "x"},
+    {"groupnorm", {"b=2", "h=2", "w=2", "c=4", "groups=2"}, 5, "gamma,beta", "x"},
+    {"layernorm", {"rows=3", "dim=5"}, 2, "gamma,beta", "x"},
+    {"log_softmax", {"rows=3", "dim=5"}, 2, "x", NULL},
+    {"mlp", {"seq=2", "dmodel=4", "dff=6"}, 3, "w1,b1,w2,b2", "x"},
+    {"normalize_axis", {"shape=2x3x4", "axis=1"}, 2, "gamma,beta", "x"},
+    {"postnorm_ffn", {"seq=2", "dmodel=4", "dff=6"}, 3, "gamma,beta,b1,b2", "x"},
+    {"prenorm_ffn", {"seq=2", "dmodel=4", "dff=6"}, 3, "gamma,beta,b1,b2", "x"},
+    {"rmsnorm", {"rows=3", "dim=5"}, 2, "gamma", "x"},
+    {"seq_ffn", {"seq=2", "dmodel=4", "dff=6"}, 3, "w1,b1,w2,b2", "x"},
+    {"softmax", {"rows=3", "dim=5"}, 2, "x", NULL},
+    {"weightnorm", {"out=3", "in=5"}, 2, "g", "v"},
 };
 
 #define pass_names(p) kg_pass_name((kg_pass)(p))
@@ -134,21 +138,8 @@ static inline int on_path(const char *prog)
     return found;
 }
 
-/* 1 and the small dims if the file knows GRAPH, else 0 (and no params: the defaults). */
-static inline int find_small_dims(const char *graph, int *nparams, const char *const **params)
-{
-    for (size_t i = 0; i < sizeof small_dims / sizeof small_dims[0]; i++)
-        if (strcmp(small_dims[i].graph, graph) == 0) {
-            *nparams = small_dims[i].nparams;
-            *params = small_dims[i].params;
-            return 1;
-        }
-    *nparams = 0;
-    *params = NULL;
-    return 0;
-}
-
-/* The request the AOT tests use for GRAPH: small dims if known, else the defaults. */
+/* The request the AOT tests use for GRAPH: small dims and the train pass if the table knows
+   it, else the defaults. */
 static inline kg_request request_for(const char *graph, const char *dtype, const char *unroll)
 {
     kg_request r;
@@ -156,7 +147,14 @@ static inline kg_request request_for(const char *graph, const char *dtype, const
     r.graph = graph;
     r.dtype = dtype;
     r.unroll = unroll;
-    find_small_dims(graph, &r.nparams, &r.params);
+    for (size_t i = 0; i < sizeof small_dims / sizeof small_dims[0]; i++)
+        if (strcmp(small_dims[i].graph, graph) == 0) {
+            r.nparams = small_dims[i].nparams;
+            r.params = small_dims[i].params;
+            r.train = small_dims[i].train;
+            r.wrt = small_dims[i].wrt;
+            r.optimizer = "adam";
+        }
     return r;
 }
 
@@ -392,10 +390,6 @@ static inline void remove_tree(const char *path)
 
 /* ---- deterministic arguments ---- */
 
-static inline int role_is_read(kg_role r)
-{
-    return r == KG_ROLE_INPUT || r == KG_ROLE_COTANGENT || r == KG_ROLE_TANGENT;
-}
 
 static inline uint64_t lcg_next(uint64_t *s)
 {
@@ -442,8 +436,13 @@ static inline void argset_make(argset *s, const kg_kernel *k, kg_pass p)
         memset(buf, 0xA5, count * es);
         uint64_t seed = seed_of(a->file);
         int positive = a->init && strcmp(a->init, "positive") == 0;
-        for (size_t e = 0; role_is_read(a->role) && e < count; e++) {
-            double v = positive ? 0.5 + lcg_uniform(&seed) : lcg_normalish(&seed);
+        /* train's opt: lr, beta1, beta2, eps, weight_decay, step for adam (sgd and momentum read
+           a prefix: finite and positive too) */
+        static const double hyper[] = {1e-2, 0.9, 0.999, 1e-8, 1e-2, 3};
+        for (size_t e = 0; kg_role_reads(a->role) && e < count; e++) {
+            double v = a->role == KG_ROLE_HYPER && e < sizeof hyper / sizeof hyper[0] ? hyper[e]
+                       : positive                                                    ? 0.5 + lcg_uniform(&seed)
+                                                                                     : lcg_normalish(&seed);
             if (es == 4) {
                 float f = (float)v;
                 memcpy(buf + e * es, &f, es);
@@ -500,7 +499,7 @@ static inline char *outputs_differ(const kg_kernel *k, kg_pass p, const argset *
     size_t es = kg_elem_size(k);
     for (int i = 0; i < a->n; i++) {
         const kg_arg *arg = kg_arg_at(k, p, i);
-        if (role_is_read(arg->role) || memcmp(a->args[i], b->args[i], arg->count * es) == 0)
+        if (!kg_role_writes(arg->role) || memcmp(a->args[i], b->args[i], arg->count * es) == 0)
             continue;
         size_t e = 0;
         while (memcmp((unsigned char *)a->args[i] + e * es, (unsigned char *)b->args[i] + e * es,
@@ -522,6 +521,8 @@ static inline void print_thunks(FILE *f, const kg_kernel *k, const char *storage
                                 const char *prefix)
 {
     for (int p = 0; p < KG_NPASSES; p++) {
+        if (!kg_has_pass(k, (kg_pass)p))
+            continue;
         int n = kg_nargs(k, (kg_pass)p);
         fprintf(f, "%sint %s%s(void *const *a);\n", storage, prefix, pass_names(p));
         fprintf(f, "%sint %s%s(void *const *a)\n{\n    return %s_%s(", storage, prefix,

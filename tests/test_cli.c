@@ -16,6 +16,8 @@
  *            (plus --out naming a file, and outputs that cannot be put in place: all or nothing)
  *   domain   layernorm with eps=0 and a constant row
  *   success  run forward/vjp/jvp and emit write exactly the expected files
+ *   const    --const NAME=FILE for emit and run: the file checked as --in's, names checked;
+ *            a baked input computes the same bits and leaves the signatures
  *
  * Bare `kerngen` is the one usage error allowed more than one line: it prints the usage text.
  *
@@ -1347,6 +1349,144 @@ static void test_emit_names(void **state)
     assert_contains(&r, slurp(fx, fmt(fx, "%s/ffn_64x256_f32.h", fx->out)), "passes=forward\n");
 }
 
+/* emit --report: the memory table, and the training step of the firmware example within the
+   issue's budget (1.25x its minimum RAM; a size, not a timing) */
+static void test_emit_report(void **state)
+{
+    Fixture *fx = *state;
+    Result r = KG(fx, "emit", "prenorm_ffn", "seq=4", "dmodel=32", "dff=128", "--train", "gamma,beta,b1,b2",
+                  "--optimizer", "adam", "--report", "--out", fx->out);
+    assert_ok(&r);
+    assert_contains(&r, r.out, "opt. state");
+    assert_contains(&r, r.out, "train ");
+    const char *at = strstr(r.out, "training step");
+    assert_non_null(at);
+    double ratio = 0;
+    assert_int_equal(sscanf(strstr(at, "RAM, ") + 5, "%lfx", &ratio), 1);
+    print_message("  prenorm_ffn 4x32x128 adam step RAM: %.2fx the minimum\n", ratio);
+    assert_true(ratio >= 1 && ratio <= 1.25);
+    r = KG(fx, "emit", "layernorm", "--train", "gamma,nope", "--out", fx->out);
+    ASSERT_BAD(r, "--train: 'nope' is not an input of the graph");
+    r = KG(fx, "emit", "layernorm", "--optimizer", "adam", "--out", fx->out);
+    ASSERT_BAD(r, "--optimizer: only with --train");
+}
+
+/* ==== --const: inputs baked into the code ==== */
+
+/* emit and run with --const gamma=FILE: the same checks as run's --in (file, shape, dtype,
+   header first), plus names: unknown, not an input, twice, also given to --in. */
+static void test_const_errors(void **state)
+{
+    Fixture *fx = *state;
+    const char *g64 = input_path(fx, "gamma", "f64"), *g32 = input_path(fx, "gamma", "f32");
+    const char *x64 = input_path(fx, "x", "f64"), *missing = fmt(fx, "%s/no_such_file.npy", fx->in);
+    const char *nan_file = fmt(fx, "%s/gamma_nan.npy", fx->in);
+    write_npy(nan_file, KG_NPY_F64, 1, (const size_t[]){DIM}, (const double[]){1, 2, NAN, 4, 5});
+    static const char *const cmds[] = {"emit", "run"};
+    for (size_t c = 0; c < 2; c++) {
+        const char *cmd = cmds[c];
+        /* kerngen CMD layernorm rows=3 dim=5 --dtype f64 --const ARG [--const ARG2] + run's --in */
+#define CONST_LN(arg, arg2)                                                                              \
+    (strcmp(cmd, "run") == 0                                                                             \
+         ? RUN_LN(fx, "f64", "forward", "gamma", "--const", (arg), (arg2) ? "--const" : "--dtype",          \
+                  (arg2) ? (arg2) : "f64")                                                               \
+         : KG(fx, cmd, "layernorm", "rows=3", "dim=5", "--dtype", "f64", "--const", (arg),                \
+              (arg2) ? "--const" : "--dtype", (arg2) ? (arg2) : "f64", "--out", fx->out))
+        Result r = CONST_LN(fmt(fx, "gamma=%s", x64), NULL);
+        ASSERT_BAD(r, x64, "--const gamma", "expects shape [5]", "[3, 5]");
+        r = CONST_LN(fmt(fx, "gamma=%s", g32), NULL);
+        ASSERT_BAD(r, g32, "--const gamma", "float64", "float32");
+        r = CONST_LN(fmt(fx, "gamma=%s", missing), NULL);
+        ASSERT_BAD(r, missing, "--const gamma");
+        r = CONST_LN(fmt(fx, "gamma=%s", fx->in), NULL); /* a directory */
+        ASSERT_BAD(r, fx->in, "--const gamma");
+        r = CONST_LN(fmt(fx, "z=%s", g64), NULL);
+        ASSERT_BAD(r, "--const z", "layernorm has no input", "x gamma beta");
+        r = CONST_LN(fmt(fx, "y=%s", g64), NULL); /* an output */
+        ASSERT_BAD(r, "--const y", "no input");
+        r = CONST_LN(fmt(fx, "gamma=%s", g64), fmt(fx, "gamma=%s", g64));
+        ASSERT_BAD(r, "--const gamma", "twice");
+        r = CONST_LN("gamma", NULL);
+        ASSERT_BAD(r, "--const 'gamma'", "NAME=FILE");
+        r = CONST_LN(fmt(fx, "gamma=%s", nan_file), NULL);
+        ASSERT_BAD(r, "--const gamma", "element 2 is NaN");
+#undef CONST_LN
+    }
+    Result r = RUN_LN0(fx, "f64", "forward", NULL); /* every --in, gamma's too */
+    assert_ok(&r);
+    assert_int_equal(unlink(fmt(fx, "%s/y.npy", fx->out)), 0);
+    r = RUN_LN(fx, "f64", "forward", NULL, "--const", fmt(fx, "gamma=%s", g64));
+    ASSERT_BAD(r, "--in gamma", "baked in by --const");
+    r = KG(fx, "check", "layernorm", "--const", fmt(fx, "gamma=%s", g64));
+    ASSERT_BAD(r, "unknown option '--const"); /* check draws its own inputs */
+    assert_no_output(fx);
+}
+
+/* The data of DIR/NAME (a .npy of doubles), which is then removed. */
+static double *take_npy(Fixture *fx, const char *dir, const char *name, size_t *count)
+{
+    kg_npy t = {0};
+    char err[512];
+    const char *path = fmt(fx, "%s/%s", dir, name);
+    if (kg_npy_read(path, &t, err, sizeof err) != 0)
+        fail_msg("%s", err);
+    assert_int_equal(t.dtype, KG_NPY_F64);
+    assert_int_equal(unlink(path), 0);
+    *count = t.count;
+    return keep(fx, t.data);
+}
+
+/* A baked gamma computes what --in gamma computes; it is no argument: no gradient, no tangent. */
+static void test_const_run_and_emit(void **state)
+{
+    Fixture *fx = *state;
+    const char *g64 = input_path(fx, "gamma", "f64"), *bake = fmt(fx, "gamma=%s", g64);
+    static const char *const passes[] = {"forward", "vjp"};
+    for (size_t p = 0; p < 2; p++) {
+        static const char *const outs[2][2] = {{"y.npy", NULL}, {"x.grad.npy", "beta.grad.npy"}};
+        Result r = RUN_LN0(fx, "f64", passes[p], NULL);
+        assert_ok(&r);
+        double *plain[2] = {NULL, NULL}, *baked[2] = {NULL, NULL};
+        size_t n[2] = {0, 0}, m[2] = {0, 0};
+        for (int o = 0; o < 2 && outs[p][o]; o++)
+            plain[o] = take_npy(fx, fx->out, outs[p][o], &n[o]);
+        if (p == 1)
+            assert_int_equal(unlink(fmt(fx, "%s/gamma.grad.npy", fx->out)), 0);
+        r = RUN_LN(fx, "f64", passes[p], "gamma", "--const", bake);
+        assert_ok(&r);
+        assert_string_equal(listing(fx, fx->out), p == 0 ? "y.npy" : "beta.grad.npy x.grad.npy");
+        for (int o = 0; o < 2 && outs[p][o]; o++) {
+            baked[o] = take_npy(fx, fx->out, outs[p][o], &m[o]);
+            assert_int_equal(n[o], m[o]);
+            if (memcmp(plain[o], baked[o], n[o] * sizeof(double)) != 0)
+                fail_msg("%s %s: --const gamma differs from --in gamma", passes[p], outs[p][o]);
+        }
+    }
+    /* jvp: no gamma.tangent */
+    const char *jvp = fmt(fx, "%s/jvp", fx->out);
+    Result r = KG(fx, "run", "layernorm", "rows=3", "dim=5", "--dtype", "f64", "--pass", "jvp", "--const", bake,
+                  "--in", fmt(fx, "x=%s", input_path(fx, "x", "f64")), "--in", fmt(fx, "beta=%s", input_path(fx, "beta", "f64")),
+                  "--in", fmt(fx, "x.tangent=%s", input_path(fx, "x.tangent", "f64")), "--in",
+                  fmt(fx, "beta.tangent=%s", input_path(fx, "beta.tangent", "f64")), "--out", jvp);
+    assert_ok(&r);
+    assert_string_equal(listing(fx, jvp), "y.tangent.npy");
+
+    const char *dir = fmt(fx, "%s/emit", fx->out);
+    r = KG(fx, "emit", "layernorm", "rows=3", "dim=5", "--dtype", "f64", "--const", bake, "--out", dir);
+    assert_ok(&r);
+    assert_contains(&r, r.out, "layernorm_3x5_const_gamma_f64.h");
+    assert_contains(&r, r.out, "baked tables: 40 bytes of flash)\n");
+    assert_string_equal(listing(fx, dir), "layernorm_3x5_const_gamma_f64.c layernorm_3x5_const_gamma_f64.h");
+    const char *h = slurp(fx, fmt(fx, "%s/layernorm_3x5_const_gamma_f64.h", dir));
+    const char *c = slurp(fx, fmt(fx, "%s/layernorm_3x5_const_gamma_f64.c", dir));
+    assert_contains(&r, h, " const=gamma\n");
+    assert_contains(&r, h, " * tables:  gamma [5] baked in as static const double tables: 40 bytes (flash)\n");
+    assert_contains(&r, c, "static const double layernorm_3x5_const_gamma_f64_gamma[5] = {\n    1.0, 1.125, 1.25, 1.375, 1.5\n};\n");
+    if (strstr(h, "GAMMA_SIZE") || strstr(h, "gamma_grad") || strstr(h, "gamma_tan") || strstr(h, "restrict gamma"))
+        fail_msg("the header still has gamma as an argument:\n%s", h);
+    assert_string_equal(r.err, "");
+}
+
 #define T(f) cmocka_unit_test_setup_teardown(f, setup, teardown)
 
 int main(void)
@@ -1396,6 +1536,7 @@ int main(void)
         /* domain failure */
         T(test_domain_failure),
         /* success */
+        T(test_emit_report),
         T(test_run_forward),
         T(test_run_vjp),
         T(test_run_jvp),
@@ -1411,6 +1552,9 @@ int main(void)
         /* dot and names */
         T(test_dot_renders),
         T(test_emit_names),
+        /* --const */
+        T(test_const_errors),
+        T(test_const_run_and_emit),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }

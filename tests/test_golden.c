@@ -93,7 +93,7 @@ static void run_case(const char *dir, kg_kernel *k, int round_inputs, double *ou
             bufs[i].role = a->role;
             bufs[i].name = a->name;
             bufs[i].data = calloc(a->count ? a->count : 1, kg_elem_size(k));
-            if (a->role < KG_ROLE_OUTPUT) {
+            if (kg_role_reads(a->role)) {
                 double *v = load(dir, a->file, a->count);
                 assert_non_null(v);
                 for (size_t j = 0; j < a->count; j++) {
@@ -148,7 +148,7 @@ static void check_case_cli(const char *dir, const golden_case *c, const kg_kerne
         argv[argc++] = (char *)PASS_NAME[p];
         for (int i = 0; i < kg_nargs(k64, (kg_pass)p) && argc < 56; i++) {
             const kg_arg *a = kg_arg_at(k64, (kg_pass)p, i);
-            if (a->role >= KG_ROLE_OUTPUT)
+            if (!kg_role_reads(a->role))
                 continue;
             size_t len = strlen(a->file) * 2 + strlen(dir) + 64;
             char *in = owned[nowned++] = malloc(len);

@@ -240,20 +240,23 @@ static size_t arg_bytes(const kg_kernel *k, const kg_arg *a)
 }
 
 /* The JIT's inputs of case I as uint32_t arrays k<i>_<pass>_<arg>, the argument table of each
-   pass for firmware/kg_fw.h: inputs copied in, outputs written back, the workspace last. */
+   pass for firmware/kg_fw.h: inputs copied in, outputs written back (arguments updated in
+   place both), the workspace last. The inputs are made again: the JIT's call updated some. */
 static void print_fw_args(FILE *f, const kcase *c, int i)
 {
     for (int p = 0; p < KG_NPASSES; p++) {
+        argset in;
+        argset_make(&in, c->k, (kg_pass)p);
         int n = kg_nargs(c->k, (kg_pass)p);
         for (int j = 0; j < n; j++) {
             const kg_arg *a = kg_arg_at(c->k, (kg_pass)p, j);
-            if (!role_is_read(a->role))
+            if (!kg_role_reads(a->role))
                 continue;
             size_t words = arg_bytes(c->k, a) / 4;
             fprintf(f, "static const uint32_t k%d_%s_%d[%zu] = {", i, pass_names(p), j, words);
             for (size_t w = 0; w < words; w++) {
                 uint32_t u;
-                memcpy(&u, (const unsigned char *)c->ref[p].args[j] + 4 * w, 4);
+                memcpy(&u, (const unsigned char *)in.args[j] + 4 * w, 4);
                 fprintf(f, "%s0x%08x", w == 0 ? "\n    " : w % 8 ? ", " : ",\n    ", (unsigned)u);
             }
             fprintf(f, "};\n");
@@ -261,14 +264,15 @@ static void print_fw_args(FILE *f, const kcase *c, int i)
         fprintf(f, "static const kg_fw_arg k%d_%s_args[] = {\n", i, pass_names(p));
         for (int j = 0; j < n; j++) {
             const kg_arg *a = kg_arg_at(c->k, (kg_pass)p, j);
-            if (role_is_read(a->role))
-                fprintf(f, "    {%zu, k%d_%s_%d, 0}, /* %s */\n", arg_bytes(c->k, a), i,
-                        pass_names(p), j, a->cname);
+            if (kg_role_reads(a->role))
+                fprintf(f, "    {%zu, k%d_%s_%d, %d}, /* %s */\n", arg_bytes(c->k, a), i,
+                        pass_names(p), j, kg_role_writes(a->role), a->cname);
             else
                 fprintf(f, "    {%zu, NULL, 1}, /* %s */\n", arg_bytes(c->k, a), a->cname);
         }
         fprintf(f, "    {%zu, NULL, 0}, /* workspace */\n};\n",
                 kg_ws_size(c->k, (kg_pass)p) * kg_elem_size(c->k));
+        argset_free(&in);
     }
 }
 
@@ -402,7 +406,7 @@ static void fw_compare(fixture *fx, const batch *t)
             int n = kg_nargs(c->k, (kg_pass)p);
             size_t need = 12;
             for (int j = 0; j < n; j++)
-                if (!role_is_read(kg_arg_at(c->k, (kg_pass)p, j)->role))
+                if (kg_role_writes(kg_arg_at(c->k, (kg_pass)p, j)->role))
                     need += arg_bytes(c->k, kg_arg_at(c->k, (kg_pass)p, j));
             if (len - at < need) {
                 failure(fx, "%s %s: %s ends before %s %s", what, t->dtype, path, c->label,
@@ -418,7 +422,7 @@ static void fw_compare(fixture *fx, const batch *t)
             at += 12;
             for (int j = 0; j < n; j++) {
                 const kg_arg *a = kg_arg_at(c->k, (kg_pass)p, j);
-                if (!role_is_read(a->role)) {
+                if (kg_role_writes(a->role)) {
                     memcpy(got.args[j], data + at, arg_bytes(c->k, a));
                     at += arg_bytes(c->k, a);
                 }

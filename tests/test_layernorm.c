@@ -156,7 +156,7 @@ static int ln_run(ln_case *c, const char *dtype, const char *unroll)
     for (int p = 0; p < KGT_CORE_PASSES; p++)
         rc |= kgt_call(k, (kg_pass)p, bufs, NMAP);
     for (int i = 0; f32 && i < NMAP; i++) {
-        if (map[i].role >= KG_ROLE_OUTPUT)
+        if (kg_role_writes(map[i].role))
             for (size_t j = 0; j < map[i].n; j++)
                 map[i].v[j] = ((float *)bufs[i].data)[j];
         free(bufs[i].data);

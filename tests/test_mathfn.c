@@ -1,8 +1,9 @@
 /*
  * test_mathfn.c - the math functions kerngen emits instead of calling libm (gen/mathfn.lua):
- * exp, erf, erfc, tanh and the GELU forms (erf and tanh, value and derivative), f32 and f64,
- * exactly as the generator writes them into a kernel: tests/specs/mathfn.lua applies each to one
- * input vector, and the VJP with a unit cotangent on a GELU output gives its derivative.
+ * exp, erf, erfc, tanh, log and the GELU forms (erf and tanh, value and derivative), f32 and
+ * f64, exactly as the generator writes them into a kernel: tests/specs/mathfn.lua applies each
+ * to one input vector (log to a second one, with its own sweep), and the VJP with a unit
+ * cotangent on a GELU output gives its derivative.
  *
  *   max_ulp_f32, max_ulp_f64   the JIT-compiled (tcc) kernel on a dense sweep and on hard points,
  *                       against long double references; asserts each function's stated bound,
@@ -13,14 +14,19 @@
  *                       patterns, about 400,000 per dtype (make_sweep). Hard points: 0, the
  *                       smallest subnormal, the smallest normal, and +-0..24 ulps around each
  *                       switch-over between approximations, each clamp, and the overflow and
- *                       underflow edges (EDGES32, EDGES64).
- *   special_values      NaN gives NaN, +-inf and -0 give the limits.
+ *                       underflow edges (EDGES32, EDGES64). log's sweep (make_log_sweep):
+ *                       positive numbers of every binade, subnormals included, at a fixed
+ *                       stride of their bit patterns, denser on [1/4, 4), and +-0..24 ulps
+ *                       around 1, sqrt(1/2), sqrt(2) (the reduction's boundaries), powers of 2,
+ *                       e, the smallest normal, the smallest subnormal and the largest number.
+ *   special_values      NaN gives NaN, +-inf and -0 give the limits; log of +-0 is -inf, of a
+ *                       negative number NaN, of +inf +inf, of 1 +0.
  *   bit_identical_compilers   the emitted .c built by gcc -O3 -march=native and by clang -O3
  *                       -march=native (-ffp-contract=off, never -ffast-math) into shared
  *                       objects gives exactly the JIT's bits (forward and both GELU
  *                       derivatives) on a sparser sweep, both dtypes.
  *
- * References: glibc's long double expl, erfl, erfcl, tanhl (x87 80-bit; their errors are
+ * References: glibc's long double expl, erfl, erfcl, tanhl, logl (x87 80-bit; their errors are
  * thousands of times below a double ulp). GELU's references evaluate erfc(-x/sqrt2) and
  * exp(-x^2/2) at exactly the point the input gives: the rounding of x/sqrt2 and of x^2 in
  * long double is corrected to first order (fmal gives the exact residuals), since GELU's
@@ -54,12 +60,12 @@ extern char **environ;
    bounded relative to its conditioning: its value depends on u = sqrt(2/pi)(x + 0.044715 x^3),
    rounded to the dtype (as in PyTorch's formula), through exp(2u), so an error of one ulp in u
    moves the result by 2|u| ulps; the bound is on ulps / (1 + 2|u|). */
-enum { F_EXP, F_ERF, F_ERFC, F_TANH, F_GELU_ERF, F_GELU_TANH, F_GELU_GRAD_ERF, F_GELU_GRAD_TANH, NFN };
-static const char *const FN_NAMES[NFN] = {"exp", "erf", "erfc", "tanh", "gelu erf", "gelu tanh",
+enum { F_EXP, F_ERF, F_ERFC, F_TANH, F_GELU_ERF, F_GELU_TANH, F_LOG, F_GELU_GRAD_ERF, F_GELU_GRAD_TANH, NFN };
+static const char *const FN_NAMES[NFN] = {"exp", "erf", "erfc", "tanh", "gelu erf", "gelu tanh", "log",
                                           "gelu' erf", "gelu' tanh"};
 static const double BOUND[2][NFN] = {
-    /* f32 */ {1.5, 1.5, 2, 2, 4, 4, 0, 0},
-    /* f64 */ {1.5, 1.5, 1.5, 2, 4, 4, 0, 0},
+    /* f32 */ {1.5, 1.5, 2, 2, 4, 4, 1, 0, 0},
+    /* f64 */ {1.5, 1.5, 1.5, 2, 4, 4, 1, 0, 0},
 };
 /* The derivatives have no ulp bound: gelu' crosses zero (x = -0.75), where any formula loses
    relative accuracy, so they are checked against max(|ref|, 1) like test_operators. */
@@ -71,6 +77,8 @@ typedef struct {
     int f64;
     size_t n;
     double *x; /* the points, exactly representable in the dtype */
+    size_t nl;
+    double *xl; /* log's points (input b) */
 } sweep;
 
 static double bits_to_f32(uint32_t b)
@@ -95,15 +103,17 @@ static double ulp_step(double x, int k, int f64)
     return x;
 }
 
-static void push(sweep *s, size_t *cap, double x)
+static void push_to(size_t *n, double **xs, size_t *cap, int f64, double x)
 {
-    if (s->n == *cap) {
+    if (*n == *cap) {
         *cap = *cap ? 2 * *cap : 1024;
-        s->x = realloc(s->x, *cap * sizeof *s->x);
-        assert_non_null(s->x);
+        *xs = realloc(*xs, *cap * sizeof **xs);
+        assert_non_null(*xs);
     }
-    s->x[s->n++] = s->f64 ? x : (double)(float)x;
+    (*xs)[(*n)++] = f64 ? x : (double)(float)x;
 }
+static void push(sweep *s, size_t *cap, double x) { push_to(&s->n, &s->x, cap, s->f64, x); }
+static void push_log(sweep *s, size_t *cap, double x) { push_to(&s->nl, &s->xl, cap, s->f64, x); }
 
 /* Switch-overs (gen/mathfn_coef.lua: erf 1, tanh 0.625; f64 erfc's and GELU's polynomial
    regions at t = 1/(1 + |x|) = 0.34375 (erfc), 0.40625 and 0.15625 (GELU)), clamps
@@ -121,9 +131,11 @@ static const double EDGES64[] = {1.0, 0.625, 1 / 0.34375 - 1, 1 / 0.40625 - 1, 1
                                  -143.76960178689239, 0.98890612960820512, 1.8898208471660272,
                                  0.62939609748086056, -1.8345510616578273};
 
+static void make_log_sweep(sweep *s, unsigned stride_scale);
+
 static sweep make_sweep(int f64, unsigned stride_scale)
 {
-    sweep s = {f64, 0, NULL};
+    sweep s = {f64, 0, NULL, 0, NULL};
     size_t cap = 0;
     const double *edges = f64 ? EDGES64 : EDGES32;
     size_t nedges = f64 ? sizeof EDGES64 / sizeof *EDGES64 : sizeof EDGES32 / sizeof *EDGES32;
@@ -149,7 +161,48 @@ static sweep make_sweep(int f64, unsigned stride_scale)
                 push(&s, &cap, sign * bits_to_f32(b));
         }
     }
+    make_log_sweep(&s, stride_scale);
     return s;
+}
+
+/* log's points: every binade (bit patterns at a fixed stride from the smallest subnormal to the
+   largest number, about 150,000 at stride_scale 5), [1/4, 4) densely (about 50,000), the
+   boundaries of the reduction and the edges of the range (+-24 ulps), a few negatives (NaN). */
+static void make_log_sweep(sweep *s, unsigned stride_scale)
+{
+    size_t cap = 0;
+    const int f64 = s->f64;
+    const double sqrt_half = 0.70710678118654752440;
+    const double edges[] = {1.0, sqrt_half, 2 * sqrt_half, 2.0, 0.5, 4.0, 0.25, 2.718281828459045,
+                            1024.0, 0x1p-100, f64 ? DBL_MIN : FLT_MIN, f64 ? DBL_MAX : FLT_MAX};
+    for (size_t i = 0; i < sizeof edges / sizeof *edges; i++)
+        for (int k = -24; k <= 24; k++) {
+            double x = ulp_step(edges[i], k, f64);
+            if (isfinite(f64 ? x : (float)x))
+                push_log(s, &cap, x);
+        }
+    for (int k = 1; k <= 24; k++) /* the smallest subnormals */
+        push_log(s, &cap, f64 ? bits_to_f64((uint64_t)k) : bits_to_f32((uint32_t)k));
+    push_log(s, &cap, -1.0);
+    push_log(s, &cap, -(f64 ? DBL_MIN : FLT_MIN));
+    push_log(s, &cap, -(f64 ? DBL_MAX : FLT_MAX));
+    if (f64) {
+        const uint64_t top = 0x7FEFFFFFFFFFFFFFull, step = 12297829382473ull * stride_scale + 1;
+        for (uint64_t b = 1; b <= top && b != 0; b += step)
+            push_log(s, &cap, bits_to_f64(b));
+        const uint64_t lo = 0x3FD0000000000000ull, hi = 0x4010000000000000ull; /* [1/4, 4) */
+        const uint64_t step1 = 360287970189ull * stride_scale + 1;
+        for (uint64_t b = lo; b < hi; b += step1)
+            push_log(s, &cap, bits_to_f64(b));
+    } else {
+        const uint32_t top = 0x7F7FFFFFu, step = 2861u * stride_scale + 1;
+        for (uint32_t b = 1; b <= top && b >= 1; b += step)
+            push_log(s, &cap, bits_to_f32(b));
+        const uint32_t lo = 0x3E800000u, hi = 0x40800000u; /* [1/4, 4) */
+        const uint32_t step1 = 127u * stride_scale;
+        for (uint32_t b = lo; b < hi; b += step1)
+            push_log(s, &cap, bits_to_f32(b));
+    }
 }
 
 /* ---- references ---- */
@@ -196,6 +249,7 @@ static long double reference(int f, long double x)
     case F_ERF: return erfl(x);
     case F_ERFC: return erfcl(x);
     case F_TANH: return tanhl(x);
+    case F_LOG: return logl(x);
     case F_GELU_ERF: return x * Phi(x);
     case F_GELU_TANH: return gelu_tanh_ref(x);
     case F_GELU_GRAD_ERF: return Phi(x) + x * phi(x);
@@ -228,16 +282,17 @@ static double ulp_error(double got, long double ref, int f64)
 
 /* ---- kernels ---- */
 
-static kg_kernel *build(int f64, size_t n, const char *unroll)
+static kg_kernel *build(int f64, size_t n, size_t m, const char *unroll)
 {
-    char nparam[32];
+    char nparam[32], mparam[32];
     snprintf(nparam, sizeof nparam, "n=%zu", n);
-    const char *params[] = {nparam};
+    snprintf(mparam, sizeof mparam, "m=%zu", m);
+    const char *params[] = {nparam, mparam};
     kg_request req;
     memset(&req, 0, sizeof req);
     req.graph = SPEC;
     req.params = params;
-    req.nparams = 1;
+    req.nparams = 2;
     req.dtype = f64 ? "f64" : "f32";
     req.unroll = unroll;
     kg_kernel *k = NULL;
@@ -254,7 +309,8 @@ static kg_kernel *build(int f64, size_t n, const char *unroll)
     return k;
 }
 
-/* Buffers of one pass, by kg_arg_at order; the input a holds the sweep (in the dtype). */
+/* Buffers of one pass, by kg_arg_at order; the input a holds the sweep, b log's sweep (in the
+   dtype); the cotangent named cot_on is 1, the others 0. */
 typedef struct {
     int n;
     void *args[16];
@@ -267,13 +323,14 @@ static void argset_make(argset *as, const kg_kernel *k, kg_pass p, const sweep *
     assert_true(as->n < 15);
     for (int i = 0; i < as->n; i++) {
         const kg_arg *a = kg_arg_at(k, p, i);
-        assert_int_equal(a->count, s->n);
+        int of_b = strcmp(a->name, "b") == 0 || strcmp(a->name, "y_log") == 0;
+        assert_int_equal(a->count, of_b ? s->nl : s->n);
         as->args[i] = calloc(a->count, es);
         assert_non_null(as->args[i]);
         for (size_t j = 0; j < a->count; j++) {
             double v = 0;
             if (a->role == KG_ROLE_INPUT)
-                v = s->x[j];
+                v = of_b ? s->xl[j] : s->x[j];
             else if (a->role == KG_ROLE_COTANGENT && strcmp(a->name, cot_on) == 0)
                 v = 1;
             if (es == 4)
@@ -312,17 +369,17 @@ static double elem(const void *buf, size_t i, int f64)
 /* ---- 1. error bounds ---- */
 
 static const char *const OUT_NAME[NFN] = {"y_exp", "y_erf", "y_erfc", "y_tanh", "y_gelu_erf",
-                                          "y_gelu_tanh", "y_gelu_erf", "y_gelu_tanh"};
+                                          "y_gelu_tanh", "y_log", "y_gelu_erf", "y_gelu_tanh"};
 
 static void max_ulp(int f64)
 {
     sweep s = make_sweep(f64, 5);
-    kg_kernel *k = build(f64, s.n, "none");
+    kg_kernel *k = build(f64, s.n, s.nl, "none");
     argset fwd;
     argset_make(&fwd, k, KG_FORWARD, &s, "");
     assert_int_equal(kg_call(k, KG_FORWARD, fwd.args, fwd.n + 1), 0);
     int bad = 0;
-    print_message("  %s, %zu points (JIT, tcc)\n", f64 ? "f64" : "f32", s.n);
+    print_message("  %s, %zu points, log %zu (JIT, tcc)\n", f64 ? "f64" : "f32", s.n, s.nl);
     for (int f = 0; f < NFN; f++) {
         const void *y;
         argset vjp;
@@ -336,8 +393,10 @@ static void max_ulp(int f64)
         }
         double worst = 0, at = 0, got_at = 0, plain = 0;
         long double ref_at = 0;
-        for (size_t i = 0; i < s.n; i++) {
-            double x = s.x[i];
+        const double *xs = f == F_LOG ? s.xl : s.x;
+        size_t n = f == F_LOG ? s.nl : s.n;
+        for (size_t i = 0; i < n; i++) {
+            double x = xs[i];
             if (grad && !(x < 80)) /* the VJP adds 0 * exp'(x): keep it finite */
                 continue;
             double got = elem(y, i, f64);
@@ -367,6 +426,7 @@ static void max_ulp(int f64)
     argset_free(&fwd);
     kg_free(k);
     free(s.x);
+    free(s.xl);
     assert_false(bad);
 }
 
@@ -396,8 +456,13 @@ static void special_values(void **state)
             {1, -0.0, 1, -0.0, -0.0, -0.0},
             {1, 0.0, 1, 0.0, 0.0, 0.0},
         };
-        sweep s = {f64, 5, (double *)x};
-        kg_kernel *k = build(f64, s.n, "none");
+        /* log, with its expected values */
+        /* the last: minus the smallest subnormal of the dtype */
+        const double xl[] = {NAN, INFINITY, -INFINITY, -0.0, 0.0, -1.0, 1.0,
+                             f64 ? -4.9406564584124654e-324 : -1.4012984643248171e-45};
+        const double wantl[] = {NAN, INFINITY, NAN, -INFINITY, -INFINITY, NAN, 0.0, NAN};
+        sweep s = {f64, 5, (double *)x, 8, (double *)xl};
+        kg_kernel *k = build(f64, s.n, s.nl, "none");
         argset fwd;
         argset_make(&fwd, k, KG_FORWARD, &s, "");
         assert_int_equal(kg_call(k, KG_FORWARD, fwd.args, fwd.n + 1), 0);
@@ -411,6 +476,15 @@ static void special_values(void **state)
                     print_error("%s %s(%g) = %g, expected %g\n", f64 ? "f64" : "f32", FN_NAMES[f], x[i], got, w);
                     bad = 1;
                 }
+            }
+        }
+        const void *yl = arg_named(k, KG_FORWARD, &fwd, KG_ROLE_OUTPUT, "y_log");
+        for (size_t i = 0; i < s.nl; i++) {
+            double got = elem(yl, i, f64), w = wantl[i];
+            int ok = isnan(w) ? isnan(got) : (got == w && signbit(got) == signbit(w));
+            if (!ok) {
+                print_error("%s log(%g) = %g, expected %g\n", f64 ? "f64" : "f32", xl[i], got, w);
+                bad = 1;
             }
         }
         argset_free(&fwd);
@@ -499,8 +573,8 @@ static int compare_compiler(const kg_kernel *k, const sweep *s, const char *dir,
     }
     int bad = 0;
     static const char *const thunks[] = {"thunk_forward", "thunk_vjp"};
-    static const char *const cots[] = {"", "y_gelu_erf", "y_gelu_tanh"};
-    for (int c = 0; c < 3 && !bad; c++) {
+    static const char *const cots[] = {"", "y_gelu_erf", "y_gelu_tanh", "y_log"};
+    for (int c = 0; c < 4 && !bad; c++) {
         kg_pass p = c == 0 ? KG_FORWARD : KG_VJP;
         void *sym = dlsym(lib, thunks[p]);
         assert_non_null(sym);
@@ -517,8 +591,10 @@ static int compare_compiler(const kg_kernel *k, const sweep *s, const char *dir,
                 continue;
             for (size_t j = 0; j < a->count; j++)
                 if (memcmp((char *)jit.args[i] + j * es, (char *)aot.args[i] + j * es, es) != 0) {
+                    int of_b = strcmp(a->name, "b") == 0 || strcmp(a->name, "y_log") == 0;
                     print_error("%s %s: %s[%zu] (x = %.17g): JIT %.17g, %s %.17g\n", kg_text(k, KG_TEXT_NAME),
-                                c == 0 ? "forward" : cots[c], a->cname, j, s->x[j], elem(jit.args[i], j, es == 8),
+                                c == 0 ? "forward" : cots[c], a->cname, j, of_b ? s->xl[j] : s->x[j],
+                                elem(jit.args[i], j, es == 8),
                                 compiler, elem(aot.args[i], j, es == 8));
                     bad = 1;
                     break;
@@ -539,7 +615,7 @@ static void bit_identical_compilers(void **state)
     int bad = 0;
     for (int f64 = 0; f64 <= 1; f64++) {
         sweep s = make_sweep(f64, 16);
-        kg_kernel *k = build(f64, s.n, "none");
+        kg_kernel *k = build(f64, s.n, s.nl, "none");
         char *err = NULL;
         if (kg_write_files(k, dir, &err) != KG_OK) {
             print_error("kg_write_files: %s\n", err ? err : "?");
@@ -555,6 +631,7 @@ static void bit_identical_compilers(void **state)
         }
         kg_free(k);
         free(s.x);
+        free(s.xl);
     }
     /* remove the directory's files, then the directory */
     char cmd_dir[64];

@@ -342,6 +342,7 @@ static int case_call(Case *c, const kg_kernel *k, kg_pass pass)
         case KG_ROLE_OUTPUT: assert_string_equal(a->name, c->out); out = c->got_y; count = c->nout; break;
         case KG_ROLE_OUTPUT_TANGENT: assert_string_equal(a->name, c->out); out = c->got_ty; count = c->nout; break;
         case KG_ROLE_SAVED: case KG_ROLE_SAVE: fail_msg("%s: forward_train and vjp_saved are tested in test_aot", a->cname);
+        case KG_ROLE_HYPER: case KG_ROLE_PARAM: case KG_ROLE_STATE: fail_msg("%s: train is tested in test_train", a->cname);
         }
         assert_int_equal(a->count, count);
         size_t prod = 1;
@@ -718,7 +719,7 @@ static void axis_groups(Groups *G, const size_t *dims, int rank, int axis, doubl
 }
 
 /* ====================================================================================== */
-/* softmax, and the ties of maximum                                                      */
+/* softmax, log_softmax, and the ties of maximum                                         */
 /* ====================================================================================== */
 
 /* y = e / sum(e), e = exp(x - max x); dx = y (dy - sum(dy y)); ty = y (tx - sum(tx y)). */
@@ -779,6 +780,80 @@ static void test_softmax(void **state)
         bad |= softmax_case(3, 17, DTYPES[t], -1000.0, 1.0, "mean -1000");
         bad |= softmax_case(3, 17, DTYPES[t], 0.0, 20.0, "sd 20");
         bad |= softmax_case(2, 9, DTYPES[t], 5.0, 0.0, "constant rows");
+    }
+    assert_false(bad);
+}
+
+/* y = d - log(sum(exp(d))), d = x - max x; with p = softmax(x): dx = dy - p sum(dy);
+   ty = tx - sum(tx p). */
+static void ref_log_softmax(Case *c, size_t rows, size_t dim)
+{
+    const long double *x = c->inL[0], *tx = c->tanL[0];
+    for (size_t r = 0; r < rows; r++) {
+        const long double *xr = x + r * dim;
+        long double m = xr[0], s = 0, sd = 0, st = 0;
+        for (size_t j = 1; j < dim; j++)
+            m = xr[j] > m ? xr[j] : m;
+        for (size_t j = 0; j < dim; j++)
+            s += expl(xr[j] - m);
+        long double ls = logl(s);
+        for (size_t j = 0; j < dim; j++) {
+            c->ref_y[r * dim + j] = (xr[j] - m) - ls;
+            sd += c->cotL[r * dim + j];
+            st += tx[r * dim + j] * expl(xr[j] - m) / s;
+        }
+        for (size_t j = 0; j < dim; j++) {
+            long double p = expl(xr[j] - m) / s;
+            c->ref_grad[0][r * dim + j] = c->cotL[r * dim + j] - p * sd;
+            c->ref_ty[r * dim + j] = tx[r * dim + j] - st;
+        }
+    }
+}
+
+static int log_softmax_case(size_t rows, size_t dim, const char *dtype, const Opts *o, double mean, double sd,
+                            const char *label)
+{
+    kg_kernel *k = build_opts("log_softmax", dtype, o, "rows=%zu dim=%zu", rows, dim);
+    Case c;
+    case_init(&c, dtype, "y", rows * dim);
+    case_input(&c, "x", rows * dim, mean, sd);
+    case_prepare(&c);
+    ref_log_softmax(&c, rows, dim);
+    case_run(&c, k);
+    kg_free(k);
+    int bad = case_compare(&c, "log_softmax", label, 0);
+    case_free(&c);
+    return bad;
+}
+
+/* As softmax, with the derived and the closed-form derivatives: rows far from 0, a wide spread
+   (outputs down to about -100: the error is relative to the largest), constant rows
+   (y = -log(dim)). */
+static void test_log_softmax(void **state)
+{
+    static const size_t shapes[][2] = {{1, 1}, {3, 5}, {4, 64}, {7, 33}, {2, 130}};
+    static const Opts derived = {NULL, "derived", "derived", NULL}, closed = {NULL, "closed", "closed", NULL};
+    (void)state;
+    rng_seed(12);
+    int bad = 0;
+    char label[80];
+    for (int t = 0; t < 2; t++) {
+        for (int form = 0; form < 2; form++) {
+            const Opts *o = form ? &closed : &derived;
+            const char *fl = form ? "closed" : "derived";
+            for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
+                snprintf(label, sizeof label, "rows=%zu dim=%zu %s", shapes[s][0], shapes[s][1], fl);
+                bad |= log_softmax_case(shapes[s][0], shapes[s][1], DTYPES[t], o, 0.0, 1.0, label);
+            }
+            snprintf(label, sizeof label, "mean 1000 %s", fl);
+            bad |= log_softmax_case(3, 17, DTYPES[t], o, 1000.0, 1.0, label);
+            snprintf(label, sizeof label, "mean -1000 %s", fl);
+            bad |= log_softmax_case(3, 17, DTYPES[t], o, -1000.0, 1.0, label);
+            snprintf(label, sizeof label, "sd 20 %s", fl);
+            bad |= log_softmax_case(3, 17, DTYPES[t], o, 0.0, 20.0, label);
+            snprintf(label, sizeof label, "constant rows %s", fl);
+            bad |= log_softmax_case(2, 9, DTYPES[t], o, 5.0, 0.0, label);
+        }
     }
     assert_false(bad);
 }
@@ -2043,6 +2118,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_softmax),
+        cmocka_unit_test(test_log_softmax),
         cmocka_unit_test(test_maximum_ties),
         cmocka_unit_test(test_rmsnorm),
         cmocka_unit_test(test_rmsnorm_hard_inputs),

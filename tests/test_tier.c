@@ -648,7 +648,9 @@ static int make_pair(const char *graph, const char *dtype, const char *extra, pa
         if (st != KG_OK || (st = kg_compile(k, &err)) != KG_OK)
             fail_msg("%s %s: %s", graph, dtype, err ? err : "?");
         p->tcc = k;
-        p->cc = build_tier(graph, dtype, "auto", params); /* cc compiles in the background */
+        q.jit = "auto"; /* the same request (train pass included); cc compiles in the background */
+        if ((st = kg_generate(&q, &p->cc, &err)) != KG_OK || (st = kg_compile(p->cc, &err)) != KG_OK)
+            fail_msg("%s %s (auto): %s", graph, dtype, err ? err : "?");
         p->label = xprintf("%s %s%s%s", graph, dtype, extra ? " " : "", extra ? extra : "");
         return 0;
     }

@@ -248,6 +248,11 @@ def op_softmax(t, p):
     return {"y": torch.softmax(t["x"], dim=-1)}
 
 
+def op_log_softmax(t, p):
+    """log_softmax: x[rows][dim]; y = torch.log_softmax(x, dim=-1)."""
+    return {"y": torch.log_softmax(t["x"], dim=-1)}
+
+
 def _check_close(a, b, what):
     assert torch.allclose(a, b, rtol=1e-10, atol=1e-12), \
         f"{what}: max diff {(a - b).abs().max().item()}"
@@ -384,6 +389,7 @@ GRAPHS = {
     "prenorm_ffn": (op_prenorm_ffn, ["x", "gamma", "beta"] + FFN_W, ["y"],
                     in_norm_ffn, ["seq", "dmodel", "dff", "eps", "gelu"]),
     "softmax": (op_softmax, ["x"], ["y"], in_softmax, ["rows", "dim"]),
+    "log_softmax": (op_log_softmax, ["x"], ["y"], in_softmax, ["rows", "dim"]),
     "postnorm_ffn": (op_postnorm_ffn, ["x", "gamma", "beta"] + FFN_W, ["y"],
                      in_norm_ffn, ["seq", "dmodel", "dff", "eps", "gelu"]),
 }
@@ -565,6 +571,15 @@ CASES = [
       in_softmax_mean1000),
     C("softmax_ties", "softmax", dict(rows=3, dim=7),
       "A constant row (y = 1/7) and a row with two tied maxima.",
+      in_softmax_ties),
+    # log_softmax
+    C("log_softmax", "log_softmax", dict(rows=3, dim=7),
+      "torch.log_softmax over the last axis with random x."),
+    C("log_softmax_mean1000", "log_softmax", dict(rows=3, dim=7),
+      "Rows around 1000: exp(x) overflows, so only the max-shifted form is finite.",
+      in_softmax_mean1000),
+    C("log_softmax_ties", "log_softmax", dict(rows=3, dim=7),
+      "A constant row (y = -log 7) and a row with two tied maxima.",
       in_softmax_ties),
 ]
 

@@ -22,26 +22,26 @@ extern "C" {
 #endif
 
 /* Element counts of every argument and of each function's workspace (0: pass NULL). */
-#define LAYERNORM_2X4_F32_X_SIZE 8 /* x [2, 4] */
-#define LAYERNORM_2X4_F32_GAMMA_SIZE 4 /* gamma [4] */
-#define LAYERNORM_2X4_F32_BETA_SIZE 4 /* beta [4] */
-#define LAYERNORM_2X4_F32_Y_SIZE 8 /* y [2, 4] */
-#define LAYERNORM_2X4_F32_FORWARD_WS_SIZE 0 /* workspace of layernorm_2x4_f32_forward */
-#define LAYERNORM_2X4_F32_Y_COT_SIZE 8 /* y_cot [2, 4] */
-#define LAYERNORM_2X4_F32_X_GRAD_SIZE 8 /* x_grad [2, 4] */
-#define LAYERNORM_2X4_F32_GAMMA_GRAD_SIZE 4 /* gamma_grad [4] */
-#define LAYERNORM_2X4_F32_BETA_GRAD_SIZE 4 /* beta_grad [4] */
-#define LAYERNORM_2X4_F32_VJP_WS_SIZE 4 /* workspace of layernorm_2x4_f32_vjp */
-#define LAYERNORM_2X4_F32_X_TAN_SIZE 8 /* x_tan [2, 4] */
-#define LAYERNORM_2X4_F32_GAMMA_TAN_SIZE 4 /* gamma_tan [4] */
-#define LAYERNORM_2X4_F32_BETA_TAN_SIZE 4 /* beta_tan [4] */
-#define LAYERNORM_2X4_F32_Y_TAN_SIZE 8 /* y_tan [2, 4] */
-#define LAYERNORM_2X4_F32_JVP_WS_SIZE 0 /* workspace of layernorm_2x4_f32_jvp */
-#define LAYERNORM_2X4_F32_MEAN_SIZE 2 /* mean [2, 1] */
-#define LAYERNORM_2X4_F32_STD_SIZE 2 /* std [2, 1] */
-#define LAYERNORM_2X4_F32_INV_STD_SIZE 2 /* inv_std [2, 1] */
-#define LAYERNORM_2X4_F32_FORWARD_TRAIN_WS_SIZE 0 /* workspace of layernorm_2x4_f32_forward_train */
-#define LAYERNORM_2X4_F32_VJP_SAVED_WS_SIZE 4 /* workspace of layernorm_2x4_f32_vjp_saved */
+#define LAYERNORM_2X4_F32_X_SIZE 8 /* x [2, 4], 32 bytes */
+#define LAYERNORM_2X4_F32_GAMMA_SIZE 4 /* gamma [4], 16 bytes */
+#define LAYERNORM_2X4_F32_BETA_SIZE 4 /* beta [4], 16 bytes */
+#define LAYERNORM_2X4_F32_Y_SIZE 8 /* y [2, 4], 32 bytes */
+#define LAYERNORM_2X4_F32_FORWARD_WS_SIZE 0 /* workspace of layernorm_2x4_f32_forward, 0 bytes */
+#define LAYERNORM_2X4_F32_Y_COT_SIZE 8 /* y_cot [2, 4], 32 bytes */
+#define LAYERNORM_2X4_F32_X_GRAD_SIZE 8 /* x_grad [2, 4], 32 bytes */
+#define LAYERNORM_2X4_F32_GAMMA_GRAD_SIZE 4 /* gamma_grad [4], 16 bytes */
+#define LAYERNORM_2X4_F32_BETA_GRAD_SIZE 4 /* beta_grad [4], 16 bytes */
+#define LAYERNORM_2X4_F32_VJP_WS_SIZE 4 /* workspace of layernorm_2x4_f32_vjp, 16 bytes */
+#define LAYERNORM_2X4_F32_X_TAN_SIZE 8 /* x_tan [2, 4], 32 bytes */
+#define LAYERNORM_2X4_F32_GAMMA_TAN_SIZE 4 /* gamma_tan [4], 16 bytes */
+#define LAYERNORM_2X4_F32_BETA_TAN_SIZE 4 /* beta_tan [4], 16 bytes */
+#define LAYERNORM_2X4_F32_Y_TAN_SIZE 8 /* y_tan [2, 4], 32 bytes */
+#define LAYERNORM_2X4_F32_JVP_WS_SIZE 0 /* workspace of layernorm_2x4_f32_jvp, 0 bytes */
+#define LAYERNORM_2X4_F32_MEAN_SIZE 2 /* mean [2, 1], 8 bytes */
+#define LAYERNORM_2X4_F32_STD_SIZE 2 /* std [2, 1], 8 bytes */
+#define LAYERNORM_2X4_F32_INV_STD_SIZE 2 /* inv_std [2, 1], 8 bytes */
+#define LAYERNORM_2X4_F32_FORWARD_TRAIN_WS_SIZE 0 /* workspace of layernorm_2x4_f32_forward_train, 0 bytes */
+#define LAYERNORM_2X4_F32_VJP_SAVED_WS_SIZE 4 /* workspace of layernorm_2x4_f32_vjp_saved, 16 bytes */
 
 /* Each function returns 0, or 1 when a domain hypothesis failed at run time (a standard
    deviation or norm that is not > 0 and finite): the outputs are then not meaningful. */
