@@ -698,7 +698,7 @@ local function emit_step(out, s, name, L, ctx)
     if used[b] and b.role == "local" then locals[#locals + 1] = b.cname .. " = 0" end
   end
   out.line("/* " .. table.concat(names, ", ") .. " */")
-  out.line("static " .. (checks and "int " or "void ") .. name .. "(" .. table.concat(formals, ", ") .. ")")
+  out.line("KG_NEST " .. (checks and "int " or "void ") .. name .. "(" .. table.concat(formals, ", ") .. ")")
   out.open("{")
   if checks then out.line("int bad = 0;") end
   if #locals > 0 then out.line(T .. " " .. table.concat(locals, ", ") .. ";") end

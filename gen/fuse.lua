@@ -19,6 +19,7 @@
 -- bit-identical to the unfused loops (tests compare them, --fuse none).
 
 local loops = require("loops")
+local ops = require("ops")
 
 local aff = loops.aff
 
@@ -125,6 +126,31 @@ local function streams(loop, acc) -- acc: loops.accesses(loop.body)
   return false
 end
 
+-- A loop whose body stores a math function's result (exp, GELU...) directly stays apart from a
+-- loop whose body holds a loop or a reduction (a dot product per iteration): fused, the calls
+-- would run one at a time inside a loop gcc cannot vectorize, where alone they run as vectors
+-- (seq_ffn 8x64x256 forward: GELU after each hidden unit's dot product cost 10x the matrix
+-- products).
+local function calls_math(e)
+  if e.k == "op" then
+    local c = ops[e.op].c
+    if c and c.math then return true end
+    for _, a in ipairs(e.args) do if calls_math(a) then return true end end
+  elseif e.k == "ifzero" then return calls_math(e.e)
+  elseif e.k == "tree" then for _, t in ipairs(e.terms) do if calls_math(t) then return true end end end
+  return false
+end
+
+-- (does body hold a loop or a reduction, does it store a math function's result directly)
+local function body_kind(body)
+  local nested, math = false, false
+  for _, t in ipairs(body) do
+    if t.k == "loop" or t.k == "reduce" then nested = true
+    elseif t.k == "store" and calls_math(t.expr) then math = true end
+  end
+  return nested, math
+end
+
 -- slab() of an access (a record of loops.accesses) for variable v, computed once per access.
 local function slab_of(x, v)
   if x.slab_var ~= v then x.slab_var, x.slab_stride, x.slab_base = v, slab(x.index, v, x.ranges) end
@@ -135,6 +161,9 @@ end
 -- of a's body by buffer; a_streams: streams(a); vb: the accesses of b's body.
 local function fusable(a, by_buf, a_streams, b, vb)
   if a_streams or streams(b, vb) then return false end
+  local a_nested, a_math = body_kind(a.body)
+  local b_nested, b_math = body_kind(b.body)
+  if (a_nested and b_math) or (a_math and b_nested) then return false end
   for _, y in ipairs(vb) do
     for _, x in ipairs(by_buf[y.buf] or {}) do
       if x.write or y.write then

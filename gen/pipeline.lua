@@ -66,6 +66,36 @@ local function forward_train(R)
   return G
 end
 
+-- forward_train saves only what the request's backward passes (vjp_saved, train) read: with W2
+-- frozen, a pre-norm block's train step reads no hidden activation, and saving it would cost a
+-- fifth of the step's RAM. A request without them saves every value the spec declares (another
+-- request's backward may read any). Works on simplified graphs, which keep no dead node.
+local function prune_saved(graphs)
+  local readers = {}
+  for _, p in ipairs({ "vjp_saved", "train" }) do readers[#readers + 1] = graphs[p] end
+  if not graphs.forward_train or #readers == 0 then return end
+  local read = {}
+  for _, G in ipairs(readers) do
+    local used = {}
+    for _, n in ipairs(G.nodes) do for _, a in ipairs(n.args) do used[a] = true end end
+    for _, o in ipairs(G.outputs) do used[o.node] = true end
+    for _, io in ipairs(G.inputs) do if io.role == "saved" and used[io.node] then read[io.name] = true end end
+  end
+  local function kept(list)
+    local out = {}
+    for _, x in ipairs(list) do
+      if (x.role ~= "save" and x.role ~= "saved") or read[x.name] then out[#out + 1] = x end
+    end
+    return out
+  end
+  local F = graphs.forward_train
+  F.outputs = kept(F.outputs)
+  graphs.forward_train = simplify.run(F)
+  for _, p in ipairs({ "vjp_saved", "train" }) do
+    if graphs[p] then graphs[p].inputs = kept(graphs[p].inputs) end
+  end
+end
+
 -- The VJP with every saved value read from an argument (role "saved") instead of computed:
 -- what only fed the saved values is dead, and simplify drops it. With trainable (a set of
 -- input names), those inputs get the role "param" (the train pass updates them).
@@ -316,8 +346,9 @@ function pipeline.graph(req)
   end
   local graphs = {}
   for _, p in ipairs(req.passes) do graphs[p] = p == "forward" and F or after(p, PASS[p].graph(R)) end
+  for _, p in ipairs(req.passes) do graphs[p] = simplify.run(graphs[p]) end
+  prune_saved(graphs)
   for _, p in ipairs(req.passes) do
-    graphs[p] = simplify.run(graphs[p])
     if req.check_ir then ir.verify(graphs[p], "simplify(" .. p .. ")") end
     if req.dump_ir == "simplify" then dumps[#dumps + 1] = ir.dump(graphs[p], "simplify(" .. p .. ")") end
   end
@@ -407,11 +438,12 @@ function pipeline.generate(req)
   result.header_file, result.source_file = base .. ".h", base .. ".c"
   result.header = template.fill("templates/kernel.h.in", {
     banner = banner, guard = upper .. "_H", sizes = table.concat(sizes, "\n"), prototypes = table.concat(protos, "\n") })
-  result.source = template.fill("templates/kernel.c.in", {
-    banner = banner, header = result.header_file, helpers = helper_text, tables = table_text, functions = fn_text })
+  local guard = template.fill("templates/compiler_guard.c.in", {})
+  result.source = template.fill("templates/kernel.c.in", { banner = banner, header = result.header_file,
+    compiler_guard = guard, helpers = helper_text, tables = table_text, functions = fn_text })
   result.jit_source = template.fill("templates/jit.c.in", {
-    prototypes = emit.libm_prototypes(), helpers = helper_text, tables = table_text, functions = fn_text,
-    entries = table.concat(entries, "\n") })
+    prototypes = emit.libm_prototypes(), compiler_guard = guard, helpers = helper_text, tables = table_text,
+    functions = fn_text, entries = table.concat(entries, "\n") })
   result.libm = emit.LIBM
   result.stats = { statements = statements, bytes = #result.source, terms = terms, table_bytes = table_bytes }
   result.params_text = params_text(S, R.dims, R.attrs)

@@ -73,23 +73,19 @@ static int call(kg_pass pass, const char *const *names, void *const *ptrs, int n
 int block_forward_train(const float *restrict x, const float *restrict gamma,
                         const float *restrict beta, const float *restrict b1,
                         const float *restrict b2, float *restrict y, float *restrict layernorm_mean,
-                        float *restrict layernorm_std, float *restrict layernorm_inv_std,
-                        float *restrict mlp_hidden_pre, float *restrict mlp_hidden,
+                        float *restrict layernorm_inv_std, float *restrict mlp_hidden_pre,
                         float *restrict ws)
 {
     static const char *const names[] = {"x", "gamma", "beta", "b1", "b2", "y", "layernorm_mean",
-                                        "layernorm_std", "layernorm_inv_std", "mlp_hidden_pre",
-                                        "mlp_hidden", "ws"};
+                                        "layernorm_inv_std", "mlp_hidden_pre", "ws"};
     void *const ptrs[] = {(void *)x, (void *)gamma, (void *)beta, (void *)b1, (void *)b2, y,
-                          layernorm_mean, layernorm_std, layernorm_inv_std, mlp_hidden_pre,
-                          mlp_hidden, ws};
+                          layernorm_mean, layernorm_inv_std, mlp_hidden_pre, ws};
     return call(KG_FORWARD_TRAIN, names, ptrs, (int)(sizeof names / sizeof names[0]));
 }
 
 int block_train(const float *restrict x, float *restrict gamma, float *restrict beta,
                 float *restrict b1, float *restrict b2, const float *restrict layernorm_mean,
-                const float *restrict layernorm_std, const float *restrict layernorm_inv_std,
-                const float *restrict mlp_hidden_pre, const float *restrict mlp_hidden,
+                const float *restrict layernorm_inv_std, const float *restrict mlp_hidden_pre,
                 const float *restrict y_cot, const float *restrict opt,
                 float *restrict gamma_exp_avg, float *restrict gamma_exp_avg_sq,
                 float *restrict beta_exp_avg, float *restrict beta_exp_avg_sq,
@@ -97,13 +93,12 @@ int block_train(const float *restrict x, float *restrict gamma, float *restrict 
                 float *restrict b2_exp_avg, float *restrict b2_exp_avg_sq, float *restrict ws)
 {
     static const char *const names[] = {
-        "x", "gamma", "beta", "b1", "b2", "layernorm_mean", "layernorm_std", "layernorm_inv_std",
-        "mlp_hidden_pre", "mlp_hidden", "y_cot", "opt", "gamma_exp_avg", "gamma_exp_avg_sq",
+        "x", "gamma", "beta", "b1", "b2", "layernorm_mean", "layernorm_inv_std", "mlp_hidden_pre",
+        "y_cot", "opt", "gamma_exp_avg", "gamma_exp_avg_sq",
         "beta_exp_avg", "beta_exp_avg_sq", "b1_exp_avg", "b1_exp_avg_sq", "b2_exp_avg",
         "b2_exp_avg_sq", "ws"};
     void *const ptrs[] = {(void *)x, gamma, beta, b1, b2, (void *)layernorm_mean,
-                          (void *)layernorm_std, (void *)layernorm_inv_std, (void *)mlp_hidden_pre,
-                          (void *)mlp_hidden, (void *)y_cot, (void *)opt, gamma_exp_avg,
+                          (void *)layernorm_inv_std, (void *)mlp_hidden_pre, (void *)y_cot, (void *)opt, gamma_exp_avg,
                           gamma_exp_avg_sq, beta_exp_avg, beta_exp_avg_sq, b1_exp_avg,
                           b1_exp_avg_sq, b2_exp_avg, b2_exp_avg_sq, ws};
     return call(KG_TRAIN, names, ptrs, (int)(sizeof names / sizeof names[0]));

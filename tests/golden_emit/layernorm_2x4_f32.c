@@ -17,10 +17,21 @@
    unless dead-store elimination is off (or vectorization, or if-conversion); clang, gcc
    without AVX-512 and -O0 agree with the JIT. The generator writes few stores that DSE could
    remove. */
-#if defined(__GNUC__) && !defined(__clang__)
+#if defined(__GNUC__) && !defined(__clang__) && !defined(__TINYC__)
 #pragma GCC optimize("fp-contract=off", "no-unsafe-math-optimizations", "no-finite-math-only", "no-tree-dse")
 #else
 #pragma STDC FP_CONTRACT OFF
+#endif
+
+/* KG_NEST: each loop nest is a function of its own. With AVX-512, Debian 12's gcc 12.2 also
+   computed wrong tangents in small FFN JVP kernels (seq_ffn seq=2 dmodel=4 dff=6 f32 jvp: a
+   6-element GELU-derivative loop, its first 3 elements) once a nest was inlined into its caller,
+   where the workspace buffers become known offsets of one pointer; kept out of line, the nest
+   is compiled as written. */
+#if defined(__GNUC__) && !defined(__clang__) && !defined(__TINYC__) && defined(__AVX512F__)
+#define KG_NEST static __attribute__((noinline))
+#else
+#define KG_NEST static
 #endif
 
 static float kg_sqrt_clamp_f32(float v)
@@ -29,7 +40,7 @@ static float kg_sqrt_clamp_f32(float v)
 }
 
 /* %9 [2], mean [2, 1], %16 [2], std [2, 1], inv_std [2, 1], y [2, 4] */
-static int layernorm_2x4_f32_forward_1(const float *restrict x, const float *restrict gamma, const float *restrict beta, float *restrict y)
+KG_NEST int layernorm_2x4_f32_forward_1(const float *restrict x, const float *restrict gamma, const float *restrict beta, float *restrict y)
 {
     int bad = 0;
     float t0 = 0, t1 = 0, t2 = 0, t3 = 0, t4 = 0;
@@ -81,7 +92,7 @@ int layernorm_2x4_f32_forward(const float *restrict x, const float *restrict gam
 }
 
 /* grad(beta) [4] */
-static void layernorm_2x4_f32_vjp_1(float *restrict beta_grad)
+KG_NEST void layernorm_2x4_f32_vjp_1(float *restrict beta_grad)
 {
     beta_grad[0] = 0.0f;
     beta_grad[1] = 0.0f;
@@ -90,7 +101,7 @@ static void layernorm_2x4_f32_vjp_1(float *restrict beta_grad)
 }
 
 /* grad(gamma) [4] */
-static void layernorm_2x4_f32_vjp_2(float *restrict gamma_grad)
+KG_NEST void layernorm_2x4_f32_vjp_2(float *restrict gamma_grad)
 {
     gamma_grad[0] = 0.0f;
     gamma_grad[1] = 0.0f;
@@ -99,7 +110,7 @@ static void layernorm_2x4_f32_vjp_2(float *restrict gamma_grad)
 }
 
 /* %10 [2], mean [2, 1], %17 [2], std [2, 1], inv_std [2, 1], grad(beta) [4], grad(gamma) [4], %33 [2], %42 [2], grad(centered) [2, 4], %49 [2], %52 [2], grad(xs) [2, 4] */
-static int layernorm_2x4_f32_vjp_3(const float *restrict x, const float *restrict gamma, const float *restrict y_cot, float *restrict x_grad, float *restrict gamma_grad, float *restrict beta_grad, float *restrict ws_7)
+KG_NEST int layernorm_2x4_f32_vjp_3(const float *restrict x, const float *restrict gamma, const float *restrict y_cot, float *restrict x_grad, float *restrict gamma_grad, float *restrict beta_grad, float *restrict ws_7)
 {
     int bad = 0;
     float t0 = 0, t1 = 0, t2 = 0, t3 = 0, t4 = 0, t5 = 0, t6 = 0, t7 = 0, t8 = 0;
@@ -190,7 +201,7 @@ int layernorm_2x4_f32_vjp(const float *restrict x, const float *restrict gamma, 
 }
 
 /* %12 [2], mean [2, 1], %19 [2], std [2, 1], inv_std [2, 1], %29 [2], tan(mean) [2, 1], %37 [2], tan(inv_std) [2, 1], tan(y) [2, 4] */
-static int layernorm_2x4_f32_jvp_1(const float *restrict x, const float *restrict gamma, const float *restrict x_tan, const float *restrict gamma_tan, const float *restrict beta_tan, float *restrict y_tan)
+KG_NEST int layernorm_2x4_f32_jvp_1(const float *restrict x, const float *restrict gamma, const float *restrict x_tan, const float *restrict gamma_tan, const float *restrict beta_tan, float *restrict y_tan)
 {
     int bad = 0;
     float t0 = 0, t1 = 0, t2 = 0, t3 = 0, t4 = 0, t5 = 0, t6 = 0, t7 = 0, t8 = 0;
@@ -268,7 +279,7 @@ int layernorm_2x4_f32_jvp(const float *restrict x, const float *restrict gamma, 
 }
 
 /* %9 [2], mean [2, 1], %16 [2], std [2, 1], inv_std [2, 1], y [2, 4] */
-static int layernorm_2x4_f32_forward_train_1(const float *restrict x, const float *restrict gamma, const float *restrict beta, float *restrict y, float *restrict mean, float *restrict std, float *restrict inv_std)
+KG_NEST int layernorm_2x4_f32_forward_train_1(const float *restrict x, const float *restrict gamma, const float *restrict beta, float *restrict y, float *restrict mean, float *restrict std, float *restrict inv_std)
 {
     int bad = 0;
     float t0 = 0, t1 = 0;
@@ -321,7 +332,7 @@ int layernorm_2x4_f32_forward_train(const float *restrict x, const float *restri
 }
 
 /* grad(beta) [4] */
-static void layernorm_2x4_f32_vjp_saved_1(float *restrict beta_grad)
+KG_NEST void layernorm_2x4_f32_vjp_saved_1(float *restrict beta_grad)
 {
     beta_grad[0] = 0.0f;
     beta_grad[1] = 0.0f;
@@ -330,7 +341,7 @@ static void layernorm_2x4_f32_vjp_saved_1(float *restrict beta_grad)
 }
 
 /* grad(gamma) [4] */
-static void layernorm_2x4_f32_vjp_saved_2(float *restrict gamma_grad)
+KG_NEST void layernorm_2x4_f32_vjp_saved_2(float *restrict gamma_grad)
 {
     gamma_grad[0] = 0.0f;
     gamma_grad[1] = 0.0f;
@@ -339,7 +350,7 @@ static void layernorm_2x4_f32_vjp_saved_2(float *restrict gamma_grad)
 }
 
 /* grad(beta) [4], grad(gamma) [4], %25 [2], %34 [2], grad(centered) [2, 4], %41 [2], %44 [2], grad(xs) [2, 4] */
-static void layernorm_2x4_f32_vjp_saved_3(const float *restrict x, const float *restrict gamma, const float *restrict mean, const float *restrict std, const float *restrict inv_std, const float *restrict y_cot, float *restrict x_grad, float *restrict gamma_grad, float *restrict beta_grad, float *restrict ws_2)
+KG_NEST void layernorm_2x4_f32_vjp_saved_3(const float *restrict x, const float *restrict gamma, const float *restrict mean, const float *restrict std, const float *restrict inv_std, const float *restrict y_cot, float *restrict x_grad, float *restrict gamma_grad, float *restrict beta_grad, float *restrict ws_2)
 {
     float t0 = 0, t1 = 0, t2 = 0, t3 = 0;
     for (int i0 = 0; i0 < 2; ++i0) {
