@@ -26,6 +26,8 @@ local block = {}
 block.TILE = 8        -- outputs per tile of an accumulation (C locals)
 block.JAM = 8         -- reduce statements jammed into one lane loop
 block.MIN_WORK = 4096 -- nests of fewer terms in all are left alone
+block.LANE_FUSE_MIN = 4 -- a reduce joins its producer loop from this many lane-widths on: a
+                        -- shorter row is written out, its lanes in registers
 
 -- The loops of a perfect nest (one statement per loop level) and its statement.
 local function perfect(s)
@@ -275,6 +277,88 @@ local function expand_broadcasts(F, body, chain)
   end
 end
 
+---------------------------------------------------------------------------------------------
+-- Reductions into their producer loop: a loop that stores a row (for v < n: b[v] = ...)
+-- followed by a reduce over that row (t = sum[r < n; lanes L] f(b[r], ...)) becomes one sweep,
+-- the reduce's lanes kept in a workspace row of L accumulators:
+--   for l < L: acc[l] = 0
+--   for v < n/L: for l < L: b[L v + l] = ...; acc[l] += f(b[L v + l], ...)
+--   t = tree(acc[0], ..., acc[L-1])
+-- Lane l adds the terms j = l (mod L) in order from 0 and the same tree folds the lanes, so the
+-- sum is the reduce's to the bit; the row is no longer read back (a VJP's sum of its own
+-- gradient row: LayerNorm's and BatchNorm's dx; LayerNorm 64x768 vjp_saved 0.84 -> 0.73x
+-- oneDNN, BatchNorm c128 56x56 1.32 -> 1.23x hand -Ofast). The lane loop is written out
+-- (loop.lanes), so gcc adds the accumulators as one vector.
+
+-- The store to buf in body, when there is exactly one.
+local function only_store(body, buf)
+  local found
+  for _, st in ipairs(body) do
+    if st.target.buf == buf then
+      if found then return nil end
+      found = st
+    end
+  end
+  return found
+end
+
+local function reduce_into_producer(F, a, r)
+  local W = r.lanes
+  if r.check or (r.combine or "add") ~= "add" or #r.rvars ~= 1 or r.rvars[1].n ~= a.n or not W or W < 2
+    or a.n % W ~= 0 or a.n < block.LANE_FUSE_MIN * W then
+    return nil
+  end
+  local written = {}
+  for _, st in ipairs(a.body) do
+    if st.k ~= "store" then return nil end
+    written[st.target.buf] = true
+  end
+  if written[r.target.buf] then return nil end
+  local rv = r.rvars[1].var
+  for _, l in ipairs(loops.loads(r.expr, {})) do
+    if written[l.buf] then -- only the element this iteration stored
+      local st = only_store(a.body, l.buf)
+      if not st or aff.str(aff.subst(st.target.index, a.var, aff.var(rv))) ~= aff.str(l.index) then return nil end
+    end
+  end
+  local u = "i" .. (tonumber(util.match(a.var, "%d+")) + 1) -- canonical names (fuse)
+  local form = aff.add(aff.scale(aff.var(a.var), W), aff.var(u))
+  local acc = { cname = "ws", role = "ws", size = W, id = #F.bufs }
+  F.bufs[#F.bufs + 1] = acc
+  local inner = {}
+  for _, st in ipairs(a.body) do
+    inner[#inner + 1] = { k = "store", target = ref_subst(st.target, a.var, form), expr = subst_expr(st.expr, a.var, form),
+      check = st.check, node = st.node }
+  end
+  inner[#inner + 1] = { k = "accum", target = { buf = acc, index = aff.var(u) }, expr = subst_expr(r.expr, rv, form),
+    combine = "add", node = r.node }
+  local lanes = {}
+  for l = 0, W - 1 do lanes[#lanes + 1] = { k = "load", buf = acc, index = aff.const(l) } end
+  return {
+    { k = "loop", var = a.var, n = W, node = r.node, body = {
+      { k = "store", target = { buf = acc, index = aff.var(a.var) }, expr = { k = "num", v = 0 }, node = r.node } } },
+    { k = "loop", var = a.var, n = a.n // W, node = a.node, body = { { k = "loop", var = u, n = W, lanes = true, node = a.node, body = inner } } },
+    { k = "store", target = r.target, expr = { k = "tree", terms = lanes, combine = "add" }, node = r.node },
+  }
+end
+
+local function reduces_into_producers(F, body)
+  for _, s in ipairs(body) do if s.k == "loop" then reduces_into_producers(F, s.body) end end
+  local i = 1
+  while i < #body do
+    local a, r = body[i], body[i + 1]
+    local repl = a.k == "loop" and r.k == "reduce" and reduce_into_producer(F, a, r)
+    if repl then
+      table.remove(body, i + 1)
+      table.remove(body, i)
+      for k = #repl, 1, -1 do table.insert(body, i, repl[k]) end
+      i = i + #repl
+    else
+      i = i + 1
+    end
+  end
+end
+
 local function coalesce(body)
   for _, s in ipairs(body) do
     if s.k == "loop" then
@@ -302,6 +386,7 @@ end
 function block.run(F)
   expand_broadcasts(F, F.body, {})
   coalesce(F.body)
+  reduces_into_producers(F, F.body)
   local out = {}
   for _, top in ipairs(F.body) do
     local repl = block_accum(F, top) or jam_reduce(top)

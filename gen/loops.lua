@@ -3,6 +3,7 @@
 --
 -- A function is { params = {buf...}, bufs = {buf...}, body = {stmt...}, ws_size }. Statements:
 --   { k = "loop", var = "i0", n = 64, body = {stmt...} }    for (int i0 = 0; i0 < 64; ++i0)
+--        lanes = true: a reduce's lane loop (block.lua), always written out (schedule.lua)
 --   { k = "store", target = ref, expr = e, check = c }        target = e
 --   { k = "reduce", target = ref, rvars = {{var, n}...}, lanes = L, expr = e, check = c }
 --        target = the sum of e over the rvars (outermost first). Lane l sums, in iteration

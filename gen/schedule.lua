@@ -47,7 +47,7 @@ local function size(s, policy, budget)
       inner = inner + n
       straight = straight and all
     end
-    s.unroll = policy == "full" or (straight and (s.n <= schedule.TINY or (policy == "auto" and s.n * inner <= budget)))
+    s.unroll = policy == "full" or (straight and (s.n <= schedule.TINY or s.lanes or (policy == "auto" and s.n * inner <= budget)))
     if s.unroll then return s.n * inner, true end
     local strip = schedule.STRIP
     if policy == "auto" and straight and s.n >= 2 * strip and inner * strip <= budget then
