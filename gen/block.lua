@@ -26,7 +26,7 @@ local block = {}
 block.TILE = 8        -- outputs per tile of an accumulation (C locals)
 block.JAM = 8         -- reduce statements jammed into one lane loop
 block.MIN_WORK = 4096 -- nests of fewer terms in all are left alone
-block.LANE_FUSE_MIN = 4 -- a reduce joins its producer loop from this many lane-widths on: a
+block.LANE_FUSE_MIN = 8 -- a reduce joins its producer loop from this many lane-widths on: a
                         -- shorter row is written out, its lanes in registers
 
 -- The loops of a perfect nest (one statement per loop level) and its statement.
@@ -280,15 +280,15 @@ end
 ---------------------------------------------------------------------------------------------
 -- Reductions into their producer loop: a loop that stores a row (for v < n: b[v] = ...)
 -- followed by a reduce over that row (t = sum[r < n; lanes L] f(b[r], ...)) becomes one sweep,
--- the reduce's lanes kept in a workspace row of L accumulators:
+-- the reduce's lanes kept in a local array of L accumulators (no workspace):
 --   for l < L: acc[l] = 0
 --   for v < n/L: for l < L: b[L v + l] = ...; acc[l] += f(b[L v + l], ...)
 --   t = tree(acc[0], ..., acc[L-1])
 -- Lane l adds the terms j = l (mod L) in order from 0 and the same tree folds the lanes, so the
 -- sum is the reduce's to the bit; the row is no longer read back (a VJP's sum of its own
--- gradient row: LayerNorm's and BatchNorm's dx; LayerNorm 64x768 vjp_saved 0.84 -> 0.73x
--- oneDNN, BatchNorm c128 56x56 1.32 -> 1.23x hand -Ofast). The lane loop is written out
--- (loop.lanes), so gcc adds the accumulators as one vector.
+-- gradient row: LayerNorm's and BatchNorm's dx; LayerNorm 64x768 vjp_saved 0.84 -> 0.75x
+-- oneDNN, BatchNorm c64 32x32 1.53 -> 1.15x hand -Ofast). The lane loop is written out
+-- (loop.lanes) and the accumulators are a C array, so gcc keeps them in one vector register.
 
 -- The store to buf in body, when there is exactly one.
 local function only_store(body, buf)
@@ -323,7 +323,7 @@ local function reduce_into_producer(F, a, r)
   end
   local u = "i" .. (tonumber(util.match(a.var, "%d+")) + 1) -- canonical names (fuse)
   local form = aff.add(aff.scale(aff.var(a.var), W), aff.var(u))
-  local acc = { cname = "ws", role = "ws", size = W, id = #F.bufs }
+  local acc = { cname = "t", role = "local", size = W, id = #F.bufs }
   F.bufs[#F.bufs + 1] = acc
   local inner = {}
   for _, st in ipairs(a.body) do

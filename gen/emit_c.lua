@@ -65,9 +65,9 @@ end
 
 -- Workspace buffers are read and written through per-statement restrict pointers (ws_N, see
 -- emit_top), so the C compiler knows they do not overlap; parameters by their own names;
--- one-element buffers are C locals.
+-- one-element buffers are C locals, and a reduce's lane accumulators a local array (block.lua).
 local function index_str(buf, index, env)
-  if buf.role == "local" then return buf.cname end
+  if buf.role == "local" and buf.size == 1 then return buf.cname end
   local name = buf.role == "ws" and ("ws_" .. buf.id) or buf.cname
   return name .. "[" .. aff.render(index, 0, env) .. "]"
 end
@@ -115,7 +115,7 @@ local compile
 -- the index's symbolic part (declare_bases), the access is base[constant].
 local function compile_load(e, ref)
   local buf, index = e.buf, e.index
-  if buf.role == "local" then
+  if buf.role == "local" and buf.size == 1 then
     if ref then return function() return buf.cname, 3 end end
     return function(_, ctx) local s = buf.cname; return ctx.hoisted[s] or s, 3 end
   end
@@ -695,7 +695,9 @@ local function emit_step(out, s, name, L, ctx)
   for _, p in ipairs(L.params) do if used[p] then pass(p, p.cname, p.cname) end end
   for _, b in ipairs(L.bufs) do
     if used[b] and b.role == "ws" then pass(b, "ws_" .. b.id, "ws + " .. b.base) end
-    if used[b] and b.role == "local" then locals[#locals + 1] = b.cname .. " = 0" end
+    if used[b] and b.role == "local" then
+      locals[#locals + 1] = b.cname .. (b.size == 1 and " = 0" or ("[" .. b.size .. "] = {0}"))
+    end
   end
   out.line("/* " .. table.concat(names, ", ") .. " */")
   out.line("KG_NEST " .. (checks and "int " or "void ") .. name .. "(" .. table.concat(formals, ", ") .. ")")

@@ -265,13 +265,18 @@ local function contract(F)
       for _, x in ipairs(acc_of[i]) do if x.buf == buf then acc[#acc + 1] = x end end
       local chain = enclosing(F.body[i], buf, sets)
       for k = #chain, 1, -1 do
-        local v, stride = chain[k].var, nil
+        -- the loops around chain[k] are fixed during it: their variables place the slab (base),
+        -- the same for every access, so an element is written and read in one iteration
+        local v, stride, base, outer = chain[k].var, nil, nil, {}
+        for j = 1, k - 1 do outer[chain[j].var] = true end
         for _, x in ipairs(acc) do
-          local st = slab(x.index, v, x.ranges)
-          if not st or (stride and st ~= stride) then stride = false; break end
-          stride = st
+          local ranges = {}
+          for u, n in pairs(x.ranges) do if not outer[u] then ranges[u] = n end end
+          local st, b = slab(x.index, v, ranges)
+          if not st or (stride and (st ~= stride or b ~= base)) then stride = false; break end
+          stride, base = st, b
         end
-        if stride then shrink[buf] = { var = v, stride = stride }; break end
+        if stride then shrink[buf] = { var = v, stride = stride, outer = outer }; break end
       end
     end
   end
@@ -279,7 +284,7 @@ local function contract(F)
     local s = shrink[buf]
     if not s then return index end
     local r = { c = index.c, t = {} }
-    for x, k in pairs(index.t) do if x ~= s.var then r.t[x] = k end end
+    for x, k in pairs(index.t) do if x ~= s.var and not s.outer[x] then r.t[x] = k end end
     return r
   end
   local function fix_expr(e)
