@@ -198,7 +198,7 @@ function lower.run(G, dtype)
       local c = def.cost
       for _, a in ipairs(n.args) do c = c + cost[a] end
       cost[n] = c
-      if def.domain or forced[n] or out_param[n] or ((uses[n.id] or 0) > 1 and c > 2) or c > 40 then
+      if def.domain or forced[n] or out_param[n] or ((uses[n.id] or 0) > 1 and c > 4) or c > 40 then
         materialize(n)
       end
     end
