@@ -131,21 +131,10 @@ local function compile_load(e, ref)
   local nv = #vars
   -- env holds an affine form (a lane or strip-mined loop: i1 + 3): merge the forms
   local function general(env)
-    local c, sym = c0, {}
-    for v, k in pairs(index.t) do
-      local x = env[v]
-      if type(x) == "number" then
-        c = c + k * x
-      elseif x then
-        c = c + k * x.c
-        for v2, k2 in pairs(x.t) do sym[v2] = (sym[v2] or 0) + k * k2 end
-      else
-        sym[v] = (sym[v] or 0) + k
-      end
-    end
+    local c, sym = aff.resolve(index, env)
+    if not sym then return c, nil end
     local names = {}
-    for v, k in pairs(sym) do if k ~= 0 then names[#names + 1] = v end end
-    if #names == 0 then return c, nil end
+    for v in pairs(sym) do names[#names + 1] = v end
     table.sort(names)
     for i, v in ipairs(names) do
       local k = sym[v]

@@ -72,8 +72,10 @@ end
 -- order aff.str prints them in); when env maps them to integers or nothing, the text is built
 -- directly, and an env holding affine forms takes the general path below.
 local sorted_vars = setmetatable({}, { __mode = "k" })
-local function general_render(a, base, env)
-  local c, sym = a.c + base, nil
+-- a with env's values substituted (numbers, or affine forms of a lane or strip-mined loop's
+-- variable): the constant, and the symbolic terms left (nil when there are none)
+function aff.resolve(a, env)
+  local c, sym = a.c, nil
   for v, k in pairs(a.t) do
     local x = env[v]
     if type(x) == "number" then
@@ -88,9 +90,17 @@ local function general_render(a, base, env)
       end
     end
   end
-  if not sym then return tostring(c) end
-  for v, k in pairs(sym) do if k == 0 then sym[v] = nil end end
-  return aff.str({ c = c, t = sym })
+  if sym then
+    for v, k in pairs(sym) do if k == 0 then sym[v] = nil end end
+    if next(sym) == nil then sym = nil end
+  end
+  return c, sym
+end
+
+local function general_render(a, base, env)
+  local c, sym = aff.resolve(a, env)
+  if not sym then return tostring(c + base) end
+  return aff.str({ c = c + base, t = sym })
 end
 function aff.render(a, base, env)
   local t = a.t

@@ -722,17 +722,25 @@ static void axis_groups(Groups *G, const size_t *dims, int rank, int axis, doubl
 /* softmax, log_softmax, and the ties of maximum                                         */
 /* ====================================================================================== */
 
+/* A row's maximum *m and sum(exp(x - *m)), in long double. */
+static long double row_exp_sum(const long double *xr, size_t dim, long double *m)
+{
+    long double s = 0;
+    *m = xr[0];
+    for (size_t j = 1; j < dim; j++)
+        *m = xr[j] > *m ? xr[j] : *m;
+    for (size_t j = 0; j < dim; j++)
+        s += expl(xr[j] - *m);
+    return s;
+}
+
 /* y = e / sum(e), e = exp(x - max x); dx = y (dy - sum(dy y)); ty = y (tx - sum(tx y)). */
 static void ref_softmax(Case *c, size_t rows, size_t dim)
 {
     const long double *x = c->inL[0], *tx = c->tanL[0];
     for (size_t r = 0; r < rows; r++) {
         const long double *xr = x + r * dim;
-        long double m = xr[0], s = 0, sd = 0, st = 0;
-        for (size_t j = 1; j < dim; j++)
-            m = xr[j] > m ? xr[j] : m;
-        for (size_t j = 0; j < dim; j++)
-            s += expl(xr[j] - m);
+        long double m, s = row_exp_sum(xr, dim, &m), sd = 0, st = 0;
         for (size_t j = 0; j < dim; j++) {
             long double y = expl(xr[j] - m) / s;
             c->ref_y[r * dim + j] = y;
@@ -791,11 +799,7 @@ static void ref_log_softmax(Case *c, size_t rows, size_t dim)
     const long double *x = c->inL[0], *tx = c->tanL[0];
     for (size_t r = 0; r < rows; r++) {
         const long double *xr = x + r * dim;
-        long double m = xr[0], s = 0, sd = 0, st = 0;
-        for (size_t j = 1; j < dim; j++)
-            m = xr[j] > m ? xr[j] : m;
-        for (size_t j = 0; j < dim; j++)
-            s += expl(xr[j] - m);
+        long double m, s = row_exp_sum(xr, dim, &m), sd = 0, st = 0;
         long double ls = logl(s);
         for (size_t j = 0; j < dim; j++) {
             c->ref_y[r * dim + j] = (xr[j] - m) - ls;
