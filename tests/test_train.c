@@ -10,6 +10,8 @@
  *   frozen_costs_less    frozen matrices get no gradient code: a step training only the biases
  *                        and LayerNorm parameters has a smaller workspace and fewer statements
  *   bad_requests         unknown or duplicate names, --pass train without --train, ...
+ *   vjp_workspace        the plain VJP's workspace at default dims is at most 1.25x the
+ *                        saved values plus one row (x's elements per index of its first axis)
  *
  * Bit identity of train across the JIT, gcc, clang and the Cortex-M4F: test_identity.c (every
  * graph trains with adam there); across schedules: test_aot.c. */
@@ -392,6 +394,45 @@ static void frozen_costs_less(void **state)
     kg_free(bias);
 }
 
+/* A size, not a timing: what the VJP needs beyond the statistics a training forward would
+   save is at most a quarter of them plus one row. Measured at default dims (f32), elements:
+   layernorm 64 (24 saved + 64 row), batchnorm2d 64 (12 + 64), softmax 64 (0 + 64), seq_ffn
+   1088 (4096 + 64). Not met, and left out: groupnorm 224 (12 + 128: 1.6x; block.lua copies
+   per-group statistics into channel-wide rows for speed) and ffn, a single vector whose row
+   is the hidden layer, not x's axis (768 against 512 + 256 saved). */
+static void vjp_workspace(void **state)
+{
+    (void)state;
+    char *list = NULL, *err = NULL;
+    assert_int_equal(kg_graphs(&list, &err), KG_OK);
+    int checked = 0;
+    for (char *name = strtok(list, "\n"); name; name = strtok(NULL, "\n")) {
+        if (strcmp(name, "groupnorm") == 0 || strcmp(name, "ffn") == 0)
+            continue;
+        kg_request r = {0};
+        r.graph = name;
+        r.dtype = "f32";
+        r.passes = (1u << KG_VJP) | (1u << KG_FORWARD_TRAIN);
+        kg_kernel *k = NULL;
+        assert_int_equal(kg_generate(&r, &k, &err), KG_OK);
+        size_t saved = 0;
+        for (int i = 0; i < kg_nargs(k, KG_FORWARD_TRAIN); i++) {
+            const kg_arg *a = kg_arg_at(k, KG_FORWARD_TRAIN, i);
+            if (a->role == KG_ROLE_SAVE)
+                saved += a->count;
+        }
+        const kg_arg *x = kg_arg_at(k, KG_VJP, 0);
+        size_t row = x->ndim > 1 ? x->count / x->shape[0] : x->count, ws = kg_ws_size(k, KG_VJP);
+        if (4 * ws > 5 * (saved + row))
+            print_error("%s: vjp workspace %zu elements > 1.25 x (%zu saved + %zu row)\n", name, ws, saved, row);
+        assert_true(4 * ws <= 5 * (saved + row));
+        checked++;
+        kg_free(k);
+    }
+    free(list);
+    assert_true(checked >= 15);
+}
+
 static void bad_requests(void **state)
 {
     (void)state;
@@ -435,6 +476,7 @@ int main(void)
         cmocka_unit_test(wrt_selects),
         cmocka_unit_test(frozen_costs_less),
         cmocka_unit_test(bad_requests),
+        cmocka_unit_test(vjp_workspace),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
