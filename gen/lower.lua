@@ -198,6 +198,8 @@ function lower.run(G, dtype)
       local c = def.cost
       for _, a in ipairs(n.args) do c = c + cost[a] end
       cost[n] = c
+      -- used twice and dearer than a division: stored (a division or less is recomputed, which
+      -- costs about what a row of workspace written and read back does, and saves the row)
       if def.domain or forced[n] or out_param[n] or ((uses[n.id] or 0) > 1 and c > 4) or c > 40 then
         materialize(n)
       end
