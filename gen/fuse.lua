@@ -306,6 +306,104 @@ local function contract(F)
 end
 
 ---------------------------------------------------------------------------------------------
+-- In place: `for v: ... B[v] = f(A[v], ...) ...`, where A's life ends in that loop and B's
+-- begins there, stores B into A's element of the same iteration: one row of workspace instead
+-- of two (a VJP's gradient row before and after an activation's derivative). Conditions: A and
+-- B are workspace rows of the loop's extent, indexed by its variable alone in the loop; A is
+-- written in full (by a loop that does not read it) before anything in the body reads it, so
+-- no value of A crosses an iteration of the loops around; nothing after the store reads A,
+-- nothing before the loop touches B, and neither is touched outside this body. Same values,
+-- same order: only addresses change.
+
+local function counts(acc)
+  local n = {}
+  for _, x in ipairs(acc) do n[x.buf] = (n[x.buf] or 0) + 1 end
+  return n
+end
+
+local function is_var(index, v)
+  if index.c ~= 0 then return false end
+  for u, k in pairs(index.t) do if u ~= v or k ~= 1 then return false end end
+  return index.t[v] == 1
+end
+
+-- Does statement s (a loop) store every element of buf without reading buf?
+local function defines(s, buf)
+  if s.k ~= "loop" or s.n ~= buf.size then return false end
+  local stores = false
+  for _, t in ipairs(s.body) do
+    if t.k == "store" and t.target.buf == buf and is_var(t.target.index, s.var) then stores = true end
+  end
+  for _, x in ipairs(loops.accesses({ s })) do if x.buf == buf and not x.write then return false end end
+  return stores
+end
+
+local function try_in_place(body, p, total, rename)
+  local s = body[p]
+  for i, st in ipairs(s.body) do
+    local B = st.k == "store" and st.target.buf
+    if B and B.role == "ws" and B.size == s.n and is_var(st.target.index, s.var) then
+      for _, l in ipairs(loops.loads(st.expr, {})) do
+        local A = l.buf
+        if A ~= B and A.role == "ws" and A.size == B.size and is_var(l.index, s.var) then
+          local before, after = {}, {}
+          for q = 1, p - 1 do before[#before + 1] = body[q] end
+          for q = p + 1, #body do after[#after + 1] = body[q] end
+          local nb, na = counts(loops.accesses(before)), counts(loops.accesses(after))
+          local ns = counts(loops.accesses({ s }))
+          local ok = not nb[B] and not na[A] and (nb[A] or 0) + (ns[A] or 0) == total[A]
+            and (ns[B] or 0) + (na[B] or 0) == total[B]
+          -- A defined in full by the first statement of the body that touches it
+          if ok then
+            for q = 1, p do
+              if counts(loops.accesses({ body[q] }))[A] then ok = q < p and defines(body[q], A); break end
+            end
+          end
+          -- in s: A only read, at v, and not after the store
+          if ok then
+            for j, t in ipairs(s.body) do
+              if t.k == "loop" then ok = ok and not counts(loops.accesses({ t }))[A]
+              else
+                if t.target.buf == A then ok = false end
+                for _, m in ipairs(loops.loads(t.expr, {})) do
+                  if m.buf == A and (j > i or not is_var(m.index, s.var)) then ok = false end
+                end
+              end
+            end
+          end
+          if ok then rename[B] = A; return true end
+        end
+      end
+    end
+  end
+  return false
+end
+
+local function in_place(F)
+  local total, rename = counts(loops.accesses(F.body)), {}
+  local function visit(body)
+    for p, s in ipairs(body) do
+      if s.k == "loop" then
+        if not try_in_place(body, p, total, rename) then visit(s.body) end
+      end
+    end
+  end
+  visit(F.body)
+  if next(rename) == nil then return end
+  local function fix_expr(e)
+    if e.k == "load" then e.buf = rename[e.buf] or e.buf
+    elseif e.k == "op" then for _, a in ipairs(e.args) do fix_expr(a) end
+    elseif e.k == "ifzero" then fix_expr(e.e)
+    elseif e.k == "tree" then for _, t in ipairs(e.terms) do fix_expr(t) end end
+  end
+  loops.walk(F.body, function(st)
+    if st.k == "loop" then return end
+    if rename[st.target.buf] then st.target = { buf = rename[st.target.buf], index = st.target.index } end
+    fix_expr(st.expr)
+  end)
+end
+
+---------------------------------------------------------------------------------------------
 -- Workspace plan
 
 local function plan(F)
@@ -371,6 +469,7 @@ end
 -- The workspace plan (after the last pass that changes the top-level statements): sets every
 -- workspace buffer's base and F.ws_size.
 function fuse.plan(F)
+  in_place(F)
   F.ws_size = plan(F)
   return F
 end
