@@ -26,6 +26,8 @@ static int is_keyword(const char *w, size_t n)
                                      "inline", "if", "else", "void", "unsigned", "long", "union", "sizeof",
                                      "include", "define", "ifndef", "ifdef", "endif", "pragma", "defined",
                                      "elif", "extern", "math", "h", "optimize", "__clang__",
+                                     /* templates/compiler_guard.c.in, KG_MATHFN (mathfn.lua) */
+                                     "__attribute__", "noinline", "always_inline",
                                      /* the C++ part of templates/kernel.h.in */
                                      "__cplusplus", "__restrict", "undef",
                                      /* the one libm function generated code calls */
@@ -85,6 +87,9 @@ static void check_text(const kg_kernel *k, const char *s)
             abort();
         } else if (p[0] == '?' && p[1] == '?') {
             abort();
+        } else if (isdigit((unsigned char)*p)) { /* a number: 1e-05f, 0x4B400000u */
+            while (isalnum((unsigned char)*p) || *p == '.')
+                p++;
         } else if (isalpha((unsigned char)*p) || *p == '_') {
             const char *w = p;
             while (isalnum((unsigned char)*p) || *p == '_')
