@@ -115,7 +115,7 @@ end
 
 local FIELDS = { "name", "summary", "dims", "attrs", "inputs", "outputs", "saved", "forward", "vjp", "jvp", "validate" }
 local ATTR_KINDS = { number = true, int = true, enum = true }
-local INIT_HINTS = { normal = true, positive = true }
+local INIT_HINTS = { normal = true, positive = true, linear = true }
 
 local parse_dim, parse_attr -- below
 
@@ -209,7 +209,7 @@ local function declaration(raw, file)
     if type(i) ~= "table" then fail("each input is { name, dim, ... }") end
     fresh(i[1], "input")
     local input = { i[1], init = i.init or "normal", when = i.when }
-    if not INIT_HINTS[input.init] then fail("input " .. i[1] .. ": init must be \"normal\" or \"positive\"") end
+    if not INIT_HINTS[input.init] then fail("input " .. i[1] .. ": init must be \"normal\", \"positive\" or \"linear\"") end
     if i.when ~= nil and type(i.when) ~= "function" then fail("input " .. i[1] .. ": when must be a function") end
     for k = 2, #i do
       if names[i[k]] ~= "dim" then fail("input " .. i[1] .. ": unknown dim '" .. tostring(i[k]) .. "'") end

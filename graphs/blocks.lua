@@ -12,7 +12,7 @@ local function block(name, summary, forward)
     },
     inputs = {
       { "x", "seq", "dmodel" }, { "gamma", "dmodel" }, { "beta", "dmodel" },
-      { "w1", "dff", "dmodel" }, { "b1", "dff" }, { "w2", "dmodel", "dff" }, { "b2", "dmodel" },
+      { "w1", "dff", "dmodel", init = "linear" }, { "b1", "dff" }, { "w2", "dmodel", "dff", init = "linear" }, { "b2", "dmodel" },
     },
     outputs = { "y" },
     forward = forward,

@@ -3,7 +3,8 @@
 -- GELU: erf (exact) or tanh (approximation), PyTorch's formulas in a tail-accurate form.
 
 local GELU = { "gelu", kind = "enum", values = { "erf", "tanh" }, torchlean = "tanh", pytorch = "erf" }
-local WEIGHTS = { { "w1", "dff", "dmodel" }, { "b1", "dff" }, { "w2", "dmodel", "dff" }, { "b2", "dmodel" } }
+local WEIGHTS = { { "w1", "dff", "dmodel", init = "linear" }, { "b1", "dff" }, { "w2", "dmodel", "dff", init = "linear" },
+  { "b2", "dmodel" } }
 
 local function graph(name, summary, dims, x, residual)
   local inputs = { x }

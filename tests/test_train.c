@@ -388,6 +388,10 @@ static void frozen_costs_less(void **state)
     assert_true(kg_role_reads(kg_arg_at(bias, KG_TRAIN, kg_arg_index(bias, KG_TRAIN, "w1"))->role));
     assert_int_equal(kg_arg_at(bias, KG_TRAIN, kg_arg_index(bias, KG_TRAIN, "w1"))->role, KG_ROLE_INPUT);
     assert_int_equal(kg_arg_at(bias, KG_TRAIN, kg_arg_index(bias, KG_TRAIN, "b1"))->role, KG_ROLE_PARAM);
+    /* the spec's data hints reach the arguments: w1 is a linear map's weight (kerngen bench draws
+       it as torch.nn.Linear would), b1 plain data */
+    assert_string_equal(kg_arg_at(bias, KG_TRAIN, kg_arg_index(bias, KG_TRAIN, "w1"))->init, "linear");
+    assert_string_equal(kg_arg_at(bias, KG_TRAIN, kg_arg_index(bias, KG_TRAIN, "b1"))->init, "normal");
     print_message("  seq_ffn 2x4x6 train workspace: all weights %zu elements, biases only %zu\n",
                   kg_ws_size(full, KG_TRAIN), kg_ws_size(bias, KG_TRAIN));
     kg_free(full);
