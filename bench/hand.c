@@ -36,6 +36,35 @@
 #define HAND_CAT_(a, b) a##b
 #define HAND_CAT(a, b) HAND_CAT_(a, b)
 
+/* Mean and 1/sqrt(var + eps) of one row x[n] (two passes, as the other contenders). */
+static T row_stats(int n, T eps, const T *x, T *mean)
+{
+    T m = 0;
+    for (int i = 0; i < n; i++)
+        m += x[i];
+    m = m / n;
+    T v = 0;
+    for (int i = 0; i < n; i++) {
+        T d = x[i] - m;
+        v += d * d;
+    }
+    v = v / n;
+    *mean = m;
+    return 1 / SQRT(v + eps);
+}
+
+/* The JVP's means of a row's tangent: *a = mean(tx), *b = mean(tx xhat). */
+static void tangent_means(int n, const T *x, const T *tx, T m, T s, T *a, T *b)
+{
+    T sa = 0, sb = 0;
+    for (int i = 0; i < n; i++) {
+        sa += tx[i];
+        sb += tx[i] * (x[i] - m) * s;
+    }
+    *a = sa / n;
+    *b = sb / n;
+}
+
 /* ---- LayerNorm over the last axis of x[rows][dim] ---- */
 
 static void layernorm_fwd(int rows, int dim, T eps, const T *x, const T *gamma, const T *beta,
@@ -44,17 +73,7 @@ static void layernorm_fwd(int rows, int dim, T eps, const T *x, const T *gamma, 
     for (int r = 0; r < rows; r++) {
         const T *xr = x + (long)r * dim;
         T *yr = y + (long)r * dim;
-        T m = 0;
-        for (int i = 0; i < dim; i++)
-            m += xr[i];
-        m = m / dim;
-        T v = 0;
-        for (int i = 0; i < dim; i++) {
-            T d = xr[i] - m;
-            v += d * d;
-        }
-        v = v / dim;
-        T s = 1 / SQRT(v + eps);
+        T m, s = row_stats(dim, eps, xr, &m);
         for (int i = 0; i < dim; i++)
             yr[i] = (xr[i] - m) * s * gamma[i] + beta[i];
         mean[r] = m;
@@ -98,24 +117,9 @@ static void layernorm_jvp(int rows, int dim, T eps, const T *x, const T *gamma, 
     for (int r = 0; r < rows; r++) {
         const T *xr = x + (long)r * dim, *txr = tx + (long)r * dim;
         T *tyr = ty + (long)r * dim;
-        T m = 0;
-        for (int i = 0; i < dim; i++)
-            m += xr[i];
-        m = m / dim;
-        T v = 0;
-        for (int i = 0; i < dim; i++) {
-            T d = xr[i] - m;
-            v += d * d;
-        }
-        v = v / dim;
-        T s = 1 / SQRT(v + eps);
-        T a = 0, b = 0;
-        for (int i = 0; i < dim; i++) {
-            a += txr[i];
-            b += txr[i] * (xr[i] - m) * s;
-        }
-        a = a / dim;
-        b = b / dim;
+        T m, s = row_stats(dim, eps, xr, &m);
+        T a, b;
+        tangent_means(dim, xr, txr, m, s, &a, &b);
         for (int i = 0; i < dim; i++) {
             T xhat = (xr[i] - m) * s;
             tyr[i] = gamma[i] * s * (txr[i] - a - xhat * b) + xhat * tgamma[i] + tbeta[i];
@@ -191,17 +195,7 @@ static void batchnorm_fwd(int c, int hw, T eps, const T *x, const T *gamma, cons
     for (int ch = 0; ch < c; ch++) {
         const T *xc = x + (long)ch * hw;
         T *yc = y + (long)ch * hw;
-        T m = 0;
-        for (int i = 0; i < hw; i++)
-            m += xc[i];
-        m = m / hw;
-        T v = 0;
-        for (int i = 0; i < hw; i++) {
-            T d = xc[i] - m;
-            v += d * d;
-        }
-        v = v / hw;
-        T s = 1 / SQRT(v + eps);
+        T m, s = row_stats(hw, eps, xc, &m);
         T g = gamma[ch], b = beta[ch];
         for (int i = 0; i < hw; i++)
             yc[i] = (xc[i] - m) * s * g + b;
@@ -236,24 +230,9 @@ static void batchnorm_jvp(int c, int hw, T eps, const T *x, const T *gamma, cons
     for (int ch = 0; ch < c; ch++) {
         const T *xc = x + (long)ch * hw, *txc = tx + (long)ch * hw;
         T *tyc = ty + (long)ch * hw;
-        T m = 0;
-        for (int i = 0; i < hw; i++)
-            m += xc[i];
-        m = m / hw;
-        T v = 0;
-        for (int i = 0; i < hw; i++) {
-            T d = xc[i] - m;
-            v += d * d;
-        }
-        v = v / hw;
-        T s = 1 / SQRT(v + eps);
-        T a = 0, b = 0;
-        for (int i = 0; i < hw; i++) {
-            a += txc[i];
-            b += txc[i] * (xc[i] - m) * s;
-        }
-        a = a / hw;
-        b = b / hw;
+        T m, s = row_stats(hw, eps, xc, &m);
+        T a, b;
+        tangent_means(hw, xc, txc, m, s, &a, &b);
         T gs = gamma[ch] * s, tg = tgamma[ch], tb = tbeta[ch];
         for (int i = 0; i < hw; i++) {
             T xhat = (xc[i] - m) * s;
@@ -280,7 +259,8 @@ static void group_expand(int c, int groups, const T *acc, T scale, T *out)
     }
 }
 
-/* per-channel mean mc[c] and rstd sc[c] of sample xs[hw][c] (mean[groups], rstd[groups] too) */
+/* per-channel mean mc[c] and rstd sc[c] of sample xs[hw][c] (mean[groups], rstd[groups] too
+   unless NULL) */
 static void groupnorm_stats(int hw, int c, int groups, T eps, const T *xs, T *mc, T *sc, T *acc,
                             T *mean, T *rstd)
 {
@@ -302,7 +282,7 @@ static void groupnorm_stats(int hw, int c, int groups, T eps, const T *xs, T *mc
     group_expand(c, groups, acc, 1 / n, sc);
     for (int ch = 0; ch < c; ch++)
         sc[ch] = 1 / SQRT(sc[ch] + eps);
-    for (int g = 0; g < groups; g++) {
+    for (int g = 0; mean && g < groups; g++) {
         mean[g] = mc[g * cg];
         rstd[g] = sc[g * cg];
     }
@@ -371,24 +351,9 @@ static void groupnorm_jvp(int b, int hw, int c, int groups, T eps, const T *x, c
     for (int s = 0; s < b; s++) {
         const T *xs = x + (long)s * hw * c, *txs = tx + (long)s * hw * c;
         T *tys = ty + (long)s * hw * c;
+        groupnorm_stats(hw, c, groups, eps, xs, mc, sc, a1, NULL, NULL);
         for (int ch = 0; ch < c; ch++)
-            a1[ch] = 0;
-        for (int p = 0; p < hw; p++)
-            for (int ch = 0; ch < c; ch++)
-                a1[ch] += xs[(long)p * c + ch];
-        group_expand(c, groups, a1, 1 / n, mc);
-        for (int ch = 0; ch < c; ch++)
-            a1[ch] = 0;
-        for (int p = 0; p < hw; p++)
-            for (int ch = 0; ch < c; ch++) {
-                T d = xs[(long)p * c + ch] - mc[ch];
-                a1[ch] += d * d;
-            }
-        group_expand(c, groups, a1, 1 / n, sc);
-        for (int ch = 0; ch < c; ch++) {
-            sc[ch] = 1 / SQRT(sc[ch] + eps);
             a1[ch] = a2[ch] = 0;
-        }
         for (int p = 0; p < hw; p++)
             for (int ch = 0; ch < c; ch++) {
                 long i = (long)p * c + ch;

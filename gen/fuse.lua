@@ -287,16 +287,10 @@ local function contract(F)
     for x, k in pairs(index.t) do if x ~= s.var and not s.outer[x] then r.t[x] = k end end
     return r
   end
-  local function fix_expr(e)
-    if e.k == "load" then e.index = fix(e.index, e.buf)
-    elseif e.k == "op" then for _, a in ipairs(e.args) do fix_expr(a) end
-    elseif e.k == "ifzero" then fix_expr(e.e)
-    elseif e.k == "tree" then for _, t in ipairs(e.terms) do fix_expr(t) end end
-  end
   loops.walk(F.body, function(s)
     if s.k == "loop" then return end
     s.target = { buf = s.target.buf, index = fix(s.target.index, s.target.buf) }
-    fix_expr(s.expr)
+    for _, l in ipairs(loops.loads(s.expr, {})) do l.index = fix(l.index, l.buf) end
   end)
   for _, buf in ipairs(F.bufs) do -- one-element buffers become C locals (emit_c names them)
     local s = shrink[buf]
@@ -390,16 +384,10 @@ local function in_place(F)
   end
   visit(F.body)
   if next(rename) == nil then return end
-  local function fix_expr(e)
-    if e.k == "load" then e.buf = rename[e.buf] or e.buf
-    elseif e.k == "op" then for _, a in ipairs(e.args) do fix_expr(a) end
-    elseif e.k == "ifzero" then fix_expr(e.e)
-    elseif e.k == "tree" then for _, t in ipairs(e.terms) do fix_expr(t) end end
-  end
   loops.walk(F.body, function(st)
     if st.k == "loop" then return end
     if rename[st.target.buf] then st.target = { buf = rename[st.target.buf], index = st.target.index } end
-    fix_expr(st.expr)
+    for _, l in ipairs(loops.loads(st.expr, {})) do l.buf = rename[l.buf] or l.buf end
   end)
 end
 

@@ -33,29 +33,11 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include "kerngen.h"
+#include "kg_aot.h" /* xprintf, slurp */
 
 static char g_dir[64];           /* mkdtemp() directory */
 static char g_root[PATH_MAX];    /* repository root (KERNGEN_ROOT or the working directory) */
 static char g_lib[PATH_MAX];     /* the libkerngen.a next to $KERNGEN_BIN */
-
-#ifdef __GNUC__
-__attribute__((format(printf, 1, 2)))
-#endif
-static char *xprintf(const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    int n = vsnprintf(NULL, 0, fmt, ap);
-    va_end(ap);
-    assert_true(n >= 0);
-    char *s = malloc((size_t)n + 1);
-    assert_non_null(s);
-    va_start(ap, fmt);
-    vsnprintf(s, (size_t)n + 1, fmt, ap);
-    va_end(ap);
-    return s;
-}
 
 /* Runs cmd with sh in the repository root, output into g_dir/log; returns the exit code and
    prints the command and its output when that is not `expect`. */

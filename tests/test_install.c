@@ -48,50 +48,18 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include "kerngen.h"
+#include "kg_aot.h" /* xprintf, slurp */
 
 static char g_dir[64];        /* mkdtemp() directory */
 static char g_root[PATH_MAX]; /* repository root (KERNGEN_ROOT or the working directory) */
 
-#ifdef __GNUC__
-__attribute__((format(printf, 1, 2)))
-#endif
-static char *xprintf(const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    int n = vsnprintf(NULL, 0, fmt, ap);
-    va_end(ap);
-    assert_true(n >= 0);
-    char *s = malloc((size_t)n + 1);
-    assert_non_null(s);
-    va_start(ap, fmt);
-    vsnprintf(s, (size_t)n + 1, fmt, ap);
-    va_end(ap);
-    return s;
-}
-
 /* The output of the last command (g_dir/log), NUL-terminated; the caller frees. */
 static char *last_log(void)
 {
-    char *path = xprintf("%s/log", g_dir);
-    FILE *f = fopen(path, "rb");
+    char *path = xprintf("%s/log", g_dir), *text = slurp(path, NULL);
     free(path);
-    assert_non_null(f);
-    size_t cap = 1 << 16, n = 0;
-    char *buf = malloc(cap);
-    assert_non_null(buf);
-    for (;;) {
-        n += fread(buf + n, 1, cap - 1 - n, f);
-        if (n < cap - 1)
-            break;
-        cap *= 2;
-        buf = realloc(buf, cap);
-        assert_non_null(buf);
-    }
-    fclose(f);
-    buf[n] = '\0';
-    return buf;
+    assert_non_null(text);
+    return text;
 }
 
 /* Runs the command (printf-style) with sh in the repository root, stdout and stderr into

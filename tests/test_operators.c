@@ -755,43 +755,6 @@ static void ref_softmax(Case *c, size_t rows, size_t dim)
     }
 }
 
-static int softmax_case(size_t rows, size_t dim, const char *dtype, double mean, double sd, const char *label)
-{
-    kg_kernel *k = build("softmax", dtype, "rows=%zu dim=%zu", rows, dim);
-    Case c;
-    case_init(&c, dtype, "y", rows * dim);
-    case_input(&c, "x", rows * dim, mean, sd);
-    case_prepare(&c);
-    ref_softmax(&c, rows, dim);
-    case_run(&c, k);
-    kg_free(k);
-    int bad = case_compare(&c, "softmax", label, 0);
-    case_free(&c);
-    return bad;
-}
-
-/* Shapes odd and even, rows far from 0 (exp of x itself would overflow: the shift keeps every
-   exponent <= 0), a wide spread, and a constant row (every y = 1/dim). */
-static void test_softmax(void **state)
-{
-    static const size_t shapes[][2] = {{1, 1}, {3, 5}, {4, 64}, {7, 33}, {2, 130}};
-    (void)state;
-    rng_seed(11);
-    int bad = 0;
-    char label[80];
-    for (int t = 0; t < 2; t++) {
-        for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
-            snprintf(label, sizeof label, "rows=%zu dim=%zu", shapes[s][0], shapes[s][1]);
-            bad |= softmax_case(shapes[s][0], shapes[s][1], DTYPES[t], 0.0, 1.0, label);
-        }
-        bad |= softmax_case(3, 17, DTYPES[t], 1000.0, 1.0, "mean 1000");
-        bad |= softmax_case(3, 17, DTYPES[t], -1000.0, 1.0, "mean -1000");
-        bad |= softmax_case(3, 17, DTYPES[t], 0.0, 20.0, "sd 20");
-        bad |= softmax_case(2, 9, DTYPES[t], 5.0, 0.0, "constant rows");
-    }
-    assert_false(bad);
-}
-
 /* y = d - log(sum(exp(d))), d = x - max x; with p = softmax(x): dx = dy - p sum(dy);
    ty = tx - sum(tx p). */
 static void ref_log_softmax(Case *c, size_t rows, size_t dim)
@@ -814,52 +777,68 @@ static void ref_log_softmax(Case *c, size_t rows, size_t dim)
     }
 }
 
-static int log_softmax_case(size_t rows, size_t dim, const char *dtype, const Opts *o, double mean, double sd,
-                            const char *label)
+typedef void (*row_ref)(Case *c, size_t rows, size_t dim);
+
+static int row_case(const char *graph, row_ref ref, const Opts *o, size_t rows, size_t dim, const char *dtype,
+                    double mean, double sd, const char *label)
 {
-    kg_kernel *k = build_opts("log_softmax", dtype, o, "rows=%zu dim=%zu", rows, dim);
+    kg_kernel *k = build_opts(graph, dtype, o, "rows=%zu dim=%zu", rows, dim);
     Case c;
     case_init(&c, dtype, "y", rows * dim);
     case_input(&c, "x", rows * dim, mean, sd);
     case_prepare(&c);
-    ref_log_softmax(&c, rows, dim);
+    ref(&c, rows, dim);
     case_run(&c, k);
     kg_free(k);
-    int bad = case_compare(&c, "log_softmax", label, 0);
+    int bad = case_compare(&c, graph, label, 0);
     case_free(&c);
     return bad;
 }
 
-/* As softmax, with the derived and the closed-form derivatives: rows far from 0, a wide spread
-   (outputs down to about -100: the error is relative to the largest), constant rows
-   (y = -log(dim)). */
-static void test_log_softmax(void **state)
+/* softmax and log_softmax, derived and closed-form derivatives: shapes odd and even, rows far
+   from 0 (exp of x itself would overflow: the shift keeps every exponent <= 0), a wide spread
+   (log_softmax's outputs down to about -100: the error is relative to the largest), constant
+   rows (y = 1/dim, -log(dim)). */
+static int row_family(const char *graph, row_ref ref)
 {
     static const size_t shapes[][2] = {{1, 1}, {3, 5}, {4, 64}, {7, 33}, {2, 130}};
-    static const Opts derived = {NULL, "derived", "derived", NULL}, closed = {NULL, "closed", "closed", NULL};
-    (void)state;
-    rng_seed(12);
+    static const struct {
+        size_t rows, dim;
+        double mean, sd;
+        const char *what;
+    } hard[] = {{3, 17, 1000.0, 1.0, "mean 1000"}, {3, 17, -1000.0, 1.0, "mean -1000"},
+                {3, 17, 0.0, 20.0, "sd 20"}, {2, 9, 5.0, 0.0, "constant rows"}};
+    static const Opts forms[] = {{NULL, "derived", "derived", NULL}, {NULL, "closed", "closed", NULL}};
     int bad = 0;
     char label[80];
-    for (int t = 0; t < 2; t++) {
-        for (int form = 0; form < 2; form++) {
-            const Opts *o = form ? &closed : &derived;
-            const char *fl = form ? "closed" : "derived";
+    for (int t = 0; t < 2; t++)
+        for (int f = 0; f < 2; f++) {
+            const char *fl = forms[f].vjp_form;
             for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
                 snprintf(label, sizeof label, "rows=%zu dim=%zu %s", shapes[s][0], shapes[s][1], fl);
-                bad |= log_softmax_case(shapes[s][0], shapes[s][1], DTYPES[t], o, 0.0, 1.0, label);
+                bad |= row_case(graph, ref, &forms[f], shapes[s][0], shapes[s][1], DTYPES[t], 0.0, 1.0, label);
             }
-            snprintf(label, sizeof label, "mean 1000 %s", fl);
-            bad |= log_softmax_case(3, 17, DTYPES[t], o, 1000.0, 1.0, label);
-            snprintf(label, sizeof label, "mean -1000 %s", fl);
-            bad |= log_softmax_case(3, 17, DTYPES[t], o, -1000.0, 1.0, label);
-            snprintf(label, sizeof label, "sd 20 %s", fl);
-            bad |= log_softmax_case(3, 17, DTYPES[t], o, 0.0, 20.0, label);
-            snprintf(label, sizeof label, "constant rows %s", fl);
-            bad |= log_softmax_case(2, 9, DTYPES[t], o, 5.0, 0.0, label);
+            for (size_t h = 0; h < sizeof hard / sizeof hard[0]; h++) {
+                snprintf(label, sizeof label, "%s %s", hard[h].what, fl);
+                bad |= row_case(graph, ref, &forms[f], hard[h].rows, hard[h].dim, DTYPES[t], hard[h].mean,
+                                hard[h].sd, label);
+            }
         }
-    }
-    assert_false(bad);
+    return bad;
+}
+
+static void test_softmax(void **state)
+{
+    (void)state;
+    rng_seed(11);
+    assert_false(row_family("softmax", ref_softmax));
+}
+
+static void test_log_softmax(void **state)
+{
+    (void)state;
+    rng_seed(12);
+    assert_false(row_family("log_softmax", ref_log_softmax));
 }
 
 /* maximum(a, a): each argument gets half the cotangent (the tie rule); g.max over a row with
