@@ -332,36 +332,33 @@ local function defines(s, buf)
   return stores
 end
 
-local function try_in_place(body, p, total, rename)
+-- per(q): the access counts of body[q] by buffer; total: the function's
+local function try_in_place(body, per, p, total, rename)
   local s = body[p]
+  local function first(from, to, buf) for q = from, to do if per(q)[buf] then return q end end end
+  local function count(from, to, buf)
+    local n = 0
+    for q = from, to do n = n + (per(q)[buf] or 0) end
+    return n
+  end
   for i, st in ipairs(s.body) do
     local B = st.k == "store" and st.target.buf
     if B and B.role == "ws" and B.size == s.n and is_var(st.target.index, s.var) then
       for _, l in ipairs(loops.loads(st.expr, {})) do
         local A = l.buf
-        if A ~= B and A.role == "ws" and A.size == B.size and is_var(l.index, s.var) then
-          local before, after = {}, {}
-          for q = 1, p - 1 do before[#before + 1] = body[q] end
-          for q = p + 1, #body do after[#after + 1] = body[q] end
-          local nb, na = counts(loops.accesses(before)), counts(loops.accesses(after))
-          local ns = counts(loops.accesses({ s }))
-          local ok = not nb[B] and not na[A] and (nb[A] or 0) + (ns[A] or 0) == total[A]
-            and (ns[B] or 0) + (na[B] or 0) == total[B]
+        if A ~= B and A.role == "ws" and A.size == B.size and is_var(l.index, s.var)
+          and not first(1, p - 1, B) and not first(p + 1, #body, A)
+          and count(1, p, A) == total[A] and count(p, #body, B) == total[B] then
           -- A defined in full by the first statement of the body that touches it
-          if ok then
-            for q = 1, p do
-              if counts(loops.accesses({ body[q] }))[A] then ok = q < p and defines(body[q], A); break end
-            end
-          end
+          local q = first(1, p, A)
+          local ok = q < p and defines(body[q], A)
           -- in s: A only read, at v, and not after the store
-          if ok then
-            for j, t in ipairs(s.body) do
-              if t.k == "loop" then ok = ok and not counts(loops.accesses({ t }))[A]
-              else
-                if t.target.buf == A then ok = false end
-                for _, m in ipairs(loops.loads(t.expr, {})) do
-                  if m.buf == A and (j > i or not is_var(m.index, s.var)) then ok = false end
-                end
+          for j, t in ipairs(s.body) do
+            if t.k == "loop" then ok = ok and not counts(loops.accesses({ t }))[A]
+            else
+              if t.target.buf == A then ok = false end
+              for _, m in ipairs(loops.loads(t.expr, {})) do
+                if m.buf == A and (j > i or not is_var(m.index, s.var)) then ok = false end
               end
             end
           end
@@ -374,21 +371,28 @@ local function try_in_place(body, p, total, rename)
 end
 
 local function in_place(F)
-  local total, rename = counts(loops.accesses(F.body)), {}
-  local function visit(body)
-    for p, s in ipairs(body) do
-      if s.k == "loop" then
-        if not try_in_place(body, p, total, rename) then visit(s.body) end
+  -- one rename at a time, applied before the next search: counts stay true, and a row that
+  -- took another's place can give its own in turn
+  while true do
+    local total, rename = counts(loops.accesses(F.body)), {}
+    local function visit(body)
+      local cache = {} -- computed when a candidate needs it: most bodies have none
+      local function per(q)
+        cache[q] = cache[q] or counts(loops.accesses({ body[q] }))
+        return cache[q]
       end
+      for p, s in ipairs(body) do
+        if s.k == "loop" and (try_in_place(body, per, p, total, rename) or visit(s.body)) then return true end
+      end
+      return false
     end
+    if not visit(F.body) then return end
+    loops.walk(F.body, function(st)
+      if st.k == "loop" then return end
+      if rename[st.target.buf] then st.target = { buf = rename[st.target.buf], index = st.target.index } end
+      for _, l in ipairs(loops.loads(st.expr, {})) do l.buf = rename[l.buf] or l.buf end
+    end)
   end
-  visit(F.body)
-  if next(rename) == nil then return end
-  loops.walk(F.body, function(st)
-    if st.k == "loop" then return end
-    if rename[st.target.buf] then st.target = { buf = rename[st.target.buf], index = st.target.index } end
-    for _, l in ipairs(loops.loads(st.expr, {})) do l.buf = rename[l.buf] or l.buf end
-  end)
 end
 
 ---------------------------------------------------------------------------------------------
