@@ -158,12 +158,11 @@ local function slab_of(x, v)
 end
 
 -- May loop b run fused with loop a (same variable and extent, a first)? by_buf: the accesses
--- of a's body by buffer; a_streams: streams(a); vb: the accesses of b's body.
-local function fusable(a, by_buf, a_streams, b, vb)
-  if a_streams or streams(b, vb) then return false end
-  local a_nested, a_math = body_kind(a.body)
+-- of a's body by buffer; open: streams(a) and body_kind(a.body); vb: the accesses of b's body.
+local function fusable(a, by_buf, open, b, vb)
+  if open.streams or streams(b, vb) then return false end
   local b_nested, b_math = body_kind(b.body)
-  if (a_nested and b_math) or (a_math and b_nested) then return false end
+  if (open.nested and b_math) or (open.math and b_nested) then return false end
   for _, y in ipairs(vb) do
     for _, x in ipairs(by_buf[y.buf] or {}) do
       if x.write or y.write then
@@ -179,7 +178,7 @@ end
 -- The open group's accesses (by buffer) and streaming grow as loops fuse into it (a loop's
 -- accesses are those of its body's statements, in order).
 local function fuse_list(list)
-  local out, group, gbufs, gstreams = {}, nil, nil, false
+  local out, group, gbufs, open = {}, nil, nil, nil -- open: the group's streams(), body_kind()
   local function add(acc)
     for _, x in ipairs(acc) do
       local l = gbufs[x.buf]
@@ -188,17 +187,19 @@ local function fuse_list(list)
   end
   for _, s in ipairs(list) do
     local sacc = s.k == "loop" and loops.accesses(s.body)
-    if s.k == "loop" and group and group.n == s.n and fusable(group, gbufs, gstreams, s, sacc) then
+    if s.k == "loop" and group and group.n == s.n and fusable(group, gbufs, open, s, sacc) then
       for _, t in ipairs(s.body) do group.body[#group.body + 1] = t end
       add(sacc)
-      gstreams = gstreams or streams(s, sacc)
+      local nested, math = body_kind(s.body)
+      open.streams, open.nested, open.math = open.streams or streams(s, sacc), open.nested or nested, open.math or math
     elseif s.init and group and not gbufs[s.target and s.target.buf or loops.accesses({ s })[1].buf] then
       table.insert(out, #out, s) -- a zero-initialization goes ahead of the open loop
     else
       out[#out + 1] = s
       group = s.k == "loop" and s or nil
       if group then
-        gbufs, gstreams = {}, streams(s, sacc)
+        local nested, math = body_kind(s.body)
+        gbufs, open = {}, { streams = streams(s, sacc), nested = nested, math = math }
         add(sacc)
       end
     end
