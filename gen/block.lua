@@ -10,9 +10,11 @@
 --   accumulation nests: the summed loops move inside the kept ones and TILE outputs along a kept
 --     loop accumulate in C locals (for rt, i: s_k = dx[..]; for o: s_k += ...; dx[..] = s_k),
 --     the shape gcc vectorizes across i ("outer-loop vectorization") with the tile in registers;
---   reduce statements: the kept loop around them is unrolled and jammed, TILE reduce statements
+--   reduce statements: the kept loop around them is unrolled and jammed, JAM reduce statements
 --     in one body, which emit_c runs in one lane loop (sharing the w[o][i] loads).
--- Nested loops that index memory in row-major order are also coalesced into one (below).
+-- Nested loops that index memory in row-major order are also coalesced into one, a per-group
+-- value read by a short inner loop is expanded into a channel-wide row (GroupNorm), and a
+-- reduce over the row its preceding loop stores joins that loop (below).
 -- Every output still adds its terms in the same order (the summed loops keep their order; a
 -- reduce keeps its lanes), so blocking never changes a bit; tests compare with --fuse none.
 

@@ -6,11 +6,15 @@
 -- s*v + s) of it in both loops. Then a row's statistics and its normalization, or dx, dgamma
 -- and dbeta of a LayerNorm VJP, run in one sweep over the rows; inner loops fuse the same way.
 -- A zero-initialization (lower's init statements) moves ahead of a loop that does not touch
--- its buffer, so accumulations fuse with their neighbours.
+-- its buffer, so accumulations fuse with their neighbours. A loop computing a math function
+-- (GELU) is not fused into one holding a dot product per iteration (it would run scalar).
 --
 -- Contraction: a workspace buffer accessed only slab by slab inside one loop needs only one
 -- slab: it shrinks to s elements, and to a C local ("local" buffer) when s is 1. So row-sized
 -- workspace replaces whole intermediate tensors.
+--
+-- In place (in_place, part of the plan): a row computed elementwise from a row that dies in
+-- the same loop takes that row's place.
 --
 -- Workspace plan: a buffer is live from the first top-level statement that touches it to the
 -- last; live buffers never overlap (first fit), which is what the restrict pointers promise.
