@@ -378,6 +378,7 @@ static kg_kernel *make_jit(bcase *c, const char *jit, double *gen_ms, double *co
     req.nparams = n;
     req.dtype = c->f64 ? "f64" : "f32";
     req.jit = jit;
+    req.fma = getenv("BENCH_FMA");
     kg_kernel *k = NULL;
     char *err = NULL;
     double t0 = now();

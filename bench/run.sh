@@ -26,6 +26,8 @@ fi
 mkdir -p "$TMP/gen"
 START=$(date +%s)
 NJOBS=$(nproc)
+export BENCH_FMA=${BENCH_FMA:-off}
+FMA=$BENCH_FMA
 
 # Runs the lines of a command file (printf %q-quoted) NJOBS at a time; fails if one fails.
 parallel() { xargs -P "$NJOBS" -d '\n' -n 1 bash -c < "$1"; }
@@ -61,7 +63,7 @@ while read -r op rest || [ -n "$op" ]; do
   esac
   name=${op}_${dims}${tags}_${dtype}
   add "$emits" "$BUILD/kerngen" emit "$graph" "${params[@]}" --dtype "$dtype" --unroll none \
-    --name "$name" --out "$TMP/gen"
+    --fma "$FMA" --name "$name" --out "$TMP/gen"
   names+=("$name")
   entries+=("\"$op\", \"$name\", \"$graph\", \"${params[*]}\", $([ "$dtype" = f64 ] && echo 1 || echo 0), $jit")
 done < bench/cases.txt

@@ -86,20 +86,39 @@ local function combine_order(L)
   return steps
 end
 
+-- Fused multiply-adds (the request's fma option, ctx.fma): a product printed under it also
+-- gives its two factors (a table {x, xprec, y, yprec}), and a sum or difference with a product
+-- operand is printed as fma(x, y, c), the product kept exact and the result rounded once
+-- (C99's fma and fmaf are specified that way, so every compiler and libm that implements them
+-- correctly gives the same bits). Which operand fuses is fixed: the left one if it is a product,
+-- else the right one; a reduction's term fuses into its accumulator.
+local FMA = { f32 = "fmaf", f64 = "fma" }
+local function fused(ctx, fac, cs)
+  return FMA[ctx.dtype] .. "(" .. fac[1] .. ", " .. fac[3] .. ", " .. cs .. ")", 3
+end
+local function negated(s, p) return "-" .. par(s, p, 3) end
+
 -- Two printed partial results folded by a reduction's combine: + for a sum, else the op's
--- helper (kg_maximum_f32...).
-local function fold(combine, as, ap, bs, bp, ctx)
-  if (combine or "add") == "add" then return infix(as, ap, "+", bs, bp, 1) end
+-- helper (kg_maximum_f32...). afac, bfac: their factors when they are products (ctx.fma).
+local function fold(combine, as, ap, bs, bp, ctx, afac, bfac)
+  if (combine or "add") == "add" then
+    if bfac then return fused(ctx, bfac, as) end
+    if afac then return fused(ctx, afac, bs) end
+    return infix(as, ap, "+", bs, bp, 1)
+  end
   local name = "kg_" .. combine .. "_" .. ctx.dtype
   ctx.helpers[name] = { op = combine, dtype = ctx.dtype }
   return name .. "(" .. as .. ", " .. bs .. ")", 3
 end
 
--- The n printed terms ss[0..n-1], ps[0..n-1] folded in place by the fixed tree.
-local function tree(ss, ps, n, combine, ctx)
+-- The n printed terms ss[0..n-1], ps[0..n-1] (factors fs[0..n-1], optional) folded in place
+-- by the fixed tree.
+local function tree(ss, ps, n, combine, ctx, fs)
+  fs = fs or {}
   for _, st in ipairs(combine_order(n)) do
     local i, j = st[1], st[2]
-    ss[i], ps[i] = fold(combine, ss[i], ps[i], ss[j], ps[j], ctx)
+    ss[i], ps[i] = fold(combine, ss[i], ps[i], ss[j], ps[j], ctx, fs[i], fs[j])
+    fs[i] = nil
   end
   return ss[0], ps[0]
 end
@@ -190,6 +209,26 @@ local function compile_op(e, dtype)
         return lhs .. par(s, p, prec + 0.1), prec
       end
     end
+    if op == "*" then
+      return function(env, ctx)
+        local as, ap = a1(env, ctx)
+        local bs, bp = a2(env, ctx)
+        local s = par(as, ap, prec) .. " * " .. par(bs, bp, prec + 0.1)
+        if ctx.fma then return s, prec, { as, ap, bs, bp } end
+        return s, prec
+      end
+    elseif op == "+" or op == "-" then
+      return function(env, ctx)
+        local as, ap, afac = a1(env, ctx)
+        local bs, bp, bfac = a2(env, ctx)
+        if afac then return fused(ctx, afac, op == "+" and bs or negated(bs, bp)) end
+        if bfac then
+          if op == "+" then return fused(ctx, bfac, as) end
+          return fused(ctx, { negated(bfac[1], bfac[2]), 2.5, bfac[3], bfac[4] }, as)
+        end
+        return par(as, ap, prec) .. " " .. op .. " " .. par(bs, bp, prec + 0.1), prec
+      end
+    end
     return function(env, ctx)
       local as, ap = a1(env, ctx)
       local bs, bp = a2(env, ctx)
@@ -250,9 +289,9 @@ function compile(e, dtype)
     local fs, n, combine = {}, #e.terms, e.combine
     for i, t in ipairs(e.terms) do fs[i] = compile(t, dtype) end
     return function(env, ctx)
-      local ss, ps = {}, {}
-      for i = 1, n do ss[i - 1], ps[i - 1] = fs[i](env, ctx) end
-      return tree(ss, ps, n, combine, ctx)
+      local ss, ps, facs = {}, {}, {}
+      for i = 1, n do ss[i - 1], ps[i - 1], facs[i - 1] = fs[i](env, ctx) end
+      return tree(ss, ps, n, combine, ctx, facs)
     end
   end
   return compile_op(e, dtype)
@@ -470,9 +509,9 @@ local function emit_reduces(out, group, env, ctx)
       each_combo(outer, 1, env, function()
         for j = 0, inner.n - 1 do
           env[inner.var] = j
-          local ts, tp = f(env, ctx)
+          local ts, tp, tfac = f(env, ctx)
           local l = j % L
-          if ls[l] then ls[l], lp[l] = fold(combine, ls[l], lp[l], ts, tp, ctx) else ls[l], lp[l] = ts, tp end
+          if ls[l] then ls[l], lp[l] = fold(combine, ls[l], lp[l], ts, tp, ctx, nil, tfac) else ls[l], lp[l] = ts, tp end
         end
         env[inner.var] = nil
       end)
@@ -506,9 +545,9 @@ local function emit_reduces(out, group, env, ctx)
   end
   for _, r in ipairs(outer) do out.open(string.format("for (int %s = 0; %s < %d; ++%s) {", r.var, r.var, r.n, r.var)) end
   local main = inner.n - inner.n % L
-  local function fold_into(i, lane, es, ep)
-    if (group[i].combine or "add") == "add" then return lane .. " += " .. es .. ";" end
-    return lane .. " = " .. fold(group[i].combine, lane, 3, es, ep, ctx) .. ";"
+  local function fold_into(i, lane, es, ep, efac)
+    if (group[i].combine or "add") == "add" and not efac then return lane .. " += " .. es .. ";" end
+    return lane .. " = " .. fold(group[i].combine, lane, 3, es, ep, ctx, nil, efac) .. ";"
   end
   local function lane_stmts(i, l, at)
     env[inner.var] = at
@@ -516,10 +555,12 @@ local function emit_reduces(out, group, env, ctx)
     env[inner.var] = nil
   end
   local v = inner.var
-  if #group > 1 and main > 0 and not ctx.pointers then
+  if (#group > 1 or ctx.fma) and main > 0 and not ctx.pointers then
     -- several accumulators: the lanes as a loop of constant trip count, which gcc vectorizes
-    -- with every accumulator in a register (written out, gcc spills them all)
+    -- with every accumulator in a register (written out, gcc spills them all); so are fmas
+    -- (gcc 12 vectorizes fmaf in loops, but leaves written-out lanes of them scalar)
     out.open(string.format("for (int %s = 0; %s < %d; %s += %d) {", v, v, main, v, L))
+    if ctx.fma then out.line("KG_LANES") end
     out.open(string.format("for (int l = 0; l < %d; ++l) {", L))
     for i = 1, #group do
       env[v] = aff.add(aff.var(v), aff.var("l"))
@@ -635,8 +676,8 @@ local function emit_stmt(out, s, env, ctx)
     ctx.hoisted = saved
   else
     local target = target_str(s.target, env, ctx)
-    local es, ep = printer(s.expr, ctx)(env, ctx)
-    if s.k == "accum" then es = fold(s.combine, target, 3, es, ep, ctx) end
+    local es, ep, efac = printer(s.expr, ctx)(env, ctx)
+    if s.k == "accum" then es = fold(s.combine, target, 3, es, ep, ctx, nil, efac) end
     out.line(target .. " = " .. es .. ";")
     emit_check(out, target, s.check, ctx.dtype)
   end
@@ -750,10 +791,10 @@ function emit.declarations(fn, L, dtype, upper, pass, comment, seen)
   }
 end
 
-function emit.fn(fn, L, dtype, helpers, comment)
+function emit.fn(fn, L, dtype, helpers, comment, fma)
   local out = new_out()
   local ctx = { dtype = dtype, helpers = helpers, hoisted = {}, nhoist = 0, compiled = {}, bases = {}, scope = {},
-    pointers = L.policy == "auto" }
+    pointers = L.policy == "auto", fma = fma }
   local nlocal = 0 -- one-element buffers: C locals of their step, named in buffer order
   for _, b in ipairs(L.bufs) do
     if b.role == "local" then
@@ -824,7 +865,7 @@ end
 -- Helpers: small static functions whose bodies the op table gives (ops.lua, c.helper), after
 -- the math functions (mathfn.emit: callees first), each once, sorted, so the file is
 -- deterministic. A kernel file has one dtype.
-function emit.helpers(helpers)
+function emit.helpers(helpers, fma)
   local names, math, dtype = {}, {}, nil
   for name, h in pairs(helpers) do
     if h.math then math[h.math] = true else names[#names + 1] = name end
@@ -845,21 +886,30 @@ function emit.helpers(helpers)
     out.line("}")
     out.line("")
   end
-  local mtext = dtype and mathfn.emit(math, dtype) or ""
+  local mtext = dtype and mathfn.emit(math, dtype, fma) or ""
   if #names == 0 and mtext ~= "" then return mtext end
   return mtext .. out.text()
 end
 
--- Prototypes that replace <math.h> in the hermetic JIT (the host passes these symbols): the
--- generated code calls no other libm function (mathfn provides exp, erf, erfc, tanh).
-emit.LIBM = { "sqrt" }
+-- Prototypes that replace <math.h> in the hermetic JIT (the host passes these symbols, each in
+-- its double and float form): the generated code calls no other libm function (mathfn provides
+-- exp, erf, erfc, tanh), and fma only under the fma option.
+emit.LIBM = { "sqrt", "fma" }
+local LIBM_ARITY = { sqrt = 1, fma = 3 }
 function emit.libm_prototypes()
   local out = {}
   for _, f in ipairs(emit.LIBM) do
-    out[#out + 1] = "double " .. f .. "(double);"
-    out[#out + 1] = "float " .. f .. "f(float);"
+    for _, t in ipairs({ { "double", "" }, { "float", "f" } }) do
+      local params = string.rep(t[1], LIBM_ARITY[f], ", ")
+      out[#out + 1] = t[1] .. " " .. f .. t[2] .. "(" .. params .. ");"
+    end
   end
   return table.concat(out, "\n") .. "\n"
+end
+
+-- The names templates/fma.c.in fills in (the preamble of a file generated with the fma option).
+function emit.fma_names(dtype)
+  return { fma = FMA[dtype], FMA = FMA[dtype]:upper(), T = CTYPE[dtype] }
 end
 
 return emit

@@ -55,6 +55,9 @@ static const char *const GEN_OPTIONS =
     "  --dump-ir PASS       print the IR after forward|vjp|jvp|forward_train|vjp_saved|train|simplify\n"
     "                       (graph) or lower|fuse|block (loops) to stderr\n"
     "  --fuse auto|none     loop fusion (default auto); none is for diagnosis: same results\n"
+    "  --fma off|on         on: a*b + c as C99 fma/fmaf, rounded once (default off). Other bits,\n"
+    "                       the same on every target with a correct fma; fast with hardware FMA\n"
+    "                       (-march=x86-64-v3 or native, AArch64, Cortex-M4F f32), slow without\n"
     "  --check-ir           run the IR checker between passes\n"
     "  --wrt A,B            vjp, vjp_saved and train give only the gradients of these inputs\n"
     "  --train A,B          the trainable inputs: adds the train pass, which updates them in place\n"
@@ -146,6 +149,7 @@ static void parse(cli *c, const char *cmd, int argc, char **argv, const char *al
             else if (strcmp(key, "--name") == 0) c->req.name = val;
             else if (strcmp(key, "--dump-ir") == 0) c->req.dump_ir = val;
             else if (strcmp(key, "--fuse") == 0) c->req.fuse = val;
+            else if (strcmp(key, "--fma") == 0) c->req.fma = val;
             else if (strcmp(key, "--wrt") == 0) c->req.wrt = val;
             else if (strcmp(key, "--train") == 0) c->req.train = val;
             else if (strcmp(key, "--optimizer") == 0) c->req.optimizer = val;
@@ -508,7 +512,7 @@ static int cmd_emit(int argc, char **argv)
 {
     cli c;
     parse(&c, "emit", argc, argv,
-          "--dtype --semantics --unroll --vjp --jvp --name --out --pass --dump-ir --check-ir --fuse --wrt --train "
+          "--dtype --semantics --unroll --vjp --jvp --name --out --pass --dump-ir --check-ir --fuse --fma --wrt --train "
           "--optimizer --report --const");
     if (c.help) {
         printf("usage: kerngen emit GRAPH [NAME=VALUE...] [options] [--out DIR]\n\n"
@@ -711,7 +715,7 @@ static int cmd_run(int argc, char **argv)
 {
     cli c;
     parse(&c, "run", argc, argv,
-          "--dtype --semantics --unroll --vjp --jvp --pass --in --out --dump-ir --check-ir --fuse --jit --wrt --train "
+          "--dtype --semantics --unroll --vjp --jvp --pass --in --out --dump-ir --check-ir --fuse --fma --jit --wrt --train "
           "--optimizer --const");
     if (c.help) {
         printf("usage: kerngen run GRAPH [NAME=VALUE...] [--dtype f32|f64] [--pass PASS]\n"
@@ -784,16 +788,17 @@ static int cmd_run(int argc, char **argv)
 static int cmd_check(int argc, char **argv)
 {
     cli c;
-    parse(&c, "check", argc, argv, "--semantics --unroll --vjp --jvp --all --seed --check-ir --jit");
+    parse(&c, "check", argc, argv, "--semantics --unroll --vjp --jvp --all --seed --check-ir --fma --jit");
     if (c.help) {
         printf("usage: kerngen check GRAPH [NAME=VALUE...] [--semantics S] [--unroll U] [--seed N]\n"
-               "                    [--vjp derived|closed] [--jvp derived|closed]\n"
+               "                    [--vjp derived|closed] [--jvp derived|closed] [--fma off|on]\n"
                "       kerngen check --all\n\n"
                "Runs the generated kernels (JIT) and checks, each against a stated tolerance:\n"
                "  fd       f64 JVP against central finite differences of the forward\n"
                "  adjoint  dot-product test <w, J v> = <J^T w, v> between the generated VJP and JVP\n"
                "  closed   closed-form VJP and JVP (where the spec has them) against the other form\n"
-               "--vjp/--jvp choose the forms checked (default derived: the tape).\n"
+               "--vjp/--jvp choose the forms checked (default derived: the tape); --fma on checks\n"
+               "the kernels written with fused multiply-adds (kerngen emit --help).\n"
                "  f32      f32 against f64 on hard inputs (normal, mean 1e4, constant, tiny scale)\n"
                "--all checks every graph at its default dims and prints a table.\n"
                "Exit status 1 when a check fails.\n\n%s", JIT_OPTION);
@@ -1010,7 +1015,7 @@ static void remove_cache_dir(const char *dir)
 static int cmd_bench(int argc, char **argv)
 {
     cli c;
-    parse(&c, "bench", argc, argv, "--dtype --semantics --unroll --vjp --jvp --pass --jit --json --fuse --wrt --train --optimizer");
+    parse(&c, "bench", argc, argv, "--dtype --semantics --unroll --vjp --jvp --pass --jit --json --fuse --fma --wrt --train --optimizer");
     if (c.help) {
         printf("usage: kerngen bench GRAPH [NAME=VALUE...] [--dtype f32|f64] [--jit tcc|cc|auto]\n"
                "                    [--pass PASS]... [--json]\n\n"

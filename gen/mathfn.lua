@@ -73,7 +73,7 @@ local function env_of(dtype)
 end
 
 -- A code builder: o("text with {T} and {one}") appends a filled line; an unknown name is an error.
-local function builder(dtype)
+local function builder(dtype, fma)
   local env, lines = env_of(dtype), {}
   local o = {}
   setmetatable(o, { __call = function(_, s)
@@ -85,6 +85,10 @@ local function builder(dtype)
   end })
   o.dtype, o.env, o.lines = dtype, env, lines
   function o.lit(x) return util.c_literal(x, dtype) end
+  -- the fma option: fused(a, b, c) is the C text of a*b + c rounded once, nil without it
+  local FMA = dtype == "f32" and "fmaf" or "fma"
+  o.has_fma = fma
+  function o.fused(a, b, c) return fma and (FMA .. "(" .. a .. ", " .. b .. ", " .. c .. ")") or nil end
   return o
 end
 
@@ -123,7 +127,8 @@ local function horner(o, p, w, regions, uvar, keep_c0)
   local n = #regions[1].coef
   local e = sel(function(r) return r.coef[n] end)
   for i = n - 1, keep_c0 and 2 or 1, -1 do
-    e = (i < n - 1 and "(" .. e .. ")" or e) .. " * " .. x .. " + " .. sel(function(r) return r.coef[i] end)
+    local c = sel(function(r) return r.coef[i] end)
+    e = o.fused(e, x, c) or ((i < n - 1 and "(" .. e .. ")" or e) .. " * " .. x .. " + " .. c)
   end
   if keep_c0 then -- p = P - c_1, and the C text of c_1
     o(p .. " = (" .. e .. ") * " .. x .. ";")
@@ -151,24 +156,30 @@ end
 -- factor s = 2^(k + tail_shift) and a constant; either way a subnormal result is rounded once.
 -- Declarations: union kb and s1, s2 (or s); T k, r, q.
 local function exp_core(o, kx, x, add1, add2, tail)
-  o("kb.f = " .. kx .. " * {log2e} + {magic};")
+  o("kb.f = " .. (o.fused(kx, "{log2e}", "{magic}") or (kx .. " * {log2e} + {magic}")) .. ";")
   o("k = kb.f - {magic};")
   -- Cody and Waite: k ln2_hi and x - k ln2_hi are exact; rounding starts at the size of r
   local head = "(" .. x .. " - k * {ln2_hi})"
   if add1 then head = "(" .. head .. " + " .. add1 .. ")" end
   if add2 then
-    o("r = " .. head .. " + (" .. add2 .. " - k * {ln2_lo});")
+    o("r = " .. head .. " + " .. (o.fused("-k", "{ln2_lo}", add2) or ("(" .. add2 .. " - k * {ln2_lo})")) .. ";")
   else
-    o("r = " .. head .. " - k * {ln2_lo};")
+    o("r = " .. (o.fused("-k", "{ln2_lo}", head) or (head .. " - k * {ln2_lo}")) .. ";")
   end
   horner(o, "q", "r", coef[o.dtype].exp.regions)
-  o("q = r + r * r * q;")
+  o("q = " .. (o.fused("r * r", "q", "r") or "r + r * r * q") .. ";")
   return exp_scale(o, tail)
 end
 
 -- -m x^2 = hi + lo, m = 1 or 1/2: Veltkamp's split x = xh + xl into half-width parts, hi = xh^2
 -- exactly, lo = (2 xh + xl) xl with a relative error of 2^-mant, i.e. below 2^-(mant + 11) x^2.
 local function square_split(o, x, m)
+  if o.has_fma then -- x^2 = c + (x^2 - c) exactly, the second term by one fma
+    o("c = " .. x .. " * " .. x .. ";")
+    o("hi = " .. m .. " * c;")
+    o("lo = " .. m .. " * " .. o.fused(x, x, "-c") .. ";")
+    return
+  end
   o("c = " .. x .. " * {split};")
   o("xh = c - (c - " .. x .. ");")
   o("xl = " .. x .. " - xh;")
@@ -382,7 +393,7 @@ fns.gelu_erf = {
     o("c = hi + L;")
     local scale = exp_core(o, "c", "hi", "L", "lo", true)
     o("/* v < 0: v Phi(v) = -u Phi(-u) (0 at -inf); else v (1 - Phi(-u)) */")
-    o("y = " .. scale("{half} * (v < {zero} ? -u : {one}) * (t + t * q)") .. ";")
+    o("y = " .. scale("{half} * (v < {zero} ? -u : {one}) * " .. (o.fused("t", "q", "t") or "(t + t * q)")) .. ";")
     o("return v < {zero} ? y : v * ({one} - y);")
   end,
 }
@@ -397,10 +408,10 @@ fns.gelu_grad_erf = {
     gelu_erf_head(o)
     o("h = L * {half};")
     horner(o, "q", "h", coef[o.dtype].exp.regions)
-    o("q = h + h * h * q;")
+    o("q = " .. (o.fused("h * h", "q", "h") or "h + h * h * q") .. ";")
     o("D = {half} * t * ({one} + q * ({two} + q)) - u * {inv_sqrt_2pi};")
     local scale = exp_core(o, "hi", "hi", nil, "lo", true)
-    o("D = " .. scale("(D + D * q)") .. ";")
+    o("D = " .. scale(o.fused("D", "q", "D") or "(D + D * q)") .. ";")
     o("return v < {zero} ? D : {one} - D;")
   end,
 }
@@ -443,9 +454,26 @@ function mathfn.has(name) return fns[name] ~= nil end
 
 function mathfn.cname(name, dtype) return "kg_" .. name .. "_" .. dtype end
 
+-- The variables of the declarations "T a, b, c;" in lines that no other line uses (the fma
+-- forms need fewer temporaries than the exact transformations they replace) are dropped.
+local function unused_dropped(lines, T)
+  local pattern, rest = "^" .. T .. " [%w_, ]+;$", {}
+  for _, l in ipairs(lines) do if not util.find(l, pattern) then rest[#rest + 1] = l end end
+  local body = " " .. table.concat(rest, " ") .. " "
+  for i, l in ipairs(lines) do
+    if util.find(l, pattern) then
+      local kept = {}
+      for v in util.gmatch(l:sub(#T + 2, -2), "[%w_]+") do
+        if util.find(body, "[^%w_]" .. v .. "[^%w_]") then kept[#kept + 1] = v end
+      end
+      lines[i] = T .. " " .. table.concat(kept, ", ") .. ";"
+    end
+  end
+end
+
 -- C text of the functions named in `wanted` (a set) and of those they call, for one dtype:
 -- callees before callers, otherwise in name order, each once.
-function mathfn.emit(wanted, dtype)
+function mathfn.emit(wanted, dtype, fma)
   local order, seen = {}, {}
   local function visit(name)
     if seen[name] then return end
@@ -472,11 +500,12 @@ function mathfn.emit(wanted, dtype)
     out[#out + 1] = ""
   end
   for _, name in ipairs(order) do
-    local o = builder(dtype)
+    local o = builder(dtype, fma)
     for n in pairs(fns) do o.env["kg_" .. n] = mathfn.cname(n, dtype) end
     o(fns[name].args)
     local args = table.remove(o.lines, 1)
     fns[name].body(o)
+    if fma then unused_dropped(o.lines, o.env.T) end
     out[#out + 1] = "KG_MATHFN " .. o.env.T .. " " .. mathfn.cname(name, dtype) .. "(" .. args .. ")"
     out[#out + 1] = "{"
     for _, l in ipairs(o.lines) do out[#out + 1] = "    " .. l end

@@ -194,6 +194,7 @@ local function check_options(req)
   for _, p in ipairs(pipeline.PASSES) do if p.name ~= "forward" then dumpable[#dumpable + 1] = p.name end end
   one_of("dump_ir", "--dump-ir", dumpable, nil)
   one_of("fuse", "--fuse", { "auto", "none" }, "auto")
+  one_of("fma", "--fma", { "off", "on" }, "off")
   -- the passes to generate, in table order (default: all)
   local want = {}
   for _, q in ipairs(req.passes or {}) do
@@ -287,6 +288,7 @@ local function default_name(S, R, req)
   if req.vjp_form == "closed" then parts[#parts + 1] = "vjpclosed" end
   if req.jvp_form == "closed" then parts[#parts + 1] = "jvpclosed" end
   if #R.baked > 0 then parts[#parts + 1] = "const_" .. table.concat(R.baked, "_") end
+  if req.fma == "on" then parts[#parts + 1] = "fma" end
   parts[#parts + 1] = req.dtype
   return table.concat(parts, "_")
 end
@@ -390,7 +392,7 @@ function pipeline.generate(req)
     if L.ws_size > INT_MAX then util.fail(string.format("%s: the %s workspace would exceed %d elements", S.name, pass, INT_MAX)) end
     schedule.run(L, req.unroll, fn)
     terms = terms + L.unrolled_terms
-    local out = emit.fn(fn, L, dtype, helpers, PASS[pass].doc)
+    local out = emit.fn(fn, L, dtype, helpers, PASS[pass].doc, req.fma == "on")
     statements = statements + out.statements
     fns[#fns + 1] = out.text()
     local d = emit.declarations(fn, L, dtype, upper, pass, PASS[pass].doc, size_seen)
@@ -413,6 +415,7 @@ function pipeline.generate(req)
   if req.wrt then opts = opts .. " wrt=" .. req.wrt end
   if req.train then opts = opts .. " train=" .. req.train .. " optimizer=" .. req.optimizer end
   if #R.baked > 0 then opts = opts .. " const=" .. table.concat(R.baked, ",") end
+  if req.fma == "on" then opts = opts .. " fma=on" end
   local tables, table_bytes = {}, 0 -- the baked inputs the functions read, in input order
   for _, name in ipairs(R.baked) do
     local t = tables_used[name]
@@ -433,16 +436,17 @@ function pipeline.generate(req)
   end
   banner[#banner + 1] = " */"
   banner = table.concat(banner, "\n")
-  local helper_text, table_text = emit.helpers(helpers), emit.tables(tables, dtype)
+  local helper_text, table_text = emit.helpers(helpers, req.fma == "on"), emit.tables(tables, dtype)
   local fn_text = table.concat(fns, "\n")
   result.header_file, result.source_file = base .. ".h", base .. ".c"
   result.header = template.fill("templates/kernel.h.in", {
     banner = banner, guard = upper .. "_H", sizes = table.concat(sizes, "\n"), prototypes = table.concat(protos, "\n") })
   local guard = template.fill("templates/compiler_guard.c.in", {})
-  result.source = template.fill("templates/kernel.c.in", { banner = banner, header = result.header_file,
+  local fma = req.fma == "on" and template.fill("templates/fma.c.in", emit.fma_names(dtype)) or ""
+  result.source = template.fill("templates/kernel.c.in", { banner = banner, header = result.header_file, fma = fma,
     compiler_guard = guard, helpers = helper_text, tables = table_text, functions = fn_text })
   result.jit_source = template.fill("templates/jit.c.in", {
-    prototypes = emit.libm_prototypes(), compiler_guard = guard, helpers = helper_text, tables = table_text,
+    prototypes = emit.libm_prototypes(), compiler_guard = guard, fma = fma, helpers = helper_text, tables = table_text,
     functions = fn_text, entries = table.concat(entries, "\n") })
   result.libm = emit.LIBM
   result.stats = { statements = statements, bytes = #result.source, terms = terms, table_bytes = table_bytes }

@@ -88,6 +88,12 @@ typedef struct {
                                 IR): the IR after that pass, see KG_TEXT_IR */
     const char *fuse;        /* "auto" (default) or "none": loop fusion off, for diagnosis
                                 (results are identical) */
+    const char *fma;         /* "off" (default) or "on": a*b + c written as fma/fmaf (one
+                                rounding; different results, in the name as _fma). Fast where
+                                the build has hardware FMA (x86-64 -mfma or -march=x86-64-v3,
+                                AArch64, Cortex-M4F/M7 in f32), a libm call elsewhere; needs a
+                                correctly rounded fma: newlib's double fma is not (README,
+                                "Fused multiply-add") */
     unsigned passes;         /* bit mask of (1u << KG_FORWARD), ... to generate; 0: all of them.
                                 Fewer passes generate faster; kg_call on a missing one gives
                                 KG_CALL_NO_PASS */

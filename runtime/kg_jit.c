@@ -138,8 +138,9 @@ static void *fn_to_ptr(void (*f)(void))
     return p;
 }
 
-/* Addresses of the externals a hermetic JIT unit may call: sqrt (the generated code's only libm
-   function: exp, erf, erfc and tanh are emitted with the kernel, gen/mathfn.lua), and memset,
+/* Addresses of the externals a hermetic JIT unit may call: sqrt and, under the fma option, fma
+   (the generated code's only libm functions: exp, erf, erfc and tanh are emitted with the
+   kernel, gen/mathfn.lua; glibc's fma and fmaf are correctly rounded), and memset,
    which tcc emits for zero-initialized local arrays. */
 static void *jit_symbol(const char *name)
 {
@@ -149,6 +150,8 @@ static void *jit_symbol(const char *name)
     } table[] = {
         {"sqrt", (void (*)(void))sqrt},
         {"sqrtf", (void (*)(void))sqrtf},
+        {"fma", (void (*)(void))fma},
+        {"fmaf", (void (*)(void))fmaf},
         {"memset", (void (*)(void))memset},
     };
     for (size_t i = 0; i < sizeof table / sizeof table[0]; i++)

@@ -75,6 +75,7 @@ static void free_request(struct kg_tier *t)
     free((char *)t->req.jvp_form);
     free((char *)t->req.name);
     free((char *)t->req.fuse);
+    free((char *)t->req.fma);
     free((char *)t->req.wrt);
     free((char *)t->req.train);
     free((char *)t->req.optimizer);
@@ -95,6 +96,7 @@ static int copy_request(struct kg_tier *t, const kg_request *req)
     DUP(jvp_form);
     DUP(name);
     DUP(fuse);
+    DUP(fma);
     DUP(wrt);
     DUP(train);
     DUP(optimizer);

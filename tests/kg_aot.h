@@ -194,14 +194,15 @@ static inline kg_kernel *generate_compiled(const kg_request *r, char **problem)
 
 /* GRAPH at its small dims (SMALL; the defaults if small_dims does not list it) or at its
    default dims, with the optional EXTRA "NAME=VALUE" parameter and C name prefix NAME (NULL:
-   the default name), unroll UNROLL (NULL: the default). Small dims that the graph rejects as
+   the default name), unroll UNROLL and fma option FMA (NULL: the defaults). Small dims that the graph rejects as
    bad input (its dims were renamed) fall back to the defaults with a note, so that small_dims
    going stale fails no test. On failure: NULL, *problem (malloc'd) and *status say why. */
 static inline kg_kernel *generate_case(const char *graph, const char *dtype, const char *unroll,
-                                       int small, const char *extra, const char *name,
-                                       kg_status *status, char **problem)
+                                       const char *fma, int small, const char *extra,
+                                       const char *name, kg_status *status, char **problem)
 {
     kg_request r = request_for(graph, dtype, unroll);
+    r.fma = fma;
     const char *params[8];
     int n = small ? r.nparams : 0;
     for (int i = 0; i < n && i < 7; i++)

@@ -153,7 +153,7 @@ static void case_prepare(const fixture *fx, kcase *c)
     int dflt = c->variant == V_DEFAULT_NONE;
     kg_status st;
     char *err = NULL;
-    c->k = generate_case(c->graph, c->dtype, dflt ? "none" : NULL, !dflt, NULL, NULL, &st,
+    c->k = generate_case(c->graph, c->dtype, dflt ? "none" : NULL, NULL, !dflt, NULL, NULL, &st,
                          &c->problem);
     if (!c->k || c->problem)
         return;

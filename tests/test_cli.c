@@ -646,6 +646,23 @@ static void test_bad_dump_ir(void **state)
     assert_no_output(fx);
 }
 
+/* --fma off|on: on writes fmaf and says so in the name; check runs the fused kernels' checks;
+   anything else is bad usage. */
+static void test_fma_option(void **state)
+{
+    Fixture *fx = *state;
+    Result r = KG(fx, "emit", "layernorm", "rows=2", "dim=3", "--fma", "yes", "--out", fx->out);
+    ASSERT_BAD(r, "--fma", "'yes'");
+    assert_no_output(fx);
+    r = KG(fx, "emit", "layernorm", "rows=2", "dim=3", "--fma", "on", "--out", fx->out);
+    assert_ok(&r);
+    const char *c = slurp(fx, fmt(fx, "%s/layernorm_2x3_fma_f32.c", fx->out));
+    if (!c || !strstr(c, "fmaf(") || !strstr(c, "fma=on"))
+        fail_msg("layernorm_2x3_fma_f32.c: no fmaf call or no fma=on in its banner");
+    r = KG(fx, "check", "layernorm", "rows=2", "dim=3", "--fma", "on");
+    assert_ok(&r);
+}
+
 /* strtoul skips leading blanks and then accepts a sign: " -1" is ULONG_MAX to it. */
 static void test_bad_seed(void **state)
 {
@@ -1503,6 +1520,7 @@ int main(void)
         T(test_bad_semantics),
         T(test_bad_vjp_jvp_form),
         T(test_bad_dump_ir),
+        T(test_fma_option),
         T(test_bad_seed),
         T(test_extra_positional),
         T(test_list_with_arguments),

@@ -18,6 +18,12 @@
  *   the inputs are embedded in the image as data; the image writes return codes, SysTick ticks
  *   and outputs to a file on the host (semihosting).
  *
+ * The small-dims cases run once more generated with --fma on (a*b + c as C99 fma/fmaf, one
+ * rounding; README "Fused multiply-add"): the same builds, where gcc and clang use the FMA
+ * instructions, tcc and gcc -O0 call glibc's fma, and the M4F its vfma.f32 -- f32 only there,
+ * since newlib's double fma is not correctly rounded (the file refuses to build: the
+ * fma_refused_by_newlib test).
+ *
  * No build passes -ffp-contract=off: the emitted files keep contraction off themselves
  * (templates/kernel.c.in). Every output element and return code must equal the JIT's; a
  * difference is reported with graph, dtype, pass, build, output, first differing index and both
@@ -76,6 +82,7 @@ static const char *const dtypes[] = {"f32", "f64"};
 typedef struct {
     const char *graph, *dtype, *attr;
     int dflt;                       /* default dims, unroll none */
+    int fma;                        /* generated with --fma on */
     kg_kernel *k;
     char *label;                    /* "ffn f32 (dmodel=4 dff=6 gelu=erf)" */
     char *c_path;                   /* the emitted .c */
@@ -104,11 +111,13 @@ static void case_prepare(fixture *fx, kcase *c)
     kg_status st;
     char *err = NULL, *name = NULL;
     const char *unroll = "none"; /* kerngen emit's default: loops */
-    c->k = generate_case(c->graph, c->dtype, unroll, !c->dflt, c->attr, NULL, &st, &c->problem);
+    const char *fma = c->fma ? "on" : NULL;
+    c->k = generate_case(c->graph, c->dtype, unroll, fma, !c->dflt, c->attr, NULL, &st,
+                         &c->problem);
     if (c->k && c->attr) { /* the same C names as the tanh kernel: rename */
         name = xprintf("%s_%s", kg_text(c->k, KG_TEXT_NAME), "gelu_erf");
         kg_free(c->k);
-        c->k = generate_case(c->graph, c->dtype, unroll, !c->dflt, c->attr, name, &st,
+        c->k = generate_case(c->graph, c->dtype, unroll, fma, !c->dflt, c->attr, name, &st,
                              &c->problem);
         free(name);
     }
@@ -119,7 +128,8 @@ static void case_prepare(fixture *fx, kcase *c)
     }
     if (!c->k)
         return;
-    c->label = xprintf("%s %s (%s)", c->graph, c->dtype, kg_text(c->k, KG_TEXT_PARAMS));
+    c->label = xprintf("%s %s%s (%s)", c->graph, c->dtype, c->fma ? " fma" : "",
+                       kg_text(c->k, KG_TEXT_PARAMS));
     char *dir = xprintf("%s/%s", fx->dir, c->dflt ? "default" : "small");
     c->c_path = xprintf("%s/%s", dir, kg_text(c->k, KG_TEXT_SOURCE_FILE));
     if (kg_write_files(c->k, dir, &err) != KG_OK) {
@@ -168,17 +178,18 @@ static void failure(fixture *fx, const char *fmt, ...)
     fx->failures++;
 }
 
-/* Every graph at small dims (and once more with gelu=erf where the graph accepts it), then
-   every graph at its default dims, each in both dtypes. */
+/* Every graph at small dims (and once more with gelu=erf where the graph accepts it), the same
+   with --fma on, then every graph at its default dims, each in both dtypes. */
 static void cases_make(fixture *fx)
 {
-    fx->cs = calloc((size_t)fx->ngraphs * 6, sizeof *fx->cs);
+    fx->cs = calloc((size_t)fx->ngraphs * 10, sizeof *fx->cs);
     assert_non_null(fx->cs);
-    for (int dflt = 0; dflt < 2; dflt++)
+    for (int variant = 0; variant < 3; variant++) /* small, small fma, default dims */
         for (int g = 0; g < fx->ngraphs; g++) {
+            int dflt = variant == 2;
             kg_status st = KG_OK;
             char *problem = NULL;
-            kg_kernel *probe = dflt ? NULL : generate_case(fx->graphs[g], "f32", NULL, 1,
+            kg_kernel *probe = dflt ? NULL : generate_case(fx->graphs[g], "f32", NULL, NULL, 1,
                                                            "gelu=erf", NULL, &st, &problem);
             for (int a = 0; a < (probe ? 2 : 1); a++)
                 for (int d = 0; d < 2; d++) {
@@ -187,10 +198,11 @@ static void cases_make(fixture *fx)
                     c->dtype = dtypes[d];
                     c->attr = a ? "gelu=erf" : NULL;
                     c->dflt = dflt;
+                    c->fma = variant == 1;
                     case_prepare(fx, c);
                     if (c->problem)
-                        failure(fx, "%s %s%s: %s", c->graph, c->dtype, dflt ? " default dims" : "",
-                                c->problem);
+                        failure(fx, "%s %s%s%s: %s", c->graph, c->dtype, c->fma ? " fma" : "",
+                                dflt ? " default dims" : "", c->problem);
                 }
             kg_free(probe);
             free(problem);
@@ -200,8 +212,10 @@ static void cases_make(fixture *fx)
 /* Does build B run case C? */
 static int runs(const kcase *c, int b)
 {
+    int f64 = strcmp(c->dtype, "f64") == 0;
     return !c->problem && (c->dflt ? builds[b].default_dims && !builds[b].firmware : 1) &&
-           (!builds[b].only_dtype || strcmp(builds[b].only_dtype, c->dtype) == 0);
+           (!builds[b].only_dtype || strcmp(builds[b].only_dtype, c->dtype) == 0) &&
+           !(c->fma && f64 && builds[b].firmware);
 }
 
 /* NULL if the pass returned the JIT's code and wrote the JIT's bits, else the first difference. */
@@ -490,17 +504,18 @@ static void report(fixture *fx)
         }
         print_message("\n");
     }
-    int same[2] = {0}, all[2] = {0};
+    int same[3] = {0}, all[3] = {0}; /* small, small with --fma on, default dims */
     for (int i = 0; i < fx->n; i++)
         for (int p = 0; p < KG_NPASSES; p++) {
-            int ok = !fx->cs[i].problem;
+            int ok = !fx->cs[i].problem, v = fx->cs[i].dflt ? 2 : fx->cs[i].fma;
             for (int b = 0; b < NBUILDS; b++)
                 ok &= !fx->cs[i].diff[b][p] && (fx->cs[i].compared[b] || !runs(&fx->cs[i], b));
-            all[fx->cs[i].dflt]++;
-            same[fx->cs[i].dflt] += ok;
+            all[v]++;
+            same[v] += ok;
         }
-    print_message("     identical in every build: %d/%d groups at small dims, %d/%d at default "
-                  "dims (unroll none, %s)\n", same[0], all[0], same[1], all[1], builds[0].label);
+    print_message("     identical in every build: %d/%d groups at small dims, %d/%d with --fma on "
+                  "(f64 not on the M4F), %d/%d at default dims (unroll none, %s)\n", same[0],
+                  all[0], same[1], all[1], same[2], all[2], builds[0].label);
 }
 
 static void bit_identical_across_builds(void **state)
@@ -598,6 +613,56 @@ static void bit_identical_across_builds(void **state)
         fail_msg("%d failures (FAIL lines above)", fx->failures);
 }
 
+/* Under --fma on, a file whose fma would come from newlib's libm does not build: newlib 3.3's
+   fma is x*y + z and its fmaf goes through double (two roundings). The Cortex-M4F has a single-
+   precision fused multiply-add (f32 builds) but none for double; a Cortex-M3 has no FPU. */
+static void fma_refused_by_newlib(void **state)
+{
+    fixture *fx = *state;
+    static const char *const m4f[] = {"arm-none-eabi-gcc", M4F_FLAGS, "-O2", "-c", NULL};
+    static const char *const m3[] = {"arm-none-eabi-gcc", "-mcpu=cortex-m3", "-mthumb", "-O2",
+                                     "-c", NULL};
+    static const struct {
+        const char *dtype;
+        const char *const *argv;
+        int builds;
+    } cases[] = {{"f32", m4f, 1}, {"f64", m4f, 0}, {"f32", m3, 0}};
+    enum { N = sizeof cases / sizeof cases[0] };
+    char *dir = xprintf("%s/fma_check", fx->dir);
+    assert_int_equal(mkdir(dir, 0755), 0);
+    job jobs[N];
+    for (int i = 0; i < N; i++) {
+        kg_status st;
+        char *problem = NULL, *err = NULL;
+        kg_kernel *k = generate_case("layernorm", cases[i].dtype, NULL, "on", 1, NULL, NULL, &st,
+                                     &problem);
+        if (!k)
+            fail_msg("layernorm %s --fma on: %s", cases[i].dtype, problem);
+        assert_int_equal(kg_write_files(k, dir, &err), KG_OK);
+        char *src = xprintf("%s/%s", dir, kg_text(k, KG_TEXT_SOURCE_FILE));
+        char *log = xprintf("%s/%d.log", dir, i), *obj = xprintf("%s/%d.o", dir, i);
+        job_init(&jobs[i], log, cases[i].argv, "-o", obj, src, (const char *)NULL);
+        free(src);
+        free(log);
+        free(obj);
+        kg_free(k);
+    }
+    run_jobs(jobs, N);
+    for (int i = 0; i < N; i++) {
+        char *msg = job_problem(&jobs[i]);
+        if (cases[i].builds && msg)
+            fail_msg("%s", msg);
+        if (!cases[i].builds && (!msg || !strstr(msg, "generated with --fma on, but newlib's")))
+            fail_msg("%s %s --fma on: expected the newlib refusal, got %s", jobs[i].argv[1],
+                     cases[i].dtype, msg ? msg : "a build");
+        print_message("ok   %s %s --fma on: %s\n", jobs[i].argv[1], cases[i].dtype,
+                      msg ? "refused (newlib's fma)" : "builds");
+        free(msg);
+        job_free(&jobs[i]);
+    }
+    free(dir);
+}
+
 /* ---- fixture ---- */
 
 static int group_teardown(void **state)
@@ -667,6 +732,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(bit_identical_across_builds),
+        cmocka_unit_test(fma_refused_by_newlib),
     };
     return cmocka_run_group_tests_name("identity", tests, group_setup, group_teardown);
 }

@@ -63,9 +63,15 @@ extern char **environ;
 enum { F_EXP, F_ERF, F_ERFC, F_TANH, F_GELU_ERF, F_GELU_TANH, F_LOG, F_GELU_GRAD_ERF, F_GELU_GRAD_TANH, NFN };
 static const char *const FN_NAMES[NFN] = {"exp", "erf", "erfc", "tanh", "gelu erf", "gelu tanh", "log",
                                           "gelu' erf", "gelu' tanh"};
-static const double BOUND[2][NFN] = {
-    /* f32 */ {1.5, 1.5, 2, 2, 4, 4, 1, 0, 0},
-    /* f64 */ {1.5, 1.5, 1.5, 2, 4, 4, 1, 0, 0},
+static const double BOUND[2][2][NFN] = {
+    {
+        /* f32 */ {1.5, 1.5, 2, 2, 4, 4, 1, 0, 0},
+        /* f64 */ {1.5, 1.5, 1.5, 2, 4, 4, 1, 0, 0},
+    },
+    { /* --fma on: the polynomials and GELU's exact square take fused multiply-adds */
+        /* f32 */ {1.5, 1.5, 1.5, 2, 3.5, 4, 1, 0, 0},
+        /* f64 */ {1.5, 1.5, 1.5, 2, 4, 4, 1, 0, 0},
+    },
 };
 /* The derivatives have no ulp bound: gelu' crosses zero (x = -0.75), where any formula loses
    relative accuracy, so they are checked against max(|ref|, 1) like test_operators. */
@@ -282,7 +288,7 @@ static double ulp_error(double got, long double ref, int f64)
 
 /* ---- kernels ---- */
 
-static kg_kernel *build(int f64, size_t n, size_t m, const char *unroll)
+static kg_kernel *build(int f64, size_t n, size_t m, const char *unroll, int fma)
 {
     char nparam[32], mparam[32];
     snprintf(nparam, sizeof nparam, "n=%zu", n);
@@ -295,6 +301,7 @@ static kg_kernel *build(int f64, size_t n, size_t m, const char *unroll)
     req.nparams = 2;
     req.dtype = f64 ? "f64" : "f32";
     req.unroll = unroll;
+    req.fma = fma ? "on" : "off";
     kg_kernel *k = NULL;
     char *err = NULL;
     kg_status st = kg_generate(&req, &k, &err);
@@ -371,15 +378,16 @@ static double elem(const void *buf, size_t i, int f64)
 static const char *const OUT_NAME[NFN] = {"y_exp", "y_erf", "y_erfc", "y_tanh", "y_gelu_erf",
                                           "y_gelu_tanh", "y_log", "y_gelu_erf", "y_gelu_tanh"};
 
-static void max_ulp(int f64)
+static void max_ulp(int f64, int fma)
 {
     sweep s = make_sweep(f64, 5);
-    kg_kernel *k = build(f64, s.n, s.nl, "none");
+    kg_kernel *k = build(f64, s.n, s.nl, "none", fma);
     argset fwd;
     argset_make(&fwd, k, KG_FORWARD, &s, "");
     assert_int_equal(kg_call(k, KG_FORWARD, fwd.args, fwd.n + 1), 0);
     int bad = 0;
-    print_message("  %s, %zu points, log %zu (JIT, tcc)\n", f64 ? "f64" : "f32", s.n, s.nl);
+    print_message("  %s%s, %zu points, log %zu (JIT, tcc)\n", f64 ? "f64" : "f32", fma ? " --fma on" : "",
+                  s.n, s.nl);
     for (int f = 0; f < NFN; f++) {
         const void *y;
         argset vjp;
@@ -413,7 +421,7 @@ static void max_ulp(int f64)
                 ref_at = ref;
             }
         }
-        double bound = grad ? GRAD_TOL[f64] : BOUND[f64][f];
+        double bound = grad ? GRAD_TOL[f64] : BOUND[fma][f64][f];
         print_message("  %-11s max %-12s %-9.3g (bound %g) at x = %-24.17g (got %.17g, exact %.20Lg)%s\n",
                       FN_NAMES[f], grad ? "err" : f == F_GELU_TANH ? "ulp/(1+2|u|)" : "ulp", worst, bound,
                       at, got_at, ref_at, worst <= bound ? "" : "  ABOVE THE BOUND");
@@ -433,12 +441,22 @@ static void max_ulp(int f64)
 static void max_ulp_f32(void **state)
 {
     (void)state;
-    max_ulp(0);
+    max_ulp(0, 0);
 }
 static void max_ulp_f64(void **state)
 {
     (void)state;
-    max_ulp(1);
+    max_ulp(1, 0);
+}
+static void max_ulp_f32_fma(void **state)
+{
+    (void)state;
+    max_ulp(0, 1);
+}
+static void max_ulp_f64_fma(void **state)
+{
+    (void)state;
+    max_ulp(1, 1);
 }
 
 /* ---- 2. special values ---- */
@@ -446,7 +464,8 @@ static void max_ulp_f64(void **state)
 static void special_values(void **state)
 {
     (void)state;
-    for (int f64 = 0; f64 <= 1; f64++) {
+    for (int v = 0; v < 4; v++) { /* f32, f64; then both with --fma on */
+        int f64 = v & 1, fma = v >> 1;
         const double x[] = {NAN, INFINITY, -INFINITY, -0.0, 0.0};
         /* expected: exp erf erfc tanh gelu_erf gelu_tanh, NAN meaning "a NaN" */
         const double want[][6] = {
@@ -462,7 +481,7 @@ static void special_values(void **state)
                              f64 ? -4.9406564584124654e-324 : -1.4012984643248171e-45};
         const double wantl[] = {NAN, INFINITY, NAN, -INFINITY, -INFINITY, NAN, 0.0, NAN};
         sweep s = {f64, 5, (double *)x, 8, (double *)xl};
-        kg_kernel *k = build(f64, s.n, s.nl, "none");
+        kg_kernel *k = build(f64, s.n, s.nl, "none", fma);
         argset fwd;
         argset_make(&fwd, k, KG_FORWARD, &s, "");
         assert_int_equal(kg_call(k, KG_FORWARD, fwd.args, fwd.n + 1), 0);
@@ -473,7 +492,8 @@ static void special_values(void **state)
                 double got = elem(y, i, f64), w = want[i][f];
                 int ok = isnan(w) ? isnan(got) : (got == w && signbit(got) == signbit(w));
                 if (!ok) {
-                    print_error("%s %s(%g) = %g, expected %g\n", f64 ? "f64" : "f32", FN_NAMES[f], x[i], got, w);
+                    print_error("%s%s %s(%g) = %g, expected %g\n", f64 ? "f64" : "f32", fma ? " fma" : "",
+                                FN_NAMES[f], x[i], got, w);
                     bad = 1;
                 }
             }
@@ -483,7 +503,8 @@ static void special_values(void **state)
             double got = elem(yl, i, f64), w = wantl[i];
             int ok = isnan(w) ? isnan(got) : (got == w && signbit(got) == signbit(w));
             if (!ok) {
-                print_error("%s log(%g) = %g, expected %g\n", f64 ? "f64" : "f32", xl[i], got, w);
+                print_error("%s%s log(%g) = %g, expected %g\n", f64 ? "f64" : "f32", fma ? " fma" : "", xl[i],
+                            got, w);
                 bad = 1;
             }
         }
@@ -613,9 +634,10 @@ static void bit_identical_compilers(void **state)
     char dir[] = "/tmp/kg_mathfn_XXXXXX";
     assert_non_null(mkdtemp(dir));
     int bad = 0;
-    for (int f64 = 0; f64 <= 1; f64++) {
+    for (int v = 0; v < 4; v++) { /* f32, f64; then both with --fma on */
+        int f64 = v & 1, fma = v >> 1;
         sweep s = make_sweep(f64, 16);
-        kg_kernel *k = build(f64, s.n, s.nl, "none");
+        kg_kernel *k = build(f64, s.n, s.nl, "none", fma);
         char *err = NULL;
         if (kg_write_files(k, dir, &err) != KG_OK) {
             print_error("kg_write_files: %s\n", err ? err : "?");
@@ -625,8 +647,8 @@ static void bit_identical_compilers(void **state)
         for (int c = 0; c < 2 && !bad; c++) {
             const char *cc = c == 0 ? "gcc" : "clang";
             int b = compare_compiler(k, &s, dir, cc);
-            print_message("  %s %s -O3 -march=native: %zu points, %s\n", f64 ? "f64" : "f32", cc, s.n,
-                          b ? "DIFFERENT bits" : "the JIT's bits");
+            print_message("  %s%s %s -O3 -march=native: %zu points, %s\n", f64 ? "f64" : "f32",
+                          fma ? " --fma on" : "", cc, s.n, b ? "DIFFERENT bits" : "the JIT's bits");
             bad |= b;
         }
         kg_free(k);
@@ -646,6 +668,8 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(max_ulp_f32),
         cmocka_unit_test(max_ulp_f64),
+        cmocka_unit_test(max_ulp_f32_fma),
+        cmocka_unit_test(max_ulp_f64_fma),
         cmocka_unit_test(special_values),
         cmocka_unit_test(bit_identical_compilers),
     };
