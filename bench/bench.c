@@ -378,7 +378,7 @@ static kg_kernel *make_jit(bcase *c, const char *jit, double *gen_ms, double *co
     req.nparams = n;
     req.dtype = c->f64 ? "f64" : "f32";
     req.jit = jit;
-    req.fma = getenv("BENCH_FMA");
+    req.fma = getenv("BENCH_FMA"); /* as the AOT kernels were emitted (run.sh) */
     kg_kernel *k = NULL;
     char *err = NULL;
     double t0 = now();

@@ -6,6 +6,8 @@
 # gnuplot (the chart). Writes BUILD_DIR/bench/: bench.txt (the output), results.tsv, ratios.png.
 # For work on one operator: BENCH_ONLY=REGEX keeps the lines of cases.txt matching it (grep -E);
 # BENCH_KEEP=1 keeps the temporary directory (emitted kernels, glue, the bench binary).
+# BENCH_FMA=on|off: kerngen's kernels (AOT and both JIT tiers) with --fma on (default: this
+# benchmark compiles for -march=native, where the FMA instructions are) or off.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 BUILD=$(cd "${1:-$ROOT/build}" 2>/dev/null && pwd) ||
@@ -26,7 +28,7 @@ fi
 mkdir -p "$TMP/gen"
 START=$(date +%s)
 NJOBS=$(nproc)
-export BENCH_FMA=${BENCH_FMA:-off}
+export BENCH_FMA=${BENCH_FMA:-on} # read by bench.c for the JIT tiers' requests
 FMA=$BENCH_FMA
 
 # Runs the lines of a command file (printf %q-quoted) NJOBS at a time; fails if one fails.
@@ -135,7 +137,7 @@ rev=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)
     "load average $(cut -d' ' -f1-3 /proc/loadavg)"
   echo "gcc $(gcc -dumpfullversion), $(tcc -v 2>&1 | head -1);" \
     "OMP_NUM_THREADS=1; $([ ${#PIN[@]} -gt 0 ] && echo "pinned to CPU $cpu (taskset)" || echo "not pinned (no taskset)")"
-  echo "kernels: kerngen emit --unroll none, gcc ${STRICT[*]}; JIT tcc: kg_generate (unroll auto) + libtcc;" \
+  echo "kernels: kerngen emit --unroll none --fma $FMA, gcc ${STRICT[*]}; JIT tcc: kg_generate (unroll auto) + libtcc;" \
     "JIT cc: kg_generate (unroll none) + the cc tier (${CC:-cc}, an empty cache: cold, then warm)"
   echo "headers declaring forward_train/vjp_saved: $saved of ${#names[@]}"
   echo "build: $((BUILT - START)) s (emit, glue, compile in $NJOBS jobs, link)"
