@@ -163,7 +163,7 @@ local function jam_reduce(top)
       local form = aff.add(base, aff.const(k))
       stmts[#stmts + 1] = { k = "reduce", target = ref_subst(st.target, K.var, form), rvars = st.rvars,
         lanes = st.lanes, expr = subst_expr(st.expr, K.var, form), check = st.check, node = st.node,
-        combine = st.combine }
+        combine = st.combine, jammed = t > 1 }
     end
     for i = #inner_loops, 1, -1 do stmts = { { k = "loop", var = inner_loops[i].var, n = inner_loops[i].n, body = stmts } } end
     return stmts

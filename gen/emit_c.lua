@@ -93,6 +93,7 @@ end
 -- correctly gives the same bits). Which operand fuses is fixed: the left one if it is a product,
 -- else the right one; a reduction's term fuses into its accumulator.
 local FMA = { f32 = "fmaf", f64 = "fma" }
+emit.FMA_CHAIN = 16 -- steps per lane up to which a reduce's terms fuse into their accumulator
 local function fused(ctx, fac, cs)
   return FMA[ctx.dtype] .. "(" .. fac[1] .. ", " .. fac[3] .. ", " .. cs .. ")", 3
 end
@@ -502,16 +503,25 @@ local function emit_reduces(out, group, env, ctx)
   for k = 1, #first.rvars - 1 do outer[k] = first.rvars[k] end
   local inner = first.rvars[#first.rvars]
   local L = first.lanes
+  -- Under ctx.fma a term fuses into its lane's accumulator, unless the reduce is one long
+  -- chain: more than FMA_CHAIN steps per lane and no jammed siblings. The fma's latency (4
+  -- cycles on Zen 4, the add's 3) would be on the loop-carried chain. Decided from the IR
+  -- alone, so the bits are those of every unroll policy.
+  local steps = inner.n // L
+  for _, r in ipairs(outer) do steps = steps * r.n end
+  local fuses = {}
+  for i, s in ipairs(group) do fuses[i] = ctx.fma and (s.jammed or steps <= emit.FMA_CHAIN) end
   if first.unroll then
-    for _, s in ipairs(group) do
+    for i, s in ipairs(group) do
       local target = target_str(s.target, env, ctx)
       local ls, lp, f, combine = {}, {}, printer(s.expr, ctx), s.combine
+      local fuse = fuses[i]
       each_combo(outer, 1, env, function()
         for j = 0, inner.n - 1 do
           env[inner.var] = j
           local ts, tp, tfac = f(env, ctx)
           local l = j % L
-          if ls[l] then ls[l], lp[l] = fold(combine, ls[l], lp[l], ts, tp, ctx, nil, tfac) else ls[l], lp[l] = ts, tp end
+          if ls[l] then ls[l], lp[l] = fold(combine, ls[l], lp[l], ts, tp, ctx, nil, fuse and tfac) else ls[l], lp[l] = ts, tp end
         end
         env[inner.var] = nil
       end)
@@ -546,6 +556,7 @@ local function emit_reduces(out, group, env, ctx)
   for _, r in ipairs(outer) do out.open(string.format("for (int %s = 0; %s < %d; ++%s) {", r.var, r.var, r.n, r.var)) end
   local main = inner.n - inner.n % L
   local function fold_into(i, lane, es, ep, efac)
+    if not fuses[i] then efac = nil end
     if (group[i].combine or "add") == "add" and not efac then return lane .. " += " .. es .. ";" end
     return lane .. " = " .. fold(group[i].combine, lane, 3, es, ep, ctx, nil, efac) .. ";"
   end
@@ -555,7 +566,7 @@ local function emit_reduces(out, group, env, ctx)
     env[inner.var] = nil
   end
   local v = inner.var
-  if (#group > 1 or ctx.fma) and main > 0 and not ctx.pointers then
+  if (#group > 1 or fuses[1]) and main > 0 and not ctx.pointers then
     -- several accumulators: the lanes as a loop of constant trip count, which gcc vectorizes
     -- with every accumulator in a register (written out, gcc spills them all); so are fmas
     -- (gcc 12 vectorizes fmaf in loops, but leaves written-out lanes of them scalar)

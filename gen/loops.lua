@@ -6,6 +6,7 @@
 --        lanes = true: a reduce's lane loop (block.lua), always written out (schedule.lua)
 --   { k = "store", target = ref, expr = e, check = c }        target = e
 --   { k = "reduce", target = ref, rvars = {{var, n}...}, lanes = L, expr = e, check = c }
+--        jammed = true: one of several independent reduces sharing a lane loop (block.lua)
 --        target = the sum of e over the rvars (outermost first). Lane l sums, in iteration
 --        order, the terms whose innermost rvar index j has j % L == l; the lanes are then
 --        combined by the fixed pairwise tree of emit_c (width w -> ceil(w/2): lane[i] +=

@@ -19,6 +19,7 @@
  *   schedules_are_bit_identical  every graph: unroll auto, none, full and fusion off give the same bits.
  *   jit_schedule_at_default_dims  every graph at its default dims: unroll auto (the JIT's loops,
  *                             strip-mined, with base pointers) gives the bits of unroll none.
+ *   fma_schedules_are_bit_identical  the same with --fma on, also at long LayerNorm rows.
  *   saved_passes_match        every graph: forward_train = forward, vjp_saved = vjp, bit for bit.
  *   jit_cycle_no_leak         repeated generate+compile+call+free (./build.sh asan checks leaks).
  *
@@ -486,21 +487,29 @@ static void golden_emitted_file(void **state)
    graphs' default dims (default_dims), auto against none: there the JIT schedule keeps loops,
    strip-mined, with base pointers (gen/emit_c.lua), which small dims unroll completely. */
 typedef struct {
-    const char *unroll, *fuse;
+    const char *unroll, *fuse, *fma;
 } schedule_variant;
 
-static void compare_schedules(fixture *fx, const schedule_variant *variants, int NV, int default_dims)
+/* Every graph at small or (default_dims) default dims, or only GRAPH with the NPARAMS PARAMS. */
+static void compare_schedules(fixture *fx, const schedule_variant *variants, int NV, int default_dims,
+                              const char *graph, const char *const *params, int nparams)
 {
     int failures = 0, compared = 0;
-    for (int g = 0; g < fx->ngraphs; g++)
+    for (int g = 0; g < (graph ? 1 : fx->ngraphs); g++)
         for (int d = 0; d < 2; d++) {
+            const char *name = graph ? graph : fx->graphs[g];
             kg_kernel *k[8] = {NULL};
             char *problem = NULL;
             for (int v = 0; v < NV && !problem; v++) {
-                kg_request r = request_for(fx->graphs[g], dtypes[d], variants[v].unroll);
+                kg_request r = request_for(name, dtypes[d], variants[v].unroll);
                 r.fuse = variants[v].fuse;
+                r.fma = variants[v].fma;
                 if (default_dims)
                     r.nparams = 0;
+                if (graph) {
+                    r.params = params;
+                    r.nparams = nparams;
+                }
                 k[v] = generate_compiled(&r, &problem);
             }
             for (int p = 0; p < KG_NPASSES && !problem; p++) {
@@ -513,40 +522,55 @@ static void compare_schedules(fixture *fx, const schedule_variant *variants, int
                     rc[v] = kg_call(k[v], (kg_pass)p, s[v].args, s[v].n + 1);
                 }
                 for (int v = 1; v < NV && !problem; v++) {
-                    char name[48];
-                    snprintf(name, sizeof name, "unroll=%s fuse=%s", variants[v].unroll, variants[v].fuse);
+                    char label[64];
+                    snprintf(label, sizeof label, "unroll=%s fuse=%s%s", variants[v].unroll, variants[v].fuse,
+                             variants[v].fma ? " fma=on" : "");
                     if (rc[v] != rc[0])
-                        problem = xprintf("%s: return code %d, default %d", name, rc[v], rc[0]);
+                        problem = xprintf("%s: return code %d, default %d", label, rc[v], rc[0]);
                     else
-                        problem = outputs_differ(k[0], (kg_pass)p, &s[0], &s[v], "default", name);
+                        problem = outputs_differ(k[0], (kg_pass)p, &s[0], &s[v], "default", label);
                     compared++;
                 }
                 for (int v = 0; v < NV; v++)
                     argset_free(&s[v]);
             }
             if (problem) {
-                print_message("FAIL %s %s: %s\n", fx->graphs[g], dtypes[d], problem);
+                print_message("FAIL %s %s: %s\n", name, dtypes[d], problem);
                 failures++;
             }
             free(problem);
             for (int v = 0; v < NV; v++)
                 kg_free(k[v]);
         }
-    print_message("     %d graph x dtype x pass x schedule comparisons%s\n", compared, default_dims ? " at default dims" : "");
+    print_message("     %d %s x dtype x pass x schedule comparisons%s%s\n", compared, graph ? graph : "graph",
+                  default_dims ? " at default dims" : "", variants[0].fma ? " with --fma on" : "");
     assert_int_equal(failures, 0);
 }
 
 static void schedules_are_bit_identical(void **state)
 {
     static const schedule_variant variants[] = {
-        {"auto", "auto"}, {"none", "auto"}, {"full", "auto"}, {"none", "none"}, {"auto", "none"}};
-    compare_schedules(*state, variants, 5, 0);
+        {"auto", "auto", NULL}, {"none", "auto", NULL}, {"full", "auto", NULL}, {"none", "none", NULL},
+        {"auto", "none", NULL}};
+    compare_schedules(*state, variants, 5, 0, NULL, NULL, 0);
 }
 
 static void jit_schedule_at_default_dims(void **state)
 {
-    static const schedule_variant variants[] = {{"none", "auto"}, {"auto", "auto"}};
-    compare_schedules(*state, variants, 2, 1);
+    static const schedule_variant variants[] = {{"none", "auto", NULL}, {"auto", "auto", NULL}};
+    compare_schedules(*state, variants, 2, 1, NULL, NULL, 0);
+}
+
+/* The same with --fma on, where the emitter decides which sums fuse (gen/emit_c.lua,
+   FMA_CHAIN): every graph at small dims, and LayerNorm rows of 1000 elements, whose row sums are
+   chains too long to fuse. */
+static void fma_schedules_are_bit_identical(void **state)
+{
+    static const schedule_variant variants[] = {
+        {"auto", "auto", "on"}, {"none", "auto", "on"}, {"full", "auto", "on"}, {"none", "none", "on"}};
+    static const char *const long_rows[] = {"rows=3", "dim=1000"};
+    compare_schedules(*state, variants, 4, 0, NULL, NULL, 0);
+    compare_schedules(*state, variants, 4, 0, "layernorm", long_rows, 2);
 }
 
 /* Every graph, f32 and f64, at small dims: forward_train writes forward's outputs, and
@@ -669,6 +693,7 @@ int main(void)
         TIMED(golden_emitted_file),
         TIMED(schedules_are_bit_identical),
         TIMED(jit_schedule_at_default_dims),
+        TIMED(fma_schedules_are_bit_identical),
         TIMED(saved_passes_match),
         TIMED(jit_cycle_no_leak),
     };
