@@ -93,7 +93,8 @@ local function builder(dtype, fma)
 end
 
 -- p = P(w) by Horner's rule, one statement: ((c_n x + c_n-1) x + ...) + c_1 with the C rounding
--- of each step (tcc keeps an expression in registers, but stores every statement).
+-- of each step (tcc keeps an expression in registers, but stores every statement); with the fma
+-- option each step is an fma, and from ESTRIN_MIN coefficients Estrin's scheme is used.
 -- regions: the fitted pieces {hi, center, coef}; with several, the centre and each coefficient
 -- are selected by a chain of ?: on w. A centred polynomial is evaluated in uvar = w - center.
 -- keep_c0: p gets P - c_1, and horner returns c_1 (for a sum that recovers its rounding).
@@ -128,9 +129,9 @@ local function horner(o, p, w, regions, uvar, keep_c0)
   local n = #regions[1].coef
   local e
   if o.has_fma and n >= ESTRIN_MIN then
-    -- Estrin's scheme: pairs c_i + c_i+1 x, then pairs of those with x^2, x^4...: the chain of
-    -- dependent fmas is log2(n) long instead of n (16 fmas at 4 cycles each kept the GELU loop
-    -- waiting on latency)
+    -- Estrin's scheme: pairs c_i + c_i+1 x, then pairs of those with x^2, x^4...: a chain of
+    -- log2(n) dependent fmas instead of n (GELU erf f32: 7% faster; the loop is mostly
+    -- throughput-bound)
     local terms, xp = {}, x
     for i = keep_c0 and 2 or 1, n do terms[#terms + 1] = sel(function(r) return r.coef[i] end) end
     while #terms > 1 do
