@@ -176,7 +176,7 @@ local function exp_core(o, kx, x, add1, add2, tail)
   o("kb.f = " .. (o.fused(kx, "{log2e}", "{magic}") or (kx .. " * {log2e} + {magic}")) .. ";")
   o("k = kb.f - {magic};")
   -- Cody and Waite: k ln2_hi and x - k ln2_hi are exact; rounding starts at the size of r
-  local head = "(" .. x .. " - k * {ln2_hi})"
+  local head = o.fused("-k", "{ln2_hi}", x) or ("(" .. x .. " - k * {ln2_hi})")
   if add1 then head = "(" .. head .. " + " .. add1 .. ")" end
   if add2 then
     o("r = " .. head .. " + " .. (o.fused("-k", "{ln2_lo}", add2) or ("(" .. add2 .. " - k * {ln2_lo})")) .. ";")
@@ -191,10 +191,10 @@ end
 -- -m x^2 = hi + lo, m = 1 or 1/2: Veltkamp's split x = xh + xl into half-width parts, hi = xh^2
 -- exactly, lo = (2 xh + xl) xl with a relative error of 2^-mant, i.e. below 2^-(mant + 11) x^2.
 local function square_split(o, x, m)
-  if o.has_fma then -- x^2 = c + (x^2 - c) exactly, the second term by one fma
-    o("c = " .. x .. " * " .. x .. ";")
-    o("hi = " .. m .. " * c;")
-    o("lo = " .. m .. " * " .. o.fused(x, x, "-c") .. ";")
+  if o.has_fma then -- c = m x exactly (m is -1 or -1/2); hi = c x rounded, lo its error, by one fma
+    o("c = " .. m .. " * " .. x .. ";")
+    o("hi = c * " .. x .. ";")
+    o("lo = " .. o.fused("c", x, "-hi") .. ";")
     return
   end
   o("c = " .. x .. " * {split};")
@@ -224,7 +224,7 @@ local function erfcx_parts(o, x, which, precise)
     o("rho = ((({one} - dh * th) - dh * tm) - dl * th) - dl * tm;")
     o("tl = t * (rho - de * t);")
   else
-    o("t = t - t * (t * de);")
+    o("t = " .. (o.fused("-t", "t * de", "t") or "t - t * (t * de)") .. ";")
   end
   return horner(o, "L", "t", coef[o.dtype][which].regions, "z", precise)
 end
