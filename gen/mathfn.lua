@@ -399,19 +399,36 @@ local function gelu_erf_head(o)
   o("u = v < {zero} ? -v : v;")
   o("u = u > {gelu_umax} ? {gelu_umax} : u;")
   square_split(o, "u", "-{half}")
+  if o.has_fma then -- t + tl = 1/(1 + u) to about 2^-2mant: the residual 1 - d t is one fma
+    o("d = {one} + u;")
+    o("de = u - (d - {one});")
+    o("t = {one} / d;")
+    o("tl = t * " .. o.fused("-de", "t", o.fused("-d", "t", "{one}")) .. ";")
+    horner(o, "L", "t", coef[o.dtype].gelu.regions, "z")
+    return
+  end
   erfcx_parts(o, "u", "gelu", false)
 end
 fns.gelu_erf = {
   args = "{T} v", deps = {},
   body = function(o)
     o("union { {T} f; {U} u; } kb, s;")
-    o("{T} u, c, xh, xl, hi, lo, d, de, t, z, L, k, r, q, y;")
+    o("{T} u, c, xh, xl, hi, lo, d, de, t, tl, z, L, k, r, q, y;")
     gelu_erf_head(o)
     o("c = hi + L;")
     local scale = exp_core(o, "c", "hi", "L", "lo", true)
     o("/* v < 0: v Phi(v) = -u Phi(-u) (0 at -inf); else v (1 - Phi(-u)) */")
-    o("y = " .. scale("{half} * (v < {zero} ? -u : {one}) * " .. (o.fused("t", "q", "t") or "(t + t * q)")) .. ";")
-    o("return v < {zero} ? y : v * ({one} - y);")
+    if o.has_fma then -- c (t + tl)(1 + q), c = -u or 1, with one rounding for c t + c (the rest)
+      o("c = v < {zero} ? -u : {one};")
+      o("y = " .. scale("{half} * " .. o.fused("c", "t", "c * " .. o.fused("t", "q", o.fused("tl", "q", "tl")))) .. ";")
+    else
+      o("y = " .. scale("{half} * (v < {zero} ? -u : {one}) * (t + t * q)") .. ";")
+    end
+    if o.has_fma then -- v - v y rounded once; v itself where that is exact (0, +-0, +inf)
+      o("return v < {zero} ? y : (v >= {gelu_umax} || v == {zero} ? v : " .. o.fused("-v", "y", "v") .. ");")
+    else
+      o("return v < {zero} ? y : v * ({one} - y);")
+    end
   end,
 }
 -- gelu' = E D for v < 0 and 1 - E D otherwise, E = exp(-u^2/2), D = t exp(L)/2 - u/sqrt(2 pi)
@@ -421,8 +438,9 @@ fns.gelu_grad_erf = {
   args = "{T} v", deps = {},
   body = function(o)
     o("union { {T} f; {U} u; } kb, s;")
-    o("{T} u, c, xh, xl, hi, lo, d, de, t, z, L, h, D, k, r, q;")
+    o("{T} u, c, xh, xl, hi, lo, d, de, t, tl, z, L, h, D, k, r, q;")
     gelu_erf_head(o)
+    if o.has_fma then o("t = t + tl;") end
     o("h = L * {half};")
     horner(o, "q", "h", coef[o.dtype].exp.regions)
     o("q = " .. (o.fused("h * h", "q", "h") or "h + h * h * q") .. ";")
@@ -471,8 +489,8 @@ function mathfn.has(name) return fns[name] ~= nil end
 
 function mathfn.cname(name, dtype) return "kg_" .. name .. "_" .. dtype end
 
--- The variables of the declarations "T a, b, c;" in lines that no other line uses (the fma
--- forms need fewer temporaries than the exact transformations they replace) are dropped.
+-- The variables of the declarations "T a, b, c;" in lines that no other line uses are dropped
+-- (the fma forms and the plain ones need different temporaries).
 local function unused_dropped(lines, T)
   local pattern, rest = "^" .. T .. " [%w_, ]+;$", {}
   for _, l in ipairs(lines) do if not util.find(l, pattern) then rest[#rest + 1] = l end end
@@ -522,7 +540,7 @@ function mathfn.emit(wanted, dtype, fma)
     o(fns[name].args)
     local args = table.remove(o.lines, 1)
     fns[name].body(o)
-    if fma then unused_dropped(o.lines, o.env.T) end
+    unused_dropped(o.lines, o.env.T)
     out[#out + 1] = "KG_MATHFN " .. o.env.T .. " " .. mathfn.cname(name, dtype) .. "(" .. args .. ")"
     out[#out + 1] = "{"
     for _, l in ipairs(o.lines) do out[#out + 1] = "    " .. l end
