@@ -144,8 +144,9 @@ typedef struct {
     const char *semantics, *vjp_form, *jvp_form, *unroll;
 } Opts;
 
-/* Unroll policy for kernels built without an explicit one (set by test_unroll_policies). */
-static const char *unroll_override;
+/* Unroll policy for kernels built without an explicit one (set by test_unroll_policies), and
+   the fma option (set by test_fma_kernels). */
+static const char *unroll_override, *fma_override;
 
 static kg_status try_build(kg_kernel **k, char **err, const char *graph, const char *dtype,
                            const Opts *o, const char *params)
@@ -170,6 +171,7 @@ static kg_status try_build(kg_kernel **k, char **err, const char *graph, const c
     }
     if (!req.unroll)
         req.unroll = unroll_override;
+    req.fma = fma_override;
     return kg_generate(&req, k, err);
 }
 
@@ -385,8 +387,8 @@ static void case_run(Case *c, const kg_kernel *k)
 static int case_compare(const Case *c, const char *op, const char *case_label, int hard)
 {
     char key[80], what[200], label[180];
-    snprintf(label, sizeof label, "%s%s%s", case_label, unroll_override ? " unroll=" : "",
-             unroll_override ? unroll_override : "");
+    snprintf(label, sizeof label, "%s%s%s%s", case_label, unroll_override ? " unroll=" : "",
+             unroll_override ? unroll_override : "", fma_override ? " fma=on" : "");
     double tol = c->f32 ? (hard ? TOL_F32_HARD_ABS : TOL_F32) : TOL_F64;
     int absolute = c->f32 && hard;
     snprintf(key, sizeof key, "%s %s%s", op, c->f32 ? "f32" : "f64", hard ? " mean1e4" : "");
@@ -1841,6 +1843,21 @@ static void test_unroll_policies(void **state)
     assert_false(bad);
 }
 
+/* The kernels generated with --fma on (a*b + c as one rounding) against the same references
+ * and tolerances: every operator, the hard inputs and GELU's negative tail. */
+static void test_fma_kernels(void **state)
+{
+    static void (*const tests[])(void **) = {
+        test_softmax, test_log_softmax, test_rmsnorm, test_rmsnorm_hard_inputs, test_batchnorm,
+        test_batchnorm_hard_inputs, test_groupnorm, test_groupnorm_hard_inputs, test_weightnorm,
+        test_normalize_axis, test_normalize_axis_hard_inputs, test_ffn, test_seq_ffn_and_mlp,
+        test_gelu_negative_tail, test_prenorm_postnorm_ffn};
+    fma_override = "on";
+    for (size_t i = 0; i < sizeof tests / sizeof tests[0]; i++)
+        tests[i](state);
+    fma_override = NULL;
+}
+
 /* With eps = 0 a zero-variance (zero-norm) slice breaks the domain hypothesis std > 0: every
  * pass must report it (kg_call returns 1) instead of silently writing inf/NaN. */
 static void test_domain_failure_reported(void **state)
@@ -2128,6 +2145,7 @@ int main(void)
         cmocka_unit_test(test_gelu_negative_tail),
         cmocka_unit_test(test_prenorm_postnorm_ffn),
         cmocka_unit_test(test_unroll_policies),
+        cmocka_unit_test(test_fma_kernels),
         cmocka_unit_test(test_domain_failure_reported),
         cmocka_unit_test(test_semantics_eps_params),
         cmocka_unit_test(test_semantics_rmsnorm_eps_used),
