@@ -444,7 +444,11 @@ fns.gelu_grad_erf = {
     o("h = L * {half};")
     horner(o, "q", "h", coef[o.dtype].exp.regions)
     o("q = " .. (o.fused("h * h", "q", "h") or "h + h * h * q") .. ";")
-    o("D = {half} * t * ({one} + q * ({two} + q)) - u * {inv_sqrt_2pi};")
+    if o.has_fma then
+      o("D = " .. o.fused("-u", "{inv_sqrt_2pi}", "{half} * t * " .. o.fused("q", "{two} + q", "{one}")) .. ";")
+    else
+      o("D = {half} * t * ({one} + q * ({two} + q)) - u * {inv_sqrt_2pi};")
+    end
     local scale = exp_core(o, "hi", "hi", nil, "lo", true)
     o("D = " .. scale(o.fused("D", "q", "D") or "(D + D * q)") .. ";")
     o("return v < {zero} ? D : {one} - D;")
