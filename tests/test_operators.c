@@ -16,7 +16,7 @@
  * prints the worst error measured per operator and dtype.
  *
  * The references need x87 80-bit long double (gcc on x86-64): under valgrind, which computes
- * long double in 64 bits, the f64 mean-1e4 cases exceed 1e-12 because of the reference.
+ * long double in 64 bits, the f64 mean-1e4 cases exceed TOL_F64 because of the reference.
  */
 #include <stdarg.h>
 #include <stddef.h>
@@ -36,17 +36,20 @@
    vjp_saved are checked against them bit for bit: test_aot.c) */
 enum { KGT_CORE_PASSES = KG_JVP + 1 };
 
-/* ---- tolerances ---- */
+/* ---- tolerances ----
+ * A few times the worst errors measured over every case here (the group teardown prints them;
+ * 2026-11-30, default and --fma on kernels): f64 2.7e-14 (normalize_axis vjp), f32 3.8e-6
+ * (normalize_axis jvp), f32 mean-1e4 1.9e-6 absolute, GELU tail f64 1.1e-14 (tanh), f32 2.4e-6. */
 
 /* f64 kernel vs long double reference: max|d| / max(1, max|ref|) */
-#define TOL_F64 1e-12
+#define TOL_F64 1e-13
 /* f32 kernel (float-rounded inputs) vs long double reference, same measure, normal inputs */
 #define TOL_F32 1e-5
 /* f32 kernel, normalizations of inputs with mean 1e4 and unit variance: absolute error */
-#define TOL_F32_HARD_ABS 1e-4
+#define TOL_F32_HARD_ABS 1e-5
 /* GELU negative tail (pre-activations -8..-12; f32 tanh: -4..-8): elementwise relative error.
  * f32 floor: GELU's condition number there is ~h^2 = 144, so rounding h/sqrt2 costs ~5e-6. */
-#define TOL_TAIL_REL_F64 1e-12
+#define TOL_TAIL_REL_F64 1e-13
 #define TOL_TAIL_REL_F32 1e-5
 
 #define HARD_MEAN 1e4
