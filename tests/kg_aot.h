@@ -8,10 +8,12 @@
  *   argset                    deterministic arguments of one pass (inputs depend only on the
  *                             tensor's file name), outputs_differ (first differing element)
  *   print_thunks              C entry points int f(void *const *a) calling a generated pass
- *   slurp, on_path, remove_tree, xprintf  small utilities
+ *   slurp, on_path, xprintf   small utilities (kg_test.h: kgt_remove_tree)
  */
 #ifndef KG_AOT_H
 #define KG_AOT_H
+
+#include "kg_test.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -359,34 +361,6 @@ static inline char *job_problem(const job *j)
     free(cmd);
     free(log);
     return msg;
-}
-
-/* rm -r PATH (no symlinks are followed: lstat). */
-static inline void remove_tree(const char *path)
-{
-    struct stat st;
-    if (lstat(path, &st) != 0)
-        return;
-    if (S_ISDIR(st.st_mode)) {
-        DIR *d = opendir(path);
-        struct dirent *e;
-        while (d && (e = readdir(d)) != NULL) {
-            if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0)
-                continue;
-            size_t len = strlen(path) + strlen(e->d_name) + 2;
-            char *child = malloc(len);
-            if (child) {
-                snprintf(child, len, "%s/%s", path, e->d_name);
-                remove_tree(child);
-                free(child);
-            }
-        }
-        if (d)
-            closedir(d);
-        rmdir(path);
-    } else {
-        unlink(path);
-    }
 }
 
 /* ---- deterministic arguments ---- */

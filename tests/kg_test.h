@@ -1,14 +1,45 @@
 /* kg_test.h: helpers shared by the test files: build a kernel from "NAME=VALUE" strings, call
- * a pass with buffers looked up by (role, tensor name), deterministic random data. */
+ * a pass with buffers looked up by (role, tensor name), deterministic random data, rm -r. */
 #ifndef KG_TEST_H
 #define KG_TEST_H
 
+#include <dirent.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "kerngen.h"
+
+/* rm -r PATH (no symbolic link is followed: lstat). */
+static inline void kgt_remove_tree(const char *path)
+{
+    struct stat st;
+    if (lstat(path, &st) != 0)
+        return;
+    if (!S_ISDIR(st.st_mode)) {
+        unlink(path);
+        return;
+    }
+    DIR *d = opendir(path);
+    struct dirent *e;
+    while (d && (e = readdir(d)) != NULL) {
+        if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0)
+            continue;
+        size_t len = strlen(path) + strlen(e->d_name) + 2;
+        char *child = malloc(len);
+        if (child) {
+            snprintf(child, len, "%s/%s", path, e->d_name);
+            kgt_remove_tree(child);
+            free(child);
+        }
+    }
+    if (d)
+        closedir(d);
+    rmdir(path);
+}
 
 /* The passes checked against references and goldens: forward, vjp, jvp. forward_train and
    vjp_saved are checked against those, bit for bit (test_aot.c: saved_passes_match). */

@@ -77,7 +77,7 @@ static int group_teardown(void **state)
 {
     fixture *fx = *state;
     if (fx->dir[0])
-        remove_tree(fx->dir);
+        kgt_remove_tree(fx->dir);
     for (int i = 0; i < fx->ngraphs; i++)
         free(fx->graphs[i]);
     free(fx->graphs);

@@ -47,6 +47,7 @@
 #include <unistd.h>
 
 #include "kg_npy.h"
+#include "kg_test.h"
 
 #if defined(__GNUC__)
 #define PRINTF_LIKE(f, a) __attribute__((format(printf, f, a)))
@@ -118,31 +119,6 @@ static char *fmt(Fixture *fx, const char *f, ...)
     char *s = vfmt(f, ap);
     va_end(ap);
     return keep(fx, s);
-}
-
-/* Removes path and everything under it (no symlinks are followed). */
-static void rm_tree(const char *path)
-{
-    struct stat sb;
-    if (lstat(path, &sb) != 0)
-        return;
-    if (S_ISDIR(sb.st_mode)) {
-        DIR *d = opendir(path);
-        struct dirent *e;
-        while (d && (e = readdir(d)) != NULL) {
-            if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0)
-                continue;
-            char *child = fmt_raw("%s/%s", path, e->d_name);
-            if (child)
-                rm_tree(child);
-            free(child);
-        }
-        if (d)
-            closedir(d);
-        rmdir(path);
-    } else {
-        unlink(path);
-    }
 }
 
 /* The names in a directory (hidden ones included), sorted, separated by single spaces;
@@ -305,7 +281,7 @@ static int teardown(void **state)
     if (!fx)
         return 0;
     if (fx->root)
-        rm_tree(fx->root);
+        kgt_remove_tree(fx->root);
     for (size_t i = 0; i < fx->nallocs; i++)
         free(fx->allocs[i]);
     free(fx->allocs);

@@ -248,7 +248,7 @@ static void aot_matches_jit(void **state)
     free(thunks);
     free(so);
     free(log);
-    remove_tree(dir);
+    kgt_remove_tree(dir);
     assert_int_equal(failures, 0);
 }
 
@@ -309,7 +309,7 @@ static void cortex_m4_flash(void **state)
     kg_free(k);
     free(w1);
     free(w2);
-    remove_tree(dir);
+    kgt_remove_tree(dir);
 }
 
 /* Occurrences of needle in text. */

@@ -259,7 +259,7 @@ static int group_teardown(void **state)
 {
     fixture *fx = *state;
     if (fx->dir[0])
-        remove_tree(fx->dir);
+        kgt_remove_tree(fx->dir);
     return 0;
 }
 

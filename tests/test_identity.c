@@ -669,7 +669,7 @@ static int group_teardown(void **state)
 {
     fixture *fx = *state;
     if (fx->dir[0])
-        remove_tree(fx->dir);
+        kgt_remove_tree(fx->dir);
     for (int i = 0; i < fx->n; i++)
         case_free(&fx->cs[i]);
     free(fx->cs);

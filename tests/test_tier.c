@@ -49,7 +49,7 @@ static const char *fresh_cache(const char *name)
 {
     static char path[512];
     snprintf(path, sizeof path, "%s/%s", g_root, name);
-    remove_tree(path);
+    kgt_remove_tree(path);
     assert_int_equal(setenv("KERNGEN_CACHE_DIR", path, 1), 0);
     return path;
 }
@@ -839,7 +839,7 @@ static int setup(void **state)
 static int teardown(void **state)
 {
     (void)state;
-    remove_tree(g_root);
+    kgt_remove_tree(g_root);
     free(g_root);
     free(g_bin);
     return 0;
