@@ -21,6 +21,8 @@
  *                       e, the smallest normal, the smallest subnormal and the largest number.
  *   special_values      NaN gives NaN, +-inf and -0 give the limits; log of +-0 is -inf, of a
  *                       negative number NaN, of +inf +inf, of 1 +0.
+ *   every_float_gelu_erf_f32  opt-in (KERNGEN_MATHFN_EVERY_FLOAT=off|on): every float of
+ *                       [-15, 6] through GELU (erf) f32, default or --fma on.
  *   bit_identical_compilers   the emitted .c built by gcc -O3 -march=native and by clang -O3
  *                       -march=native (-ffp-contract=off, never -ffast-math) into shared
  *                       objects gives exactly the JIT's bits (forward and both GELU
@@ -291,7 +293,7 @@ static double ulp_error(double got, long double ref, int f64)
 
 /* ---- kernels ---- */
 
-static kg_kernel *build(int f64, size_t n, size_t m, const char *unroll, int fma)
+static kg_kernel *build_jit(int f64, size_t n, size_t m, const char *unroll, int fma, const char *jit)
 {
     char nparam[32], mparam[32];
     snprintf(nparam, sizeof nparam, "n=%zu", n);
@@ -305,6 +307,7 @@ static kg_kernel *build(int f64, size_t n, size_t m, const char *unroll, int fma
     req.dtype = f64 ? "f64" : "f32";
     req.unroll = unroll;
     req.fma = fma ? "on" : "off";
+    req.jit = jit;
     kg_kernel *k = NULL;
     char *err = NULL;
     kg_status st = kg_generate(&req, &k, &err);
@@ -317,6 +320,10 @@ static kg_kernel *build(int f64, size_t n, size_t m, const char *unroll, int fma
         fail();
     }
     return k;
+}
+static kg_kernel *build(int f64, size_t n, size_t m, const char *unroll, int fma)
+{
+    return build_jit(f64, n, m, unroll, fma, NULL);
 }
 
 /* Buffers of one pass, by kg_arg_at order; the input a holds the sweep, b log's sweep (in the
@@ -460,6 +467,57 @@ static void max_ulp_f64_fma(void **state)
 {
     (void)state;
     max_ulp(1, 1);
+}
+
+/* Opt-in (KERNGEN_MATHFN_EVERY_FLOAT=off|on, the fma option; about 30 minutes): GELU (erf) in
+   f32 at every float of [-15, 6] (beyond, it is 0 or x), through the cc tier for speed (the
+   same bits as the JIT), against the same reference. Made README's "every float" figures. */
+static void every_float_gelu_erf_f32(void **state)
+{
+    (void)state;
+    const char *opt = getenv("KERNGEN_MATHFN_EVERY_FLOAT");
+    if (!opt || !*opt)
+        skip();
+    int fma = strcmp(opt, "on") == 0;
+    enum { CHUNK = 1 << 20 };
+    double one = 1.0;
+    sweep s = {0, CHUNK, calloc(CHUNK, sizeof(double)), 1, &one};
+    assert_non_null(s.x);
+    kg_kernel *k = build_jit(0, CHUNK, 1, "none", fma, "cc");
+    double worst = 0, at = 0;
+    unsigned long long count = 0;
+    for (int neg = 0; neg < 2; neg++) {
+        float top = neg ? 15.0f : 6.0f;
+        uint32_t end;
+        memcpy(&end, &top, sizeof end);
+        for (uint64_t u0 = 0; u0 <= end; u0 += CHUNK) {
+            size_t n = 0;
+            for (uint64_t u = u0; u < u0 + CHUNK; u++) { /* past the end: repeat the last */
+                uint32_t b = (uint32_t)(u <= end ? u : end);
+                float m;
+                memcpy(&m, &b, sizeof m);
+                s.x[n++] = neg ? -(double)m : (double)m;
+            }
+            argset fwd;
+            argset_make(&fwd, k, KG_FORWARD, &s, "");
+            assert_int_equal(kg_call(k, KG_FORWARD, fwd.args, fwd.n + 1), 0);
+            const void *y = arg_named(k, KG_FORWARD, &fwd, KG_ROLE_OUTPUT, "y_gelu_erf");
+            for (size_t i = 0; i < CHUNK && u0 + i <= end; i++) {
+                double e = ulp_error(elem(y, i, 0), reference(F_GELU_ERF, s.x[i]), 0);
+                if (!(e <= worst)) {
+                    worst = e;
+                    at = s.x[i];
+                }
+                count++;
+            }
+            argset_free(&fwd);
+        }
+    }
+    print_message("  gelu erf f32%s: %llu floats of [-15, 6], max %.3g ulp at x = %.9g (bound %g)\n",
+                  fma ? " --fma on" : "", count, worst, at, BOUND[fma][0][F_GELU_ERF]);
+    kg_free(k);
+    free(s.x);
+    assert_true(worst <= BOUND[fma][0][F_GELU_ERF]);
 }
 
 /* ---- 2. special values ---- */
@@ -675,6 +733,7 @@ int main(void)
         cmocka_unit_test(max_ulp_f64_fma),
         cmocka_unit_test(special_values),
         cmocka_unit_test(bit_identical_compilers),
+        cmocka_unit_test(every_float_gelu_erf_f32),
     };
     return cmocka_run_group_tests_name("mathfn", tests, NULL, NULL);
 }
