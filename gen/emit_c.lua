@@ -92,7 +92,7 @@ end
 -- (C99's fma and fmaf are specified that way, so every compiler and libm that implements them
 -- correctly gives the same bits). Which operand fuses is fixed: the left one if it is a product,
 -- else the right one; a reduction's term fuses into its accumulator.
-local FMA = { f32 = "fmaf", f64 = "fma" }
+local FMA = mathfn.FMA
 emit.FMA_CHAIN = 16 -- steps per lane up to which a reduce's terms fuse into their accumulator
 local function fused(ctx, fac, cs)
   return FMA[ctx.dtype] .. "(" .. fac[1] .. ", " .. fac[3] .. ", " .. cs .. ")", 3

@@ -23,6 +23,9 @@ local util = require("util")
 
 local mathfn = {}
 
+-- C99's fused multiply-add per dtype (the fma option; emit_c uses the same names)
+mathfn.FMA = { f32 = "fmaf", f64 = "fma" }
+
 -- Per dtype: the C types and the format facts 2^k needs. magic = 1.5 * 2^mant: (x + magic) -
 -- magic rounds x to an integer k, and the bits of x + magic are k + magic_bits. split =
 -- 2^ceil(mant/2) + 1, Veltkamp's constant. exp_lo, exp_hi: clamps of exp's argument; exp(exp_lo)
@@ -87,9 +90,9 @@ local function builder(dtype, fma)
   o.dtype, o.env, o.lines = dtype, env, lines
   function o.lit(x) return util.c_literal(x, dtype) end
   -- the fma option: fused(a, b, c) is the C text of a*b + c rounded once, nil without it
-  local FMA = dtype == "f32" and "fmaf" or "fma"
+  local name = mathfn.FMA[dtype]
   o.has_fma = fma
-  function o.fused(a, b, c) return fma and (FMA .. "(" .. a .. ", " .. b .. ", " .. c .. ")") or nil end
+  function o.fused(a, b, c) return fma and (name .. "(" .. a .. ", " .. b .. ", " .. c .. ")") or nil end
   return o
 end
 

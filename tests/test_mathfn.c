@@ -5,7 +5,7 @@
  * to one input vector (log to a second one, with its own sweep), and the VJP with a unit
  * cotangent on a GELU output gives its derivative.
  *
- *   max_ulp_f32, max_ulp_f64   the JIT-compiled (tcc) kernel on a dense sweep and on hard points,
+ *   max_ulp_test (f32, f64, each also --fma on)   the JIT-compiled (tcc) kernel on a dense sweep and on hard points,
  *                       against long double references; asserts each function's stated bound,
  *                       in ulps of the exact result (the ulp of its binade; subnormals count
  *                       in units of the smallest subnormal), and prints the measured maximum
@@ -448,25 +448,11 @@ static void max_ulp(int f64, int fma)
     assert_false(bad);
 }
 
-static void max_ulp_f32(void **state)
+/* state: a variant {f64, fma} (main's prestates) */
+static void max_ulp_test(void **state)
 {
-    (void)state;
-    max_ulp(0, 0);
-}
-static void max_ulp_f64(void **state)
-{
-    (void)state;
-    max_ulp(1, 0);
-}
-static void max_ulp_f32_fma(void **state)
-{
-    (void)state;
-    max_ulp(0, 1);
-}
-static void max_ulp_f64_fma(void **state)
-{
-    (void)state;
-    max_ulp(1, 1);
+    const int *v = *state;
+    max_ulp(v[0], v[1]);
 }
 
 /* Opt-in (KERNGEN_MATHFN_EVERY_FLOAT=off|on, the fma option; about 30 minutes): GELU (erf) in
@@ -726,11 +712,12 @@ static void bit_identical_compilers(void **state)
 
 int main(void)
 {
+    static const int VARIANTS[4][2] = {{0, 0}, {1, 0}, {0, 1}, {1, 1}}; /* {f64, fma} */
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(max_ulp_f32),
-        cmocka_unit_test(max_ulp_f64),
-        cmocka_unit_test(max_ulp_f32_fma),
-        cmocka_unit_test(max_ulp_f64_fma),
+        cmocka_unit_test_prestate(max_ulp_test, (void *)VARIANTS[0]),
+        cmocka_unit_test_prestate(max_ulp_test, (void *)VARIANTS[1]),
+        cmocka_unit_test_prestate(max_ulp_test, (void *)VARIANTS[2]),
+        cmocka_unit_test_prestate(max_ulp_test, (void *)VARIANTS[3]),
         cmocka_unit_test(special_values),
         cmocka_unit_test(bit_identical_compilers),
         cmocka_unit_test(every_float_gelu_erf_f32),
