@@ -72,18 +72,20 @@ local function index_str(buf, index, env)
   return name .. "[" .. aff.render(index, 0, env) .. "]"
 end
 
--- The pairwise steps that combine L lanes: width w -> ceil(w/2) by lane[i] += lane[i + ceil(w/2)].
-local orders = {} -- L -> steps (read only)
+-- The pairwise steps that combine L lanes: width w -> ceil(w/2) by lane[i] += lane[i + ceil(w/2)]
+-- for i < w - ceil(w/2); levels: per width, { steps = w - ceil(w/2), offset = ceil(w/2) }.
+local orders, level_lists = {}, {} -- L -> steps, L -> levels (read only)
 local function combine_order(L)
-  if orders[L] then return orders[L] end
-  local steps, w = {}, L
+  if orders[L] then return orders[L], level_lists[L] end
+  local steps, levels, w = {}, {}, L
   while w > 1 do
     local nw = (w + 1) // 2
     for i = 0, w - nw - 1 do steps[#steps + 1] = { i, i + nw } end
+    levels[#levels + 1] = { steps = w - nw, offset = nw }
     w = nw
   end
-  orders[L] = steps
-  return steps
+  orders[L], level_lists[L] = steps, levels
+  return steps, levels
 end
 
 -- Fused multiply-adds (the request's fma option, ctx.fma): a product printed under it also
@@ -602,10 +604,25 @@ local function emit_reduces(out, group, env, ctx)
   end
   for i = 1, #group do for j = main, inner.n - 1 do lane_stmts(i, j - main, j) end end
   for _ in ipairs(outer) do out.close() end
+  local steps, levels = combine_order(L)
   for i, s in ipairs(group) do
-    for _, st in ipairs(combine_order(L)) do
-      local a, b = acc[i] .. "[" .. st[1] .. "]", acc[i] .. "[" .. st[2] .. "]"
-      out.line(a .. " = " .. fold(s.combine, a, 3, b, 3, ctx) .. ";")
+    if ctx.pointers then -- tcc: written out
+      for _, st in ipairs(steps) do
+        local a, b = acc[i] .. "[" .. st[1] .. "]", acc[i] .. "[" .. st[2] .. "]"
+        out.line(a .. " = " .. fold(s.combine, a, 3, b, 3, ctx) .. ";")
+      end
+    else -- a loop per level, which gcc vectorizes (written out, it adds lane by lane)
+      for _, lv in ipairs(levels) do
+        local a, b = acc[i] .. "[l]", acc[i] .. "[l + " .. lv.offset .. "]"
+        if lv.steps == 1 then a, b = acc[i] .. "[0]", acc[i] .. "[" .. lv.offset .. "]" end
+        local line = a .. " = " .. fold(s.combine, a, 3, b, 3, ctx) .. ";"
+        if lv.steps == 1 then
+          out.line(line)
+        else
+          out.line("KG_LANES")
+          out.line(string.format("for (int l = 0; l < %d; ++l) %s", lv.steps, line))
+        end
+      end
     end
     local target = target_str(s.target, env, ctx)
     out.line(target .. " = " .. acc[i] .. "[0];")

@@ -34,6 +34,15 @@
 #define KG_NEST static
 #endif
 
+/* KG_LANES: before a loop over a reduction's lanes, or a level of their final sum. gcc 12
+   unrolls such a short loop completely before vectorizing and then leaves it scalar (lane by
+   lane, an fmaf call each under --fma on); kept as a loop, it is one vector operation. */
+#if defined(__GNUC__) && !defined(__clang__) && !defined(__TINYC__)
+#define KG_LANES _Pragma("GCC unroll 1")
+#else
+#define KG_LANES
+#endif
+
 static float kg_sqrt_clamp_f32(float v)
 {
     return v < 0.0f ? 0.0f : sqrtf(v);
@@ -52,8 +61,8 @@ KG_NEST int layernorm_2x4_f32_forward_1(const float *restrict x, const float *re
             acc[1] += x[4 * i0 + 1] - h1;
             acc[2] += x[4 * i0 + 2] - h1;
             acc[3] += x[4 * i0 + 3] - h1;
-            acc[0] = acc[0] + acc[2];
-            acc[1] = acc[1] + acc[3];
+            KG_LANES
+            for (int l = 0; l < 2; ++l) acc[l] = acc[l] + acc[l + 2];
             acc[0] = acc[0] + acc[1];
             t0 = acc[0];
         }
@@ -65,8 +74,8 @@ KG_NEST int layernorm_2x4_f32_forward_1(const float *restrict x, const float *re
             acc[1] += (x[4 * i0 + 1] - h2 - t1) * (x[4 * i0 + 1] - h2 - t1);
             acc[2] += (x[4 * i0 + 2] - h2 - t1) * (x[4 * i0 + 2] - h2 - t1);
             acc[3] += (x[4 * i0 + 3] - h2 - t1) * (x[4 * i0 + 3] - h2 - t1);
-            acc[0] = acc[0] + acc[2];
-            acc[1] = acc[1] + acc[3];
+            KG_LANES
+            for (int l = 0; l < 2; ++l) acc[l] = acc[l] + acc[l + 2];
             acc[0] = acc[0] + acc[1];
             t2 = acc[0];
         }
@@ -122,8 +131,8 @@ KG_NEST int layernorm_2x4_f32_vjp_3(const float *restrict x, const float *restri
             acc[1] += x[4 * i0 + 1] - h1;
             acc[2] += x[4 * i0 + 2] - h1;
             acc[3] += x[4 * i0 + 3] - h1;
-            acc[0] = acc[0] + acc[2];
-            acc[1] = acc[1] + acc[3];
+            KG_LANES
+            for (int l = 0; l < 2; ++l) acc[l] = acc[l] + acc[l + 2];
             acc[0] = acc[0] + acc[1];
             t0 = acc[0];
         }
@@ -135,8 +144,8 @@ KG_NEST int layernorm_2x4_f32_vjp_3(const float *restrict x, const float *restri
             acc[1] += (x[4 * i0 + 1] - h2 - t1) * (x[4 * i0 + 1] - h2 - t1);
             acc[2] += (x[4 * i0 + 2] - h2 - t1) * (x[4 * i0 + 2] - h2 - t1);
             acc[3] += (x[4 * i0 + 3] - h2 - t1) * (x[4 * i0 + 3] - h2 - t1);
-            acc[0] = acc[0] + acc[2];
-            acc[1] = acc[1] + acc[3];
+            KG_LANES
+            for (int l = 0; l < 2; ++l) acc[l] = acc[l] + acc[l + 2];
             acc[0] = acc[0] + acc[1];
             t2 = acc[0];
         }
@@ -159,8 +168,8 @@ KG_NEST int layernorm_2x4_f32_vjp_3(const float *restrict x, const float *restri
             acc[1] += (x[4 * i0 + 1] - h3 - t1) * (y_cot[4 * i0 + 1] * gamma[1]);
             acc[2] += (x[4 * i0 + 2] - h3 - t1) * (y_cot[4 * i0 + 2] * gamma[2]);
             acc[3] += (x[4 * i0 + 3] - h3 - t1) * (y_cot[4 * i0 + 3] * gamma[3]);
-            acc[0] = acc[0] + acc[2];
-            acc[1] = acc[1] + acc[3];
+            KG_LANES
+            for (int l = 0; l < 2; ++l) acc[l] = acc[l] + acc[l + 2];
             acc[0] = acc[0] + acc[1];
             t5 = acc[0];
         }
@@ -175,8 +184,8 @@ KG_NEST int layernorm_2x4_f32_vjp_3(const float *restrict x, const float *restri
             acc[1] += -ws_7[1];
             acc[2] += -ws_7[2];
             acc[3] += -ws_7[3];
-            acc[0] = acc[0] + acc[2];
-            acc[1] = acc[1] + acc[3];
+            KG_LANES
+            for (int l = 0; l < 2; ++l) acc[l] = acc[l] + acc[l + 2];
             acc[0] = acc[0] + acc[1];
             t7 = acc[0];
         }
@@ -213,8 +222,8 @@ KG_NEST int layernorm_2x4_f32_jvp_1(const float *restrict x, const float *restri
             acc[1] += x[4 * i0 + 1] - h1;
             acc[2] += x[4 * i0 + 2] - h1;
             acc[3] += x[4 * i0 + 3] - h1;
-            acc[0] = acc[0] + acc[2];
-            acc[1] = acc[1] + acc[3];
+            KG_LANES
+            for (int l = 0; l < 2; ++l) acc[l] = acc[l] + acc[l + 2];
             acc[0] = acc[0] + acc[1];
             t0 = acc[0];
         }
@@ -226,8 +235,8 @@ KG_NEST int layernorm_2x4_f32_jvp_1(const float *restrict x, const float *restri
             acc[1] += (x[4 * i0 + 1] - h2 - t1) * (x[4 * i0 + 1] - h2 - t1);
             acc[2] += (x[4 * i0 + 2] - h2 - t1) * (x[4 * i0 + 2] - h2 - t1);
             acc[3] += (x[4 * i0 + 3] - h2 - t1) * (x[4 * i0 + 3] - h2 - t1);
-            acc[0] = acc[0] + acc[2];
-            acc[1] = acc[1] + acc[3];
+            KG_LANES
+            for (int l = 0; l < 2; ++l) acc[l] = acc[l] + acc[l + 2];
             acc[0] = acc[0] + acc[1];
             t2 = acc[0];
         }
@@ -241,8 +250,8 @@ KG_NEST int layernorm_2x4_f32_jvp_1(const float *restrict x, const float *restri
             acc[1] += x_tan[4 * i0 + 1];
             acc[2] += x_tan[4 * i0 + 2];
             acc[3] += x_tan[4 * i0 + 3];
-            acc[0] = acc[0] + acc[2];
-            acc[1] = acc[1] + acc[3];
+            KG_LANES
+            for (int l = 0; l < 2; ++l) acc[l] = acc[l] + acc[l + 2];
             acc[0] = acc[0] + acc[1];
             t5 = acc[0];
         }
@@ -254,8 +263,8 @@ KG_NEST int layernorm_2x4_f32_jvp_1(const float *restrict x, const float *restri
             acc[1] += (x_tan[4 * i0 + 1] - t6) * (x[4 * i0 + 1] - h3 - t1) + (x[4 * i0 + 1] - h3 - t1) * (x_tan[4 * i0 + 1] - t6);
             acc[2] += (x_tan[4 * i0 + 2] - t6) * (x[4 * i0 + 2] - h3 - t1) + (x[4 * i0 + 2] - h3 - t1) * (x_tan[4 * i0 + 2] - t6);
             acc[3] += (x_tan[4 * i0 + 3] - t6) * (x[4 * i0 + 3] - h3 - t1) + (x[4 * i0 + 3] - h3 - t1) * (x_tan[4 * i0 + 3] - t6);
-            acc[0] = acc[0] + acc[2];
-            acc[1] = acc[1] + acc[3];
+            KG_LANES
+            for (int l = 0; l < 2; ++l) acc[l] = acc[l] + acc[l + 2];
             acc[0] = acc[0] + acc[1];
             t7 = acc[0];
         }
@@ -291,8 +300,8 @@ KG_NEST int layernorm_2x4_f32_forward_train_1(const float *restrict x, const flo
             acc[1] += x[4 * i0 + 1] - h1;
             acc[2] += x[4 * i0 + 2] - h1;
             acc[3] += x[4 * i0 + 3] - h1;
-            acc[0] = acc[0] + acc[2];
-            acc[1] = acc[1] + acc[3];
+            KG_LANES
+            for (int l = 0; l < 2; ++l) acc[l] = acc[l] + acc[l + 2];
             acc[0] = acc[0] + acc[1];
             t0 = acc[0];
         }
@@ -305,8 +314,8 @@ KG_NEST int layernorm_2x4_f32_forward_train_1(const float *restrict x, const flo
             acc[1] += (x[4 * i0 + 1] - h2 - h3) * (x[4 * i0 + 1] - h2 - h3);
             acc[2] += (x[4 * i0 + 2] - h2 - h3) * (x[4 * i0 + 2] - h2 - h3);
             acc[3] += (x[4 * i0 + 3] - h2 - h3) * (x[4 * i0 + 3] - h2 - h3);
-            acc[0] = acc[0] + acc[2];
-            acc[1] = acc[1] + acc[3];
+            KG_LANES
+            for (int l = 0; l < 2; ++l) acc[l] = acc[l] + acc[l + 2];
             acc[0] = acc[0] + acc[1];
             t1 = acc[0];
         }
@@ -370,8 +379,8 @@ KG_NEST void layernorm_2x4_f32_vjp_saved_3(const float *restrict x, const float 
             acc[1] += (x[4 * i0 + 1] - h1 - h2) * (y_cot[4 * i0 + 1] * gamma[1]);
             acc[2] += (x[4 * i0 + 2] - h1 - h2) * (y_cot[4 * i0 + 2] * gamma[2]);
             acc[3] += (x[4 * i0 + 3] - h1 - h2) * (y_cot[4 * i0 + 3] * gamma[3]);
-            acc[0] = acc[0] + acc[2];
-            acc[1] = acc[1] + acc[3];
+            KG_LANES
+            for (int l = 0; l < 2; ++l) acc[l] = acc[l] + acc[l + 2];
             acc[0] = acc[0] + acc[1];
             t0 = acc[0];
         }
@@ -386,8 +395,8 @@ KG_NEST void layernorm_2x4_f32_vjp_saved_3(const float *restrict x, const float 
             acc[1] += -ws_2[1];
             acc[2] += -ws_2[2];
             acc[3] += -ws_2[3];
-            acc[0] = acc[0] + acc[2];
-            acc[1] = acc[1] + acc[3];
+            KG_LANES
+            for (int l = 0; l < 2; ++l) acc[l] = acc[l] + acc[l + 2];
             acc[0] = acc[0] + acc[1];
             t2 = acc[0];
         }
