@@ -180,6 +180,98 @@ local function jam_reduce(top)
   return body
 end
 
+-- Inside an imperfect nest (a row loop around a product, its activation and the next product:
+-- seq_ffn's forward), an output loop whose body is a reduce, or a reduce into a local and the
+-- statements that use it (y[o] = x[o] + (t + b[o])), is jammed JAM outputs at a time: the
+-- reduces share the row's loads in one lane loop, and their chains run side by side instead
+-- of one latency-bound chain per output. Each jammed copy gets its own local.
+local function replace_buf(e, old, new)
+  if e.k == "load" then return e.buf == old and new or e end
+  if e.k == "op" then
+    local args = {}
+    for i, a in ipairs(e.args) do args[i] = replace_buf(a, old, new) end
+    return { k = "op", op = e.op, attr = e.attr, args = args }
+  end
+  if e.k == "ifzero" then return { k = "ifzero", index = e.index, e = replace_buf(e.e, old, new) } end
+  if e.k == "tree" then
+    local terms = {}
+    for i, t in ipairs(e.terms) do terms[i] = replace_buf(t, old, new) end
+    return { k = "tree", terms = terms, combine = e.combine }
+  end
+  return e
+end
+
+-- Does a statement under body, other than those under skip, read buf?
+local function read_elsewhere(body, buf, skip)
+  for _, s in ipairs(body) do
+    if s.k == "loop" then
+      if s ~= skip and read_elsewhere(s.body, buf, skip) then return true end
+    else
+      for _, l in ipairs(loops.loads(s.expr, {})) do if l.buf == buf then return true end end
+    end
+  end
+  return false
+end
+
+local function jam_outputs(F, K, outside)
+  local r = K.body[1]
+  if not r or r.k ~= "reduce" or K.n < 2 or not shares(r.expr, K.var) or not worth_jamming(r.expr, K.var) then return nil end
+  local work = K.n
+  for _, rv in ipairs(r.rvars) do work = work * rv.n end
+  if work < block.MIN_WORK then return nil end
+  local into_local = r.target.buf.role == "local" and r.target.buf.size == 1
+  if into_local then
+    for i = 2, #K.body do
+      local s = K.body[i]
+      if s.k ~= "store" or not s.target.index.t[K.var] or s.target.buf == r.target.buf then return nil end
+    end
+    if read_elsewhere(outside, r.target.buf, K) then return nil end
+  elseif #K.body ~= 1 or not r.target.index.t[K.var] then
+    return nil
+  end
+  local function jammed(base, t)
+    local reduces, rest = {}, {}
+    for k = 0, t - 1 do
+      local form = aff.add(base, aff.const(k))
+      local target = into_local and new_local(F) or ref_subst(r.target, K.var, form)
+      reduces[#reduces + 1] = { k = "reduce", target = target, rvars = r.rvars, lanes = r.lanes,
+        expr = subst_expr(r.expr, K.var, form), check = r.check, node = r.node, combine = r.combine, jammed = t > 1 }
+      for i = 2, #K.body do
+        local s = K.body[i]
+        local load = { k = "load", buf = target.buf, index = target.index }
+        rest[#rest + 1] = { k = "store", target = ref_subst(s.target, K.var, form), check = s.check, node = s.node,
+          expr = replace_buf(subst_expr(s.expr, K.var, form), r.target.buf, load) }
+      end
+    end
+    for _, s in ipairs(rest) do reduces[#reduces + 1] = s end
+    return reduces
+  end
+  local t = math.min(block.JAM, K.n)
+  local main = K.n - K.n % t
+  local out = {}
+  if main > 0 then
+    out[#out + 1] = { k = "loop", var = K.var, n = main // t, node = K.node, body = jammed(aff.scale(aff.var(K.var), t), t) }
+  end
+  if K.n % t > 0 then for _, s in ipairs(jammed(aff.const(main), K.n % t)) do out[#out + 1] = s end end
+  return out
+end
+
+local function jam_inner(F, body, outside)
+  local i = 1
+  while i <= #body do
+    local s = body[i]
+    local repl = s.k == "loop" and jam_outputs(F, s, outside)
+    if repl then
+      table.remove(body, i)
+      for k = #repl, 1, -1 do table.insert(body, i, repl[k]) end
+      i = i + #repl
+    else
+      if s.k == "loop" then jam_inner(F, s.body, outside) end
+      i = i + 1
+    end
+  end
+end
+
 ---------------------------------------------------------------------------------------------
 -- Coalescing: a loop whose body is one loop, where every index reads the two in row-major
 -- order (coefficient of the outer = extent of the inner x coefficient of the inner), becomes
@@ -410,6 +502,7 @@ function block.run(F)
       loops.walk(repl, function(s) s.node = s.node or top.node end)
       for _, s in ipairs(repl) do out[#out + 1] = s end
     else
+      if top.k == "loop" then jam_inner(F, top.body, F.body) end
       out[#out + 1] = top
     end
   end

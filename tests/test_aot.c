@@ -18,7 +18,8 @@
  *                             rewrites the pair instead (see tests/golden_emit/README.md).
  *   schedules_are_bit_identical  every graph: unroll auto, none, full and fusion off give the same bits.
  *   jit_schedule_at_default_dims  every graph at its default dims: unroll auto (the JIT's loops,
- *                             strip-mined, with base pointers) gives the bits of unroll none.
+ *                             strip-mined, with base pointers) and fusion off (no blocking,
+ *                             which only these dims reach) give the bits of unroll none.
  *   fma_schedules_are_bit_identical  the same with --fma on, also at long LayerNorm rows.
  *   saved_passes_match        every graph: forward_train = forward, vjp_saved = vjp, bit for bit.
  *   jit_cycle_no_leak         repeated generate+compile+call+free (./build.sh asan checks leaks).
@@ -557,8 +558,8 @@ static void schedules_are_bit_identical(void **state)
 
 static void jit_schedule_at_default_dims(void **state)
 {
-    static const schedule_variant variants[] = {{"none", "auto", NULL}, {"auto", "auto", NULL}};
-    compare_schedules(*state, variants, 2, 1, NULL, NULL, 0);
+    static const schedule_variant variants[] = {{"none", "auto", NULL}, {"auto", "auto", NULL}, {"none", "none", NULL}};
+    compare_schedules(*state, variants, 3, 1, NULL, NULL, 0);
 }
 
 /* The same with --fma on, where the emitter decides which sums fuse (gen/emit_c.lua,
