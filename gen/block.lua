@@ -272,6 +272,79 @@ local function jam_inner(F, body, outside)
   end
 end
 
+-- Chunks: jammed reduces whose shared rows outgrow the L1 cache (seq_ffn 64x768x3072's second
+-- product: 8 activation rows of 12 KB, reread for every output from L2) are summed a chunk of
+-- the row at a time, each output's lanes carried in a workspace buffer between chunks:
+--   for o < n: t_k[o] = sum[r < R; lanes L] e_k(o, r)                    (k < JAM)
+-- becomes
+--   P = 0;  for c < R/C: for o < n: P[(o JAM + k) L + l] += lanes of sum[r < C] e_k(o, C c + r)
+--   for o < n: t_k[o] = tree(P[(o JAM + k) L + 0 .. L-1])
+-- C is a multiple of L, so lane l still adds the terms r = l (mod L) in order, and the tree is
+-- the reduce's: the same bits. Only while P stays within L2 (its bytes per element below).
+block.CHUNK_BYTES = 16384     -- the jammed rows' slice of one chunk (half of a 32 KB L1)
+block.CARRY_MAX_BYTES = 1 << 19 -- the carried lanes of one chunked loop
+
+local function chunk_reduces(F, O, elem)
+  local first = O.body[1]
+  if not first or first.k ~= "reduce" or #first.rvars ~= 1 then return nil end
+  local R, L, t = first.rvars[1], first.lanes, #O.body
+  for _, r in ipairs(O.body) do
+    if r.k ~= "reduce" or not r.jammed or r.check or (r.combine or "add") ~= "add" or r.lanes ~= L or #r.rvars ~= 1
+      or r.rvars[1].var ~= R.var or r.rvars[1].n ~= R.n then
+      return nil
+    end
+  end
+  local C = (block.CHUNK_BYTES // (t * elem)) // L * L
+  local size = O.n * t * L
+  if C < L or R.n <= C or size * elem > block.CARRY_MAX_BYTES then return nil end
+  local P = { cname = "ws", role = "ws", size = size, id = #F.bufs, name = "lanes" }
+  F.bufs[#F.bufs + 1] = P
+  local c, z = R.var .. "c", O.var .. "z" -- fresh names
+  local function slice(start, n) -- the reduces over r in [start, start + n)
+    local body = {}
+    for k, r in ipairs(O.body) do
+      local idx = aff.add(aff.scale(aff.var(O.var), t * L), aff.const((k - 1) * L))
+      body[k] = { k = "reduce", target = { buf = P, index = idx }, rvars = { { var = R.var, n = n } }, lanes = L,
+        expr = subst_expr(r.expr, R.var, aff.add(start, aff.var(R.var))), node = r.node, combine = "add",
+        jammed = true, carry = true }
+    end
+    return { k = "loop", var = O.var, n = O.n, node = O.node, body = body }
+  end
+  local nc, rest = R.n // C, R.n % C
+  local out = {
+    { k = "loop", var = z, n = size, node = O.node, body = {
+      { k = "store", target = { buf = P, index = aff.var(z) }, expr = { k = "num", v = 0 }, node = O.node } } },
+    { k = "loop", var = c, n = nc, node = O.node, body = { slice(aff.scale(aff.var(c), C), C) } },
+  }
+  if rest > 0 then out[#out + 1] = slice(aff.const(nc * C), rest) end
+  local folds = {}
+  for k, r in ipairs(O.body) do
+    local terms = {}
+    for l = 0, L - 1 do
+      terms[l + 1] = { k = "load", buf = P, index = aff.add(aff.scale(aff.var(O.var), t * L), aff.const((k - 1) * L + l)) }
+    end
+    folds[k] = { k = "store", target = r.target, expr = { k = "tree", terms = terms, combine = "add" }, node = r.node }
+  end
+  out[#out + 1] = { k = "loop", var = O.var, n = O.n, node = O.node, body = folds }
+  return out
+end
+
+local function chunk_all(F, body, elem)
+  local i = 1
+  while i <= #body do
+    local s = body[i]
+    local repl = s.k == "loop" and chunk_reduces(F, s, elem)
+    if repl then
+      table.remove(body, i)
+      for k = #repl, 1, -1 do table.insert(body, i, repl[k]) end
+      i = i + #repl
+    else
+      if s.k == "loop" then chunk_all(F, s.body, elem) end
+      i = i + 1
+    end
+  end
+end
+
 ---------------------------------------------------------------------------------------------
 -- Coalescing: a loop whose body is one loop, where every index reads the two in row-major
 -- order (coefficient of the outer = extent of the inner x coefficient of the inner), becomes
@@ -491,7 +564,8 @@ local function coalesce(body)
   end
 end
 
-function block.run(F)
+-- elem: the bytes of one element (the cache-size decisions)
+function block.run(F, elem)
   expand_broadcasts(F, F.body, {})
   coalesce(F.body)
   reduces_into_producers(F, F.body)
@@ -499,6 +573,7 @@ function block.run(F)
   for _, top in ipairs(F.body) do
     local repl = block_accum(F, top) or jam_reduce(top)
     if repl then
+      chunk_all(F, repl, elem)
       loops.walk(repl, function(s) s.node = s.node or top.node end)
       for _, s in ipairs(repl) do out[#out + 1] = s end
     else

@@ -494,6 +494,30 @@ local function hoist(out, ctx, stmts, vars, env)
   return opened
 end
 
+-- A carried reduce's lane l: target[index + l] (l a number, or "l" for a lane loop's variable).
+local carry_refs = setmetatable({}, { __mode = "k" }) -- statement -> lane -> ref, compiled once
+local function lane_str(s, l, env, ctx)
+  local refs = carry_refs[s] or {}
+  carry_refs[s] = refs
+  if not refs[l] then
+    local off = l == "l" and aff.var("l") or aff.const(l)
+    refs[l] = { buf = s.target.buf, index = aff.add(s.target.index, off) }
+  end
+  return target_str(refs[l], env, ctx)
+end
+
+-- The lanes of a carried reduce, loaded (before its terms) or stored back (after them), as
+-- a lane loop, or written out for the JIT.
+local function carry_lanes(out, s, acc, L, env, ctx, store)
+  local function line(l, a) return store and (lane_str(s, l, env, ctx) .. " = " .. a) or (a .. " = " .. lane_str(s, l, env, ctx)) end
+  if ctx.pointers then
+    for l = 0, L - 1 do out.line(line(l, acc .. "[" .. l .. "]") .. ";") end
+  else
+    out.line("KG_LANES")
+    out.line(string.format("for (int l = 0; l < %d; ++l) %s;", L, line("l", acc .. "[l]")))
+  end
+end
+
 -- Reduce statements, one or several: consecutive reduces over the same summed loops that do
 -- not read each other run in one lane loop, each with its own accumulators (acc, or acc0,
 -- acc1... for several), so every sum keeps its order (blocked matrix products, independent
@@ -518,6 +542,7 @@ local function emit_reduces(out, group, env, ctx)
       local target = target_str(s.target, env, ctx)
       local ls, lp, f, combine = {}, {}, printer(s.expr, ctx), s.combine
       local fuse = fuses[i]
+      if s.carry then for l = 0, L - 1 do ls[l], lp[l] = lane_str(s, l, env, ctx), 3 end end
       each_combo(outer, 1, env, function()
         for j = 0, inner.n - 1 do
           env[inner.var] = j
@@ -527,8 +552,12 @@ local function emit_reduces(out, group, env, ctx)
         end
         env[inner.var] = nil
       end)
-      out.line(target .. " = " .. tree(ls, lp, L, combine, ctx) .. ";")
-      emit_check(out, target, s.check, dtype)
+      if s.carry then
+        for l = 0, L - 1 do out.line(lane_str(s, l, env, ctx) .. " = " .. ls[l] .. ";") end
+      else
+        out.line(target .. " = " .. tree(ls, lp, L, combine, ctx) .. ";")
+        emit_check(out, target, s.check, dtype)
+      end
     end
     return
   end
@@ -542,7 +571,9 @@ local function emit_reduces(out, group, env, ctx)
   local acc = {}
   for i, s in ipairs(group) do
     acc[i] = #group == 1 and "acc" or ("acc" .. (i - 1))
-    if (s.combine or "add") == "add" then
+    if s.carry then
+      out.line(T .. " " .. acc[i] .. "[" .. L .. "];")
+    elseif (s.combine or "add") == "add" then
       out.line(T .. " " .. acc[i] .. "[" .. L .. "] = {0};")
     else -- lane l starts from its first term (every outer index 0, the inner one l), which it
       -- then folds in again: maximum(x, x) = x
@@ -555,6 +586,7 @@ local function emit_reduces(out, group, env, ctx)
       for _, r in ipairs(first.rvars) do env[r.var] = nil end
     end
   end
+  for i, s in ipairs(group) do if s.carry then carry_lanes(out, s, acc[i], L, env, ctx, false) end end
   for _, r in ipairs(outer) do out.open(string.format("for (int %s = 0; %s < %d; ++%s) {", r.var, r.var, r.n, r.var)) end
   local main = inner.n - inner.n % L
   local function fold_into(i, lane, es, ep, efac)
@@ -606,7 +638,9 @@ local function emit_reduces(out, group, env, ctx)
   for _ in ipairs(outer) do out.close() end
   local steps, levels = combine_order(L)
   for i, s in ipairs(group) do
-    if ctx.pointers then -- tcc: written out
+    if s.carry then
+      carry_lanes(out, s, acc[i], L, env, ctx, true)
+    elseif ctx.pointers then -- tcc: written out
       for _, st in ipairs(steps) do
         local a, b = acc[i] .. "[" .. st[1] .. "]", acc[i] .. "[" .. st[2] .. "]"
         out.line(a .. " = " .. fold(s.combine, a, 3, b, 3, ctx) .. ";")
@@ -624,9 +658,11 @@ local function emit_reduces(out, group, env, ctx)
         end
       end
     end
-    local target = target_str(s.target, env, ctx)
-    out.line(target .. " = " .. acc[i] .. "[0];")
-    emit_check(out, target, s.check, dtype)
+    if not s.carry then
+      local target = target_str(s.target, env, ctx)
+      out.line(target .. " = " .. acc[i] .. "[0];")
+      emit_check(out, target, s.check, dtype)
+    end
   end
   out.close()
   ctx.hoisted = saved
@@ -636,7 +672,8 @@ end
 -- and not reading what they write)?
 local function joins(group, b)
   local a = group[1]
-  if b.k ~= "reduce" or a.lanes ~= b.lanes or (a.unroll or false) ~= (b.unroll or false) or #a.rvars ~= #b.rvars then
+  if b.k ~= "reduce" or a.lanes ~= b.lanes or (a.unroll or false) ~= (b.unroll or false) or #a.rvars ~= #b.rvars
+    or (a.carry or false) ~= (b.carry or false) then
     return false
   end
   for i, r in ipairs(a.rvars) do if r.var ~= b.rvars[i].var or r.n ~= b.rvars[i].n then return false end end

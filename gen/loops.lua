@@ -11,6 +11,8 @@
 --        order, the terms whose innermost rvar index j has j % L == l; the lanes are then
 --        combined by the fixed pairwise tree of emit_c (width w -> ceil(w/2): lane[i] +=
 --        lane[i + ceil(w/2)]). L = min(lanes of the dtype, extent of the innermost rvar).
+--        carry = true: a slice of a longer sum (block.lua's chunks): the lanes are the L
+--        elements target[index + l], which they start from and are stored back to; no tree
 --   { k = "accum", target = ref, expr = e, combine = c }      target = c(target, e) (terms in loop order)
 -- combine: "add" (a sum; the default) or "maximum" (ops.lua); a reduce folds its lanes with it.
 -- check: nil, "positive" or "finite" (a domain hypothesis checked at run time, ops.domain).
@@ -203,7 +205,7 @@ function loops.accesses(body)
           for _, rv in ipairs(s.rvars) do r[rv.var] = rv.n end
         end
         out[#out + 1] = { buf = s.target.buf, index = s.target.index, write = true, stmt = s, ranges = r }
-        if s.k == "accum" then out[#out + 1] = { buf = s.target.buf, index = s.target.index, stmt = s, ranges = r } end
+        if s.k == "accum" or s.carry then out[#out + 1] = { buf = s.target.buf, index = s.target.index, stmt = s, ranges = r } end
         for _, l in ipairs(loops.loads(s.expr, {})) do
           out[#out + 1] = { buf = l.buf, index = l.index, stmt = s, ranges = r }
         end
@@ -234,9 +236,10 @@ function loops.verify(F, pass)
           for _, rv in ipairs(s.rvars) do ranges[rv.var] = rv.n end
           if not (s.lanes and s.lanes >= 1) then fail("reduce without lanes") end
         end
-        local refs = loops.loads(s.expr, { { buf = s.target.buf, index = s.target.index } })
+        local last = s.carry and aff.add(s.target.index, aff.const(s.lanes - 1)) -- the carried lanes
+        local refs = loops.loads(s.expr, { { buf = s.target.buf, index = s.target.index }, last and { buf = s.target.buf, index = last } })
         for i, ref in ipairs(refs) do
-          local what = (i == 1 and "target " or "load ") .. ref.buf.cname .. "[" .. aff.str(ref.index) .. "]"
+          local what = ((i == 1 or last and i == 2) and "target " or "load ") .. ref.buf.cname .. "[" .. aff.str(ref.index) .. "]"
           local lo, hi = aff.bounds(ref.index, ranges)
           if not lo then fail(what .. ": unbound variable") end
           if lo < 0 or hi >= ref.buf.size then
@@ -286,7 +289,7 @@ function loops.dump(F, title)
         if s.k == "reduce" then
           local v = {}
           for i, r in ipairs(s.rvars) do v[i] = r.var .. " < " .. r.n end
-          rv = "sum[" .. table.concat(v, ", ") .. "; lanes " .. s.lanes .. "] "
+          rv = "sum[" .. table.concat(v, ", ") .. "; lanes " .. s.lanes .. (s.carry and ", carried" or "") .. "] "
         end
         out[#out + 1] = pad .. ref_str(s.target.buf, s.target.index) .. op .. rv .. expr_str(s.expr)
           .. (s.check and ("  ; check " .. s.check) or "")

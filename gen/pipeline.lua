@@ -386,7 +386,7 @@ function pipeline.generate(req)
     after("lower")
     fuse.run(L, req.fuse)
     after("fuse")
-    if req.fuse ~= "none" then block.run(L) end
+    if req.fuse ~= "none" then block.run(L, emit.SIZEOF[dtype]) end
     fuse.plan(L)
     after("block")
     if L.ws_size > INT_MAX then util.fail(string.format("%s: the %s workspace would exceed %d elements", S.name, pass, INT_MAX)) end

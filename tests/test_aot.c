@@ -20,6 +20,8 @@
  *   jit_schedule_at_default_dims  every graph at its default dims: unroll auto (the JIT's loops,
  *                             strip-mined, with base pointers) and fusion off (no blocking,
  *                             which only these dims reach) give the bits of unroll none.
+ *   blocked_products_are_bit_identical  seq_ffn where products are jammed and chunked: the
+ *                             same bits as without blocking.
  *   fma_schedules_are_bit_identical  the same with --fma on, also at long LayerNorm rows.
  *   saved_passes_match        every graph: forward_train = forward, vjp_saved = vjp, bit for bit.
  *   jit_cycle_no_leak         repeated generate+compile+call+free (./build.sh asan checks leaks).
@@ -574,6 +576,15 @@ static void fma_schedules_are_bit_identical(void **state)
     compare_schedules(*state, variants, 4, 0, "layernorm", long_rows, 2);
 }
 
+/* A size where block.lua jams and chunks the matrix products (f32: 8 activation rows of 4 KB
+   per chunk; f64 likewise): the JIT's schedule and fusion off (no blocking) give the same bits. */
+static void blocked_products_are_bit_identical(void **state)
+{
+    static const schedule_variant variants[] = {{"none", "auto", NULL}, {"auto", "auto", NULL}, {"none", "none", NULL}};
+    static const char *const dims[] = {"seq=16", "dmodel=128", "dff=1024"};
+    compare_schedules(*state, variants, 3, 0, "seq_ffn", dims, 3);
+}
+
 /* Every graph, f32 and f64, at small dims: forward_train writes forward's outputs, and
    vjp_saved, reading what forward_train saved, gives vjp's gradients, all bit for bit (the saved
    values are the very nodes the VJP would recompute). */
@@ -694,6 +705,7 @@ int main(void)
         TIMED(golden_emitted_file),
         TIMED(schedules_are_bit_identical),
         TIMED(jit_schedule_at_default_dims),
+        TIMED(blocked_products_are_bit_identical),
         TIMED(fma_schedules_are_bit_identical),
         TIMED(saved_passes_match),
         TIMED(jit_cycle_no_leak),
