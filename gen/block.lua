@@ -163,7 +163,7 @@ local function jam_reduce(top)
       local form = aff.add(base, aff.const(k))
       stmts[#stmts + 1] = { k = "reduce", target = ref_subst(st.target, K.var, form), rvars = st.rvars,
         lanes = st.lanes, expr = subst_expr(st.expr, K.var, form), check = st.check, node = st.node,
-        combine = st.combine, jammed = t > 1 }
+        combine = st.combine, product = st.product, jammed = t > 1 }
     end
     for i = #inner_loops, 1, -1 do stmts = { { k = "loop", var = inner_loops[i].var, n = inner_loops[i].n, body = stmts } } end
     return stmts
@@ -235,7 +235,7 @@ local function jam_outputs(F, K, outside)
       local form = aff.add(base, aff.const(k))
       local target = into_local and new_local(F) or ref_subst(r.target, K.var, form)
       reduces[#reduces + 1] = { k = "reduce", target = target, rvars = r.rvars, lanes = r.lanes,
-        expr = subst_expr(r.expr, K.var, form), check = r.check, node = r.node, combine = r.combine, jammed = t > 1 }
+        expr = subst_expr(r.expr, K.var, form), check = r.check, node = r.node, combine = r.combine, product = r.product, jammed = t > 1 }
       for i = 2, #K.body do
         local s = K.body[i]
         local load = { k = "load", buf = target.buf, index = target.index }
@@ -280,8 +280,10 @@ end
 --   P = 0;  for c < R/C: for o < n: P[(o JAM + k) L + l] += lanes of sum[r < C] e_k(o, C c + r)
 --   for o < n: t_k[o] = tree(P[(o JAM + k) L + 0 .. L-1])
 -- C is a multiple of L, so lane l still adds the terms r = l (mod L) in order, and the tree is
--- the reduce's: the same bits. Only while P stays within L2 (its bytes per element below).
+-- the reduce's: the same bits. Only for rows beyond L1 (at 32 KB, 2 chunks were 10% slower:
+-- seq_ffn 64x256x1024 forward) and while P stays within L2.
 block.CHUNK_BYTES = 16384     -- the jammed rows' slice of one chunk (half of a 32 KB L1)
+block.CHUNK_FROM = 32768      -- the jammed rows' bytes above which they are chunked
 block.CARRY_MAX_BYTES = 1 << 19 -- the carried lanes of one chunked loop
 
 local function chunk_reduces(F, O, elem)
@@ -296,7 +298,7 @@ local function chunk_reduces(F, O, elem)
   end
   local C = (block.CHUNK_BYTES // (t * elem)) // L * L
   local size = O.n * t * L
-  if C < L or R.n <= C or size * elem > block.CARRY_MAX_BYTES then return nil end
+  if C < L or t * R.n * elem <= block.CHUNK_FROM or size * elem > block.CARRY_MAX_BYTES then return nil end
   local P = { cname = "ws", role = "ws", size = size, id = #F.bufs, name = "lanes" }
   F.bufs[#F.bufs + 1] = P
   local c, z = R.var .. "c", O.var .. "z" -- fresh names
@@ -306,7 +308,7 @@ local function chunk_reduces(F, O, elem)
       local idx = aff.add(aff.scale(aff.var(O.var), t * L), aff.const((k - 1) * L))
       body[k] = { k = "reduce", target = { buf = P, index = idx }, rvars = { { var = R.var, n = n } }, lanes = L,
         expr = subst_expr(r.expr, R.var, aff.add(start, aff.var(R.var))), node = r.node, combine = "add",
-        jammed = true, carry = true }
+        product = r.product, jammed = true, carry = true }
     end
     return { k = "loop", var = O.var, n = O.n, node = O.node, body = body }
   end

@@ -530,13 +530,14 @@ local function emit_reduces(out, group, env, ctx)
   local inner = first.rvars[#first.rvars]
   local L = first.lanes
   -- Under ctx.fma a term fuses into its lane's accumulator, unless the reduce is one long
-  -- chain: more than FMA_CHAIN steps per lane and no jammed siblings. The fma's latency (4
-  -- cycles on Zen 4, the add's 3) would be on the loop-carried chain. Decided from the IR
-  -- alone, so the bits are those of every unroll policy.
+  -- chain: more than FMA_CHAIN steps per lane, and not a matrix product (which block.lua jams:
+  -- its chains run side by side). The fma's latency (4 cycles on Zen 4, the add's 3) would be
+  -- on the loop-carried chain. Decided from what lower made, so the bits are those of every
+  -- unroll policy, with or without fusion and blocking.
   local steps = inner.n // L
   for _, r in ipairs(outer) do steps = steps * r.n end
   local fuses = {}
-  for i, s in ipairs(group) do fuses[i] = ctx.fma and (s.jammed or steps <= emit.FMA_CHAIN) end
+  for i, s in ipairs(group) do fuses[i] = ctx.fma and (s.product or steps <= emit.FMA_CHAIN) end
   if first.unroll then
     for i, s in ipairs(group) do
       local target = target_str(s.target, env, ctx)

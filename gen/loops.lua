@@ -7,6 +7,8 @@
 --   { k = "store", target = ref, expr = e, check = c }        target = e
 --   { k = "reduce", target = ref, rvars = {{var, n}...}, lanes = L, expr = e, check = c }
 --        jammed = true: one of several independent reduces sharing a lane loop (block.lua)
+--        product = true: the terms are a matrix product's (x[r][i] w[o][i], lower.lua); under
+--        the fma option they fuse into the lanes however long the sum (emit_c.lua)
 --        target = the sum of e over the rvars (outermost first). Lane l sums, in iteration
 --        order, the terms whose innermost rvar index j has j % L == l; the lanes are then
 --        combined by the fixed pairwise tree of emit_c (width w -> ceil(w/2): lane[i] +=

@@ -245,6 +245,16 @@ function lower.run(G, dtype)
     for _, s in ipairs(stmts) do body[#body + 1] = s end
   end
 
+  -- Are the terms products of two loads, one of them the same for two outputs (x[r][i] w[o][i]:
+  -- w for every r)? A matrix product, which block.lua jams (reduce.product, loops.lua).
+  local function matrix_product(e, outer)
+    if #outer < 2 or e.k ~= "op" or e.op ~= "mul" or e.args[1].k ~= "load" or e.args[2].k ~= "load" then return nil end
+    for _, a in ipairs(e.args) do
+      for _, v in ipairs(outer) do if not a.index.t[v.var] then return true end end
+    end
+    return nil
+  end
+
   -- A reduction in memory order of its argument (the forms in the header). A sum starts from
   -- zero; other combines (maximum) start from the first term and then fold every term,
   -- that first one again (maximum(x, x) = x), so no neutral value (-inf) is needed.
@@ -277,7 +287,8 @@ function lower.run(G, dtype)
       for _, v in ipairs(inner_vars) do rvars[#rvars + 1] = { var = v.var, n = v.n } end
       rvars, e = coalesce_rvars(rvars, e)
       lanes = math.min(lower.LANES[dtype], rvars[#rvars].n)
-      add(nest(outer, { { k = "reduce", target = target, rvars = rvars, lanes = lanes, expr = e, combine = combine } }), n)
+      add(nest(outer, { { k = "reduce", target = target, rvars = rvars, lanes = lanes, expr = e, combine = combine,
+        product = matrix_product(e, outer) } }), n)
       return
     end
     -- column form: the first term of each output (every summed index 0, the innermost one l

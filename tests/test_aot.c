@@ -21,7 +21,7 @@
  *                             strip-mined, with base pointers) and fusion off (no blocking,
  *                             which only these dims reach) give the bits of unroll none.
  *   blocked_products_are_bit_identical  seq_ffn where products are jammed and chunked: the
- *                             same bits as without blocking.
+ *                             same bits as without blocking, also with --fma on.
  *   fma_schedules_are_bit_identical  the same with --fma on, also at long LayerNorm rows.
  *   saved_passes_match        every graph: forward_train = forward, vjp_saved = vjp, bit for bit.
  *   jit_cycle_no_leak         repeated generate+compile+call+free (./build.sh asan checks leaks).
@@ -576,13 +576,16 @@ static void fma_schedules_are_bit_identical(void **state)
     compare_schedules(*state, variants, 4, 0, "layernorm", long_rows, 2);
 }
 
-/* A size where block.lua jams and chunks the matrix products (f32: 8 activation rows of 4 KB
-   per chunk; f64 likewise): the JIT's schedule and fusion off (no blocking) give the same bits. */
+/* A size where block.lua jams and chunks the matrix products (8 rows of 2048 activations,
+   summed 512 at a time in f32, 256 in f64): the JIT's schedule and fusion off (no blocking)
+   give the same bits, also with --fma on (which terms fuse must not depend on the blocking). */
 static void blocked_products_are_bit_identical(void **state)
 {
     static const schedule_variant variants[] = {{"none", "auto", NULL}, {"auto", "auto", NULL}, {"none", "none", NULL}};
-    static const char *const dims[] = {"seq=16", "dmodel=128", "dff=1024"};
+    static const schedule_variant fma[] = {{"none", "auto", "on"}, {"auto", "auto", "on"}, {"none", "none", "on"}};
+    static const char *const dims[] = {"seq=16", "dmodel=64", "dff=2048"};
     compare_schedules(*state, variants, 3, 0, "seq_ffn", dims, 3);
+    compare_schedules(*state, fma, 3, 0, "seq_ffn", dims, 3);
 }
 
 /* Every graph, f32 and f64, at small dims: forward_train writes forward's outputs, and
