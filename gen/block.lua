@@ -11,7 +11,9 @@
 --     loop accumulate in C locals (for rt, i: s_k = dx[..]; for o: s_k += ...; dx[..] = s_k),
 --     the shape gcc vectorizes across i ("outer-loop vectorization") with the tile in registers;
 --   reduce statements: the kept loop around them is unrolled and jammed, JAM reduce statements
---     in one body, which emit_c runs in one lane loop (sharing the w[o][i] loads).
+--     in one body, which emit_c runs in one lane loop (sharing the w[o][i] loads); inside an
+--     imperfect nest, an output loop is jammed (sharing the x[r][i] loads); jammed rows beyond
+--     L1 are summed a chunk at a time, the lanes carried in the workspace (reduce.carry).
 -- Nested loops that index memory in row-major order are also coalesced into one, a per-group
 -- value read by a short inner loop is expanded into a channel-wide row (GroupNorm), and a
 -- reduce over the row its preceding loop stores joins that loop (below).
