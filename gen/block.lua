@@ -258,17 +258,19 @@ local function jam_outputs(F, K, outside)
   return out
 end
 
-local function jam_inner(F, body, outside)
+-- Replaces, under body, each loop for which rewrite gives a list of statements by that list
+-- (not looking inside it); looks inside the others.
+local function rewrite_loops(body, rewrite)
   local i = 1
   while i <= #body do
     local s = body[i]
-    local repl = s.k == "loop" and jam_outputs(F, s, outside)
+    local repl = s.k == "loop" and rewrite(s)
     if repl then
       table.remove(body, i)
       for k = #repl, 1, -1 do table.insert(body, i, repl[k]) end
       i = i + #repl
     else
-      if s.k == "loop" then jam_inner(F, s.body, outside) end
+      if s.k == "loop" then rewrite_loops(s.body, rewrite) end
       i = i + 1
     end
   end
@@ -331,22 +333,6 @@ local function chunk_reduces(F, O, elem)
   end
   out[#out + 1] = { k = "loop", var = O.var, n = O.n, node = O.node, body = folds }
   return out
-end
-
-local function chunk_all(F, body, elem)
-  local i = 1
-  while i <= #body do
-    local s = body[i]
-    local repl = s.k == "loop" and chunk_reduces(F, s, elem)
-    if repl then
-      table.remove(body, i)
-      for k = #repl, 1, -1 do table.insert(body, i, repl[k]) end
-      i = i + #repl
-    else
-      if s.k == "loop" then chunk_all(F, s.body, elem) end
-      i = i + 1
-    end
-  end
 end
 
 ---------------------------------------------------------------------------------------------
@@ -577,11 +563,11 @@ function block.run(F, elem)
   for _, top in ipairs(F.body) do
     local repl = block_accum(F, top) or jam_reduce(top)
     if repl then
-      chunk_all(F, repl, elem)
+      rewrite_loops(repl, function(O) return chunk_reduces(F, O, elem) end)
       loops.walk(repl, function(s) s.node = s.node or top.node end)
       for _, s in ipairs(repl) do out[#out + 1] = s end
     else
-      if top.k == "loop" then jam_inner(F, top.body, F.body) end
+      if top.k == "loop" then rewrite_loops(top.body, function(K) return jam_outputs(F, K, F.body) end) end
       out[#out + 1] = top
     end
   end

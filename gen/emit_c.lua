@@ -540,7 +540,6 @@ local function emit_reduces(out, group, env, ctx)
   for i, s in ipairs(group) do fuses[i] = ctx.fma and (s.product or steps <= emit.FMA_CHAIN) end
   if first.unroll then
     for i, s in ipairs(group) do
-      local target = target_str(s.target, env, ctx)
       local ls, lp, f, combine = {}, {}, printer(s.expr, ctx), s.combine
       local fuse = fuses[i]
       if s.carry then for l = 0, L - 1 do ls[l], lp[l] = lane_str(s, l, env, ctx), 3 end end
@@ -556,6 +555,7 @@ local function emit_reduces(out, group, env, ctx)
       if s.carry then
         for l = 0, L - 1 do out.line(lane_str(s, l, env, ctx) .. " = " .. ls[l] .. ";") end
       else
+        local target = target_str(s.target, env, ctx)
         out.line(target .. " = " .. tree(ls, lp, L, combine, ctx) .. ";")
         emit_check(out, target, s.check, dtype)
       end
@@ -637,12 +637,12 @@ local function emit_reduces(out, group, env, ctx)
   end
   for i = 1, #group do for j = main, inner.n - 1 do lane_stmts(i, j - main, j) end end
   for _ in ipairs(outer) do out.close() end
-  local steps, levels = combine_order(L)
+  local tree_steps, levels = combine_order(L)
   for i, s in ipairs(group) do
     if s.carry then
       carry_lanes(out, s, acc[i], L, env, ctx, true)
     elseif ctx.pointers then -- tcc: written out
-      for _, st in ipairs(steps) do
+      for _, st in ipairs(tree_steps) do
         local a, b = acc[i] .. "[" .. st[1] .. "]", acc[i] .. "[" .. st[2] .. "]"
         out.line(a .. " = " .. fold(s.combine, a, 3, b, 3, ctx) .. ";")
       end
