@@ -45,19 +45,7 @@ local function perfect(s)
 end
 
 local function subst_expr(e, var, form)
-  if e.k == "load" then return { k = "load", buf = e.buf, index = aff.subst(e.index, var, form) } end
-  if e.k == "op" then
-    local args = {}
-    for i, a in ipairs(e.args) do args[i] = subst_expr(a, var, form) end
-    return { k = "op", op = e.op, attr = e.attr, args = args }
-  end
-  if e.k == "ifzero" then return { k = "ifzero", index = aff.subst(e.index, var, form), e = subst_expr(e.e, var, form) } end
-  if e.k == "tree" then
-    local terms = {}
-    for i, t in ipairs(e.terms) do terms[i] = subst_expr(t, var, form) end
-    return { k = "tree", terms = terms, combine = e.combine }
-  end
-  return e
+  return loops.map_expr(e, function(index) return aff.subst(index, var, form) end)
 end
 
 local function ref_subst(ref, var, form) return { buf = ref.buf, index = aff.subst(ref.index, var, form) } end
@@ -148,6 +136,21 @@ local function worth_jamming(e, var)
   return false
 end
 
+-- K's iterations t at a time: a loop over the main part whose body is copies(base, t) (the
+-- statements of iterations base .. base + t - 1), then copies for the remainder.
+local function split_by(K, t, copies)
+  local main, out = K.n - K.n % t, {}
+  if main > 0 then out[1] = { k = "loop", var = K.var, n = main // t, node = K.node, body = copies(aff.scale(aff.var(K.var), t), t) } end
+  if K.n % t > 0 then for _, s in ipairs(copies(aff.const(main), K.n % t)) do out[#out + 1] = s end end
+  return out
+end
+
+-- Reduce r for var = form, into target.
+local function jam_copy(r, target, var, form, jammed)
+  return { k = "reduce", target = target, rvars = r.rvars, lanes = r.lanes, expr = subst_expr(r.expr, var, form),
+    check = r.check, node = r.node, combine = r.combine, product = r.product, jammed = jammed }
+end
+
 local function jam_reduce(top)
   local chain, st = perfect(top)
   if not chain or st.k ~= "reduce" or #chain < 2 then return nil end
@@ -159,24 +162,15 @@ local function jam_reduce(top)
   for _, r in ipairs(st.rvars) do work = work * r.n end
   for _, l in ipairs(chain) do work = work * l.n end
   if work < block.MIN_WORK then return nil end
-  local function jammed(base, t)
+  local body = split_by(K, math.min(block.JAM, K.n), function(base, t)
     local stmts = {}
     for k = 0, t - 1 do
       local form = aff.add(base, aff.const(k))
-      stmts[#stmts + 1] = { k = "reduce", target = ref_subst(st.target, K.var, form), rvars = st.rvars,
-        lanes = st.lanes, expr = subst_expr(st.expr, K.var, form), check = st.check, node = st.node,
-        combine = st.combine, product = st.product, jammed = t > 1 }
+      stmts[#stmts + 1] = jam_copy(st, ref_subst(st.target, K.var, form), K.var, form, t > 1)
     end
     for i = #inner_loops, 1, -1 do stmts = { { k = "loop", var = inner_loops[i].var, n = inner_loops[i].n, body = stmts } } end
     return stmts
-  end
-  local t = math.min(block.JAM, K.n)
-  local main = K.n - K.n % t
-  local body = {}
-  if main > 0 then
-    body[#body + 1] = { k = "loop", var = K.var, n = main // t, body = jammed(aff.scale(aff.var(K.var), t), t) }
-  end
-  if K.n % t > 0 then for _, s in ipairs(jammed(aff.const(main), K.n % t)) do body[#body + 1] = s end end
+  end)
   -- the loops outside K stay as they were
   for i = #chain - 2, 1, -1 do body = { { k = "loop", var = chain[i].var, n = chain[i].n, body = body } } end
   return body
@@ -187,20 +181,9 @@ end
 -- statements that use it (y[o] = x[o] + (t + b[o])), is jammed JAM outputs at a time: the
 -- reduces share the row's loads in one lane loop, and their chains run side by side instead
 -- of one latency-bound chain per output. Each jammed copy gets its own local.
+local function keep(index) return index end
 local function replace_buf(e, old, new)
-  if e.k == "load" then return e.buf == old and new or e end
-  if e.k == "op" then
-    local args = {}
-    for i, a in ipairs(e.args) do args[i] = replace_buf(a, old, new) end
-    return { k = "op", op = e.op, attr = e.attr, args = args }
-  end
-  if e.k == "ifzero" then return { k = "ifzero", index = e.index, e = replace_buf(e.e, old, new) } end
-  if e.k == "tree" then
-    local terms = {}
-    for i, t in ipairs(e.terms) do terms[i] = replace_buf(t, old, new) end
-    return { k = "tree", terms = terms, combine = e.combine }
-  end
-  return e
+  return loops.map_expr(e, keep, function(l) return l.buf == old and new or l end)
 end
 
 -- Does a statement under body, other than those under skip, read buf?
@@ -231,13 +214,12 @@ local function jam_outputs(F, K, outside)
   elseif #K.body ~= 1 or not r.target.index.t[K.var] then
     return nil
   end
-  local function jammed(base, t)
+  return split_by(K, math.min(block.JAM, K.n), function(base, t)
     local reduces, rest = {}, {}
     for k = 0, t - 1 do
       local form = aff.add(base, aff.const(k))
       local target = into_local and new_local(F) or ref_subst(r.target, K.var, form)
-      reduces[#reduces + 1] = { k = "reduce", target = target, rvars = r.rvars, lanes = r.lanes,
-        expr = subst_expr(r.expr, K.var, form), check = r.check, node = r.node, combine = r.combine, product = r.product, jammed = t > 1 }
+      reduces[#reduces + 1] = jam_copy(r, target, K.var, form, t > 1)
       for i = 2, #K.body do
         local s = K.body[i]
         local load = { k = "load", buf = target.buf, index = target.index }
@@ -247,15 +229,7 @@ local function jam_outputs(F, K, outside)
     end
     for _, s in ipairs(rest) do reduces[#reduces + 1] = s end
     return reduces
-  end
-  local t = math.min(block.JAM, K.n)
-  local main = K.n - K.n % t
-  local out = {}
-  if main > 0 then
-    out[#out + 1] = { k = "loop", var = K.var, n = main // t, node = K.node, body = jammed(aff.scale(aff.var(K.var), t), t) }
-  end
-  if K.n % t > 0 then for _, s in ipairs(jammed(aff.const(main), K.n % t)) do out[#out + 1] = s end end
-  return out
+  end)
 end
 
 -- Replaces, under body, each loop for which rewrite gives a list of statements by that list

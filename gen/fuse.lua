@@ -45,20 +45,7 @@ local function rename(index, map)
 end
 
 local function rename_expr(e, map)
-  if e.k == "load" then
-    return { k = "load", buf = e.buf, index = rename(e.index, map) }
-  elseif e.k == "op" then
-    local args = {}
-    for i, a in ipairs(e.args) do args[i] = rename_expr(a, map) end
-    return { k = "op", op = e.op, attr = e.attr, args = args }
-  elseif e.k == "ifzero" then
-    return { k = "ifzero", index = rename(e.index, map), e = rename_expr(e.e, map) }
-  elseif e.k == "tree" then
-    local terms = {}
-    for i, t in ipairs(e.terms) do terms[i] = rename_expr(t, map) end
-    return { k = "tree", terms = terms, combine = e.combine }
-  end
-  return e
+  return loops.map_expr(e, function(index) return rename(index, map) end)
 end
 
 -- Returns body with its loops renamed and its extent-1 loops dissolved (their variable is 0:

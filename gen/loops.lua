@@ -164,6 +164,26 @@ end
 -- Walking
 
 -- The loads of an expression (appended to acc).
+-- A copy of e with every index passed through index(idx) and every load (after its index)
+-- through load(l), which may return another expression (default: the load itself).
+function loops.map_expr(e, index, load)
+  if e.k == "load" then
+    local l = { k = "load", buf = e.buf, index = index(e.index) }
+    return load and load(l) or l
+  elseif e.k == "op" then
+    local args = {}
+    for i, a in ipairs(e.args) do args[i] = loops.map_expr(a, index, load) end
+    return { k = "op", op = e.op, attr = e.attr, args = args }
+  elseif e.k == "ifzero" then
+    return { k = "ifzero", index = index(e.index), e = loops.map_expr(e.e, index, load) }
+  elseif e.k == "tree" then
+    local terms = {}
+    for i, t in ipairs(e.terms) do terms[i] = loops.map_expr(t, index, load) end
+    return { k = "tree", terms = terms, combine = e.combine }
+  end
+  return e
+end
+
 function loops.loads(e, acc)
   if e.k == "load" then acc[#acc + 1] = e
   elseif e.k == "op" then for _, a in ipairs(e.args) do loops.loads(a, acc) end
