@@ -104,31 +104,16 @@ end
 -- keep_c0: p gets P - c_1, and horner returns c_1 (for a sum that recovers its rounding).
 local ESTRIN_MIN = 8 -- coefficients from which the fma form evaluates by Estrin's scheme
 local function horner(o, p, w, regions, uvar, keep_c0)
-  -- the coefficient of each region, selected: with two or three regions by ?: on w (two
-  -- selects a coefficient; seq_ffn f64 forward 1.1-1.2x faster than the sum below); with more,
-  -- a sum sel_1 c_1 + sel_2 c_2 + ... whose weights sel_j (regions' indicators, set below) are
-  -- exactly one 1 and zeros, so the sum is exact (gcc does not if-convert long ?: chains, and
-  -- then does not vectorize the loop)
+  -- the coefficient of each region, selected by ?: on w (gcc if-converts a chain of two into
+  -- two selects and vectorizes the loop; seq_ffn f64 forward was 1.1-1.2x slower with the exact
+  -- sum of indicator-weighted coefficients used before); longer chains it left as branches.
+  assert(#regions <= 3, "mathfn: more than three regions")
   local function sel(get)
-    if #regions == 1 then return o.lit(get(regions[1])) end
-    if #regions <= 3 then
-      local e = o.lit(get(regions[#regions]))
-      for j = #regions - 1, 1, -1 do
-        e = "(" .. w .. " < " .. o.lit(regions[j].hi) .. " ? " .. o.lit(get(regions[j])) .. " : " .. e .. ")"
-      end
-      return e
+    local e = o.lit(get(regions[#regions]))
+    for j = #regions - 1, 1, -1 do
+      e = "(" .. w .. " < " .. o.lit(regions[j].hi) .. " ? " .. o.lit(get(regions[j])) .. " : " .. e .. ")"
     end
-    local terms = {}
-    for j = 1, #regions do terms[j] = "sel" .. j .. " * " .. o.lit(get(regions[j])) end
-    return "(" .. table.concat(terms, " + ") .. ")"
-  end
-  if #regions > 3 then
-    for j = 1, #regions do
-      local lo = j > 1 and (w .. " >= " .. o.lit(regions[j - 1].hi)) or nil
-      local hi = j < #regions and (w .. " < " .. o.lit(regions[j].hi)) or nil
-      local cond = lo and hi and (lo .. " && " .. hi) or lo or hi
-      o(o.env.T .. " sel" .. j .. " = " .. cond .. " ? {one} : {zero};")
-    end
+    return e
   end
   local x = w
   if #regions > 1 or regions[1].center ~= 0 then
