@@ -8,8 +8,8 @@
 -- constants come from gen/mathfn_coef.lua, made by gen/mathfn_fit.py.
 --
 -- Guarantees of the emitted C: only + - * /, comparisons feeding selects (?:) and exact bit
--- manipulation (2^k is assembled, and log's exponent and mantissa read, in an unsigned int or
--- unsigned long long through a union); no
+-- manipulation (2^k is assembled, log's exponent and mantissa read, and with the fma option
+-- GELU's |v| taken and clamped, in an unsigned int or unsigned long long through a union); no
 -- libm and no float-to-integer conversion. Every rounding is written out, so with
 -- -ffp-contract=off (no FMA) gcc, clang, tcc and arm-none-eabi-gcc give the same bits. f32 code
 -- uses float only (the Cortex-M4F has no double unit): where a step needs more precision it
@@ -488,12 +488,16 @@ fns.gelu_grad_erf = {
     horner(o, "q", "h", coef[o.dtype].exp.regions)
     o("q = " .. (o.fused("h * h", "q", "h") or "h + h * h * q") .. ";")
     if o.has_fma then
-      o("D = " .. o.fused("-u", "{inv_sqrt_2pi}", "{half} * t * " .. o.fused("q", "{two} + q", "{one}")) .. ";")
-    else
-      o("D = {half} * t * ({one} + q * ({two} + q)) - u * {inv_sqrt_2pi};")
+      -- 2D, with the 1/2 taken as the off = -1 of 2^k (the same bits: both scalings are exact)
+      o("D = " .. o.fused("-u", o.lit(2 * coef[o.dtype].const.inv_sqrt_2pi), "t * " .. o.fused("q", "{two} + q", "{one}")) .. ";")
+      local scale = exp_core(o, "hi", "hi", nil, "lo", true, -1)
+      o("D = " .. scale(o.fused("D", "q", "D")) .. " * {tail_unshift};")
+      o("return v >= {zero} ? {one} - D : (v < {zero} ? D : v); /* NaN: the head made u finite */")
+      return
     end
+    o("D = {half} * t * ({one} + q * ({two} + q)) - u * {inv_sqrt_2pi};")
     local scale = exp_core(o, "hi", "hi", nil, "lo", true)
-    o("D = " .. scale(o.fused("D", "q", "D") or "(D + D * q)") .. ";")
+    o("D = " .. scale("(D + D * q)") .. ";")
     o("return v < {zero} ? D : {one} - D;")
   end,
 }
