@@ -8,8 +8,8 @@
 -- constants come from gen/mathfn_coef.lua, made by gen/mathfn_fit.py.
 --
 -- Guarantees of the emitted C: only + - * /, comparisons feeding selects (?:) and exact bit
--- manipulation (2^k is assembled, and log's exponent and mantissa read, in an unsigned int or
--- unsigned long long through a union); no
+-- manipulation (2^k is assembled, log's exponent and mantissa read, and with the fma option
+-- GELU's |v| taken and clamped, in an unsigned int or unsigned long long through a union); no
 -- libm and no float-to-integer conversion. Every rounding is written out, so with
 -- -ffp-contract=off (no FMA) gcc, clang, tcc and arm-none-eabi-gcc give the same bits. f32 code
 -- uses float only (the Cortex-M4F has no double unit): where a step needs more precision it
@@ -33,11 +33,11 @@ mathfn.FMA = { f32 = "fmaf", f64 = "fma" }
 -- normal. tail_shift: functions whose k is in [-(bias + tail_shift) + 1, 0] apply 2^k as
 -- 2^(k + tail_shift), a normal number, times the constant 2^-tail_shift.
 local FMT = {
-  f32 = { T = "float", U = "unsigned int", usuf = "u", mant = 23, bias = 127, magic = 12582912.0,
+  f32 = { T = "float", U = "unsigned int", usuf = "u", mant = 23, bits_exp = 8, bias = 127, magic = 12582912.0,
           magic_bits = 0x4B400000, split = 4097.0, exp_lo = -104.0, exp_hi = 89.0, tail_shift = 64,
           erf_amax = 4.0,
           one_bits = 0x3F800000, sqrt_half_bits = 0x3F3504F3, inf_bits = 0x7F800000, nan_bits = 0x7FC00000 },
-  f64 = { T = "double", U = "unsigned long long", usuf = "ull", mant = 52, bias = 1023,
+  f64 = { T = "double", U = "unsigned long long", usuf = "ull", mant = 52, bits_exp = 11, bias = 1023,
           magic = 6755399441055744.0, magic_bits = 0x4338000000000000, split = 134217729.0,
           exp_lo = -746.0, exp_hi = 710.0, tail_shift = 128,
           erf_amax = 6.0,
@@ -47,6 +47,16 @@ local FMT = {
 -- erf_amax: erf rounds to 1 above it (f32 3.92, f64 5.93).
 -- log: one_bits and sqrt_half_bits are the bits of 1 and of sqrt(1/2) rounded down (the
 -- reduction's boundary); inf_bits and nan_bits those of +inf and of the quiet NaN it returns.
+
+-- the bits of x, a positive normal number exact in the dtype's format F, as an integer
+local function float_bits(x, F)
+  local e = 0
+  while x >= 2.0 ^ (e + 1) do e = e + 1 end
+  while x < 2.0 ^ e do e = e - 1 end
+  local m = (x / 2.0 ^ e - 1) * 2.0 ^ F.mant
+  assert(m == math.floor(m), "mathfn: not exact in the format")
+  return ((e + F.bias) << F.mant) + math.tointeger(m)
+end
 
 local function env_of(dtype)
   local F, C = FMT[dtype], coef[dtype].const
@@ -73,6 +83,8 @@ local function env_of(dtype)
     -- (biased exponent) + log_kbase = the bits of magic + (exponent - bias)
     log_kbase = hex(F.magic_bits - F.bias),
     inf_bits = hex(F.inf_bits), nan_bits = hex(F.nan_bits),
+    -- GELU's fma form: |v| and its clamp on the bits (non-negative numbers order as integers)
+    abs_mask = hex((1 << (F.mant + F.bits_exp)) - 1), gelu_umax_bits = hex(float_bits(coef.gelu_umax[dtype], F)),
   }
 end
 
@@ -166,9 +178,18 @@ end
 -- (kx in [exp_lo, exp_hi]) or, when tail is set (kx <= 0, k >= -(bias + tail_shift) + 1), one
 -- factor s = 2^(k + tail_shift) and a constant; either way a subnormal result is rounded once.
 -- Declarations: union kb and s1, s2 (or s); T k, r, q.
-local function exp_core(o, kx, x, add1, add2, tail)
-  o("kb.f = " .. (o.fused(kx, "{log2e}", "{magic}") or (kx .. " * {log2e} + {magic}")) .. ";")
-  o("k = kb.f - {magic};")
+-- off (an integer; the tail form): the constant magic + bias + tail_shift + off rounds kx / ln2
+-- instead, so that the bits of kb shifted left by mant are those of s = 2^(k + tail_shift + off)
+-- (the exponent field; the constant's own bits lie above it), and scale(v) is v * s.f: the caller
+-- applies 2^-tail_shift (the GELU's last fma) and 2^off.
+local function exp_core(o, kx, x, add1, add2, tail, off)
+  local magic = "{magic}"
+  if off then
+    local F = FMT[o.dtype]
+    magic = o.lit(F.magic + F.bias + F.tail_shift + off)
+  end
+  o("kb.f = " .. (o.fused(kx, "{log2e}", magic) or (kx .. " * {log2e} + " .. magic)) .. ";")
+  o("k = kb.f - " .. magic .. ";")
   -- Cody and Waite: k ln2_hi and x - k ln2_hi are exact; rounding starts at the size of r
   local head = o.fused("-k", "{ln2_hi}", x) or ("(" .. x .. " - k * {ln2_hi})")
   if add1 then head = "(" .. head .. " + " .. add1 .. ")" end
@@ -179,6 +200,10 @@ local function exp_core(o, kx, x, add1, add2, tail)
   end
   horner(o, "q", "r", coef[o.dtype].exp.regions)
   o("q = " .. (o.fused("r * r", "q", "r") or "r + r * r * q") .. ";")
+  if off then
+    o("s.u = kb.u << {mant};")
+    return function(v) return v .. " * s.f" end
+  end
   return exp_scale(o, tail)
 end
 
@@ -391,8 +416,18 @@ fns.log = {
 -- refined by Dekker's product (erfc_tail's tl), except under the fma option, where one fma
 -- gives the residual and the last roundings are fused too (f32: 3.74 -> 1.78 ulp).
 local function gelu_erf_head(o)
-  o("u = v < {zero} ? -v : v;")
-  o("u = u > {gelu_umax} ? {gelu_umax} : u;")
+  if o.has_fma then
+    -- |v| clamped on the bits: gcc, seeing a constant in a ?: on u, evaluated the whole
+    -- function for it in masked lanes (f32: 11 more instructions in the loop of 101); NaN
+    -- becomes gelu_umax here and comes back through v at the end
+    o("a.f = v;")
+    o("a.u = a.u & {abs_mask};")
+    o("a.u = a.u < {gelu_umax_bits} ? a.u : {gelu_umax_bits};")
+    o("u = a.f;")
+  else
+    o("u = v < {zero} ? -v : v;")
+    o("u = u > {gelu_umax} ? {gelu_umax} : u;")
+  end
   square_split(o, "u", "-{half}")
   if o.has_fma then -- t + tl = 1/(1 + u) to about 2^-2mant: the residual 1 - d t is one fma
     o("d = {one} + u;")
@@ -407,22 +442,26 @@ end
 fns.gelu_erf = {
   args = "{T} v", deps = {},
   body = function(o)
-    o("union { {T} f; {U} u; } kb, s;")
-    o("{T} u, c, xh, xl, hi, lo, d, de, t, tl, z, L, k, r, q, y;")
+    o("union { {T} f; {U} u; } " .. (o.has_fma and "a, " or "") .. "kb, s;")
+    o("{T} u, c, xh, xl, hi, lo, d, de, t, tl, z, L, k, r, q, y, w;")
     gelu_erf_head(o)
     o("c = hi + L;")
+    if o.has_fma then
+      -- y = u Phi(-u) 2^tail_shift = c (t + tl)(1 + q), c = u 2^(k - 1 + tail_shift) exactly
+      -- (the 1/2 of Phi is the off = -1 of 2^k), with c t + c (the rest) rounded once; then
+      -- GELU = w - y 2^-tail_shift rounded once, w = 0 for v < 0 and v otherwise (which gives
+      -- -0, +0, +inf and NaN at -0, +0, +inf and NaN)
+      local scale = exp_core(o, "c", "hi", "L", "lo", true, -1)
+      o("c = " .. scale("u") .. ";")
+      o("y = " .. o.fused("c", "t", "c * " .. o.fused("t", "q", o.fused("tl", "q", "tl"))) .. ";")
+      o("w = v < {zero} ? {zero} : v;")
+      o("return " .. o.fused("-y", "{tail_unshift}", "w") .. ";")
+      return
+    end
     local scale = exp_core(o, "c", "hi", "L", "lo", true)
     o("/* v < 0: v Phi(v) = -u Phi(-u) (0 at -inf); else v (1 - Phi(-u)) */")
-    if o.has_fma then
-      -- c (t + tl)(1 + q), c = -u or 1, with c t + c (the rest) rounded once; then v - v y
-      -- rounded once, or v itself where GELU(v) rounds to v (+-0, v >= gelu_umax, +inf)
-      o("c = v < {zero} ? -u : {one};")
-      o("y = " .. scale("{half} * " .. o.fused("c", "t", "c * " .. o.fused("t", "q", o.fused("tl", "q", "tl")))) .. ";")
-      o("return v < {zero} ? y : (v >= {gelu_umax} || v == {zero} ? v : " .. o.fused("-v", "y", "v") .. ");")
-    else
-      o("y = " .. scale("{half} * (v < {zero} ? -u : {one}) * (t + t * q)") .. ";")
-      o("return v < {zero} ? y : v * ({one} - y);")
-    end
+    o("y = " .. scale("{half} * (v < {zero} ? -u : {one}) * (t + t * q)") .. ";")
+    o("return v < {zero} ? y : v * ({one} - y);")
   end,
 }
 -- gelu' = E D for v < 0 and 1 - E D otherwise, E = exp(-u^2/2), D = t exp(L)/2 - u/sqrt(2 pi)
@@ -431,7 +470,7 @@ fns.gelu_erf = {
 fns.gelu_grad_erf = {
   args = "{T} v", deps = {},
   body = function(o)
-    o("union { {T} f; {U} u; } kb, s;")
+    o("union { {T} f; {U} u; } " .. (o.has_fma and "a, " or "") .. "kb, s;")
     o("{T} u, c, xh, xl, hi, lo, d, de, t, tl, z, L, h, D, k, r, q;")
     gelu_erf_head(o)
     if o.has_fma then o("t = t + tl;") end
@@ -439,12 +478,16 @@ fns.gelu_grad_erf = {
     horner(o, "q", "h", coef[o.dtype].exp.regions)
     o("q = " .. (o.fused("h * h", "q", "h") or "h + h * h * q") .. ";")
     if o.has_fma then
-      o("D = " .. o.fused("-u", "{inv_sqrt_2pi}", "{half} * t * " .. o.fused("q", "{two} + q", "{one}")) .. ";")
-    else
-      o("D = {half} * t * ({one} + q * ({two} + q)) - u * {inv_sqrt_2pi};")
+      -- 2D, with the 1/2 taken as the off = -1 of 2^k (the same bits: both scalings are exact)
+      o("D = " .. o.fused("-u", o.lit(2 * coef[o.dtype].const.inv_sqrt_2pi), "t * " .. o.fused("q", "{two} + q", "{one}")) .. ";")
+      local scale = exp_core(o, "hi", "hi", nil, "lo", true, -1)
+      o("D = " .. scale(o.fused("D", "q", "D")) .. " * {tail_unshift};")
+      o("return v >= {zero} ? {one} - D : (v < {zero} ? D : v); /* NaN: the head made u finite */")
+      return
     end
+    o("D = {half} * t * ({one} + q * ({two} + q)) - u * {inv_sqrt_2pi};")
     local scale = exp_core(o, "hi", "hi", nil, "lo", true)
-    o("D = " .. scale(o.fused("D", "q", "D") or "(D + D * q)") .. ";")
+    o("D = " .. scale("(D + D * q)") .. ";")
     o("return v < {zero} ? D : {one} - D;")
   end,
 }
