@@ -27,7 +27,7 @@ static int is_keyword(const char *w, size_t n)
                                      "include", "define", "ifndef", "ifdef", "endif", "pragma", "defined",
                                      "elif", "extern", "math", "h", "optimize", "__clang__",
                                      /* templates/compiler_guard.c.in, KG_MATHFN (mathfn.lua) */
-                                     "__attribute__", "noinline", "always_inline",
+                                     "__attribute__", "noinline", "always_inline", "_Pragma",
                                      /* the C++ part of templates/kernel.h.in */
                                      "__cplusplus", "__restrict", "undef",
                                      /* the one libm function generated code calls */
@@ -75,12 +75,12 @@ static void check_text(const kg_kernel *k, const char *s)
                 if ((*q < 0x20 && *q != '\n') || *q > 0x7e || (q[0] == '/' && q[1] == '*'))
                     abort();
             p = end + 2;
-        } else if (*p == '"') { /* the include of its own header, pragma arguments */
+        } else if (*p == '"') { /* the include of its own header, pragma arguments ("GCC unroll 1") */
             const char *end = strchr(p + 1, '"');
             if (!end || memchr(p, '\n', (size_t)(end - p)))
                 abort();
             for (const char *q = p + 1; q < end; q++)
-                if (!isalnum((unsigned char)*q) && !strchr("_.=-", *q))
+                if (!isalnum((unsigned char)*q) && !strchr("_.=- ", *q))
                     abort();
             p = end + 1;
         } else if (p[0] == '\\' && p[1] == '\n') {
