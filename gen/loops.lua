@@ -163,7 +163,6 @@ end
 ---------------------------------------------------------------------------------------------
 -- Walking
 
--- The loads of an expression (appended to acc).
 -- A copy of e with every index passed through index(idx) and every load (after its index)
 -- through load(l), which may return another expression (default: the load itself).
 function loops.map_expr(e, index, load)
@@ -184,6 +183,7 @@ function loops.map_expr(e, index, load)
   return e
 end
 
+-- The loads of an expression (appended to acc).
 function loops.loads(e, acc)
   if e.k == "load" then acc[#acc + 1] = e
   elseif e.k == "op" then for _, a in ipairs(e.args) do loops.loads(a, acc) end
