@@ -12,8 +12,9 @@
 --     the shape gcc vectorizes across i ("outer-loop vectorization") with the tile in registers;
 --   reduce statements: the kept loop around them is unrolled and jammed, JAM reduce statements
 --     in one body, which emit_c runs in one lane loop (sharing the w[o][i] loads); inside an
---     imperfect nest, an output loop is jammed (sharing the x[r][i] loads); jammed rows beyond
---     L1 are summed a chunk at a time, the lanes carried in the workspace (reduce.carry).
+--     imperfect nest, an output loop is jammed (sharing the x[r][i] loads); a shared operand
+--     beyond L2 is read in tiles of outputs around the row blocks; jammed rows beyond L1 are
+--     summed a chunk at a time, the lanes carried in the workspace (reduce.carry).
 -- Nested loops that index memory in row-major order are also coalesced into one, a per-group
 -- value read by a short inner loop is expanded into a channel-wide row (GroupNorm), and a
 -- reduce over the row its preceding loop stores joins that loop (below).
@@ -197,6 +198,40 @@ local function jam_reduce(top)
   -- the loops outside K stay as they were
   for i = #chain - 2, 1, -1 do body = { { k = "loop", var = chain[i].var, n = chain[i].n, body = body } } end
   return body
+end
+
+-- Output tiles: a block of jammed rows reads the operand all rows share (w of y = x w^T, 9.4 MB
+-- at 64x768x3072) once, from memory, and the next block again. With the outputs in tiles, each
+-- tile's rows of w small enough for L2 and the row blocks inside the tile loop, w streams once:
+--   for K' < R/JAM: for o < n: [JAM reduces]   becomes   for ot: for K' < R/JAM: for o < T: [...]
+-- Every output's sum is untouched (only the order of independent outputs changes).
+block.TILE_BYTES = 1 << 18 -- the shared operands' rows of one output tile
+
+local function tile_outputs(Kp, elem)
+  local O = #Kp.body == 1 and Kp.body[1]
+  if not O or O.k ~= "loop" or Kp.n < 2 or O.body[1].k ~= "reduce" then return nil end
+  local first, terms, per, seen = O.body[1], 1, 0, {}
+  for _, r in ipairs(first.rvars) do terms = terms * r.n end
+  for _, l in ipairs(loops.loads(first.expr, {})) do
+    if not l.index.t[Kp.var] and l.index.t[O.var] and not seen[l.buf] then
+      seen[l.buf] = true
+      per = per + terms * elem
+    end
+  end
+  local T = per > 0 and block.TILE_BYTES // per
+  if not T or T < 1 or T * 2 > O.n then return nil end
+  return split_by({ var = O.var .. "t", n = O.n, node = O.node }, T, function(base, t)
+    local body = {}
+    for i, r in ipairs(O.body) do
+      local c = {}
+      for k, v in pairs(r) do c[k] = v end
+      local form = aff.add(base, aff.var(O.var))
+      c.target, c.expr = ref_subst(r.target, O.var, form), subst_expr(r.expr, O.var, form)
+      body[i] = c
+    end
+    return { { k = "loop", var = Kp.var, n = Kp.n, node = Kp.node,
+      body = { { k = "loop", var = O.var, n = t, node = O.node, body = body } } } }
+  end)
 end
 
 -- Inside an imperfect nest (a row loop around a product, its activation and the next product:
@@ -576,6 +611,7 @@ function block.run(F, elem)
     for _, x in ipairs(loops.accesses({ top })) do cleared[x.buf] = nil end
     local repl = accum or jam_reduce(top)
     if repl then
+      if not accum then rewrite_loops(repl, function(Kp) return tile_outputs(Kp, elem) end) end
       rewrite_loops(repl, function(O) return chunk_reduces(F, O, elem) end)
       loops.walk(repl, function(s) s.node = s.node or top.node end)
       for _, s in ipairs(repl) do out[#out + 1] = s end
