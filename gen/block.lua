@@ -57,6 +57,18 @@ local function shares(e, var)
   return false
 end
 
+-- Does a statement under body, other than those under skip, read buf?
+local function read_elsewhere(body, buf, skip)
+  for _, s in ipairs(body) do
+    if s.k == "loop" then
+      if s ~= skip and read_elsewhere(s.body, buf, skip) then return true end
+    else
+      for _, l in ipairs(loops.loads(s.expr, {})) do if l.buf == buf then return true end end
+    end
+  end
+  return false
+end
+
 ---------------------------------------------------------------------------------------------
 -- Accumulations: for kept K (tiled), other kept loops, summed loops: locals per tile
 
@@ -147,7 +159,8 @@ local function block_accum(F, top, zeroed)
   if work < block.MIN_WORK then return nil end
   local others = {}
   for _, l in ipairs(kept) do if l ~= K then others[#others + 1] = { var = l.var, n = l.n } end end
-  local zero = covers(st.target.index, kept, st.target.buf.size) and zeroed(st.target.buf)
+  local zero = (st.combine or "add") == "add" and covers(st.target.index, kept, st.target.buf.size)
+    and not read_elsewhere({ st }, st.target.buf) and zeroed(st.target.buf)
   return split_by(K, math.min(block.TILE, K.n),
     function(base, t) return accum_tile(F, others, summed, st, K.var, base, t, zero) end), zero and st.target.buf
 end
@@ -244,17 +257,6 @@ local function replace_buf(e, old, new)
   return loops.map_expr(e, keep, function(l) return l.buf == old and new or l end)
 end
 
--- Does a statement under body, other than those under skip, read buf?
-local function read_elsewhere(body, buf, skip)
-  for _, s in ipairs(body) do
-    if s.k == "loop" then
-      if s ~= skip and read_elsewhere(s.body, buf, skip) then return true end
-    else
-      for _, l in ipairs(loops.loads(s.expr, {})) do if l.buf == buf then return true end end
-    end
-  end
-  return false
-end
 
 local function jam_outputs(F, K, outside)
   local r = K.body[1]
