@@ -20,8 +20,8 @@
  *   jit_schedule_at_default_dims  every graph at its default dims: unroll auto (the JIT's loops,
  *                             strip-mined, with base pointers) and fusion off (no blocking,
  *                             which only these dims reach) give the bits of unroll none.
- *   blocked_products_are_bit_identical  seq_ffn where products are jammed and chunked: the
- *                             same bits as without blocking, also with --fma on.
+ *   blocked_products_are_bit_identical  seq_ffn where products are jammed, tiled and chunked:
+ *                             the same bits as without blocking, also with --fma on.
  *   fma_schedules_are_bit_identical  the same with --fma on, also at long LayerNorm rows.
  *   saved_passes_match        every graph: forward_train = forward, vjp_saved = vjp, bit for bit.
  *   jit_cycle_no_leak         repeated generate+compile+call+free (./build.sh asan checks leaks).
@@ -576,9 +576,10 @@ static void fma_schedules_are_bit_identical(void **state)
     compare_schedules(*state, variants, 4, 0, "layernorm", long_rows, 2);
 }
 
-/* A size where block.lua jams and chunks the matrix products (8 rows of 2048 activations,
-   summed 512 at a time in f32, 256 in f64): the JIT's schedule and fusion off (no blocking)
-   give the same bits, also with --fma on (which terms fuse must not depend on the blocking). */
+/* A size where block.lua jams, tiles and chunks the matrix products (8 rows of 2048
+   activations, summed 512 at a time in f32, 256 in f64), chunks dx's accumulation and starts
+   dW's tiles from 0: the JIT's schedule and fusion off (no blocking) give the same bits, also
+   with --fma on (which terms fuse must not depend on the blocking). */
 static void blocked_products_are_bit_identical(void **state)
 {
     static const schedule_variant variants[] = {{"none", "auto", NULL}, {"auto", "auto", NULL}, {"none", "none", NULL}};
