@@ -222,7 +222,7 @@ block.TILE_BYTES = 1 << 18 -- the shared operands' rows of one output tile
 
 local function tile_outputs(Kp, elem)
   local O = #Kp.body == 1 and Kp.body[1]
-  if not O or O.k ~= "loop" or Kp.n < 2 or O.body[1].k ~= "reduce" then return nil end
+  if not O or O.k ~= "loop" or Kp.n < 2 or not O.body[1] or O.body[1].k ~= "reduce" then return nil end
   local first, terms, per, seen = O.body[1], 1, 0, {}
   for _, r in ipairs(first.rvars) do terms = terms * r.n end
   for _, l in ipairs(loops.loads(first.expr, {})) do

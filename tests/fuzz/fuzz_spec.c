@@ -75,12 +75,14 @@ static void check_text(const kg_kernel *k, const char *s)
                 if ((*q < 0x20 && *q != '\n') || *q > 0x7e || (q[0] == '/' && q[1] == '*'))
                     abort();
             p = end + 2;
-        } else if (*p == '"') { /* the include of its own header, pragma arguments ("GCC unroll 1") */
+        } else if (*p == '"') { /* the include of its own header, pragma arguments */
+            static const char unroll[] = "\"GCC unroll 1\""; /* KG_LANES (compiler_guard.c.in) */
             const char *end = strchr(p + 1, '"');
             if (!end || memchr(p, '\n', (size_t)(end - p)))
                 abort();
-            for (const char *q = p + 1; q < end; q++)
-                if (!isalnum((unsigned char)*q) && !strchr("_.=- ", *q))
+            int is_unroll = (size_t)(end + 1 - p) == sizeof unroll - 1 && strncmp(p, unroll, sizeof unroll - 1) == 0;
+            for (const char *q = p + 1; q < end && !is_unroll; q++)
+                if (!isalnum((unsigned char)*q) && !strchr("_.=-", *q))
                     abort();
             p = end + 1;
         } else if (p[0] == '\\' && p[1] == '\n') {
