@@ -11,7 +11,7 @@
 --     loop accumulate in C locals (for rt, i: s_k = dx[..]; for o: s_k += ...; dx[..] = s_k),
 --     the shape gcc vectorizes across i ("outer-loop vectorization") with the tile in registers;
 --   reduce statements: the kept loop around them is unrolled and jammed, JAM reduce statements
---     in one body, which emit_c runs in one lane loop (sharing the w[o][i] loads); inside an
+--     (fewer where the jammed rows would crowd one set of the L1 cache) in one body, which emit_c runs in one lane loop (sharing the w[o][i] loads); inside an
 --     imperfect nest, an output loop is jammed (sharing the x[r][i] loads); a shared operand
 --     beyond L2 is read in tiles of outputs around the row blocks; jammed rows beyond L1 are
 --     summed a chunk at a time, the lanes carried in the workspace (reduce.carry).
@@ -182,13 +182,50 @@ local function worth_jamming(e, var)
   return false
 end
 
+-- How many copies to jam: JAM, fewer where the jammed copies' rows of one buffer would crowd
+-- one set of the L1 cache. Rows whose byte stride is a multiple of 4 KB (seq_ffn's hidden rows
+-- at dff = 1024 or 3072) all map to the same set of a 32 KB 8-way L1; with 8 jammed rows, and
+-- the shared operand's, they evict each other. The strides are known here (every dimension
+-- is): per buffer read at var, at most ALIAS_WAYS copies may share a set. Measured on a model
+-- of seq_ffn 64x768x3072's second products (rows 12 KB apart): one product per term, 8 rows
+-- 5.2 ms, 4 rows 4.5; the JVP's two (w_tan h + w th), 8 rows 24.7 ms, 4 rows 14.4.
+block.ALIAS_WAYS = 4
+block.L1_SET_PERIOD, block.LINE = 4096, 64 -- bytes after which L1 sets repeat; a line
+
+local function jam_count(e, var, n, elem)
+  local strides = {} -- buffer -> byte strides at var of its loads
+  for _, l in ipairs(loops.loads(e, {})) do
+    local k = l.index.t[var]
+    if k then
+      strides[l.buf] = strides[l.buf] or {}
+      strides[l.buf][k * elem] = true
+    end
+  end
+  local J = math.min(block.JAM, n)
+  local function crowded(j)
+    for _, set in pairs(strides) do
+      for stride in pairs(set) do
+        local per = {}
+        for c = 0, j - 1 do
+          local line = (c * stride) % block.L1_SET_PERIOD // block.LINE
+          per[line] = (per[line] or 0) + 1
+          if per[line] > block.ALIAS_WAYS then return true end
+        end
+      end
+    end
+    return false
+  end
+  while J > block.ALIAS_WAYS and crowded(J) do J = J // 2 end
+  return J
+end
+
 -- Reduce r for var = form, into target.
 local function jam_copy(r, target, var, form, jammed)
   return { k = "reduce", target = target, rvars = r.rvars, lanes = r.lanes, expr = subst_expr(r.expr, var, form),
     check = r.check, node = r.node, combine = r.combine, product = r.product, jammed = jammed }
 end
 
-local function jam_reduce(top)
+local function jam_reduce(top, elem)
   local chain, st = perfect(top)
   if not chain or st.k ~= "reduce" or #chain < 2 then return nil end
   local K = chain[#chain - 1] -- jam the loop outside the innermost kept one (rows around outputs)
@@ -199,7 +236,7 @@ local function jam_reduce(top)
   for _, r in ipairs(st.rvars) do work = work * r.n end
   for _, l in ipairs(chain) do work = work * l.n end
   if work < block.MIN_WORK then return nil end
-  local body = split_by(K, math.min(block.JAM, K.n), function(base, t)
+  local body = split_by(K, jam_count(st.expr, K.var, K.n, elem), function(base, t)
     local stmts = {}
     for k = 0, t - 1 do
       local form = aff.add(base, aff.const(k))
@@ -258,7 +295,7 @@ local function replace_buf(e, old, new)
 end
 
 
-local function jam_outputs(F, K, outside)
+local function jam_outputs(F, K, outside, elem)
   local r = K.body[1]
   if not r or r.k ~= "reduce" or K.n < 2 or not shares(r.expr, K.var) or not worth_jamming(r.expr, K.var) then return nil end
   local work = K.n
@@ -274,7 +311,7 @@ local function jam_outputs(F, K, outside)
   elseif #K.body ~= 1 or not r.target.index.t[K.var] then
     return nil
   end
-  return split_by(K, math.min(block.JAM, K.n), function(base, t)
+  return split_by(K, jam_count(r.expr, K.var, K.n, elem), function(base, t)
     local reduces, rest = {}, {}
     for k = 0, t - 1 do
       local form = aff.add(base, aff.const(k))
@@ -611,14 +648,14 @@ function block.run(F, elem)
     local accum, zbuf = block_accum(F, top, zeroed)
     if zbuf then out[cleared[zbuf]] = false end
     for _, x in ipairs(loops.accesses({ top })) do cleared[x.buf] = nil end
-    local repl = accum or jam_reduce(top)
+    local repl = accum or jam_reduce(top, elem)
     if repl then
       if not accum then rewrite_loops(repl, function(Kp) return tile_outputs(Kp, elem) end) end
       rewrite_loops(repl, function(O) return chunk_reduces(F, O, elem) end)
       loops.walk(repl, function(s) s.node = s.node or top.node end)
       for _, s in ipairs(repl) do out[#out + 1] = s end
     else
-      if top.k == "loop" then rewrite_loops(top.body, function(K) return jam_outputs(F, K, F.body) end) end
+      if top.k == "loop" then rewrite_loops(top.body, function(K) return jam_outputs(F, K, F.body, elem) end) end
       out[#out + 1] = top
       local buf = zero_store(top)
       if buf then cleared[buf] = #out end
