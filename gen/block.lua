@@ -12,9 +12,10 @@
 --     the shape gcc vectorizes across i ("outer-loop vectorization") with the tile in registers;
 --   reduce statements: the kept loop around them is unrolled and jammed, JAM reduce statements
 --     (fewer where their rows would crowd one set of the L1 cache) in one body, which emit_c
---     runs in one lane loop (sharing the w[o][i] loads); inside an imperfect nest, an output loop is jammed (sharing the x[r][i] loads); a shared operand
---     beyond L2 is read in tiles of outputs around the row blocks; jammed rows beyond L1 are
---     summed a chunk at a time, the lanes carried in the workspace (reduce.carry).
+--     runs in one lane loop (sharing the w[o][i] loads); inside an imperfect nest, an output
+--     loop is jammed (sharing the x[r][i] loads); a shared operand beyond L2 is read in tiles
+--     of outputs around the row blocks; jammed rows beyond L1 are summed a chunk at a time,
+--     the lanes carried in the workspace (reduce.carry).
 -- Nested loops that index memory in row-major order are also coalesced into one, a per-group
 -- value read by a short inner loop is expanded into a channel-wide row (GroupNorm), and a
 -- reduce over the row its preceding loop stores joins that loop (below).
