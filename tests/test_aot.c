@@ -23,6 +23,8 @@
  *   blocked_products_are_bit_identical  seq_ffn where products are jammed, tiled and chunked:
  *                             the same bits as without blocking, also with --fma on.
  *   fma_schedules_are_bit_identical  the same with --fma on, also at long LayerNorm rows.
+ *   rows_side_by_side_are_bit_identical  normalizations whose rows block.lua runs side by side:
+ *                             the same bits as without blocking, also with --fma on.
  *   saved_passes_match        every graph: forward_train = forward, vjp_saved = vjp, bit for bit.
  *   jit_cycle_no_leak         repeated generate+compile+call+free (./build.sh asan checks leaks).
  *
@@ -589,6 +591,29 @@ static void blocked_products_are_bit_identical(void **state)
     compare_schedules(*state, fma, 3, 0, "seq_ffn", dims, 3);
 }
 
+/* Rows long enough for block.lua to run 2, 3 or 4 rows' sums side by side (rows with a lane
+   tail, a row's own workspace and locals copied per row, BatchNorm's channels): the same bits
+   as without blocking, also with --fma on. */
+static void rows_side_by_side_are_bit_identical(void **state)
+{
+    static const schedule_variant variants[] = {{"none", "auto", NULL}, {"auto", "auto", NULL}, {"none", "none", NULL}};
+    static const schedule_variant fma[] = {{"none", "auto", "on"}, {"auto", "auto", "on"}, {"none", "none", "on"}};
+    static const struct {
+        const char *graph;
+        const char *params[5];
+        int n;
+    } cases[] = {
+        {"layernorm", {"rows=6", "dim=300"}, 2},
+        {"rmsnorm", {"rows=12", "dim=512"}, 2},
+        {"softmax", {"rows=9", "dim=260"}, 2},
+        {"batchnorm2d", {"c=6", "h=16", "w=20"}, 3},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        compare_schedules(*state, variants, 3, 0, cases[i].graph, cases[i].params, cases[i].n);
+        compare_schedules(*state, fma, 3, 0, cases[i].graph, cases[i].params, cases[i].n);
+    }
+}
+
 /* Every graph, f32 and f64, at small dims: forward_train writes forward's outputs, and
    vjp_saved, reading what forward_train saved, gives vjp's gradients, all bit for bit (the saved
    values are the very nodes the VJP would recompute). */
@@ -710,6 +735,7 @@ int main(void)
         TIMED(schedules_are_bit_identical),
         TIMED(jit_schedule_at_default_dims),
         TIMED(blocked_products_are_bit_identical),
+        TIMED(rows_side_by_side_are_bit_identical),
         TIMED(fma_schedules_are_bit_identical),
         TIMED(saved_passes_match),
         TIMED(jit_cycle_no_leak),
