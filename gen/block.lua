@@ -169,27 +169,15 @@ end
 ---------------------------------------------------------------------------------------------
 -- Reduces: the kept loop around a reduce, unrolled by JAM and jammed
 
--- A plain product (w x) is always jammed. A longer sum (the JVP's w_tan x + w x_tan) only when
--- the shared operand streams from memory: jammed 8 times, gcc runs it 1.7x slower at
--- seq_ffn 64x256x1024 (W1 1 MB, cache-resident: jvp 1.52 -> 1.35x hand -Ofast unjammed) but
--- faster at 64x768x3072 (W1 9.4 MB: 58 ms jammed, 74-81 unjammed).
-block.JAM_STREAM = 1 << 20 -- elements of a shared operand from which any reduce is jammed
-
-local function worth_jamming(e, var)
-  if e.k == "op" and e.op == "mul" and e.args[1].k == "load" and e.args[2].k == "load" then return true end
-  for _, l in ipairs(loops.loads(e, {})) do
-    if not l.index.t[var] and l.buf.size >= block.JAM_STREAM then return true end
-  end
-  return false
-end
-
 -- How many copies to jam: JAM, fewer where the jammed copies' rows of one buffer would crowd
 -- one set of the L1 cache. Rows whose byte stride is a multiple of 4 KB (seq_ffn's hidden rows
 -- at dff = 1024 or 3072) all map to the same set of a 32 KB 8-way L1; with 8 jammed rows, and
 -- the shared operand's, they evict each other. The strides are known here (every dimension
 -- is): per buffer read at var, at most ALIAS_WAYS copies may share a set. Measured on a model
 -- of seq_ffn 64x768x3072's second products (rows 12 KB apart): one product per term, 8 rows
--- 5.2 ms, 4 rows 4.5; the JVP's two (w_tan h + w th), 8 rows 24.7 ms, 4 rows 14.4.
+-- 5.2 ms, 4 rows 4.5; the JVP's two (w_tan h + w th), 8 rows 24.7 ms, 4 rows 14.4. (Such
+-- longer sums were jammed only for operands beyond the caches before: at 64x256x1024, rows
+-- 4 KB apart, jamming them had made the JVP 1.7x slower; with this, 1.4x faster.)
 block.ALIAS_WAYS = 4
 block.L1_SET_PERIOD, block.LINE = 4096, 64 -- bytes after which L1 sets repeat; a line
 
@@ -232,7 +220,7 @@ local function jam_reduce(top, elem)
   local chain, st = perfect(top)
   if not chain or st.k ~= "reduce" or #chain < 2 then return nil end
   local K = chain[#chain - 1] -- jam the loop outside the innermost kept one (rows around outputs)
-  if not shares(st.expr, K.var) or K.n < 2 or not worth_jamming(st.expr, K.var) then return nil end
+  if not shares(st.expr, K.var) or K.n < 2 then return nil end
   local inner_loops = {}
   for i = #chain - 1 + 1, #chain do inner_loops[#inner_loops + 1] = chain[i] end
   local work = 1
@@ -300,7 +288,7 @@ end
 
 local function jam_outputs(F, K, outside, elem)
   local r = K.body[1]
-  if not r or r.k ~= "reduce" or K.n < 2 or not shares(r.expr, K.var) or not worth_jamming(r.expr, K.var) then return nil end
+  if not r or r.k ~= "reduce" or K.n < 2 or not shares(r.expr, K.var) then return nil end
   local work = K.n
   for _, rv in ipairs(r.rvars) do work = work * rv.n end
   if work < block.MIN_WORK then return nil end
