@@ -1,5 +1,7 @@
 -- ir: the graph IR. A graph is an SSA list of nodes in topological order:
---   node = { id, op, args = {node...}, shape = {extent...}, attr = {...}, name = string|nil }
+--   node = { id, op, args = {node...}, shape = {extent...}, attr = {...}, name = string|nil,
+--            sweeps = the most reductions on any path to it from a leaf (how many passes over
+--            data computing it needs at least; the sum fold in ops.lua lowers it) }
 --   graph = { nodes = {...}, inputs = {{name, role, node}...}, outputs = {{name, role, node}...} }
 -- Nodes are created only through G:make (and the named constructors below), which infers the
 -- shape from the op table, applies the op's fold rule and hash-conses (CSE by construction).
@@ -71,7 +73,9 @@ function Graph:make(op, args, attr)
   local hit = self.memo[key]
   if hit then return hit end
   if #self.nodes >= ir.MAX_NODES then util.fail("the graph has more than " .. ir.MAX_NODES .. " nodes") end
-  local n = { id = #self.nodes + 1, op = op, args = args, shape = shape, attr = attr, graph = self }
+  local sweeps = def.kind == "reduce" and 1 or 0
+  for _, a in ipairs(args) do sweeps = math.max(sweeps, a.sweeps + (def.kind == "reduce" and 1 or 0)) end
+  local n = { id = #self.nodes + 1, op = op, args = args, shape = shape, attr = attr, graph = self, sweeps = sweeps }
   self.nodes[#self.nodes + 1] = n
   self.memo[key] = n
   return n

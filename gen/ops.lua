@@ -285,6 +285,106 @@ local function kept_axes(a, attr)
   return keep
 end
 
+-- Factoring a sum (the sum fold below). A factor "constant along" the summed axes has one value
+-- per output element: a constant, a bcast that repeats along those axes, or elementwise ops of
+-- such factors.
+local function constant_along(n, axes, memo)
+  if memo[n] ~= nil then return memo[n] end
+  local r = false
+  if n.op == "const" then
+    r = true
+  elseif n.op == "bcast" then
+    r = true
+    for k, d in ipairs(n.attr.dims) do
+      if axes[d] and n.args[1].shape[k] ~= 1 then r = false end
+    end
+  elseif ops[n.op].kind == "elementwise" then
+    r = true
+    for _, a in ipairs(n.args) do r = r and constant_along(a, axes, memo) end
+  end
+  memo[n] = r
+  return r
+end
+
+-- The value of a factor constant along the summed axes, in the sum's (reduced) shape.
+local function reduced(G, n, axes, shape)
+  if n.op == "const" then return G:scalar(n.attr.value, shape) end
+  if n.op == "bcast" then
+    local a, keep, at, dims = n.args[1], {}, {}, {}
+    for d = 1, #n.shape do if not axes[d] then keep[#keep + 1] = d; at[d] = #keep end end
+    local ashape = {}
+    for k, d in ipairs(n.attr.dims) do
+      if not axes[d] then ashape[#ashape + 1] = a.shape[k]; dims[#dims + 1] = at[d] end
+    end
+    return G:bcast(G:reshape(a, ashape), shape, dims)
+  end
+  local args = {}
+  for i, x in ipairs(n.args) do args[i] = reduced(G, x, axes, shape) end
+  return G:make(n.op, args, n.attr)
+end
+
+-- The terms of a sum's argument: add/sub/neg down to products, each term
+-- { sign = 1|-1, const = {factors constant along axes}, vary = {the other factors} }.
+local function sum_terms(n, axes, memo)
+  local terms = {}
+  local function factors(m, t)
+    if m.op == "mul" then factors(m.args[1], t); factors(m.args[2], t)
+    elseif m.op == "neg" then t.sign = -t.sign; factors(m.args[1], t)
+    elseif constant_along(m, axes, memo) then t.const[#t.const + 1] = m
+    else t.vary[#t.vary + 1] = m end
+  end
+  local function walk(m, sign)
+    if m.op == "add" then walk(m.args[1], sign); walk(m.args[2], sign)
+    elseif m.op == "sub" then walk(m.args[1], sign); walk(m.args[2], -sign)
+    elseif m.op == "neg" then walk(m.args[1], -sign)
+    else
+      local t = { sign = sign, const = {}, vary = {}, node = m }
+      factors(m, t)
+      terms[#terms + 1] = t
+    end
+  end
+  walk(n, 1)
+  return terms
+end
+
+local function product(G, list, first)
+  local p = first
+  for _, f in ipairs(list) do p = p and G:mul(p, f) or f end
+  return p
+end
+
+-- sum(k * v) = k * sum(v) for k constant along the summed axes, and, when a sum's argument is a
+-- sum of such products, sum(k1 v1 + k2 v2) = k1 sum(v1) + k2 sum(v2), if that lowers how many
+-- sweeps the sums need (dx of a normalization: sum(dxhat * inv_std + 2 t * centered), t from a
+-- sum of the same row, becomes inv_std sum(dxhat) + 2 t sum(centered), computed in the sweep
+-- that computes t's sum, not in a sweep of its own after it). Numerically sound: a factor taken
+-- out changes one rounding, not the relative error; a sum splits only into terms that are
+-- products (each already rounded relative to itself), never a - b with a, b loaded or constant
+-- (that would turn the centered sum(x - mean) into the cancelling sum(x) - n mean).
+local function factor_sum(G, arg, attr)
+  local axes, memo = {}, {}
+  for _, ax in ipairs(attr.axes) do axes[ax] = true end
+  local terms = sum_terms(arg, axes, memo)
+  local sweeps, pulled = 0, false
+  for _, t in ipairs(terms) do
+    if #t.vary == 0 or (#terms > 1 and t.node.op ~= "mul") then return nil end
+    if #t.const > 0 then pulled = true end
+    for _, f in ipairs(t.vary) do sweeps = math.max(sweeps, f.sweeps) end
+  end
+  if not pulled or (#terms > 1 and sweeps >= arg.sweeps) then return nil end
+  local shape = G:shape_of("sum", { arg }, attr)
+  local r
+  for _, t in ipairs(terms) do
+    local ks = {}
+    for i, k in ipairs(t.const) do ks[i] = reduced(G, k, axes, shape) end
+    local v = G:sum(product(G, t.vary), attr.axes)
+    if #ks > 0 then v = G:mul(product(G, ks), v) end
+    if not r then r = t.sign < 0 and G:neg(v) or v
+    elseif t.sign < 0 then r = G:sub(r, v) else r = G:add(r, v) end
+  end
+  return r
+end
+
 ops.sum = {
   kind = "reduce", arity = 1, cost = 1, combine = "add",
   shape = reduced_shape,
@@ -296,6 +396,7 @@ ops.sum = {
   fold = function(G, args, attr)
     if #attr.axes == 0 then return args[1] end
     if G:is_zero(args[1]) then return G:scalar(0, G:shape_of("sum", args, attr)) end
+    return factor_sum(G, args[1], attr)
   end,
 }
 
