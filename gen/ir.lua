@@ -52,6 +52,30 @@ function Graph:shape_of(op, args, attr)
   return shape
 end
 
+-- Broadcast lifting: an elementwise op whose arguments are broadcasts of one layout (the same
+-- source shape and axes) or constants is the broadcast of the op on the sources: the same
+-- values, computed once per source element instead of once per element (a per-row scalar).
+local function lift(G, op, args, attr, shape)
+  local lay
+  for _, a in ipairs(args) do
+    if a.op == "bcast" then
+      local s = a.args[1]
+      if lay and not (util.same_shape(s.shape, lay.args[1].shape) and util.same_shape(a.attr.dims, lay.attr.dims)) then
+        return nil
+      end
+      lay = lay or a
+    elseif a.op ~= "const" then
+      return nil
+    end
+  end
+  if not lay then return nil end
+  local src = {}
+  for i, a in ipairs(args) do
+    src[i] = a.op == "const" and G:scalar(a.attr.value, lay.args[1].shape) or a.args[1]
+  end
+  return G:bcast(G:make(op, src, attr), shape, lay.attr.dims)
+end
+
 -- Graphs are bounded so that a spec cannot make the passes after it run for long.
 ir.MAX_NODES = 100000
 
@@ -68,6 +92,10 @@ function Graph:make(op, args, attr)
     local all_const = true
     for _, a in ipairs(args) do if a.op ~= "const" then all_const = false end end
     if all_const then return self:scalar(def.eval(args[1].attr.value, args[2] and args[2].attr.value), shape) end
+  end
+  if def.kind == "elementwise" then
+    local lifted = lift(self, op, args, attr, shape)
+    if lifted then return lifted end
   end
   local key = key_of(op, args, attr)
   local hit = self.memo[key]

@@ -52,6 +52,14 @@ local function elementwise(def)
   return def
 end
 
+-- Do broadcasts or constants k1, k2 combine into one broadcast (ir.lua's lifting)?
+local function liftable(k1, k2)
+  if k1.op == "const" then return k2.op == "bcast" or k2.op == "const" end
+  if k2.op == "const" then return k1.op == "bcast" end
+  return k1.op == "bcast" and k2.op == "bcast" and util.same_shape(k1.args[1].shape, k2.args[1].shape)
+    and util.same_shape(k1.attr.dims, k2.attr.dims)
+end
+
 -- Binary arithmetic. C precedence: * and / bind tighter (prec 2) than + and - (prec 1).
 ops.add = elementwise {
   arity = 2, cost = 1, c = { infix = "+", prec = 1 },
@@ -80,17 +88,31 @@ ops.sub = elementwise {
 ops.mul = elementwise {
   arity = 2, cost = 1, c = { infix = "*", prec = 2 },
   eval = function(a, b) return a * b end,
+  -- a square a*a: one term 2 t a, where the product rule's t*a + a*t would keep two products
+  -- of the same value (and a sum of them could not take the 2 out of the row)
   jvp = function(G, n, ta, tb)
     local a, b = n.args[1], n.args[2]
+    if a == b then return G:mul(G:mul(ta, G:scalar(2, n.shape)), a) end
     return G:add(G:mul(ta, b), G:mul(a, tb))
   end,
-  vjp = function(G, n, g) return G:mul(g, n.args[2]), G:mul(n.args[1], g) end,
+  vjp = function(G, n, g)
+    if n.args[1] == n.args[2] then return G:mul(G:mul(g, G:scalar(2, n.shape)), n.args[1]), nil end
+    return G:mul(g, n.args[2]), G:mul(n.args[1], g)
+  end,
   fold = function(G, args)
     local a, b = args[1], args[2]
     if G:is_one(a) then return b end
     if G:is_one(b) then return a end
     if G:is_zero(a) then return a end
     if G:is_zero(b) then return b end
+    -- (v k1) k2 = v (k1 k2) for broadcasts k1, k2 of one layout (ir.lua lifts k1 k2 to one):
+    -- one product per element instead of two (dy gamma inv_std in a BatchNorm's dx)
+    if a.op == "mul" then
+      for i = 1, 2 do
+        local k = a.args[i]
+        if liftable(k, b) then return G:mul(a.args[3 - i], G:mul(k, b)) end
+      end
+    end
   end,
 }
 
@@ -385,6 +407,27 @@ local function factor_sum(G, arg, attr)
   return r
 end
 
+-- Is n = v - mean(v), the mean over exactly axes (builder's g.mean: sum * (1/count), kept
+-- dims broadcast back)? Its sum over those axes is 0 in exact arithmetic; computed, only the
+-- rounding of the mean (a normalization's sum(centered), once the fold has split it off).
+local function centered(n, axes)
+  if n.op ~= "sub" or n.args[2].op ~= "bcast" then return false end
+  local v, b = n.args[1], n.args[2]
+  local m = b.args[1]
+  if m.op ~= "mul" or #b.attr.dims ~= #v.shape then return false end
+  for k, d in ipairs(b.attr.dims) do if d ~= k then return false end end
+  local r, c = m.args[1], m.args[2]
+  if r.op == "const" then r, c = c, r end
+  if c.op ~= "const" or r.op ~= "reshape" or r.args[1].op ~= "sum" or r.args[1].args[1] ~= v then return false end
+  local count, s = 1, r.args[1]
+  if #s.attr.axes ~= #axes then return false end
+  for i, ax in ipairs(s.attr.axes) do
+    if axes[i] ~= ax then return false end
+    count = count * v.shape[ax]
+  end
+  return c.attr.value == 1 / count
+end
+
 ops.sum = {
   kind = "reduce", arity = 1, cost = 1, combine = "add",
   shape = reduced_shape,
@@ -395,7 +438,7 @@ ops.sum = {
   end,
   fold = function(G, args, attr)
     if #attr.axes == 0 then return args[1] end
-    if G:is_zero(args[1]) then return G:scalar(0, G:shape_of("sum", args, attr)) end
+    if G:is_zero(args[1]) or centered(args[1], attr.axes) then return G:scalar(0, G:shape_of("sum", args, attr)) end
     return factor_sum(G, args[1], attr)
   end,
 }

@@ -48,7 +48,7 @@ static float kg_sqrt_clamp_f32(float v)
     return v < 0.0f ? 0.0f : sqrtf(v);
 }
 
-/* %13 [2], mean [2, 1], %19 [2], std [2, 1], inv_std [2, 1], y [2, 4] */
+/* %9 [2], mean [2, 1], %16 [2], std [2, 1], inv_std [2, 1], y [2, 4] */
 KG_NEST int layernorm_2x4_f32_forward_1(const float *restrict x, const float *restrict gamma, const float *restrict beta, float *restrict y)
 {
     int bad = 0;
@@ -118,79 +118,69 @@ KG_NEST void layernorm_2x4_f32_vjp_2(float *restrict gamma_grad)
     gamma_grad[3] = 0.0f;
 }
 
-/* %15 [2], grad(beta) [4], %17 [2], mean [2, 1], %24 [2], %25 [2], %26 [2], std [2, 1], inv_std [2, 1], %43 [2], %57 [2], grad(xs) [2, 4], grad(gamma) [4] */
+/* %10 [2], grad(beta) [4], %49 [2], mean [2, 1], %17 [2], %33 [2], std [2, 1], inv_std [2, 1], %44 [2], %54 [2], grad(gamma) [4], grad(xs) [2, 4] */
 KG_NEST int layernorm_2x4_f32_vjp_3(const float *restrict x, const float *restrict gamma, const float *restrict y_cot, float *restrict x_grad, float *restrict gamma_grad, float *restrict beta_grad)
 {
     int bad = 0;
-    float t0 = 0, t1 = 0, t2 = 0, t3 = 0, t4 = 0, t5 = 0, t6 = 0, t7 = 0, t8 = 0, t9 = 0;
+    float t0 = 0, t1 = 0, t2 = 0, t3 = 0, t4 = 0, t5 = 0, t6 = 0, t7 = 0, t8 = 0;
     for (int i0 = 0; i0 < 2; ++i0) {
-        {
-            const float h1 = x[4 * i0];
-            float acc[4] = {0};
-            acc[0] += h1 - h1;
-            acc[1] += x[4 * i0 + 1] - h1;
-            acc[2] += x[4 * i0 + 2] - h1;
-            acc[3] += x[4 * i0 + 3] - h1;
-            KG_LANES
-            for (int l = 0; l < 2; ++l) acc[l] = acc[l] + acc[l + 2];
-            acc[0] = acc[0] + acc[1];
-            t0 = acc[0];
-        }
         beta_grad[0] = beta_grad[0] + y_cot[4 * i0];
         beta_grad[1] = beta_grad[1] + y_cot[4 * i0 + 1];
         beta_grad[2] = beta_grad[2] + y_cot[4 * i0 + 2];
         beta_grad[3] = beta_grad[3] + y_cot[4 * i0 + 3];
         {
-            float acc[4] = {0};
-            acc[0] += y_cot[4 * i0] * gamma[0];
-            acc[1] += y_cot[4 * i0 + 1] * gamma[1];
-            acc[2] += y_cot[4 * i0 + 2] * gamma[2];
-            acc[3] += y_cot[4 * i0 + 3] * gamma[3];
-            KG_LANES
-            for (int l = 0; l < 2; ++l) acc[l] = acc[l] + acc[l + 2];
-            acc[0] = acc[0] + acc[1];
-            t1 = acc[0];
-        }
-        t2 = t0 * 0.25f;
-        {
-            const float h2 = x[4 * i0];
+            const float h1 = x[4 * i0];
             float acc0[4] = {0};
             float acc1[4] = {0};
-            float acc2[4] = {0};
             for (int r0 = 0; r0 < 4; r0 += 4) {
                 for (int l = 0; l < 4; ++l) {
-                    acc0[l] += (x[4 * i0 + l + r0] - h2 - t2) * (x[4 * i0 + l + r0] - h2 - t2);
-                    acc1[l] += (x[4 * i0 + l + r0] - h2 - t2) * (y_cot[4 * i0 + l + r0] * gamma[l + r0]);
-                    acc2[l] += x[4 * i0 + l + r0] - h2 - t2;
+                    acc0[l] += x[4 * i0 + l + r0] - h1;
+                    acc1[l] += y_cot[4 * i0 + l + r0] * gamma[l + r0];
                 }
             }
             KG_LANES
             for (int l = 0; l < 2; ++l) acc0[l] = acc0[l] + acc0[l + 2];
             acc0[0] = acc0[0] + acc0[1];
-            t3 = acc0[0];
+            t0 = acc0[0];
             KG_LANES
             for (int l = 0; l < 2; ++l) acc1[l] = acc1[l] + acc1[l + 2];
             acc1[0] = acc1[0] + acc1[1];
-            t4 = acc1[0];
-            KG_LANES
-            for (int l = 0; l < 2; ++l) acc2[l] = acc2[l] + acc2[l + 2];
-            acc2[0] = acc2[0] + acc2[1];
-            t5 = acc2[0];
+            t7 = acc1[0];
         }
-        t6 = kg_sqrt_clamp_f32(t3 * 0.25f + 1e-06f);
-        bad |= !(t6 > 0 && t6 <= 3.40282347e+38f);
-        t7 = 1.0f / t6;
-        bad |= !(t7 >= -3.40282347e+38f && t7 <= 3.40282347e+38f);
-        t8 = -(t4 * t7 * t7) * 0.5f / t6 * 0.25f;
-        t9 = (-(t7 * t1) - t8 * t5 - t8 * t5) * 0.25f;
-        x_grad[4 * i0] = y_cot[4 * i0] * gamma[0] * t7 + t8 * (x[4 * i0] - x[4 * i0] - t2) + (x[4 * i0] - x[4 * i0] - t2) * t8 + t9;
-        gamma_grad[0] = gamma_grad[0] + (x[4 * i0] - x[4 * i0] - t2) * t7 * y_cot[4 * i0];
-        x_grad[4 * i0 + 1] = y_cot[4 * i0 + 1] * gamma[1] * t7 + t8 * (x[4 * i0 + 1] - x[4 * i0] - t2) + (x[4 * i0 + 1] - x[4 * i0] - t2) * t8 + t9;
-        gamma_grad[1] = gamma_grad[1] + (x[4 * i0 + 1] - x[4 * i0] - t2) * t7 * y_cot[4 * i0 + 1];
-        x_grad[4 * i0 + 2] = y_cot[4 * i0 + 2] * gamma[2] * t7 + t8 * (x[4 * i0 + 2] - x[4 * i0] - t2) + (x[4 * i0 + 2] - x[4 * i0] - t2) * t8 + t9;
-        gamma_grad[2] = gamma_grad[2] + (x[4 * i0 + 2] - x[4 * i0] - t2) * t7 * y_cot[4 * i0 + 2];
-        x_grad[4 * i0 + 3] = y_cot[4 * i0 + 3] * gamma[3] * t7 + t8 * (x[4 * i0 + 3] - x[4 * i0] - t2) + (x[4 * i0 + 3] - x[4 * i0] - t2) * t8 + t9;
-        gamma_grad[3] = gamma_grad[3] + (x[4 * i0 + 3] - x[4 * i0] - t2) * t7 * y_cot[4 * i0 + 3];
+        t1 = t0 * 0.25f;
+        {
+            const float h2 = x[4 * i0];
+            float acc0[4] = {0};
+            float acc1[4] = {0};
+            for (int r0 = 0; r0 < 4; r0 += 4) {
+                for (int l = 0; l < 4; ++l) {
+                    acc0[l] += (x[4 * i0 + l + r0] - h2 - t1) * (x[4 * i0 + l + r0] - h2 - t1);
+                    acc1[l] += (x[4 * i0 + l + r0] - h2 - t1) * (y_cot[4 * i0 + l + r0] * gamma[l + r0]);
+                }
+            }
+            KG_LANES
+            for (int l = 0; l < 2; ++l) acc0[l] = acc0[l] + acc0[l + 2];
+            acc0[0] = acc0[0] + acc0[1];
+            t2 = acc0[0];
+            KG_LANES
+            for (int l = 0; l < 2; ++l) acc1[l] = acc1[l] + acc1[l + 2];
+            acc1[0] = acc1[0] + acc1[1];
+            t5 = acc1[0];
+        }
+        t3 = kg_sqrt_clamp_f32(t2 * 0.25f + 1e-06f);
+        bad |= !(t3 > 0 && t3 <= 3.40282347e+38f);
+        t4 = 1.0f / t3;
+        bad |= !(t4 >= -3.40282347e+38f && t4 <= 3.40282347e+38f);
+        t6 = -(t5 * t4 * t4) * 0.5f / t3 * 0.25f * 2.0f;
+        t8 = -(t4 * t7) * 0.25f;
+        gamma_grad[0] = gamma_grad[0] + (x[4 * i0] - x[4 * i0] - t1) * t4 * y_cot[4 * i0];
+        x_grad[4 * i0] = y_cot[4 * i0] * gamma[0] * t4 + t6 * (x[4 * i0] - x[4 * i0] - t1) + t8;
+        gamma_grad[1] = gamma_grad[1] + (x[4 * i0 + 1] - x[4 * i0] - t1) * t4 * y_cot[4 * i0 + 1];
+        x_grad[4 * i0 + 1] = y_cot[4 * i0 + 1] * gamma[1] * t4 + t6 * (x[4 * i0 + 1] - x[4 * i0] - t1) + t8;
+        gamma_grad[2] = gamma_grad[2] + (x[4 * i0 + 2] - x[4 * i0] - t1) * t4 * y_cot[4 * i0 + 2];
+        x_grad[4 * i0 + 2] = y_cot[4 * i0 + 2] * gamma[2] * t4 + t6 * (x[4 * i0 + 2] - x[4 * i0] - t1) + t8;
+        gamma_grad[3] = gamma_grad[3] + (x[4 * i0 + 3] - x[4 * i0] - t1) * t4 * y_cot[4 * i0 + 3];
+        x_grad[4 * i0 + 3] = y_cot[4 * i0 + 3] * gamma[3] * t4 + t6 * (x[4 * i0 + 3] - x[4 * i0] - t1) + t8;
     }
     return bad;
 }
@@ -207,7 +197,7 @@ int layernorm_2x4_f32_vjp(const float *restrict x, const float *restrict gamma, 
     return bad;
 }
 
-/* %18 [2], %19 [2], mean [2, 1], tan(mean) [2, 1], %32 [2], %33 [2], std [2, 1], inv_std [2, 1], tan(inv_std) [2, 1], tan(y) [2, 4] */
+/* %12 [2], %29 [2], mean [2, 1], tan(mean) [2, 1], %19 [2], %36 [2], std [2, 1], inv_std [2, 1], tan(inv_std) [2, 1], tan(y) [2, 4] */
 KG_NEST int layernorm_2x4_f32_jvp_1(const float *restrict x, const float *restrict gamma, const float *restrict x_tan, const float *restrict gamma_tan, const float *restrict beta_tan, float *restrict y_tan)
 {
     int bad = 0;
@@ -230,38 +220,38 @@ KG_NEST int layernorm_2x4_f32_jvp_1(const float *restrict x, const float *restri
             KG_LANES
             for (int l = 0; l < 2; ++l) acc1[l] = acc1[l] + acc1[l + 2];
             acc1[0] = acc1[0] + acc1[1];
-            t1 = acc1[0];
+            t5 = acc1[0];
         }
-        t2 = t0 * 0.25f;
-        t3 = t1 * 0.25f;
+        t1 = t0 * 0.25f;
+        t6 = t5 * 0.25f;
         {
             const float h2 = x[4 * i0];
             float acc0[4] = {0};
             float acc1[4] = {0};
             for (int r0 = 0; r0 < 4; r0 += 4) {
                 for (int l = 0; l < 4; ++l) {
-                    acc0[l] += (x[4 * i0 + l + r0] - h2 - t2) * (x[4 * i0 + l + r0] - h2 - t2);
-                    acc1[l] += (x_tan[4 * i0 + l + r0] - t3) * (x[4 * i0 + l + r0] - h2 - t2) + (x[4 * i0 + l + r0] - h2 - t2) * (x_tan[4 * i0 + l + r0] - t3);
+                    acc0[l] += (x[4 * i0 + l + r0] - h2 - t1) * (x[4 * i0 + l + r0] - h2 - t1);
+                    acc1[l] += (x_tan[4 * i0 + l + r0] - t6) * (x[4 * i0 + l + r0] - h2 - t1);
                 }
             }
             KG_LANES
             for (int l = 0; l < 2; ++l) acc0[l] = acc0[l] + acc0[l + 2];
             acc0[0] = acc0[0] + acc0[1];
-            t4 = acc0[0];
+            t2 = acc0[0];
             KG_LANES
             for (int l = 0; l < 2; ++l) acc1[l] = acc1[l] + acc1[l + 2];
             acc1[0] = acc1[0] + acc1[1];
-            t5 = acc1[0];
+            t7 = acc1[0];
         }
-        t6 = kg_sqrt_clamp_f32(t4 * 0.25f + 1e-06f);
-        bad |= !(t6 > 0 && t6 <= 3.40282347e+38f);
-        t7 = 1.0f / t6;
-        bad |= !(t7 >= -3.40282347e+38f && t7 <= 3.40282347e+38f);
-        t8 = -(t5 * 0.25f * 0.5f / t6 * t7 * t7);
-        y_tan[4 * i0] = ((x_tan[4 * i0] - t3) * t7 + (x[4 * i0] - x[4 * i0] - t2) * t8) * gamma[0] + (x[4 * i0] - x[4 * i0] - t2) * t7 * gamma_tan[0] + beta_tan[0];
-        y_tan[4 * i0 + 1] = ((x_tan[4 * i0 + 1] - t3) * t7 + (x[4 * i0 + 1] - x[4 * i0] - t2) * t8) * gamma[1] + (x[4 * i0 + 1] - x[4 * i0] - t2) * t7 * gamma_tan[1] + beta_tan[1];
-        y_tan[4 * i0 + 2] = ((x_tan[4 * i0 + 2] - t3) * t7 + (x[4 * i0 + 2] - x[4 * i0] - t2) * t8) * gamma[2] + (x[4 * i0 + 2] - x[4 * i0] - t2) * t7 * gamma_tan[2] + beta_tan[2];
-        y_tan[4 * i0 + 3] = ((x_tan[4 * i0 + 3] - t3) * t7 + (x[4 * i0 + 3] - x[4 * i0] - t2) * t8) * gamma[3] + (x[4 * i0 + 3] - x[4 * i0] - t2) * t7 * gamma_tan[3] + beta_tan[3];
+        t3 = kg_sqrt_clamp_f32(t2 * 0.25f + 1e-06f);
+        bad |= !(t3 > 0 && t3 <= 3.40282347e+38f);
+        t4 = 1.0f / t3;
+        bad |= !(t4 >= -3.40282347e+38f && t4 <= 3.40282347e+38f);
+        t8 = -(2.0f * t7 * 0.125f / t3 * t4 * t4);
+        y_tan[4 * i0] = ((x_tan[4 * i0] - t6) * t4 + (x[4 * i0] - x[4 * i0] - t1) * t8) * gamma[0] + (x[4 * i0] - x[4 * i0] - t1) * t4 * gamma_tan[0] + beta_tan[0];
+        y_tan[4 * i0 + 1] = ((x_tan[4 * i0 + 1] - t6) * t4 + (x[4 * i0 + 1] - x[4 * i0] - t1) * t8) * gamma[1] + (x[4 * i0 + 1] - x[4 * i0] - t1) * t4 * gamma_tan[1] + beta_tan[1];
+        y_tan[4 * i0 + 2] = ((x_tan[4 * i0 + 2] - t6) * t4 + (x[4 * i0 + 2] - x[4 * i0] - t1) * t8) * gamma[2] + (x[4 * i0 + 2] - x[4 * i0] - t1) * t4 * gamma_tan[2] + beta_tan[2];
+        y_tan[4 * i0 + 3] = ((x_tan[4 * i0 + 3] - t6) * t4 + (x[4 * i0 + 3] - x[4 * i0] - t1) * t8) * gamma[3] + (x[4 * i0 + 3] - x[4 * i0] - t1) * t4 * gamma_tan[3] + beta_tan[3];
     }
     return bad;
 }
@@ -276,7 +266,7 @@ int layernorm_2x4_f32_jvp(const float *restrict x, const float *restrict gamma, 
     return bad;
 }
 
-/* %13 [2], mean [2, 1], %19 [2], std [2, 1], inv_std [2, 1], y [2, 4] */
+/* %9 [2], mean [2, 1], %16 [2], std [2, 1], inv_std [2, 1], y [2, 4] */
 KG_NEST int layernorm_2x4_f32_forward_train_1(const float *restrict x, const float *restrict gamma, const float *restrict beta, float *restrict y, float *restrict mean, float *restrict std, float *restrict inv_std)
 {
     int bad = 0;
@@ -347,10 +337,10 @@ KG_NEST void layernorm_2x4_f32_vjp_saved_2(float *restrict gamma_grad)
     gamma_grad[3] = 0.0f;
 }
 
-/* grad(beta) [4], grad(gamma) [4], %27 [2], %28 [2], %29 [2], %37 [2], %50 [2], grad(xs) [2, 4] */
+/* grad(beta) [4], grad(gamma) [4], %25 [2], %41 [2], %36 [2], %46 [2], grad(xs) [2, 4] */
 KG_NEST void layernorm_2x4_f32_vjp_saved_3(const float *restrict x, const float *restrict gamma, const float *restrict mean, const float *restrict std, const float *restrict inv_std, const float *restrict y_cot, float *restrict x_grad, float *restrict gamma_grad, float *restrict beta_grad)
 {
-    float t0 = 0, t1 = 0, t2 = 0, t3 = 0, t4 = 0;
+    float t0 = 0, t1 = 0, t2 = 0, t3 = 0;
     for (int i0 = 0; i0 < 2; ++i0) {
         beta_grad[0] = beta_grad[0] + y_cot[4 * i0];
         gamma_grad[0] = gamma_grad[0] + (x[4 * i0] - x[4 * i0] - mean[i0]) * inv_std[i0] * y_cot[4 * i0];
@@ -365,12 +355,10 @@ KG_NEST void layernorm_2x4_f32_vjp_saved_3(const float *restrict x, const float 
             const float h2 = mean[i0];
             float acc0[4] = {0};
             float acc1[4] = {0};
-            float acc2[4] = {0};
             for (int r0 = 0; r0 < 4; r0 += 4) {
                 for (int l = 0; l < 4; ++l) {
                     acc0[l] += (x[4 * i0 + l + r0] - h1 - h2) * (y_cot[4 * i0 + l + r0] * gamma[l + r0]);
                     acc1[l] += y_cot[4 * i0 + l + r0] * gamma[l + r0];
-                    acc2[l] += x[4 * i0 + l + r0] - h1 - h2;
                 }
             }
             KG_LANES
@@ -380,18 +368,14 @@ KG_NEST void layernorm_2x4_f32_vjp_saved_3(const float *restrict x, const float 
             KG_LANES
             for (int l = 0; l < 2; ++l) acc1[l] = acc1[l] + acc1[l + 2];
             acc1[0] = acc1[0] + acc1[1];
-            t1 = acc1[0];
-            KG_LANES
-            for (int l = 0; l < 2; ++l) acc2[l] = acc2[l] + acc2[l + 2];
-            acc2[0] = acc2[0] + acc2[1];
-            t2 = acc2[0];
+            t2 = acc1[0];
         }
-        t3 = -(t0 * inv_std[i0] * inv_std[i0]) * 0.5f / std[i0] * 0.25f;
-        t4 = (-(inv_std[i0] * t1) - t3 * t2 - t3 * t2) * 0.25f;
-        x_grad[4 * i0] = y_cot[4 * i0] * gamma[0] * inv_std[i0] + t3 * (x[4 * i0] - x[4 * i0] - mean[i0]) + (x[4 * i0] - x[4 * i0] - mean[i0]) * t3 + t4;
-        x_grad[4 * i0 + 1] = y_cot[4 * i0 + 1] * gamma[1] * inv_std[i0] + t3 * (x[4 * i0 + 1] - x[4 * i0] - mean[i0]) + (x[4 * i0 + 1] - x[4 * i0] - mean[i0]) * t3 + t4;
-        x_grad[4 * i0 + 2] = y_cot[4 * i0 + 2] * gamma[2] * inv_std[i0] + t3 * (x[4 * i0 + 2] - x[4 * i0] - mean[i0]) + (x[4 * i0 + 2] - x[4 * i0] - mean[i0]) * t3 + t4;
-        x_grad[4 * i0 + 3] = y_cot[4 * i0 + 3] * gamma[3] * inv_std[i0] + t3 * (x[4 * i0 + 3] - x[4 * i0] - mean[i0]) + (x[4 * i0 + 3] - x[4 * i0] - mean[i0]) * t3 + t4;
+        t1 = -(t0 * inv_std[i0] * inv_std[i0]) * 0.5f / std[i0] * 0.25f * 2.0f;
+        t3 = -(inv_std[i0] * t2) * 0.25f;
+        x_grad[4 * i0] = y_cot[4 * i0] * gamma[0] * inv_std[i0] + t1 * (x[4 * i0] - x[4 * i0] - mean[i0]) + t3;
+        x_grad[4 * i0 + 1] = y_cot[4 * i0 + 1] * gamma[1] * inv_std[i0] + t1 * (x[4 * i0 + 1] - x[4 * i0] - mean[i0]) + t3;
+        x_grad[4 * i0 + 2] = y_cot[4 * i0 + 2] * gamma[2] * inv_std[i0] + t1 * (x[4 * i0 + 2] - x[4 * i0] - mean[i0]) + t3;
+        x_grad[4 * i0 + 3] = y_cot[4 * i0 + 3] * gamma[3] * inv_std[i0] + t1 * (x[4 * i0 + 3] - x[4 * i0] - mean[i0]) + t3;
     }
 }
 
