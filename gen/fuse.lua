@@ -169,6 +169,58 @@ local function fusable(a, by_buf, open, b, vb)
   return true
 end
 
+-- Sweeps: inside a loop body (a row of a normalization), the statements in order of the passes
+-- over the row they need. A reduce's sweep is one more than the largest of the statements it
+-- depends on, any other statement's the largest (0 with none); statements are taken by sweep,
+-- in a sweep reduces, then scalars, then loops, else in their own order, whenever what they
+-- depend on has been placed. Reduces of one sweep thus stand side by side and share one lane
+-- loop (emit_c): a LayerNorm VJP's mean and sum(dy gamma), then its variance and sum(dy gamma
+-- centered), whatever order the graph listed them in, and the loops of a sweep fuse. Only
+-- independent statements change places (a dependency: a buffer one writes, the other touches).
+local function order_sweeps(list)
+  local n, rw = #list, {}
+  for i, s in ipairs(list) do
+    local r, w = {}, {}
+    for _, x in ipairs(loops.accesses({ s })) do if x.write then w[x.buf] = true else r[x.buf] = true end end
+    rw[i] = { r = r, w = w }
+  end
+  local deps, sweep, users = {}, {}, {}
+  for i = 1, n do
+    deps[i], users[i], sweep[i] = 0, {}, 0
+    for j = 1, i - 1 do
+      local dep = false
+      for buf in pairs(rw[j].w) do if rw[i].r[buf] or rw[i].w[buf] then dep = true; break end end
+      if not dep then for buf in pairs(rw[i].w) do if rw[j].r[buf] then dep = true; break end end end
+      if dep then
+        deps[i] = deps[i] + 1
+        users[j][#users[j] + 1] = i
+        sweep[i] = math.max(sweep[i], sweep[j])
+      end
+    end
+    if list[i].k == "reduce" then sweep[i] = sweep[i] + 1 end
+  end
+  local class = { reduce = 0, store = 1, accum = 1, loop = 2 }
+  local function before(i, j) -- a lower sweep; reduces, then stores, then loops; the original order
+    if sweep[i] ~= sweep[j] then return sweep[i] < sweep[j] end
+    local ci, cj = class[list[i].k], class[list[j].k]
+    if ci ~= cj then return ci < cj end
+    return i < j
+  end
+  local ready, out = {}, {}
+  for i = 1, n do if deps[i] == 0 then ready[#ready + 1] = i end end
+  while #ready > 0 do
+    local best = 1
+    for k = 2, #ready do if before(ready[k], ready[best]) then best = k end end
+    local i = table.remove(ready, best)
+    out[#out + 1] = list[i]
+    for _, u in ipairs(users[i]) do
+      deps[u] = deps[u] - 1
+      if deps[u] == 0 then ready[#ready + 1] = u end
+    end
+  end
+  return out
+end
+
 -- The open group's accesses (by buffer) and streaming grow as loops fuse into it (a loop's
 -- accesses are those of its body's statements, in order).
 local function fuse_list(list)
@@ -198,7 +250,7 @@ local function fuse_list(list)
       end
     end
   end
-  for _, s in ipairs(out) do if s.k == "loop" then s.body = fuse_list(s.body) end end
+  for _, s in ipairs(out) do if s.k == "loop" then s.body = fuse_list(order_sweeps(s.body)) end end
   return out
 end
 

@@ -1,5 +1,7 @@
 -- ir: the graph IR. A graph is an SSA list of nodes in topological order:
---   node = { id, op, args = {node...}, shape = {extent...}, attr = {...}, name = string|nil }
+--   node = { id, op, args = {node...}, shape = {extent...}, attr = {...}, name = string|nil,
+--            sweeps = the most reductions on any path to it from a leaf (how many passes over
+--            data computing it needs at least; the sum fold in ops.lua lowers it) }
 --   graph = { nodes = {...}, inputs = {{name, role, node}...}, outputs = {{name, role, node}...} }
 -- Nodes are created only through G:make (and the named constructors below), which infers the
 -- shape from the op table, applies the op's fold rule and hash-conses (CSE by construction).
@@ -50,6 +52,30 @@ function Graph:shape_of(op, args, attr)
   return shape
 end
 
+-- Broadcast lifting: an elementwise op whose arguments are broadcasts of one layout (the same
+-- source shape and axes) or constants is the broadcast of the op on the sources: the same
+-- values, computed once per source element instead of once per element (a per-row scalar).
+local function lift(G, op, args, attr, shape)
+  local lay
+  for _, a in ipairs(args) do
+    if a.op == "bcast" then
+      local s = a.args[1]
+      if lay and not (util.same_shape(s.shape, lay.args[1].shape) and util.same_shape(a.attr.dims, lay.attr.dims)) then
+        return nil
+      end
+      lay = lay or a
+    elseif a.op ~= "const" then
+      return nil
+    end
+  end
+  if not lay then return nil end
+  local src = {}
+  for i, a in ipairs(args) do
+    src[i] = a.op == "const" and G:scalar(a.attr.value, lay.args[1].shape) or a.args[1]
+  end
+  return G:bcast(G:make(op, src, attr), shape, lay.attr.dims)
+end
+
 -- Graphs are bounded so that a spec cannot make the passes after it run for long.
 ir.MAX_NODES = 100000
 
@@ -67,11 +93,17 @@ function Graph:make(op, args, attr)
     for _, a in ipairs(args) do if a.op ~= "const" then all_const = false end end
     if all_const then return self:scalar(def.eval(args[1].attr.value, args[2] and args[2].attr.value), shape) end
   end
+  if def.kind == "elementwise" then
+    local lifted = lift(self, op, args, attr, shape)
+    if lifted then return lifted end
+  end
   local key = key_of(op, args, attr)
   local hit = self.memo[key]
   if hit then return hit end
   if #self.nodes >= ir.MAX_NODES then util.fail("the graph has more than " .. ir.MAX_NODES .. " nodes") end
-  local n = { id = #self.nodes + 1, op = op, args = args, shape = shape, attr = attr, graph = self }
+  local sweeps = def.kind == "reduce" and 1 or 0
+  for _, a in ipairs(args) do sweeps = math.max(sweeps, a.sweeps + (def.kind == "reduce" and 1 or 0)) end
+  local n = { id = #self.nodes + 1, op = op, args = args, shape = shape, attr = attr, graph = self, sweeps = sweeps }
   self.nodes[#self.nodes + 1] = n
   self.memo[key] = n
   return n

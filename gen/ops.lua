@@ -52,6 +52,14 @@ local function elementwise(def)
   return def
 end
 
+-- Do broadcasts or constants k1, k2 combine into one broadcast (ir.lua's lifting)?
+local function liftable(k1, k2)
+  if k1.op == "const" then return k2.op == "bcast" or k2.op == "const" end
+  if k2.op == "const" then return k1.op == "bcast" end
+  return k1.op == "bcast" and k2.op == "bcast" and util.same_shape(k1.args[1].shape, k2.args[1].shape)
+    and util.same_shape(k1.attr.dims, k2.attr.dims)
+end
+
 -- Binary arithmetic. C precedence: * and / bind tighter (prec 2) than + and - (prec 1).
 ops.add = elementwise {
   arity = 2, cost = 1, c = { infix = "+", prec = 1 },
@@ -80,17 +88,31 @@ ops.sub = elementwise {
 ops.mul = elementwise {
   arity = 2, cost = 1, c = { infix = "*", prec = 2 },
   eval = function(a, b) return a * b end,
+  -- a square a*a: one term 2 t a, where the product rule's t*a + a*t would keep two products
+  -- of the same value (and a sum of them could not take the 2 out of the row)
   jvp = function(G, n, ta, tb)
     local a, b = n.args[1], n.args[2]
+    if a == b then return G:mul(G:mul(ta, G:scalar(2, n.shape)), a) end
     return G:add(G:mul(ta, b), G:mul(a, tb))
   end,
-  vjp = function(G, n, g) return G:mul(g, n.args[2]), G:mul(n.args[1], g) end,
+  vjp = function(G, n, g)
+    if n.args[1] == n.args[2] then return G:mul(G:mul(g, G:scalar(2, n.shape)), n.args[1]), nil end
+    return G:mul(g, n.args[2]), G:mul(n.args[1], g)
+  end,
   fold = function(G, args)
     local a, b = args[1], args[2]
     if G:is_one(a) then return b end
     if G:is_one(b) then return a end
     if G:is_zero(a) then return a end
     if G:is_zero(b) then return b end
+    -- (v k1) k2 = v (k1 k2) for broadcasts k1, k2 of one layout (ir.lua lifts k1 k2 to one):
+    -- one product per element instead of two (dy gamma inv_std in a BatchNorm's dx)
+    if a.op == "mul" then
+      for i = 1, 2 do
+        local k = a.args[i]
+        if liftable(k, b) then return G:mul(a.args[3 - i], G:mul(k, b)) end
+      end
+    end
   end,
 }
 
@@ -285,6 +307,127 @@ local function kept_axes(a, attr)
   return keep
 end
 
+-- Factoring a sum (the sum fold below). A factor "constant along" the summed axes has one value
+-- per output element: a constant, a bcast that repeats along those axes, or elementwise ops of
+-- such factors.
+local function constant_along(n, axes, memo)
+  if memo[n] ~= nil then return memo[n] end
+  local r = false
+  if n.op == "const" then
+    r = true
+  elseif n.op == "bcast" then
+    r = true
+    for k, d in ipairs(n.attr.dims) do
+      if axes[d] and n.args[1].shape[k] ~= 1 then r = false end
+    end
+  elseif ops[n.op].kind == "elementwise" then
+    r = true
+    for _, a in ipairs(n.args) do r = r and constant_along(a, axes, memo) end
+  end
+  memo[n] = r
+  return r
+end
+
+-- The value of a factor constant along the summed axes, in the sum's (reduced) shape.
+local function reduced(G, n, axes, shape)
+  if n.op == "const" then return G:scalar(n.attr.value, shape) end
+  if n.op == "bcast" then
+    local a, keep, at, dims = n.args[1], {}, {}, {}
+    for d = 1, #n.shape do if not axes[d] then keep[#keep + 1] = d; at[d] = #keep end end
+    local ashape = {}
+    for k, d in ipairs(n.attr.dims) do
+      if not axes[d] then ashape[#ashape + 1] = a.shape[k]; dims[#dims + 1] = at[d] end
+    end
+    return G:bcast(G:reshape(a, ashape), shape, dims)
+  end
+  local args = {}
+  for i, x in ipairs(n.args) do args[i] = reduced(G, x, axes, shape) end
+  return G:make(n.op, args, n.attr)
+end
+
+-- The terms of a sum's argument: add/sub/neg down to products, each term
+-- { sign = 1|-1, const = {factors constant along axes}, vary = {the other factors} }.
+local function sum_terms(n, axes, memo)
+  local terms = {}
+  local function factors(m, t)
+    if m.op == "mul" then factors(m.args[1], t); factors(m.args[2], t)
+    elseif m.op == "neg" then t.sign = -t.sign; factors(m.args[1], t)
+    elseif constant_along(m, axes, memo) then t.const[#t.const + 1] = m
+    else t.vary[#t.vary + 1] = m end
+  end
+  local function walk(m, sign)
+    if m.op == "add" then walk(m.args[1], sign); walk(m.args[2], sign)
+    elseif m.op == "sub" then walk(m.args[1], sign); walk(m.args[2], -sign)
+    elseif m.op == "neg" then walk(m.args[1], -sign)
+    else
+      local t = { sign = sign, const = {}, vary = {}, node = m }
+      factors(m, t)
+      terms[#terms + 1] = t
+    end
+  end
+  walk(n, 1)
+  return terms
+end
+
+local function product(G, list, first)
+  local p = first
+  for _, f in ipairs(list) do p = p and G:mul(p, f) or f end
+  return p
+end
+
+-- sum(k * v) = k * sum(v) for k constant along the summed axes, and, when a sum's argument is a
+-- sum of such products, sum(k1 v1 + k2 v2) = k1 sum(v1) + k2 sum(v2), if that lowers how many
+-- sweeps the sums need (dx of a normalization: sum(dxhat * inv_std + 2 t * centered), t from a
+-- sum of the same row, becomes inv_std sum(dxhat) + 2 t sum(centered), computed in the sweep
+-- that computes t's sum, not in a sweep of its own after it). Numerically sound: a factor taken
+-- out changes one rounding, not the relative error; a sum splits only into terms that are
+-- products (each already rounded relative to itself), never a - b with a, b loaded or constant
+-- (that would turn the centered sum(x - mean) into the cancelling sum(x) - n mean).
+local function factor_sum(G, arg, attr)
+  local axes, memo = {}, {}
+  for _, ax in ipairs(attr.axes) do axes[ax] = true end
+  local terms = sum_terms(arg, axes, memo)
+  local sweeps, pulled = 0, false
+  for _, t in ipairs(terms) do
+    if #t.vary == 0 or (#terms > 1 and t.node.op ~= "mul") then return nil end
+    if #t.const > 0 then pulled = true end
+    for _, f in ipairs(t.vary) do sweeps = math.max(sweeps, f.sweeps) end
+  end
+  if not pulled or (#terms > 1 and sweeps >= arg.sweeps) then return nil end
+  local shape = G:shape_of("sum", { arg }, attr)
+  local r
+  for _, t in ipairs(terms) do
+    local ks = {}
+    for i, k in ipairs(t.const) do ks[i] = reduced(G, k, axes, shape) end
+    local v = G:sum(product(G, t.vary), attr.axes)
+    if #ks > 0 then v = G:mul(product(G, ks), v) end
+    if not r then r = t.sign < 0 and G:neg(v) or v
+    elseif t.sign < 0 then r = G:sub(r, v) else r = G:add(r, v) end
+  end
+  return r
+end
+
+-- Is n = v - mean(v), the mean over exactly axes (builder's g.mean: sum * (1/count), kept
+-- dims broadcast back)? Its sum over those axes is 0 in exact arithmetic; computed, only the
+-- rounding of the mean (a normalization's sum(centered), once the fold has split it off).
+local function centered(n, axes)
+  if n.op ~= "sub" or n.args[2].op ~= "bcast" then return false end
+  local v, b = n.args[1], n.args[2]
+  local m = b.args[1]
+  if m.op ~= "mul" or #b.attr.dims ~= #v.shape then return false end
+  for k, d in ipairs(b.attr.dims) do if d ~= k then return false end end
+  local r, c = m.args[1], m.args[2]
+  if r.op == "const" then r, c = c, r end
+  if c.op ~= "const" or r.op ~= "reshape" or r.args[1].op ~= "sum" or r.args[1].args[1] ~= v then return false end
+  local count, s = 1, r.args[1]
+  if #s.attr.axes ~= #axes then return false end
+  for i, ax in ipairs(s.attr.axes) do
+    if axes[i] ~= ax then return false end
+    count = count * v.shape[ax]
+  end
+  return c.attr.value == 1 / count
+end
+
 ops.sum = {
   kind = "reduce", arity = 1, cost = 1, combine = "add",
   shape = reduced_shape,
@@ -295,7 +438,8 @@ ops.sum = {
   end,
   fold = function(G, args, attr)
     if #attr.axes == 0 then return args[1] end
-    if G:is_zero(args[1]) then return G:scalar(0, G:shape_of("sum", args, attr)) end
+    if G:is_zero(args[1]) or centered(args[1], attr.axes) then return G:scalar(0, G:shape_of("sum", args, attr)) end
+    return factor_sum(G, args[1], attr)
   end,
 }
 

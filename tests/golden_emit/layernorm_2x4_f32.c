@@ -118,82 +118,69 @@ KG_NEST void layernorm_2x4_f32_vjp_2(float *restrict gamma_grad)
     gamma_grad[3] = 0.0f;
 }
 
-/* %10 [2], mean [2, 1], %17 [2], std [2, 1], inv_std [2, 1], grad(beta) [4], grad(gamma) [4], %33 [2], %42 [2], grad(centered) [2, 4], %49 [2], %52 [2], grad(xs) [2, 4] */
-KG_NEST int layernorm_2x4_f32_vjp_3(const float *restrict x, const float *restrict gamma, const float *restrict y_cot, float *restrict x_grad, float *restrict gamma_grad, float *restrict beta_grad, float *restrict ws_7)
+/* %10 [2], grad(beta) [4], %49 [2], mean [2, 1], %17 [2], %33 [2], std [2, 1], inv_std [2, 1], %44 [2], %54 [2], grad(gamma) [4], grad(xs) [2, 4] */
+KG_NEST int layernorm_2x4_f32_vjp_3(const float *restrict x, const float *restrict gamma, const float *restrict y_cot, float *restrict x_grad, float *restrict gamma_grad, float *restrict beta_grad)
 {
     int bad = 0;
     float t0 = 0, t1 = 0, t2 = 0, t3 = 0, t4 = 0, t5 = 0, t6 = 0, t7 = 0, t8 = 0;
     for (int i0 = 0; i0 < 2; ++i0) {
+        beta_grad[0] = beta_grad[0] + y_cot[4 * i0];
+        beta_grad[1] = beta_grad[1] + y_cot[4 * i0 + 1];
+        beta_grad[2] = beta_grad[2] + y_cot[4 * i0 + 2];
+        beta_grad[3] = beta_grad[3] + y_cot[4 * i0 + 3];
         {
             const float h1 = x[4 * i0];
-            float acc[4] = {0};
-            acc[0] += h1 - h1;
-            acc[1] += x[4 * i0 + 1] - h1;
-            acc[2] += x[4 * i0 + 2] - h1;
-            acc[3] += x[4 * i0 + 3] - h1;
+            float acc0[4] = {0};
+            float acc1[4] = {0};
+            for (int r0 = 0; r0 < 4; r0 += 4) {
+                for (int l = 0; l < 4; ++l) {
+                    acc0[l] += x[4 * i0 + l + r0] - h1;
+                    acc1[l] += y_cot[4 * i0 + l + r0] * gamma[l + r0];
+                }
+            }
             KG_LANES
-            for (int l = 0; l < 2; ++l) acc[l] = acc[l] + acc[l + 2];
-            acc[0] = acc[0] + acc[1];
-            t0 = acc[0];
+            for (int l = 0; l < 2; ++l) acc0[l] = acc0[l] + acc0[l + 2];
+            acc0[0] = acc0[0] + acc0[1];
+            t0 = acc0[0];
+            KG_LANES
+            for (int l = 0; l < 2; ++l) acc1[l] = acc1[l] + acc1[l + 2];
+            acc1[0] = acc1[0] + acc1[1];
+            t7 = acc1[0];
         }
         t1 = t0 * 0.25f;
         {
             const float h2 = x[4 * i0];
-            float acc[4] = {0};
-            acc[0] += (h2 - h2 - t1) * (h2 - h2 - t1);
-            acc[1] += (x[4 * i0 + 1] - h2 - t1) * (x[4 * i0 + 1] - h2 - t1);
-            acc[2] += (x[4 * i0 + 2] - h2 - t1) * (x[4 * i0 + 2] - h2 - t1);
-            acc[3] += (x[4 * i0 + 3] - h2 - t1) * (x[4 * i0 + 3] - h2 - t1);
+            float acc0[4] = {0};
+            float acc1[4] = {0};
+            for (int r0 = 0; r0 < 4; r0 += 4) {
+                for (int l = 0; l < 4; ++l) {
+                    acc0[l] += (x[4 * i0 + l + r0] - h2 - t1) * (x[4 * i0 + l + r0] - h2 - t1);
+                    acc1[l] += (x[4 * i0 + l + r0] - h2 - t1) * (y_cot[4 * i0 + l + r0] * gamma[l + r0]);
+                }
+            }
             KG_LANES
-            for (int l = 0; l < 2; ++l) acc[l] = acc[l] + acc[l + 2];
-            acc[0] = acc[0] + acc[1];
-            t2 = acc[0];
+            for (int l = 0; l < 2; ++l) acc0[l] = acc0[l] + acc0[l + 2];
+            acc0[0] = acc0[0] + acc0[1];
+            t2 = acc0[0];
+            KG_LANES
+            for (int l = 0; l < 2; ++l) acc1[l] = acc1[l] + acc1[l + 2];
+            acc1[0] = acc1[0] + acc1[1];
+            t5 = acc1[0];
         }
         t3 = kg_sqrt_clamp_f32(t2 * 0.25f + 1e-06f);
         bad |= !(t3 > 0 && t3 <= 3.40282347e+38f);
         t4 = 1.0f / t3;
         bad |= !(t4 >= -3.40282347e+38f && t4 <= 3.40282347e+38f);
-        beta_grad[0] = beta_grad[0] + y_cot[4 * i0];
+        t6 = -(t5 * t4 * t4) * 0.5f / t3 * 0.25f * 2.0f;
+        t8 = -(t4 * t7) * 0.25f;
         gamma_grad[0] = gamma_grad[0] + (x[4 * i0] - x[4 * i0] - t1) * t4 * y_cot[4 * i0];
-        beta_grad[1] = beta_grad[1] + y_cot[4 * i0 + 1];
+        x_grad[4 * i0] = y_cot[4 * i0] * gamma[0] * t4 + t6 * (x[4 * i0] - x[4 * i0] - t1) + t8;
         gamma_grad[1] = gamma_grad[1] + (x[4 * i0 + 1] - x[4 * i0] - t1) * t4 * y_cot[4 * i0 + 1];
-        beta_grad[2] = beta_grad[2] + y_cot[4 * i0 + 2];
+        x_grad[4 * i0 + 1] = y_cot[4 * i0 + 1] * gamma[1] * t4 + t6 * (x[4 * i0 + 1] - x[4 * i0] - t1) + t8;
         gamma_grad[2] = gamma_grad[2] + (x[4 * i0 + 2] - x[4 * i0] - t1) * t4 * y_cot[4 * i0 + 2];
-        beta_grad[3] = beta_grad[3] + y_cot[4 * i0 + 3];
+        x_grad[4 * i0 + 2] = y_cot[4 * i0 + 2] * gamma[2] * t4 + t6 * (x[4 * i0 + 2] - x[4 * i0] - t1) + t8;
         gamma_grad[3] = gamma_grad[3] + (x[4 * i0 + 3] - x[4 * i0] - t1) * t4 * y_cot[4 * i0 + 3];
-        {
-            const float h3 = x[4 * i0];
-            float acc[4] = {0};
-            acc[0] += (h3 - h3 - t1) * (y_cot[4 * i0] * gamma[0]);
-            acc[1] += (x[4 * i0 + 1] - h3 - t1) * (y_cot[4 * i0 + 1] * gamma[1]);
-            acc[2] += (x[4 * i0 + 2] - h3 - t1) * (y_cot[4 * i0 + 2] * gamma[2]);
-            acc[3] += (x[4 * i0 + 3] - h3 - t1) * (y_cot[4 * i0 + 3] * gamma[3]);
-            KG_LANES
-            for (int l = 0; l < 2; ++l) acc[l] = acc[l] + acc[l + 2];
-            acc[0] = acc[0] + acc[1];
-            t5 = acc[0];
-        }
-        t6 = -(t5 * t4 * t4) * 0.5f / t3 * 0.25f;
-        ws_7[0] = y_cot[4 * i0] * gamma[0] * t4 + t6 * (x[4 * i0] - x[4 * i0] - t1) + (x[4 * i0] - x[4 * i0] - t1) * t6;
-        ws_7[1] = y_cot[4 * i0 + 1] * gamma[1] * t4 + t6 * (x[4 * i0 + 1] - x[4 * i0] - t1) + (x[4 * i0 + 1] - x[4 * i0] - t1) * t6;
-        ws_7[2] = y_cot[4 * i0 + 2] * gamma[2] * t4 + t6 * (x[4 * i0 + 2] - x[4 * i0] - t1) + (x[4 * i0 + 2] - x[4 * i0] - t1) * t6;
-        ws_7[3] = y_cot[4 * i0 + 3] * gamma[3] * t4 + t6 * (x[4 * i0 + 3] - x[4 * i0] - t1) + (x[4 * i0 + 3] - x[4 * i0] - t1) * t6;
-        {
-            float acc[4] = {0};
-            acc[0] += -ws_7[0];
-            acc[1] += -ws_7[1];
-            acc[2] += -ws_7[2];
-            acc[3] += -ws_7[3];
-            KG_LANES
-            for (int l = 0; l < 2; ++l) acc[l] = acc[l] + acc[l + 2];
-            acc[0] = acc[0] + acc[1];
-            t7 = acc[0];
-        }
-        t8 = t7 * 0.25f;
-        x_grad[4 * i0] = ws_7[0] + t8;
-        x_grad[4 * i0 + 1] = ws_7[1] + t8;
-        x_grad[4 * i0 + 2] = ws_7[2] + t8;
-        x_grad[4 * i0 + 3] = ws_7[3] + t8;
+        x_grad[4 * i0 + 3] = y_cot[4 * i0 + 3] * gamma[3] * t4 + t6 * (x[4 * i0 + 3] - x[4 * i0] - t1) + t8;
     }
     return bad;
 }
@@ -202,14 +189,15 @@ KG_NEST int layernorm_2x4_f32_vjp_3(const float *restrict x, const float *restri
 int layernorm_2x4_f32_vjp(const float *restrict x, const float *restrict gamma, const float *restrict beta, const float *restrict y_cot, float *restrict x_grad, float *restrict gamma_grad, float *restrict beta_grad, float *restrict ws)
 {
     (void)beta;
+    (void)ws;
     int bad = 0;
     layernorm_2x4_f32_vjp_1(beta_grad);
     layernorm_2x4_f32_vjp_2(gamma_grad);
-    bad |= layernorm_2x4_f32_vjp_3(x, gamma, y_cot, x_grad, gamma_grad, beta_grad, ws + 0);
+    bad |= layernorm_2x4_f32_vjp_3(x, gamma, y_cot, x_grad, gamma_grad, beta_grad);
     return bad;
 }
 
-/* %12 [2], mean [2, 1], %19 [2], std [2, 1], inv_std [2, 1], %29 [2], tan(mean) [2, 1], %37 [2], tan(inv_std) [2, 1], tan(y) [2, 4] */
+/* %12 [2], %29 [2], mean [2, 1], tan(mean) [2, 1], %19 [2], %36 [2], std [2, 1], inv_std [2, 1], tan(inv_std) [2, 1], tan(y) [2, 4] */
 KG_NEST int layernorm_2x4_f32_jvp_1(const float *restrict x, const float *restrict gamma, const float *restrict x_tan, const float *restrict gamma_tan, const float *restrict beta_tan, float *restrict y_tan)
 {
     int bad = 0;
@@ -217,58 +205,49 @@ KG_NEST int layernorm_2x4_f32_jvp_1(const float *restrict x, const float *restri
     for (int i0 = 0; i0 < 2; ++i0) {
         {
             const float h1 = x[4 * i0];
-            float acc[4] = {0};
-            acc[0] += h1 - h1;
-            acc[1] += x[4 * i0 + 1] - h1;
-            acc[2] += x[4 * i0 + 2] - h1;
-            acc[3] += x[4 * i0 + 3] - h1;
+            float acc0[4] = {0};
+            float acc1[4] = {0};
+            for (int r0 = 0; r0 < 4; r0 += 4) {
+                for (int l = 0; l < 4; ++l) {
+                    acc0[l] += x[4 * i0 + l + r0] - h1;
+                    acc1[l] += x_tan[4 * i0 + l + r0];
+                }
+            }
             KG_LANES
-            for (int l = 0; l < 2; ++l) acc[l] = acc[l] + acc[l + 2];
-            acc[0] = acc[0] + acc[1];
-            t0 = acc[0];
+            for (int l = 0; l < 2; ++l) acc0[l] = acc0[l] + acc0[l + 2];
+            acc0[0] = acc0[0] + acc0[1];
+            t0 = acc0[0];
+            KG_LANES
+            for (int l = 0; l < 2; ++l) acc1[l] = acc1[l] + acc1[l + 2];
+            acc1[0] = acc1[0] + acc1[1];
+            t5 = acc1[0];
         }
         t1 = t0 * 0.25f;
+        t6 = t5 * 0.25f;
         {
             const float h2 = x[4 * i0];
-            float acc[4] = {0};
-            acc[0] += (h2 - h2 - t1) * (h2 - h2 - t1);
-            acc[1] += (x[4 * i0 + 1] - h2 - t1) * (x[4 * i0 + 1] - h2 - t1);
-            acc[2] += (x[4 * i0 + 2] - h2 - t1) * (x[4 * i0 + 2] - h2 - t1);
-            acc[3] += (x[4 * i0 + 3] - h2 - t1) * (x[4 * i0 + 3] - h2 - t1);
+            float acc0[4] = {0};
+            float acc1[4] = {0};
+            for (int r0 = 0; r0 < 4; r0 += 4) {
+                for (int l = 0; l < 4; ++l) {
+                    acc0[l] += (x[4 * i0 + l + r0] - h2 - t1) * (x[4 * i0 + l + r0] - h2 - t1);
+                    acc1[l] += (x_tan[4 * i0 + l + r0] - t6) * (x[4 * i0 + l + r0] - h2 - t1);
+                }
+            }
             KG_LANES
-            for (int l = 0; l < 2; ++l) acc[l] = acc[l] + acc[l + 2];
-            acc[0] = acc[0] + acc[1];
-            t2 = acc[0];
+            for (int l = 0; l < 2; ++l) acc0[l] = acc0[l] + acc0[l + 2];
+            acc0[0] = acc0[0] + acc0[1];
+            t2 = acc0[0];
+            KG_LANES
+            for (int l = 0; l < 2; ++l) acc1[l] = acc1[l] + acc1[l + 2];
+            acc1[0] = acc1[0] + acc1[1];
+            t7 = acc1[0];
         }
         t3 = kg_sqrt_clamp_f32(t2 * 0.25f + 1e-06f);
         bad |= !(t3 > 0 && t3 <= 3.40282347e+38f);
         t4 = 1.0f / t3;
         bad |= !(t4 >= -3.40282347e+38f && t4 <= 3.40282347e+38f);
-        {
-            float acc[4] = {0};
-            acc[0] += x_tan[4 * i0];
-            acc[1] += x_tan[4 * i0 + 1];
-            acc[2] += x_tan[4 * i0 + 2];
-            acc[3] += x_tan[4 * i0 + 3];
-            KG_LANES
-            for (int l = 0; l < 2; ++l) acc[l] = acc[l] + acc[l + 2];
-            acc[0] = acc[0] + acc[1];
-            t5 = acc[0];
-        }
-        t6 = t5 * 0.25f;
-        {
-            const float h3 = x[4 * i0];
-            float acc[4] = {0};
-            acc[0] += (x_tan[4 * i0] - t6) * (h3 - h3 - t1) + (h3 - h3 - t1) * (x_tan[4 * i0] - t6);
-            acc[1] += (x_tan[4 * i0 + 1] - t6) * (x[4 * i0 + 1] - h3 - t1) + (x[4 * i0 + 1] - h3 - t1) * (x_tan[4 * i0 + 1] - t6);
-            acc[2] += (x_tan[4 * i0 + 2] - t6) * (x[4 * i0 + 2] - h3 - t1) + (x[4 * i0 + 2] - h3 - t1) * (x_tan[4 * i0 + 2] - t6);
-            acc[3] += (x_tan[4 * i0 + 3] - t6) * (x[4 * i0 + 3] - h3 - t1) + (x[4 * i0 + 3] - h3 - t1) * (x_tan[4 * i0 + 3] - t6);
-            KG_LANES
-            for (int l = 0; l < 2; ++l) acc[l] = acc[l] + acc[l + 2];
-            acc[0] = acc[0] + acc[1];
-            t7 = acc[0];
-        }
-        t8 = -(t7 * 0.25f * 0.5f / t3 * t4 * t4);
+        t8 = -(2.0f * t7 * 0.125f / t3 * t4 * t4);
         y_tan[4 * i0] = ((x_tan[4 * i0] - t6) * t4 + (x[4 * i0] - x[4 * i0] - t1) * t8) * gamma[0] + (x[4 * i0] - x[4 * i0] - t1) * t4 * gamma_tan[0] + beta_tan[0];
         y_tan[4 * i0 + 1] = ((x_tan[4 * i0 + 1] - t6) * t4 + (x[4 * i0 + 1] - x[4 * i0] - t1) * t8) * gamma[1] + (x[4 * i0 + 1] - x[4 * i0] - t1) * t4 * gamma_tan[1] + beta_tan[1];
         y_tan[4 * i0 + 2] = ((x_tan[4 * i0 + 2] - t6) * t4 + (x[4 * i0 + 2] - x[4 * i0] - t1) * t8) * gamma[2] + (x[4 * i0 + 2] - x[4 * i0] - t1) * t4 * gamma_tan[2] + beta_tan[2];
@@ -358,8 +337,8 @@ KG_NEST void layernorm_2x4_f32_vjp_saved_2(float *restrict gamma_grad)
     gamma_grad[3] = 0.0f;
 }
 
-/* grad(beta) [4], grad(gamma) [4], %25 [2], %34 [2], grad(centered) [2, 4], %41 [2], %44 [2], grad(xs) [2, 4] */
-KG_NEST void layernorm_2x4_f32_vjp_saved_3(const float *restrict x, const float *restrict gamma, const float *restrict mean, const float *restrict std, const float *restrict inv_std, const float *restrict y_cot, float *restrict x_grad, float *restrict gamma_grad, float *restrict beta_grad, float *restrict ws_2)
+/* grad(beta) [4], grad(gamma) [4], %25 [2], %41 [2], %36 [2], %46 [2], grad(xs) [2, 4] */
+KG_NEST void layernorm_2x4_f32_vjp_saved_3(const float *restrict x, const float *restrict gamma, const float *restrict mean, const float *restrict std, const float *restrict inv_std, const float *restrict y_cot, float *restrict x_grad, float *restrict gamma_grad, float *restrict beta_grad)
 {
     float t0 = 0, t1 = 0, t2 = 0, t3 = 0;
     for (int i0 = 0; i0 < 2; ++i0) {
@@ -374,37 +353,29 @@ KG_NEST void layernorm_2x4_f32_vjp_saved_3(const float *restrict x, const float 
         {
             const float h1 = x[4 * i0];
             const float h2 = mean[i0];
-            float acc[4] = {0};
-            acc[0] += (h1 - h1 - h2) * (y_cot[4 * i0] * gamma[0]);
-            acc[1] += (x[4 * i0 + 1] - h1 - h2) * (y_cot[4 * i0 + 1] * gamma[1]);
-            acc[2] += (x[4 * i0 + 2] - h1 - h2) * (y_cot[4 * i0 + 2] * gamma[2]);
-            acc[3] += (x[4 * i0 + 3] - h1 - h2) * (y_cot[4 * i0 + 3] * gamma[3]);
+            float acc0[4] = {0};
+            float acc1[4] = {0};
+            for (int r0 = 0; r0 < 4; r0 += 4) {
+                for (int l = 0; l < 4; ++l) {
+                    acc0[l] += (x[4 * i0 + l + r0] - h1 - h2) * (y_cot[4 * i0 + l + r0] * gamma[l + r0]);
+                    acc1[l] += y_cot[4 * i0 + l + r0] * gamma[l + r0];
+                }
+            }
             KG_LANES
-            for (int l = 0; l < 2; ++l) acc[l] = acc[l] + acc[l + 2];
-            acc[0] = acc[0] + acc[1];
-            t0 = acc[0];
-        }
-        t1 = -(t0 * inv_std[i0] * inv_std[i0]) * 0.5f / std[i0] * 0.25f;
-        ws_2[0] = y_cot[4 * i0] * gamma[0] * inv_std[i0] + t1 * (x[4 * i0] - x[4 * i0] - mean[i0]) + (x[4 * i0] - x[4 * i0] - mean[i0]) * t1;
-        ws_2[1] = y_cot[4 * i0 + 1] * gamma[1] * inv_std[i0] + t1 * (x[4 * i0 + 1] - x[4 * i0] - mean[i0]) + (x[4 * i0 + 1] - x[4 * i0] - mean[i0]) * t1;
-        ws_2[2] = y_cot[4 * i0 + 2] * gamma[2] * inv_std[i0] + t1 * (x[4 * i0 + 2] - x[4 * i0] - mean[i0]) + (x[4 * i0 + 2] - x[4 * i0] - mean[i0]) * t1;
-        ws_2[3] = y_cot[4 * i0 + 3] * gamma[3] * inv_std[i0] + t1 * (x[4 * i0 + 3] - x[4 * i0] - mean[i0]) + (x[4 * i0 + 3] - x[4 * i0] - mean[i0]) * t1;
-        {
-            float acc[4] = {0};
-            acc[0] += -ws_2[0];
-            acc[1] += -ws_2[1];
-            acc[2] += -ws_2[2];
-            acc[3] += -ws_2[3];
+            for (int l = 0; l < 2; ++l) acc0[l] = acc0[l] + acc0[l + 2];
+            acc0[0] = acc0[0] + acc0[1];
+            t0 = acc0[0];
             KG_LANES
-            for (int l = 0; l < 2; ++l) acc[l] = acc[l] + acc[l + 2];
-            acc[0] = acc[0] + acc[1];
-            t2 = acc[0];
+            for (int l = 0; l < 2; ++l) acc1[l] = acc1[l] + acc1[l + 2];
+            acc1[0] = acc1[0] + acc1[1];
+            t2 = acc1[0];
         }
-        t3 = t2 * 0.25f;
-        x_grad[4 * i0] = ws_2[0] + t3;
-        x_grad[4 * i0 + 1] = ws_2[1] + t3;
-        x_grad[4 * i0 + 2] = ws_2[2] + t3;
-        x_grad[4 * i0 + 3] = ws_2[3] + t3;
+        t1 = -(t0 * inv_std[i0] * inv_std[i0]) * 0.5f / std[i0] * 0.25f * 2.0f;
+        t3 = -(inv_std[i0] * t2) * 0.25f;
+        x_grad[4 * i0] = y_cot[4 * i0] * gamma[0] * inv_std[i0] + t1 * (x[4 * i0] - x[4 * i0] - mean[i0]) + t3;
+        x_grad[4 * i0 + 1] = y_cot[4 * i0 + 1] * gamma[1] * inv_std[i0] + t1 * (x[4 * i0 + 1] - x[4 * i0] - mean[i0]) + t3;
+        x_grad[4 * i0 + 2] = y_cot[4 * i0 + 2] * gamma[2] * inv_std[i0] + t1 * (x[4 * i0 + 2] - x[4 * i0] - mean[i0]) + t3;
+        x_grad[4 * i0 + 3] = y_cot[4 * i0 + 3] * gamma[3] * inv_std[i0] + t1 * (x[4 * i0 + 3] - x[4 * i0] - mean[i0]) + t3;
     }
 }
 
@@ -412,9 +383,10 @@ KG_NEST void layernorm_2x4_f32_vjp_saved_3(const float *restrict x, const float 
 int layernorm_2x4_f32_vjp_saved(const float *restrict x, const float *restrict gamma, const float *restrict beta, const float *restrict mean, const float *restrict std, const float *restrict inv_std, const float *restrict y_cot, float *restrict x_grad, float *restrict gamma_grad, float *restrict beta_grad, float *restrict ws)
 {
     (void)beta;
+    (void)ws;
     layernorm_2x4_f32_vjp_saved_1(beta_grad);
     layernorm_2x4_f32_vjp_saved_2(gamma_grad);
-    layernorm_2x4_f32_vjp_saved_3(x, gamma, mean, std, inv_std, y_cot, x_grad, gamma_grad, beta_grad, ws + 0);
+    layernorm_2x4_f32_vjp_saved_3(x, gamma, mean, std, inv_std, y_cot, x_grad, gamma_grad, beta_grad);
     return 0;
 }
 

@@ -31,7 +31,7 @@ extern "C" {
 #define LAYERNORM_2X4_F32_X_GRAD_SIZE 8 /* x_grad [2, 4], 32 bytes */
 #define LAYERNORM_2X4_F32_GAMMA_GRAD_SIZE 4 /* gamma_grad [4], 16 bytes */
 #define LAYERNORM_2X4_F32_BETA_GRAD_SIZE 4 /* beta_grad [4], 16 bytes */
-#define LAYERNORM_2X4_F32_VJP_WS_SIZE 4 /* workspace of layernorm_2x4_f32_vjp, 16 bytes */
+#define LAYERNORM_2X4_F32_VJP_WS_SIZE 0 /* workspace of layernorm_2x4_f32_vjp, 0 bytes */
 #define LAYERNORM_2X4_F32_X_TAN_SIZE 8 /* x_tan [2, 4], 32 bytes */
 #define LAYERNORM_2X4_F32_GAMMA_TAN_SIZE 4 /* gamma_tan [4], 16 bytes */
 #define LAYERNORM_2X4_F32_BETA_TAN_SIZE 4 /* beta_tan [4], 16 bytes */
@@ -41,7 +41,7 @@ extern "C" {
 #define LAYERNORM_2X4_F32_STD_SIZE 2 /* std [2, 1], 8 bytes */
 #define LAYERNORM_2X4_F32_INV_STD_SIZE 2 /* inv_std [2, 1], 8 bytes */
 #define LAYERNORM_2X4_F32_FORWARD_TRAIN_WS_SIZE 0 /* workspace of layernorm_2x4_f32_forward_train, 0 bytes */
-#define LAYERNORM_2X4_F32_VJP_SAVED_WS_SIZE 4 /* workspace of layernorm_2x4_f32_vjp_saved, 16 bytes */
+#define LAYERNORM_2X4_F32_VJP_SAVED_WS_SIZE 0 /* workspace of layernorm_2x4_f32_vjp_saved, 0 bytes */
 
 /* Each function returns 0, or 1 when a domain hypothesis failed at run time (a standard
    deviation or norm that is not > 0 and finite): the outputs are then not meaningful. */
@@ -61,7 +61,7 @@ int layernorm_2x4_f32_forward(const float *restrict x, const float *restrict gam
    x_grad       [2, 4] gradient of input x
    gamma_grad   [4] gradient of input gamma
    beta_grad    [4] gradient of input beta
-   ws           [4] workspace (LAYERNORM_2X4_F32_VJP_WS_SIZE elements) */
+   ws           [0] workspace (LAYERNORM_2X4_F32_VJP_WS_SIZE elements) */
 int layernorm_2x4_f32_vjp(const float *restrict x, const float *restrict gamma, const float *restrict beta, const float *restrict y_cot, float *restrict x_grad, float *restrict gamma_grad, float *restrict beta_grad, float *restrict ws);
 
 /* layernorm_2x4_f32_jvp: forward mode: output tangents from input tangents
@@ -97,7 +97,7 @@ int layernorm_2x4_f32_forward_train(const float *restrict x, const float *restri
    x_grad       [2, 4] gradient of input x
    gamma_grad   [4] gradient of input gamma
    beta_grad    [4] gradient of input beta
-   ws           [4] workspace (LAYERNORM_2X4_F32_VJP_SAVED_WS_SIZE elements) */
+   ws           [0] workspace (LAYERNORM_2X4_F32_VJP_SAVED_WS_SIZE elements) */
 int layernorm_2x4_f32_vjp_saved(const float *restrict x, const float *restrict gamma, const float *restrict beta, const float *restrict mean, const float *restrict std, const float *restrict inv_std, const float *restrict y_cot, float *restrict x_grad, float *restrict gamma_grad, float *restrict beta_grad, float *restrict ws);
 
 #ifdef __cplusplus
