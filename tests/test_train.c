@@ -11,7 +11,8 @@
  *                        and LayerNorm parameters has a smaller workspace and fewer statements
  *   bad_requests         unknown or duplicate names, --pass train without --train, ...
  *   vjp_workspace        the plain VJP's workspace at default dims is at most 1.25x the
- *                        saved values plus one row (x's elements per index of its first axis)
+ *                        saved values plus one row (x's elements per index of its first axis);
+ *                        2x the saved values for the FFN graphs, whose hidden layers stay whole
  *
  * Bit identity of train across the JIT, gcc, clang and the Cortex-M4F: test_identity.c (every
  * graph trains with adam there); across schedules: test_aot.c. */
@@ -400,10 +401,14 @@ static void frozen_costs_less(void **state)
 
 /* A size, not a timing: what the VJP needs beyond the statistics a training forward would
    save is at most a quarter of them plus one row. Measured at default dims (f32), elements:
-   layernorm 64 (24 saved + 64 row), batchnorm2d 64 (12 + 64), softmax 64 (0 + 64), seq_ffn
-   1088 (4096 + 64). Not met, and left out: groupnorm 224 (12 + 128: 1.6x; block.lua copies
-   per-group statistics into channel-wide rows for speed) and ffn, a single vector whose row
-   is the hidden layer, not x's axis (768 against 512 + 256 saved). */
+   softmax and log_softmax 64 (0 saved + 64 row), the normalizations 0 (their sums factored:
+   no row of workspace). The FFN graphs (mlp, seq_ffn, prenorm_ffn, postnorm_ffn) get twice
+   the saved values instead: their weights (16384 elements) stay out of the row sweeps
+   (fuse.STREAM_LIMIT: seq_ffn's backward 1.8x faster), so the VJP holds its hidden layer's
+   tensors whole, 6144-7192 against 4096-4120 saved. Not met, and left out: groupnorm 224
+   (12 + 128: 1.6x; block.lua copies per-group statistics into channel-wide rows for speed)
+   and ffn, a single vector whose row is the hidden layer, not x's axis (768 against 512 + 256
+   saved). */
 static void vjp_workspace(void **state)
 {
     (void)state;
@@ -427,9 +432,11 @@ static void vjp_workspace(void **state)
         }
         const kg_arg *x = kg_arg_at(k, KG_VJP, 0);
         size_t row = x->ndim > 1 ? x->count / x->shape[0] : x->count, ws = kg_ws_size(k, KG_VJP);
-        if (4 * ws > 5 * (saved + row))
-            print_error("%s: vjp workspace %zu elements > 1.25 x (%zu saved + %zu row)\n", name, ws, saved, row);
-        assert_true(4 * ws <= 5 * (saved + row));
+        int ffn = strstr(name, "ffn") != NULL || strcmp(name, "mlp") == 0;
+        if (ffn ? ws > 2 * saved : 4 * ws > 5 * (saved + row))
+            print_error("%s: vjp workspace %zu elements > %s (%zu saved, %zu row)\n", name, ws,
+                        ffn ? "2 x saved" : "1.25 x (saved + row)", saved, row);
+        assert_true(ffn ? ws <= 2 * saved : 4 * ws <= 5 * (saved + row));
         checked++;
         kg_free(k);
     }
