@@ -125,10 +125,16 @@ def fit(F, W, degree, lo, hi, dtype):
     coefficient is rounded first and the lower ones refitted (1, u, ..., u^i stay a Chebyshev
     system, so the exchange stays well posed). Returns (coefficients, lowest first; the
     largest weighted error of the rounded polynomial on the grid)."""
+    cache = {}  # F on the grid, computed once for the degree + 1 fits
+
+    def Fc(u):
+        if u not in cache:
+            cache[u] = F(u)
+        return cache[u]
     fixed = {}
     for i in range(degree, -1, -1):
         def G(u, fx=dict(fixed)):
-            return F(u) - mp.fsum(c * u ** p for p, c in fx.items())
+            return Fc(u) - mp.fsum(c * u ** p for p, c in fx.items())
         c, _ = remez(G, W, list(range(0, i + 1)), lo, hi)
         fixed[i] = rnd(c[i], dtype)
     coef = [fixed[p] for p in range(degree + 1)]
