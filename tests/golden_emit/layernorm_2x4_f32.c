@@ -133,6 +133,7 @@ KG_NEST int layernorm_2x4_f32_vjp_3(const float *restrict x, const float *restri
             float acc0[4] = {0};
             float acc1[4] = {0};
             for (int r0 = 0; r0 < 4; r0 += 4) {
+                KG_LANES
                 for (int l = 0; l < 4; ++l) {
                     acc0[l] += x[4 * i0 + l + r0] - h1;
                     acc1[l] += y_cot[4 * i0 + l + r0] * gamma[l + r0];
@@ -153,6 +154,7 @@ KG_NEST int layernorm_2x4_f32_vjp_3(const float *restrict x, const float *restri
             float acc0[4] = {0};
             float acc1[4] = {0};
             for (int r0 = 0; r0 < 4; r0 += 4) {
+                KG_LANES
                 for (int l = 0; l < 4; ++l) {
                     acc0[l] += (x[4 * i0 + l + r0] - h2 - t1) * (x[4 * i0 + l + r0] - h2 - t1);
                     acc1[l] += (x[4 * i0 + l + r0] - h2 - t1) * (y_cot[4 * i0 + l + r0] * gamma[l + r0]);
@@ -208,6 +210,7 @@ KG_NEST int layernorm_2x4_f32_jvp_1(const float *restrict x, const float *restri
             float acc0[4] = {0};
             float acc1[4] = {0};
             for (int r0 = 0; r0 < 4; r0 += 4) {
+                KG_LANES
                 for (int l = 0; l < 4; ++l) {
                     acc0[l] += x[4 * i0 + l + r0] - h1;
                     acc1[l] += x_tan[4 * i0 + l + r0];
@@ -229,6 +232,7 @@ KG_NEST int layernorm_2x4_f32_jvp_1(const float *restrict x, const float *restri
             float acc0[4] = {0};
             float acc1[4] = {0};
             for (int r0 = 0; r0 < 4; r0 += 4) {
+                KG_LANES
                 for (int l = 0; l < 4; ++l) {
                     acc0[l] += (x[4 * i0 + l + r0] - h2 - t1) * (x[4 * i0 + l + r0] - h2 - t1);
                     acc1[l] += (x_tan[4 * i0 + l + r0] - t6) * (x[4 * i0 + l + r0] - h2 - t1);
@@ -356,6 +360,7 @@ KG_NEST void layernorm_2x4_f32_vjp_saved_3(const float *restrict x, const float 
             float acc0[4] = {0};
             float acc1[4] = {0};
             for (int r0 = 0; r0 < 4; r0 += 4) {
+                KG_LANES
                 for (int l = 0; l < 4; ++l) {
                     acc0[l] += (x[4 * i0 + l + r0] - h1 - h2) * (y_cot[4 * i0 + l + r0] * gamma[l + r0]);
                     acc1[l] += y_cot[4 * i0 + l + r0] * gamma[l + r0];
