@@ -434,6 +434,17 @@ local function copy_stmt(s, var, form, rename)
   return c
 end
 
+-- Does access a (of loops.accesses) stay inside row K.var of its buffer: index = k K.var + rest,
+-- 0 <= rest < k over the loops inside K? (Outer loops' variables are fixed meanwhile.)
+local function in_row(a, var)
+  local k, rest = a.index.t[var], { c = a.index.c, t = {} }
+  for v, x in pairs(a.index.t) do
+    if v ~= var and a.ranges[v] then rest.t[v] = x end
+  end
+  local lo, hi = aff.bounds(rest, a.ranges)
+  return k > 0 and lo ~= nil and lo >= 0 and hi < k
+end
+
 -- The buffers a row of K's body uses for itself (renamed per row), or nil when the rows are
 -- not independent. outside: the function's body (who else reads a buffer).
 local function row_scratch(K, outside)
@@ -455,7 +466,9 @@ local function row_scratch(K, outside)
     end
     if next(writers) then
       if coef == "mixed" then return nil end
-      if indep then
+      if not indep then -- written a row per iteration: every access within its own row
+        for _, a in ipairs(list) do if not in_row(a, K.var) then return nil end end
+      else
         local first = list[1]
         local nwriters = 0
         for _ in pairs(writers) do nwriters = nwriters + 1 end
