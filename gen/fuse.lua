@@ -174,12 +174,11 @@ end
 -- channel-last sums) is one more than the largest of the statements it depends on, any other
 -- statement's the largest (0 with none); statements are taken by sweep, in a sweep reduces,
 -- loops of sums, scalars, other loops, else in their own order, whenever what they depend on
--- has been placed.
--- Reduces of one sweep thus stand side by side and share one lane loop (emit_c): a LayerNorm
--- VJP's mean and sum(dy gamma), then its variance and sum(dy gamma centered), whatever order
--- the graph listed them in, and the loops of a sweep fuse (GroupNorm 8x16x16x128 JVP 10%
--- faster). Only independent statements change places (a dependency: a buffer one writes, the
--- other touches).
+-- has been placed. Reduces of one sweep thus stand side by side and share one lane loop
+-- (emit_c): a LayerNorm VJP's mean and sum(dy gamma), then its variance and sum(dy gamma
+-- centered), whatever order the graph listed them in, and the loops of a sweep fuse (GroupNorm
+-- 8x16x16x128 JVP 10% faster). Only independent statements change places (a dependency: a
+-- buffer one writes, the other touches).
 local function order_sweeps(list)
   local n, rw = #list, {}
   for i, s in ipairs(list) do
