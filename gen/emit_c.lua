@@ -643,7 +643,7 @@ local function emit_reduces(out, group, env, ctx)
   for i, s in ipairs(group) do
     if s.carry then
       carry_lanes(out, s, acc[i], L, env, ctx, true)
-    elseif ctx.pointers then -- tcc: written out
+    elseif ctx.pointers or ctx.scalar then -- tcc, and cores without vector registers: written out
       for _, st in ipairs(tree_steps) do
         local a, b = acc[i] .. "[" .. st[1] .. "]", acc[i] .. "[" .. st[2] .. "]"
         out.line(a .. " = " .. fold(s.combine, a, 3, b, 3, ctx) .. ";")
@@ -859,10 +859,11 @@ function emit.declarations(fn, L, dtype, upper, pass, comment, seen)
   }
 end
 
-function emit.fn(fn, L, dtype, helpers, comment, fma)
+-- target: "simd" or "scalar" (pipeline's --target; block.lua's share of it is there)
+function emit.fn(fn, L, dtype, helpers, comment, fma, target)
   local out = new_out()
   local ctx = { dtype = dtype, helpers = helpers, hoisted = {}, nhoist = 0, compiled = {}, bases = {}, scope = {},
-    pointers = L.policy == "auto", fma = fma }
+    pointers = L.policy == "auto", fma = fma, scalar = target == "scalar" }
   local nlocal = 0 -- one-element buffers: C locals of their step, named in buffer order
   for _, b in ipairs(L.bufs) do
     if b.role == "local" then

@@ -58,6 +58,9 @@ static const char *const GEN_OPTIONS =
     "  --fma off|on         on: a*b + c as C99 fma/fmaf, rounded once (default off). Other bits,\n"
     "                       the same on every target with a correct fma; fast with hardware FMA\n"
     "                       (-march=x86-64-v3 or native, AArch64, Cortex-M4F f32), slow without\n"
+    "  --target simd|scalar the processor the loops are shaped for (default simd: jammed\n"
+    "                       products, rows side by side, vector loops over lanes); scalar for\n"
+    "                       cores without vector registers (Cortex-M). Same results\n"
     "  --check-ir           run the IR checker between passes\n"
     "  --wrt A,B            vjp, vjp_saved and train give only the gradients of these inputs\n"
     "  --train A,B          the trainable inputs: adds the train pass, which updates them in place\n"
@@ -150,6 +153,7 @@ static void parse(cli *c, const char *cmd, int argc, char **argv, const char *al
             else if (strcmp(key, "--dump-ir") == 0) c->req.dump_ir = val;
             else if (strcmp(key, "--fuse") == 0) c->req.fuse = val;
             else if (strcmp(key, "--fma") == 0) c->req.fma = val;
+            else if (strcmp(key, "--target") == 0) c->req.target = val;
             else if (strcmp(key, "--wrt") == 0) c->req.wrt = val;
             else if (strcmp(key, "--train") == 0) c->req.train = val;
             else if (strcmp(key, "--optimizer") == 0) c->req.optimizer = val;
@@ -512,7 +516,7 @@ static int cmd_emit(int argc, char **argv)
 {
     cli c;
     parse(&c, "emit", argc, argv,
-          "--dtype --semantics --unroll --vjp --jvp --name --out --pass --dump-ir --check-ir --fuse --fma --wrt --train "
+          "--dtype --semantics --unroll --vjp --jvp --name --out --pass --dump-ir --check-ir --fuse --fma --target --wrt --train "
           "--optimizer --report --const");
     if (c.help) {
         printf("usage: kerngen emit GRAPH [NAME=VALUE...] [options] [--out DIR]\n\n"
@@ -715,7 +719,7 @@ static int cmd_run(int argc, char **argv)
 {
     cli c;
     parse(&c, "run", argc, argv,
-          "--dtype --semantics --unroll --vjp --jvp --pass --in --out --dump-ir --check-ir --fuse --fma --jit --wrt --train "
+          "--dtype --semantics --unroll --vjp --jvp --pass --in --out --dump-ir --check-ir --fuse --fma --target --jit --wrt --train "
           "--optimizer --const");
     if (c.help) {
         printf("usage: kerngen run GRAPH [NAME=VALUE...] [--dtype f32|f64] [--pass PASS]\n"
@@ -1015,7 +1019,7 @@ static void remove_cache_dir(const char *dir)
 static int cmd_bench(int argc, char **argv)
 {
     cli c;
-    parse(&c, "bench", argc, argv, "--dtype --semantics --unroll --vjp --jvp --pass --jit --json --fuse --fma --wrt --train --optimizer");
+    parse(&c, "bench", argc, argv, "--dtype --semantics --unroll --vjp --jvp --pass --jit --json --fuse --fma --target --wrt --train --optimizer");
     if (c.help) {
         printf("usage: kerngen bench GRAPH [NAME=VALUE...] [--dtype f32|f64] [--jit tcc|cc|auto]\n"
                "                    [--pass PASS]... [--json]\n\n"

@@ -195,6 +195,7 @@ local function check_options(req)
   one_of("dump_ir", "--dump-ir", dumpable, nil)
   one_of("fuse", "--fuse", { "auto", "none" }, "auto")
   one_of("fma", "--fma", { "off", "on" }, "off")
+  one_of("target", "--target", { "simd", "scalar" }, "simd")
   -- the passes to generate, in table order (default: all)
   local want = {}
   for _, q in ipairs(req.passes or {}) do
@@ -386,13 +387,13 @@ function pipeline.generate(req)
     after("lower")
     fuse.run(L, req.fuse)
     after("fuse")
-    if req.fuse ~= "none" then block.run(L, emit.SIZEOF[dtype]) end
+    if req.fuse ~= "none" then block.run(L, emit.SIZEOF[dtype], req.target) end
     fuse.plan(L)
     after("block")
     if L.ws_size > INT_MAX then util.fail(string.format("%s: the %s workspace would exceed %d elements", S.name, pass, INT_MAX)) end
     schedule.run(L, req.unroll, fn)
     terms = terms + L.unrolled_terms
-    local out = emit.fn(fn, L, dtype, helpers, PASS[pass].doc, req.fma == "on")
+    local out = emit.fn(fn, L, dtype, helpers, PASS[pass].doc, req.fma == "on", req.target)
     statements = statements + out.statements
     fns[#fns + 1] = out.text()
     local d = emit.declarations(fn, L, dtype, upper, pass, PASS[pass].doc, size_seen)
@@ -426,7 +427,7 @@ function pipeline.generate(req)
     " * graph:   " .. S.name .. (S.alias_of and (" (alias of " .. S.alias_of .. ")") or "") .. " -- " .. S.summary,
     " * params:  " .. params_text(S, R.dims, R.attrs),
     " * options: " .. opts,
-    " * code:    unroll=" .. req.unroll .. " fuse=" .. req.fuse }
+    " * code:    unroll=" .. req.unroll .. " fuse=" .. req.fuse .. (req.target == "scalar" and " target=scalar" or "") }
   if #R.baked > 0 then
     local list = {}
     for _, t in ipairs(tables) do list[#list + 1] = t.name .. " " .. util.shape_str(t.shape) end

@@ -114,6 +114,11 @@ typedef struct {
     const kg_const *consts;  /* inputs baked into the code as static const tables (above); a bad
                                 name, count or value is KG_EINPUT naming the input */
     int nconsts;
+    const char *target;      /* the processor the loops are shaped for (results are identical):
+                                "simd" (default; x86-64, AArch64: jammed products, rows side by
+                                side, the lanes' sums as vector loops) or "scalar" (cores without
+                                vector registers, Cortex-M: none of these, the sums written out;
+                                the firmware example's training step 2.5x fewer instructions) */
 } kg_request;
 
 typedef struct {

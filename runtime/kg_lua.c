@@ -516,6 +516,7 @@ static void push_request(lua_State *L, const kg_request *req)
     set_str(L, "dump_ir", req->dump_ir);
     set_str(L, "fuse", req->fuse);
     set_str(L, "fma", req->fma);
+    set_str(L, "target", req->target);
     set_str(L, "wrt", req->wrt);
     set_str(L, "train", req->train);
     set_str(L, "optimizer", req->optimizer);

@@ -18,8 +18,9 @@
  *                             rewrites the pair instead (see tests/golden_emit/README.md).
  *   schedules_are_bit_identical  every graph: unroll auto, none, full and fusion off give the same bits.
  *   jit_schedule_at_default_dims  every graph at its default dims: unroll auto (the JIT's loops,
- *                             strip-mined, with base pointers) and fusion off (no blocking,
- *                             which only these dims reach) give the bits of unroll none.
+ *                             strip-mined, with base pointers), fusion off (no blocking,
+ *                             which only these dims reach) and --target scalar (no jams, sums
+ *                             written out) give the bits of unroll none; so do the next two.
  *   blocked_products_are_bit_identical  seq_ffn where products are jammed, tiled and chunked:
  *                             the same bits as without blocking, also with --fma on.
  *   fma_schedules_are_bit_identical  the same with --fma on, also at long LayerNorm rows.
@@ -492,7 +493,7 @@ static void golden_emitted_file(void **state)
    graphs' default dims (default_dims), auto against none: there the JIT schedule keeps loops,
    strip-mined, with base pointers (gen/emit_c.lua), which small dims unroll completely. */
 typedef struct {
-    const char *unroll, *fuse, *fma;
+    const char *unroll, *fuse, *fma, *target;
 } schedule_variant;
 
 /* Every graph at small or (default_dims) default dims, or only GRAPH with the NPARAMS PARAMS. */
@@ -509,6 +510,7 @@ static void compare_schedules(fixture *fx, const schedule_variant *variants, int
                 kg_request r = request_for(name, dtypes[d], variants[v].unroll);
                 r.fuse = variants[v].fuse;
                 r.fma = variants[v].fma;
+                r.target = variants[v].target;
                 if (default_dims)
                     r.nparams = 0;
                 if (graph) {
@@ -528,8 +530,8 @@ static void compare_schedules(fixture *fx, const schedule_variant *variants, int
                 }
                 for (int v = 1; v < NV && !problem; v++) {
                     char label[64];
-                    snprintf(label, sizeof label, "unroll=%s fuse=%s%s", variants[v].unroll, variants[v].fuse,
-                             variants[v].fma ? " fma=on" : "");
+                    snprintf(label, sizeof label, "unroll=%s fuse=%s%s%s", variants[v].unroll, variants[v].fuse,
+                             variants[v].fma ? " fma=on" : "", variants[v].target ? " target=scalar" : "");
                     if (rc[v] != rc[0])
                         problem = xprintf("%s: return code %d, default %d", label, rc[v], rc[0]);
                     else
@@ -555,15 +557,16 @@ static void compare_schedules(fixture *fx, const schedule_variant *variants, int
 static void schedules_are_bit_identical(void **state)
 {
     static const schedule_variant variants[] = {
-        {"auto", "auto", NULL}, {"none", "auto", NULL}, {"full", "auto", NULL}, {"none", "none", NULL},
-        {"auto", "none", NULL}};
+        {"auto", "auto", NULL, NULL}, {"none", "auto", NULL, NULL}, {"full", "auto", NULL, NULL}, {"none", "none", NULL, NULL},
+        {"auto", "none", NULL, NULL}};
     compare_schedules(*state, variants, 5, 0, NULL, NULL, 0);
 }
 
 static void jit_schedule_at_default_dims(void **state)
 {
-    static const schedule_variant variants[] = {{"none", "auto", NULL}, {"auto", "auto", NULL}, {"none", "none", NULL}};
-    compare_schedules(*state, variants, 3, 1, NULL, NULL, 0);
+    static const schedule_variant variants[] = {{"none", "auto", NULL, NULL}, {"auto", "auto", NULL, NULL},
+                                                {"none", "none", NULL, NULL}, {"none", "auto", NULL, "scalar"}};
+    compare_schedules(*state, variants, 4, 1, NULL, NULL, 0);
 }
 
 /* The same with --fma on, where the emitter decides which sums fuse (gen/emit_c.lua,
@@ -572,7 +575,7 @@ static void jit_schedule_at_default_dims(void **state)
 static void fma_schedules_are_bit_identical(void **state)
 {
     static const schedule_variant variants[] = {
-        {"auto", "auto", "on"}, {"none", "auto", "on"}, {"full", "auto", "on"}, {"none", "none", "on"}};
+        {"auto", "auto", "on", NULL}, {"none", "auto", "on", NULL}, {"full", "auto", "on", NULL}, {"none", "none", "on", NULL}};
     static const char *const long_rows[] = {"rows=3", "dim=1000"};
     compare_schedules(*state, variants, 4, 0, NULL, NULL, 0);
     compare_schedules(*state, variants, 4, 0, "layernorm", long_rows, 2);
@@ -584,11 +587,13 @@ static void fma_schedules_are_bit_identical(void **state)
    with --fma on (which terms fuse must not depend on the blocking). */
 static void blocked_products_are_bit_identical(void **state)
 {
-    static const schedule_variant variants[] = {{"none", "auto", NULL}, {"auto", "auto", NULL}, {"none", "none", NULL}};
-    static const schedule_variant fma[] = {{"none", "auto", "on"}, {"auto", "auto", "on"}, {"none", "none", "on"}};
+    static const schedule_variant variants[] = {{"none", "auto", NULL, NULL}, {"auto", "auto", NULL, NULL},
+                                                {"none", "none", NULL, NULL}, {"none", "auto", NULL, "scalar"}};
+    static const schedule_variant fma[] = {{"none", "auto", "on", NULL}, {"auto", "auto", "on", NULL},
+                                           {"none", "none", "on", NULL}, {"none", "auto", "on", "scalar"}};
     static const char *const dims[] = {"seq=16", "dmodel=64", "dff=2048"};
-    compare_schedules(*state, variants, 3, 0, "seq_ffn", dims, 3);
-    compare_schedules(*state, fma, 3, 0, "seq_ffn", dims, 3);
+    compare_schedules(*state, variants, 4, 0, "seq_ffn", dims, 3);
+    compare_schedules(*state, fma, 4, 0, "seq_ffn", dims, 3);
 }
 
 /* Rows long enough for block.lua to run 2, 3 or 4 rows' sums side by side (rows with a lane
@@ -596,8 +601,10 @@ static void blocked_products_are_bit_identical(void **state)
    as without blocking, also with --fma on. */
 static void rows_side_by_side_are_bit_identical(void **state)
 {
-    static const schedule_variant variants[] = {{"none", "auto", NULL}, {"auto", "auto", NULL}, {"none", "none", NULL}};
-    static const schedule_variant fma[] = {{"none", "auto", "on"}, {"auto", "auto", "on"}, {"none", "none", "on"}};
+    static const schedule_variant variants[] = {{"none", "auto", NULL, NULL}, {"auto", "auto", NULL, NULL},
+                                                {"none", "none", NULL, NULL}, {"none", "auto", NULL, "scalar"}};
+    static const schedule_variant fma[] = {{"none", "auto", "on", NULL}, {"auto", "auto", "on", NULL},
+                                           {"none", "none", "on", NULL}, {"none", "auto", "on", "scalar"}};
     static const struct {
         const char *graph;
         const char *params[5];
@@ -609,8 +616,8 @@ static void rows_side_by_side_are_bit_identical(void **state)
         {"batchnorm2d", {"c=6", "h=16", "w=20"}, 3},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
-        compare_schedules(*state, variants, 3, 0, cases[i].graph, cases[i].params, cases[i].n);
-        compare_schedules(*state, fma, 3, 0, cases[i].graph, cases[i].params, cases[i].n);
+        compare_schedules(*state, variants, 4, 0, cases[i].graph, cases[i].params, cases[i].n);
+        compare_schedules(*state, fma, 4, 0, cases[i].graph, cases[i].params, cases[i].n);
     }
 }
 

@@ -39,6 +39,7 @@ static kg_kernel *kernel(void)
     req.dtype = "f32";
     req.train = "gamma,beta,b1,b2";
     req.optimizer = "adam";
+    req.target = "scalar";
     req.consts = consts;
     req.nconsts = 2;
     req.passes = 1u << KG_FORWARD_TRAIN | 1u << KG_TRAIN;

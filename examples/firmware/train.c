@@ -5,7 +5,7 @@
  * nn.GELU(approximate='tanh'), nn.Linear(128, 32))(x)). W1 and W2 are frozen and live in flash
  * as const tables; gamma, beta, b1 and b2 are trained by Adam. block.h and block.c come from
  *
- *     kerngen emit prenorm_ffn seq=4 dmodel=32 dff=128 eps=1e-5 gelu=tanh \
+ *     kerngen emit prenorm_ffn seq=4 dmodel=32 dff=128 eps=1e-5 gelu=tanh --target scalar \
  *         --train gamma,beta,b1,b2 --optimizer adam --const w1=w1.npy --const w2=w2.npy \
  *         --pass forward_train --pass train --name block
  *
