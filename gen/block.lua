@@ -16,9 +16,11 @@
 --     loop is jammed (sharing the x[r][i] loads); a shared operand beyond L2 is read in tiles
 --     of outputs around the row blocks; jammed rows beyond L1 are summed a chunk at a time,
 --     the lanes carried in the workspace (reduce.carry).
--- Nested loops that index memory in row-major order are also coalesced into one, a per-group
--- value read by a short inner loop is expanded into a channel-wide row (GroupNorm), and a
--- reduce over the row its preceding loop stores joins that loop (below).
+-- A row loop whose body sums along long rows runs 2-4 rows through it together (rows side by
+-- side: their sums' chains overlap). Nested loops that index memory in row-major order are
+-- also coalesced into one, a per-group value read by a short inner loop is expanded into a
+-- channel-wide row (GroupNorm), and a reduce over the row its preceding loop stores joins that
+-- loop (below). block.run's target "scalar" leaves out the jams and rows side by side.
 -- Every output still adds its terms in the same order (the summed loops keep their order; a
 -- reduce keeps its lanes), so blocking never changes a bit; tests compare with --fuse none.
 
@@ -51,6 +53,24 @@ local function subst_expr(e, var, form)
 end
 
 local function ref_subst(ref, var, form) return { buf = ref.buf, index = aff.subst(ref.index, var, form) } end
+
+-- s with var replaced by form and the buffers of rename (old -> new) replaced.
+local function copy_stmt(s, var, form, rename)
+  local c = {}
+  for k, v in pairs(s) do c[k] = v end
+  if s.k == "loop" then
+    c.body = {}
+    for i, t in ipairs(s.body) do c.body[i] = copy_stmt(t, var, form, rename) end
+    return c
+  end
+  local function index(ix) return aff.subst(ix, var, form) end
+  c.target = { buf = rename[s.target.buf] or s.target.buf, index = index(s.target.index) }
+  c.expr = loops.map_expr(s.expr, index, function(l)
+    local b = rename[l.buf]
+    return b and { k = "load", buf = b, index = l.index } or l
+  end)
+  return c
+end
 
 -- Does the expression read something that does not depend on var (a load the tile can share)?
 local function shares(e, var)
@@ -263,13 +283,7 @@ local function tile_outputs(Kp, elem)
   if not T or T < 1 or T * 2 > O.n then return nil end
   return split_by({ var = O.var .. "t", n = O.n, node = O.node }, T, function(base, t)
     local body = {}
-    for i, r in ipairs(O.body) do
-      local c = {}
-      for k, v in pairs(r) do c[k] = v end
-      local form = aff.add(base, aff.var(O.var))
-      c.target, c.expr = ref_subst(r.target, O.var, form), subst_expr(r.expr, O.var, form)
-      body[i] = c
-    end
+    for i, r in ipairs(O.body) do body[i] = copy_stmt(r, O.var, aff.add(base, aff.var(O.var)), {}) end
     return { { k = "loop", var = Kp.var, n = Kp.n, node = Kp.node,
       body = { { k = "loop", var = O.var, n = t, node = O.node, body = body } } } }
   end)
@@ -416,35 +430,6 @@ block.ROWS_L1_BYTES = 28672 -- what the jammed rows' body touches, at most (of a
 block.ROWS_STREAM_MAX = 8 << 20 -- what the whole row loop touches, at most: from 16 MB of rows
 -- (RMSNorm 2048x1024 and 4096x1024 forward, x and y) the jammed rows ran 1.2-2x slower
 
--- s with var replaced by form and the buffers of rename (old -> new) replaced.
-local function copy_stmt(s, var, form, rename)
-  local c = {}
-  for k, v in pairs(s) do c[k] = v end
-  if s.k == "loop" then
-    c.body = {}
-    for i, t in ipairs(s.body) do c.body[i] = copy_stmt(t, var, form, rename) end
-    return c
-  end
-  local function index(ix) return aff.subst(ix, var, form) end
-  c.target = { buf = rename[s.target.buf] or s.target.buf, index = index(s.target.index) }
-  c.expr = loops.map_expr(s.expr, index, function(l)
-    local b = rename[l.buf]
-    return b and { k = "load", buf = b, index = l.index } or l
-  end)
-  return c
-end
-
--- Does access a (of loops.accesses) stay inside row K.var of its buffer: index = k K.var + rest,
--- 0 <= rest < k over the loops inside K? (Outer loops' variables are fixed meanwhile.)
-local function in_row(a, var)
-  local k, rest = a.index.t[var], { c = a.index.c, t = {} }
-  for v, x in pairs(a.index.t) do
-    if v ~= var and a.ranges[v] then rest.t[v] = x end
-  end
-  local lo, hi = aff.bounds(rest, a.ranges)
-  return k > 0 and lo ~= nil and lo >= 0 and hi < k
-end
-
 -- The buffers a row of K's body uses for itself (renamed per row), or nil when the rows are
 -- not independent. outside: the function's body (who else reads a buffer).
 local function row_scratch(K, outside)
@@ -467,7 +452,7 @@ local function row_scratch(K, outside)
     if next(writers) then
       if coef == "mixed" then return nil end
       if not indep then -- written a row per iteration: every access within its own row
-        for _, a in ipairs(list) do if not in_row(a, K.var) then return nil end end
+        for _, a in ipairs(list) do if not loops.slab(a.index, K.var, a.ranges) then return nil end end
       else
         local first = list[1]
         local nwriters = 0
@@ -485,13 +470,6 @@ local function row_scratch(K, outside)
     end
   end
   return scratch
-end
-
--- Do reduces a and b sum over the same loops (emit_c may run them in one lane loop)?
-local function same_sum(a, b)
-  if #a.rvars ~= #b.rvars or a.lanes ~= b.lanes then return false end
-  for i, r in ipairs(a.rvars) do if r.var ~= b.rvars[i].var or r.n ~= b.rvars[i].n then return false end end
-  return true
 end
 
 -- The bytes K's body touches with J rows side by side: each buffer indexed by K's variable a
@@ -518,7 +496,7 @@ local function row_jam(F, K, outside, elem)
       for _, r in ipairs(s.rvars) do steps = steps * r.n end
       if steps // s.lanes >= block.CHAIN_MIN then long = true end
       local prev = K.body[i - 1]
-      run = (prev and prev.k == "reduce" and same_sum(prev, s)) and run + 1 or 1
+      run = (prev and prev.k == "reduce" and loops.same_sum(prev, s)) and run + 1 or 1
       widest = math.max(widest, run)
     end
   end

@@ -675,11 +675,10 @@ end
 -- and not reading what they write)?
 local function joins(group, b)
   local a = group[1]
-  if b.k ~= "reduce" or a.lanes ~= b.lanes or (a.unroll or false) ~= (b.unroll or false) or #a.rvars ~= #b.rvars
+  if b.k ~= "reduce" or not loops.same_sum(a, b) or (a.unroll or false) ~= (b.unroll or false)
     or (a.carry or false) ~= (b.carry or false) then
     return false
   end
-  for i, r in ipairs(a.rvars) do if r.var ~= b.rvars[i].var or r.n ~= b.rvars[i].n then return false end end
   for _, l in ipairs(loops.loads(b.expr, {})) do
     for _, s in ipairs(group) do if l.buf == s.target.buf then return false end end
   end

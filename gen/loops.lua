@@ -183,6 +183,34 @@ function loops.map_expr(e, index, load)
   return e
 end
 
+-- The stride of v in index, when every value of index lies in [base + stride*v, base +
+-- stride*v + stride) for the ranges of the variables inside v's loop, base being the terms of
+-- the enclosing loops' variables (fixed while v runs; canonical names make them the same in
+-- the loops that fuse); else nil. Also returns base as a key, to compare two accesses. For
+-- fuse.lua's fusion and block.lua's rows side by side (each iteration's own row).
+function loops.slab(index, v, ranges)
+  local st = index.t[v]
+  if not st or st <= 0 then return nil end
+  local rest, base = { c = index.c, t = {} }, {}
+  for x, k in pairs(index.t) do
+    if x ~= v then
+      if ranges[x] then rest.t[x] = k else base[#base + 1] = x .. "*" .. k end
+    end
+  end
+  local lo, hi = aff.bounds(rest, ranges)
+  if not lo or lo < 0 or hi >= st then return nil end
+  table.sort(base)
+  return st, table.concat(base, "+")
+end
+
+-- Do reduces a and b sum over the same loops with the same lanes (emit_c may run them in one
+-- lane loop)?
+function loops.same_sum(a, b)
+  if #a.rvars ~= #b.rvars or a.lanes ~= b.lanes then return false end
+  for i, r in ipairs(a.rvars) do if r.var ~= b.rvars[i].var or r.n ~= b.rvars[i].n then return false end end
+  return true
+end
+
 -- The loads of an expression (appended to acc).
 function loops.loads(e, acc)
   if e.k == "load" then acc[#acc + 1] = e

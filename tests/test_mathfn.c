@@ -6,7 +6,8 @@
  * cotangent on a GELU output gives its derivative.
  *
  *   max_ulp_test        f32 and f64, each also --fma on: the JIT-compiled (tcc) kernel on a
- *                       dense sweep and on hard points, against long double references; asserts each function's stated bound,
+ *                       dense sweep and on hard points, against long double references;
+ *                       asserts each function's stated bound,
  *                       in ulps of the exact result (the ulp of its binade; subnormals count
  *                       in units of the smallest subnormal), and prints the measured maximum
  *                       and where it occurs. Sweep: numbers of magnitude [2^-30, 2^7) (f32) or
