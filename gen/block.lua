@@ -502,8 +502,8 @@ local function row_jam(F, K, outside, elem)
   end
   local scratch = long and jam_bytes(K, {}, K.n, elem) <= block.ROWS_STREAM_MAX and row_scratch(K, outside)
   if not scratch then return nil end
-  -- about ROWS_JAM chains at a time (BatchNorm's backward already sums 3 per channel, and 4
-  -- channels of them, 12 accumulators, ran 10% slower than 1); J rows dividing the loop (a
+  -- about ROWS_JAM chains at a time (BatchNorm's backward, when it summed 3 per channel before
+  -- the factored sums, ran 10% slower with 4 channels of them, 12 accumulators, than with 1); J rows dividing the loop (a
   -- remainder would be more copies of the body), whose data stay in L1 from one sweep to the
   -- next (RMSNorm 64x768 JVP, 4 rows of x, x_tan and y_tan and gamma, gamma_tan: 42 KB, ran
   -- 1.2x slower than one row at a time)
