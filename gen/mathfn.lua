@@ -432,11 +432,11 @@ local function gelu_erf_head(o)
     o("u = u > {gelu_umax} ? {gelu_umax} : u;")
   end
   square_split(o, "u", "-{half}")
-  if o.has_fma then -- t + tl = 1/(1 + u) to about 2^-2mant: the residual 1 - d t is one fma
+  if o.has_fma then -- t (1 + rho) = 1/(1 + u) to about 2^-2mant: the residual 1 - d t is one fma
     o("d = {one} + u;")
     o("de = u - (d - {one});")
     o("t = {one} / d;")
-    o("tl = t * " .. o.fused("-de", "t", o.fused("-d", "t", "{one}")) .. ";")
+    o("rho = " .. o.fused("-de", "t", o.fused("-d", "t", "{one}")) .. ";")
     horner(o, "L", "t", coef[o.dtype].gelu.regions, "z")
     return
   end
@@ -446,17 +446,21 @@ fns.gelu_erf = {
   args = "{T} v", deps = {},
   body = function(o)
     o("union { {T} f; {U} u; } " .. (o.has_fma and "a, " or "") .. "kb, s;")
-    o("{T} u, c, xh, xl, hi, lo, d, de, t, tl, z, L, k, r, q, y, w;")
+    o("{T} u, c, xh, xl, hi, lo, d, de, t, tl, rho, z, L, k, r, q, y, w;")
     gelu_erf_head(o)
     o("c = hi + L;")
     if o.has_fma then
-      -- y = u Phi(-u) 2^tail_shift = c (t + tl)(1 + q), c = u 2^(k - 1 + tail_shift) exactly
-      -- (the 1/2 of Phi is the off = -1 of 2^k), with c t + c (the rest) rounded once; then
-      -- GELU = w - y 2^-tail_shift rounded once, w = 0 for v < 0 and v otherwise (which gives
-      -- -0, +0, +inf and NaN at -0, +0, +inf and NaN)
+      -- y = u Phi(-u) 2^tail_shift = u t (1 + rho)(1 + q) 2^(k - 1 + tail_shift) (the 1/2 of
+      -- Phi is the off = -1 of 2^k), where u t (1 + rho) = 1 - t (1 + rho) = c + tl: c = 1 - t
+      -- and tl its rounding error (Fast2Sum: 1 >= t) less t rho, so that no product with u is
+      -- needed (f32 forward 3% faster than c = u 2^k, c t + c (t q + tl (1 + q)), the same
+      -- maximum error). y = (c + (c q + tl (1 + q))) 2^k, the sum rounded once, the scaling
+      -- exact; then GELU = w - y 2^-tail_shift rounded once, w = 0 for v < 0 and v otherwise
+      -- (which gives -0, +0, +inf and NaN at -0, +0, +inf and NaN)
       local scale = exp_core(o, "c", "hi", "L", "lo", true, -1)
-      o("c = " .. scale("u") .. ";")
-      o("y = " .. o.fused("c", "t", "c * " .. o.fused("t", "q", o.fused("tl", "q", "tl"))) .. ";")
+      o("c = {one} - t;")
+      o("tl = " .. o.fused("-t", "rho", "({one} - c) - t") .. ";")
+      o("y = " .. scale("(c + " .. o.fused("c", "q", o.fused("tl", "q", "tl")) .. ")") .. ";")
       o("w = v < {zero} ? {zero} : v;")
       o("return " .. o.fused("-y", "{tail_unshift}", "w") .. ";")
       return
@@ -474,9 +478,9 @@ fns.gelu_grad_erf = {
   args = "{T} v", deps = {},
   body = function(o)
     o("union { {T} f; {U} u; } " .. (o.has_fma and "a, " or "") .. "kb, s;")
-    o("{T} u, c, xh, xl, hi, lo, d, de, t, tl, z, L, h, D, k, r, q;")
+    o("{T} u, c, xh, xl, hi, lo, d, de, t, rho, z, L, h, D, k, r, q;")
     gelu_erf_head(o)
-    if o.has_fma then o("t = t + tl;") end
+    if o.has_fma then o("t = t + t * rho;") end
     o("h = L * {half};")
     horner(o, "q", "h", coef[o.dtype].exp.regions)
     o("q = " .. (o.fused("h * h", "q", "h") or "h + h * h * q") .. ";")
