@@ -154,12 +154,14 @@ end
 -- over the row they need. A sum's sweep (a reduce's, or a loop of accumulations': GroupNorm's
 -- channel-last sums) is one more than the largest of the statements it depends on, any other
 -- statement's the largest (0 with none); statements are taken by sweep, in a sweep reduces,
--- loops of sums, scalars, other loops, else in their own order, whenever what they depend on
--- has been placed. Reduces of one sweep thus stand side by side and share one lane loop
--- (emit_c): a LayerNorm VJP's mean and sum(dy gamma), then its variance and sum(dy gamma
+-- loops of sums the row reads later, scalars, other loops (also those of sums nothing in the
+-- row reads: dgamma's accumulation over rows), else in their own order, whenever what they
+-- depend on has been placed. Reduces of one sweep thus stand side by side and share one lane
+-- loop (emit_c): a LayerNorm VJP's mean and sum(dy gamma), then its variance and sum(dy gamma
 -- centered), whatever order the graph listed them in, and the loops of a sweep fuse (GroupNorm
--- 8x16x16x128 JVP 10% faster). Only independent statements change places (a dependency: a
--- buffer one writes, the other touches).
+-- 8x16x16x128 JVP 10% faster; RMSNorm 4096x1024 vjp_saved 1.3x: dgamma joins dx's loop, after
+-- the scalars dx needs). Only independent statements change places (a dependency: a buffer one
+-- writes, the other touches).
 local function order_sweeps(list)
   local n, rw = #list, {}
   for i, s in ipairs(list) do
@@ -189,8 +191,8 @@ local function order_sweeps(list)
   local class = { reduce = 0, store = 1, accum = 1, loop = 2 }
   local function before(i, j) -- a lower sweep; reduces, loops of sums, stores, loops; the original order
     if sweep[i] ~= sweep[j] then return sweep[i] < sweep[j] end
-    local ci, cj = (sums[i] and list[i].k == "loop") and 0.5 or class[list[i].k],
-      (sums[j] and list[j].k == "loop") and 0.5 or class[list[j].k]
+    local function cls(x) return (sums[x] and list[x].k == "loop" and #users[x] > 0) and 0.5 or class[list[x].k] end
+    local ci, cj = cls(i), cls(j)
     if ci ~= cj then return ci < cj end
     return i < j
   end

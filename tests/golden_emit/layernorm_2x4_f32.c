@@ -118,7 +118,7 @@ KG_NEST void layernorm_2x4_f32_vjp_2(float *restrict gamma_grad)
     gamma_grad[3] = 0.0f;
 }
 
-/* %10 [2], %49 [2], grad(beta) [4], mean [2, 1], %17 [2], %33 [2], std [2, 1], inv_std [2, 1], %44 [2], %54 [2], grad(xs) [2, 4], grad(gamma) [4] */
+/* %10 [2], %49 [2], mean [2, 1], grad(beta) [4], %17 [2], %33 [2], std [2, 1], inv_std [2, 1], %44 [2], %54 [2], grad(xs) [2, 4], grad(gamma) [4] */
 KG_NEST int layernorm_2x4_f32_vjp_3(const float *restrict x, const float *restrict gamma, const float *restrict y_cot, float *restrict x_grad, float *restrict gamma_grad, float *restrict beta_grad)
 {
     int bad = 0;
@@ -144,11 +144,11 @@ KG_NEST int layernorm_2x4_f32_vjp_3(const float *restrict x, const float *restri
             acc1[0] = acc1[0] + acc1[1];
             t7 = acc1[0];
         }
+        t1 = t0 * 0.25f;
         beta_grad[0] = beta_grad[0] + y_cot[4 * i0];
         beta_grad[1] = beta_grad[1] + y_cot[4 * i0 + 1];
         beta_grad[2] = beta_grad[2] + y_cot[4 * i0 + 2];
         beta_grad[3] = beta_grad[3] + y_cot[4 * i0 + 3];
-        t1 = t0 * 0.25f;
         {
             const float h2 = x[4 * i0];
             float acc0[4] = {0};
@@ -341,7 +341,7 @@ KG_NEST void layernorm_2x4_f32_vjp_saved_2(float *restrict gamma_grad)
     gamma_grad[3] = 0.0f;
 }
 
-/* grad(beta) [4], %25 [2], %41 [2], grad(gamma) [4], %36 [2], %46 [2], grad(xs) [2, 4] */
+/* grad(beta) [4], %25 [2], %41 [2], %36 [2], %46 [2], grad(gamma) [4], grad(xs) [2, 4] */
 KG_NEST void layernorm_2x4_f32_vjp_saved_3(const float *restrict x, const float *restrict gamma, const float *restrict mean, const float *restrict std, const float *restrict inv_std, const float *restrict y_cot, float *restrict x_grad, float *restrict gamma_grad, float *restrict beta_grad)
 {
     float t0 = 0, t1 = 0, t2 = 0, t3 = 0;
@@ -367,19 +367,19 @@ KG_NEST void layernorm_2x4_f32_vjp_saved_3(const float *restrict x, const float 
             acc1[0] = acc1[0] + acc1[1];
             t2 = acc1[0];
         }
-        beta_grad[0] = beta_grad[0] + y_cot[4 * i0];
-        gamma_grad[0] = gamma_grad[0] + (x[4 * i0] - x[4 * i0] - mean[i0]) * inv_std[i0] * y_cot[4 * i0];
-        beta_grad[1] = beta_grad[1] + y_cot[4 * i0 + 1];
-        gamma_grad[1] = gamma_grad[1] + (x[4 * i0 + 1] - x[4 * i0] - mean[i0]) * inv_std[i0] * y_cot[4 * i0 + 1];
-        beta_grad[2] = beta_grad[2] + y_cot[4 * i0 + 2];
-        gamma_grad[2] = gamma_grad[2] + (x[4 * i0 + 2] - x[4 * i0] - mean[i0]) * inv_std[i0] * y_cot[4 * i0 + 2];
-        beta_grad[3] = beta_grad[3] + y_cot[4 * i0 + 3];
-        gamma_grad[3] = gamma_grad[3] + (x[4 * i0 + 3] - x[4 * i0] - mean[i0]) * inv_std[i0] * y_cot[4 * i0 + 3];
         t1 = -(t0 * inv_std[i0] * inv_std[i0]) * 0.5f / std[i0] * 0.25f * 2.0f;
         t3 = -(inv_std[i0] * t2) * 0.25f;
+        beta_grad[0] = beta_grad[0] + y_cot[4 * i0];
+        gamma_grad[0] = gamma_grad[0] + (x[4 * i0] - x[4 * i0] - mean[i0]) * inv_std[i0] * y_cot[4 * i0];
         x_grad[4 * i0] = y_cot[4 * i0] * gamma[0] * inv_std[i0] + t1 * (x[4 * i0] - x[4 * i0] - mean[i0]) + t3;
+        beta_grad[1] = beta_grad[1] + y_cot[4 * i0 + 1];
+        gamma_grad[1] = gamma_grad[1] + (x[4 * i0 + 1] - x[4 * i0] - mean[i0]) * inv_std[i0] * y_cot[4 * i0 + 1];
         x_grad[4 * i0 + 1] = y_cot[4 * i0 + 1] * gamma[1] * inv_std[i0] + t1 * (x[4 * i0 + 1] - x[4 * i0] - mean[i0]) + t3;
+        beta_grad[2] = beta_grad[2] + y_cot[4 * i0 + 2];
+        gamma_grad[2] = gamma_grad[2] + (x[4 * i0 + 2] - x[4 * i0] - mean[i0]) * inv_std[i0] * y_cot[4 * i0 + 2];
         x_grad[4 * i0 + 2] = y_cot[4 * i0 + 2] * gamma[2] * inv_std[i0] + t1 * (x[4 * i0 + 2] - x[4 * i0] - mean[i0]) + t3;
+        beta_grad[3] = beta_grad[3] + y_cot[4 * i0 + 3];
+        gamma_grad[3] = gamma_grad[3] + (x[4 * i0 + 3] - x[4 * i0] - mean[i0]) * inv_std[i0] * y_cot[4 * i0 + 3];
         x_grad[4 * i0 + 3] = y_cot[4 * i0 + 3] * gamma[3] * inv_std[i0] + t1 * (x[4 * i0 + 3] - x[4 * i0] - mean[i0]) + t3;
     }
 }
