@@ -70,6 +70,7 @@ while read -r op rest || [ -n "$op" ]; do
   entries+=("\"$op\", \"$name\", \"$graph\", \"${params[*]}\", $([ "$dtype" = f64 ] && echo 1 || echo 0), $jit")
 done < bench/cases.txt
 set +f
+[ ${#names[@]} -gt 0 ] || { echo "bench: BENCH_ONLY='${BENCH_ONLY:-}' matches no line of bench/cases.txt (e.g. 'gelu.*erf', '^layernorm')" >&2; exit 2; }
 mv "$emits.tmp" "$emits"
 parallel "$emits" > /dev/null || { echo "bench: kerngen emit failed" >&2; exit 1; }
 
