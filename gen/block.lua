@@ -487,6 +487,28 @@ local function jam_bytes(K, scratch, J, elem)
   return sum
 end
 
+-- Do the rows' copies of loop s (of K's body) run as one loop, each iteration the rows'
+-- statements in row order? When s accumulates into a buffer the rows share (dgamma), so that
+-- it is loaded and stored once per J rows, and every element of it is touched by one
+-- iteration (it then receives the rows' terms in the same order). LayerNorm 64x768
+-- vjp_saved 11.1 -> 10.1 us, RMSNorm 11.2 -> 9.2. (Loops of stores alone stay apart: in one
+-- loop, LayerNorm 64x768 forward and BatchNorm c64 backward ran 3-7% faster, RMSNorm 64x768
+-- JVP 4% slower.)
+local function rows_in_one_loop(K, s)
+  if s.k ~= "loop" or s.lanes then return false end
+  local shared = {}
+  for _, t in ipairs(s.body) do
+    if t.k ~= "store" and t.k ~= "accum" then return false end
+    if not t.target.index.t[K.var] then shared[t.target.buf] = t.target.index end
+  end
+  if not next(shared) then return false end
+  for _, a in ipairs(loops.accesses(s.body)) do
+    local ix = shared[a.buf]
+    if ix and not (aff.str(a.index) == aff.str(ix) and (ix.t[s.var] or 0) ~= 0) then return false end
+  end
+  return true
+end
+
 local function row_jam(F, K, outside, elem)
   local long, run, widest = false, 0, 1 -- widest: the most sums already side by side
   for i, s in ipairs(K.body) do
@@ -524,7 +546,15 @@ local function row_jam(F, K, outside, elem)
     end
     local out = {}
     for _, s in ipairs(K.body) do
-      for k = 0, t - 1 do out[#out + 1] = copy_stmt(s, K.var, aff.add(base, aff.const(k)), renames[k]) end
+      local copies = {}
+      for k = 0, t - 1 do copies[k + 1] = copy_stmt(s, K.var, aff.add(base, aff.const(k)), renames[k]) end
+      if t > 1 and rows_in_one_loop(K, s) then
+        local body = {}
+        for _, c in ipairs(copies) do for _, x in ipairs(c.body) do body[#body + 1] = x end end
+        copies = { copies[1] }
+        copies[1].body = body
+      end
+      for _, c in ipairs(copies) do out[#out + 1] = c end
     end
     return out
   end)
