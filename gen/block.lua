@@ -422,8 +422,14 @@ end
 -- A buffer each row uses for itself (a local, a row of workspace not indexed by r) gets a copy
 -- per row; a buffer accumulated across rows (dgamma) by one statement receives the rows' terms
 -- in the same order. No sum changes its terms or their order: the same bits. The row nest's
--- code grows J times: only for chains of CHAIN_MIN steps per lane and more (shorter rows, the
--- firmware's kernels, stay as they are). LayerNorm 64x768 forward: 9.5 -> 7.5 us.
+-- code grows J times: only for chains of CHAIN_MIN steps per lane and more, or for shorter
+-- rows whose sums come in two sweeps or more, one waiting for the other, and which need no
+-- per-row copies of workspace, only of locals (LayerNorm's variance waits for its mean, a lane
+-- tree, a square root and a division: 8x64 forward 0.129 -> 0.093 us, JVP 0.236 -> 0.175,
+-- BatchNorm 4x8x8 0.060 -> 0.044; with one sweep, RMSNorm 8x64 gained nothing, its JVP ran 15%
+-- slower; small softmax VJPs would have held a row of workspace per row, for 14%). LayerNorm
+-- 64x768 forward: 9.5 -> 7.5 us. (--target scalar, the firmware's, never puts rows side by
+-- side.)
 block.ROWS_JAM = 4
 block.CHAIN_MIN = 16
 block.ROWS_L1_BYTES = 28672 -- what the jammed rows' body touches, at most (of a 32 KB L1)
@@ -510,7 +516,7 @@ local function rows_in_one_loop(K, s)
 end
 
 local function row_jam(F, K, outside, elem)
-  local long, run, widest = false, 0, 1 -- widest: the most sums already side by side
+  local long, run, widest, sweeps = false, 0, 1, 0 -- widest: the most sums already side by side
   for i, s in ipairs(K.body) do
     if s.k == "reduce" then
       if s.jammed or s.product or s.carry then return nil end
@@ -518,12 +524,15 @@ local function row_jam(F, K, outside, elem)
       for _, r in ipairs(s.rvars) do steps = steps * r.n end
       if steps // s.lanes >= block.CHAIN_MIN then long = true end
       local prev = K.body[i - 1]
+      if not (prev and prev.k == "reduce") then sweeps = sweeps + 1 end
       run = (prev and prev.k == "reduce" and loops.same_sum(prev, s)) and run + 1 or 1
       widest = math.max(widest, run)
     end
   end
-  local scratch = long and jam_bytes(K, {}, K.n, elem) <= block.ROWS_STREAM_MAX and row_scratch(K, outside)
+  local scratch = (long or sweeps >= 2) and jam_bytes(K, {}, K.n, elem) <= block.ROWS_STREAM_MAX
+    and row_scratch(K, outside)
   if not scratch then return nil end
+  if not long then for _, b in ipairs(scratch) do if b.role == "ws" then return nil end end end
   -- about ROWS_JAM chains at a time (BatchNorm's backward, when it summed 3 per channel before
   -- the factored sums, ran 10% slower with 4 channels of them, 12 accumulators, than with 1); J rows dividing the loop (a
   -- remainder would be more copies of the body), whose data stay in L1 from one sweep to the

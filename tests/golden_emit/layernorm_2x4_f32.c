@@ -52,42 +52,67 @@ static float kg_sqrt_clamp_f32(float v)
 KG_NEST int layernorm_2x4_f32_forward_1(const float *restrict x, const float *restrict gamma, const float *restrict beta, float *restrict y)
 {
     int bad = 0;
-    float t0 = 0, t1 = 0, t2 = 0, t3 = 0, t4 = 0;
-    for (int i0 = 0; i0 < 2; ++i0) {
-        {
-            const float h1 = x[4 * i0];
-            float acc[4] = {0};
-            acc[0] += h1 - h1;
-            acc[1] += x[4 * i0 + 1] - h1;
-            acc[2] += x[4 * i0 + 2] - h1;
-            acc[3] += x[4 * i0 + 3] - h1;
+    float t0 = 0, t1 = 0, t2 = 0, t3 = 0, t4 = 0, t5 = 0, t6 = 0, t7 = 0, t8 = 0, t9 = 0;
+    {
+        const float h1 = x[0];
+        const float h2 = x[4];
+        float acc0[4] = {0};
+        float acc1[4] = {0};
+        for (int r0 = 0; r0 < 4; r0 += 4) {
             KG_LANES
-            for (int l = 0; l < 2; ++l) acc[l] = acc[l] + acc[l + 2];
-            acc[0] = acc[0] + acc[1];
-            t0 = acc[0];
+            for (int l = 0; l < 4; ++l) {
+                acc0[l] += x[l + r0] - h1;
+                acc1[l] += x[l + r0 + 4] - h2;
+            }
         }
-        t1 = t0 * 0.25f;
-        {
-            const float h2 = x[4 * i0];
-            float acc[4] = {0};
-            acc[0] += (h2 - h2 - t1) * (h2 - h2 - t1);
-            acc[1] += (x[4 * i0 + 1] - h2 - t1) * (x[4 * i0 + 1] - h2 - t1);
-            acc[2] += (x[4 * i0 + 2] - h2 - t1) * (x[4 * i0 + 2] - h2 - t1);
-            acc[3] += (x[4 * i0 + 3] - h2 - t1) * (x[4 * i0 + 3] - h2 - t1);
-            KG_LANES
-            for (int l = 0; l < 2; ++l) acc[l] = acc[l] + acc[l + 2];
-            acc[0] = acc[0] + acc[1];
-            t2 = acc[0];
-        }
-        t3 = kg_sqrt_clamp_f32(t2 * 0.25f + 1e-06f);
-        bad |= !(t3 > 0 && t3 <= 3.40282347e+38f);
-        t4 = 1.0f / t3;
-        bad |= !(t4 >= -3.40282347e+38f && t4 <= 3.40282347e+38f);
-        y[4 * i0] = (x[4 * i0] - x[4 * i0] - t1) * t4 * gamma[0] + beta[0];
-        y[4 * i0 + 1] = (x[4 * i0 + 1] - x[4 * i0] - t1) * t4 * gamma[1] + beta[1];
-        y[4 * i0 + 2] = (x[4 * i0 + 2] - x[4 * i0] - t1) * t4 * gamma[2] + beta[2];
-        y[4 * i0 + 3] = (x[4 * i0 + 3] - x[4 * i0] - t1) * t4 * gamma[3] + beta[3];
+        KG_LANES
+        for (int l = 0; l < 2; ++l) acc0[l] = acc0[l] + acc0[l + 2];
+        acc0[0] = acc0[0] + acc0[1];
+        t0 = acc0[0];
+        KG_LANES
+        for (int l = 0; l < 2; ++l) acc1[l] = acc1[l] + acc1[l + 2];
+        acc1[0] = acc1[0] + acc1[1];
+        t5 = acc1[0];
     }
+    t1 = t0 * 0.25f;
+    t6 = t5 * 0.25f;
+    {
+        const float h3 = x[0];
+        const float h4 = x[4];
+        float acc0[4] = {0};
+        float acc1[4] = {0};
+        for (int r0 = 0; r0 < 4; r0 += 4) {
+            KG_LANES
+            for (int l = 0; l < 4; ++l) {
+                acc0[l] += (x[l + r0] - h3 - t1) * (x[l + r0] - h3 - t1);
+                acc1[l] += (x[l + r0 + 4] - h4 - t6) * (x[l + r0 + 4] - h4 - t6);
+            }
+        }
+        KG_LANES
+        for (int l = 0; l < 2; ++l) acc0[l] = acc0[l] + acc0[l + 2];
+        acc0[0] = acc0[0] + acc0[1];
+        t2 = acc0[0];
+        KG_LANES
+        for (int l = 0; l < 2; ++l) acc1[l] = acc1[l] + acc1[l + 2];
+        acc1[0] = acc1[0] + acc1[1];
+        t7 = acc1[0];
+    }
+    t3 = kg_sqrt_clamp_f32(t2 * 0.25f + 1e-06f);
+    bad |= !(t3 > 0 && t3 <= 3.40282347e+38f);
+    t8 = kg_sqrt_clamp_f32(t7 * 0.25f + 1e-06f);
+    bad |= !(t8 > 0 && t8 <= 3.40282347e+38f);
+    t4 = 1.0f / t3;
+    bad |= !(t4 >= -3.40282347e+38f && t4 <= 3.40282347e+38f);
+    t9 = 1.0f / t8;
+    bad |= !(t9 >= -3.40282347e+38f && t9 <= 3.40282347e+38f);
+    y[0] = (x[0] - x[0] - t1) * t4 * gamma[0] + beta[0];
+    y[1] = (x[1] - x[0] - t1) * t4 * gamma[1] + beta[1];
+    y[2] = (x[2] - x[0] - t1) * t4 * gamma[2] + beta[2];
+    y[3] = (x[3] - x[0] - t1) * t4 * gamma[3] + beta[3];
+    y[4] = (x[4] - x[4] - t6) * t9 * gamma[0] + beta[0];
+    y[5] = (x[5] - x[4] - t6) * t9 * gamma[1] + beta[1];
+    y[6] = (x[6] - x[4] - t6) * t9 * gamma[2] + beta[2];
+    y[7] = (x[7] - x[4] - t6) * t9 * gamma[3] + beta[3];
     return bad;
 }
 
@@ -122,68 +147,111 @@ KG_NEST void layernorm_2x4_f32_vjp_2(float *restrict gamma_grad)
 KG_NEST int layernorm_2x4_f32_vjp_3(const float *restrict x, const float *restrict gamma, const float *restrict y_cot, float *restrict x_grad, float *restrict gamma_grad, float *restrict beta_grad)
 {
     int bad = 0;
-    float t0 = 0, t1 = 0, t2 = 0, t3 = 0, t4 = 0, t5 = 0, t6 = 0, t7 = 0, t8 = 0;
-    for (int i0 = 0; i0 < 2; ++i0) {
-        {
-            const float h1 = x[4 * i0];
-            float acc0[4] = {0};
-            float acc1[4] = {0};
-            for (int r0 = 0; r0 < 4; r0 += 4) {
-                KG_LANES
-                for (int l = 0; l < 4; ++l) {
-                    acc0[l] += x[4 * i0 + l + r0] - h1;
-                    acc1[l] += y_cot[4 * i0 + l + r0] * gamma[l + r0];
-                }
+    float t0 = 0, t1 = 0, t2 = 0, t3 = 0, t4 = 0, t5 = 0, t6 = 0, t7 = 0, t8 = 0, t9 = 0, t10 = 0, t11 = 0, t12 = 0, t13 = 0, t14 = 0, t15 = 0, t16 = 0, t17 = 0;
+    {
+        const float h1 = x[0];
+        const float h2 = x[4];
+        float acc0[4] = {0};
+        float acc1[4] = {0};
+        float acc2[4] = {0};
+        float acc3[4] = {0};
+        for (int r0 = 0; r0 < 4; r0 += 4) {
+            KG_LANES
+            for (int l = 0; l < 4; ++l) {
+                acc0[l] += x[l + r0] - h1;
+                acc1[l] += x[l + r0 + 4] - h2;
+                acc2[l] += y_cot[l + r0] * gamma[l + r0];
+                acc3[l] += y_cot[l + r0 + 4] * gamma[l + r0];
             }
-            KG_LANES
-            for (int l = 0; l < 2; ++l) acc0[l] = acc0[l] + acc0[l + 2];
-            acc0[0] = acc0[0] + acc0[1];
-            t0 = acc0[0];
-            KG_LANES
-            for (int l = 0; l < 2; ++l) acc1[l] = acc1[l] + acc1[l + 2];
-            acc1[0] = acc1[0] + acc1[1];
-            t7 = acc1[0];
         }
-        t1 = t0 * 0.25f;
-        beta_grad[0] = beta_grad[0] + y_cot[4 * i0];
-        beta_grad[1] = beta_grad[1] + y_cot[4 * i0 + 1];
-        beta_grad[2] = beta_grad[2] + y_cot[4 * i0 + 2];
-        beta_grad[3] = beta_grad[3] + y_cot[4 * i0 + 3];
-        {
-            const float h2 = x[4 * i0];
-            float acc0[4] = {0};
-            float acc1[4] = {0};
-            for (int r0 = 0; r0 < 4; r0 += 4) {
-                KG_LANES
-                for (int l = 0; l < 4; ++l) {
-                    acc0[l] += (x[4 * i0 + l + r0] - h2 - t1) * (x[4 * i0 + l + r0] - h2 - t1);
-                    acc1[l] += (x[4 * i0 + l + r0] - h2 - t1) * (y_cot[4 * i0 + l + r0] * gamma[l + r0]);
-                }
-            }
-            KG_LANES
-            for (int l = 0; l < 2; ++l) acc0[l] = acc0[l] + acc0[l + 2];
-            acc0[0] = acc0[0] + acc0[1];
-            t2 = acc0[0];
-            KG_LANES
-            for (int l = 0; l < 2; ++l) acc1[l] = acc1[l] + acc1[l + 2];
-            acc1[0] = acc1[0] + acc1[1];
-            t5 = acc1[0];
-        }
-        t3 = kg_sqrt_clamp_f32(t2 * 0.25f + 1e-06f);
-        bad |= !(t3 > 0 && t3 <= 3.40282347e+38f);
-        t4 = 1.0f / t3;
-        bad |= !(t4 >= -3.40282347e+38f && t4 <= 3.40282347e+38f);
-        t6 = -(t5 * t4 * t4) * 0.5f / t3 * 0.25f * 2.0f;
-        t8 = -(t4 * t7) * 0.25f;
-        x_grad[4 * i0] = y_cot[4 * i0] * gamma[0] * t4 + t6 * (x[4 * i0] - x[4 * i0] - t1) + t8;
-        gamma_grad[0] = gamma_grad[0] + (x[4 * i0] - x[4 * i0] - t1) * t4 * y_cot[4 * i0];
-        x_grad[4 * i0 + 1] = y_cot[4 * i0 + 1] * gamma[1] * t4 + t6 * (x[4 * i0 + 1] - x[4 * i0] - t1) + t8;
-        gamma_grad[1] = gamma_grad[1] + (x[4 * i0 + 1] - x[4 * i0] - t1) * t4 * y_cot[4 * i0 + 1];
-        x_grad[4 * i0 + 2] = y_cot[4 * i0 + 2] * gamma[2] * t4 + t6 * (x[4 * i0 + 2] - x[4 * i0] - t1) + t8;
-        gamma_grad[2] = gamma_grad[2] + (x[4 * i0 + 2] - x[4 * i0] - t1) * t4 * y_cot[4 * i0 + 2];
-        x_grad[4 * i0 + 3] = y_cot[4 * i0 + 3] * gamma[3] * t4 + t6 * (x[4 * i0 + 3] - x[4 * i0] - t1) + t8;
-        gamma_grad[3] = gamma_grad[3] + (x[4 * i0 + 3] - x[4 * i0] - t1) * t4 * y_cot[4 * i0 + 3];
+        KG_LANES
+        for (int l = 0; l < 2; ++l) acc0[l] = acc0[l] + acc0[l + 2];
+        acc0[0] = acc0[0] + acc0[1];
+        t0 = acc0[0];
+        KG_LANES
+        for (int l = 0; l < 2; ++l) acc1[l] = acc1[l] + acc1[l + 2];
+        acc1[0] = acc1[0] + acc1[1];
+        t9 = acc1[0];
+        KG_LANES
+        for (int l = 0; l < 2; ++l) acc2[l] = acc2[l] + acc2[l + 2];
+        acc2[0] = acc2[0] + acc2[1];
+        t7 = acc2[0];
+        KG_LANES
+        for (int l = 0; l < 2; ++l) acc3[l] = acc3[l] + acc3[l + 2];
+        acc3[0] = acc3[0] + acc3[1];
+        t10 = acc3[0];
     }
+    t1 = t0 * 0.25f;
+    t11 = t9 * 0.25f;
+    beta_grad[0] = beta_grad[0] + y_cot[0];
+    beta_grad[0] = beta_grad[0] + y_cot[4];
+    beta_grad[1] = beta_grad[1] + y_cot[1];
+    beta_grad[1] = beta_grad[1] + y_cot[5];
+    beta_grad[2] = beta_grad[2] + y_cot[2];
+    beta_grad[2] = beta_grad[2] + y_cot[6];
+    beta_grad[3] = beta_grad[3] + y_cot[3];
+    beta_grad[3] = beta_grad[3] + y_cot[7];
+    {
+        const float h3 = x[0];
+        const float h4 = x[4];
+        float acc0[4] = {0};
+        float acc1[4] = {0};
+        float acc2[4] = {0};
+        float acc3[4] = {0};
+        for (int r0 = 0; r0 < 4; r0 += 4) {
+            KG_LANES
+            for (int l = 0; l < 4; ++l) {
+                acc0[l] += (x[l + r0] - h3 - t1) * (x[l + r0] - h3 - t1);
+                acc1[l] += (x[l + r0 + 4] - h4 - t11) * (x[l + r0 + 4] - h4 - t11);
+                acc2[l] += (x[l + r0] - h3 - t1) * (y_cot[l + r0] * gamma[l + r0]);
+                acc3[l] += (x[l + r0 + 4] - h4 - t11) * (y_cot[l + r0 + 4] * gamma[l + r0]);
+            }
+        }
+        KG_LANES
+        for (int l = 0; l < 2; ++l) acc0[l] = acc0[l] + acc0[l + 2];
+        acc0[0] = acc0[0] + acc0[1];
+        t2 = acc0[0];
+        KG_LANES
+        for (int l = 0; l < 2; ++l) acc1[l] = acc1[l] + acc1[l + 2];
+        acc1[0] = acc1[0] + acc1[1];
+        t12 = acc1[0];
+        KG_LANES
+        for (int l = 0; l < 2; ++l) acc2[l] = acc2[l] + acc2[l + 2];
+        acc2[0] = acc2[0] + acc2[1];
+        t5 = acc2[0];
+        KG_LANES
+        for (int l = 0; l < 2; ++l) acc3[l] = acc3[l] + acc3[l + 2];
+        acc3[0] = acc3[0] + acc3[1];
+        t13 = acc3[0];
+    }
+    t3 = kg_sqrt_clamp_f32(t2 * 0.25f + 1e-06f);
+    bad |= !(t3 > 0 && t3 <= 3.40282347e+38f);
+    t14 = kg_sqrt_clamp_f32(t12 * 0.25f + 1e-06f);
+    bad |= !(t14 > 0 && t14 <= 3.40282347e+38f);
+    t4 = 1.0f / t3;
+    bad |= !(t4 >= -3.40282347e+38f && t4 <= 3.40282347e+38f);
+    t15 = 1.0f / t14;
+    bad |= !(t15 >= -3.40282347e+38f && t15 <= 3.40282347e+38f);
+    t6 = -(t5 * t4 * t4) * 0.5f / t3 * 0.25f * 2.0f;
+    t16 = -(t13 * t15 * t15) * 0.5f / t14 * 0.25f * 2.0f;
+    t8 = -(t4 * t7) * 0.25f;
+    t17 = -(t15 * t10) * 0.25f;
+    x_grad[0] = y_cot[0] * gamma[0] * t4 + t6 * (x[0] - x[0] - t1) + t8;
+    gamma_grad[0] = gamma_grad[0] + (x[0] - x[0] - t1) * t4 * y_cot[0];
+    x_grad[4] = y_cot[4] * gamma[0] * t15 + t16 * (x[4] - x[4] - t11) + t17;
+    gamma_grad[0] = gamma_grad[0] + (x[4] - x[4] - t11) * t15 * y_cot[4];
+    x_grad[1] = y_cot[1] * gamma[1] * t4 + t6 * (x[1] - x[0] - t1) + t8;
+    gamma_grad[1] = gamma_grad[1] + (x[1] - x[0] - t1) * t4 * y_cot[1];
+    x_grad[5] = y_cot[5] * gamma[1] * t15 + t16 * (x[5] - x[4] - t11) + t17;
+    gamma_grad[1] = gamma_grad[1] + (x[5] - x[4] - t11) * t15 * y_cot[5];
+    x_grad[2] = y_cot[2] * gamma[2] * t4 + t6 * (x[2] - x[0] - t1) + t8;
+    gamma_grad[2] = gamma_grad[2] + (x[2] - x[0] - t1) * t4 * y_cot[2];
+    x_grad[6] = y_cot[6] * gamma[2] * t15 + t16 * (x[6] - x[4] - t11) + t17;
+    gamma_grad[2] = gamma_grad[2] + (x[6] - x[4] - t11) * t15 * y_cot[6];
+    x_grad[3] = y_cot[3] * gamma[3] * t4 + t6 * (x[3] - x[0] - t1) + t8;
+    gamma_grad[3] = gamma_grad[3] + (x[3] - x[0] - t1) * t4 * y_cot[3];
+    x_grad[7] = y_cot[7] * gamma[3] * t15 + t16 * (x[7] - x[4] - t11) + t17;
+    gamma_grad[3] = gamma_grad[3] + (x[7] - x[4] - t11) * t15 * y_cot[7];
     return bad;
 }
 
@@ -203,60 +271,95 @@ int layernorm_2x4_f32_vjp(const float *restrict x, const float *restrict gamma, 
 KG_NEST int layernorm_2x4_f32_jvp_1(const float *restrict x, const float *restrict gamma, const float *restrict x_tan, const float *restrict gamma_tan, const float *restrict beta_tan, float *restrict y_tan)
 {
     int bad = 0;
-    float t0 = 0, t1 = 0, t2 = 0, t3 = 0, t4 = 0, t5 = 0, t6 = 0, t7 = 0, t8 = 0;
-    for (int i0 = 0; i0 < 2; ++i0) {
-        {
-            const float h1 = x[4 * i0];
-            float acc0[4] = {0};
-            float acc1[4] = {0};
-            for (int r0 = 0; r0 < 4; r0 += 4) {
-                KG_LANES
-                for (int l = 0; l < 4; ++l) {
-                    acc0[l] += x[4 * i0 + l + r0] - h1;
-                    acc1[l] += x_tan[4 * i0 + l + r0];
-                }
+    float t0 = 0, t1 = 0, t2 = 0, t3 = 0, t4 = 0, t5 = 0, t6 = 0, t7 = 0, t8 = 0, t9 = 0, t10 = 0, t11 = 0, t12 = 0, t13 = 0, t14 = 0, t15 = 0, t16 = 0, t17 = 0;
+    {
+        const float h1 = x[0];
+        const float h2 = x[4];
+        float acc0[4] = {0};
+        float acc1[4] = {0};
+        float acc2[4] = {0};
+        float acc3[4] = {0};
+        for (int r0 = 0; r0 < 4; r0 += 4) {
+            KG_LANES
+            for (int l = 0; l < 4; ++l) {
+                acc0[l] += x[l + r0] - h1;
+                acc1[l] += x[l + r0 + 4] - h2;
+                acc2[l] += x_tan[l + r0];
+                acc3[l] += x_tan[l + r0 + 4];
             }
-            KG_LANES
-            for (int l = 0; l < 2; ++l) acc0[l] = acc0[l] + acc0[l + 2];
-            acc0[0] = acc0[0] + acc0[1];
-            t0 = acc0[0];
-            KG_LANES
-            for (int l = 0; l < 2; ++l) acc1[l] = acc1[l] + acc1[l + 2];
-            acc1[0] = acc1[0] + acc1[1];
-            t5 = acc1[0];
         }
-        t1 = t0 * 0.25f;
-        t6 = t5 * 0.25f;
-        {
-            const float h2 = x[4 * i0];
-            float acc0[4] = {0};
-            float acc1[4] = {0};
-            for (int r0 = 0; r0 < 4; r0 += 4) {
-                KG_LANES
-                for (int l = 0; l < 4; ++l) {
-                    acc0[l] += (x[4 * i0 + l + r0] - h2 - t1) * (x[4 * i0 + l + r0] - h2 - t1);
-                    acc1[l] += (x_tan[4 * i0 + l + r0] - t6) * (x[4 * i0 + l + r0] - h2 - t1);
-                }
-            }
-            KG_LANES
-            for (int l = 0; l < 2; ++l) acc0[l] = acc0[l] + acc0[l + 2];
-            acc0[0] = acc0[0] + acc0[1];
-            t2 = acc0[0];
-            KG_LANES
-            for (int l = 0; l < 2; ++l) acc1[l] = acc1[l] + acc1[l + 2];
-            acc1[0] = acc1[0] + acc1[1];
-            t7 = acc1[0];
-        }
-        t3 = kg_sqrt_clamp_f32(t2 * 0.25f + 1e-06f);
-        bad |= !(t3 > 0 && t3 <= 3.40282347e+38f);
-        t4 = 1.0f / t3;
-        bad |= !(t4 >= -3.40282347e+38f && t4 <= 3.40282347e+38f);
-        t8 = -(2.0f * t7 * 0.125f / t3 * t4 * t4);
-        y_tan[4 * i0] = ((x_tan[4 * i0] - t6) * t4 + (x[4 * i0] - x[4 * i0] - t1) * t8) * gamma[0] + (x[4 * i0] - x[4 * i0] - t1) * t4 * gamma_tan[0] + beta_tan[0];
-        y_tan[4 * i0 + 1] = ((x_tan[4 * i0 + 1] - t6) * t4 + (x[4 * i0 + 1] - x[4 * i0] - t1) * t8) * gamma[1] + (x[4 * i0 + 1] - x[4 * i0] - t1) * t4 * gamma_tan[1] + beta_tan[1];
-        y_tan[4 * i0 + 2] = ((x_tan[4 * i0 + 2] - t6) * t4 + (x[4 * i0 + 2] - x[4 * i0] - t1) * t8) * gamma[2] + (x[4 * i0 + 2] - x[4 * i0] - t1) * t4 * gamma_tan[2] + beta_tan[2];
-        y_tan[4 * i0 + 3] = ((x_tan[4 * i0 + 3] - t6) * t4 + (x[4 * i0 + 3] - x[4 * i0] - t1) * t8) * gamma[3] + (x[4 * i0 + 3] - x[4 * i0] - t1) * t4 * gamma_tan[3] + beta_tan[3];
+        KG_LANES
+        for (int l = 0; l < 2; ++l) acc0[l] = acc0[l] + acc0[l + 2];
+        acc0[0] = acc0[0] + acc0[1];
+        t0 = acc0[0];
+        KG_LANES
+        for (int l = 0; l < 2; ++l) acc1[l] = acc1[l] + acc1[l + 2];
+        acc1[0] = acc1[0] + acc1[1];
+        t9 = acc1[0];
+        KG_LANES
+        for (int l = 0; l < 2; ++l) acc2[l] = acc2[l] + acc2[l + 2];
+        acc2[0] = acc2[0] + acc2[1];
+        t5 = acc2[0];
+        KG_LANES
+        for (int l = 0; l < 2; ++l) acc3[l] = acc3[l] + acc3[l + 2];
+        acc3[0] = acc3[0] + acc3[1];
+        t10 = acc3[0];
     }
+    t1 = t0 * 0.25f;
+    t11 = t9 * 0.25f;
+    t6 = t5 * 0.25f;
+    t12 = t10 * 0.25f;
+    {
+        const float h3 = x[0];
+        const float h4 = x[4];
+        float acc0[4] = {0};
+        float acc1[4] = {0};
+        float acc2[4] = {0};
+        float acc3[4] = {0};
+        for (int r0 = 0; r0 < 4; r0 += 4) {
+            KG_LANES
+            for (int l = 0; l < 4; ++l) {
+                acc0[l] += (x[l + r0] - h3 - t1) * (x[l + r0] - h3 - t1);
+                acc1[l] += (x[l + r0 + 4] - h4 - t11) * (x[l + r0 + 4] - h4 - t11);
+                acc2[l] += (x_tan[l + r0] - t6) * (x[l + r0] - h3 - t1);
+                acc3[l] += (x_tan[l + r0 + 4] - t12) * (x[l + r0 + 4] - h4 - t11);
+            }
+        }
+        KG_LANES
+        for (int l = 0; l < 2; ++l) acc0[l] = acc0[l] + acc0[l + 2];
+        acc0[0] = acc0[0] + acc0[1];
+        t2 = acc0[0];
+        KG_LANES
+        for (int l = 0; l < 2; ++l) acc1[l] = acc1[l] + acc1[l + 2];
+        acc1[0] = acc1[0] + acc1[1];
+        t13 = acc1[0];
+        KG_LANES
+        for (int l = 0; l < 2; ++l) acc2[l] = acc2[l] + acc2[l + 2];
+        acc2[0] = acc2[0] + acc2[1];
+        t7 = acc2[0];
+        KG_LANES
+        for (int l = 0; l < 2; ++l) acc3[l] = acc3[l] + acc3[l + 2];
+        acc3[0] = acc3[0] + acc3[1];
+        t14 = acc3[0];
+    }
+    t3 = kg_sqrt_clamp_f32(t2 * 0.25f + 1e-06f);
+    bad |= !(t3 > 0 && t3 <= 3.40282347e+38f);
+    t15 = kg_sqrt_clamp_f32(t13 * 0.25f + 1e-06f);
+    bad |= !(t15 > 0 && t15 <= 3.40282347e+38f);
+    t4 = 1.0f / t3;
+    bad |= !(t4 >= -3.40282347e+38f && t4 <= 3.40282347e+38f);
+    t16 = 1.0f / t15;
+    bad |= !(t16 >= -3.40282347e+38f && t16 <= 3.40282347e+38f);
+    t8 = -(2.0f * t7 * 0.125f / t3 * t4 * t4);
+    t17 = -(2.0f * t14 * 0.125f / t15 * t16 * t16);
+    y_tan[0] = ((x_tan[0] - t6) * t4 + (x[0] - x[0] - t1) * t8) * gamma[0] + (x[0] - x[0] - t1) * t4 * gamma_tan[0] + beta_tan[0];
+    y_tan[1] = ((x_tan[1] - t6) * t4 + (x[1] - x[0] - t1) * t8) * gamma[1] + (x[1] - x[0] - t1) * t4 * gamma_tan[1] + beta_tan[1];
+    y_tan[2] = ((x_tan[2] - t6) * t4 + (x[2] - x[0] - t1) * t8) * gamma[2] + (x[2] - x[0] - t1) * t4 * gamma_tan[2] + beta_tan[2];
+    y_tan[3] = ((x_tan[3] - t6) * t4 + (x[3] - x[0] - t1) * t8) * gamma[3] + (x[3] - x[0] - t1) * t4 * gamma_tan[3] + beta_tan[3];
+    y_tan[4] = ((x_tan[4] - t12) * t16 + (x[4] - x[4] - t11) * t17) * gamma[0] + (x[4] - x[4] - t11) * t16 * gamma_tan[0] + beta_tan[0];
+    y_tan[5] = ((x_tan[5] - t12) * t16 + (x[5] - x[4] - t11) * t17) * gamma[1] + (x[5] - x[4] - t11) * t16 * gamma_tan[1] + beta_tan[1];
+    y_tan[6] = ((x_tan[6] - t12) * t16 + (x[6] - x[4] - t11) * t17) * gamma[2] + (x[6] - x[4] - t11) * t16 * gamma_tan[2] + beta_tan[2];
+    y_tan[7] = ((x_tan[7] - t12) * t16 + (x[7] - x[4] - t11) * t17) * gamma[3] + (x[7] - x[4] - t11) * t16 * gamma_tan[3] + beta_tan[3];
     return bad;
 }
 
@@ -274,43 +377,69 @@ int layernorm_2x4_f32_jvp(const float *restrict x, const float *restrict gamma, 
 KG_NEST int layernorm_2x4_f32_forward_train_1(const float *restrict x, const float *restrict gamma, const float *restrict beta, float *restrict y, float *restrict mean, float *restrict std, float *restrict inv_std)
 {
     int bad = 0;
-    float t0 = 0, t1 = 0;
-    for (int i0 = 0; i0 < 2; ++i0) {
-        {
-            const float h1 = x[4 * i0];
-            float acc[4] = {0};
-            acc[0] += h1 - h1;
-            acc[1] += x[4 * i0 + 1] - h1;
-            acc[2] += x[4 * i0 + 2] - h1;
-            acc[3] += x[4 * i0 + 3] - h1;
+    float t0 = 0, t1 = 0, t2 = 0, t3 = 0;
+    {
+        const float h1 = x[0];
+        const float h2 = x[4];
+        float acc0[4] = {0};
+        float acc1[4] = {0};
+        for (int r0 = 0; r0 < 4; r0 += 4) {
             KG_LANES
-            for (int l = 0; l < 2; ++l) acc[l] = acc[l] + acc[l + 2];
-            acc[0] = acc[0] + acc[1];
-            t0 = acc[0];
+            for (int l = 0; l < 4; ++l) {
+                acc0[l] += x[l + r0] - h1;
+                acc1[l] += x[l + r0 + 4] - h2;
+            }
         }
-        mean[i0] = t0 * 0.25f;
-        {
-            const float h2 = x[4 * i0];
-            const float h3 = mean[i0];
-            float acc[4] = {0};
-            acc[0] += (h2 - h2 - h3) * (h2 - h2 - h3);
-            acc[1] += (x[4 * i0 + 1] - h2 - h3) * (x[4 * i0 + 1] - h2 - h3);
-            acc[2] += (x[4 * i0 + 2] - h2 - h3) * (x[4 * i0 + 2] - h2 - h3);
-            acc[3] += (x[4 * i0 + 3] - h2 - h3) * (x[4 * i0 + 3] - h2 - h3);
-            KG_LANES
-            for (int l = 0; l < 2; ++l) acc[l] = acc[l] + acc[l + 2];
-            acc[0] = acc[0] + acc[1];
-            t1 = acc[0];
-        }
-        std[i0] = kg_sqrt_clamp_f32(t1 * 0.25f + 1e-06f);
-        bad |= !(std[i0] > 0 && std[i0] <= 3.40282347e+38f);
-        inv_std[i0] = 1.0f / std[i0];
-        bad |= !(inv_std[i0] >= -3.40282347e+38f && inv_std[i0] <= 3.40282347e+38f);
-        y[4 * i0] = (x[4 * i0] - x[4 * i0] - mean[i0]) * inv_std[i0] * gamma[0] + beta[0];
-        y[4 * i0 + 1] = (x[4 * i0 + 1] - x[4 * i0] - mean[i0]) * inv_std[i0] * gamma[1] + beta[1];
-        y[4 * i0 + 2] = (x[4 * i0 + 2] - x[4 * i0] - mean[i0]) * inv_std[i0] * gamma[2] + beta[2];
-        y[4 * i0 + 3] = (x[4 * i0 + 3] - x[4 * i0] - mean[i0]) * inv_std[i0] * gamma[3] + beta[3];
+        KG_LANES
+        for (int l = 0; l < 2; ++l) acc0[l] = acc0[l] + acc0[l + 2];
+        acc0[0] = acc0[0] + acc0[1];
+        t0 = acc0[0];
+        KG_LANES
+        for (int l = 0; l < 2; ++l) acc1[l] = acc1[l] + acc1[l + 2];
+        acc1[0] = acc1[0] + acc1[1];
+        t2 = acc1[0];
     }
+    mean[0] = t0 * 0.25f;
+    mean[1] = t2 * 0.25f;
+    {
+        const float h3 = x[0];
+        const float h4 = mean[0];
+        const float h5 = x[4];
+        const float h6 = mean[1];
+        float acc0[4] = {0};
+        float acc1[4] = {0};
+        for (int r0 = 0; r0 < 4; r0 += 4) {
+            KG_LANES
+            for (int l = 0; l < 4; ++l) {
+                acc0[l] += (x[l + r0] - h3 - h4) * (x[l + r0] - h3 - h4);
+                acc1[l] += (x[l + r0 + 4] - h5 - h6) * (x[l + r0 + 4] - h5 - h6);
+            }
+        }
+        KG_LANES
+        for (int l = 0; l < 2; ++l) acc0[l] = acc0[l] + acc0[l + 2];
+        acc0[0] = acc0[0] + acc0[1];
+        t1 = acc0[0];
+        KG_LANES
+        for (int l = 0; l < 2; ++l) acc1[l] = acc1[l] + acc1[l + 2];
+        acc1[0] = acc1[0] + acc1[1];
+        t3 = acc1[0];
+    }
+    std[0] = kg_sqrt_clamp_f32(t1 * 0.25f + 1e-06f);
+    bad |= !(std[0] > 0 && std[0] <= 3.40282347e+38f);
+    std[1] = kg_sqrt_clamp_f32(t3 * 0.25f + 1e-06f);
+    bad |= !(std[1] > 0 && std[1] <= 3.40282347e+38f);
+    inv_std[0] = 1.0f / std[0];
+    bad |= !(inv_std[0] >= -3.40282347e+38f && inv_std[0] <= 3.40282347e+38f);
+    inv_std[1] = 1.0f / std[1];
+    bad |= !(inv_std[1] >= -3.40282347e+38f && inv_std[1] <= 3.40282347e+38f);
+    y[0] = (x[0] - x[0] - mean[0]) * inv_std[0] * gamma[0] + beta[0];
+    y[1] = (x[1] - x[0] - mean[0]) * inv_std[0] * gamma[1] + beta[1];
+    y[2] = (x[2] - x[0] - mean[0]) * inv_std[0] * gamma[2] + beta[2];
+    y[3] = (x[3] - x[0] - mean[0]) * inv_std[0] * gamma[3] + beta[3];
+    y[4] = (x[4] - x[4] - mean[1]) * inv_std[1] * gamma[0] + beta[0];
+    y[5] = (x[5] - x[4] - mean[1]) * inv_std[1] * gamma[1] + beta[1];
+    y[6] = (x[6] - x[4] - mean[1]) * inv_std[1] * gamma[2] + beta[2];
+    y[7] = (x[7] - x[4] - mean[1]) * inv_std[1] * gamma[3] + beta[3];
     return bad;
 }
 
