@@ -422,14 +422,16 @@ end
 -- A buffer each row uses for itself (a local, a row of workspace not indexed by r) gets a copy
 -- per row; a buffer accumulated across rows (dgamma) by one statement receives the rows' terms
 -- in the same order. No sum changes its terms or their order: the same bits. The row nest's
--- code grows J times: only for chains of CHAIN_MIN steps per lane and more, or for shorter
--- rows whose sums come in two sweeps or more, one waiting for the other, and which need no
--- per-row copies of workspace, only of locals (LayerNorm's variance waits for its mean, a lane
--- tree, a square root and a division: 8x64 forward 0.129 -> 0.093 us, JVP 0.236 -> 0.175,
--- BatchNorm 4x8x8 0.060 -> 0.044; with one sweep, RMSNorm 8x64 gained nothing, its JVP ran 15%
--- slower; small softmax VJPs would have held a row of workspace per row, for 14%). LayerNorm
--- 64x768 forward: 9.5 -> 7.5 us. (--target scalar, the firmware's, never puts rows side by
--- side.)
+-- code grows J times: only for chains of CHAIN_MIN steps per lane and more, or, with loops
+-- kept as loops (unroll none: the cc tier's and the benchmark's text), for shorter rows whose
+-- sums come in two sweeps or more, one waiting for the other, and which need no per-row copies
+-- of workspace, only of locals (LayerNorm's variance waits for its mean, a lane tree, a square
+-- root and a division: 8x64 forward 0.129 -> 0.093 us, JVP 0.236 -> 0.175, BatchNorm 4x8x8
+-- 0.060 -> 0.044; with one sweep, RMSNorm 8x64 gained nothing, its JVP ran 15% slower; small
+-- softmax VJPs would have held a row of workspace per row, for 14%). Written out (unroll auto,
+-- the tcc text), such rows side by side made LayerNorm 8x64 under tcc 1.4x slower and its
+-- generation 2x longer. LayerNorm 64x768 forward: 9.5 -> 7.5 us. (--target scalar, the
+-- firmware's, never puts rows side by side.)
 block.ROWS_JAM = 4
 block.CHAIN_MIN = 16
 block.ROWS_L1_BYTES = 28672 -- what the jammed rows' body touches, at most (of a 32 KB L1)
@@ -515,7 +517,7 @@ local function rows_in_one_loop(K, s)
   return true
 end
 
-local function row_jam(F, K, outside, elem)
+local function row_jam(F, K, outside, elem, short_rows)
   local long, run, widest, sweeps = false, 0, 1, 0 -- widest: the most sums already side by side
   for i, s in ipairs(K.body) do
     if s.k == "reduce" then
@@ -529,7 +531,7 @@ local function row_jam(F, K, outside, elem)
       widest = math.max(widest, run)
     end
   end
-  local scratch = (long or sweeps >= 2) and jam_bytes(K, {}, K.n, elem) <= block.ROWS_STREAM_MAX
+  local scratch = (long or (short_rows and sweeps >= 2)) and jam_bytes(K, {}, K.n, elem) <= block.ROWS_STREAM_MAX
     and row_scratch(K, outside)
   if not scratch then return nil end
   if not long then for _, b in ipairs(scratch) do if b.role == "ws" then return nil end end end
@@ -801,8 +803,8 @@ end
 -- vector registers, Cortex-M): no jams and no rows side by side, whose accumulators (8 outputs
 -- of 16 lanes) such a core keeps in memory: the firmware example's forward_train 369,300 ->
 -- 149,200 instructions, 5,108 -> 3,420 bytes of code, with emit_c's trees written out.
-function block.run(F, elem, target)
-  local simd = target ~= "scalar"
+function block.run(F, elem, target, unroll)
+  local simd, short_rows = target ~= "scalar", unroll == "none"
   expand_broadcasts(F, F.body, {})
   coalesce(F.body)
   reduces_into_producers(F, F.body)
@@ -822,12 +824,12 @@ function block.run(F, elem, target)
       loops.walk(repl, function(s) s.node = s.node or top.node end)
       for _, s in ipairs(repl) do out[#out + 1] = s end
     else
-      local rows = simd and top.k == "loop" and row_jam(F, top, F.body, elem)
+      local rows = simd and top.k == "loop" and row_jam(F, top, F.body, elem, short_rows)
       if rows then
         for _, r in ipairs(rows) do out[#out + 1] = r end
       else
         if simd and top.k == "loop" then
-          rewrite_loops(top.body, function(K) return jam_outputs(F, K, F.body, elem) or row_jam(F, K, F.body, elem) end)
+          rewrite_loops(top.body, function(K) return jam_outputs(F, K, F.body, elem) or row_jam(F, K, F.body, elem, short_rows) end)
         end
         out[#out + 1] = top
         local buf = zero_store(top)

@@ -387,7 +387,7 @@ function pipeline.generate(req)
     after("lower")
     fuse.run(L, req.fuse)
     after("fuse")
-    if req.fuse ~= "none" then block.run(L, emit.SIZEOF[dtype], req.target) end
+    if req.fuse ~= "none" then block.run(L, emit.SIZEOF[dtype], req.target, req.unroll) end
     fuse.plan(L)
     after("block")
     if L.ws_size > INT_MAX then util.fail(string.format("%s: the %s workspace would exceed %d elements", S.name, pass, INT_MAX)) end
