@@ -803,6 +803,7 @@ end
 -- vector registers, Cortex-M): no jams and no rows side by side, whose accumulators (8 outputs
 -- of 16 lanes) such a core keeps in memory: the firmware example's forward_train 369,300 ->
 -- 149,200 instructions, 5,108 -> 3,420 bytes of code, with emit_c's trees written out.
+-- unroll: the schedule's policy to come; short rows go side by side only under "none".
 function block.run(F, elem, target, unroll)
   local simd, short_rows = target ~= "scalar", unroll == "none"
   expand_broadcasts(F, F.body, {})
