@@ -503,10 +503,13 @@ fns.gelu_grad_erf = {
 -- tanh: with g = sqrt(2/pi)(v + 0.044715 v^3) and s = 1/(1 + exp(-2g)) (1 + tanh g = 2s), s and
 -- 1 - s are formed without cancellation for either sign of g (e = exp(-2|g|), r = 1/(1 + e)):
 --   gelu = v s;  gelu' = s + 2 v s (1 - s) sqrt(2/pi)(1 + 3 * 0.044715 v^2)
+-- With the fma option, v + 0.044715 v^3, 1 + 3 * 0.044715 v^2 and gelu's last sum are fused
+-- (f32 64x3072: derivative 141.7 -> 133.2 us, forward 100.7 -> 98.1; errors lower: README).
 local SQRT_2_OVER_PI, KAPPA = 0.79788456080286535588, 0.044715
 local function tanh_s(o)
   o("{T} g, e, r, s;")
-  o("g = " .. o.lit(SQRT_2_OVER_PI) .. " * (v + " .. o.lit(KAPPA) .. " * v * v * v);")
+  local kv3 = o.lit(KAPPA) .. " * v * v"
+  o("g = " .. o.lit(SQRT_2_OVER_PI) .. " * " .. (o.fused(kv3, "v", "v") or ("(v + " .. kv3 .. " * v)")) .. ";")
   o("e = {kg_expneg}(" .. o.lit(-2) .. " * (g < {zero} ? -g : g));")
   o("r = {one} / ({one} + e);")
   o("s = g < {zero} ? e * r : r;")
@@ -522,8 +525,9 @@ fns.gelu_grad_tanh = {
   args = "{T} v", deps = { "expneg" },
   body = function(o)
     tanh_s(o)
-    o("return s + {two} * v * s * (g < {zero} ? r : e * r) * " .. o.lit(SQRT_2_OVER_PI) .. " * ({one} + "
-      .. o.lit(3 * KAPPA) .. " * v * v);")
+    local d = "{two} * v * s * (g < {zero} ? r : e * r) * " .. o.lit(SQRT_2_OVER_PI)
+    local q = o.lit(3 * KAPPA) .. " * v"
+    o("return " .. (o.fused(d, o.fused(q, "v", "{one}"), "s") or ("s + " .. d .. " * ({one} + " .. q .. " * v)")) .. ";")
   end,
 }
 
