@@ -76,6 +76,7 @@ static void free_request(struct kg_tier *t)
     free((char *)t->req.name);
     free((char *)t->req.fuse);
     free((char *)t->req.fma);
+    free((char *)t->req.target);
     free((char *)t->req.wrt);
     free((char *)t->req.train);
     free((char *)t->req.optimizer);
@@ -97,6 +98,7 @@ static int copy_request(struct kg_tier *t, const kg_request *req)
     DUP(name);
     DUP(fuse);
     DUP(fma);
+    DUP(target);
     DUP(wrt);
     DUP(train);
     DUP(optimizer);
