@@ -20,7 +20,8 @@
 -- side: their sums' chains overlap). Nested loops that index memory in row-major order are
 -- also coalesced into one, a per-group value read by a short inner loop is expanded into a
 -- channel-wide row (GroupNorm), and a reduce over the row its preceding loop stores joins that
--- loop (below). block.run's target "scalar" leaves out the jams and rows side by side.
+-- loop (below). block.run leaves out the jams and rows side by side for target "scalar" and
+-- for unroll "auto" (the JIT's tcc text).
 -- Every output still adds its terms in the same order (the summed loops keep their order; a
 -- reduce keeps its lanes), so blocking never changes a bit; tests compare with --fuse none.
 
@@ -428,10 +429,9 @@ end
 -- of workspace, only of locals (LayerNorm's variance waits for its mean, a lane tree, a square
 -- root and a division: 8x64 forward 0.129 -> 0.093 us, JVP 0.236 -> 0.175, BatchNorm 4x8x8
 -- 0.060 -> 0.044; with one sweep, RMSNorm 8x64 gained nothing, its JVP ran 15% slower; small
--- softmax VJPs would have held a row of workspace per row, for 14%). Written out (unroll auto,
--- the tcc text), such rows side by side made LayerNorm 8x64 under tcc 1.4x slower and its
--- generation 2x longer. LayerNorm 64x768 forward: 9.5 -> 7.5 us. (--target scalar, the
--- firmware's, never puts rows side by side.)
+-- softmax VJPs would have held a row of workspace per row, for 14%; written out, in the tcc
+-- text, they made LayerNorm 8x64 under tcc 1.4x slower and its generation 2x longer).
+-- LayerNorm 64x768 forward: 9.5 -> 7.5 us.
 block.ROWS_JAM = 4
 block.CHAIN_MIN = 16
 block.ROWS_L1_BYTES = 28672 -- what the jammed rows' body touches, at most (of a 32 KB L1)
@@ -536,10 +536,10 @@ local function row_jam(F, K, outside, elem, short_rows)
   if not scratch then return nil end
   if not long then for _, b in ipairs(scratch) do if b.role == "ws" then return nil end end end
   -- about ROWS_JAM chains at a time (BatchNorm's backward, when it summed 3 per channel before
-  -- the factored sums, ran 10% slower with 4 channels of them, 12 accumulators, than with 1); J rows dividing the loop (a
-  -- remainder would be more copies of the body), whose data stay in L1 from one sweep to the
-  -- next (RMSNorm 64x768 JVP, 4 rows of x, x_tan and y_tan and gamma, gamma_tan: 42 KB, ran
-  -- 1.2x slower than one row at a time)
+  -- the factored sums, ran 10% slower with 4 channels of them, 12 accumulators, than with 1);
+  -- J rows dividing the loop (a remainder would be more copies of the body), whose data stay
+  -- in L1 from one sweep to the next (RMSNorm 64x768 JVP, 4 rows of x, x_tan and y_tan and
+  -- gamma, gamma_tan: 42 KB, ran 1.2x slower than one row at a time)
   local J = block.ROWS_JAM // widest
   while J >= 2 and (K.n % J ~= 0 or jam_bytes(K, scratch, J, elem) > block.ROWS_L1_BYTES) do J = J - 1 end
   if J < 2 then return nil end

@@ -55,20 +55,19 @@ end
 -- Broadcast lifting: an elementwise op whose arguments are broadcasts of one layout (the same
 -- source shape and axes) or constants is the broadcast of the op on the sources: the same
 -- values, computed once per source element instead of once per element (a per-row scalar).
+-- Graph:liftable(a, b): do a and b combine so (one of them a broadcast)? Also ops.lua's mul fold.
+function Graph:liftable(a, b)
+  if a.op == "const" then return b.op == "bcast" or b.op == "const" end
+  if b.op == "const" then return a.op == "bcast" end
+  return a.op == "bcast" and b.op == "bcast" and util.same_shape(a.args[1].shape, b.args[1].shape)
+    and util.same_shape(a.attr.dims, b.attr.dims)
+end
+
 local function lift(G, op, args, attr, shape)
   local lay
-  for _, a in ipairs(args) do
-    if a.op == "bcast" then
-      local s = a.args[1]
-      if lay and not (util.same_shape(s.shape, lay.args[1].shape) and util.same_shape(a.attr.dims, lay.attr.dims)) then
-        return nil
-      end
-      lay = lay or a
-    elseif a.op ~= "const" then
-      return nil
-    end
-  end
+  for _, a in ipairs(args) do if a.op == "bcast" then lay = a; break end end
   if not lay then return nil end
+  for _, a in ipairs(args) do if not G:liftable(a, lay) then return nil end end
   local src = {}
   for i, a in ipairs(args) do
     src[i] = a.op == "const" and G:scalar(a.attr.value, lay.args[1].shape) or a.args[1]

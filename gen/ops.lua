@@ -52,14 +52,6 @@ local function elementwise(def)
   return def
 end
 
--- Do broadcasts or constants k1, k2 combine into one broadcast (ir.lua's lifting)?
-local function liftable(k1, k2)
-  if k1.op == "const" then return k2.op == "bcast" or k2.op == "const" end
-  if k2.op == "const" then return k1.op == "bcast" end
-  return k1.op == "bcast" and k2.op == "bcast" and util.same_shape(k1.args[1].shape, k2.args[1].shape)
-    and util.same_shape(k1.attr.dims, k2.attr.dims)
-end
-
 -- Binary arithmetic. C precedence: * and / bind tighter (prec 2) than + and - (prec 1).
 ops.add = elementwise {
   arity = 2, cost = 1, c = { infix = "+", prec = 1 },
@@ -110,7 +102,7 @@ ops.mul = elementwise {
     if a.op == "mul" then
       for i = 1, 2 do
         local k = a.args[i]
-        if liftable(k, b) then return G:mul(a.args[3 - i], G:mul(k, b)) end
+        if G:liftable(k, b) then return G:mul(a.args[3 - i], G:mul(k, b)) end
       end
     end
   end,

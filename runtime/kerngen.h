@@ -116,7 +116,8 @@ typedef struct {
     int nconsts;
     const char *target;      /* the processor the loops are shaped for (results are identical):
                                 "simd" (default; x86-64, AArch64: jammed products, rows side by
-                                side, the lanes' sums as vector loops) or "scalar" (cores without
+                                side, the lanes' sums as vector loops; with unroll "auto", tcc's
+                                schedule, nothing is jammed) or "scalar" (cores without
                                 vector registers, Cortex-M: none of these, the sums written out;
                                 the firmware example's training step 2.5x fewer instructions) */
 } kg_request;
