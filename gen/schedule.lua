@@ -18,8 +18,8 @@ local util = require("util")
 
 local schedule = {}
 
-schedule.NEST_BUDGET = 1024
-schedule.FUNCTION_BUDGET = 16384
+schedule.NEST_BUDGET = 512
+schedule.FUNCTION_BUDGET = 4096
 schedule.HARD_LIMIT = 2000000
 schedule.TINY = 4
 schedule.STRIP = 8
@@ -76,8 +76,14 @@ function schedule.run(F, policy, fn_name)
   for _, s in ipairs(F.body) do
     local n = size(s, policy, schedule.NEST_BUDGET)
     if policy == "auto" and used + n > schedule.FUNCTION_BUDGET then
+      -- unroll what the function's remaining budget still holds, not nothing: a nest that
+      -- did not fit whole would otherwise lose even its short written-out sums
       keep_loops(s)
-      n = size(s, "none")
+      n = size(s, policy, schedule.FUNCTION_BUDGET - used)
+      if used + n > schedule.FUNCTION_BUDGET then
+        keep_loops(s)
+        n = size(s, "none")
+      end
     end
     used = used + n
   end
