@@ -165,8 +165,7 @@ end
 local function order_sweeps(list)
   local n, rw = #list, {}
   for i, s in ipairs(list) do
-    local r, w = {}, {}
-    for _, x in ipairs(loops.accesses({ s })) do if x.write then w[x.buf] = true else r[x.buf] = true end end
+    local r, w = loops.touches({ s }, {}, {})
     rw[i] = { r = r, w = w }
   end
   local deps, sweep, users, sums = {}, {}, {}, {}

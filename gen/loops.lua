@@ -220,6 +220,28 @@ function loops.loads(e, acc)
   return acc
 end
 
+-- The buffers statements under body read and write, added to the sets r and w (buffer ->
+-- true): accesses() without the records, for the passes that only ask which buffers.
+local function bufs_of(e, r)
+  if e.k == "load" then r[e.buf] = true
+  elseif e.k == "op" then local a = e.args; for i = 1, #a do bufs_of(a[i], r) end
+  elseif e.k == "ifzero" then bufs_of(e.e, r)
+  elseif e.k == "tree" then local t = e.terms; for i = 1, #t do bufs_of(t[i], r) end end
+end
+function loops.touches(body, r, w)
+  for i = 1, #body do
+    local s = body[i]
+    if s.k == "loop" then
+      loops.touches(s.body, r, w)
+    else
+      w[s.target.buf] = true
+      if s.k == "accum" or s.carry then r[s.target.buf] = true end
+      bufs_of(s.expr, r)
+    end
+  end
+  return r, w
+end
+
 -- Calls fn(stmt, ranges) for every statement under body (loops included, before their body);
 -- ranges maps the enclosing loop variables (and a reduce's rvars, for its expression) to
 -- their extents.
