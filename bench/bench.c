@@ -51,14 +51,35 @@ static const char *const OPS[] = {"layernorm", "rmsnorm", "batchnorm", "groupnor
 
 /* ---- small utilities ---- */
 
+/* Buffer placement. malloc puts large blocks at one offset within a page, so that a kernel's
+   input and output rows share their addresses modulo 4 KB, and where a load follows a store to
+   the same low 12 address bits it waits for it (4K aliasing); which blocks come from the heap
+   instead, at other offsets, depends on the allocator's history, which changed between builds of
+   this benchmark (kerngen's LayerNorm 64x768 forward: 7.7 to 10.7 us with the same code). So
+   buffers are placed here, the same way in every run: BENCH_PLACE=stagger (the default) starts
+   the k-th buffer of a case k * 320 bytes into a page (the first 64 at different offsets modulo
+   4 KB), BENCH_PLACE=page every buffer at a page boundary (malloc's large blocks, all aligned
+   alike). bench/README.md, "Placement", has what page placement costs every contender. */
+static int place_page;
+static unsigned place_next; /* buffers allocated since the case began */
+
 static void *xmalloc(size_t bytes)
 {
-    void *p = NULL;
-    if (posix_memalign(&p, 64, bytes ? bytes : 64) != 0) {
+    size_t off = place_page ? 0 : (size_t)(place_next++ % 64) * 320 % 4096;
+    void *base = NULL;
+    if (posix_memalign(&base, 4096, bytes + off + 4096) != 0) {
         fprintf(stderr, "bench: out of memory\n");
         exit(3);
     }
+    void **p = (void **)((char *)base + 4096 + off);
+    p[-1] = base; /* for xfree, in the page before */
     return p;
+}
+
+static void xfree(void *p)
+{
+    if (p)
+        free(((void **)p)[-1]);
 }
 
 static void die(const char *what, const char *detail)
@@ -423,6 +444,7 @@ static void setup_reference(bcase *c);
 static void setup(bcase *c, const glue_kernel *k)
 {
     memset(c, 0, sizeof *c);
+    place_next = 0; /* each case places its buffers alike, whichever cases run before it */
     c->k = k;
     c->f64 = k->f64;
     c->es = c->f64 ? sizeof(double) : sizeof(float);
@@ -525,19 +547,19 @@ static void setup_reference(bcase *c)
         for (int g = 0; g < c->nin; g++)
             keep |= owned[i] == c->ref_grad[g];
         if (!keep)
-            free(owned[i]);
+            xfree(owned[i]);
     }
 }
 
 static void teardown(bcase *c)
 {
     for (int i = 0; i < c->nb; i++)
-        free(c->b[i].p);
-    free(c->ws);
-    free(c->ref_y);
-    free(c->ref_ty);
+        xfree(c->b[i].p);
+    xfree(c->ws);
+    xfree(c->ref_y);
+    xfree(c->ref_ty);
     for (int i = 0; i < c->nin; i++)
-        free(c->ref_grad[i]);
+        xfree(c->ref_grad[i]);
     kg_free(c->jit);
     kg_free(c->cc);
 }
@@ -735,7 +757,7 @@ static int jit_identical(row *r, int v)
     int same = 1;
     for (int o = 0; o < r->nout; o++) {
         same &= memcmp(aot[o], r->out[o]->p, r->out[o]->n * r->c->es) == 0;
-        free(aot[o]);
+        xfree(aot[o]);
     }
     return same;
 }
@@ -1073,7 +1095,7 @@ static void run_row(bcase *c, enum pass pass, int index, int total)
     }
     if (c->flops[pass])
         res->flop_us = 1e6 * (double)c->flops[pass] / (c->f64 ? peak_f64 : peak_f32);
-    free(cj.scratch);
+    xfree(cj.scratch);
     teardown_row(&r);
 }
 
@@ -1322,6 +1344,14 @@ static void write_tsv(const char *path)
 int main(void)
 {
     int saved_cases = 0, total = 4 * glue_nkernels;
+    const char *place = getenv("BENCH_PLACE");
+    if (place && strcmp(place, "page") != 0 && strcmp(place, "stagger") != 0) {
+        fprintf(stderr, "bench: BENCH_PLACE=%s: expected stagger or page\n", place);
+        return 2;
+    }
+    place_page = place && strcmp(place, "page") == 0;
+    printf("Buffers: %s\n", place_page ? "each at a page boundary (BENCH_PLACE=page)"
+                                        : "the k-th of a case k * 320 bytes into a page (BENCH_PLACE=stagger)");
     peak_f32 = peak(0);
     peak_f64 = peak(1);
     printf("Peak of separate vector multiplies and adds (the compute bound): f32 %.1f GFLOP/s, "

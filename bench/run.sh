@@ -8,6 +8,7 @@
 # BENCH_KEEP=1 keeps the temporary directory (emitted kernels, glue, the bench binary).
 # BENCH_FMA=on|off: kerngen's kernels (AOT and both JIT tiers) with --fma on (default: this
 # benchmark compiles for -march=native, where the FMA instructions are) or off.
+# BENCH_PLACE=stagger|page: where buffers start within a page (bench.c says why; default stagger).
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 BUILD=$(cd "${1:-$ROOT/build}" 2>/dev/null && pwd) ||
