@@ -173,6 +173,22 @@ function Graph:sum(a, axes)
   if a == nil then return nil end
   return self:make("sum", { a }, { axes = axes })
 end
+-- sum(a, axes) as sum(k * sum(a, inner), the rest of axes): inner, a proper part of axes, summed
+-- first (the rest renumbered for the inner sum's shape, which lacks the inner axes); k, if
+-- given, in that shape.
+function Graph:sum_nested(a, inner, axes, k)
+  local part, rest, drop = self:sum(a, inner), {}, {}
+  if k then part = self:mul(k, part) end
+  for _, ax in ipairs(inner) do drop[ax] = true end
+  for _, ax in ipairs(axes) do
+    if not drop[ax] then
+      local r = ax
+      for _, d in ipairs(inner) do if d < ax then r = r - 1 end end
+      rest[#rest + 1] = r
+    end
+  end
+  return self:sum(part, rest)
+end
 function Graph:bcast(a, shape, dims)
   if a == nil then return nil end
   if util.same_shape(a.shape, shape) then return a end

@@ -375,6 +375,35 @@ end
 -- out changes one rounding, not the relative error; a sum splits only into terms that are
 -- products (each already rounded relative to itself), never a - b with a, b loaded or constant
 -- (that would turn the centered sum(x - mean) into the cancelling sum(x) - n mean).
+--
+-- A product with factors constant along part of the summed axes only sums that part first:
+-- sum(k v, S) = sum(k' sum(v, S'), S - S'), k constant along S' (k' its value in the inner
+-- sum's shape). GroupNorm's backward sums dy xhat over (sample, h, w) for dgamma, with inv_std
+-- per sample and group, and dy gamma xhat over (h, w, the group's channels), with gamma per
+-- channel: both become sums of dy (x - mean) over (h, w) per sample and channel, one sum
+-- (simplify shares sums of one argument over nested axes), weighted afterwards.
+local function split_sum(G, attr, t)
+  local inner
+  for _, f in ipairs(t.vary) do
+    local along = {}
+    for _, ax in ipairs(attr.axes) do
+      if constant_along(f, { [ax] = true }, {}) then along[#along + 1] = ax end
+    end
+    if #along > 0 and #along < #attr.axes and (not inner or #along > #inner) then inner = along end
+  end
+  if not inner then return nil end
+  local axes, memo, ks, vary = {}, {}, {}, {}
+  for _, ax in ipairs(inner) do axes[ax] = true end
+  for _, f in ipairs(t.vary) do
+    if constant_along(f, axes, memo) then ks[#ks + 1] = f else vary[#vary + 1] = f end
+  end
+  if #vary == 0 then return nil end
+  local shape = G:shape_of("sum", { t.node }, { axes = inner })
+  for i, k in ipairs(ks) do ks[i] = reduced(G, k, axes, shape) end
+  local v = G:sum_nested(product(G, vary), inner, attr.axes, product(G, ks))
+  return t.sign < 0 and G:neg(v) or v
+end
+
 local function factor_sum(G, arg, attr)
   local axes, memo = {}, {}
   for _, ax in ipairs(attr.axes) do axes[ax] = true end
@@ -385,6 +414,7 @@ local function factor_sum(G, arg, attr)
     if #t.const > 0 then pulled = true end
     for _, f in ipairs(t.vary) do sweeps = math.max(sweeps, f.sweeps) end
   end
+  if not pulled and #terms == 1 then return split_sum(G, attr, terms[1]) end
   if not pulled or (#terms > 1 and sweeps >= arg.sweeps) then return nil end
   local shape = G:shape_of("sum", { arg }, attr)
   local r

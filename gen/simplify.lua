@@ -19,11 +19,38 @@ local function live_set(G)
   return live
 end
 
+-- Sums of one argument over nested axes: the larger adds up the smaller's results,
+-- sum(a, S) = sum(sum(a, T), S - T) for T a proper part of S (the largest such T the graph
+-- sums a over), so that one sweep of accumulation serves both (GroupNorm's dbeta, dy summed
+-- over (sample, h, w), from the sums over (h, w) per sample that its dx needs). Returns
+-- sum node -> T.
+local function nested_sums(G, live)
+  local by_arg, inner = {}, {}
+  for _, n in ipairs(G.nodes) do
+    if live[n] and n.op == "sum" then
+      local l = by_arg[n.args[1]] or {}
+      by_arg[n.args[1]] = l
+      l[#l + 1] = n
+    end
+  end
+  for _, n in ipairs(G.nodes) do
+    for _, t in ipairs(live[n] and n.op == "sum" and by_arg[n.args[1]] or {}) do
+      local S, T = {}, t.attr.axes
+      for _, ax in ipairs(n.attr.axes) do S[ax] = true end
+      local part = #T < #n.attr.axes
+      for _, ax in ipairs(T) do part = part and S[ax] end
+      if part and (not inner[n] or #T > #inner[n]) then inner[n] = T end
+    end
+  end
+  return inner
+end
+
 -- Returns the rebuilt graph, and whether it is a copy of G's live part (every node made anew
 -- from its own op, arguments and attributes: no fold, constant or CSE hit), which rebuilding
 -- again would copy once more.
 local function rebuild(G)
   local live = live_set(G)
+  local inner = nested_sums(G, live)
   local H, map, copy = ir.new(), {}, true
   for _, io in ipairs(G.inputs) do map[io.node] = H:input(io.name, io.node.shape, io.role, io.node.attr.fields) end
   for _, n in ipairs(G.nodes) do
@@ -31,7 +58,12 @@ local function rebuild(G)
       local args = {}
       for i, a in ipairs(n.args) do args[i] = map[a] end
       local count = #H.nodes
-      local m = H:make(n.op, args, n.attr)
+      local m
+      if inner[n] then
+        m = H:sum_nested(args[1], inner[n], n.attr.axes)
+      else
+        m = H:make(n.op, args, n.attr)
+      end
       if copy and not (#H.nodes == count + 1 and H.nodes[#H.nodes] == m and m.op == n.op and m.args == args
         and m.attr == n.attr) then
         copy = false
