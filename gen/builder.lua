@@ -67,6 +67,9 @@ function builder.new(G, S, ctx, prefix)
   local function operand(x, what)
     if type(x) ~= "number" then return unwrap(x, what) end
     if x ~= x or x == math.huge or x == -math.huge then fail((what or "operand") .. " is not a finite number") end
+    if ctx.dtype == "f32" and math.abs(x) > util.FLT_MAX then
+      fail((what or "operand") .. " " .. util.num_str(x) .. " is beyond float's range (f32)")
+    end
     return x
   end
 

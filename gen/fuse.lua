@@ -173,16 +173,32 @@ local function order_sweeps(list)
     sums[i] = s.k == "reduce"
     if s.k == "loop" then loops.walk(s.body, function(t) if t.k == "accum" then sums[i] = true end end) end
   end
+  -- i depends on the last statement before it that wrote a buffer it touches, and, for a buffer
+  -- it writes, on the statements that read it since (the other conflicts follow through
+  -- those: the same order as with every conflicting pair, in time linear in the accesses)
+  local writer, readers = {}, {} -- buf -> last statement writing it; -> statements reading it since
   for i = 1, n do
     deps[i], users[i], sweep[i] = 0, {}, 0
-    for j = 1, i - 1 do
-      local dep = false
-      for buf in pairs(rw[j].w) do if rw[i].r[buf] or rw[i].w[buf] then dep = true; break end end
-      if not dep then for buf in pairs(rw[i].w) do if rw[j].r[buf] then dep = true; break end end end
-      if dep then
+    local on = {}
+    local function after(j)
+      if j and not on[j] then
+        on[j] = true
         deps[i] = deps[i] + 1
         users[j][#users[j] + 1] = i
         sweep[i] = math.max(sweep[i], sweep[j])
+      end
+    end
+    for buf in pairs(rw[i].r) do after(writer[buf]) end
+    for buf in pairs(rw[i].w) do
+      after(writer[buf])
+      for _, j in ipairs(readers[buf] or {}) do after(j) end
+    end
+    for buf in pairs(rw[i].w) do writer[buf], readers[buf] = i, nil end
+    for buf in pairs(rw[i].r) do
+      if not rw[i].w[buf] then
+        local l = readers[buf] or {}
+        readers[buf] = l
+        l[#l + 1] = i
       end
     end
     if sums[i] then sweep[i] = sweep[i] + 1 end
@@ -263,19 +279,24 @@ local function touched(body, sets)
 end
 
 -- The loops of top around every access to buf, outermost first: descend while all of them lie
--- in one inner loop. sets: touched().
-local function enclosing(top, buf, sets)
+-- in one inner loop. sets: touched(); inner: a memo, loop -> buf -> the one statement of its
+-- body that touches buf if that is a loop, else false (built once per loop, so that many
+-- buffers in one long body cost their accesses, not the body's length each).
+local function enclosing(top, buf, sets, inner)
   local chain, s = {}, top
   while s and s.k == "loop" do
     chain[#chain + 1] = s
-    local inner = nil
-    for _, t in ipairs(s.body) do
-      if sets[t][buf] then
-        if inner or t.k ~= "loop" then inner = false; break end
-        inner = t
+    local by = inner[s]
+    if not by then
+      by = {}
+      for _, t in ipairs(s.body) do
+        for b in pairs(sets[t]) do
+          if by[b] == nil and t.k == "loop" then by[b] = t else by[b] = false end
+        end
       end
+      inner[s] = by
     end
-    s = inner
+    s = by[buf] or nil
   end
   return chain
 end
@@ -284,12 +305,14 @@ end
 -- the loops around its accesses (the deepest such loop), keeps one slab.
 local function contract(F)
   local where = {} -- buf -> index of the one top-level statement touching it, or false
-  local acc_of, sets = {}, touched(F.body, {})
+  local acc_of, sets, inner = {}, touched(F.body, {}), {} -- acc_of: buf -> its accesses there
   for i, top in ipairs(F.body) do
-    acc_of[i] = loops.accesses({ top })
-    for _, x in ipairs(acc_of[i]) do
+    for _, x in ipairs(loops.accesses({ top })) do
       if x.buf.role == "ws" then
         if where[x.buf] == nil then where[x.buf] = i elseif where[x.buf] ~= i then where[x.buf] = false end
+        local l = acc_of[x.buf] or {}
+        acc_of[x.buf] = l
+        l[#l + 1] = x
       end
     end
   end
@@ -297,9 +320,8 @@ local function contract(F)
   for _, buf in ipairs(F.bufs) do
     local i = where[buf]
     if i then
-      local acc = {}
-      for _, x in ipairs(acc_of[i]) do if x.buf == buf then acc[#acc + 1] = x end end
-      local chain = enclosing(F.body[i], buf, sets)
+      local acc = acc_of[buf]
+      local chain = enclosing(F.body[i], buf, sets, inner)
       for k = #chain, 1, -1 do
         -- the loops around chain[k] are fixed during it: their variables place the slab (base),
         -- the same for every access, so an element is written and read in one iteration

@@ -125,6 +125,9 @@ function lower.run(G, dtype)
   end
   local out_param, copies, cnames = {}, {}, {}
   local function unique(p)
+    if util.c_reserved(p.cname) or not util.is_tensor_name(p.cname) then -- spec.lua checked the names
+      util.fail("argument name " .. p.cname .. " (" .. p.arg_role .. " of " .. p.name .. ") is reserved in generated C")
+    end
     if cnames[p.cname] then
       util.fail("argument name " .. p.cname .. " is used twice (" .. cnames[p.cname] .. " and " .. p.arg_role .. " of " .. p.name .. ")")
     end

@@ -368,7 +368,8 @@ function pipeline.generate(req)
   local helpers, fns, protos, sizes, entries = {}, {}, {}, {}, {}
   local dumps = R.dumps
   local result = { name = base, functions = {} }
-  local size_seen, init_of = {}, {}
+  local where = S.file .. ": graph " .. S.name
+  local size_seen, init_of = { where = where }, {}
   for _, i in ipairs(S.inputs) do init_of[i[1]] = i.init end
   local statements, terms, tables_used = 0, 0, {}
   for _, pass in ipairs(req.passes) do
@@ -376,6 +377,9 @@ function pipeline.generate(req)
     local L = lower.run(R.graphs[pass], dtype)
     for _, t in ipairs(L.tables) do t.cname = base .. "_" .. t.name; tables_used[t.name] = t end
     for _, p in ipairs(L.params) do -- generated code indexes with int
+      if p.cname:sub(1, #base + 1) == base .. "_" then -- would hide a function of the file
+        util.fail(string.format("%s: argument name %s begins with the C name prefix %s_: rename it or use --name", where, p.cname, base))
+      end
       if p.count > INT_MAX then
         util.fail(string.format("%s: %s has %d elements; kernels index with int (at most %d)", S.name, p.cname, p.count, INT_MAX))
       end

@@ -35,26 +35,102 @@ local function pick(t, keys)
   return c
 end
 
-local SAFE_GLOBALS = "assert error ipairs next pairs select tonumber tostring type rawequal rawlen"
+local SAFE_GLOBALS = "assert error ipairs select tonumber type rawequal rawlen"
 -- C functions whose time is linear in their input (which the memory cap bounds); string
 -- methods on values reach the same restricted string table (kg_lua.c strips the global one).
 local SAFE_STRING = "byte char format len lower rep reverse sub upper"
 local SAFE_TABLE = "concat insert remove unpack"
 local SAFE_MATH = [[abs ceil cos exp floor fmod huge log max maxinteger min mininteger modf pi
   sin sqrt tan tointeger type ult acos asin atan]] -- no random: output must be deterministic
-local SORT_MAX = 100000 -- table.sort runs in C (no hook) without a comparator: bound its input
+-- table.sort runs in C (no hook) without a comparator: bound its input, the count and the
+-- bytes of strings it compares (a compare walks both strings: 100000 copies of one 64 KiB
+-- string kept it busy for minutes)
+local SORT_MAX, SORT_STRING_BYTES = 100000, 1 << 20
 
 local function bounded_sort(t, cmp)
   if type(t) == "table" and rawlen(t) > SORT_MAX then
     error("table.sort: more than " .. SORT_MAX .. " elements (sandbox)", 2)
   end
+  if type(t) == "table" and cmp == nil then
+    local bytes = 0
+    for i = 1, rawlen(t) do
+      local v = rawget(t, i)
+      if type(v) == "string" then bytes = bytes + #v end
+    end
+    if bytes > SORT_STRING_BYTES then
+      error("table.sort: strings of more than " .. SORT_STRING_BYTES .. " bytes in all (sandbox)", 2)
+    end
+  end
   return table.sort(t, cmp)
+end
+
+-- The same request gives the same bytes, so nothing a spec sees may depend on addresses (which
+-- ASLR moves) or on the order of a hash table (strings hash with a seed per Lua state): pairs
+-- visits keys sorted (numbers, then strings, then false and true) and refuses other keys; next
+-- is not offered; tostring and string.format's %s give a table's or function's type, not its
+-- address, and %p is refused.
+local KEY_RANK = { number = 1, string = 2, boolean = 3 }
+local function key_before(a, b)
+  local ra, rb = KEY_RANK[type(a)], KEY_RANK[type(b)]
+  if ra ~= rb then return ra < rb end
+  if ra == 3 then return not a and b end
+  return a < b
+end
+
+local function ordered_pairs(t)
+  if type(t) ~= "table" then error("bad argument #1 to 'pairs' (table expected, got " .. type(t) .. ")", 2) end
+  local keys = {}
+  for k in next, t do
+    if not KEY_RANK[type(k)] then
+      error("pairs: a key of type " .. type(k) .. " has no fixed order (graph specs iterate number, string and boolean keys)", 2)
+    end
+    keys[#keys + 1] = k
+  end
+  table.sort(keys, key_before) -- a Lua comparator: the hook sees its calls
+  local i = 0
+  return function()
+    i = i + 1
+    local k = keys[i]
+    if k ~= nil then return k, rawget(t, k) end
+  end, t, nil
+end
+
+local function plain(v)
+  local t = type(v)
+  if t == "table" or t == "function" or t == "thread" or t == "userdata" then return t end
+  return v
+end
+
+local function safe_tostring(v) return tostring(plain(v)) end
+
+-- Whether a format has a %p conversion (a scan, not a pattern: linear in the format).
+local function has_p(fmt)
+  local i = 1
+  while true do
+    local at = util.find(fmt, "%", i, true)
+    if not at then return false end
+    local j = at + 1
+    while j <= #fmt and util.find("-+ #0123456789.", fmt:sub(j, j), 1, true) do j = j + 1 end
+    if fmt:sub(j, j) == "p" then return true end
+    i = j + 1 -- past the conversion ("%%" included)
+  end
+end
+
+local function safe_format(fmt, ...)
+  if type(fmt) == "string" and has_p(fmt) then
+    error("string.format: %p would print an address (graph specs are deterministic)", 2)
+  end
+  local args = table.pack(...)
+  for i = 1, args.n do args[i] = plain(args[i]) end
+  return string.format(fmt, table.unpack(args, 1, args.n))
 end
 
 local function sandbox_env()
   local env = pick(_G, SAFE_GLOBALS)
+  env.pairs, env.tostring = ordered_pairs, safe_tostring
   env.math = pick(math, SAFE_MATH)
   env.string = pick(string, SAFE_STRING)
+  env.string.format = safe_format
   env.table = pick(table, SAFE_TABLE)
   env.table.sort = bounded_sort
   env.unpack = table.unpack
@@ -75,7 +151,7 @@ local function guarded(chunkname, fn, ...)
   local res = table.pack(host.sandbox_call(chunkname, INSTRUCTION_BUDGET, TIME_BUDGET_MS, MEMORY_CAP, fn, ...))
   if res[1] then return table.unpack(res, 2, res.n) end
   local e = res[2]
-  if util.is_failure(e) then error(e, 0) end
+  if util.is_failure(e) then e = e.msg end -- the generator refused what the spec asked for
   local msg = type(e) == "string" and e or ("(error object is a " .. type(e) .. " value)")
   if msg:sub(1, #chunkname + 1) ~= chunkname .. ":" then msg = chunkname .. ": " .. msg end
   util.fail(msg)
@@ -101,16 +177,6 @@ local function is_comment_text(s)
   return type(s) == "string" and #s <= SUMMARY_MAX and not util.find(s, "[^\32-\126]")
     and not util.find(s, "*/", 1, true) and not util.find(s, "/*", 1, true)
     and not util.find(s, "\\", 1, true) and not util.find(s, "??", 1, true)
-end
-
--- Names the generated C uses itself (emit_c), and C's keywords: tensors may not take them.
-local C_KEYWORDS = {}
-for k in util.gmatch([[auto break case char const continue default do double else enum extern float for goto
-  if inline int long register restrict return short signed sizeof static struct switch typedef
-  union unsigned void volatile while _Bool _Complex _Imaginary]], "%S+") do C_KEYWORDS[k] = true end
-function spec.reserved(name)
-  return C_KEYWORDS[name] or name == "ws" or name == "bad" or name == "acc"
-    or util.match(name, "^[irh]%d+$") ~= nil or util.match(name, "^ws_%d+$") ~= nil or util.match(name, "^kg_") ~= nil
 end
 
 local FIELDS = { "name", "summary", "dims", "attrs", "inputs", "outputs", "saved", "forward", "vjp", "jvp", "validate" }
@@ -155,8 +221,11 @@ local function declaration(raw, file)
   local function fresh(n, what)
     if not util.is_name(n) then fail(what .. " name must be a C identifier of at most " .. util.NAME_MAX .. " characters") end
     if names[n] then fail("duplicate name '" .. n .. "'") end
-    if what ~= "dim" and what ~= "attr" and spec.reserved(n) then
-      fail(what .. " name '" .. n .. "' is reserved in generated C")
+    if what ~= "dim" and what ~= "attr" then -- a tensor: a parameter of the generated functions
+      if not util.is_tensor_name(n) then
+        fail(what .. " name '" .. n .. "' must be lower case: a letter, then letters, digits or _")
+      end
+      if util.c_reserved(n) then fail(what .. " name '" .. n .. "' is reserved in generated C") end
     end
     names[n] = what
   end
@@ -195,8 +264,8 @@ local function declaration(raw, file)
     end
     for _, key in ipairs({ "default", "torchlean", "pytorch" }) do
       local v = a[key]
-      if v ~= nil then
-        if not (a.kind == "number" and v == "dtype_eps") then parse_attr(where, attr, tostring(v)) end
+      if v ~= nil then -- kept as parsed: the raw text (" 0x1P-3\n", say) reached the banner
+        if not (a.kind == "number" and v == "dtype_eps") then v = parse_attr(where, attr, tostring(v)) end
         attr[key] = v
       end
     end
@@ -224,6 +293,7 @@ local function declaration(raw, file)
   if #S.outputs == 0 then fail("no outputs") end
   for _, s in ipairs(list("saved", true)) do
     if not util.is_name(s) then fail("saved names must be identifiers") end
+    fresh(s, "saved")
     S.saved[#S.saved + 1] = s
   end
   return S
@@ -235,7 +305,7 @@ end
 function spec.load_text(text, file, precompiled)
   local chunk, err = load(text, "@" .. file, precompiled and "b" or "t", sandbox_env())
   if not chunk then
-    err = tostring(err)
+    err = util.match(tostring(err), "^[^\n]*") -- the parser's "C stack overflow" brings a traceback
     if err:sub(1, #file + 1) ~= file .. ":" then err = file .. ": " .. err end
     util.fail(err)
   end

@@ -25,6 +25,37 @@ function util.is_name(s)
   return type(s) == "string" and #s <= util.NAME_MAX and util.match(s, "^[%a_][%w_]*$") ~= nil
 end
 
+-- Names of a spec's tensors (inputs, outputs, saved values), which generated C uses as the
+-- names of parameters: lower case (no name is then one of the C library's upper-case macros,
+-- HUGE_VAL or INFINITY, and no two names give the header one size macro, x and X), and not one
+-- of the identifiers below.
+function util.is_tensor_name(s)
+  return type(s) == "string" and #s <= util.NAME_MAX and util.match(s, "^[a-z][a-z0-9_]*$") ~= nil
+end
+
+-- Identifiers a tensor may not take: C's keywords (C99 to C23) and C++'s (the headers are
+-- C++ too), the names generated code declares itself (emit_c, block, lower: loop variables
+-- i0, r1, i0c, r0t, jb and l, locals t0 and h1, accumulators acc and acc0, bad, the workspace
+-- ws and ws_1, helpers kg_*), the library functions kernels call, and lower-case macros of the
+-- C headers and of gcc in its GNU modes (a parameter named so would be a different token).
+local RESERVED = {}
+for k in util.gmatch([[
+  auto break case char const continue default do double else enum extern float for goto if inline
+  int long register restrict return short signed sizeof static struct switch typedef union
+  unsigned void volatile while alignas alignof bool constexpr false nullptr static_assert
+  thread_local true typeof typeof_unqual and and_eq asm bitand bitor catch char8_t char16_t
+  char32_t class compl concept consteval constinit const_cast co_await co_return co_yield
+  decltype delete dynamic_cast explicit export friend mutable namespace new noexcept not not_eq
+  operator or or_eq private protected public reinterpret_cast requires static_cast template this
+  throw try typeid typename using virtual wchar_t xor xor_eq
+  ws bad acc l jb sqrt sqrtf fma fmaf memset errno math_errhandling assert unix linux i386]], "%S+") do
+  RESERVED[k] = true
+end
+function util.c_reserved(name)
+  return RESERVED[name] or util.match(name, "^[irht]%d+%l*$") ~= nil or util.match(name, "^acc%d+$") ~= nil
+    or util.match(name, "^ws_%d+$") ~= nil or util.match(name, "^kg_") ~= nil
+end
+
 -- Deterministic text of a value: keys sorted, numbers with 17 significant digits.
 function util.serialize(v)
   local t = type(v)
@@ -71,7 +102,9 @@ end
 -- stored tensors is util.MAX_ELEMENTS (pipeline checks every argument and workspace).
 util.MAX_ELEMENTS = 2147483647 -- kernels index with int
 local MAX_SHAPE = 1 << 53
+util.MAX_RANK = 16 -- axes of a tensor (a reshape to 10,000 axes took the passes 25 s and 2 GB)
 function util.count(shape)
+  if #shape > util.MAX_RANK then util.fail("a tensor of " .. #shape .. " axes (at most " .. util.MAX_RANK .. ")") end
   local n = 1
   for _, e in ipairs(shape) do
     if math.type(e) ~= "integer" or e < 0 then error("shape extent " .. tostring(e) .. " is not a count") end
@@ -91,11 +124,15 @@ end
 -- A C floating literal that converts back to exactly v in the kernel's type:
 -- %.17g for double, %.9g with an f suffix for float (v is first rounded to float by the C compiler).
 local literals = { f32 = {}, f64 = {} } -- v -> text, per dtype (not zero: 0 and -0 share a key)
+util.FLT_MAX = 3.4028234663852886e38 -- the largest float
 function util.c_literal(v, dtype)
   local known = literals[dtype]
   local s = known and known[v]
   if s then return s end
   if v ~= v or v == math.huge or v == -math.huge then error("non-finite constant " .. tostring(v)) end
+  if dtype == "f32" and (v > util.FLT_MAX or v < -util.FLT_MAX) then
+    util.fail("the constant " .. string.format("%.17g", v) .. " is beyond float's range: in an f32 kernel it would be inf")
+  end
   if dtype == "f32" then s = string.format("%.9g", v) else s = string.format("%.17g", v) end
   if not util.find(s, "[%.eEn]") then s = s .. ".0" end
   if dtype == "f32" then s = s .. "f" end

@@ -1,9 +1,12 @@
 /* kg_kernel: accessors of a generated kernel, AOT file output and release. */
 #define _POSIX_C_SOURCE 200809L
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "kg_files.h"
 #include "kg_internal.h"
@@ -70,17 +73,25 @@ static size_t request_lines(const char *text)
     return end ? (size_t)(end - text) : 0;
 }
 
-/* A default-named header already in dir made for another request (or not by kerngen): 1. */
+/* A default-named header already in dir made for another request (or not by kerngen): 1.
+   Only a regular file is read: a planted link is not followed and a FIFO does not block (the
+   publishing step refuses both, with its own message). */
 static int holds_another_request(const kg_kernel *k, const char *dir)
 {
     char *path = kg_strdupf("%s/%s", dir, k->text[KG_TEXT_HEADER_FILE]);
-    FILE *f = path ? fopen(path, "rb") : NULL;
+    int fd = path ? open(path, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC) : -1;
     free(path);
-    if (!f)
+    struct stat sb;
+    if (fd < 0)
         return 0;
+    if (fstat(fd, &sb) != 0 || !S_ISREG(sb.st_mode)) {
+        close(fd);
+        return 0;
+    }
     char old[4096];
-    size_t n = fread(old, 1, sizeof old - 1, f);
-    fclose(f);
+    ssize_t got = read(fd, old, sizeof old - 1);
+    close(fd);
+    size_t n = got > 0 ? (size_t)got : 0;
     old[n] = 0;
     size_t mine = request_lines(k->text[KG_TEXT_HEADER]), theirs = request_lines(old);
     return mine != theirs || strncmp(old, k->text[KG_TEXT_HEADER], mine) != 0;

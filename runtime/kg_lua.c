@@ -49,7 +49,7 @@
    time linear in its input, so the time between two checks stays small. */
 enum { HOOK_STEP = 100 };
 static const size_t GENERATOR_MEMORY = (size_t)4 << 30; /* bound for the generator itself */
-enum { SPEC_FILE_MAX = 64 << 20 };
+enum { SPEC_FILE_MAX = 1 << 20 }; /* Lua's parser runs unseen by the hook: 66 MB of labels took 36 s */
 #define PATTERN_KEY "kerngen.pattern"
 
 typedef struct {
@@ -57,6 +57,7 @@ typedef struct {
     lua_State *L;
     int sandboxed;
     int budget_set;      /* the spec budget is per request: set on the first sandboxed call */
+    size_t spec_bytes;   /* memory the request's sandboxed calls grew the heap by, together */
     long steps_left;     /* instruction budget in units of HOOK_STEP */
     double deadline;     /* CLOCK_MONOTONIC seconds */
     long time_ms;        /* the time budget, for the message */
@@ -171,8 +172,11 @@ static void count_hook(lua_State *L, lua_Debug *ar)
 }
 
 /* sandbox_call(chunkname, instructions, ms, bytes, fn, ...): pcall under limits. The
-   instruction and time budgets are shared by every call of the request; nested calls share
-   the outer call's memory cap. */
+   instruction and time budgets are shared by every call of the request, and so is the memory
+   cap: each outer call may grow the heap by what the calls before it left of `bytes` (what a
+   call leaves grown counts, whether the spec still holds it or not yet collected garbage: a
+   spec that kept 64 MiB in upvalues per call once held 1.5 GB over one request). Nested calls
+   share the outer call's cap. */
 static int l_sandbox_call(lua_State *L)
 {
     host *h = host_of(L);
@@ -187,14 +191,16 @@ static int l_sandbox_call(lua_State *L)
     h->chunk = lua_tostring(L, 1); /* anchored on this frame's stack while the call runs */
     if (!h->budget_set) {
         h->budget_set = 1;
+        h->spec_bytes = 0;
         h->steps_left = (long)(budget / HOOK_STEP);
         h->deadline = now_s() + 1e-3 * (double)ms;
         h->time_ms = (long)ms;
     }
+    size_t start = h->used;
     if (outer) {
         h->sandboxed = 1;
         h->refused_line = 0;
-        h->limit = h->used + (size_t)bytes;
+        h->limit = h->used + ((size_t)bytes > h->spec_bytes ? (size_t)bytes - h->spec_bytes : 0);
         lua_sethook(L, count_hook, LUA_MASKCOUNT, HOOK_STEP);
     }
     int nargs = lua_gettop(L) - 5;
@@ -215,14 +221,17 @@ static int l_sandbox_call(lua_State *L)
         lua_sethook(L, NULL, 0, 0);
         h->sandboxed = 0;
         h->limit = old_limit;
+        if (h->used > start)
+            h->spec_bytes += h->used - start;
     }
     if (rc != LUA_OK) {
         if (rc == LUA_ERRMEM) {
             lua_pop(L, 1);
             if (line)
-                lua_pushfstring(L, "%s:%d: memory limit exceeded (%d MiB)", lua_tostring(L, 1), line, (int)(bytes >> 20));
+                lua_pushfstring(L, "%s:%d: memory limit exceeded (%d MiB per request)", lua_tostring(L, 1), line,
+                                (int)(bytes >> 20));
             else
-                lua_pushfstring(L, "memory limit exceeded (%d MiB)", (int)(bytes >> 20));
+                lua_pushfstring(L, "memory limit exceeded (%d MiB per request)", (int)(bytes >> 20));
         }
         lua_pushboolean(L, 0);
         lua_insert(L, -2);

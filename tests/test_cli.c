@@ -1234,6 +1234,17 @@ static void test_fifo_inputs(void **state)
     close(hold);
     ASSERT_BAD(r, "fifo.lua", "not a regular file");
     assert_string_equal(listing(fx, fx->out), "");
+    /* a FIFO or a link at a default-named header's name: refused at once, neither opened nor
+       followed (reading it to compare banners once blocked on the FIFO until killed) */
+    const char *h = fmt(fx, "%s/layernorm_3x5_f32.h", fx->out);
+    assert_int_equal(mkfifo(h, 0600), 0);
+    r = KG(fx, "emit", "layernorm", "rows=3", "dim=5", "--out", fx->out);
+    ASSERT_BAD(r, "layernorm_3x5_f32.h", "not a regular file");
+    assert_int_equal(unlink(h), 0);
+    assert_int_equal(symlink(fifo, h), 0);
+    r = KG(fx, "emit", "layernorm", "rows=3", "dim=5", "--out", fx->out);
+    ASSERT_BAD(r, "layernorm_3x5_f32.h", "not a regular file");
+    assert_string_equal(listing(fx, fx->out), "layernorm_3x5_f32.h");
 }
 
 /* The shape in a .npy header is compared with the graph before any data is read: a file

@@ -5,7 +5,9 @@
  *   - every comment is printable ASCII and opens no other comment,
  *   - no line ends in a backslash and no trigraph appears,
  *   - outside comments every identifier is a C keyword, a name the generator makes, or a
- *     name the kernel's argument list or function names declare.
+ *     name the kernel's argument list or function names declare;
+ *   - no argument's name is also declared as a local (the accumulator acc0 once shadowed an
+ *     input named so, and the kernel read its stack).
  * Run by ./build.sh fuzz. */
 #define _GNU_SOURCE /* memfd_create */
 #include <ctype.h>
@@ -64,8 +66,57 @@ static int declared(const kg_kernel *k, const char *w, size_t n)
     return strncmp(w, base, strlen(base)) == 0;
 }
 
+/* Whether s declares name as a local: float NAME, double *NAME, int NAME, or a later name of a
+   declaration list (float t0 = 0, NAME = 0). Parameters read "float *restrict NAME". */
+static int declares_local(const char *s, const char *name)
+{
+    static const char *const before[] = {"float ", "double ", "float *", "double *", "int ", ", ", NULL};
+    size_t n = strlen(name);
+    for (int i = 0; before[i]; i++) {
+        size_t m = strlen(before[i]);
+        for (const char *p = strstr(s, before[i]); p; p = strstr(p + 1, before[i])) {
+            const char *w = p + m;
+            if (strncmp(w, name, n) != 0 || isalnum((unsigned char)w[n]) || w[n] == '_')
+                continue;
+            if (i < 5 || strncmp(w + n, " = 0", 4) == 0)
+                return 1;
+        }
+    }
+    return 0;
+}
+
+/* In the kernel's own functions (<base>_..., which take the spec's names as parameters; the
+   kg_* helpers have their own scope), no local has an argument's name. */
+static void check_locals(const kg_kernel *k, const char *s)
+{
+    const char *base = kg_text(k, KG_TEXT_NAME);
+    size_t nb = strlen(base);
+    for (const char *line = s; *line;) {
+        const char *eol = strchr(line, '\n');
+        size_t len = eol ? (size_t)(eol - line) : strlen(line);
+        const char *name = strstr(line, base);
+        if (name && name < line + len && name > line && name[-1] == ' ' && name[nb] == '_' && line[len - 1] == ')') {
+            const char *end = strstr(line, "\n}\n"); /* the definition's body */
+            if (!end)
+                abort();
+            char *body = strndup(line, (size_t)(end - line));
+            for (int p = 0; p < KG_NPASSES; p++)
+                for (int i = 0; i < kg_nargs(k, (kg_pass)p); i++) {
+                    const char *c = kg_arg_at(k, (kg_pass)p, i)->cname;
+                    if (declares_local(body, c)) {
+                        fprintf(stderr, "fuzz_spec: argument '%s' is also declared as a local\n", c);
+                        abort();
+                    }
+                }
+            free(body);
+        }
+        line += len + (eol != NULL);
+    }
+}
+
 static void check_text(const kg_kernel *k, const char *s)
 {
+    check_locals(k, s);
     for (const char *p = s; *p;) {
         if (p[0] == '/' && p[1] == '*') {
             const char *end = strstr(p + 2, "*/");
