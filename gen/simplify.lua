@@ -23,7 +23,9 @@ end
 -- sum(a, S) = sum(sum(a, T), S - T) for T a proper part of S (the largest such T the graph
 -- sums a over), so that one sweep of accumulation serves both (GroupNorm's dbeta, dy summed
 -- over (sample, h, w), from the sums over (h, w) per sample that its dx needs). Returns
--- sum node -> T.
+-- sum node -> T. Only arguments summed at most SHARED_MAX ways are looked at (pairs of sums:
+-- a spec summing one tensor 20,000 ways would otherwise make this quadratic).
+local SHARED_MAX = 8
 local function nested_sums(G, live)
   local by_arg, inner = {}, {}
   for _, n in ipairs(G.nodes) do
@@ -34,7 +36,8 @@ local function nested_sums(G, live)
     end
   end
   for _, n in ipairs(G.nodes) do
-    for _, t in ipairs(live[n] and n.op == "sum" and by_arg[n.args[1]] or {}) do
+    local l = live[n] and n.op == "sum" and by_arg[n.args[1]] or {}
+    for _, t in ipairs(#l <= SHARED_MAX and l or {}) do
       local S, T = {}, t.attr.axes
       for _, ax in ipairs(n.attr.axes) do S[ax] = true end
       local part = #T < #n.attr.axes
