@@ -61,6 +61,12 @@ function builder.new(G, S, ctx, prefix)
   local function unwrap(x, what)
     local n = node_of[x]
     if not n then fail((what or "argument") .. " is not a tensor (got a " .. type(x) .. ")") end
+    -- not a node of this graph (a closed-form rule's graph starts as a copy of forward's): a
+    -- handle kept from another function of the spec, whose node was made after the copy; its
+    -- id means another node here, and ids key the graph's CSE
+    if G.nodes[n.id] ~= n then
+      fail((what or "argument") .. " is a tensor of another function of the spec (tensors live in the call that made them)")
+    end
     return n
   end
   -- an operand of arithmetic: a tensor, or a finite number (lifted to a constant)

@@ -96,6 +96,7 @@ end
 -- else the right one; a reduction's term fuses into its accumulator.
 local FMA = mathfn.FMA
 emit.FMA_CHAIN = 16 -- steps per lane up to which a reduce's terms fuse into their accumulator
+emit.ARGS_MAX = 128 -- parameters of a generated function (pipeline refuses kernels beyond it)
 local function fused(ctx, fac, cs)
   return FMA[ctx.dtype] .. "(" .. fac[1] .. ", " .. fac[3] .. ", " .. cs .. ")", 3
 end
@@ -784,14 +785,26 @@ local function emit_step(out, s, name, L, ctx)
     used[st.target.buf], written[st.target.buf] = true, true
     for _, l in ipairs(loops.loads(st.expr, {})) do used[l.buf] = true end
   end)
-  local T, formals, args, locals = CTYPE[ctx.dtype], {}, {}, {}
+  local T, formals, args, locals, views = CTYPE[ctx.dtype], {}, {}, {}, {}
   local function pass(buf, cname, arg)
     formals[#formals + 1] = (written[buf] and "" or "const ") .. T .. " *restrict " .. cname
     args[#args + 1] = arg
   end
+  local nws = 0
+  for _, b in ipairs(L.bufs) do if used[b] and b.role == "ws" then nws = nws + 1 end end
   for _, p in ipairs(L.params) do if used[p] then pass(p, p.cname, p.cname) end end
+  -- a step of many workspace buffers takes the workspace whole (tcc's value stack holds 256
+  -- entries: 150 chained products, 300 pointers, did not compile)
+  local whole = #formals + nws > emit.ARGS_MAX
+  if whole and nws > 0 then formals[#formals + 1] = T .. " *restrict ws"; args[#args + 1] = "ws" end
   for _, b in ipairs(L.bufs) do
-    if used[b] and b.role == "ws" then pass(b, "ws_" .. b.id, "ws + " .. b.base) end
+    if used[b] and b.role == "ws" then
+      if whole then
+        views[#views + 1] = (written[b] and "" or "const ") .. T .. " *restrict ws_" .. b.id .. " = ws + " .. b.base .. ";"
+      else
+        pass(b, "ws_" .. b.id, "ws + " .. b.base)
+      end
+    end
     if used[b] and b.role == "local" then
       locals[#locals + 1] = b.cname .. (b.size == 1 and " = 0" or ("[" .. b.size .. "] = {0}"))
     end
@@ -799,6 +812,7 @@ local function emit_step(out, s, name, L, ctx)
   out.line("/* " .. table.concat(names, ", ") .. " */")
   out.line("KG_NEST " .. (checks and "int " or "void ") .. name .. "(" .. table.concat(formals, ", ") .. ")")
   out.open("{")
+  for _, v in ipairs(views) do out.line(v) end
   if checks then out.line("int bad = 0;") end
   if #locals > 0 then out.line(T .. " " .. table.concat(locals, ", ") .. ";") end
   emit_body(out, { s }, {}, ctx)

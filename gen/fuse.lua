@@ -390,25 +390,22 @@ local function defines(s, buf)
   return stores
 end
 
--- per(q): the access counts of body[q] by buffer; total: the function's
-local function try_in_place(body, per, p, total, rename)
+-- at: where a body's statements touch each buffer (at.first[b], at.last[b]: the first and last
+-- statement; at.n[b]: the accesses in the body), per(q) the access counts of body[q] by buffer;
+-- total: the function's access counts.
+local function try_in_place(body, at, per, p, total, rename)
   local s = body[p]
-  local function first(from, to, buf) for q = from, to do if per(q)[buf] then return q end end end
-  local function count(from, to, buf)
-    local n = 0
-    for q = from, to do n = n + (per(q)[buf] or 0) end
-    return n
-  end
+  local function only_here(buf) return at.n[buf] == total[buf] end
   for i, st in ipairs(s.body) do
     local B = st.k == "store" and st.target.buf
     if B and B.role == "ws" and B.size == s.n and is_var(st.target.index, s.var) then
       for _, l in ipairs(loops.loads(st.expr, {})) do
         local A = l.buf
+        -- B touched first here, A last here, and neither outside this body
         if A ~= B and A.role == "ws" and A.size == B.size and is_var(l.index, s.var)
-          and not first(1, p - 1, B) and not first(p + 1, #body, A)
-          and count(1, p, A) == total[A] and count(p, #body, B) == total[B] then
+          and at.first[B] == p and at.last[A] == p and only_here(A) and only_here(B) then
           -- A defined in full by the first statement of the body that touches it
-          local q = first(1, p, A)
+          local q = at.first[A]
           local ok = q < p and defines(body[q], A)
           -- in s: A only read, at v, and not after the store
           for j, t in ipairs(s.body) do
@@ -429,28 +426,59 @@ local function try_in_place(body, per, p, total, rename)
 end
 
 local function in_place(F)
-  -- one rename at a time, applied before the next search: counts stay true, and a row that
-  -- took another's place can give its own in turn
-  while true do
-    local total, rename = counts(loops.accesses(F.body)), {}
-    local function visit(body)
-      local cache = {} -- computed when a candidate needs it: most bodies have none
-      local function per(q)
-        cache[q] = cache[q] or counts(loops.accesses({ body[q] }))
-        return cache[q]
-      end
-      for p, s in ipairs(body) do
-        if s.k == "loop" and (try_in_place(body, per, p, total, rename) or visit(s.body)) then return true end
-      end
-      return false
+  -- One rename at a time, applied before the search goes on at the same loop: a row that took
+  -- another's place can give its own in turn. A rename merges B into A, both touched only in
+  -- this body and from the loop before p on, so no earlier loop's candidate changes (the search
+  -- once began again at the top of the function after each rename: hours for a chain of 1000
+  -- maxima).
+  local total = counts(loops.accesses(F.body))
+  local function visit(body)
+    local per_q, at = {}, { first = {}, last = {}, n = {} }
+    local function per(q)
+      per_q[q] = per_q[q] or counts(loops.accesses({ body[q] }))
+      return per_q[q]
     end
-    if not visit(F.body) then return end
-    loops.walk(F.body, function(st)
-      if st.k == "loop" then return end
-      if rename[st.target.buf] then st.target = { buf = rename[st.target.buf], index = st.target.index } end
-      for _, l in ipairs(loops.loads(st.expr, {})) do l.buf = rename[l.buf] or l.buf end
-    end)
+    for q = 1, #body do
+      for b, k in pairs(per(q)) do
+        at.first[b] = at.first[b] or q
+        at.last[b], at.n[b] = q, (at.n[b] or 0) + k
+      end
+    end
+    local function merge(c, A, B) c[A], c[B] = (c[A] or 0) + (c[B] or 0), nil end
+    local p = 1
+    while p <= #body do
+      local s, rename = body[p], {}
+      if s.k == "loop" and try_in_place(body, at, per, p, total, rename) then
+        local B, A = next(rename)
+        for q = p, at.last[B] do -- every access of B is here (try_in_place checked)
+          if per(q)[B] then
+            loops.walk({ body[q] }, function(st)
+              if st.k == "loop" then return end
+              if st.target.buf == B then st.target = { buf = A, index = st.target.index } end
+              for _, l in ipairs(loops.loads(st.expr, {})) do if l.buf == B then l.buf = A end end
+            end)
+            merge(per_q[q], A, B)
+          end
+        end
+        at.last[A], at.first[B], at.last[B] = math.max(at.last[A], at.last[B]), nil, nil
+        merge(at.n, A, B)
+        merge(total, A, B)
+      else
+        if s.k == "loop" then
+          local before = per(p)
+          visit(s.body)
+          -- renames inside s merged some of its buffers, which only s touches here
+          per_q[p] = counts(loops.accesses({ s }))
+          for b in pairs(before) do
+            if not per_q[p][b] then at.first[b], at.last[b], at.n[b] = nil, nil, nil end
+          end
+          for b, k in pairs(per_q[p]) do at.n[b] = (at.n[b] or 0) - (before[b] or 0) + k end
+        end
+        p = p + 1
+      end
+    end
   end
+  visit(F.body)
 end
 
 ---------------------------------------------------------------------------------------------

@@ -301,9 +301,17 @@ end
 
 -- Factoring a sum (the sum fold below). A factor "constant along" the summed axes has one value
 -- per output element: a constant, a bcast that repeats along those axes, or elementwise ops of
--- such factors.
+-- such factors. The analysis of one sum visits at most FACTOR_VISITS nodes (memo.left): past
+-- that it answers "not constant", "one term" (no factoring, the same values); a sum at the end
+-- of a long chain of elementwise ops would otherwise walk the chain, and every sum of a chain
+-- of 1000 maxima its part of it.
+local FACTOR_VISITS = 64
+local function new_memo() return { left = FACTOR_VISITS } end
+
 local function constant_along(n, axes, memo)
   if memo[n] ~= nil then return memo[n] end
+  memo.left = memo.left - 1
+  if memo.left < 0 then return false end
   local r = false
   if n.op == "const" then
     r = true
@@ -348,7 +356,10 @@ local function sum_terms(n, axes, memo)
     else t.vary[#t.vary + 1] = m end
   end
   local function walk(m, sign)
-    if m.op == "add" then walk(m.args[1], sign); walk(m.args[2], sign)
+    memo.left = memo.left - 1
+    if memo.left < 0 then
+      terms[#terms + 1] = { sign = sign, const = {}, vary = { m }, node = m }
+    elseif m.op == "add" then walk(m.args[1], sign); walk(m.args[2], sign)
     elseif m.op == "sub" then walk(m.args[1], sign); walk(m.args[2], -sign)
     elseif m.op == "neg" then walk(m.args[1], -sign)
     else
@@ -387,12 +398,12 @@ local function split_sum(G, attr, t)
   for _, f in ipairs(t.vary) do
     local along = {}
     for _, ax in ipairs(attr.axes) do
-      if constant_along(f, { [ax] = true }, {}) then along[#along + 1] = ax end
+      if constant_along(f, { [ax] = true }, new_memo()) then along[#along + 1] = ax end
     end
     if #along > 0 and #along < #attr.axes and (not inner or #along > #inner) then inner = along end
   end
   if not inner then return nil end
-  local axes, memo, ks, vary = {}, {}, {}, {}
+  local axes, memo, ks, vary = {}, new_memo(), {}, {}
   for _, ax in ipairs(inner) do axes[ax] = true end
   for _, f in ipairs(t.vary) do
     if constant_along(f, axes, memo) then ks[#ks + 1] = f else vary[#vary + 1] = f end
@@ -405,7 +416,7 @@ local function split_sum(G, attr, t)
 end
 
 local function factor_sum(G, arg, attr)
-  local axes, memo = {}, {}
+  local axes, memo = {}, new_memo()
   for _, ax in ipairs(attr.axes) do axes[ax] = true end
   local terms = sum_terms(arg, axes, memo)
   local sweeps, pulled = 0, false

@@ -210,6 +210,9 @@ local function check_options(req)
   one_of("optimizer", "--optimizer", optim.NAMES, "sgd")
   if req.optimizer ~= "sgd" and not req.train then util.fail("--optimizer: only with --train") end
   if req.name and not util.is_name(req.name) then util.fail("--name: '" .. req.name .. "' is not a C identifier") end
+  if req.name and util.match(req.name, "^kg_") then -- the runtime's and the helpers' prefix
+    util.fail("--name: '" .. req.name .. "' begins with kg_, which generated code keeps for itself")
+  end
 end
 
 ---------------------------------------------------------------------------------------------
@@ -376,6 +379,10 @@ function pipeline.generate(req)
     local fn = base .. "_" .. pass
     local L = lower.run(R.graphs[pass], dtype)
     for _, t in ipairs(L.tables) do t.cname = base .. "_" .. t.name; tables_used[t.name] = t end
+    if #L.params + 1 > emit.ARGS_MAX then -- and the workspace: tcc compiles calls of at most about 250
+      util.fail(string.format("%s: the %s function would take %d arguments (at most %d): fewer inputs or outputs",
+        where, pass, #L.params + 1, emit.ARGS_MAX))
+    end
     for _, p in ipairs(L.params) do -- generated code indexes with int
       if p.cname:sub(1, #base + 1) == base .. "_" then -- would hide a function of the file
         util.fail(string.format("%s: argument name %s begins with the C name prefix %s_: rename it or use --name", where, p.cname, base))

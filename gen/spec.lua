@@ -47,21 +47,40 @@ local SAFE_MATH = [[abs ceil cos exp floor fmod huge log max maxinteger min mini
 -- string kept it busy for minutes)
 local SORT_MAX, SORT_STRING_BYTES = 100000, 1 << 20
 
-local function bounded_sort(t, cmp)
-  if type(t) == "table" and rawlen(t) > SORT_MAX then
-    error("table.sort: more than " .. SORT_MAX .. " elements (sandbox)", 2)
+-- Specs sort with a stable merge sort in Lua: Lua's own table.sort picks pivots from the clock
+-- once a partition is unbalanced, so elements that compare equal (1 and 1.0, or ties of a
+-- comparator) came out in another order from run to run. It runs under the hook like any spec
+-- code; the element and string bounds keep each step (a string compare) short.
+local function less(a, b) return a < b end
+local function stable_sort(t, cmp)
+  if type(t) ~= "table" then error("bad argument #1 to 'sort' (table expected, got " .. type(t) .. ")", 2) end
+  local n = rawlen(t)
+  if n > SORT_MAX then error("table.sort: more than " .. SORT_MAX .. " elements (sandbox)", 2) end
+  if cmp ~= nil and type(cmp) ~= "function" then error("bad argument #2 to 'sort' (function expected)", 2) end
+  local bytes = 0
+  for i = 1, n do
+    local v = rawget(t, i)
+    if type(v) == "string" then bytes = bytes + #v end
   end
-  if type(t) == "table" and cmp == nil then
-    local bytes = 0
-    for i = 1, rawlen(t) do
-      local v = rawget(t, i)
-      if type(v) == "string" then bytes = bytes + #v end
-    end
-    if bytes > SORT_STRING_BYTES then
-      error("table.sort: strings of more than " .. SORT_STRING_BYTES .. " bytes in all (sandbox)", 2)
-    end
+  if bytes > SORT_STRING_BYTES then
+    error("table.sort: strings of more than " .. SORT_STRING_BYTES .. " bytes in all (sandbox)", 2)
   end
-  return table.sort(t, cmp)
+  local lt, src, dst, width = cmp or less, {}, {}, 1
+  for i = 1, n do src[i] = rawget(t, i) end
+  while width < n do
+    for lo = 1, n, 2 * width do
+      local mid, hi = math.min(lo + width, n + 1), math.min(lo + 2 * width, n + 1)
+      local a, b, k = lo, mid, lo
+      while a < mid and b < hi do
+        if lt(src[b], src[a]) then dst[k], b = src[b], b + 1 else dst[k], a = src[a], a + 1 end
+        k = k + 1
+      end
+      while a < mid do dst[k], a, k = src[a], a + 1, k + 1 end
+      while b < hi do dst[k], b, k = src[b], b + 1, k + 1 end
+    end
+    src, dst, width = dst, src, 2 * width
+  end
+  for i = 1, n do rawset(t, i, src[i]) end
 end
 
 -- The same request gives the same bytes, so nothing a spec sees may depend on addresses (which
@@ -116,14 +135,19 @@ local function has_p(fmt)
   end
 end
 
+local raw_format = string.format
 local function safe_format(fmt, ...)
   if type(fmt) == "string" and has_p(fmt) then
     error("string.format: %p would print an address (graph specs are deterministic)", 2)
   end
   local args = table.pack(...)
   for i = 1, args.n do args[i] = plain(args[i]) end
-  return string.format(fmt, table.unpack(args, 1, args.n))
+  return raw_format(fmt, table.unpack(args, 1, args.n))
 end
+-- Also the format that string values reach as a method, ("%p"):format(t): string values index
+-- the state's one string table (kg_lua.c strips it), which the generator shares; the generator
+-- formats no tables and no %p.
+string.format = safe_format
 
 local function sandbox_env()
   local env = pick(_G, SAFE_GLOBALS)
@@ -132,7 +156,7 @@ local function sandbox_env()
   env.string = pick(string, SAFE_STRING)
   env.string.format = safe_format
   env.table = pick(table, SAFE_TABLE)
-  env.table.sort = bounded_sort
+  env.table.sort = stable_sort
   env.unpack = table.unpack
   env._VERSION = _VERSION
   return setmetatable(env, {

@@ -102,7 +102,7 @@ end
 -- stored tensors is util.MAX_ELEMENTS (pipeline checks every argument and workspace).
 util.MAX_ELEMENTS = 2147483647 -- kernels index with int
 local MAX_SHAPE = 1 << 53
-util.MAX_RANK = 16 -- axes of a tensor (a reshape to 10,000 axes took the passes 25 s and 2 GB)
+util.MAX_RANK = 8 -- axes of a tensor (kg_arg.shape has 8; a reshape to 10,000 axes took the passes 25 s and 2 GB)
 function util.count(shape)
   if #shape > util.MAX_RANK then util.fail("a tensor of " .. #shape .. " axes (at most " .. util.MAX_RANK .. ")") end
   local n = 1

@@ -120,7 +120,7 @@ typedef struct {
 static void on_error(void *opaque, const char *msg)
 {
     messages *m = opaque;
-    if (strstr(msg, "memory full"))
+    if (strstr(msg, "memory full") && !strstr(msg, "vstack")) /* the value stack is a fixed array */
         m->nomem = 1;
     char *prev = m->text;
     m->text = prev ? kg_strdupf("%s\n%s", prev, msg) : kg_strdup(msg);

@@ -142,20 +142,29 @@ static inline double kgt_rel(const double *a, const double *b, size_t n, double 
 static inline int kgt_run_spec_dir(const char *group, const char *dir, void (*fn)(void **),
                                    const struct CMUnitTest *extra, size_t nextra)
 {
-    enum { MAX = 64 };
+    enum { MAX = 128, MAX_EXTRA = 16 };
     static char paths[MAX][256];
-    struct CMUnitTest tests[MAX + 8];
+    struct CMUnitTest tests[MAX + MAX_EXTRA];
     size_t n = 0;
+    if (nextra > MAX_EXTRA) { /* silently dropped tests once: say so */
+        fprintf(stderr, "%s: %zu extra tests, at most %d\n", group, nextra, (int)MAX_EXTRA);
+        return 1;
+    }
     DIR *d = opendir(dir);
     if (!d) {
         fprintf(stderr, "%s: cannot open %s (run from the repository root)\n", group, dir);
         return 1;
     }
     struct dirent *e;
-    while ((e = readdir(d)) != NULL && n < MAX) {
+    while ((e = readdir(d)) != NULL) {
         size_t len = strlen(e->d_name);
         if (len < 5 || strcmp(e->d_name + len - 4, ".lua") != 0)
             continue;
+        if (n == MAX) {
+            fprintf(stderr, "%s: more than %d *.lua files in %s\n", group, (int)MAX, dir);
+            closedir(d);
+            return 1;
+        }
         snprintf(paths[n], sizeof paths[n], "%s/%s", dir, e->d_name);
         struct CMUnitTest t = {paths[n], fn, NULL, NULL, paths[n]};
         tests[n++] = t;
@@ -165,7 +174,7 @@ static inline int kgt_run_spec_dir(const char *group, const char *dir, void (*fn
         fprintf(stderr, "%s: no *.lua files in %s\n", group, dir);
         return 1;
     }
-    for (size_t i = 0; i < nextra && i < 8; i++)
+    for (size_t i = 0; i < nextra; i++)
         tests[n++] = extra[i];
     return _cmocka_run_group_tests(group, tests, n, NULL, NULL);
 }

@@ -1158,6 +1158,8 @@ static void test_emit_bad_param_writes_nothing(void **state)
     ASSERT_BAD(r, "rows=0");
     r = KG(fx, "emit", "layernorm", "--name", "not-an-identifier", "--out", fx->out);
     ASSERT_BAD(r, "--name", "not-an-identifier");
+    r = KG(fx, "emit", "layernorm", "--name", "kg_entry", "--out", fx->out); /* kg_entry_forward is the runtime's */
+    ASSERT_BAD(r, "--name", "kg_entry", "begins with kg_");
     r = KG(fx, "emit", "layernorm", "eps=nan"); /* default --out is the working directory */
     ASSERT_BAD(r, "eps=nan");
     assert_no_output(fx);
