@@ -393,17 +393,16 @@ end
 -- at: where a body's statements touch each buffer (at.first[b], at.last[b]: the first and last
 -- statement; at.n[b]: the accesses in the body), per(q) the access counts of body[q] by buffer;
 -- total: the function's access counts.
-local function try_in_place(body, at, per, p, total, rename)
+local function try_in_place(body, where, per, p, total, rename)
   local s = body[p]
-  local function only_here(buf) return at.n[buf] == total[buf] end
   for i, st in ipairs(s.body) do
     local B = st.k == "store" and st.target.buf
     if B and B.role == "ws" and B.size == s.n and is_var(st.target.index, s.var) then
       for _, l in ipairs(loops.loads(st.expr, {})) do
         local A = l.buf
+        local at = A ~= B and A.role == "ws" and A.size == B.size and is_var(l.index, s.var) and where()
         -- B touched first here, A last here, and neither outside this body
-        if A ~= B and A.role == "ws" and A.size == B.size and is_var(l.index, s.var)
-          and at.first[B] == p and at.last[A] == p and only_here(A) and only_here(B) then
+        if at and at.first[B] == p and at.last[A] == p and at.n[A] == total[A] and at.n[B] == total[B] then
           -- A defined in full by the first statement of the body that touches it
           local q = at.first[A]
           local ok = q < p and defines(body[q], A)
@@ -433,22 +432,28 @@ local function in_place(F)
   -- maxima).
   local total = counts(loops.accesses(F.body))
   local function visit(body)
-    local per_q, at = {}, { first = {}, last = {}, n = {} }
+    local per_q, at = {}, nil -- built when a candidate needs them: most bodies have none
     local function per(q)
       per_q[q] = per_q[q] or counts(loops.accesses({ body[q] }))
       return per_q[q]
     end
-    for q = 1, #body do
-      for b, k in pairs(per(q)) do
-        at.first[b] = at.first[b] or q
-        at.last[b], at.n[b] = q, (at.n[b] or 0) + k
+    local function where()
+      if not at then
+        at = { first = {}, last = {}, n = {} }
+        for q = 1, #body do
+          for b, k in pairs(per(q)) do
+            at.first[b] = at.first[b] or q
+            at.last[b], at.n[b] = q, (at.n[b] or 0) + k
+          end
+        end
       end
+      return at
     end
     local function merge(c, A, B) c[A], c[B] = (c[A] or 0) + (c[B] or 0), nil end
-    local p = 1
+    local p, renamed = 1, false
     while p <= #body do
       local s, rename = body[p], {}
-      if s.k == "loop" and try_in_place(body, at, per, p, total, rename) then
+      if s.k == "loop" and try_in_place(body, where, per, p, total, rename) then
         local B, A = next(rename)
         for q = p, at.last[B] do -- every access of B is here (try_in_place checked)
           if per(q)[B] then
@@ -463,20 +468,25 @@ local function in_place(F)
         at.last[A], at.first[B], at.last[B] = math.max(at.last[A], at.last[B]), nil, nil
         merge(at.n, A, B)
         merge(total, A, B)
+        renamed = true
       else
-        if s.k == "loop" then
-          local before = per(p)
-          visit(s.body)
+        local inside = s.k == "loop" and visit(s.body)
+        renamed = renamed or inside
+        if inside and at then
           -- renames inside s merged some of its buffers, which only s touches here
+          local before = per(p)
           per_q[p] = counts(loops.accesses({ s }))
           for b in pairs(before) do
             if not per_q[p][b] then at.first[b], at.last[b], at.n[b] = nil, nil, nil end
           end
           for b, k in pairs(per_q[p]) do at.n[b] = (at.n[b] or 0) - (before[b] or 0) + k end
+        elseif s.k == "loop" then
+          per_q[p] = nil
         end
         p = p + 1
       end
     end
+    return renamed
   end
   visit(F.body)
 end
