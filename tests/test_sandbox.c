@@ -106,6 +106,18 @@ static char *spec_file(const char *text)
     return path;
 }
 
+/* Generates the spec at path with a dtype and a VJP form (NULL: the defaults). */
+static kg_status generate_as(const char *path, const char *dtype, const char *vjp_form, kg_kernel **k, char **err)
+{
+    kg_request req = {0};
+    req.graph = path;
+    req.dtype = dtype;
+    req.vjp_form = vjp_form;
+    *k = NULL;
+    *err = NULL;
+    return kg_generate(&req, k, err);
+}
+
 /* A spec that tries to change what the generator already checked, from inside its forward:
    its dims and attrs (g.dim, g.attr), its own declaration table, a tensor's IR node (handles
    hide it) and shape (a copy). None of it may reach the generated files. */
@@ -192,11 +204,9 @@ static void same_request_same_bytes(void **state)
         "}\n");
     char *text[2];
     for (int i = 0; i < 2; i++) {
-        kg_request req = {0};
-        req.graph = path;
-        kg_kernel *k = NULL;
-        char *err = NULL;
-        assert_int_equal(kg_generate(&req, &k, &err), KG_OK);
+        kg_kernel *k;
+        char *err;
+        assert_int_equal(generate_as(path, NULL, NULL, &k, &err), KG_OK);
         text[i] = strdup(kg_text(k, KG_TEXT_SOURCE));
         kg_free(k);
     }
@@ -224,12 +234,9 @@ static void constants_out_of_range(void **state)
     static const char *const dtype[] = {"f64", "f32"};
     static const char *const want[] = {"constant arithmetic (mul) gives inf", ":5: value c 1e+308 is beyond float's range"};
     for (int i = 0; i < 2; i++) {
-        kg_request req = {0};
-        req.graph = path;
-        req.dtype = dtype[i];
-        kg_kernel *k = NULL;
-        char *err = NULL;
-        assert_int_equal(kg_generate(&req, &k, &err), KG_EINPUT);
+        kg_kernel *k;
+        char *err;
+        assert_int_equal(generate_as(path, dtype[i], NULL, &k, &err), KG_EINPUT);
         assert_non_null(strstr(err, path));
         assert_non_null(strstr(err, want[i]));
         free(err);
@@ -250,11 +257,9 @@ static void attr_defaults_as_parsed(void **state)
                            "  inputs = { { \"x\", \"n\" } }, outputs = { \"y\" },\n"
                            "  forward = function(g, v) v.y = v.x * g.attr.eps + g.attr.k end,\n"
                            "}\n");
-    kg_request req = {0};
-    req.graph = path;
-    kg_kernel *k = NULL;
-    char *err = NULL;
-    assert_int_equal(kg_generate(&req, &k, &err), KG_OK);
+    kg_kernel *k;
+    char *err;
+    assert_int_equal(generate_as(path, NULL, NULL, &k, &err), KG_OK);
     assert_non_null(strstr(kg_text(k, KG_TEXT_HEADER), " * params:  n=4 eps=0.125 k=16\n"));
     kg_free(k);
     remove(path);
@@ -278,12 +283,9 @@ static void tensor_of_another_function(void **state)
                            "    return { x = cot.y * a + 0 * r1 }\n"
                            "  end,\n"
                            "}\n");
-    kg_request req = {0};
-    req.graph = path;
-    req.vjp_form = "closed";
-    kg_kernel *k = NULL;
-    char *err = NULL;
-    assert_int_equal(kg_generate(&req, &k, &err), KG_EINPUT);
+    kg_kernel *k;
+    char *err;
+    assert_int_equal(generate_as(path, NULL, "closed", &k, &err), KG_EINPUT);
     assert_non_null(strstr(err, ":9: argument is a tensor of another function of the spec"));
     free(err);
     remove(path);
@@ -304,11 +306,9 @@ static void many_buffers_compile(void **state)
                            "    v.y = t\n"
                            "  end,\n"
                            "}\n");
-    kg_request req = {0};
-    req.graph = path;
-    kg_kernel *k = NULL;
-    char *err = NULL;
-    assert_int_equal(kg_generate(&req, &k, &err), KG_OK);
+    kg_kernel *k;
+    char *err;
+    assert_int_equal(generate_as(path, NULL, NULL, &k, &err), KG_OK);
     assert_non_null(strstr(kg_text(k, KG_TEXT_JIT_SOURCE), " *restrict ws_1 = ws + ")); /* the whole workspace */
     kg_status st = kg_compile(k, &err);
     if (st != KG_OK)
