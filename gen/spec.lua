@@ -42,15 +42,13 @@ local SAFE_STRING = "byte char format len lower rep reverse sub upper"
 local SAFE_TABLE = "concat insert remove unpack"
 local SAFE_MATH = [[abs ceil cos exp floor fmod huge log max maxinteger min mininteger modf pi
   sin sqrt tan tointeger type ult acos asin atan]] -- no random: output must be deterministic
--- table.sort runs in C (no hook) without a comparator: bound its input, the count and the
--- bytes of strings it compares (a compare walks both strings: 100000 copies of one 64 KiB
--- string kept it busy for minutes)
+-- Specs sort with a stable merge sort in Lua: Lua's own table.sort runs in C, unseen by the
+-- hook (100000 copies of one 64 KiB string kept it busy for minutes), and picks pivots from the
+-- clock once a partition is unbalanced, so elements that compare equal (1 and 1.0, or ties of
+-- a comparator) came out in another order from run to run. This one runs under the hook like
+-- any spec code; the bounds on elements and on the bytes of strings keep each step (a string
+-- compare, one VM instruction) short.
 local SORT_MAX, SORT_STRING_BYTES = 100000, 1 << 20
-
--- Specs sort with a stable merge sort in Lua: Lua's own table.sort picks pivots from the clock
--- once a partition is unbalanced, so elements that compare equal (1 and 1.0, or ties of a
--- comparator) came out in another order from run to run. It runs under the hook like any spec
--- code; the element and string bounds keep each step (a string compare) short.
 local function less(a, b) return a < b end
 local function stable_sort(t, cmp)
   if type(t) ~= "table" then error("bad argument #1 to 'sort' (table expected, got " .. type(t) .. ")", 2) end
