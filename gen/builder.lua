@@ -33,7 +33,7 @@ Tensor.__div = function(x, y) return owner(x, y).binary("div", x, y) end
 Tensor.__unm = function(x) return builder_of[x].neg(x) end
 Tensor.__index = function(t, k)
   if k == "shape" then return copy_shape(node_of[t].shape) end
-  builder_of[t].fail("tensors have no field '" .. tostring(k) .. "'")
+  builder_of[t].fail("tensors have no field '" .. util.show(k) .. "'")
 end
 Tensor.__newindex = function(t) builder_of[t].fail("tensors are read-only") end
 
@@ -140,7 +140,7 @@ function builder.new(G, S, ctx, prefix)
     for k in pairs(t) do names[#names + 1] = k end
     table.sort(names)
     return setmetatable(t, { __index = function(_, k)
-      fail(what .. " has no '" .. tostring(k) .. "' (" .. what .. ": " .. table.concat(names, ", ") .. ")")
+      fail(what .. " has no '" .. util.show(k) .. "' (" .. what .. ": " .. table.concat(names, ", ") .. ")")
     end })
   end
   g.dim, g.attr = known(spec_copy(ctx.dims), "g.dim"), known(spec_copy(ctx.attrs), "g.attr")
@@ -212,16 +212,16 @@ function builder.new(G, S, ctx, prefix)
     return wrap(G:sum(prod, { r + 1 }))
   end
   function g.shape(x) return copy_shape(unwrap(x).shape) end
-  function g.fail(msg) fail(tostring(msg)) end
+  function g.fail(msg) fail(util.show(msg)) end
 
   -- Another graph as one node: inputs by name; its dims come from the input shapes and
   -- params (NAME=VALUE strings or a table) fill the rest; attrs default to this graph's preset.
   function g.call(name, args, params)
     local spec = require("spec")
     if (ctx.depth or 0) >= spec.CALL_DEPTH then
-      fail("g.call nests deeper than " .. spec.CALL_DEPTH .. " graphs (does '" .. tostring(name) .. "' call itself?)")
+      fail("g.call nests deeper than " .. spec.CALL_DEPTH .. " graphs (does '" .. util.show(name) .. "' call itself?)")
     end
-    if not util.is_name(name) then fail("g.call: '" .. tostring(name) .. "' is not a graph name") end
+    if not util.is_name(name) then fail("g.call: '" .. util.show(name) .. "' is not a graph name") end
     local S2 = spec.find_callee(S, name)
     if type(args) ~= "table" or (params ~= nil and type(params) ~= "table") then
       fail("g.call(name, inputs, params): inputs and params are tables")
@@ -278,7 +278,7 @@ function builder.new(G, S, ctx, prefix)
     __metatable = false,
     __index = function(_, k)
       local n = named[k]
-      if not n then fail("no value named '" .. tostring(k) .. "'") end
+      if not n then fail("no value named '" .. util.show(k) .. "'") end
       return wrap(n)
     end,
   })

@@ -147,7 +147,18 @@ end
 -- formats no tables and no %p.
 string.format = safe_format
 
-local function sandbox_env()
+-- file: the spec the environment is for. Its refusals are the generator's failures (exit 2),
+-- also when generator code reads a spec's _ENV handed back as a graph table; they name the
+-- spec's innermost line on the stack.
+local function sandbox_env(file)
+  local function refuse(msg)
+    for level = 3, 40 do
+      local info = debug.getinfo(level, "Sl")
+      if not info then break end
+      if info.source == "@" .. file and info.currentline > 0 then util.fail(file .. ":" .. info.currentline .. ": " .. msg) end
+    end
+    util.fail(file .. ": " .. msg)
+  end
   local env = pick(_G, SAFE_GLOBALS)
   env.pairs, env.tostring = ordered_pairs, safe_tostring
   env.math = pick(math, SAFE_MATH)
@@ -158,12 +169,8 @@ local function sandbox_env()
   env.unpack = table.unpack
   env._VERSION = _VERSION
   return setmetatable(env, {
-    __index = function(_, k)
-      error(string.format("'%s' is not available in graph specs (sandbox)", tostring(k)), 2)
-    end,
-    __newindex = function(_, k)
-      error(string.format("assignment to global '%s' (use local)", tostring(k)), 2)
-    end,
+    __index = function(_, k) refuse("'" .. util.show(k) .. "' is not available in graph specs (sandbox)") end,
+    __newindex = function(_, k) refuse("assignment to global '" .. util.show(k) .. "' (use local)") end,
     __metatable = false,
   })
 end
@@ -216,7 +223,7 @@ local function declaration(raw, file)
     for k in pairs(raw) do
       local ok = false
       for _, f in ipairs(fields) do if k == f then ok = true end end
-      if not ok then bad("unknown field '" .. tostring(k) .. "' (expected " .. table.concat(fields, ", ") .. ")") end
+      if not ok then bad("unknown field '" .. util.show(k) .. "' (expected " .. table.concat(fields, ", ") .. ")") end
     end
   end
   if not util.is_name(raw.name) then bad("graph name must be a C identifier of at most " .. util.NAME_MAX .. " characters") end
@@ -264,7 +271,7 @@ local function declaration(raw, file)
     if d.kind ~= nil and d.kind ~= "shape" then fail("dim " .. d[1] .. ": kind must be \"shape\" or absent") end
     if d.min ~= nil and math.type(d.min) ~= "integer" then fail("dim " .. d[1] .. ": min must be an integer") end
     local dim = { d[1], d[2], kind = d.kind, min = d.min }
-    parse_dim(where, dim, tostring(d[2])) -- the default must parse like a command-line value
+    parse_dim(where, dim, util.show(d[2])) -- the default must parse like a command-line value
     S.dims[#S.dims + 1] = dim
   end
   for _, a in ipairs(list("attrs", true)) do
@@ -287,7 +294,7 @@ local function declaration(raw, file)
     for _, key in ipairs({ "default", "torchlean", "pytorch" }) do
       local v = a[key]
       if v ~= nil then -- kept as parsed: the raw text (" 0x1P-3\n", say) reached the banner
-        if not (a.kind == "number" and v == "dtype_eps") then v = parse_attr(where, attr, tostring(v)) end
+        if not (a.kind == "number" and v == "dtype_eps") then v = parse_attr(where, attr, util.show(v)) end
         attr[key] = v
       end
     end
@@ -303,7 +310,7 @@ local function declaration(raw, file)
     if not INIT_HINTS[input.init] then fail("input " .. i[1] .. ": init must be \"normal\", \"positive\" or \"linear\"") end
     if i.when ~= nil and type(i.when) ~= "function" then fail("input " .. i[1] .. ": when must be a function") end
     for k = 2, #i do
-      if names[i[k]] ~= "dim" then fail("input " .. i[1] .. ": unknown dim '" .. tostring(i[k]) .. "'") end
+      if names[i[k]] ~= "dim" then fail("input " .. i[1] .. ": unknown dim '" .. util.show(i[k]) .. "'") end
       input[k] = i[k]
     end
     S.inputs[#S.inputs + 1] = input
@@ -325,7 +332,7 @@ end
 -- precompiled: the text is a built-in spec that gen/embed.c compiled; a user's spec is always
 -- loaded as text.
 function spec.load_text(text, file, precompiled)
-  local chunk, err = load(text, "@" .. file, precompiled and "b" or "t", sandbox_env())
+  local chunk, err = load(text, "@" .. file, precompiled and "b" or "t", sandbox_env(file))
   if not chunk then
     err = util.match(tostring(err), "^[^\n]*") -- the parser's "C stack overflow" brings a traceback
     if err:sub(1, #file + 1) ~= file .. ":" then err = file .. ": " .. err end
@@ -498,7 +505,7 @@ function spec.bind(S, params, semantics, dtype)
     if d[2] == "dim" then dims[k] = parse_dim(S.name, d[1], v) else attrs[k] = parse_attr(S.name, d[1], v) end
   end
   for _, d in ipairs(S.dims) do
-    if dims[d[1]] == nil then dims[d[1]] = parse_dim(S.name, d, tostring(d[2])) end
+    if dims[d[1]] == nil then dims[d[1]] = parse_dim(S.name, d, util.show(d[2])) end
   end
   for _, a in ipairs(S.attrs) do
     if attrs[a[1]] == nil then attrs[a[1]] = spec.attr_default(a, semantics, dtype) end
