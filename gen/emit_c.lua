@@ -840,29 +840,27 @@ end
 -- kg_entry_<pass>(void *const *a) through which the runtime calls it.
 local ELEM_BYTES = { f32 = 4, f64 = 8 }
 
--- seen: macro -> what it stands for; two things that would give the header one macro are an
--- error (the argument forward_ws and the forward pass's workspace: FORWARD_WS_SIZE). seen.where
--- names the spec in the message.
-local function new_macro(seen, macro, owner)
-  if seen[macro] == owner then return false end
-  if seen[macro] then
-    util.fail(seen.where .. ": the header would define " .. macro .. " for both " .. seen[macro] .. " and " .. owner .. ": rename one")
-  end
-  seen[macro] = owner
-  return true
-end
-
-function emit.declarations(fn, L, dtype, upper, pass, comment, seen)
+function emit.declarations(fn, L, dtype, upper, pass, comment, seen, where)
   local T, sizes, doc, casts = CTYPE[dtype], {}, { "/* " .. fn .. ": " .. comment }, {}
+  -- seen: macro -> what it stands for; two things that would give the header one macro are an
+  -- error (the argument forward_ws and the forward pass's workspace: FORWARD_WS_SIZE)
+  local function new_macro(macro, owner)
+    if seen[macro] == owner then return false end
+    if seen[macro] then
+      util.fail(where .. ": the header would define " .. macro .. " for both " .. seen[macro] .. " and " .. owner .. ": rename one")
+    end
+    seen[macro] = owner
+    return true
+  end
   for i, p in ipairs(L.params) do
     local macro = upper .. "_" .. p.cname:upper() .. "_SIZE"
-    if new_macro(seen, macro, "the size of " .. p.cname) then
+    if new_macro(macro, "the size of " .. p.cname) then
       sizes[#sizes + 1] = string.format("#define %s %d /* %s %s, %d bytes */", macro, p.count, p.cname,
         util.shape_str(p.shape), p.count * ELEM_BYTES[dtype])
     end
     for k, f in ipairs(p.fields or {}) do -- the optimizer's hyperparameters by name
       local m = upper .. "_" .. p.cname:upper() .. "_" .. f:upper()
-      if new_macro(seen, m, "the index of " .. p.cname .. "." .. f) then
+      if new_macro(m, "the index of " .. p.cname .. "." .. f) then
         sizes[#sizes + 1] = string.format("#define %s %d /* %s[%d]: %s */", m, k - 1, p.cname, k - 1, f)
       end
     end
@@ -872,7 +870,7 @@ function emit.declarations(fn, L, dtype, upper, pass, comment, seen)
   end
   casts[#casts + 1] = "(" .. T .. " *)a[" .. #L.params .. "]"
   local ws_macro = upper .. "_" .. pass:upper() .. "_WS_SIZE"
-  new_macro(seen, ws_macro, "the workspace of " .. fn)
+  new_macro(ws_macro, "the workspace of " .. fn)
   sizes[#sizes + 1] = string.format("#define %s %d /* workspace of %s, %d bytes */", ws_macro, L.ws_size, fn,
     L.ws_size * ELEM_BYTES[dtype])
   doc[#doc + 1] = string.format("   %-12s [%d] workspace (%s elements) */", "ws", L.ws_size, ws_macro)

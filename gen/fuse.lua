@@ -270,8 +270,7 @@ local function touched(body, sets)
       touched(s.body, sets)
       for _, t in ipairs(s.body) do for b in pairs(sets[t]) do set[b] = true end end
     else
-      set[s.target.buf] = true
-      for _, l in ipairs(loops.loads(s.expr, {})) do set[l.buf] = true end
+      loops.touches({ s }, set, set)
     end
     sets[s] = set
   end

@@ -372,7 +372,7 @@ function pipeline.generate(req)
   local dumps = R.dumps
   local result = { name = base, functions = {} }
   local where = S.file .. ": graph " .. S.name
-  local size_seen, init_of = { where = where }, {}
+  local size_seen, init_of = {}, {}
   for _, i in ipairs(S.inputs) do init_of[i[1]] = i.init end
   local statements, terms, tables_used = 0, 0, {}
   for _, pass in ipairs(req.passes) do
@@ -388,7 +388,7 @@ function pipeline.generate(req)
         util.fail(string.format("%s: argument name %s begins with the C name prefix %s_: rename it or use --name", where, p.cname, base))
       end
       if p.count > INT_MAX then
-        util.fail(string.format("%s: %s has %d elements; kernels index with int (at most %d)", S.name, p.cname, p.count, INT_MAX))
+        util.fail(string.format("%s: %s has %d elements; kernels index with int (at most %d)", where, p.cname, p.count, INT_MAX))
       end
     end
     local function after(what)
@@ -407,7 +407,7 @@ function pipeline.generate(req)
     local out = emit.fn(fn, L, dtype, helpers, PASS[pass].doc, req.fma == "on", req.target)
     statements = statements + out.statements
     fns[#fns + 1] = out.text()
-    local d = emit.declarations(fn, L, dtype, upper, pass, PASS[pass].doc, size_seen)
+    local d = emit.declarations(fn, L, dtype, upper, pass, PASS[pass].doc, size_seen, where)
     for _, line in ipairs(d.sizes) do sizes[#sizes + 1] = line end
     protos[#protos + 1] = d.prototype
     entries[#entries + 1] = d.entry

@@ -112,11 +112,7 @@ local function ordered_pairs(t)
   end, t, nil
 end
 
-local function plain(v)
-  local t = type(v)
-  if t == "table" or t == "function" or t == "thread" or t == "userdata" then return t end
-  return v
-end
+local function plain(v) return util.opaque(v) and type(v) or v end
 
 local function safe_tostring(v) return tostring(plain(v)) end
 

@@ -56,13 +56,13 @@ function util.c_reserved(name)
     or util.match(name, "^ws_%d+$") ~= nil or util.match(name, "^kg_") ~= nil
 end
 
--- A value a spec gave, for a message: a table's or function's type instead of its address
--- (which ASLR moves: the same request gives the same text).
-function util.show(v)
+-- Values whose tostring is an address (which ASLR moves: the same request must give the same
+-- text), and a value a spec gave as a message shows it: by its type.
+function util.opaque(v)
   local t = type(v)
-  if t == "table" or t == "function" or t == "thread" or t == "userdata" then return "(a " .. t .. ")" end
-  return tostring(v)
+  return t == "table" or t == "function" or t == "thread" or t == "userdata"
 end
+function util.show(v) return util.opaque(v) and "(a " .. type(v) .. ")" or tostring(v) end
 
 -- Deterministic text of a value: keys sorted, numbers with 17 significant digits.
 function util.serialize(v)
