@@ -25,6 +25,7 @@ local util = require("util")
 local loops = require("loops")
 local roles = require("roles")
 local mathfn = require("mathfn")
+local x86 = require("x86")
 
 local aff = loops.aff
 
@@ -602,7 +603,11 @@ local function emit_reduces(out, group, env, ctx)
     env[inner.var] = nil
   end
   local v = inner.var
-  if (#group > 1 or fuses[1]) and main > 0 and not ctx.pointers then
+  local asm = ctx.avx2 and main > 0 and x86.reduces(group, { dtype = dtype, fma = ctx.fma, fuses = fuses, v = v,
+    main = main, L = L, env = env, acc = acc, text = function(e) return (emit.expr(e, env, ctx)) end })
+  if asm then
+    for _, l in ipairs(asm) do out.line(l) end
+  elseif (#group > 1 or fuses[1]) and main > 0 and not ctx.pointers then
     -- several accumulators: the lanes as a loop of constant trip count, which gcc vectorizes
     -- with every accumulator in a register (written out, gcc spills them all); so are fmas
     -- (gcc 12 vectorizes fmaf in loops, but leaves written-out lanes of them scalar). Without
@@ -704,6 +709,21 @@ local function emit_stmt(out, s, env, ctx)
     if innermost then
       ctx.hoisted = setmetatable({}, { __index = saved })
       hoisted = hoist(out, ctx, s.body, { [s.var] = true }, env)
+    end
+    local asm, main = nil, 0
+    if ctx.avx2 and innermost then
+      asm, main = x86.loop(s, { dtype = ctx.dtype, fma = ctx.fma, env = env, text = function(e) return (emit.expr(e, env, ctx)) end })
+    end
+    if asm then -- machine code for the whole steps of vector registers (x86.lua), then the rest
+      for _, l in ipairs(asm) do out.line(l) end
+      for j = main, s.n - 1 do
+        env[s.var] = j
+        emit_body(out, s.body, env, ctx)
+      end
+      env[s.var] = nil
+      if hoisted then out.close() end
+      ctx.hoisted = saved
+      return
     end
     if s.strip then -- strip-mined (schedule): blocks of s.strip copies of the body, then the rest
       local v, U = s.var, s.strip
@@ -885,7 +905,7 @@ end
 function emit.fn(fn, L, dtype, helpers, comment, fma, target)
   local out = new_out()
   local ctx = { dtype = dtype, helpers = helpers, hoisted = {}, nhoist = 0, compiled = {}, bases = {}, scope = {},
-    pointers = L.policy == "auto", fma = fma, scalar = target == "scalar" }
+    pointers = L.policy == "auto", fma = fma, scalar = target == "scalar", avx2 = target == "avx2" }
   local nlocal = 0 -- one-element buffers: C locals of their step, named in buffer order
   for _, b in ipairs(L.bufs) do
     if b.role == "local" then

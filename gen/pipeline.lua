@@ -195,7 +195,7 @@ local function check_options(req)
   one_of("dump_ir", "--dump-ir", dumpable, nil)
   one_of("fuse", "--fuse", { "auto", "none" }, "auto")
   one_of("fma", "--fma", { "off", "on" }, "off")
-  one_of("target", "--target", { "simd", "scalar" }, "simd")
+  one_of("target", "--target", { "simd", "scalar", "avx2" }, "simd")
   -- the passes to generate, in table order (default: all)
   local want = {}
   for _, q in ipairs(req.passes or {}) do
@@ -402,7 +402,7 @@ function pipeline.generate(req)
     fuse.plan(L)
     after("block")
     if L.ws_size > INT_MAX then util.fail(string.format("%s: the %s workspace would exceed %d elements", S.name, pass, INT_MAX)) end
-    schedule.run(L, req.unroll, fn)
+    schedule.run(L, req.unroll, fn, req.target, dtype)
     terms = terms + L.unrolled_terms
     local out = emit.fn(fn, L, dtype, helpers, PASS[pass].doc, req.fma == "on", req.target)
     statements = statements + out.statements

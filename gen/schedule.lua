@@ -15,6 +15,7 @@
 -- Unrolling never changes results: the order of every sum is fixed in the IR.
 
 local util = require("util")
+local x86 = require("x86")
 
 local schedule = {}
 
@@ -39,11 +40,17 @@ local function expr_size(e)
 end
 
 -- Terms emitted for s under the decisions taken; `all` reports whether s is straight-line.
-local function size(s, policy, budget)
+local function size(s, policy, budget, target, dtype)
   if s.k == "loop" then
+    if target == "avx2" and not s.lanes and x86.loop_supported(s, dtype) then -- machine code (x86.lua)
+      s.unroll, s.strip = false, nil
+      local inner = 0
+      for _, t in ipairs(s.body) do inner = inner + size(t, policy, budget, target, dtype) end
+      return inner + 1, false
+    end
     local inner, straight = 0, true
     for _, t in ipairs(s.body) do
-      local n, all = size(t, policy, budget)
+      local n, all = size(t, policy, budget, target, dtype)
       inner = inner + n
       straight = straight and all
     end
@@ -60,7 +67,7 @@ local function size(s, policy, budget)
   if s.k ~= "reduce" then return per, true end
   local count = 1
   for _, r in ipairs(s.rvars) do count = count * r.n end
-  s.unroll = policy == "full" or (policy == "auto" and per * count <= budget)
+  s.unroll = policy == "full" or (policy == "auto" and per * count <= budget and not (target == "avx2" and x86.supported(s, dtype)))
   if s.unroll then return per * count, true end
   return per * s.lanes + s.lanes, false
 end
@@ -71,15 +78,15 @@ local function keep_loops(s)
   for _, t in ipairs(s.body or {}) do keep_loops(t) end
 end
 
-function schedule.run(F, policy, fn_name)
+function schedule.run(F, policy, fn_name, target, dtype)
   local used = 0
   for _, s in ipairs(F.body) do
-    local n = size(s, policy, schedule.NEST_BUDGET)
+    local n = size(s, policy, schedule.NEST_BUDGET, target, dtype)
     if policy == "auto" and used + n > schedule.FUNCTION_BUDGET then
       -- unroll what the function's remaining budget still holds, not nothing: a nest that
       -- did not fit whole would otherwise lose even its short written-out sums
       keep_loops(s)
-      n = size(s, policy, schedule.FUNCTION_BUDGET - used)
+      n = size(s, policy, schedule.FUNCTION_BUDGET - used, target, dtype)
       if used + n > schedule.FUNCTION_BUDGET then
         keep_loops(s)
         n = size(s, "none")

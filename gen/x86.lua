@@ -1,0 +1,427 @@
+-- x86: machine code for the JIT's reductions on x86-64 with AVX2 and FMA (--target avx2).
+--
+-- tcc does not vectorize and keeps every value in memory, so a reduce's lane loop ran 16
+-- scalar statements through the stack per step. Its assembler knows no AVX, but takes `.byte`:
+-- under this target the main part of a reduce's lane loop (whole steps of L lanes) is one asm
+-- statement whose bytes are written here. The accumulators live in ymm registers, 8 lanes (f32)
+-- or 4 (f64) of the IR's L per register, and every lane performs the operations of the C text
+-- in its order (a vector add, multiply, divide or fma rounds each lane as the scalar one does),
+-- so the bits are those of every other schedule and compiler. The terms must be sums,
+-- differences, products, quotients and negations of loads contiguous along the summed axis
+-- (stride 1) and of invariants; anything else (math functions, helpers, ifzero, trees, other
+-- strides) keeps the C text. The rest of the terms and the lanes' tree stay C too.
+--
+-- The statement gets one pointer, in rax: a table built in C just before it, {constants,
+-- accumulators..., streams...}. Registers: rcx the byte offset along the summed axis, rdx rsi
+-- rdi r8 r9 r10 the streams (one per buffer and symbolic index: x + 768 * i0, loads at constant
+-- offsets from it), r11 the constants (invariant loads, scalars and literals, broadcast where
+-- used); ymm0.. the accumulators, the others temporaries. Every register it changes is
+-- declared clobbered, except the ymm ones, which tcc never keeps a value in across statements
+-- (nor gcc across an asm statement that touches memory; vzeroupper ends each one).
+
+local loops = require("loops")
+local ops = require("ops")
+local util = require("util")
+
+local aff = loops.aff
+
+local x86 = {}
+
+local ES = { f32 = 4, f64 = 8 }
+local GP = { rax = 0, rcx = 1, rdx = 2, rsi = 6, rdi = 7, r8 = 8, r9 = 9, r10 = 10, r11 = 11 }
+local STREAMS = { "rdx", "rsi", "rdi", "r8", "r9", "r10" }
+local NYMM = 16
+local MAX_ACC = 12 -- accumulator registers per statement: at least 4 left for the terms
+x86.CLOBBERS = '"rcx", "rdx", "rsi", "rdi", "r8", "r9", "r10", "r11", "memory"'
+
+---------------------------------------------------------------------------------------------
+-- Encoding: VEX (3-byte form, 256-bit), ModRM with a 32-bit displacement for memory operands.
+
+local HEX = {} -- byte -> "0x.." (string.format is the sandbox's checked one: slow per byte)
+for b = 0, 255 do HEX[b] = "0x" .. ("0123456789abcdef"):sub(b // 16 + 1, b // 16 + 1) .. ("0123456789abcdef"):sub(b % 16 + 1, b % 16 + 1) end
+local function hex(bytes)
+  local t = {}
+  for i, b in ipairs(bytes) do t[i] = HEX[b] end
+  return ".byte " .. table.concat(t, ",")
+end
+
+-- op: {map = 1 (0F) | 2 (0F38), pp = 0 | 1 (66), w = 0 | 1, code}; reg, vvvv: ymm numbers
+-- (vvvv nil: unused); rm: a ymm number, or {base = gp, index = gp or nil, disp = int}
+local function vex(op, reg, vvvv, rm)
+  local mem = type(rm) == "table"
+  local X = (mem and rm.index and rm.index >= 8) and 0 or 1
+  local B = mem and (rm.base >= 8 and 0 or 1) or (rm >= 8 and 0 or 1)
+  local R = reg >= 8 and 0 or 1
+  local b = { 0xc4, (R << 7) | (X << 6) | (B << 5) | op.map,
+    (op.w << 7) | ((~(vvvv or 0) & 15) << 3) | (1 << 2) | op.pp, op.code }
+  if not mem then
+    b[#b + 1] = 0xc0 | ((reg & 7) << 3) | (rm & 7)
+  else
+    if rm.index then
+      b[#b + 1] = 0x80 | ((reg & 7) << 3) | 4
+      b[#b + 1] = ((rm.index & 7) << 3) | (rm.base & 7)
+    else
+      assert(rm.base & 7 ~= 4, "x86: no SIB-less base rsp/r12")
+      b[#b + 1] = 0x80 | ((reg & 7) << 3) | (rm.base & 7)
+    end
+    local d = rm.disp & 0xffffffff
+    for k = 0, 3 do b[#b + 1] = (d >> (8 * k)) & 0xff end
+  end
+  return hex(b)
+end
+
+-- the instructions used, per dtype (ps: f32, pd: f64)
+local function isa(dtype)
+  local pd = dtype == "f64" and 1 or 0
+  local function sse(code) return { map = 1, pp = pd, w = 0, code = code } end
+  local function fma(code) return { map = 2, pp = 1, w = pd, code = code } end
+  return {
+    load = sse(0x10), store = sse(0x11), add = sse(0x58), mul = sse(0x59), sub = sse(0x5c), div = sse(0x5e),
+    xor = sse(0x57), broadcast = { map = 2, pp = 1, w = 0, code = dtype == "f64" and 0x19 or 0x18 },
+    fmadd = fma(0xb8), fmsub = fma(0xba), fnmadd = fma(0xbc), -- 231: dst = +-(a b) +- dst
+  }
+end
+
+---------------------------------------------------------------------------------------------
+-- Planning: the streams and constants of a group's terms, or nil when a term is unsupported.
+
+-- e's forms: "load" along the axis, "slot" (an invariant: C computes it), "op"
+local function scan(e, P)
+  if P.kind[e] then return true end
+  if e.k == "num" then
+    P.kind[e] = { slot = P.slot(util.c_literal(e.v, P.dtype)) }
+    return true
+  elseif e.k == "load" then
+    if e.buf.role == "local" then
+      if e.buf.size ~= 1 then return false end
+      P.kind[e] = { slot = P.slot(P.text(e)) }
+      return true
+    end
+    local c, sym = aff.resolve(e.index, P.env)
+    local k = sym and sym[P.v] or 0
+    if k == 0 then
+      P.kind[e] = { slot = P.slot(P.text(e)) }
+      return true
+    elseif k ~= 1 then
+      return false
+    end
+    local rest = {}
+    for var, kv in pairs(sym) do if var ~= P.v then rest[var] = kv end end
+    local name = e.buf.role == "ws" and ("ws_" .. e.buf.id) or e.buf.cname
+    local ptr = next(rest) and (name .. " + " .. aff.str({ c = 0, t = rest })) or name
+    local s = P.streams[ptr]
+    if not s then
+      if #P.order == #STREAMS then return false end
+      s = { ptr = ptr, reg = GP[STREAMS[#P.order + 1]] }
+      P.streams[ptr] = s
+      P.order[#P.order + 1] = s
+    end
+    P.kind[e] = { stream = s, disp = c * ES[P.dtype] }
+    return true
+  elseif e.k == "op" then
+    local c = ops[e.op].c
+    if not c or not (c.prefix == "-" or c.infix == "+" or c.infix == "-" or c.infix == "*" or c.infix == "/") then
+      return false
+    end
+    if c.lhs then P.kind[e] = { lhs = P.slot(util.c_literal(c.lhs, P.dtype)) } end
+    if c.prefix then P.kind[e] = { sign = P.slot(util.c_literal(-0.0, P.dtype)) } end
+    for _, a in ipairs(e.args) do if not scan(a, P) then return false end end
+    P.kind[e] = P.kind[e] or {}
+    return true
+  end
+  return false
+end
+
+---------------------------------------------------------------------------------------------
+-- Code: a value is {r = ymm} or, under fma, an unrounded product {a = ymm, b = ymm}.
+
+local function gen(e, chunk, P)
+  local I, code, kind = P.isa, P.code, P.kind[e]
+  local function emit(s) code[#code + 1] = s end
+  local function alloc()
+    local r = table.remove(P.free)
+    if not r then error(P) end -- out of registers: the caller keeps the C text
+    return r
+  end
+  local function free(r) P.free[#P.free + 1] = r end
+  local function broadcast(slot)
+    local r = alloc()
+    emit(vex(I.broadcast, r, nil, { base = GP.r11, disp = slot * ES[P.dtype] }))
+    return r
+  end
+  local function value(x)
+    if x.r then return x.r end
+    emit(vex(I.mul, x.a, x.a, x.b))
+    free(x.b)
+    return x.a
+  end
+  if kind.slot then return { r = broadcast(kind.slot) } end
+  if kind.stream then
+    local r = alloc()
+    emit(vex(I.load, r, nil, { base = kind.stream.reg, index = GP.rcx, disp = kind.disp + 32 * chunk }))
+    return { r = r }
+  end
+  local c = ops[e.op].c
+  if c.prefix then
+    local a = value(gen(e.args[1], chunk, P))
+    local m = broadcast(kind.sign)
+    emit(vex(I.xor, a, a, m))
+    free(m)
+    return { r = a }
+  end
+  if c.lhs then -- lhs op a
+    local l = broadcast(kind.lhs)
+    local a = value(gen(e.args[1], chunk, P))
+    emit(vex(I.div, l, l, a))
+    free(a)
+    return { r = l }
+  end
+  local A = gen(e.args[1], chunk, P)
+  local B = gen(e.args[2], chunk, P)
+  if c.infix == "*" then
+    local a, b = value(A), value(B)
+    if P.fma then return { a = a, b = b } end
+    emit(vex(I.mul, a, a, b))
+    free(b)
+    return { r = a }
+  elseif c.infix == "/" then
+    local a, b = value(A), value(B)
+    emit(vex(I.div, a, a, b))
+    free(b)
+    return { r = a }
+  end
+  -- + and -: emit_c's fusion, operand for operand: the left product first
+  if A.a then
+    local b = value(B)
+    emit(vex(c.infix == "+" and I.fmadd or I.fmsub, b, A.a, A.b)) -- fma(a1, a2, +-b)
+    free(A.a); free(A.b)
+    return { r = b }
+  elseif B.a then
+    local a = value(A)
+    emit(vex(c.infix == "+" and I.fmadd or I.fnmadd, a, B.a, B.b)) -- fma(+-b1, b2, a)
+    free(B.a); free(B.b)
+    return { r = a }
+  end
+  local a, b = value(A), value(B)
+  emit(vex(c.infix == "+" and I.add or I.sub, a, a, b))
+  free(b)
+  return { r = a }
+end
+
+-- A plan: the streams, constants and code of one asm statement. p = {dtype, fma, env, v (the
+-- variable along which loads are contiguous), text(e): the C text of an invariant}.
+local function plan(p)
+  local slots = {}
+  local P = { dtype = p.dtype, env = p.env, v = p.v, text = p.text, streams = {}, order = {}, kind = {},
+    isa = isa(p.dtype), fma = p.fma, code = {}, free = {}, stext = {} }
+  function P.slot(text)
+    if not slots[text] then
+      P.stext[#P.stext + 1] = text
+      slots[text] = #P.stext - 1
+    end
+    return slots[text]
+  end
+  return P
+end
+
+-- Runs fn(P) (which writes the loop body into P.code), with ymm `first`.. free; false when it
+-- ran out of registers.
+local function generate(P, first, fn)
+  for r = NYMM - 1, first, -1 do P.free[#P.free + 1] = r end
+  local ok, err = pcall(fn, P)
+  if not ok and err ~= P then error(err, 0) end -- a bug, not a shortage of registers
+  return ok
+end
+
+local function store(P, reg, kind, chunk)
+  P.code[#P.code + 1] = vex(P.isa.store, reg, nil, { base = kind.stream.reg, index = GP.rcx, disp = kind.disp + 32 * chunk })
+end
+
+-- The C lines of the asm statement: C fills the table {constants, accumulators..., streams...};
+-- the statement loads the accumulators (acc: C arrays of `chunks` registers each, ymm 0..),
+-- runs P.code for rcx = 0, step, ... below limit (bytes), and stores them back.
+local function assemble(P, acc, chunks, step, limit)
+  local T = P.dtype == "f64" and "double" or "float"
+  local ptrs = { #P.stext > 0 and "kg_k" or "0" }
+  for _, a in ipairs(acc) do ptrs[#ptrs + 1] = a end
+  for _, s in ipairs(P.order) do ptrs[#ptrs + 1] = s.ptr end
+  local regname = {}
+  for name, n in pairs(GP) do regname[n] = name end
+  local asm = {}
+  local function a(s) asm[#asm + 1] = s end
+  local function accs(op)
+    for i = 1, #acc do
+      a("movq " .. 8 * i .. "(%%rax), %%rdx")
+      for ch = 0, chunks - 1 do a(vex(op, (i - 1) * chunks + ch, nil, { base = GP.rdx, disp = 32 * ch })) end
+    end
+  end
+  if #P.stext > 0 then a("movq 0(%%rax), %%r11") end
+  accs(P.isa.load)
+  for k, s in ipairs(P.order) do a("movq " .. 8 * (#acc + k) .. "(%%rax), %%" .. regname[s.reg]) end
+  a("xorl %%ecx, %%ecx")
+  a("1:")
+  for _, l in ipairs(P.code) do a(l) end
+  a("addq $" .. step .. ", %%rcx")
+  a("cmpq $" .. limit .. ", %%rcx")
+  a("jl 1b")
+  accs(P.isa.store)
+  a(".byte 0xc5,0xf8,0x77") -- vzeroupper
+  local lines = { "{" }
+  if #P.stext > 0 then lines[#lines + 1] = "    const " .. T .. " kg_k[] = {" .. table.concat(P.stext, ", ") .. "};" end
+  lines[#lines + 1] = "    const void *kg_p[] = {" .. table.concat(ptrs, ", ") .. "};"
+  lines[#lines + 1] = "    __asm__ volatile("
+  for _, s in ipairs(asm) do lines[#lines + 1] = '        "' .. s .. '\\n"' end
+  lines[#lines + 1] = "        : : \"a\"(kg_p) : " .. x86.CLOBBERS .. ");"
+  lines[#lines + 1] = "}"
+  return lines
+end
+
+-- One asm statement for the reduces of group (each summed over p.v's whole steps: p.main
+-- terms, p.L lanes); fuses[i]: reduce i's terms fuse into its lanes; acc[i]: its C array.
+local function statement(group, p, fuses, acc)
+  local P = plan(p)
+  for _, s in ipairs(group) do if not scan(s.expr, P) then return nil end end
+  local chunks = p.L // (32 // ES[p.dtype])
+  local ok = generate(P, #group * chunks, function()
+    local code, free = P.code, P.free
+    for i, s in ipairs(group) do
+      for ch = 0, chunks - 1 do
+        local accr = (i - 1) * chunks + ch
+        local x = gen(s.expr, ch, P)
+        if x.a and fuses[i] then
+          code[#code + 1] = vex(P.isa.fmadd, accr, x.a, x.b)
+          free[#free + 1] = x.a; free[#free + 1] = x.b
+        else
+          local r = x.r
+          if not r then
+            code[#code + 1] = vex(P.isa.mul, x.a, x.a, x.b)
+            free[#free + 1] = x.b
+            r = x.a
+          end
+          code[#code + 1] = vex(P.isa.add, accr, accr, r)
+          free[#free + 1] = r
+        end
+      end
+    end
+  end)
+  if not ok then return nil end
+  return assemble(P, acc, chunks, p.L * ES[p.dtype], p.main * ES[p.dtype])
+end
+
+-- Can reduce s become machine code (before emit knows its surroundings: it may still need
+-- more streams or registers than there are, and then keeps its C loop)? The JIT's schedule
+-- leaves such reduces loops rather than writing their terms out.
+local function term_ok(e, v)
+  if e.k == "num" then return true end
+  if e.k == "load" then
+    if e.buf.role == "local" then return e.buf.size == 1 end
+    local k = e.index.t[v] or 0
+    return k == 0 or k == 1
+  end
+  if e.k ~= "op" then return false end
+  local c = ops[e.op].c
+  if not c or not (c.prefix == "-" or c.infix == "+" or c.infix == "-" or c.infix == "*" or c.infix == "/") then
+    return false
+  end
+  for _, a in ipairs(e.args) do if not term_ok(a, v) then return false end end
+  return true
+end
+function x86.supported(s, dtype)
+  if s.k ~= "reduce" or s.lanes % (32 // ES[dtype]) ~= 0 or (s.combine or "add") ~= "add" or s.carry then
+    return false
+  end
+  return term_ok(s.expr, s.rvars[#s.rvars].var)
+end
+
+-- The C lines replacing the main lane loop of a group of reduces: one asm statement per run
+-- of reduces whose accumulators fit the registers; nil when any term is unsupported or the
+-- lanes are not whole registers.
+-- p = {dtype, fma, fuses (per reduce), v, main, L, env, acc (per reduce), text}
+function x86.reduces(group, p)
+  local per = 32 // ES[p.dtype]
+  if p.L % per ~= 0 or p.main < p.L or p.L // per > MAX_ACC then return nil end
+  for _, s in ipairs(group) do
+    if (s.combine or "add") ~= "add" or s.carry then return nil end
+  end
+  local each = MAX_ACC // (p.L // per)
+  local lines = {}
+  for first = 1, #group, each do
+    local part, fuses, acc = {}, {}, {}
+    for i = first, math.min(#group, first + each - 1) do
+      part[#part + 1] = group[i]
+      fuses[#fuses + 1] = p.fuses[i]
+      acc[#acc + 1] = p.acc[i]
+    end
+    local l = statement(part, p, fuses, acc)
+    if not l then return nil end
+    for _, s in ipairs(l) do lines[#lines + 1] = s end
+  end
+  return lines
+end
+
+-- An innermost loop of stores and sums into its own elements (target[i] = e, target[i] += e)
+-- whose targets are contiguous along its variable, and whose loads of what it writes read the
+-- element the same iteration writes: 8 (f32) or 4 (f64) iterations at once do what the C
+-- loop does, statement by statement. Domain checks stay C.
+function x86.loop_supported(s, dtype)
+  if s.k ~= "loop" or s.n < 32 // ES[dtype] then return false end
+  local written = {}
+  for _, t in ipairs(s.body) do
+    if (t.k ~= "store" and t.k ~= "accum") or t.check or (t.combine or "add") ~= "add" then return false end
+    if (t.target.index.t[s.var] or 0) ~= 1 or t.target.buf.role == "local" then return false end
+    if not term_ok(t.expr, s.var) then return false end
+    written[t.target.buf] = t.target.index
+  end
+  for _, t in ipairs(s.body) do
+    for _, l in ipairs(loops.loads(t.expr, {})) do
+      local w = written[l.buf]
+      if w and util.serialize(w) ~= util.serialize(l.index) then return false end
+    end
+  end
+  return true
+end
+
+-- The C lines of loop s's whole steps of 8 (f32) or 4 (f64) iterations, or nil; the caller
+-- writes the rest. p = {dtype, fma, env, text}. Returns the lines and the iterations done.
+function x86.loop(s, p)
+  if not x86.loop_supported(s, p.dtype) then return nil end
+  local per = 32 // ES[p.dtype]
+  local main = s.n - s.n % per
+  local P = plan({ dtype = p.dtype, fma = p.fma, env = p.env, v = s.var, text = p.text })
+  local targets = {}
+  for i, t in ipairs(s.body) do
+    if not scan(t.expr, P) then return nil end
+    targets[i] = { k = "load", buf = t.target.buf, index = t.target.index }
+    if not scan(targets[i], P) then return nil end
+  end
+  local ok = generate(P, 0, function()
+    local code, free = P.code, P.free
+    for i, t in ipairs(s.body) do
+      local x = gen(t.expr, 0, P)
+      local r
+      if t.k == "accum" then -- target + e, or fma(e1, e2, target): emit_c's fold
+        r = gen(targets[i], 0, P).r
+        if x.a then
+          code[#code + 1] = vex(P.isa.fmadd, r, x.a, x.b)
+          free[#free + 1] = x.a; free[#free + 1] = x.b
+        else
+          code[#code + 1] = vex(P.isa.add, r, r, x.r)
+          free[#free + 1] = x.r
+        end
+      else
+        r = x.r
+        if not r then
+          code[#code + 1] = vex(P.isa.mul, x.a, x.a, x.b)
+          free[#free + 1] = x.b
+          r = x.a
+        end
+      end
+      store(P, r, P.kind[targets[i]], 0)
+      free[#free + 1] = r
+    end
+  end)
+  if not ok then return nil end
+  return assemble(P, {}, 0, 32, main * ES[p.dtype]), main
+end
+
+return x86
