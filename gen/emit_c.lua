@@ -603,11 +603,17 @@ local function emit_reduces(out, group, env, ctx)
     env[inner.var] = nil
   end
   local v = inner.var
-  local asm = ctx.avx2 and main > 0 and x86.reduces(group, { dtype = dtype, fma = ctx.fma, fuses = fuses, v = v,
+  -- the JIT's lane loop as x86-64 machine code where the compiler may use it (x86.lua), the C
+  -- loop below otherwise
+  local asm = ctx.x86 and main > 0 and x86.reduces(group, { dtype = dtype, fma = ctx.fma, fuses = fuses, v = v,
     main = main, L = L, env = env, acc = acc, text = function(e) return (emit.expr(e, env, ctx)) end })
   if asm then
+    ctx.x86_used = true
+    out.line("#if KG_X86_AVX2")
     for _, l in ipairs(asm) do out.line(l) end
-  elseif (#group > 1 or fuses[1]) and main > 0 and not ctx.pointers then
+    out.line("#else")
+  end
+  if (#group > 1 or fuses[1]) and main > 0 and not ctx.pointers then
     -- several accumulators: the lanes as a loop of constant trip count, which gcc vectorizes
     -- with every accumulator in a register (written out, gcc spills them all); so are fmas
     -- (gcc 12 vectorizes fmaf in loops, but leaves written-out lanes of them scalar). Without
@@ -643,6 +649,7 @@ local function emit_reduces(out, group, env, ctx)
     ctx.scope[v], ctx.bases, ctx.hoisted = nil, saved_bases, saved_hoisted
     out.close()
   end
+  if asm then out.line("#endif") end
   for i = 1, #group do for j = main, inner.n - 1 do lane_stmts(i, j - main, j) end end
   for _ in ipairs(outer) do out.close() end
   local tree_steps, levels = combine_order(L)
@@ -711,19 +718,19 @@ local function emit_stmt(out, s, env, ctx)
       hoisted = hoist(out, ctx, s.body, { [s.var] = true }, env)
     end
     local asm, main = nil, 0
-    if ctx.avx2 and innermost then
+    if ctx.x86 and innermost and not s.strip then
       asm, main = x86.loop(s, { dtype = ctx.dtype, fma = ctx.fma, env = env, text = function(e) return (emit.expr(e, env, ctx)) end })
     end
     if asm then -- machine code for the whole steps of vector registers (x86.lua), then the rest
+      ctx.x86_used = true
+      out.line("#if KG_X86_AVX2")
       for _, l in ipairs(asm) do out.line(l) end
       for j = main, s.n - 1 do
         env[s.var] = j
         emit_body(out, s.body, env, ctx)
       end
       env[s.var] = nil
-      if hoisted then out.close() end
-      ctx.hoisted = saved
-      return
+      out.line("#else")
     end
     if s.strip then -- strip-mined (schedule): blocks of s.strip copies of the body, then the rest
       local v, U = s.var, s.strip
@@ -760,6 +767,7 @@ local function emit_stmt(out, s, env, ctx)
     ctx.scope[s.var] = nil
     ctx.bases = saved_bases
     out.close()
+    if asm then out.line("#endif") end
     if hoisted then out.close() end
     ctx.hoisted = saved
   else
@@ -905,7 +913,7 @@ end
 function emit.fn(fn, L, dtype, helpers, comment, fma, target)
   local out = new_out()
   local ctx = { dtype = dtype, helpers = helpers, hoisted = {}, nhoist = 0, compiled = {}, bases = {}, scope = {},
-    pointers = L.policy == "auto", fma = fma, scalar = target == "scalar", avx2 = target == "avx2" }
+    pointers = L.policy == "auto", fma = fma, scalar = target == "scalar", x86 = x86.applies(L.policy, target) }
   local nlocal = 0 -- one-element buffers: C locals of their step, named in buffer order
   for _, b in ipairs(L.bufs) do
     if b.role == "local" then
@@ -936,6 +944,7 @@ function emit.fn(fn, L, dtype, helpers, comment, fma, target)
   out.line(checks and "return bad;" or "return 0;")
   out.depth = 0
   out.line("}")
+  out.x86 = ctx.x86_used
   return out
 end
 

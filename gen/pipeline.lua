@@ -195,7 +195,7 @@ local function check_options(req)
   one_of("dump_ir", "--dump-ir", dumpable, nil)
   one_of("fuse", "--fuse", { "auto", "none" }, "auto")
   one_of("fma", "--fma", { "off", "on" }, "off")
-  one_of("target", "--target", { "simd", "scalar", "avx2" }, "simd")
+  one_of("target", "--target", { "simd", "scalar" }, "simd")
   -- the passes to generate, in table order (default: all)
   local want = {}
   for _, q in ipairs(req.passes or {}) do
@@ -374,7 +374,7 @@ function pipeline.generate(req)
   local where = S.file .. ": graph " .. S.name
   local size_seen, init_of = {}, {}
   for _, i in ipairs(S.inputs) do init_of[i[1]] = i.init end
-  local statements, terms, tables_used = 0, 0, {}
+  local statements, terms, tables_used, x86_used = 0, 0, {}, false
   for _, pass in ipairs(req.passes) do
     local fn = base .. "_" .. pass
     local L = lower.run(R.graphs[pass], dtype)
@@ -406,6 +406,7 @@ function pipeline.generate(req)
     terms = terms + L.unrolled_terms
     local out = emit.fn(fn, L, dtype, helpers, PASS[pass].doc, req.fma == "on", req.target)
     statements = statements + out.statements
+    x86_used = x86_used or out.x86
     fns[#fns + 1] = out.text()
     local d = emit.declarations(fn, L, dtype, upper, pass, PASS[pass].doc, size_seen, where)
     for _, line in ipairs(d.sizes) do sizes[#sizes + 1] = line end
@@ -455,6 +456,7 @@ function pipeline.generate(req)
     banner = banner, guard = upper .. "_H", sizes = table.concat(sizes, "\n"), prototypes = table.concat(protos, "\n") })
   local guard = template.fill("templates/compiler_guard.c.in", {})
   local fma = req.fma == "on" and template.fill("templates/fma.c.in", emit.fma_names(dtype)) or ""
+  if x86_used then fma = template.fill("templates/x86.c.in", {}) .. fma end
   result.source = template.fill("templates/kernel.c.in", { banner = banner, header = result.header_file, fma = fma,
     compiler_guard = guard, helpers = helper_text, tables = table_text, functions = fn_text })
   result.jit_source = template.fill("templates/jit.c.in", {

@@ -42,7 +42,7 @@ end
 -- Terms emitted for s under the decisions taken; `all` reports whether s is straight-line.
 local function size(s, policy, budget, target, dtype)
   if s.k == "loop" then
-    if target == "avx2" and not s.lanes and x86.loop_supported(s, dtype) then -- machine code (x86.lua)
+    if x86.applies(policy, target) and not s.lanes and x86.loop_supported(s, dtype) then -- machine code (x86.lua)
       s.unroll, s.strip = false, nil
       local inner = 0
       for _, t in ipairs(s.body) do inner = inner + size(t, policy, budget, target, dtype) end
@@ -67,7 +67,7 @@ local function size(s, policy, budget, target, dtype)
   if s.k ~= "reduce" then return per, true end
   local count = 1
   for _, r in ipairs(s.rvars) do count = count * r.n end
-  s.unroll = policy == "full" or (policy == "auto" and per * count <= budget and not (target == "avx2" and x86.supported(s, dtype)))
+  s.unroll = policy == "full" or (policy == "auto" and per * count <= budget and not (x86.applies(policy, target) and x86.supported(s, dtype)))
   if s.unroll then return per * count, true end
   return per * s.lanes + s.lanes, false
 end

@@ -1,9 +1,11 @@
--- x86: machine code for the JIT's reductions on x86-64 with AVX2 and FMA (--target avx2).
+-- x86: machine code for the JIT's loops on x86-64 with AVX2 and FMA.
 --
 -- tcc does not vectorize and keeps every value in memory, so a reduce's lane loop ran 16
 -- scalar statements through the stack per step. Its assembler knows no AVX, but takes `.byte`:
--- under this target the main part of a reduce's lane loop (whole steps of L lanes) is one asm
--- statement whose bytes are written here. The accumulators live in ymm registers, 8 lanes (f32)
+-- in the JIT's schedule (unroll auto) the main part of a reduce's lane loop (whole steps of L
+-- lanes), and an innermost loop of elementwise stores, is one asm statement whose bytes are
+-- written here, beside the C loop it replaces (#if KG_X86_AVX2, templates/x86.c.in: the JIT
+-- sets it from the processor, so the text stays the same on every machine). The accumulators live in ymm registers, 8 lanes (f32)
 -- or 4 (f64) of the IR's L per register, and every lane performs the operations of the C text
 -- in its order (a vector add, multiply, divide or fma rounds each lane as the scalar one does),
 -- so the bits are those of every other schedule and compiler. The terms must be sums,
@@ -16,8 +18,8 @@
 -- rdi r8 r9 r10 the streams (one per buffer and symbolic index: x + 768 * i0, loads at constant
 -- offsets from it), r11 the constants (invariant loads, scalars and literals, broadcast where
 -- used); ymm0.. the accumulators, the others temporaries. Every register it changes is
--- declared clobbered, except the ymm ones, which tcc never keeps a value in across statements
--- (nor gcc across an asm statement that touches memory; vzeroupper ends each one).
+-- declared clobbered (KG_X86_CLOBBERS, templates/x86.c.in: tcc's assembler names no vector
+-- register, and tcc keeps no value in one across statements); vzeroupper ends each statement.
 
 local loops = require("loops")
 local ops = require("ops")
@@ -27,12 +29,15 @@ local aff = loops.aff
 
 local x86 = {}
 
+-- Does a function of this unroll policy and target get machine code (beside its C loops)?
+-- The JIT's schedule (auto), unless the loops are shaped for a scalar core.
+function x86.applies(policy, target) return policy == "auto" and target ~= "scalar" end
+
 local ES = { f32 = 4, f64 = 8 }
 local GP = { rax = 0, rcx = 1, rdx = 2, rsi = 6, rdi = 7, r8 = 8, r9 = 9, r10 = 10, r11 = 11 }
 local STREAMS = { "rdx", "rsi", "rdi", "r8", "r9", "r10" }
 local NYMM = 16
 local MAX_ACC = 12 -- accumulator registers per statement: at least 4 left for the terms
-x86.CLOBBERS = '"rcx", "rdx", "rsi", "rdi", "r8", "r9", "r10", "r11", "memory"'
 
 ---------------------------------------------------------------------------------------------
 -- Encoding: VEX (3-byte form, 256-bit), ModRM with a 32-bit displacement for memory operands.
@@ -271,7 +276,7 @@ local function assemble(P, acc, chunks, step, limit)
   lines[#lines + 1] = "    const void *kg_p[] = {" .. table.concat(ptrs, ", ") .. "};"
   lines[#lines + 1] = "    __asm__ volatile("
   for _, s in ipairs(asm) do lines[#lines + 1] = '        "' .. s .. '\\n"' end
-  lines[#lines + 1] = "        : : \"a\"(kg_p) : " .. x86.CLOBBERS .. ");"
+  lines[#lines + 1] = "        : : \"a\"(kg_p) : KG_X86_CLOBBERS);"
   lines[#lines + 1] = "}"
   return lines
 end

@@ -28,6 +28,17 @@
 
 #include "kg_internal.h"
 
+/* 1 on an x86-64 processor (and OS) with AVX2 and FMA */
+static int kg_host_avx2(void)
+{
+#if defined(__x86_64__) && defined(__GNUC__)
+    __builtin_cpu_init(); /* libgcc's check includes the OS saving the ymm registers (XCR0) */
+    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+#else
+    return 0;
+#endif
+}
+
 static pthread_mutex_t tcc_lock = PTHREAD_MUTEX_INITIALIZER;
 static jmp_buf *tcc_guard; /* set while we are inside libtcc (under tcc_lock) */
 
@@ -170,6 +181,8 @@ static int compile_locked(kg_kernel *k, TCCState **state, messages *m)
     tcc_set_error_func(s, m, on_error);
     tcc_set_options(s, "-nostdlib -nostdinc");
     tcc_set_output_type(s, TCC_OUTPUT_MEMORY);
+    /* the JIT's loops as machine code where this processor runs it (gen/x86.lua) */
+    tcc_define_symbol(s, "KG_X86_AVX2", kg_host_avx2() ? "1" : "0");
     if (tcc_compile_string(s, k->text[KG_TEXT_JIT_SOURCE]) < 0)
         return -1;
     for (int i = 0; i < k->nlibm; i++) {

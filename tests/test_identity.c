@@ -28,7 +28,10 @@
  * (templates/kernel.c.in). Every output element and return code must equal the JIT's; a
  * difference is reported with graph, dtype, pass, build, output, first differing index and both
  * values. At the default dims with unroll "none" (loops that gcc vectorizes), the gcc -O3
- * -ffp-contract=fast build is compared as well.
+ * -ffp-contract=fast build is compared as well. And the JIT's own text (unroll auto) at dims
+ * where its loops are x86-64 machine code beside C loops (gen/x86.lua, KG_X86_AVX2), with and
+ * without --fma: the JIT runs the machine code (on a processor with AVX2 and FMA), gcc and
+ * clang -march=native compile it too, gcc -O0 (no -mavx2) runs the C loops.
  * There is no allowance: kernels call no libm function but sqrt (correctly rounded everywhere);
  * exp, erf, erfc, tanh and GELU are the generator's own (gen/mathfn.lua), so newlib's libm on
  * the Cortex-M4F gives the same bits as glibc's.
@@ -78,10 +81,25 @@ enum { NBUILDS = sizeof builds / sizeof builds[0] };
 
 static const char *const dtypes[] = {"f32", "f64"};
 
+/* The kinds of cases: small dims (kg_aot.h) and default dims, both unroll none (emit's
+   default), and the JIT's text at the dims of jit_dims */
+enum { K_SMALL, K_DEFAULT, K_JIT, NKINDS };
+static const char *const kind_dir[NKINDS] = {"small", "default", "jit"};
+static const struct {
+    const char *graph;
+    const char *params[3];
+    int n;
+} jit_dims[] = { /* rows of whole lane steps and a rest in f32 (16 lanes) */
+    {"layernorm", {"rows=3", "dim=40"}, 2},
+    {"rmsnorm", {"rows=2", "dim=36"}, 2},
+    {"batchnorm2d", {"c=2", "h=3", "w=12"}, 3},
+    {"seq_ffn", {"seq=2", "dmodel=16", "dff=24"}, 3},
+};
+
 /* One kernel: graph, dtype, optional attribute, small or default dims. */
 typedef struct {
     const char *graph, *dtype, *attr;
-    int dflt;                       /* default dims, unroll none */
+    int kind;                       /* K_SMALL, K_DEFAULT or K_JIT */
     int fma;                        /* generated with --fma on */
     kg_kernel *k;
     char *label;                    /* "ffn f32 (dmodel=4 dff=6 gelu=erf)" */
@@ -112,12 +130,22 @@ static void case_prepare(fixture *fx, kcase *c)
     char *err = NULL, *name = NULL;
     const char *unroll = "none"; /* kerngen emit's default: loops */
     const char *fma = c->fma ? "on" : NULL;
-    c->k = generate_case(c->graph, c->dtype, unroll, fma, !c->dflt, c->attr, NULL, &st,
-                         &c->problem);
+    if (c->kind == K_JIT) {
+        kg_request r = request_for(c->graph, c->dtype, "auto");
+        r.fma = fma;
+        for (size_t i = 0; i < sizeof jit_dims / sizeof jit_dims[0]; i++)
+            if (strcmp(jit_dims[i].graph, c->graph) == 0) {
+                r.params = jit_dims[i].params;
+                r.nparams = jit_dims[i].n;
+            }
+        c->k = generate_st(&r, &c->problem, &st);
+    } else
+        c->k = generate_case(c->graph, c->dtype, unroll, fma, c->kind == K_SMALL, c->attr, NULL, &st,
+                             &c->problem);
     if (c->k && c->attr) { /* the same C names as the tanh kernel: rename */
         name = xprintf("%s_%s", kg_text(c->k, KG_TEXT_NAME), "gelu_erf");
         kg_free(c->k);
-        c->k = generate_case(c->graph, c->dtype, unroll, fma, !c->dflt, c->attr, name, &st,
+        c->k = generate_case(c->graph, c->dtype, unroll, fma, c->kind == K_SMALL, c->attr, name, &st,
                              &c->problem);
         free(name);
     }
@@ -130,7 +158,7 @@ static void case_prepare(fixture *fx, kcase *c)
         return;
     c->label = xprintf("%s %s%s (%s)", c->graph, c->dtype, c->fma ? " fma" : "",
                        kg_text(c->k, KG_TEXT_PARAMS));
-    char *dir = xprintf("%s/%s", fx->dir, c->dflt ? "default" : "small");
+    char *dir = xprintf("%s/%s", fx->dir, kind_dir[c->kind]);
     c->c_path = xprintf("%s/%s", dir, kg_text(c->k, KG_TEXT_SOURCE_FILE));
     if (kg_write_files(c->k, dir, &err) != KG_OK) {
         c->problem = xprintf("kg_write_files failed: %s", err ? err : "?");
@@ -179,11 +207,25 @@ static void failure(fixture *fx, const char *fmt, ...)
 }
 
 /* Every graph at small dims (and once more with gelu=erf where the graph accepts it), the same
-   with --fma on, then every graph at its default dims, each in both dtypes. */
+   with --fma on, then every graph at its default dims, each in both dtypes; then jit_dims'
+   graphs, with and without --fma. */
 static void cases_make(fixture *fx)
 {
-    fx->cs = calloc((size_t)fx->ngraphs * 10, sizeof *fx->cs);
+    enum { NJIT = sizeof jit_dims / sizeof jit_dims[0] };
+    fx->cs = calloc((size_t)fx->ngraphs * 10 + NJIT * 4, sizeof *fx->cs);
     assert_non_null(fx->cs);
+    for (int i = 0; i < NJIT; i++)
+        for (int f = 0; f < 2; f++)
+            for (int d = 0; d < 2; d++) {
+                kcase *c = &fx->cs[fx->n++];
+                c->graph = jit_dims[i].graph;
+                c->dtype = dtypes[d];
+                c->kind = K_JIT;
+                c->fma = f;
+                case_prepare(fx, c);
+                if (c->problem)
+                    failure(fx, "%s %s%s unroll auto: %s", c->graph, c->dtype, f ? " fma" : "", c->problem);
+            }
     for (int variant = 0; variant < 3; variant++) /* small, small fma, default dims */
         for (int g = 0; g < fx->ngraphs; g++) {
             int dflt = variant == 2;
@@ -197,7 +239,7 @@ static void cases_make(fixture *fx)
                     c->graph = fx->graphs[g];
                     c->dtype = dtypes[d];
                     c->attr = a ? "gelu=erf" : NULL;
-                    c->dflt = dflt;
+                    c->kind = dflt ? K_DEFAULT : K_SMALL;
                     c->fma = variant == 1;
                     case_prepare(fx, c);
                     if (c->problem)
@@ -213,7 +255,8 @@ static void cases_make(fixture *fx)
 static int runs(const kcase *c, int b)
 {
     int f64 = strcmp(c->dtype, "f64") == 0;
-    return !c->problem && (c->dflt ? builds[b].default_dims && !builds[b].firmware : 1) &&
+    int host_only = c->kind != K_SMALL && builds[b].firmware;
+    return !c->problem && !host_only && (c->kind != K_DEFAULT || builds[b].default_dims) &&
            (!builds[b].only_dtype || strcmp(builds[b].only_dtype, c->dtype) == 0) &&
            !(c->fma && f64 && builds[b].firmware);
 }
@@ -230,7 +273,7 @@ static char *differs(const kcase *c, int p, int rc, const argset *got, const cha
    shared object (host) or one firmware image (Cortex-M4F) ---- */
 
 typedef struct {
-    int b, dflt;
+    int b, kind;
     const char *dtype;
     char *out;  /* the .so or .elf */
     char *prog; /* the generated thunks (and, for firmware, data, call table and main) */
@@ -239,12 +282,12 @@ typedef struct {
 
 static int in_batch(const kcase *c, const batch *t)
 {
-    return runs(c, t->b) && c->dflt == t->dflt && strcmp(c->dtype, t->dtype) == 0;
+    return runs(c, t->b) && c->kind == t->kind && strcmp(c->dtype, t->dtype) == 0;
 }
 
 static char *batch_file(const fixture *fx, const batch *t, const char *what)
 {
-    return xprintf("%s/fw/%s_%s_b%d%s", fx->dir, t->dtype, t->dflt ? "default" : "small", t->b,
+    return xprintf("%s/fw/%s_%s_b%d%s", fx->dir, t->dtype, kind_dir[t->kind], t->b,
                    what);
 }
 
@@ -334,7 +377,7 @@ static void batch_job(const fixture *fx, batch *t)
 {
     const build *bd = &builds[t->b];
     char *log = batch_file(fx, t, ".log");
-    char *kdir = xprintf("%s/%s", fx->dir, t->dflt ? "default" : "small");
+    char *kdir = xprintf("%s/%s", fx->dir, kind_dir[t->kind]);
     write_program(fx, t);
     t->out = batch_file(fx, t, bd->firmware ? ".elf" : ".so");
     job_init(&t->job, log, bd->argv, "-I", kdir, "-o", t->out, t->prog, (const char *)NULL);
@@ -477,7 +520,7 @@ static void report(fixture *fx)
         if (c->problem || ndiff)
             continue;
         print_message("ok   %s%s: forward, vjp, jvp identical to the JIT in %d builds", c->label,
-                      c->dflt ? " unroll=none" : "", nb);
+                      c->kind == K_DEFAULT ? " unroll=none" : c->kind == K_JIT ? " unroll=auto" : "", nb);
         if (fw >= 0 && c->compared[fw])
             print_message("; M4F ~%llu/%llu/%llu instructions",
                           (unsigned long long)c->ticks[fw][0] * INSTRUCTIONS_PER_TICK,
@@ -492,7 +535,7 @@ static void report(fixture *fx)
             int same = 0, all = 0;
             for (int i = 0; i < fx->n; i++)
                 for (int p = 0; p < KG_NPASSES; p++)
-                    if (!fx->cs[i].dflt && fx->cs[i].compared[b] &&
+                    if (fx->cs[i].kind == K_SMALL && fx->cs[i].compared[b] &&
                         strcmp(fx->cs[i].dtype, dtypes[d]) == 0) {
                         all++;
                         same += !fx->cs[i].diff[b][p];
@@ -504,18 +547,20 @@ static void report(fixture *fx)
         }
         print_message("\n");
     }
-    int same[3] = {0}, all[3] = {0}; /* small, small with --fma on, default dims */
+    int same[4] = {0}, all[4] = {0}; /* small, small with --fma on, default dims, the JIT's text */
     for (int i = 0; i < fx->n; i++)
         for (int p = 0; p < KG_NPASSES; p++) {
-            int ok = !fx->cs[i].problem, v = fx->cs[i].dflt ? 2 : fx->cs[i].fma;
+            const kcase *c = &fx->cs[i];
+            int ok = !c->problem, v = c->kind == K_DEFAULT ? 2 : c->kind == K_JIT ? 3 : c->fma;
             for (int b = 0; b < NBUILDS; b++)
                 ok &= !fx->cs[i].diff[b][p] && (fx->cs[i].compared[b] || !runs(&fx->cs[i], b));
             all[v]++;
             same[v] += ok;
         }
     print_message("     identical in every build: %d/%d groups at small dims, %d/%d with --fma on "
-                  "(f64 not on the M4F), %d/%d at default dims (unroll none, %s)\n", same[0],
-                  all[0], same[1], all[1], same[2], all[2], builds[0].label);
+                  "(f64 not on the M4F), %d/%d at default dims (unroll none, %s), %d/%d of the "
+                  "JIT's text (unroll auto, host builds)\n", same[0], all[0], same[1], all[1], same[2],
+                  all[2], builds[0].label, same[3], all[3]);
 }
 
 static void bit_identical_across_builds(void **state)
@@ -537,18 +582,18 @@ static void bit_identical_across_builds(void **state)
     double t_gen = now_s() - t0;
 
     /* one batch per build, dtype and dims; firmware first (the longest compiles) */
-    batch ts[NBUILDS * 4];
-    job jobs[NBUILDS * 4];
+    batch ts[NBUILDS * 2 * NKINDS];
+    job jobs[NBUILDS * 2 * NKINDS];
     int nt = 0;
     for (int fw = 1; fw >= 0; fw--)
         for (int b = 0; b < NBUILDS; b++)
             for (int d = 0; builds[b].firmware == fw && d < 2; d++)
-                for (int dflt = 0; dflt < 2; dflt++) {
+                for (int kind = 0; kind < NKINDS; kind++) {
                     batch *t = &ts[nt];
                     memset(t, 0, sizeof *t);
                     t->b = b;
                     t->dtype = dtypes[d];
-                    t->dflt = dflt;
+                    t->kind = kind;
                     int used = 0;
                     for (int i = 0; i < fx->n; i++)
                         used |= in_batch(&fx->cs[i], t);
@@ -701,8 +746,8 @@ static int group_setup(void **state)
         fx->dir[0] = '\0';
         ok = 0;
     }
-    static const char *const subdirs[] = {"small", "default", "fw"};
-    for (int i = 0; ok && i < 3; i++) {
+    static const char *const subdirs[] = {"small", "default", "jit", "fw"};
+    for (size_t i = 0; ok && i < sizeof subdirs / sizeof subdirs[0]; i++) {
         char *sub = xprintf("%s/%s", fx->dir, subdirs[i]);
         ok = mkdir(sub, 0755) == 0;
         free(sub);
