@@ -604,9 +604,10 @@ local function emit_reduces(out, group, env, ctx)
   end
   local v = inner.var
   -- the JIT's lane loop as x86-64 machine code where the compiler may use it (x86.lua), the C
-  -- loop below otherwise
+  -- loop below otherwise; with every term in it (whole), the lanes' tree too
+  local whole = main == inner.n and #outer == 0
   local asm = ctx.x86 and main > 0 and x86.reduces(group, { dtype = dtype, fma = ctx.fma, fuses = fuses, v = v,
-    main = main, L = L, env = env, acc = acc, text = function(e) return (emit.expr(e, env, ctx)) end })
+    main = main, L = L, env = env, acc = acc, tree = whole, text = function(e) return (emit.expr(e, env, ctx)) end })
   if asm then
     ctx.x86_used = true
     out.line("#if KG_X86_AVX2")
@@ -649,11 +650,11 @@ local function emit_reduces(out, group, env, ctx)
     ctx.scope[v], ctx.bases, ctx.hoisted = nil, saved_bases, saved_hoisted
     out.close()
   end
-  if asm then out.line("#endif") end
+  if asm and not whole then out.line("#endif") end
   for i = 1, #group do for j = main, inner.n - 1 do lane_stmts(i, j - main, j) end end
   for _ in ipairs(outer) do out.close() end
   local tree_steps, levels = combine_order(L)
-  for i, s in ipairs(group) do
+  local function combine(i, s)
     if s.carry then
       carry_lanes(out, s, acc[i], L, env, ctx, true)
     elseif ctx.pointers or ctx.scalar then -- tcc, and cores without vector registers: written out
@@ -674,11 +675,20 @@ local function emit_reduces(out, group, env, ctx)
         end
       end
     end
+  end
+  local function store(i, s)
     if not s.carry then
       local target = target_str(s.target, env, ctx)
       out.line(target .. " = " .. acc[i] .. "[0];")
       emit_check(out, target, s.check, dtype)
     end
+  end
+  if asm and whole then -- the machine code combined the lanes
+    for i, s in ipairs(group) do combine(i, s) end
+    out.line("#endif")
+    for i, s in ipairs(group) do store(i, s) end
+  else
+    for i, s in ipairs(group) do combine(i, s); store(i, s) end
   end
   out.close()
   ctx.hoisted = saved

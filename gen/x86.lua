@@ -50,15 +50,16 @@ local function hex(bytes)
   return ".byte " .. table.concat(t, ",")
 end
 
--- op: {map = 1 (0F) | 2 (0F38), pp = 0 | 1 (66), w = 0 | 1, code}; reg, vvvv: ymm numbers
--- (vvvv nil: unused); rm: a ymm number, or {base = gp, index = gp or nil, disp = int}
+-- op: {map = 1 (0F) | 2 (0F38) | 3 (0F3A), pp = 0 | 1 (66) | 2 (F3) | 3 (F2), w = 0 | 1, code,
+-- xmm = true: 128-bit, imm = byte}; reg, vvvv: register numbers (vvvv nil: unused); rm: a
+-- register number, or {base = gp, index = gp or nil, disp = int}
 local function vex(op, reg, vvvv, rm)
   local mem = type(rm) == "table"
   local X = (mem and rm.index and rm.index >= 8) and 0 or 1
   local B = mem and (rm.base >= 8 and 0 or 1) or (rm >= 8 and 0 or 1)
   local R = reg >= 8 and 0 or 1
   local b = { 0xc4, (R << 7) | (X << 6) | (B << 5) | op.map,
-    (op.w << 7) | ((~(vvvv or 0) & 15) << 3) | (1 << 2) | op.pp, op.code }
+    (op.w << 7) | ((~(vvvv or 0) & 15) << 3) | ((op.xmm and 0 or 1) << 2) | op.pp, op.code }
   if not mem then
     b[#b + 1] = 0xc0 | ((reg & 7) << 3) | (rm & 7)
   else
@@ -72,6 +73,7 @@ local function vex(op, reg, vvvv, rm)
     local d = rm.disp & 0xffffffff
     for k = 0, 3 do b[#b + 1] = (d >> (8 * k)) & 0xff end
   end
+  if op.imm then b[#b + 1] = op.imm end
   return hex(b)
 end
 
@@ -84,6 +86,13 @@ local function isa(dtype)
     load = sse(0x10), store = sse(0x11), add = sse(0x58), mul = sse(0x59), sub = sse(0x5c), div = sse(0x5e),
     xor = sse(0x57), broadcast = { map = 2, pp = 1, w = 0, code = dtype == "f64" and 0x19 or 0x18 },
     fmadd = fma(0xb8), fmsub = fma(0xba), fnmadd = fma(0xbc), -- 231: dst = +-(a b) +- dst
+    -- the lanes' tree: the upper 128 bits, the upper 64, lane 1 to lane 0; an xmm add; lane 0 stored
+    high128 = { map = 3, pp = 1, w = 0, code = 0x19, imm = 1 }, -- vextractf128 rm, reg, 1
+    high64 = { map = 1, pp = 0, w = 0, code = 0x12, xmm = true }, -- vmovhlps: dst[0..1] = b[2..3]
+    lane1 = pd == 1 and { map = 1, pp = 1, w = 0, code = 0x15, xmm = true } -- vunpckhpd: dst[0] = b[1]
+      or { map = 1, pp = 2, w = 0, code = 0x16, xmm = true }, -- vmovshdup: dst[0] = src[1]
+    add128 = { map = 1, pp = pd, w = 0, code = 0x58, xmm = true },
+    store1 = { map = 1, pp = pd == 1 and 3 or 2, w = 0, code = 0x11, xmm = true }, -- vmovss / vmovsd
   }
 end
 
@@ -245,7 +254,7 @@ end
 -- The C lines of the asm statement: C fills the table {constants, accumulators..., streams...};
 -- the statement loads the accumulators (acc: C arrays of `chunks` registers each, ymm 0..),
 -- runs P.code for rcx = 0, step, ... below limit (bytes), and stores them back.
-local function assemble(P, acc, chunks, step, limit)
+local function assemble(P, acc, chunks, step, limit, tree)
   local T = P.dtype == "f64" and "double" or "float"
   local ptrs = { #P.stext > 0 and "kg_k" or "0" }
   for _, a in ipairs(acc) do ptrs[#ptrs + 1] = a end
@@ -269,7 +278,26 @@ local function assemble(P, acc, chunks, step, limit)
   a("addq $" .. step .. ", %%rcx")
   a("cmpq $" .. limit .. ", %%rcx")
   a("jl 1b")
-  accs(P.isa.store)
+  if tree then -- each accumulator's lanes combined by emit_c's tree (width w -> w/2: lane i +=
+    -- lane i + w/2), lane 0 stored: the registers' halves are those steps
+    local I, t = P.isa, NYMM - 1
+    for i = 1, #acc do
+      local r = (i - 1) * chunks
+      if chunks == 2 then a(vex(I.add, r, r, r + 1)) end
+      a(vex(I.high128, r, nil, t))
+      a(vex(I.add128, r, r, t))
+      if P.dtype == "f32" then
+        a(vex(I.high64, t, r, r))
+        a(vex(I.add128, r, r, t))
+      end
+      a(vex(I.lane1, t, P.dtype == "f64" and r or nil, r))
+      a(vex(I.add128, r, r, t))
+      a("movq " .. 8 * i .. "(%%rax), %%rdx")
+      a(vex(I.store1, r, nil, { base = GP.rdx, disp = 0 }))
+    end
+  else
+    accs(P.isa.store)
+  end
   a(".byte 0xc5,0xf8,0x77") -- vzeroupper
   local lines = { "{" }
   if #P.stext > 0 then lines[#lines + 1] = "    const " .. T .. " kg_k[] = {" .. table.concat(P.stext, ", ") .. "};" end
@@ -283,6 +311,8 @@ end
 
 -- One asm statement for the reduces of group (each summed over p.v's whole steps: p.main
 -- terms, p.L lanes); fuses[i]: reduce i's terms fuse into its lanes; acc[i]: its C array.
+-- p.tree: the terms are all there (no rest, no outer summed loop): the statement also
+-- combines the lanes (emit_c's tree) into acc[i][0].
 local function statement(group, p, fuses, acc)
   local P = plan(p)
   for _, s in ipairs(group) do if not scan(s.expr, P) then return nil end end
@@ -310,7 +340,7 @@ local function statement(group, p, fuses, acc)
     end
   end)
   if not ok then return nil end
-  return assemble(P, acc, chunks, p.L * ES[p.dtype], p.main * ES[p.dtype])
+  return assemble(P, acc, chunks, p.L * ES[p.dtype], p.main * ES[p.dtype], p.tree)
 end
 
 -- Can reduce s become machine code (before emit knows its surroundings: it may still need
@@ -344,7 +374,7 @@ end
 -- p = {dtype, fma, fuses (per reduce), v, main, L, env, acc (per reduce), text}
 function x86.reduces(group, p)
   local per = 32 // ES[p.dtype]
-  if p.L % per ~= 0 or p.main < p.L or p.L // per > MAX_ACC then return nil end
+  if p.L % per ~= 0 or p.main < p.L or p.L // per > MAX_ACC or (p.tree and p.L // per > 2) then return nil end
   for _, s in ipairs(group) do
     if (s.combine or "add") ~= "add" or s.carry then return nil end
   end
