@@ -15,8 +15,8 @@
 --
 -- The statement gets one pointer, in rax: a table built in C just before it, {constants,
 -- accumulators..., streams...}. Registers: rcx the byte offset along the summed axis, rdx rsi
--- rdi r8 r9 r10 the streams (one per buffer and symbolic index: x + 768 * i0, loads at constant
--- offsets from it), r11 the constants (invariant loads, scalars and literals, broadcast where
+-- rdi r8 r9 r10, then rbx r12-r15, the streams (one per buffer and symbolic index: x + 768 *
+-- i0, loads at constant offsets from it), r11 the constants (invariant loads, scalars and literals, broadcast where
 -- used); ymm0.. the accumulators, the others temporaries. Every register it changes is
 -- declared clobbered (KG_X86_CLOBBERS, templates/x86.c.in: tcc's assembler names no vector
 -- register, and tcc keeps no value in one across statements); vzeroupper ends each statement.
@@ -34,8 +34,12 @@ local x86 = {}
 function x86.applies(policy, target) return policy == "auto" and target ~= "scalar" end
 
 local ES = { f32 = 4, f64 = 8 }
-local GP = { rax = 0, rcx = 1, rdx = 2, rsi = 6, rdi = 7, r8 = 8, r9 = 9, r10 = 10, r11 = 11 }
-local STREAMS = { "rdx", "rsi", "rdi", "r8", "r9", "r10" }
+local GP = { rax = 0, rcx = 1, rdx = 2, rbx = 3, rsi = 6, rdi = 7, r8 = 8, r9 = 9, r10 = 10, r11 = 11, r12 = 12,
+  r13 = 13, r14 = 14, r15 = 15 }
+-- the streams' registers: those KG_X86_CLOBBERS names, then callee-saved ones, named in the
+-- statement's clobbers when used (the compiler saves them around it)
+local STREAMS = { "rdx", "rsi", "rdi", "r8", "r9", "r10", "rbx", "r12", "r13", "r14", "r15" }
+local SCRATCH_STREAMS = 6
 local NYMM = 16
 local MAX_ACC = 12 -- accumulator registers per statement: at least 4 left for the terms
 
@@ -304,7 +308,9 @@ local function assemble(P, acc, chunks, step, limit, tree)
   lines[#lines + 1] = "    const void *kg_p[] = {" .. table.concat(ptrs, ", ") .. "};"
   lines[#lines + 1] = "    __asm__ volatile("
   for _, s in ipairs(asm) do lines[#lines + 1] = '        "' .. s .. '\\n"' end
-  lines[#lines + 1] = "        : : \"a\"(kg_p) : KG_X86_CLOBBERS);"
+  local saved = {}
+  for k = SCRATCH_STREAMS + 1, #P.order do saved[#saved + 1] = ', "' .. STREAMS[k] .. '"' end
+  lines[#lines + 1] = "        : : \"a\"(kg_p) : KG_X86_CLOBBERS" .. table.concat(saved) .. ");"
   lines[#lines + 1] = "}"
   return lines
 end

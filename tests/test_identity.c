@@ -87,13 +87,14 @@ enum { K_SMALL, K_DEFAULT, K_JIT, NKINDS };
 static const char *const kind_dir[NKINDS] = {"small", "default", "jit"};
 static const struct {
     const char *graph;
-    const char *params[3];
+    const char *params[5];
     int n;
 } jit_dims[] = { /* rows of whole lane steps and a rest in f32 (16 lanes) */
     {"layernorm", {"rows=3", "dim=40"}, 2},
     {"rmsnorm", {"rows=2", "dim=36"}, 2},
     {"batchnorm2d", {"c=2", "h=3", "w=12"}, 3},
     {"seq_ffn", {"seq=2", "dmodel=16", "dff=24"}, 3},
+    {"groupnorm", {"b=1", "h=2", "w=3", "c=16", "groups=4"}, 5}, /* 7 streams: rbx */
 };
 
 /* One kernel: graph, dtype, optional attribute, small or default dims. */
