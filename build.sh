@@ -126,10 +126,16 @@ build() {
   $CC -std=c99 -O2 "${WARN[@]}" "${USER_CFLAGS[@]}" "${USER_LDFLAGS[@]}" -I/usr/include/lua5.4 -o "$OUT/embed" \
     gen/embed.c -llua5.4 -lm -ldl
   "$OUT/embed" "$OUT/kg_embedded.c" --bytecode gen/*.lua --spec graphs/*.lua --text templates/*.in
-  local objs=() pids=() src obj
-  for src in runtime/*.c "$OUT/kg_embedded.c"; do
+  "$OUT/embed" --lua gen/mathlib.lua "$OUT/kg_vm_plain.c" "$OUT/kg_vm_fma.c"
+  local objs=() pids=() src obj vm=(-O3)
+  # the JIT's array math functions (gen/mathlib.lua), vectorized for AVX2 and FMA on x86-64
+  # (the JIT calls them only on processors that have both)
+  case "$($CC -dumpmachine 2>/dev/null)" in x86_64*) vm+=(-mavx2 -mfma) ;; esac
+  for src in runtime/*.c "$OUT/kg_embedded.c" "$OUT/kg_vm_plain.c" "$OUT/kg_vm_fma.c"; do
     obj="$OUT/$(basename "${src%.c}").o"
-    $CC "${KG_CFLAGS[@]}" -c "$src" -o "$obj" & pids+=($!)
+    case "$src" in */kg_vm_*) $CC "${KG_CFLAGS[@]}" "${vm[@]}" -c "$src" -o "$obj" & ;;
+      *) $CC "${KG_CFLAGS[@]}" -c "$src" -o "$obj" & ;; esac
+    pids+=($!)
     objs+=("$obj")
   done
   wait_all "${pids[@]}"

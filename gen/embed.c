@@ -8,7 +8,10 @@
  * runs each in a plain Lua state to list the graphs it defines (kg_graph_index), so that a
  * request loads only the file of its graph. A graph defined twice fails the build; a name that
  * is not an identifier stays out of the index (the generator reports it when it loads the file).
- * Paths are stored as given. */
+ * Paths are stored as given.
+ *     embed --lua SCRIPT ARG...
+ * runs a build-time Lua script (gen/mathlib.lua) with the generator's modules on the path
+ * (gen/?.lua; kg_host gives only the pattern functions) and arg = {ARG...}. */
 #include <ctype.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -145,10 +148,37 @@ static long put_array(FILE *out, int index, const char *path, int bytecode)
     return s.n;
 }
 
+/* embed --lua SCRIPT ARG...: exit status 0, or 1 with the error on stderr */
+static int run_script(int argc, char **argv)
+{
+    static const char setup[] =
+        "package.path = 'gen/?.lua'\n"
+        "package.preload.kg_host = function() return { pattern = { find = string.find, "
+        "match = string.match, gmatch = string.gmatch, gsub = string.gsub } } end\n";
+    lua_State *L = luaL_newstate();
+    if (!L)
+        return 1;
+    luaL_openlibs(L);
+    lua_createtable(L, argc - 3, 0);
+    for (int i = 3; i < argc; i++) {
+        lua_pushstring(L, argv[i]);
+        lua_rawseti(L, -2, i - 2);
+    }
+    lua_setglobal(L, "arg");
+    int rc = luaL_dostring(L, setup) != LUA_OK || luaL_dofile(L, argv[2]) != LUA_OK;
+    if (rc)
+        fprintf(stderr, "embed: %s\n", lua_tostring(L, -1));
+    lua_close(L);
+    return rc;
+}
+
 int main(int argc, char **argv)
 {
+    if (argc >= 3 && strcmp(argv[1], "--lua") == 0)
+        return run_script(argc, argv);
     if (argc < 2) {
-        fprintf(stderr, "usage: embed OUT.c [--bytecode FILE...] [--text FILE...]\n");
+        fprintf(stderr, "usage: embed OUT.c [--bytecode FILE...] [--spec FILE...] [--text FILE...]\n"
+                        "       embed --lua SCRIPT ARG...\n");
         return 2;
     }
     FILE *out = fopen(argv[1], "w");

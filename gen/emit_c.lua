@@ -727,15 +727,15 @@ local function emit_stmt(out, s, env, ctx)
       ctx.hoisted = setmetatable({}, { __index = saved })
       hoisted = hoist(out, ctx, s.body, { [s.var] = true }, env)
     end
-    local asm, main = nil, 0
-    if ctx.x86 and innermost and not s.strip then
-      asm, main = x86.loop(s, { dtype = ctx.dtype, fma = ctx.fma, env = env, text = function(e) return (emit.expr(e, env, ctx)) end })
-    end
+    local asm = ctx.x86 and innermost and not s.strip
+      and x86.loop(s, { dtype = ctx.dtype, fma = ctx.fma, env = env, text = function(e) return (emit.expr(e, env, ctx)) end })
     if asm then -- machine code for the whole steps of vector registers (x86.lua), then the rest
       ctx.x86_used = true
-      out.line("#if KG_X86_AVX2")
-      for _, l in ipairs(asm) do out.line(l) end
-      for j = main, s.n - 1 do
+      -- array math functions exist in kerngen's JIT only (KG_X86_VMATH)
+      out.line(asm.math and "#if KG_X86_VMATH" or "#if KG_X86_AVX2")
+      for _, name in ipairs(asm.math or {}) do ctx.vm_used[name] = ctx.dtype end
+      for _, l in ipairs(asm.lines) do out.line(l) end
+      for j = asm.main, s.n - 1 do
         env[s.var] = j
         emit_body(out, s.body, env, ctx)
       end
@@ -923,7 +923,8 @@ end
 function emit.fn(fn, L, dtype, helpers, comment, fma, target)
   local out = new_out()
   local ctx = { dtype = dtype, helpers = helpers, hoisted = {}, nhoist = 0, compiled = {}, bases = {}, scope = {},
-    pointers = L.policy == "auto", fma = fma, scalar = target == "scalar", x86 = x86.applies(L.policy, target) }
+    pointers = L.policy == "auto", fma = fma, scalar = target == "scalar", x86 = x86.applies(L.policy, target),
+    vm_used = {} }
   local nlocal = 0 -- one-element buffers: C locals of their step, named in buffer order
   for _, b in ipairs(L.bufs) do
     if b.role == "local" then
@@ -954,7 +955,7 @@ function emit.fn(fn, L, dtype, helpers, comment, fma, target)
   out.line(checks and "return bad;" or "return 0;")
   out.depth = 0
   out.line("}")
-  out.x86 = ctx.x86_used
+  out.x86, out.vm = ctx.x86_used, ctx.vm_used
   return out
 end
 

@@ -25,6 +25,7 @@ local fuse = require("fuse")
 local block = require("block")
 local loops = require("loops")
 local schedule = require("schedule")
+local x86 = require("x86")
 local roles = require("roles")
 local optim = require("optim")
 local emit = require("emit_c")
@@ -374,7 +375,7 @@ function pipeline.generate(req)
   local where = S.file .. ": graph " .. S.name
   local size_seen, init_of = {}, {}
   for _, i in ipairs(S.inputs) do init_of[i[1]] = i.init end
-  local statements, terms, tables_used, x86_used = 0, 0, {}, false
+  local statements, terms, tables_used, x86_used, vm_used = 0, 0, {}, false, {}
   for _, pass in ipairs(req.passes) do
     local fn = base .. "_" .. pass
     local L = lower.run(R.graphs[pass], dtype)
@@ -407,6 +408,7 @@ function pipeline.generate(req)
     local out = emit.fn(fn, L, dtype, helpers, PASS[pass].doc, req.fma == "on", req.target)
     statements = statements + out.statements
     x86_used = x86_used or out.x86
+    for name in pairs(out.vm) do vm_used[name] = true end
     fns[#fns + 1] = out.text()
     local d = emit.declarations(fn, L, dtype, upper, pass, PASS[pass].doc, size_seen, where)
     for _, line in ipairs(d.sizes) do sizes[#sizes + 1] = line end
@@ -456,7 +458,7 @@ function pipeline.generate(req)
     banner = banner, guard = upper .. "_H", sizes = table.concat(sizes, "\n"), prototypes = table.concat(protos, "\n") })
   local guard = template.fill("templates/compiler_guard.c.in", {})
   local fma = req.fma == "on" and template.fill("templates/fma.c.in", emit.fma_names(dtype)) or ""
-  if x86_used then fma = template.fill("templates/x86.c.in", {}) .. fma end
+  if x86_used then fma = template.fill("templates/x86.c.in", { vmath = x86.prototypes(vm_used, dtype) }) .. fma end
   result.source = template.fill("templates/kernel.c.in", { banner = banner, header = result.header_file, fma = fma,
     compiler_guard = guard, helpers = helper_text, tables = table_text, functions = fn_text })
   result.jit_source = template.fill("templates/jit.c.in", {

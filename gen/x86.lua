@@ -22,6 +22,7 @@
 -- register, and tcc keeps no value in one across statements); vzeroupper ends each statement.
 
 local loops = require("loops")
+local mathlib = require("mathlib")
 local ops = require("ops")
 local util = require("util")
 
@@ -352,7 +353,16 @@ end
 -- Can reduce s become machine code (before emit knows its surroundings: it may still need
 -- more streams or registers than there are, and then keeps its C loop)? The JIT's schedule
 -- leaves such reduces loops rather than writing their terms out.
-local function term_ok(e, v)
+local function math_name(e)
+  local c = ops[e.op].c
+  local name = c and c.math and (type(c.math) == "function" and c.math(e.attr) or c.math)
+  for _, n in ipairs(mathlib.NAMES) do if n == name then return name end end
+  return nil
+end
+
+-- calls: nil (no math functions), or a list collecting them (a loop's: each called on an
+-- argument that has none)
+local function term_ok(e, v, calls)
   if e.k == "num" then return true end
   if e.k == "load" then
     if e.buf.role == "local" then return e.buf.size == 1 end
@@ -360,11 +370,15 @@ local function term_ok(e, v)
     return k == 0 or k == 1
   end
   if e.k ~= "op" then return false end
+  if calls and math_name(e) then
+    calls[#calls + 1] = e
+    return term_ok(e.args[1], v)
+  end
   local c = ops[e.op].c
   if not c or not (c.prefix == "-" or c.infix == "+" or c.infix == "-" or c.infix == "*" or c.infix == "/") then
     return false
   end
-  for _, a in ipairs(e.args) do if not term_ok(a, v) then return false end end
+  for _, a in ipairs(e.args) do if not term_ok(a, v, calls) then return false end end
   return true
 end
 function x86.supported(s, dtype)
@@ -403,14 +417,15 @@ end
 -- An innermost loop of stores and sums into its own elements (target[i] = e, target[i] += e)
 -- whose targets are contiguous along its variable, and whose loads of what it writes read the
 -- element the same iteration writes: 8 (f32) or 4 (f64) iterations at once do what the C
--- loop does, statement by statement. Domain checks stay C.
+-- loop does, statement by statement. Domain checks stay C. The math functions it calls
+-- (returned, a list) must not read what it writes: they are computed first, for all iterations.
 function x86.loop_supported(s, dtype)
   if s.k ~= "loop" or s.n < 32 // ES[dtype] then return false end
-  local written = {}
+  local written, calls = {}, {}
   for _, t in ipairs(s.body) do
     if (t.k ~= "store" and t.k ~= "accum") or t.check or (t.combine or "add") ~= "add" then return false end
     if (t.target.index.t[s.var] or 0) ~= 1 or t.target.buf.role == "local" then return false end
-    if not term_ok(t.expr, s.var) then return false end
+    if not term_ok(t.expr, s.var, calls) then return false end
     written[t.target.buf] = t.target.index
   end
   for _, t in ipairs(s.body) do
@@ -419,25 +434,30 @@ function x86.loop_supported(s, dtype)
       if w and util.serialize(w) ~= util.serialize(l.index) then return false end
     end
   end
-  return true
+  for _, c in ipairs(calls) do
+    for _, l in ipairs(loops.loads(c.args[1], {})) do if written[l.buf] then return false end end
+  end
+  return calls
 end
 
--- The C lines of loop s's whole steps of 8 (f32) or 4 (f64) iterations, or nil; the caller
--- writes the rest. p = {dtype, fma, env, text}. Returns the lines and the iterations done.
-function x86.loop(s, p)
-  if not x86.loop_supported(s, p.dtype) then return nil end
-  local per = 32 // ES[p.dtype]
-  local main = s.n - s.n % per
-  local P = plan({ dtype = p.dtype, fma = p.fma, env = p.env, v = s.var, text = p.text })
+-- The asm statement of statements body (stores and sums into targets contiguous along v) for
+-- v < main; results: {expression, load} pairs, an expression (a math call) read as the load
+-- (of its results).
+local function elementwise(body, p, v, main, results)
+  local P = plan({ dtype = p.dtype, fma = p.fma, env = p.env, v = v, text = p.text })
+  for _, r in ipairs(results) do
+    scan(r[2], P)
+    P.kind[r[1]] = P.kind[r[2]]
+  end
   local targets = {}
-  for i, t in ipairs(s.body) do
+  for i, t in ipairs(body) do
     if not scan(t.expr, P) then return nil end
     targets[i] = { k = "load", buf = t.target.buf, index = t.target.index }
     if not scan(targets[i], P) then return nil end
   end
   local ok = generate(P, 0, function()
     local code, free = P.code, P.free
-    for i, t in ipairs(s.body) do
+    for i, t in ipairs(body) do
       local x = gen(t.expr, 0, P)
       local r
       if t.k == "accum" then -- target + e, or fma(e1, e2, target): emit_c's fold
@@ -462,7 +482,52 @@ function x86.loop(s, p)
     end
   end)
   if not ok then return nil end
-  return assemble(P, {}, 0, 32, main * ES[p.dtype]), main
+  return assemble(P, {}, 0, 32, main * ES[p.dtype])
+end
+
+local MATH_STACK = 65536 -- bytes of arguments and results of math calls on the stack
+
+-- Loop s's whole steps of 8 (f32) or 4 (f64) iterations as machine code, or nil; the caller
+-- writes the rest. p = {dtype, fma, env, text}. Returns {lines, main (the iterations done),
+-- math (the array math functions called, C names: they exist only in kerngen's JIT)}. Math
+-- calls: their arguments into kg_a<j> (one asm statement), the library's array function
+-- (gen/mathlib.lua) into kg_m<j>, which the loop then reads.
+function x86.loop(s, p)
+  local calls = x86.loop_supported(s, p.dtype)
+  if not calls then return nil end
+  local es = ES[p.dtype]
+  local main = s.n - s.n % (32 // es)
+  if 2 * #calls * main * es > MATH_STACK then return nil end
+  local lines, results, math, args, arrays = {}, {}, {}, {}, {}
+  for j, c in ipairs(calls) do
+    local a, m = "kg_a" .. (j - 1), "kg_m" .. (j - 1)
+    args[j] = { k = "store", target = { buf = { cname = a, role = "vm" }, index = aff.var(s.var) }, expr = c.args[1] }
+    results[j] = { c, { k = "load", buf = { cname = m, role = "vm" }, index = aff.var(s.var) } }
+    math[j] = mathlib.cname(math_name(c), p.dtype, p.fma)
+    arrays[#arrays + 1] = a .. "[" .. main .. "], " .. m .. "[" .. main .. "]"
+  end
+  local body = elementwise(s.body, p, s.var, main, results)
+  if not body then return nil end
+  if #calls > 0 then
+    local pre = elementwise(args, p, s.var, main, {})
+    if not pre then return nil end
+    lines[1] = "{"
+    lines[2] = "    " .. (p.dtype == "f64" and "double " or "float ") .. table.concat(arrays, ", ") .. ";"
+    for _, l in ipairs(pre) do lines[#lines + 1] = "    " .. l end
+    for j, name in ipairs(math) do lines[#lines + 1] = "    " .. name .. "(kg_a" .. (j - 1) .. ", kg_m" .. (j - 1) .. ", " .. main .. ");" end
+  end
+  for _, l in ipairs(body) do lines[#lines + 1] = (#calls > 0 and "    " or "") .. l end
+  if #calls > 0 then lines[#lines + 1] = "}" end
+  return { lines = lines, main = main, math = #calls > 0 and math or nil }
+end
+
+-- The declarations of the array math functions in `used` (a set of C names), one per line.
+function x86.prototypes(used, dtype)
+  local T, names, out = dtype == "f64" and "double" or "float", {}, {}
+  for name in pairs(used) do names[#names + 1] = name end
+  table.sort(names)
+  for _, name in ipairs(names) do out[#out + 1] = "void " .. name .. "(const " .. T .. " *, " .. T .. " *, int);" end
+  return table.concat(out, "\n")
 end
 
 return x86

@@ -63,6 +63,15 @@ void kg_jit_release(kg_kernel *k);
 /* libtcc: compiles k's JIT unit in memory and sets k->entry (kg_jit.c). */
 kg_status kg_jit_compile_tcc(kg_kernel *k, char **err);
 
+/* The math functions as array functions for the JIT's machine code, compiled for AVX2 and FMA
+   (build/kg_vm_*.c, made by gen/mathlib.lua): without and with the fma option; none off x86-64. */
+typedef struct {
+    const char *name;
+    void (*fn)(void);
+} kg_vm_fn;
+extern const kg_vm_fn kg_vm_plain[], kg_vm_fma[];
+extern const size_t kg_vm_plain_count, kg_vm_fma_count;
+
 /* ---- tiers (kg_tier.c) ---- */
 
 /* Checks req->jit and gives the request to generate: for "cc" the unroll default is "none"

@@ -181,8 +181,11 @@ static int compile_locked(kg_kernel *k, TCCState **state, messages *m)
     tcc_set_error_func(s, m, on_error);
     tcc_set_options(s, "-nostdlib -nostdinc");
     tcc_set_output_type(s, TCC_OUTPUT_MEMORY);
-    /* the JIT's loops as machine code where this processor runs it (gen/x86.lua) */
-    tcc_define_symbol(s, "KG_X86_AVX2", kg_host_avx2() ? "1" : "0");
+    /* the JIT's loops as machine code where this processor runs it (gen/x86.lua), with the
+       library's array math functions (gen/mathlib.lua) */
+    int avx2 = kg_host_avx2();
+    tcc_define_symbol(s, "KG_X86_AVX2", avx2 ? "1" : "0");
+    tcc_define_symbol(s, "KG_X86_VMATH", avx2 && kg_vm_plain_count ? "1" : "0");
     if (tcc_compile_string(s, k->text[KG_TEXT_JIT_SOURCE]) < 0)
         return -1;
     for (int i = 0; i < k->nlibm; i++) {
@@ -192,6 +195,10 @@ static int compile_locked(kg_kernel *k, TCCState **state, messages *m)
         tcc_add_symbol(s, name, jit_symbol(name));
     }
     tcc_add_symbol(s, "memset", jit_symbol("memset"));
+    for (size_t i = 0; avx2 && i < kg_vm_plain_count; i++)
+        tcc_add_symbol(s, kg_vm_plain[i].name, FN_TO_PTR(kg_vm_plain[i].fn));
+    for (size_t i = 0; avx2 && i < kg_vm_fma_count; i++)
+        tcc_add_symbol(s, kg_vm_fma[i].name, FN_TO_PTR(kg_vm_fma[i].fn));
     if (tcc_relocate(s, TCC_RELOCATE_AUTO) < 0)
         return -1;
     for (int p = 0; p < KG_NPASSES; p++) {
