@@ -727,7 +727,7 @@ local function emit_stmt(out, s, env, ctx)
       ctx.hoisted = setmetatable({}, { __index = saved })
       hoisted = hoist(out, ctx, s.body, { [s.var] = true }, env)
     end
-    local asm = ctx.x86 and innermost and not s.strip
+    local asm = ctx.x86 and not s.strip
       and x86.loop(s, { dtype = ctx.dtype, fma = ctx.fma, env = env, text = function(e) return (emit.expr(e, env, ctx)) end })
     if asm then -- machine code for the whole steps of vector registers (x86.lua), then the rest
       ctx.x86_used = true

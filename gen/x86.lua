@@ -47,39 +47,50 @@ local MAX_ACC = 12 -- accumulator registers per statement: at least 4 left for t
 ---------------------------------------------------------------------------------------------
 -- Encoding: VEX (3-byte form, 256-bit), ModRM with a 32-bit displacement for memory operands.
 
-local HEX = {} -- byte -> "0x.." (string.format is the sandbox's checked one: slow per byte)
-for b = 0, 255 do HEX[b] = "0x" .. ("0123456789abcdef"):sub(b // 16 + 1, b // 16 + 1) .. ("0123456789abcdef"):sub(b % 16 + 1, b % 16 + 1) end
-local function hex(bytes)
-  local t = {}
-  for i, b in ipairs(bytes) do t[i] = HEX[b] end
-  return ".byte " .. table.concat(t, ",")
+local HEX = {} -- byte -> "0x..," (string.format is the sandbox's checked one: slow per byte)
+for b = 0, 255 do
+  local d = "0123456789abcdef"
+  HEX[b] = "0x" .. d:sub(b // 16 + 1, b // 16 + 1) .. d:sub(b % 16 + 1, b % 16 + 1) .. ","
 end
 
 -- op: {map = 1 (0F) | 2 (0F38) | 3 (0F3A), pp = 0 | 1 (66) | 2 (F3) | 3 (F2), w = 0 | 1, code,
 -- xmm = true: 128-bit, imm = byte}; reg, vvvv: register numbers (vvvv nil: unused); rm: a
--- register number, or {base = gp, index = gp or nil, disp = int}
+-- register number, or {base = gp, index = gp or nil, disp = int}. Register forms are
+-- memoized (generation time: a loop body repeats them).
+local memo = setmetatable({}, { __mode = "k" })
 local function vex(op, reg, vvvv, rm)
   local mem = type(rm) == "table"
+  local key
+  if not mem then
+    key = reg * 256 + (vvvv or 16) * 16 + rm
+    local m = memo[op]
+    if m and m[key] then return m[key] end
+  end
   local X = (mem and rm.index and rm.index >= 8) and 0 or 1
   local B = mem and (rm.base >= 8 and 0 or 1) or (rm >= 8 and 0 or 1)
   local R = reg >= 8 and 0 or 1
-  local b = { 0xc4, (R << 7) | (X << 6) | (B << 5) | op.map,
-    (op.w << 7) | ((~(vvvv or 0) & 15) << 3) | ((op.xmm and 0 or 1) << 2) | op.pp, op.code }
+  local t = { ".byte 0xc4,", HEX[(R << 7) | (X << 6) | (B << 5) | op.map],
+    HEX[(op.w << 7) | ((~(vvvv or 0) & 15) << 3) | ((op.xmm and 0 or 1) << 2) | op.pp], HEX[op.code] }
   if not mem then
-    b[#b + 1] = 0xc0 | ((reg & 7) << 3) | (rm & 7)
+    t[5] = HEX[0xc0 | ((reg & 7) << 3) | (rm & 7)]
   else
     if rm.index then
-      b[#b + 1] = 0x80 | ((reg & 7) << 3) | 4
-      b[#b + 1] = ((rm.index & 7) << 3) | (rm.base & 7)
+      t[5] = HEX[0x80 | ((reg & 7) << 3) | 4]
+      t[6] = HEX[((rm.index & 7) << 3) | (rm.base & 7)]
     else
       assert(rm.base & 7 ~= 4, "x86: no SIB-less base rsp/r12")
-      b[#b + 1] = 0x80 | ((reg & 7) << 3) | (rm.base & 7)
+      t[5] = HEX[0x80 | ((reg & 7) << 3) | (rm.base & 7)]
     end
     local d = rm.disp & 0xffffffff
-    for k = 0, 3 do b[#b + 1] = (d >> (8 * k)) & 0xff end
+    for k = 0, 3 do t[#t + 1] = HEX[(d >> (8 * k)) & 0xff] end
   end
-  if op.imm then b[#b + 1] = op.imm end
-  return hex(b)
+  if op.imm then t[#t + 1] = HEX[op.imm] end
+  local s = table.concat(t):sub(1, -2) -- the last comma
+  if key then
+    memo[op] = memo[op] or {}
+    memo[op][key] = s
+  end
+  return s
 end
 
 -- the instructions used, per dtype (ps: f32, pd: f64)
@@ -88,7 +99,7 @@ local function isa(dtype)
   local function sse(code) return { map = 1, pp = pd, w = 0, code = code } end
   local function fma(code) return { map = 2, pp = 1, w = pd, code = code } end
   return {
-    load = sse(0x10), store = sse(0x11), add = sse(0x58), mul = sse(0x59), sub = sse(0x5c), div = sse(0x5e),
+    load = sse(0x10), store = sse(0x11), mov = sse(0x28), add = sse(0x58), mul = sse(0x59), sub = sse(0x5c), div = sse(0x5e),
     xor = sse(0x57), broadcast = { map = 2, pp = 1, w = 0, code = dtype == "f64" and 0x19 or 0x18 },
     fmadd = fma(0xb8), fmsub = fma(0xba), fnmadd = fma(0xbc), -- 231: dst = +-(a b) +- dst
     -- the lanes' tree: the upper 128 bits, the upper 64, lane 1 to lane 0; an xmm add; lane 0 stored
@@ -98,6 +109,7 @@ local function isa(dtype)
       or { map = 1, pp = 2, w = 0, code = 0x16, xmm = true }, -- vmovshdup: dst[0] = src[1]
     add128 = { map = 1, pp = pd, w = 0, code = 0x58, xmm = true },
     store1 = { map = 1, pp = pd == 1 and 3 or 2, w = 0, code = 0x11, xmm = true }, -- vmovss / vmovsd
+    lane3 = { map = 3, pp = 1, w = 0, code = 0x04, xmm = true, imm = 0xff }, -- vpermilps: dst[0] = src[3]
   }
 end
 
@@ -113,7 +125,8 @@ local function scan(e, P)
   elseif e.k == "load" then
     if e.buf.role == "local" then
       if e.buf.size ~= 1 then return false end
-      P.kind[e] = { slot = P.slot(P.text(e)) }
+      -- a register once the iteration has set it (x86.loop), else its C value
+      P.kind[e] = P.locals and P.locals[e.buf] and { reg = e.buf } or { slot = P.slot(P.text(e)) }
       return true
     end
     local c, sym = aff.resolve(e.index, P.env)
@@ -175,6 +188,11 @@ local function gen(e, chunk, P)
     return x.a
   end
   if kind.slot then return { r = broadcast(kind.slot) } end
+  if kind.reg then -- a copy: the operations write into their first operand
+    local r = alloc()
+    emit(vex(I.mov, r, nil, P.locals[kind.reg]))
+    return { r = r }
+  end
   if kind.stream then
     local r = alloc()
     emit(vex(I.load, r, nil, { base = kind.stream.reg, index = GP.rcx, disp = kind.disp + 32 * chunk }))
@@ -232,7 +250,7 @@ end
 local function plan(p)
   local slots = {}
   local P = { dtype = p.dtype, env = p.env, v = p.v, text = p.text, streams = {}, order = {}, kind = {},
-    isa = isa(p.dtype), fma = p.fma, code = {}, free = {}, stext = {} }
+    isa = isa(p.dtype), fma = p.fma, code = {}, free = {}, stext = {}, writeback = {} }
   function P.slot(text)
     if not slots[text] then
       P.stext[#P.stext + 1] = text
@@ -264,6 +282,7 @@ local function assemble(P, acc, chunks, step, limit, tree)
   local ptrs = { #P.stext > 0 and "kg_k" or "0" }
   for _, a in ipairs(acc) do ptrs[#ptrs + 1] = a end
   for _, s in ipairs(P.order) do ptrs[#ptrs + 1] = s.ptr end
+  for _, buf in ipairs(P.writeback) do ptrs[#ptrs + 1] = "&" .. buf.cname end
   local regname = {}
   for name, n in pairs(GP) do regname[n] = name end
   local asm = {}
@@ -302,6 +321,14 @@ local function assemble(P, acc, chunks, step, limit, tree)
     end
   else
     accs(P.isa.store)
+  end
+  -- the locals the loop set: their last iteration's value, as the C loop leaves them
+  for k, buf in ipairs(P.writeback) do
+    local I, r, t = P.isa, P.locals[buf], P.free[1]
+    a("movq " .. 8 * (#acc + #P.order + k) .. "(%%rax), %%rdx")
+    a(vex(I.high128, r, nil, t))
+    if P.dtype == "f32" then a(vex(I.lane3, t, nil, t)) else a(vex(I.lane1, t, t, t)) end
+    a(vex(I.store1, t, nil, { base = GP.rdx, disp = 0 }))
   end
   a(".byte 0xc5,0xf8,0x77") -- vzeroupper
   local lines = { "{" }
@@ -414,74 +441,162 @@ function x86.reduces(group, p)
   return lines
 end
 
--- An innermost loop of stores and sums into its own elements (target[i] = e, target[i] += e)
--- whose targets are contiguous along its variable, and whose loads of what it writes read the
--- element the same iteration writes: 8 (f32) or 4 (f64) iterations at once do what the C
--- loop does, statement by statement. Domain checks stay C. The math functions it calls
--- (returned, a list) must not read what it writes: they are computed first, for all iterations.
+local MAX_STATEMENTS = 512 -- statements of one asm statement's loop body, loops written out
+
+-- A loop whose statements store and sum into elements contiguous along its variable (target[i]
+-- = e, target[i] += e) or into locals that each iteration sets before it reads them (a tile's
+-- sums, block.lua), with loops inside (written out in the machine code): 8 (f32) or 4 (f64)
+-- iterations at once do what the C loop does, statement by statement, so no two of them may
+-- touch an element one of them writes (elementwise checks the offsets: the same element, or
+-- a whole vector apart); each local is a register, and its last iteration's value is stored
+-- back. Domain checks stay C. Math functions are called
+-- where the body has no loop, and must not read what the loop writes: they are computed
+-- first, for all iterations. Returns the list of the math calls, or false.
 function x86.loop_supported(s, dtype)
   if s.k ~= "loop" or s.n < 32 // ES[dtype] then return false end
-  local written, calls = {}, {}
-  for _, t in ipairs(s.body) do
-    if (t.k ~= "store" and t.k ~= "accum") or t.check or (t.combine or "add") ~= "add" then return false end
-    if (t.target.index.t[s.var] or 0) ~= 1 or t.target.buf.role == "local" then return false end
-    if not term_ok(t.expr, s.var, calls) then return false end
-    written[t.target.buf] = t.target.index
-  end
-  for _, t in ipairs(s.body) do
-    for _, l in ipairs(loops.loads(t.expr, {})) do
-      local w = written[l.buf]
-      if w and util.serialize(w) ~= util.serialize(l.index) then return false end
+  local written, calls, nested, ok, count = {}, {}, false, true, 0
+  local function visit(list, depth, copies)
+    for _, t in ipairs(list) do
+      if t.k == "loop" then
+        nested = true
+        visit(t.body, depth + 1, copies * t.n)
+      elseif (t.k ~= "store" and t.k ~= "accum") or t.check or (t.combine or "add") ~= "add"
+        or not term_ok(t.expr, s.var, depth == 0 and calls or nil) then
+        ok = false
+      elseif t.target.buf.role == "local" then
+        ok = ok and t.target.buf.size == 1
+      elseif (t.target.index.t[s.var] or 0) ~= 1 then
+        ok = false
+      else
+        written[t.target.buf] = t.target.index
+      end
+      count = count + (t.k == "loop" and 0 or copies)
     end
   end
+  visit(s.body, 0, 1)
+  if not ok or count > MAX_STATEMENTS or (nested and #calls > 0) then return false end
+  loops.walk(s.body, function(t) -- elementwise checks the offsets, once they are known
+    if t.k == "loop" then return end
+    for _, l in ipairs(loops.loads(t.expr, {})) do
+      if written[l.buf] and (l.index.t[s.var] or 0) ~= 1 then ok = false end
+    end
+  end)
   for _, c in ipairs(calls) do
-    for _, l in ipairs(loops.loads(c.args[1], {})) do if written[l.buf] then return false end end
+    for _, l in ipairs(loops.loads(c.args[1], {})) do if written[l.buf] then ok = false end end
   end
-  return calls
+  return ok and calls
 end
 
--- The asm statement of statements body (stores and sums into targets contiguous along v) for
--- v < main; results: {expression, load} pairs, an expression (a math call) read as the load
--- (of its results).
+-- The asm statement of body (x86.loop_supported's statements) for v < main; results:
+-- {expression, load} pairs, an expression (a math call) read as the load (of its results).
 local function elementwise(body, p, v, main, results)
   local P = plan({ dtype = p.dtype, fma = p.fma, env = p.env, v = v, text = p.text })
-  for _, r in ipairs(results) do
-    scan(r[2], P)
-    P.kind[r[1]] = P.kind[r[2]]
-  end
-  local targets = {}
-  for i, t in ipairs(body) do
-    if not scan(t.expr, P) then return nil end
-    targets[i] = { k = "load", buf = t.target.buf, index = t.target.index }
-    if not scan(targets[i], P) then return nil end
+  P.locals = {} -- local buffer -> its register, once the iteration has set it
+  local outer, count = {}, 0 -- locals read before the loop sets them (their C values)
+  local touched = {} -- buffer -> {ptr, mixed, invariant, reads = {disp...}, writes = {disp...}}
+  local function touch(e, write)
+    local k = P.kind[e]
+    if not k or e.buf.role == "local" then return end
+    local t = touched[e.buf] or { reads = {}, writes = {} }
+    touched[e.buf] = t
+    if k.slot then t.invariant = true; return end
+    if t.ptr and t.ptr ~= k.stream.ptr then t.mixed = true end
+    t.ptr = k.stream.ptr
+    table.insert(write and t.writes or t.reads, k.disp)
   end
   local ok = generate(P, 0, function()
     local code, free = P.code, P.free
-    for i, t in ipairs(body) do
-      local x = gen(t.expr, 0, P)
-      local r
-      if t.k == "accum" then -- target + e, or fma(e1, e2, target): emit_c's fold
-        r = gen(targets[i], 0, P).r
-        if x.a then
-          code[#code + 1] = vex(P.isa.fmadd, r, x.a, x.b)
-          free[#free + 1] = x.a; free[#free + 1] = x.b
+    local function need(ok) if not ok then error(P) end end
+    local function run(list)
+      for _, t in ipairs(list) do
+        if t.k == "loop" then
+          for j = 0, t.n - 1 do
+            P.env[t.var] = j
+            run(t.body)
+          end
+          P.env[t.var] = nil
         else
-          code[#code + 1] = vex(P.isa.add, r, r, x.r)
-          free[#free + 1] = x.r
-        end
-      else
-        r = x.r
-        if not r then
-          code[#code + 1] = vex(P.isa.mul, x.a, x.a, x.b)
-          free[#free + 1] = x.b
-          r = x.a
+          count = count + 1
+          need(count <= MAX_STATEMENTS)
+          P.kind = {} -- an expression's addresses change with the loops written out
+          for _, r in ipairs(results) do
+            need(scan(r[2], P))
+            P.kind[r[1]] = P.kind[r[2]]
+          end
+          need(scan(t.expr, P))
+          loops.walk({ t }, function(st)
+            for _, l in ipairs(loops.loads(st.expr, {})) do
+              if l.buf.role == "local" and not P.locals[l.buf] then outer[l.buf] = true end
+            end
+          end)
+          for _, l in ipairs(loops.loads(t.expr, {})) do touch(l, false) end
+          local x = gen(t.expr, 0, P)
+          local buf = t.target.buf
+          if buf.role == "local" then
+            local cur = P.locals[buf]
+            need(not outer[buf] and (cur or t.k == "store"))
+            if t.k == "accum" and x.a then
+              code[#code + 1] = vex(P.isa.fmadd, cur, x.a, x.b)
+              free[#free + 1] = x.a; free[#free + 1] = x.b
+            elseif t.k == "accum" then
+              code[#code + 1] = vex(P.isa.add, cur, cur, x.r)
+              free[#free + 1] = x.r
+            else
+              local r = x.r
+              if not r then
+                code[#code + 1] = vex(P.isa.mul, x.a, x.a, x.b)
+                free[#free + 1] = x.b
+                r = x.a
+              end
+              if cur then free[#free + 1] = cur end
+              P.locals[buf] = r
+              if not P.writeback[buf] then
+                P.writeback[#P.writeback + 1] = buf
+                P.writeback[buf] = true
+              end
+            end
+          else
+            local target = { k = "load", buf = buf, index = t.target.index }
+            need(scan(target, P))
+            touch(target, true)
+            local r
+            if t.k == "accum" then -- target + e, or fma(e1, e2, target): emit_c's fold
+              r = gen(target, 0, P).r
+              if x.a then
+                code[#code + 1] = vex(P.isa.fmadd, r, x.a, x.b)
+                free[#free + 1] = x.a; free[#free + 1] = x.b
+              else
+                code[#code + 1] = vex(P.isa.add, r, r, x.r)
+                free[#free + 1] = x.r
+              end
+            else
+              r = x.r
+              if not r then
+                code[#code + 1] = vex(P.isa.mul, x.a, x.a, x.b)
+                free[#free + 1] = x.b
+                r = x.a
+              end
+            end
+            store(P, r, P.kind[target], 0)
+            free[#free + 1] = r
+          end
         end
       end
-      store(P, r, P.kind[targets[i]], 0)
-      free[#free + 1] = r
+    end
+    run(body)
+    local bytes = 32
+    for _, t in pairs(touched) do
+      if #t.writes > 0 then
+        need(not t.invariant and not t.mixed)
+        for _, w in ipairs(t.writes) do
+          for _, list in ipairs({ t.reads, t.writes }) do
+            for _, d in ipairs(list) do need(d == w or math.abs(d - w) >= bytes) end
+          end
+        end
+      end
     end
   end)
-  if not ok then return nil end
+  if not ok or (#P.writeback > 0 and #P.free == 0) then return nil end
   return assemble(P, {}, 0, 32, main * ES[p.dtype])
 end
 
