@@ -42,17 +42,16 @@ end
 -- Terms emitted for s under the decisions taken; `all` reports whether s is straight-line.
 local function size(s, policy, budget, target, dtype)
   if s.k == "loop" then
-    if x86.applies(policy, target) and not s.lanes and x86.loop_supported(s, dtype) then -- machine code (x86.lua)
-      s.unroll, s.strip = false, nil
-      local inner = 0
-      for _, t in ipairs(s.body) do inner = inner + size(t, policy, budget, target, dtype) end
-      return inner + 1, false
-    end
     local inner, straight = 0, true
     for _, t in ipairs(s.body) do
       local n, all = size(t, policy, budget, target, dtype)
       inner = inner + n
       straight = straight and all
+    end
+    -- machine code (x86.lua), which writes out the loops inside that the C code does
+    if x86.applies(policy, target) and not s.lanes and x86.loop_supported(s, dtype) then
+      s.unroll, s.strip = false, nil
+      return inner + 1, false
     end
     s.unroll = policy == "full" or (straight and (s.n <= schedule.TINY or s.lanes or (policy == "auto" and s.n * inner <= budget)))
     if s.unroll then return s.n * inner, true end

@@ -39,8 +39,10 @@ local GP = { rax = 0, rcx = 1, rdx = 2, rbx = 3, rsi = 6, rdi = 7, r8 = 8, r9 = 
   r13 = 13, r14 = 14, r15 = 15 }
 -- the streams' registers: those KG_X86_CLOBBERS names, then callee-saved ones, named in the
 -- statement's clobbers when used (the compiler saves them around it)
-local STREAMS = { "rdx", "rsi", "rdi", "r8", "r9", "r10", "rbx", "r12", "r13", "r14", "r15" }
+local STREAMS = { "rdx", "rsi", "rdi", "r8", "r9", "r10", "rbx", "r12", "r13", "r14" }
 local SCRATCH_STREAMS = 6
+local REG = {} -- number -> name
+for name, n in pairs(GP) do REG[n] = name end
 local NYMM = 16
 local MAX_ACC = 12 -- accumulator registers per statement: at least 4 left for the terms
 
@@ -131,24 +133,28 @@ local function scan(e, P)
     end
     local c, sym = aff.resolve(e.index, P.env)
     local k = sym and sym[P.v] or 0
-    if k == 0 then
+    local u = P.inner and sym and sym[P.inner.var] or 0 -- an asm loop inside (elementwise)
+    if k == 0 and u == 0 then
       P.kind[e] = { slot = P.slot(P.text(e)) }
       return true
-    elseif k ~= 1 then
+    elseif k ~= 1 and k ~= 0 then
       return false
     end
     local rest = {}
-    for var, kv in pairs(sym) do if var ~= P.v then rest[var] = kv end end
+    for var, kv in pairs(sym) do if var ~= P.v and (not P.inner or var ~= P.inner.var) then rest[var] = kv end end
     local name = e.buf.role == "ws" and ("ws_" .. e.buf.id) or e.buf.cname
     local ptr = next(rest) and (name .. " + " .. aff.str({ c = 0, t = rest })) or name
-    local s = P.streams[ptr]
+    local key = u == 0 and ptr or (ptr .. " @" .. u) -- a stream the asm loop advances
+    local s = P.streams[key]
     if not s then
       if #P.order == #STREAMS then return false end
-      s = { ptr = ptr, reg = GP[STREAMS[#P.order + 1]] }
-      P.streams[ptr] = s
+      s = { ptr = ptr, reg = GP[STREAMS[#P.order + 1]], step = u ~= 0 and u * ES[P.dtype] or nil }
+      P.streams[key] = s
       P.order[#P.order + 1] = s
+      if s.step then P.inner.streams[#P.inner.streams + 1] = s end
     end
-    P.kind[e] = { stream = s, disp = c * ES[P.dtype] }
+    -- along v a vector, else (an element the asm loop moves along) one value broadcast
+    P.kind[e] = { stream = s, disp = c * ES[P.dtype], broadcast = k == 0 or nil }
     return true
   elseif e.k == "op" then
     local c = ops[e.op].c
@@ -195,7 +201,11 @@ local function gen(e, chunk, P)
   end
   if kind.stream then
     local r = alloc()
-    emit(vex(I.load, r, nil, { base = kind.stream.reg, index = GP.rcx, disp = kind.disp + 32 * chunk }))
+    if kind.broadcast then
+      emit(vex(I.broadcast, r, nil, { base = kind.stream.reg, disp = kind.disp }))
+    else
+      emit(vex(I.load, r, nil, { base = kind.stream.reg, index = GP.rcx, disp = kind.disp + 32 * chunk }))
+    end
     return { r = r }
   end
   local c = ops[e.op].c
@@ -283,8 +293,6 @@ local function assemble(P, acc, chunks, step, limit, tree)
   for _, a in ipairs(acc) do ptrs[#ptrs + 1] = a end
   for _, s in ipairs(P.order) do ptrs[#ptrs + 1] = s.ptr end
   for _, buf in ipairs(P.writeback) do ptrs[#ptrs + 1] = "&" .. buf.cname end
-  local regname = {}
-  for name, n in pairs(GP) do regname[n] = name end
   local asm = {}
   local function a(s) asm[#asm + 1] = s end
   local function accs(op)
@@ -295,7 +303,7 @@ local function assemble(P, acc, chunks, step, limit, tree)
   end
   if #P.stext > 0 then a("movq 0(%%rax), %%r11") end
   accs(P.isa.load)
-  for k, s in ipairs(P.order) do a("movq " .. 8 * (#acc + k) .. "(%%rax), %%" .. regname[s.reg]) end
+  for k, s in ipairs(P.order) do a("movq " .. 8 * (#acc + k) .. "(%%rax), %%" .. REG[s.reg]) end
   a("xorl %%ecx, %%ecx")
   a("1:")
   for _, l in ipairs(P.code) do a(l) end
@@ -338,6 +346,7 @@ local function assemble(P, acc, chunks, step, limit, tree)
   for _, s in ipairs(asm) do lines[#lines + 1] = '        "' .. s .. '\\n"' end
   local saved = {}
   for k = SCRATCH_STREAMS + 1, #P.order do saved[#saved + 1] = ', "' .. STREAMS[k] .. '"' end
+  if P.inner_used then saved[#saved + 1] = ', "r15"' end
   lines[#lines + 1] = "        : : \"a\"(kg_p) : KG_X86_CLOBBERS" .. table.concat(saved) .. ");"
   lines[#lines + 1] = "}"
   return lines
@@ -455,11 +464,15 @@ local MAX_STATEMENTS = 512 -- statements of one asm statement's loop body, loops
 function x86.loop_supported(s, dtype)
   if s.k ~= "loop" or s.n < 32 // ES[dtype] then return false end
   local written, calls, nested, ok, count = {}, {}, false, true, 0
-  local function visit(list, depth, copies)
+  local function visit(list, depth, copies, looped)
     for _, t in ipairs(list) do
-      if t.k == "loop" then
+      if t.k == "loop" and (t.unroll or t.n == 1) then -- written out
         nested = true
-        visit(t.body, depth + 1, copies * t.n)
+        visit(t.body, depth + 1, copies * t.n, looped)
+      elseif t.k == "loop" then -- a loop in the machine code, one level deep
+        nested = true
+        ok = ok and not looped
+        visit(t.body, depth + 1, copies, true)
       elseif (t.k ~= "store" and t.k ~= "accum") or t.check or (t.combine or "add") ~= "add"
         or not term_ok(t.expr, s.var, depth == 0 and calls or nil) then
         ok = false
@@ -473,7 +486,7 @@ function x86.loop_supported(s, dtype)
       count = count + (t.k == "loop" and 0 or copies)
     end
   end
-  visit(s.body, 0, 1)
+  visit(s.body, 0, 1, false)
   if not ok or count > MAX_STATEMENTS or (nested and #calls > 0) then return false end
   loops.walk(s.body, function(t) -- elementwise checks the offsets, once they are known
     if t.k == "loop" then return end
@@ -499,7 +512,7 @@ local function elementwise(body, p, v, main, results)
     if not k or e.buf.role == "local" then return end
     local t = touched[e.buf] or { reads = {}, writes = {} }
     touched[e.buf] = t
-    if k.slot then t.invariant = true; return end
+    if k.slot or k.broadcast or k.stream.step then t.invariant = true; return end
     if t.ptr and t.ptr ~= k.stream.ptr then t.mixed = true end
     t.ptr = k.stream.ptr
     table.insert(write and t.writes or t.reads, k.disp)
@@ -509,12 +522,24 @@ local function elementwise(body, p, v, main, results)
     local function need(ok) if not ok then error(P) end end
     local function run(list)
       for _, t in ipairs(list) do
-        if t.k == "loop" then
+        if t.k == "loop" and (t.unroll or t.n == 1) then -- written out
           for j = 0, t.n - 1 do
             P.env[t.var] = j
             run(t.body)
           end
           P.env[t.var] = nil
+        elseif t.k == "loop" then -- a loop in the machine code (r15 counts), one level deep
+          need(not P.inner)
+          P.inner = { var = t.var, streams = {} }
+          P.inner_used = true
+          code[#code + 1] = "movl $" .. t.n .. ", %%r15d"
+          code[#code + 1] = "2:"
+          run(t.body)
+          for _, st in ipairs(P.inner.streams) do code[#code + 1] = "addq $" .. st.step .. ", %%" .. REG[st.reg] end
+          code[#code + 1] = "decl %%r15d"
+          code[#code + 1] = "jnz 2b"
+          for _, st in ipairs(P.inner.streams) do code[#code + 1] = "subq $" .. st.step * t.n .. ", %%" .. REG[st.reg] end
+          P.inner = nil
         else
           count = count + 1
           need(count <= MAX_STATEMENTS)

@@ -94,6 +94,7 @@ static const struct {
     {"rmsnorm", {"rows=2", "dim=36"}, 2},
     {"batchnorm2d", {"c=2", "h=3", "w=12"}, 3},
     {"seq_ffn", {"seq=2", "dmodel=16", "dff=24"}, 3},
+    {"mlp", {"seq=2", "dmodel=64", "dff=130"}, 3}, /* loops inside machine code */
     {"groupnorm", {"b=1", "h=2", "w=3", "c=16", "groups=4"}, 5}, /* 7 streams: rbx */
 };
 
