@@ -451,6 +451,7 @@ function x86.reduces(group, p)
 end
 
 local MAX_STATEMENTS = 512 -- statements of one asm statement's loop body, loops written out
+local loads_of = setmetatable({}, { __mode = "k" }) -- statement -> its loads (loops written out repeat it)
 
 -- A loop whose statements store and sum into elements contiguous along its variable (target[i]
 -- = e, target[i] += e) or into locals that each iteration sets before it reads them (a tile's
@@ -549,12 +550,12 @@ local function elementwise(body, p, v, main, results)
             P.kind[r[1]] = P.kind[r[2]]
           end
           need(scan(t.expr, P))
-          loops.walk({ t }, function(st)
-            for _, l in ipairs(loops.loads(st.expr, {})) do
-              if l.buf.role == "local" and not P.locals[l.buf] then outer[l.buf] = true end
-            end
-          end)
-          for _, l in ipairs(loops.loads(t.expr, {})) do touch(l, false) end
+          local loads = loads_of[t] or loops.loads(t.expr, {})
+          loads_of[t] = loads
+          for _, l in ipairs(loads) do
+            if l.buf.role == "local" and not P.locals[l.buf] then outer[l.buf] = true end
+            touch(l, false)
+          end
           local x = gen(t.expr, 0, P)
           local buf = t.target.buf
           if buf.role == "local" then
