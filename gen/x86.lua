@@ -147,8 +147,9 @@ local function scan(e, P)
     local key = u == 0 and ptr or (ptr .. " @" .. u) -- a stream the asm loop advances
     local s = P.streams[key]
     if not s then
-      if #P.order == #STREAMS then return false end
-      s = { ptr = ptr, reg = GP[STREAMS[#P.order + 1]], step = u ~= 0 and u * ES[P.dtype] or nil }
+      -- past the registers, a stream's pointer is read from the table at each access (elementwise)
+      if #P.order >= #STREAMS and not (P.overflow and u == 0) then return false end
+      s = { ptr = ptr, reg = GP[STREAMS[#P.order + 1]], step = u ~= 0 and u * ES[P.dtype] or nil, at = 8 * (#P.order + 1) }
       P.streams[key] = s
       P.order[#P.order + 1] = s
       if s.step then P.inner.streams[#P.inner.streams + 1] = s end
@@ -172,6 +173,17 @@ end
 
 ---------------------------------------------------------------------------------------------
 -- Code: a value is {r = ymm} or, under fma, an unrounded product {a = ymm, b = ymm}.
+
+-- The register holding a stream's pointer: its own, or r11 loaded from the table (an overflow
+-- stream, elementwise's), after which stream_done puts the constants' pointer back in r11.
+local function stream_base(P, s)
+  if s.reg then return s.reg end
+  P.code[#P.code + 1] = "movq " .. s.at .. "(%%rax), %%r11"
+  return GP.r11
+end
+local function stream_done(P, s)
+  if not s.reg then P.code[#P.code + 1] = "movq 0(%%rax), %%r11" end
+end
 
 local function gen(e, chunk, P)
   local I, code, kind = P.isa, P.code, P.kind[e]
@@ -201,11 +213,13 @@ local function gen(e, chunk, P)
   end
   if kind.stream then
     local r = alloc()
+    local base = stream_base(P, kind.stream)
     if kind.broadcast then
-      emit(vex(I.broadcast, r, nil, { base = kind.stream.reg, disp = kind.disp }))
+      emit(vex(I.broadcast, r, nil, { base = base, disp = kind.disp }))
     else
-      emit(vex(I.load, r, nil, { base = kind.stream.reg, index = GP.rcx, disp = kind.disp + 32 * chunk }))
+      emit(vex(I.load, r, nil, { base = base, index = GP.rcx, disp = kind.disp + 32 * chunk }))
     end
+    stream_done(P, kind.stream)
     return { r = r }
   end
   local c = ops[e.op].c
@@ -281,7 +295,9 @@ local function generate(P, first, fn)
 end
 
 local function store(P, reg, kind, chunk)
-  P.code[#P.code + 1] = vex(P.isa.store, reg, nil, { base = kind.stream.reg, index = GP.rcx, disp = kind.disp + 32 * chunk })
+  local base = stream_base(P, kind.stream)
+  P.code[#P.code + 1] = vex(P.isa.store, reg, nil, { base = base, index = GP.rcx, disp = kind.disp + 32 * chunk })
+  stream_done(P, kind.stream)
 end
 
 -- The C lines of the asm statement: C fills the table {constants, accumulators..., streams...};
@@ -303,7 +319,7 @@ local function assemble(P, acc, chunks, step, limit, tree)
   end
   if #P.stext > 0 then a("movq 0(%%rax), %%r11") end
   accs(P.isa.load)
-  for k, s in ipairs(P.order) do a("movq " .. 8 * (#acc + k) .. "(%%rax), %%" .. REG[s.reg]) end
+  for k, s in ipairs(P.order) do if s.reg then a("movq " .. 8 * (#acc + k) .. "(%%rax), %%" .. REG[s.reg]) end end
   a("xorl %%ecx, %%ecx")
   a("1:")
   for _, l in ipairs(P.code) do a(l) end
@@ -345,7 +361,7 @@ local function assemble(P, acc, chunks, step, limit, tree)
   lines[#lines + 1] = "    __asm__ volatile("
   for _, s in ipairs(asm) do lines[#lines + 1] = '        "' .. s .. '\\n"' end
   local saved = {}
-  for k = SCRATCH_STREAMS + 1, #P.order do saved[#saved + 1] = ', "' .. STREAMS[k] .. '"' end
+  for k = SCRATCH_STREAMS + 1, math.min(#P.order, #STREAMS) do saved[#saved + 1] = ', "' .. STREAMS[k] .. '"' end
   if P.inner_used then saved[#saved + 1] = ', "r15"' end
   lines[#lines + 1] = "        : : \"a\"(kg_p) : KG_X86_CLOBBERS" .. table.concat(saved) .. ");"
   lines[#lines + 1] = "}"
@@ -505,6 +521,7 @@ end
 -- {expression, load} pairs, an expression (a math call) read as the load (of its results).
 local function elementwise(body, p, v, main, results)
   local P = plan({ dtype = p.dtype, fma = p.fma, env = p.env, v = v, text = p.text })
+  P.overflow = true -- no accumulators in the table: a stream's place in it is 8 * its number
   P.locals = {} -- local buffer -> its register, once the iteration has set it
   local outer, count = {}, 0 -- locals read before the loop sets them (their C values)
   local touched = {} -- buffer -> {ptr, mixed, invariant, reads = {disp...}, writes = {disp...}}
