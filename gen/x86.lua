@@ -477,7 +477,8 @@ local loads_of = setmetatable({}, { __mode = "k" }) -- statement -> its loads (l
 -- a whole vector apart); each local is a register, and its last iteration's value is stored
 -- back. Domain checks stay C. Math functions are called
 -- where the body has no loop, and must not read what the loop writes: they are computed
--- first, for all iterations. Returns the list of the math calls, or false.
+-- first, for all iterations (after the statements that write what they read, which then run
+-- first). Returns the list of the math calls and the number of those statements, or false.
 function x86.loop_supported(s, dtype)
   if s.k ~= "loop" or s.n < 32 // ES[dtype] then return false end
   local written, calls, nested, ok, count = {}, {}, false, true, 0
@@ -511,10 +512,29 @@ function x86.loop_supported(s, dtype)
       if written[l.buf] and (l.index.t[s.var] or 0) ~= 1 then ok = false end
     end
   end)
-  for _, c in ipairs(calls) do
-    for _, l in ipairs(loops.loads(c.args[1], {})) do if written[l.buf] then ok = false end end
+  -- the math calls' arguments may read what statements before the first call write: those
+  -- statements then run first, for all iterations, if nothing after them writes what they read
+  if not ok or #calls == 0 then return ok and calls, 0 end -- (with calls, no loop inside)
+  local first, split = #s.body + 1, 0
+  for i, t in ipairs(s.body) do
+    local c = {}
+    term_ok(t.expr, s.var, c)
+    if #c > 0 and i < first then first = i end
   end
-  return ok and calls
+  for _, c in ipairs(calls) do
+    for _, l in ipairs(loops.loads(c.args[1], {})) do
+      for i, t in ipairs(s.body) do if t.target.buf == l.buf then split = math.max(split, i) end end
+    end
+  end
+  if split >= first then return false end
+  for i = split + 1, #s.body do
+    for j = 1, split do
+      for _, l in ipairs(loops.loads(s.body[j].expr, {})) do
+        if l.buf == s.body[i].target.buf then ok = false end
+      end
+    end
+  end
+  return ok and calls, split
 end
 
 -- The asm statement of body (x86.loop_supported's statements) for v < main; results:
@@ -651,7 +671,7 @@ local MATH_STACK = 65536 -- bytes of arguments and results of math calls on the 
 -- calls: their arguments into kg_a<j> (one asm statement), the library's array function
 -- (gen/mathlib.lua) into kg_m<j>, which the loop then reads.
 function x86.loop(s, p)
-  local calls = x86.loop_supported(s, p.dtype)
+  local calls, split = x86.loop_supported(s, p.dtype)
   if not calls then return nil end
   local es = ES[p.dtype]
   local main = s.n - s.n % (32 // es)
@@ -664,13 +684,17 @@ function x86.loop(s, p)
     math[j] = mathlib.cname(math_name(c), p.dtype, p.fma)
     arrays[#arrays + 1] = a .. "[" .. main .. "], " .. m .. "[" .. main .. "]"
   end
-  local body = elementwise(s.body, p, s.var, main, results)
+  local before, rest = {}, {}
+  for i, t in ipairs(s.body) do table.insert(i <= split and before or rest, t) end
+  local body = elementwise(rest, p, s.var, main, results)
   if not body then return nil end
   if #calls > 0 then
-    local pre = elementwise(args, p, s.var, main, {})
+    local first = #before > 0 and elementwise(before, p, s.var, main, {}) or {}
+    local pre = first and elementwise(args, p, s.var, main, {})
     if not pre then return nil end
     lines[1] = "{"
     lines[2] = "    " .. (p.dtype == "f64" and "double " or "float ") .. table.concat(arrays, ", ") .. ";"
+    for _, l in ipairs(first) do lines[#lines + 1] = "    " .. l end
     for _, l in ipairs(pre) do lines[#lines + 1] = "    " .. l end
     for j, name in ipairs(math) do lines[#lines + 1] = "    " .. name .. "(kg_a" .. (j - 1) .. ", kg_m" .. (j - 1) .. ", " .. main .. ");" end
   end
