@@ -286,6 +286,60 @@ static void warning_free_strict(void **state)
     cases_report(cs, n, "no warnings under -std=c99 -Wall -Wextra -Wpedantic -Werror");
 }
 
+/* The JIT's text where it holds x86-64 machine code (gen/x86.lua: reductions, elementwise loops,
+   tiles with loops inside, math calls), compiled with the machine code (-mavx2 -mfma): no
+   warnings either (the machine code is one long string: the template silences that one). */
+static void x86_text_warning_free(void **state)
+{
+    fixture *fx = *state;
+    static const char *const gcc_x86[] = {"gcc", "-std=c99", "-Wall", "-Wextra", "-Wpedantic", "-Werror",
+                                          "-mavx2", "-mfma", "-O2", "-c", NULL};
+    static const char *const clang_x86[] = {"clang", "-std=c99", "-Wall", "-Wextra", "-Wpedantic", "-Werror",
+                                            "-mavx2", "-mfma", "-O2", "-c", NULL};
+    static const struct {
+        const char *graph, *dtype, *fma;
+        const char *params[3];
+    } reqs[] = {{"layernorm", "f64", NULL, {"rows=3", "dim=40"}},
+                {"mlp", "f32", "on", {"seq=2", "dmodel=64", "dff=130"}}};
+    job jobs[4];
+    int n = 0;
+    for (size_t i = 0; i < sizeof reqs / sizeof reqs[0]; i++) {
+        kg_request r = request_for(reqs[i].graph, reqs[i].dtype, "auto");
+        r.fma = reqs[i].fma;
+        r.params = reqs[i].params;
+        r.nparams = reqs[i].params[2] ? 3 : 2;
+        char *problem = NULL, *err = NULL;
+        kg_kernel *k = generate(&r, &problem);
+        if (!k)
+            fail_msg("%s: %s", reqs[i].graph, problem);
+        assert_non_null(strstr(kg_text(k, KG_TEXT_SOURCE), "__asm__"));
+        if (kg_write_files(k, fx->dir, &err) != KG_OK)
+            fail_msg("kg_write_files: %s", err ? err : "?");
+        char *c = xprintf("%s/%s", fx->dir, kg_text(k, KG_TEXT_SOURCE_FILE));
+        for (int cc = 0; cc < 2; cc++) {
+            char *obj = xprintf("%s.%d.o", c, cc), *log = xprintf("%s.%d.log", c, cc);
+            job_init(&jobs[n++], log, cc ? clang_x86 : gcc_x86, "-o", obj, c, (const char *)NULL);
+            free(obj);
+            free(log);
+        }
+        free(c);
+        kg_free(k);
+    }
+    run_jobs(jobs, (size_t)n);
+    int failed = 0;
+    for (int i = 0; i < n; i++) {
+        char *problem = job_problem(&jobs[i]);
+        if (problem) {
+            print_error("FAIL %s\n", problem);
+            failed++;
+        }
+        free(problem);
+        job_free(&jobs[i]);
+    }
+    print_message("     %d compiles of machine-code text, %d with warnings\n", n, failed);
+    assert_int_equal(failed, 0);
+}
+
 static void cortex_m4(void **state)
 {
     fixture *fx = *state;
@@ -737,6 +791,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         TIMED(warning_free_strict),
         TIMED(cortex_m4),
+        TIMED(x86_text_warning_free),
         TIMED(deterministic_bytes),
         TIMED(golden_emitted_file),
         TIMED(schedules_are_bit_identical),
