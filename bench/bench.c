@@ -1314,6 +1314,8 @@ static void print_summary(void)
            v_ratio, 1.0);
     target("normalizations from 64x768 on within 1.5x of the memory bound", t_norm_big, v_bound, 1.5);
     printf("Targets of the JIT tiers:\n");
+    if (nj)
+        printf("  [%s] JIT tcc: geomean <= 6x AOT: %.2f\n", exp(sj / nj) <= 6.0 ? "x" : " ", exp(sj / nj));
     target("JIT cc (warm) <= 1.1x AOT on every row", t_cc, v_cc, 1.1);
 }
 
