@@ -185,6 +185,28 @@ local function stream_done(P, s)
   if not s.reg then P.code[#P.code + 1] = "movq 0(%%rax), %%r11" end
 end
 
+-- x in a register: an unrounded product multiplied out (rounded, as C's a * b)
+local function value_of(P, x)
+  if x.r then return x.r end
+  P.code[#P.code + 1] = vex(P.isa.mul, x.a, x.a, x.b)
+  P.free[#P.free + 1] = x.b
+  return x.a
+end
+
+-- acc += x, emit_c's fold: a product fuses into acc (one rounding) when `fuse`; x's registers
+-- are free afterwards
+local function fold_into(P, acc, x, fuse)
+  if x.a and fuse then
+    P.code[#P.code + 1] = vex(P.isa.fmadd, acc, x.a, x.b)
+    P.free[#P.free + 1] = x.a
+    P.free[#P.free + 1] = x.b
+  else
+    local r = value_of(P, x)
+    P.code[#P.code + 1] = vex(P.isa.add, acc, acc, r)
+    P.free[#P.free + 1] = r
+  end
+end
+
 local function gen(e, chunk, P)
   local I, code, kind = P.isa, P.code, P.kind[e]
   local function emit(s) code[#code + 1] = s end
@@ -199,12 +221,7 @@ local function gen(e, chunk, P)
     emit(vex(I.broadcast, r, nil, { base = GP.r11, disp = slot * ES[P.dtype] }))
     return r
   end
-  local function value(x)
-    if x.r then return x.r end
-    emit(vex(I.mul, x.a, x.a, x.b))
-    free(x.b)
-    return x.a
-  end
+  local function value(x) return value_of(P, x) end
   if kind.slot then return { r = broadcast(kind.slot) } end
   if kind.reg then -- a copy: the operations write into their first operand
     local r = alloc()
@@ -377,25 +394,8 @@ local function statement(group, p, fuses, acc)
   for _, s in ipairs(group) do if not scan(s.expr, P) then return nil end end
   local chunks = p.L // (32 // ES[p.dtype])
   local ok = generate(P, #group * chunks, function()
-    local code, free = P.code, P.free
     for i, s in ipairs(group) do
-      for ch = 0, chunks - 1 do
-        local accr = (i - 1) * chunks + ch
-        local x = gen(s.expr, ch, P)
-        if x.a and fuses[i] then
-          code[#code + 1] = vex(P.isa.fmadd, accr, x.a, x.b)
-          free[#free + 1] = x.a; free[#free + 1] = x.b
-        else
-          local r = x.r
-          if not r then
-            code[#code + 1] = vex(P.isa.mul, x.a, x.a, x.b)
-            free[#free + 1] = x.b
-            r = x.a
-          end
-          code[#code + 1] = vex(P.isa.add, accr, accr, r)
-          free[#free + 1] = r
-        end
-      end
+      for ch = 0, chunks - 1 do fold_into(P, (i - 1) * chunks + ch, gen(s.expr, ch, P), fuses[i]) end
     end
   end)
   if not ok then return nil end
@@ -598,19 +598,10 @@ local function elementwise(body, p, v, main, results)
           if buf.role == "local" then
             local cur = P.locals[buf]
             need(not outer[buf] and (cur or t.k == "store"))
-            if t.k == "accum" and x.a then
-              code[#code + 1] = vex(P.isa.fmadd, cur, x.a, x.b)
-              free[#free + 1] = x.a; free[#free + 1] = x.b
-            elseif t.k == "accum" then
-              code[#code + 1] = vex(P.isa.add, cur, cur, x.r)
-              free[#free + 1] = x.r
+            if t.k == "accum" then
+              fold_into(P, cur, x, true)
             else
-              local r = x.r
-              if not r then
-                code[#code + 1] = vex(P.isa.mul, x.a, x.a, x.b)
-                free[#free + 1] = x.b
-                r = x.a
-              end
+              local r = value_of(P, x)
               if cur then free[#free + 1] = cur end
               P.locals[buf] = r
               if not P.writeback[buf] then
@@ -625,20 +616,9 @@ local function elementwise(body, p, v, main, results)
             local r
             if t.k == "accum" then -- target + e, or fma(e1, e2, target): emit_c's fold
               r = gen(target, 0, P).r
-              if x.a then
-                code[#code + 1] = vex(P.isa.fmadd, r, x.a, x.b)
-                free[#free + 1] = x.a; free[#free + 1] = x.b
-              else
-                code[#code + 1] = vex(P.isa.add, r, r, x.r)
-                free[#free + 1] = x.r
-              end
+              fold_into(P, r, x, true)
             else
-              r = x.r
-              if not r then
-                code[#code + 1] = vex(P.isa.mul, x.a, x.a, x.b)
-                free[#free + 1] = x.b
-                r = x.a
-              end
+              r = value_of(P, x)
             end
             store(P, r, P.kind[target], 0)
             free[#free + 1] = r
