@@ -1,25 +1,31 @@
--- x86: machine code for the JIT's loops on x86-64 with AVX2 and FMA.
+-- x86: machine code for the JIT's loops on x86-64 with AVX2 and FMA (README, "The JIT's
+-- machine code").
 --
--- tcc does not vectorize and keeps every value in memory, so a reduce's lane loop ran 16
--- scalar statements through the stack per step. Its assembler knows no AVX, but takes `.byte`:
--- in the JIT's schedule (unroll auto) the main part of a reduce's lane loop (whole steps of L
--- lanes), and an innermost loop of elementwise stores, is one asm statement whose bytes are
--- written here, beside the C loop it replaces (#if KG_X86_AVX2, templates/x86.c.in: the JIT
--- sets it from the processor, so the text stays the same on every machine). The accumulators live in ymm registers, 8 lanes (f32)
--- or 4 (f64) of the IR's L per register, and every lane performs the operations of the C text
--- in its order (a vector add, multiply, divide or fma rounds each lane as the scalar one does),
--- so the bits are those of every other schedule and compiler. The terms must be sums,
--- differences, products, quotients and negations of loads contiguous along the summed axis
--- (stride 1) and of invariants; anything else (math functions, helpers, ifzero, trees, other
--- strides) keeps the C text. The rest of the terms and the lanes' tree stay C too.
+-- tcc does not vectorize and keeps every value in memory. Its assembler knows no AVX, but takes
+-- `.byte`: in the JIT's schedule (unroll auto) a loop whose terms this module supports becomes
+-- one asm statement whose bytes are written here, beside the C loop it replaces (#if
+-- KG_X86_AVX2, templates/x86.c.in: kerngen's JIT sets it from the processor, so the text is the
+-- same on every machine). What becomes machine code:
+--   x86.reduces  the whole lane steps of a group of reduces: each accumulator's L lanes in
+--                ymm registers, 8 (f32) or 4 (f64) a register, and the lanes' tree when every
+--                term is in the loop;
+--   x86.loop     a loop of stores and sums into elements contiguous along it or into locals
+--                (registers), 8 or 4 iterations at once, with loops inside written out or as
+--                loops of the machine code, and math functions called through the library's
+--                array forms (gen/mathlib.lua; KG_X86_VMATH).
+-- Terms: + - * /, negation and emit_c's fused multiply-adds, of loads contiguous along the loop
+-- (stride 1) and of values that do not change in it (broadcast). Every lane performs the
+-- operations of the C text in its order (a vector add, multiply, divide or fma rounds each
+-- lane as the scalar one does), so the bits are those of every other schedule and compiler.
 --
 -- The statement gets one pointer, in rax: a table built in C just before it, {constants,
--- accumulators..., streams...}. Registers: rcx the byte offset along the summed axis, rdx rsi
--- rdi r8 r9 r10, then rbx r12-r15, the streams (one per buffer and symbolic index: x + 768 *
--- i0, loads at constant offsets from it), r11 the constants (invariant loads, scalars and literals, broadcast where
--- used); ymm0.. the accumulators, the others temporaries. Every register it changes is
--- declared clobbered (KG_X86_CLOBBERS, templates/x86.c.in: tcc's assembler names no vector
--- register, and tcc keeps no value in one across statements); vzeroupper ends each statement.
+-- accumulators..., streams..., locals...}. Registers: rcx the byte offset along the loop; rdx
+-- rsi rdi r8-r10, then rbx r12-r14, the streams (one per buffer and symbolic index: x + 768 *
+-- i0, read at constant offsets from it; further ones are read from the table at each access);
+-- r11 the constants (invariant loads, scalars and literals, broadcast where used); r15 the
+-- count of a loop inside; ymm0.. the accumulators, the others temporaries and locals. Every
+-- register it changes is declared clobbered (KG_X86_CLOBBERS: tcc's assembler names no
+-- vector register, and tcc keeps no value in one across statements); vzeroupper ends it.
 
 local loops = require("loops")
 local mathlib = require("mathlib")
@@ -59,7 +65,7 @@ end
 -- xmm = true: 128-bit, imm = byte}; reg, vvvv: register numbers (vvvv nil: unused); rm: a
 -- register number, or {base = gp, index = gp or nil, disp = int}. Register forms are
 -- memoized (generation time: a loop body repeats them).
-local memo = setmetatable({}, { __mode = "k" })
+local memo = {}
 local function vex(op, reg, vvvv, rm)
   local mem = type(rm) == "table"
   local key
@@ -95,12 +101,14 @@ local function vex(op, reg, vvvv, rm)
   return s
 end
 
--- the instructions used, per dtype (ps: f32, pd: f64)
+-- the instructions used, per dtype (ps: f32, pd: f64); one table each (vex memoizes per op)
+local ISA = {}
 local function isa(dtype)
+  if ISA[dtype] then return ISA[dtype] end
   local pd = dtype == "f64" and 1 or 0
   local function sse(code) return { map = 1, pp = pd, w = 0, code = code } end
   local function fma(code) return { map = 2, pp = 1, w = pd, code = code } end
-  return {
+  ISA[dtype] = {
     load = sse(0x10), store = sse(0x11), mov = sse(0x28), add = sse(0x58), mul = sse(0x59), sub = sse(0x5c), div = sse(0x5e),
     xor = sse(0x57), broadcast = { map = 2, pp = 1, w = 0, code = dtype == "f64" and 0x19 or 0x18 },
     fmadd = fma(0xb8), fmsub = fma(0xba), fnmadd = fma(0xbc), -- 231: dst = +-(a b) +- dst
@@ -113,6 +121,7 @@ local function isa(dtype)
     store1 = { map = 1, pp = pd == 1 and 3 or 2, w = 0, code = 0x11, xmm = true }, -- vmovss / vmovsd
     lane3 = { map = 3, pp = 1, w = 0, code = 0x04, xmm = true, imm = 0xff }, -- vpermilps: dst[0] = src[3]
   }
+  return ISA[dtype]
 end
 
 ---------------------------------------------------------------------------------------------
@@ -162,6 +171,7 @@ local function scan(e, P)
     if not c or not (c.prefix == "-" or c.infix == "+" or c.infix == "-" or c.infix == "*" or c.infix == "/") then
       return false
     end
+    if c.lhs and c.infix ~= "/" then return false end -- (ops.lua's reciprocal is the only one)
     if c.lhs then P.kind[e] = { lhs = P.slot(util.c_literal(c.lhs, P.dtype)) } end
     if c.prefix then P.kind[e] = { sign = P.slot(util.c_literal(-0.0, P.dtype)) } end
     for _, a in ipairs(e.args) do if not scan(a, P) then return false end end
@@ -402,9 +412,7 @@ local function statement(group, p, fuses, acc)
   return assemble(P, acc, chunks, p.L * ES[p.dtype], p.main * ES[p.dtype], p.tree)
 end
 
--- Can reduce s become machine code (before emit knows its surroundings: it may still need
--- more streams or registers than there are, and then keeps its C loop)? The JIT's schedule
--- leaves such reduces loops rather than writing their terms out.
+-- The math function an op calls, when the library has its array form (gen/mathlib.lua).
 local function math_name(e)
   local c = ops[e.op].c
   local name = c and c.math and (type(c.math) == "function" and c.math(e.attr) or c.math)
@@ -433,6 +441,10 @@ local function term_ok(e, v, calls)
   for _, a in ipairs(e.args) do if not term_ok(a, v, calls) then return false end end
   return true
 end
+
+-- Can reduce s become machine code (before emit knows its surroundings: it may still need
+-- more streams or registers than there are, and then keeps its C loop)? The JIT's schedule
+-- leaves such reduces loops rather than writing their terms out.
 function x86.supported(s, dtype)
   if s.k ~= "reduce" or s.lanes % (32 // ES[dtype]) ~= 0 or (s.combine or "add") ~= "add" or s.carry then
     return false
@@ -475,13 +487,13 @@ local loads_of = setmetatable({}, { __mode = "k" }) -- statement -> its loads (l
 -- iterations at once do what the C loop does, statement by statement, so no two of them may
 -- touch an element one of them writes (elementwise checks the offsets: the same element, or
 -- a whole vector apart); each local is a register, and its last iteration's value is stored
--- back. Domain checks stay C. Math functions are called
--- where the body has no loop, and must not read what the loop writes: they are computed
--- first, for all iterations (after the statements that write what they read, which then run
--- first). Returns the list of the math calls and the number of those statements, or false.
+-- back. Domain checks stay C. Math functions are called where the body has no loop; they
+-- are computed first, for all iterations, after the statements that write what they read
+-- (which then run first: nothing after them may write what they read, and they set no local).
+-- Returns the list of the math calls and the number of those statements, or false.
 function x86.loop_supported(s, dtype)
   if s.k ~= "loop" or s.n < 32 // ES[dtype] then return false end
-  local written, calls, nested, ok, count = {}, {}, false, true, 0
+  local written, sets, calls, nested, ok, count = {}, {}, {}, false, true, 0
   local function visit(list, depth, copies, looped)
     for _, t in ipairs(list) do
       if t.k == "loop" and (t.unroll or t.n == 1) then -- written out
@@ -496,6 +508,7 @@ function x86.loop_supported(s, dtype)
         ok = false
       elseif t.target.buf.role == "local" then
         ok = ok and t.target.buf.size == 1
+        sets[t.target.buf] = true
       elseif (t.target.index.t[s.var] or 0) ~= 1 then
         ok = false
       else
@@ -523,10 +536,12 @@ function x86.loop_supported(s, dtype)
   end
   for _, c in ipairs(calls) do
     for _, l in ipairs(loops.loads(c.args[1], {})) do
+      if sets[l.buf] then return false end -- a local: its registers are gone by then
       for i, t in ipairs(s.body) do if t.target.buf == l.buf then split = math.max(split, i) end end
     end
   end
   if split >= first then return false end
+  for j = 1, split do if s.body[j].target.buf.role == "local" then return false end end
   for i = split + 1, #s.body do
     for j = 1, split do
       for _, l in ipairs(loops.loads(s.body[j].expr, {})) do
@@ -600,6 +615,10 @@ local function elementwise(body, p, v, main, results)
             need(not outer[buf] and (cur or t.k == "store"))
             if t.k == "accum" then
               fold_into(P, cur, x, true)
+            elseif cur and P.inner then -- in a loop the code runs again: the local keeps its register
+              local r = value_of(P, x)
+              code[#code + 1] = vex(P.isa.mov, cur, nil, r)
+              free[#free + 1] = r
             else
               local r = value_of(P, x)
               if cur then free[#free + 1] = cur end
