@@ -50,6 +50,8 @@ local SCRATCH_STREAMS = 6
 local REG = {} -- number -> name
 for name, n in pairs(GP) do REG[n] = name end
 local NYMM = 16
+-- displacements, counts and steps are signed 32-bit immediates: larger tensors keep their C
+local DISP_MAX = 2 ^ 31 - 4096
 local MAX_ACC = 12 -- accumulator registers per statement: at least 4 left for the terms
 
 ---------------------------------------------------------------------------------------------
@@ -158,12 +160,14 @@ local function scan(e, P)
     if not s then
       -- past the registers, a stream's pointer is read from the table at each access (elementwise)
       if #P.order >= #STREAMS and not (P.overflow and u == 0) then return false end
+      if u ~= 0 and math.abs(u * ES[P.dtype] * P.inner.n) > DISP_MAX then return false end
       s = { ptr = ptr, reg = GP[STREAMS[#P.order + 1]], step = u ~= 0 and u * ES[P.dtype] or nil, at = 8 * (#P.order + 1) }
       P.streams[key] = s
       P.order[#P.order + 1] = s
       if s.step then P.inner.streams[#P.inner.streams + 1] = s end
     end
     -- along v a vector, else (an element the asm loop moves along) one value broadcast
+    if math.abs(c * ES[P.dtype]) > DISP_MAX then return false end
     P.kind[e] = { stream = s, disp = c * ES[P.dtype], broadcast = k == 0 or nil }
     return true
   elseif e.k == "op" then
@@ -331,6 +335,7 @@ end
 -- the statement loads the accumulators (acc: C arrays of `chunks` registers each, ymm 0..),
 -- runs P.code for rcx = 0, step, ... below limit (bytes), and stores them back.
 local function assemble(P, acc, chunks, step, limit, tree)
+  if limit > DISP_MAX then return nil end
   local T = P.dtype == "f64" and "double" or "float"
   local ptrs = { #P.stext > 0 and "kg_k" or "0" }
   for _, a in ipairs(acc) do ptrs[#ptrs + 1] = a end
@@ -583,7 +588,7 @@ local function elementwise(body, p, v, main, results)
           P.env[t.var] = nil
         elseif t.k == "loop" then -- a loop in the machine code (r15 counts), one level deep
           need(not P.inner)
-          P.inner = { var = t.var, streams = {} }
+          P.inner = { var = t.var, streams = {}, n = t.n }
           P.inner_used = true
           code[#code + 1] = "movl $" .. t.n .. ", %%r15d"
           code[#code + 1] = "2:"
@@ -688,12 +693,12 @@ function x86.loop(s, p)
   local body = elementwise(rest, p, s.var, main, results)
   if not body then return nil end
   if #calls > 0 then
-    local first = #before > 0 and elementwise(before, p, s.var, main, {}) or {}
-    local pre = first and elementwise(args, p, s.var, main, {})
-    if not pre then return nil end
+    local first = #before > 0 and elementwise(before, p, s.var, main, {})
+    local pre = elementwise(args, p, s.var, main, {})
+    if (#before > 0 and not first) or not pre then return nil end
     lines[1] = "{"
     lines[2] = "    " .. (p.dtype == "f64" and "double " or "float ") .. table.concat(arrays, ", ") .. ";"
-    for _, l in ipairs(first) do lines[#lines + 1] = "    " .. l end
+    for _, l in ipairs(first or {}) do lines[#lines + 1] = "    " .. l end
     for _, l in ipairs(pre) do lines[#lines + 1] = "    " .. l end
     for j, name in ipairs(math) do lines[#lines + 1] = "    " .. name .. "(kg_a" .. (j - 1) .. ", kg_m" .. (j - 1) .. ", " .. main .. ");" end
   end
