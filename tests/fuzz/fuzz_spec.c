@@ -33,7 +33,9 @@ static int is_keyword(const char *w, size_t n)
                                      /* the C++ part of templates/kernel.h.in */
                                      "__cplusplus", "__restrict", "undef",
                                      /* the one libm function generated code calls */
-                                     "sqrt", "sqrtf", NULL};
+                                     "sqrt", "sqrtf",
+                                     /* the JIT's machine code (gen/x86.lua, templates/x86.c.in) */
+                                     "__x86_64__", "__asm__", "volatile", "diagnostic", "ignored", NULL};
     for (int i = 0; kw[i]; i++)
         if (strlen(kw[i]) == n && strncmp(kw[i], w, n) == 0)
             return 1;
@@ -126,14 +128,16 @@ static void check_text(const kg_kernel *k, const char *s)
                 if ((*q < 0x20 && *q != '\n') || *q > 0x7e || (q[0] == '/' && q[1] == '*'))
                     abort();
             p = end + 2;
-        } else if (*p == '"') { /* the include of its own header, pragma arguments */
+        } else if (*p == '"') { /* the include of its own header, pragma arguments, machine code */
             static const char unroll[] = "\"GCC unroll 1\""; /* KG_LANES (compiler_guard.c.in) */
             const char *end = strchr(p + 1, '"');
             if (!end || memchr(p, '\n', (size_t)(end - p)))
                 abort();
             int is_unroll = (size_t)(end + 1 - p) == sizeof unroll - 1 && strncmp(p, unroll, sizeof unroll - 1) == 0;
-            for (const char *q = p + 1; q < end && !is_unroll; q++)
-                if (!isalnum((unsigned char)*q) && !strchr("_.=-", *q))
+            /* a line of x86.lua's asm: .byte 0xc4,..., movq 8(%%rax), %%rdx, 1:, jl 1b... ending in \n */
+            int is_asm = end - p >= 3 && end[-2] == '\\' && end[-1] == 'n';
+            for (const char *q = p + 1; q < end - (is_asm ? 2 : 0) && !is_unroll; q++)
+                if (!isalnum((unsigned char)*q) && !strchr(is_asm ? "_.,$%(): " : "_.=-", *q))
                     abort();
             p = end + 1;
         } else if (p[0] == '\\' && p[1] == '\n') {
