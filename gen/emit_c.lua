@@ -520,6 +520,17 @@ local function carry_lanes(out, s, acc, L, env, ctx, store)
   end
 end
 
+-- Under ctx.fma a term fuses into its lane's accumulator, unless the reduce is one long
+-- chain: more than FMA_CHAIN steps per lane, and not a matrix product (which block.lua jams:
+-- its chains run side by side). The fma's latency (4 cycles on Zen 4, the add's 3) would be
+-- on the loop-carried chain. Decided from what lower made, so the bits are those of every
+-- unroll policy, with or without fusion and blocking.
+local function fuses_terms(ctx, s)
+  local steps = s.rvars[#s.rvars].n // s.lanes
+  for k = 1, #s.rvars - 1 do steps = steps * s.rvars[k].n end
+  return ctx.fma and (s.product or steps <= emit.FMA_CHAIN)
+end
+
 -- Reduce statements, one or several: consecutive reduces over the same summed loops that do
 -- not read each other run in one lane loop, each with its own accumulators (acc, or acc0,
 -- acc1... for several), so every sum keeps its order (blocked matrix products, independent
@@ -531,15 +542,8 @@ local function emit_reduces(out, group, env, ctx)
   for k = 1, #first.rvars - 1 do outer[k] = first.rvars[k] end
   local inner = first.rvars[#first.rvars]
   local L = first.lanes
-  -- Under ctx.fma a term fuses into its lane's accumulator, unless the reduce is one long
-  -- chain: more than FMA_CHAIN steps per lane, and not a matrix product (which block.lua jams:
-  -- its chains run side by side). The fma's latency (4 cycles on Zen 4, the add's 3) would be
-  -- on the loop-carried chain. Decided from what lower made, so the bits are those of every
-  -- unroll policy, with or without fusion and blocking.
-  local steps = inner.n // L
-  for _, r in ipairs(outer) do steps = steps * r.n end
   local fuses = {}
-  for i, s in ipairs(group) do fuses[i] = ctx.fma and (s.product or steps <= emit.FMA_CHAIN) end
+  for i, s in ipairs(group) do fuses[i] = fuses_terms(ctx, s) end
   if first.unroll then
     for i, s in ipairs(group) do
       local ls, lp, f, combine = {}, {}, printer(s.expr, ctx), s.combine
@@ -727,8 +731,13 @@ local function emit_stmt(out, s, env, ctx)
       ctx.hoisted = setmetatable({}, { __index = saved })
       hoisted = hoist(out, ctx, s.body, { [s.var] = true }, env)
     end
-    local asm = ctx.x86 and not s.strip
-      and x86.loop(s, { dtype = ctx.dtype, fma = ctx.fma, env = env, text = function(e) return (emit.expr(e, env, ctx)) end })
+    local text = function(e) return (emit.expr(e, env, ctx)) end
+    local asm = ctx.x86 and not s.strip and x86.loop(s, { dtype = ctx.dtype, fma = ctx.fma, env = env, text = text })
+    if ctx.x86 and not asm and s.body[1].k == "reduce" then -- a loop around one reduce
+      local lines = x86.reduce_loop(s, { dtype = ctx.dtype, fma = ctx.fma, fuse = fuses_terms(ctx, s.body[1]),
+        env = env, text = text })
+      asm = lines and { lines = lines, main = s.n }
+    end
     if asm then -- machine code for the whole steps of vector registers (x86.lua), then the rest
       ctx.x86_used = true
       -- array math functions exist in kerngen's JIT only (KG_X86_VMATH)

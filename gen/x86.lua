@@ -87,8 +87,10 @@ local function vex(op, reg, vvvv, rm)
     if rm.index then
       t[5] = HEX[0x80 | ((reg & 7) << 3) | 4]
       t[6] = HEX[((rm.index & 7) << 3) | (rm.base & 7)]
+    elseif rm.base & 7 == 4 then -- r12 (or rsp) as a base takes a SIB byte: no index
+      t[5] = HEX[0x80 | ((reg & 7) << 3) | 4]
+      t[6] = HEX[0x24]
     else
-      assert(rm.base & 7 ~= 4, "x86: no SIB-less base rsp/r12")
       t[5] = HEX[0x80 | ((reg & 7) << 3) | (rm.base & 7)]
     end
     local d = rm.disp & 0xffffffff
@@ -334,7 +336,9 @@ end
 -- The C lines of the asm statement: C fills the table {constants, accumulators..., streams...};
 -- the statement loads the accumulators (acc: C arrays of `chunks` registers each, ymm 0..),
 -- runs P.code for rcx = 0, step, ... below limit (bytes), and stores them back.
-local function assemble(P, acc, chunks, step, limit, tree)
+-- outer = {n, target}: instead, for each of n iterations of a loop around (r15 counts; the
+-- streams of P.inner advance), one accumulator from 0, its tree, lane 0 stored to target.
+local function assemble(P, acc, chunks, step, limit, tree, outer)
   if limit > DISP_MAX then return nil end
   local T = P.dtype == "f64" and "double" or "float"
   local ptrs = { #P.stext > 0 and "kg_k" or "0" }
@@ -352,6 +356,11 @@ local function assemble(P, acc, chunks, step, limit, tree)
   if #P.stext > 0 then a("movq 0(%%rax), %%r11") end
   accs(P.isa.load)
   for k, s in ipairs(P.order) do if s.reg then a("movq " .. 8 * (#acc + k) .. "(%%rax), %%" .. REG[s.reg]) end end
+  if outer then
+    a("movl $" .. outer.n .. ", %%r15d")
+    a("2:")
+    for r = 0, chunks - 1 do a(vex(P.isa.xor, r, r, r)) end
+  end
   a("xorl %%ecx, %%ecx")
   a("1:")
   for _, l in ipairs(P.code) do a(l) end
@@ -361,7 +370,7 @@ local function assemble(P, acc, chunks, step, limit, tree)
   if tree then -- each accumulator's lanes combined by emit_c's tree (width w -> w/2: lane i +=
     -- lane i + w/2), lane 0 stored: the registers' halves are those steps
     local I, t = P.isa, NYMM - 1
-    for i = 1, #acc do
+    for i = 1, outer and 1 or #acc do
       local r = (i - 1) * chunks
       if chunks == 2 then a(vex(I.add, r, r, r + 1)) end
       a(vex(I.high128, r, nil, t))
@@ -372,8 +381,16 @@ local function assemble(P, acc, chunks, step, limit, tree)
       end
       a(vex(I.lane1, t, P.dtype == "f64" and r or nil, r))
       a(vex(I.add128, r, r, t))
-      a("movq " .. 8 * i .. "(%%rax), %%rdx")
-      a(vex(I.store1, r, nil, { base = GP.rdx, disp = 0 }))
+      if outer then
+        local base = stream_base(P, outer.target.stream)
+        a(vex(I.store1, r, nil, { base = base, disp = outer.target.disp }))
+        for _, st in ipairs(P.inner.streams) do a("addq $" .. st.step .. ", %%" .. REG[st.reg]) end
+        a("decl %%r15d")
+        a("jnz 2b")
+      else
+        a("movq " .. 8 * i .. "(%%rax), %%rdx")
+        a(vex(I.store1, r, nil, { base = GP.rdx, disp = 0 }))
+      end
     end
   else
     accs(P.isa.store)
@@ -481,6 +498,32 @@ function x86.reduces(group, p)
     for _, s in ipairs(l) do lines[#lines + 1] = s end
   end
   return lines
+end
+
+-- Loop s around one reduce r, whose terms are all in its lane loop (one summed axis, no rest)
+-- and whose target moves with s: one asm statement for the whole loop (x86.reduces' code,
+-- with s counted in r15, the accumulators from 0 and lane 0 stored to the target each time).
+-- p = {dtype, fma, fuse (r's terms fuse into its lanes), env, text}; nil when unsupported.
+function x86.reduce_loop(s, p)
+  local r = s.body[1]
+  if #s.body ~= 1 or r.k ~= "reduce" or #r.rvars ~= 1 or r.check or r.carry or (r.combine or "add") ~= "add"
+    or r.rvars[1].n % r.lanes ~= 0 or r.lanes % (32 // ES[p.dtype]) ~= 0 or r.lanes // (32 // ES[p.dtype]) > 2 then
+    return nil
+  end
+  local v = r.rvars[1].var
+  local P = plan({ dtype = p.dtype, fma = p.fma, env = p.env, v = v, text = p.text })
+  P.inner, P.inner_used = { var = s.var, streams = {}, n = s.n }, true
+  local target = { k = "load", buf = r.target.buf, index = r.target.index }
+  if not scan(r.expr, P) or not scan(target, P) then return nil end
+  local t = P.kind[target]
+  if not (t.stream and t.broadcast and t.stream.reg) then return nil end -- an element moving with s
+  local chunks = r.lanes // (32 // ES[p.dtype])
+  if not generate(P, chunks, function()
+    for ch = 0, chunks - 1 do fold_into(P, ch, gen(r.expr, ch, P), p.fuse) end
+  end) then
+    return nil
+  end
+  return assemble(P, {}, chunks, r.lanes * ES[p.dtype], r.rvars[1].n * ES[p.dtype], true, { n = s.n, target = t })
 end
 
 local MAX_STATEMENTS = 512 -- statements of one asm statement's loop body, loops written out
