@@ -15,7 +15,9 @@
 -- The JIT's schedule (unroll auto, F.policy) is written for tcc, which keeps every value in
 -- memory: strip-mined loops (schedule.lua), reductions written out lane by lane, accesses through
 -- base pointers and invariant loads in const locals (declare_bases). Addresses, statements and
--- their order are those of the other policies, so the bits are too.
+-- their order are those of the other policies, so the bits are too. Beside the loops that
+-- x86.lua can write as x86-64 machine code, this policy's text carries that code (#if
+-- KG_X86_AVX2 ... #else the C loop #endif).
 --
 -- Speed (generation is most of a JIT's latency): an expression compiles once per function into
 -- a closure that prints it for any index (compile), so an unrolled loop pays only for its text.

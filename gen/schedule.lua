@@ -10,7 +10,8 @@
 --         straight-line code too long for that is strip-mined (loop.strip = STRIP: blocks of
 --         STRIP copies of its body, then the rest); big shapes stay loops with constant bounds,
 --         so code size follows the graph, not the shape. emit_c gives the loops of this policy
---         base pointers and invariant locals (F.policy).
+--         base pointers and invariant locals (F.policy). Loops and reduces that x86.lua can
+--         write as machine code stay loops (it writes out the loops inside them itself).
 -- Sizes are counted in expression terms (loads, constants and operators of the emitted code).
 -- Unrolling never changes results: the order of every sum is fixed in the IR.
 
