@@ -50,23 +50,26 @@ local SCRATCH_STREAMS = 6
 local REG = {} -- number -> name
 for name, n in pairs(GP) do REG[n] = name end
 local NYMM = 16
+local BYTE_LINE = 6 -- instructions per .byte line of the text
 -- displacements, counts and steps are signed 32-bit immediates: larger tensors keep their C
 local DISP_MAX = 2 ^ 31 - 4096
 local MAX_ACC = 12 -- accumulator registers per statement: at least 4 left for the terms
 
 ---------------------------------------------------------------------------------------------
--- Encoding: VEX (3-byte form, 256-bit), ModRM with a 32-bit displacement for memory operands.
+-- Encoding: VEX (3-byte form, 256-bit), ModRM with an 8- or 32-bit displacement for memory
+-- operands.
 
-local HEX = {} -- byte -> "0x..," (string.format is the sandbox's checked one: slow per byte)
+local HEX = {} -- byte -> "0x.." (string.format is the sandbox's checked one: slow per byte)
 for b = 0, 255 do
   local d = "0123456789abcdef"
-  HEX[b] = "0x" .. d:sub(b // 16 + 1, b // 16 + 1) .. d:sub(b % 16 + 1, b % 16 + 1) .. ","
+  HEX[b] = "0x" .. d:sub(b // 16 + 1, b // 16 + 1) .. d:sub(b % 16 + 1, b % 16 + 1)
 end
 
+-- An instruction's bytes (a list of numbers; assemble writes them as .byte lines).
 -- op: {map = 1 (0F) | 2 (0F38) | 3 (0F3A), pp = 0 | 1 (66) | 2 (F3) | 3 (F2), w = 0 | 1, code,
 -- xmm = true: 128-bit, imm = byte}; reg, vvvv: register numbers (vvvv nil: unused); rm: a
 -- register number, or {base = gp, index = gp or nil, disp = int}. Register forms are
--- memoized (generation time: a loop body repeats them).
+-- memoized (generation time: a loop body repeats them); the lists are not changed after.
 local memo = {}
 local function vex(op, reg, vvvv, rm)
   local mem = type(rm) == "table"
@@ -79,30 +82,31 @@ local function vex(op, reg, vvvv, rm)
   local X = (mem and rm.index and rm.index >= 8) and 0 or 1
   local B = mem and (rm.base >= 8 and 0 or 1) or (rm >= 8 and 0 or 1)
   local R = reg >= 8 and 0 or 1
-  local t = { ".byte 0xc4,", HEX[(R << 7) | (X << 6) | (B << 5) | op.map],
-    HEX[(op.w << 7) | ((~(vvvv or 0) & 15) << 3) | ((op.xmm and 0 or 1) << 2) | op.pp], HEX[op.code] }
+  local t = { 0xc4, (R << 7) | (X << 6) | (B << 5) | op.map,
+    (op.w << 7) | ((~(vvvv or 0) & 15) << 3) | ((op.xmm and 0 or 1) << 2) | op.pp, op.code }
   if not mem then
-    t[5] = HEX[0xc0 | ((reg & 7) << 3) | (rm & 7)]
+    t[5] = 0xc0 | ((reg & 7) << 3) | (rm & 7)
   else
+    local short = rm.disp >= -128 and rm.disp <= 127 -- mod 01: an 8-bit displacement
+    local mod = short and 0x40 or 0x80
     if rm.index then
-      t[5] = HEX[0x80 | ((reg & 7) << 3) | 4]
-      t[6] = HEX[((rm.index & 7) << 3) | (rm.base & 7)]
+      t[5] = mod | ((reg & 7) << 3) | 4
+      t[6] = ((rm.index & 7) << 3) | (rm.base & 7)
     elseif rm.base & 7 == 4 then -- r12 (or rsp) as a base takes a SIB byte: no index
-      t[5] = HEX[0x80 | ((reg & 7) << 3) | 4]
-      t[6] = HEX[0x24]
+      t[5] = mod | ((reg & 7) << 3) | 4
+      t[6] = 0x24
     else
-      t[5] = HEX[0x80 | ((reg & 7) << 3) | (rm.base & 7)]
+      t[5] = mod | ((reg & 7) << 3) | (rm.base & 7)
     end
     local d = rm.disp & 0xffffffff
-    for k = 0, 3 do t[#t + 1] = HEX[(d >> (8 * k)) & 0xff] end
+    for k = 0, short and 0 or 3 do t[#t + 1] = (d >> (8 * k)) & 0xff end
   end
-  if op.imm then t[#t + 1] = HEX[op.imm] end
-  local s = table.concat(t):sub(1, -2) -- the last comma
+  if op.imm then t[#t + 1] = op.imm end
   if key then
     memo[op] = memo[op] or {}
-    memo[op][key] = s
+    memo[op][key] = t
   end
-  return s
+  return t
 end
 
 -- the instructions used, per dtype (ps: f32, pd: f64); one table each (vex memoizes per op)
@@ -144,27 +148,45 @@ local function scan(e, P)
       P.kind[e] = P.locals and P.locals[e.buf] and { reg = e.buf } or { slot = P.slot(P.text(e)) }
       return true
     end
-    local c, sym = aff.resolve(e.index, P.env)
-    local k = sym and sym[P.v] or 0
-    local u = P.inner and sym and sym[P.inner.var] or 0 -- an asm loop inside (elementwise)
-    if k == 0 and u == 0 then
+    -- what does not change when loops inside are written out (their variables are numbers
+    -- in env: only the constant moves) is worked out once per load and plan
+    local inner = P.inner and P.inner.var or false
+    local info = P.load_info[e]
+    if not info or info.inner ~= inner then
+      local _, sym = aff.resolve(e.index, P.env)
+      local k = sym and sym[P.v] or 0
+      local u = P.inner and sym and sym[P.inner.var] or 0 -- an asm loop inside (elementwise)
+      info = { k = k, u = u, inner = inner }
+      P.load_info[e] = info
+      if (k == 0 and u == 0) or (k ~= 1 and k ~= 0) then
+        info.slot = k == 0
+      else
+        local rest = {}
+        for var, kv in pairs(sym) do if var ~= P.v and (not P.inner or var ~= P.inner.var) then rest[var] = kv end end
+        local name = e.buf.role == "ws" and ("ws_" .. e.buf.id) or e.buf.cname
+        info.ptr = next(rest) and (name .. " + " .. aff.str({ c = 0, t = rest })) or name
+        info.key = u == 0 and info.ptr or (info.ptr .. " @" .. u) -- a stream the asm loop advances
+      end
+    end
+    local k, u = info.k, info.u
+    if info.slot then
       P.kind[e] = { slot = P.slot(P.text(e)) }
       return true
-    elseif k ~= 1 and k ~= 0 then
+    elseif not info.ptr then
       return false
     end
-    local rest = {}
-    for var, kv in pairs(sym) do if var ~= P.v and (not P.inner or var ~= P.inner.var) then rest[var] = kv end end
-    local name = e.buf.role == "ws" and ("ws_" .. e.buf.id) or e.buf.cname
-    local ptr = next(rest) and (name .. " + " .. aff.str({ c = 0, t = rest })) or name
-    local key = u == 0 and ptr or (ptr .. " @" .. u) -- a stream the asm loop advances
-    local s = P.streams[key]
+    local c = e.index.c
+    for var, kv in pairs(e.index.t) do
+      local x = P.env[var]
+      if type(x) == "number" then c = c + kv * x elseif x then c = c + kv * x.c end
+    end
+    local s = P.streams[info.key]
     if not s then
       -- past the registers, a stream's pointer is read from the table at each access (elementwise)
       if #P.order >= #STREAMS and not (P.overflow and u == 0) then return false end
       if u ~= 0 and math.abs(u * ES[P.dtype] * P.inner.n) > DISP_MAX then return false end
-      s = { ptr = ptr, reg = GP[STREAMS[#P.order + 1]], step = u ~= 0 and u * ES[P.dtype] or nil, at = 8 * (#P.order + 1) }
-      P.streams[key] = s
+      s = { ptr = info.ptr, reg = GP[STREAMS[#P.order + 1]], step = u ~= 0 and u * ES[P.dtype] or nil, at = 8 * (#P.order + 1) }
+      P.streams[info.key] = s
       P.order[#P.order + 1] = s
       if s.step then P.inner.streams[#P.inner.streams + 1] = s end
     end
@@ -223,82 +245,82 @@ local function fold_into(P, acc, x, fuse)
   end
 end
 
+-- (helpers of gen, not closures in it: gen runs for every node of every term written out)
+local function alloc(P)
+  local r = table.remove(P.free)
+  if not r then error(P) end -- out of registers: the caller keeps the C text
+  return r
+end
+local function free(P, r) P.free[#P.free + 1] = r end
+local function broadcast(P, slot)
+  local r = alloc(P)
+  P.code[#P.code + 1] = vex(P.isa.broadcast, r, nil, { base = GP.r11, disp = slot * ES[P.dtype] })
+  return r
+end
+
 local function gen(e, chunk, P)
   local I, code, kind = P.isa, P.code, P.kind[e]
-  local function emit(s) code[#code + 1] = s end
-  local function alloc()
-    local r = table.remove(P.free)
-    if not r then error(P) end -- out of registers: the caller keeps the C text
-    return r
-  end
-  local function free(r) P.free[#P.free + 1] = r end
-  local function broadcast(slot)
-    local r = alloc()
-    emit(vex(I.broadcast, r, nil, { base = GP.r11, disp = slot * ES[P.dtype] }))
-    return r
-  end
-  local function value(x) return value_of(P, x) end
-  if kind.slot then return { r = broadcast(kind.slot) } end
+  if kind.slot then return { r = broadcast(P, kind.slot) } end
   if kind.reg then -- a copy: the operations write into their first operand
-    local r = alloc()
-    emit(vex(I.mov, r, nil, P.locals[kind.reg]))
+    local r = alloc(P)
+    code[#code + 1] = vex(I.mov, r, nil, P.locals[kind.reg])
     return { r = r }
   end
   if kind.stream then
-    local r = alloc()
+    local r = alloc(P)
     local base = stream_base(P, kind.stream)
     if kind.broadcast then
-      emit(vex(I.broadcast, r, nil, { base = base, disp = kind.disp }))
+      code[#code + 1] = vex(I.broadcast, r, nil, { base = base, disp = kind.disp })
     else
-      emit(vex(I.load, r, nil, { base = base, index = GP.rcx, disp = kind.disp + 32 * chunk }))
+      code[#code + 1] = vex(I.load, r, nil, { base = base, index = GP.rcx, disp = kind.disp + 32 * chunk })
     end
     stream_done(P, kind.stream)
     return { r = r }
   end
   local c = ops[e.op].c
   if c.prefix then
-    local a = value(gen(e.args[1], chunk, P))
-    local m = broadcast(kind.sign)
-    emit(vex(I.xor, a, a, m))
-    free(m)
+    local a = value_of(P, gen(e.args[1], chunk, P))
+    local m = broadcast(P, kind.sign)
+    code[#code + 1] = vex(I.xor, a, a, m)
+    free(P, m)
     return { r = a }
   end
   if c.lhs then -- lhs op a
-    local l = broadcast(kind.lhs)
-    local a = value(gen(e.args[1], chunk, P))
-    emit(vex(I.div, l, l, a))
-    free(a)
+    local l = broadcast(P, kind.lhs)
+    local a = value_of(P, gen(e.args[1], chunk, P))
+    code[#code + 1] = vex(I.div, l, l, a)
+    free(P, a)
     return { r = l }
   end
   local A = gen(e.args[1], chunk, P)
   local B = gen(e.args[2], chunk, P)
   if c.infix == "*" then
-    local a, b = value(A), value(B)
+    local a, b = value_of(P, A), value_of(P, B)
     if P.fma then return { a = a, b = b } end
-    emit(vex(I.mul, a, a, b))
-    free(b)
+    code[#code + 1] = vex(I.mul, a, a, b)
+    free(P, b)
     return { r = a }
   elseif c.infix == "/" then
-    local a, b = value(A), value(B)
-    emit(vex(I.div, a, a, b))
-    free(b)
+    local a, b = value_of(P, A), value_of(P, B)
+    code[#code + 1] = vex(I.div, a, a, b)
+    free(P, b)
     return { r = a }
   end
   -- + and -: emit_c's fusion, operand for operand: the left product first
   if A.a then
-    local b = value(B)
-    emit(vex(c.infix == "+" and I.fmadd or I.fmsub, b, A.a, A.b)) -- fma(a1, a2, +-b)
-    free(A.a); free(A.b)
+    local b = value_of(P, B)
+    code[#code + 1] = vex(c.infix == "+" and I.fmadd or I.fmsub, b, A.a, A.b) -- fma(a1, a2, +-b)
+    free(P, A.a); free(P, A.b)
     return { r = b }
   elseif B.a then
-    local a = value(A)
-    emit(vex(c.infix == "+" and I.fmadd or I.fnmadd, a, B.a, B.b)) -- fma(+-b1, b2, a)
-    free(B.a); free(B.b)
+    local a = value_of(P, A)
+    code[#code + 1] = vex(c.infix == "+" and I.fmadd or I.fnmadd, a, B.a, B.b) -- fma(+-b1, b2, a)
+    free(P, B.a); free(P, B.b)
     return { r = a }
   end
-  local a, b = value(A), value(B)
-  emit(vex(c.infix == "+" and I.add or I.sub, a, a, b))
-  free(b)
+  local a, b = value_of(P, A), value_of(P, B)
+  code[#code + 1] = vex(c.infix == "+" and I.add or I.sub, a, a, b)
+  free(P, b)
   return { r = a }
 end
 
@@ -307,7 +329,7 @@ end
 local function plan(p)
   local slots = {}
   local P = { dtype = p.dtype, env = p.env, v = p.v, text = p.text, streams = {}, order = {}, kind = {},
-    isa = isa(p.dtype), fma = p.fma, code = {}, free = {}, stext = {}, writeback = {} }
+    isa = isa(p.dtype), fma = p.fma, code = {}, free = {}, stext = {}, writeback = {}, load_info = {} }
   function P.slot(text)
     if not slots[text] then
       P.stext[#P.stext + 1] = text
@@ -403,12 +425,29 @@ local function assemble(P, acc, chunks, step, limit, tree, outer)
     if P.dtype == "f32" then a(vex(I.lane3, t, nil, t)) else a(vex(I.lane1, t, t, t)) end
     a(vex(I.store1, t, nil, { base = GP.rdx, disp = 0 }))
   end
-  a(".byte 0xc5,0xf8,0x77") -- vzeroupper
+  a({ 0xc5, 0xf8, 0x77 }) -- vzeroupper
   local lines = { "{" }
   if #P.stext > 0 then lines[#lines + 1] = "    const " .. T .. " kg_k[] = {" .. table.concat(P.stext, ", ") .. "};" end
   lines[#lines + 1] = "    const void *kg_p[] = {" .. table.concat(ptrs, ", ") .. "};"
   lines[#lines + 1] = "    __asm__ volatile("
-  for _, s in ipairs(asm) do lines[#lines + 1] = '        "' .. s .. '\\n"' end
+  -- consecutive instructions share a .byte line, BYTE_LINE at most (shorter text to build,
+  -- keep and assemble; one instruction a line made seq_ffn's machine code 160 KB)
+  local run, n = {}, 0
+  local function flush()
+    if #run > 0 then lines[#lines + 1] = '        ".byte ' .. table.concat(run, ",") .. '\\n"' end
+    run, n = {}, 0
+  end
+  for _, s in ipairs(asm) do
+    if type(s) == "table" then
+      for _, b in ipairs(s) do run[#run + 1] = HEX[b] end
+      n = n + 1
+      if n == BYTE_LINE then flush() end
+    else
+      flush()
+      lines[#lines + 1] = '        "' .. s .. '\\n"'
+    end
+  end
+  flush()
   local saved = {}
   for k = SCRATCH_STREAMS + 1, math.min(#P.order, #STREAMS) do saved[#saved + 1] = ', "' .. STREAMS[k] .. '"' end
   if P.inner_used then saved[#saved + 1] = ', "r15"' end
