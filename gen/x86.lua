@@ -556,6 +556,9 @@ function x86.reduce_loop(s, p)
   if not scan(r.expr, P) or not scan(target, P) then return nil end
   local t = P.kind[target]
   if not (t.stream and t.broadcast and t.stream.reg) then return nil end -- an element moving with s
+  for _, l in ipairs(loops.loads(r.expr, {})) do -- a value C reads once must not be one s writes
+    if l.buf == r.target.buf and P.kind[l].slot then return nil end
+  end
   local chunks = r.lanes // (32 // ES[p.dtype])
   if not generate(P, chunks, function()
     for ch = 0, chunks - 1 do fold_into(P, ch, gen(r.expr, ch, P), p.fuse) end
