@@ -540,6 +540,14 @@ end
 
 function mathfn.has(name) return fns[name] ~= nil end
 
+-- Every function's name, sorted (gen/mathlib.lua makes an array form of each).
+function mathfn.names()
+  local names = {}
+  for name in pairs(fns) do names[#names + 1] = name end
+  table.sort(names)
+  return names
+end
+
 function mathfn.cname(name, dtype) return "kg_" .. name .. "_" .. dtype end
 
 -- The variables of the declarations "T a, b, c;" in lines that no other line uses are dropped

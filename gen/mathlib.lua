@@ -1,6 +1,7 @@
 -- mathlib: build-time script (run by gen/embed.c --lua): the math functions of gen/mathfn.lua
 -- compiled by the build's C compiler into the library, as array functions for the JIT's
--- machine code (gen/x86.lua): kg_vm_<name>[_fma]_<dtype>(x, y, n) sets y[i] = kg_<name>(x[i]).
+-- machine code (gen/x86.lua): kg_vm_<name>[_fma]_<dtype>(x, y, n) sets y[i] = kg_<name>(x[i]),
+-- for every function of mathfn (each takes one argument).
 -- tcc does not vectorize; build.sh compiles these files alone for AVX2 and FMA (-O3 -mavx2
 -- -mfma, and no-trapping-math: without it gcc 12 turns no select into a blend; it changes no
 -- value), and the JIT links them only where the processor has both. They are
@@ -15,9 +16,6 @@ local mathfn = require("mathfn")
 
 local mathlib = {}
 
--- the functions an op calls (ops.lua's c.math, GELU's for both approximations)
-mathlib.NAMES = { "exp", "log", "tanh", "erf", "erfc", "gelu_erf", "gelu_tanh", "gelu_grad_erf", "gelu_grad_tanh" }
-
 function mathlib.cname(name, dtype, fma) return "kg_vm_" .. name .. (fma and "_fma_" or "_") .. dtype end
 
 local function file(fma, guard)
@@ -25,13 +23,13 @@ local function file(fma, guard)
     "/* the guard's no-unsafe-math-optimizations turns trapping-math back on */",
     "#if defined(__GNUC__) && !defined(__clang__)", "#pragma GCC optimize(\"no-trapping-math\")", "#endif",
     "#include <math.h>", "#include \"kg_internal.h\"", "", "#if defined(__x86_64__) && defined(__AVX2__) && defined(__FMA__)", "" }
-  local wanted = {}
-  for _, n in ipairs(mathlib.NAMES) do wanted[n] = true end
+  local names, wanted = mathfn.names(), {}
+  for _, n in ipairs(names) do wanted[n] = true end
   local table_rows = {}
   for _, dtype in ipairs({ "f32", "f64" }) do
     local T = dtype == "f32" and "float" or "double"
     out[#out + 1] = mathfn.emit(wanted, dtype, fma)
-    for _, n in ipairs(mathlib.NAMES) do
+    for _, n in ipairs(names) do
       local name = mathlib.cname(n, dtype, fma)
       local proto = "void " .. name .. "(const " .. T .. " *restrict x, " .. T .. " *restrict y, int n)"
       out[#out + 1] = proto .. ";"

@@ -457,12 +457,13 @@ function pipeline.generate(req)
   result.header = template.fill("templates/kernel.h.in", {
     banner = banner, guard = upper .. "_H", sizes = table.concat(sizes, "\n"), prototypes = table.concat(protos, "\n") })
   local guard = template.fill("templates/compiler_guard.c.in", {})
-  local fma = req.fma == "on" and template.fill("templates/fma.c.in", emit.fma_names(dtype)) or ""
-  if x86_used then fma = template.fill("templates/x86.c.in", { vmath = x86.prototypes(vm_used, dtype) }) .. fma end
-  result.source = template.fill("templates/kernel.c.in", { banner = banner, header = result.header_file, fma = fma,
+  -- what the options add before the code: the machine code's macros, the fma check
+  local preamble = (x86_used and template.fill("templates/x86.c.in", x86.template_values(vm_used, dtype)) or "")
+    .. (req.fma == "on" and template.fill("templates/fma.c.in", emit.fma_names(dtype)) or "")
+  result.source = template.fill("templates/kernel.c.in", { banner = banner, header = result.header_file, preamble = preamble,
     compiler_guard = guard, helpers = helper_text, tables = table_text, functions = fn_text })
   result.jit_source = template.fill("templates/jit.c.in", {
-    prototypes = emit.libm_prototypes(), compiler_guard = guard, fma = fma, helpers = helper_text, tables = table_text,
+    prototypes = emit.libm_prototypes(), compiler_guard = guard, preamble = preamble, helpers = helper_text, tables = table_text,
     functions = fn_text, entries = table.concat(entries, "\n") })
   result.libm = emit.LIBM
   result.stats = { statements = statements, bytes = #result.source, terms = terms, table_bytes = table_bytes }

@@ -136,6 +136,12 @@ end
 -- Planning: the streams and constants of a group's terms, or nil when a term is unsupported.
 
 -- e's forms: "load" along the axis, "slot" (an invariant: C computes it), "op"
+-- An op whose C form the machine code has: + - * /, negation, and lhs / a (ops.lua's c).
+local function arithmetic(c)
+  return c ~= nil and (c.prefix == "-" or c.infix == "+" or c.infix == "-" or c.infix == "*" or c.infix == "/")
+    and (not c.lhs or c.infix == "/")
+end
+
 local function scan(e, P)
   if P.kind[e] then return true end
   if e.k == "num" then
@@ -196,10 +202,7 @@ local function scan(e, P)
     return true
   elseif e.k == "op" then
     local c = ops[e.op].c
-    if not c or not (c.prefix == "-" or c.infix == "+" or c.infix == "-" or c.infix == "*" or c.infix == "/") then
-      return false
-    end
-    if c.lhs and c.infix ~= "/" then return false end -- (ops.lua's reciprocal is the only one)
+    if not arithmetic(c) then return false end
     if c.lhs then P.kind[e] = { lhs = P.slot(util.c_literal(c.lhs, P.dtype)) } end
     if c.prefix then P.kind[e] = { sign = P.slot(util.c_literal(-0.0, P.dtype)) } end
     for _, a in ipairs(e.args) do if not scan(a, P) then return false end end
@@ -473,12 +476,10 @@ local function statement(group, p, fuses, acc)
   return assemble(P, acc, chunks, p.L * ES[p.dtype], p.main * ES[p.dtype], p.tree)
 end
 
--- The math function an op calls, when the library has its array form (gen/mathlib.lua).
+-- The math function an op calls (gen/mathlib.lua has the array form of each), or nil.
 local function math_name(e)
   local c = ops[e.op].c
-  local name = c and c.math and (type(c.math) == "function" and c.math(e.attr) or c.math)
-  for _, n in ipairs(mathlib.NAMES) do if n == name then return name end end
-  return nil
+  return c and c.math and (type(c.math) == "function" and c.math(e.attr) or c.math) or nil
 end
 
 -- calls: nil (no math functions), or a list collecting them (a loop's: each called on an
@@ -495,10 +496,7 @@ local function term_ok(e, v, calls)
     calls[#calls + 1] = e
     return term_ok(e.args[1], v)
   end
-  local c = ops[e.op].c
-  if not c or not (c.prefix == "-" or c.infix == "+" or c.infix == "-" or c.infix == "*" or c.infix == "/") then
-    return false
-  end
+  if not arithmetic(ops[e.op].c) then return false end
   for _, a in ipairs(e.args) do if not term_ok(a, v, calls) then return false end end
   return true
 end
@@ -792,13 +790,19 @@ function x86.loop(s, p)
   return { lines = lines, main = main, math = #calls > 0 and math or nil }
 end
 
--- The declarations of the array math functions in `used` (a set of C names), one per line.
-function x86.prototypes(used, dtype)
+-- templates/x86.c.in's values: the registers every statement may change (the scratch ones
+-- and the streams' first SCRATCH_STREAMS; the vector ones apart, for compilers that name
+-- them), and the declarations of the array math functions in `used` (a set of C names).
+function x86.template_values(used, dtype)
   local T, names, out = dtype == "f64" and "double" or "float", {}, {}
   for name in pairs(used) do names[#names + 1] = name end
   table.sort(names)
   for _, name in ipairs(names) do out[#out + 1] = "void " .. name .. "(const " .. T .. " *, " .. T .. " *, int);" end
-  return table.concat(out, "\n")
+  local gp, vec = { '"rcx"' }, {}
+  for k = 1, SCRATCH_STREAMS do gp[#gp + 1] = '"' .. STREAMS[k] .. '"' end
+  gp[#gp + 1] = '"r11", "memory"'
+  for r = 0, NYMM - 1 do vec[#vec + 1] = '"xmm' .. r .. '"' end
+  return { vmath = table.concat(out, "\n"), clobbers = table.concat(gp, ", "), vector_clobbers = table.concat(vec, ", ") }
 end
 
 return x86
