@@ -1,8 +1,9 @@
 /* embed: build tool. Writes a C file holding files as byte arrays (C99 caps string literals at
  * 4095 characters), so the kerngen binary carries its generator, graph specs and templates:
  *     embed OUT.c [--bytecode FILE...] [--spec FILE...] [--text FILE...]
- * --bytecode files (the generator's own Lua modules) are stored precompiled, with debug info,
- * which saves parsing them on every request; --text files (templates) are stored as they are.
+ * --bytecode files (the generator's own Lua modules) are stored precompiled, with line numbers
+ * but without the names of locals and upvalues (without_names), which saves parsing them on
+ * every request; --text files (templates) are stored as they are.
  * --spec files (the built-in graph specs of graphs/) are stored precompiled too (they are
  * the repository's own code; specs from users are always loaded as text) and indexed: embed
  * runs each in a plain Lua state to list the graphs it defines (kg_graph_index), so that a
@@ -101,15 +102,141 @@ static void put_byte(sink *s, int c)
     s->n++;
 }
 
-static int writer(lua_State *L, const void *p, size_t size, void *ud)
+/* lua_dump's output, collected */
+typedef struct {
+    unsigned char *p;
+    size_t n, cap;
+} bytes;
+
+static int collect(lua_State *L, const void *p, size_t size, void *ud)
 {
     (void)L;
-    for (size_t i = 0; i < size; i++)
-        put_byte(ud, ((const unsigned char *)p)[i]);
+    bytes *b = ud;
+    if (b->n + size > b->cap) {
+        size_t cap = 2 * (b->n + size);
+        unsigned char *q = realloc(b->p, cap);
+        if (!q)
+            return 1;
+        b->p = q;
+        b->cap = cap;
+    }
+    memcpy(b->p + b->n, p, size);
+    b->n += size;
     return 0;
 }
 
-static long put_array(FILE *out, int index, const char *path, int bytecode)
+/* ---- the generator's bytecode without the names of locals and upvalues ----
+   Loading them is a quarter of a state's start (every name is a string to intern: 1.9 -> 1.5
+   ms to require the generator), and only a traceback's "in local 'f'" shows them; line
+   numbers and sources stay. A copy of lua_dump's output (Lua 5.4's format, lundump.c) with
+   both lists emptied; any surprise in the format keeps the dump as it was. */
+typedef struct {
+    const unsigned char *in;
+    size_t at, len;
+    bytes out;
+    int bad;
+} rewrite;
+
+static size_t rd_size(rewrite *r, int keep)
+{
+    size_t x = 0, start = r->at;
+    for (;;) {
+        if (r->at >= r->len || x > ((size_t)-1 >> 8)) {
+            r->bad = 1;
+            return 0;
+        }
+        int c = r->in[r->at++];
+        x = (x << 7) | (size_t)(c & 0x7f);
+        if (c & 0x80)
+            break;
+    }
+    if (keep && collect(NULL, r->in + start, r->at - start, &r->out))
+        r->bad = 1;
+    return x;
+}
+
+static void rd_bytes(rewrite *r, size_t n, int keep)
+{
+    if (r->bad || n > r->len - r->at) {
+        r->bad = 1;
+        return;
+    }
+    if (keep && collect(NULL, r->in + r->at, n, &r->out))
+        r->bad = 1;
+    r->at += n;
+}
+
+static void rd_string(rewrite *r, int keep)
+{
+    size_t n = rd_size(r, keep);
+    if (n > 0)
+        rd_bytes(r, n - 1, keep);
+}
+
+static void rd_function(rewrite *r, int depth)
+{
+    enum { VNUMINT = 3, VSHRSTR = 4, VNUMFLT = 19, VLNGSTR = 20 };
+    if (depth > 200) {
+        r->bad = 1;
+        return;
+    }
+    rd_string(r, 1);                /* source */
+    rd_size(r, 1);                  /* linedefined */
+    rd_size(r, 1);                  /* lastlinedefined */
+    rd_bytes(r, 3, 1);              /* numparams, is_vararg, maxstacksize */
+    rd_bytes(r, 4 * rd_size(r, 1), 1); /* code */
+    for (size_t n = rd_size(r, 1); n > 0 && !r->bad; n--) { /* constants */
+        size_t t = r->at < r->len ? r->in[r->at] : 0;
+        rd_bytes(r, 1, 1);
+        if (t == VNUMINT || t == VNUMFLT)
+            rd_bytes(r, 8, 1);
+        else if (t == VSHRSTR || t == VLNGSTR)
+            rd_string(r, 1);
+    }
+    rd_bytes(r, 3 * rd_size(r, 1), 1); /* upvalues: instack, idx, kind */
+    for (size_t n = rd_size(r, 1); n > 0 && !r->bad; n--)
+        rd_function(r, depth + 1);
+    rd_bytes(r, rd_size(r, 1), 1);  /* lineinfo */
+    for (size_t n = rd_size(r, 1); n > 0 && !r->bad; n--) { /* abslineinfo: pc, line */
+        rd_size(r, 1);
+        rd_size(r, 1);
+    }
+    static const unsigned char none = 0x80; /* a count of 0 */
+    for (int list = 0; list < 2; list++) { /* locvars (name, startpc, endpc), upvalue names */
+        size_t n = rd_size(r, 0);
+        if (collect(NULL, &none, 1, &r->out))
+            r->bad = 1;
+        for (; n > 0 && !r->bad; n--) {
+            rd_string(r, 0);
+            if (list == 0) {
+                rd_size(r, 0);
+                rd_size(r, 0);
+            }
+        }
+    }
+}
+
+/* d without the names (a new buffer), or NULL: then d is used as it is */
+static unsigned char *without_names(lua_State *L, const bytes *d, size_t *len)
+{
+    enum { HEADER = 4 + 1 + 1 + 6 + 3 + 8 + 8 + 1 }; /* signature ... LUAC_NUM, sizeupvalues */
+    rewrite r = {d->p, 0, d->n, {NULL, 0, 0}, 0};
+    if (d->n < HEADER || d->p[4] != 0x54) /* Lua 5.4's format */
+        return NULL;
+    rd_bytes(&r, HEADER, 1);
+    rd_function(&r, 0);
+    if (r.bad || r.at != r.len || luaL_loadbufferx(L, (const char *)r.out.p, r.out.n, "check", "b") != LUA_OK) {
+        free(r.out.p);
+        return NULL;
+    }
+    lua_pop(L, 1);
+    *len = r.out.n;
+    return r.out.p;
+}
+
+/* keep_names: the bytecode keeps every name (the built-in specs: they are small, and their
+   errors are what users read) */
+static long put_array(FILE *out, int index, const char *path, int bytecode, int keep_names)
 {
     FILE *in = fopen(path, "rb");
     if (!in) {
@@ -136,7 +263,21 @@ static long put_array(FILE *out, int index, const char *path, int bytecode)
             fclose(in);
             return -1;
         }
-        lua_dump(L, writer, &s, 0);
+        bytes d = {NULL, 0, 0};
+        size_t n = 0;
+        if (lua_dump(L, collect, &d, 0) != 0) {
+            fprintf(stderr, "embed: %s: out of memory\n", path);
+            lua_close(L);
+            fclose(in);
+            return -1;
+        }
+        unsigned char *slim = keep_names ? NULL : without_names(L, &d, &n);
+        if (!slim)
+            n = d.n;
+        for (size_t i = 0; i < n; i++)
+            put_byte(&s, (slim ? slim : d.p)[i]);
+        free(slim);
+        free(d.p);
         lua_close(L);
     } else {
         int c;
@@ -200,7 +341,7 @@ int main(int argc, char **argv)
         }
         if (specs && index_spec(argv[i]) < 0)
             return 1;
-        if ((len[n] = put_array(out, n, argv[i], bytecode)) < 0)
+        if ((len[n] = put_array(out, n, argv[i], bytecode, specs)) < 0)
             return 1;
         paths[n++] = argv[i];
     }

@@ -884,34 +884,22 @@ function emit.signature(fn, L, dtype)
 end
 
 
--- What the header and the JIT unit say about one function: size macros not yet in `seen`
--- (shared across passes), the documented prototype, and the packed-argument entry point
+-- What the header and the JIT unit say about one function: its size macros ({ macro, owner:
+-- what it stands for, line }; pipeline.generate defines each once across passes and refuses
+-- one macro for two things), the documented prototype, and the packed-argument entry point
 -- kg_entry_<pass>(void *const *a) through which the runtime calls it.
 local ELEM_BYTES = { f32 = 4, f64 = 8 }
 
-function emit.declarations(fn, L, dtype, upper, pass, comment, seen, where)
+function emit.declarations(fn, L, dtype, upper, pass, comment)
   local T, sizes, doc, casts = CTYPE[dtype], {}, { "/* " .. fn .. ": " .. comment }, {}
-  -- seen: macro -> what it stands for; two things that would give the header one macro are an
-  -- error (the argument forward_ws and the forward pass's workspace: FORWARD_WS_SIZE)
-  local function new_macro(macro, owner)
-    if seen[macro] == owner then return false end
-    if seen[macro] then
-      util.fail(where .. ": the header would define " .. macro .. " for both " .. seen[macro] .. " and " .. owner .. ": rename one")
-    end
-    seen[macro] = owner
-    return true
-  end
+  local function macro(name, owner, line) sizes[#sizes + 1] = { macro = name, owner = owner, line = line } end
   for i, p in ipairs(L.params) do
-    local macro = upper .. "_" .. p.cname:upper() .. "_SIZE"
-    if new_macro(macro, "the size of " .. p.cname) then
-      sizes[#sizes + 1] = string.format("#define %s %d /* %s %s, %d bytes */", macro, p.count, p.cname,
-        util.shape_str(p.shape), p.count * ELEM_BYTES[dtype])
-    end
+    local m = upper .. "_" .. p.cname:upper() .. "_SIZE"
+    macro(m, "the size of " .. p.cname, string.format("#define %s %d /* %s %s, %d bytes */", m, p.count, p.cname,
+      util.shape_str(p.shape), p.count * ELEM_BYTES[dtype]))
     for k, f in ipairs(p.fields or {}) do -- the optimizer's hyperparameters by name
-      local m = upper .. "_" .. p.cname:upper() .. "_" .. f:upper()
-      if new_macro(m, "the index of " .. p.cname .. "." .. f) then
-        sizes[#sizes + 1] = string.format("#define %s %d /* %s[%d]: %s */", m, k - 1, p.cname, k - 1, f)
-      end
+      m = upper .. "_" .. p.cname:upper() .. "_" .. f:upper()
+      macro(m, "the index of " .. p.cname .. "." .. f, string.format("#define %s %d /* %s[%d]: %s */", m, k - 1, p.cname, k - 1, f))
     end
     local what = p.fields and table.concat(p.fields, ", ") or p.name
     doc[#doc + 1] = string.format("   %-12s %s %s %s", p.cname, util.shape_str(p.shape), roles[p.arg_role].doc, what)
@@ -919,9 +907,8 @@ function emit.declarations(fn, L, dtype, upper, pass, comment, seen, where)
   end
   casts[#casts + 1] = "(" .. T .. " *)a[" .. #L.params .. "]"
   local ws_macro = upper .. "_" .. pass:upper() .. "_WS_SIZE"
-  new_macro(ws_macro, "the workspace of " .. fn)
-  sizes[#sizes + 1] = string.format("#define %s %d /* workspace of %s, %d bytes */", ws_macro, L.ws_size, fn,
-    L.ws_size * ELEM_BYTES[dtype])
+  macro(ws_macro, "the workspace of " .. fn, string.format("#define %s %d /* workspace of %s, %d bytes */", ws_macro,
+    L.ws_size, fn, L.ws_size * ELEM_BYTES[dtype]))
   doc[#doc + 1] = string.format("   %-12s [%d] workspace (%s elements) */", "ws", L.ws_size, ws_macro)
   return {
     sizes = sizes,

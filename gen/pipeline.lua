@@ -40,7 +40,9 @@ local INT_MAX = 2147483647
 ---------------------------------------------------------------------------------------------
 -- Passes: the functions a kernel file holds, in order, each with its graph. A new pass is an
 -- entry here (and a name in the C library's kg_pass list). graph(R) gets the forward graph F,
--- its builder, the spec and the request; it returns a graph in the IR, before simplify.
+-- its builder, the spec and the request; it returns a graph in the IR, before simplify. cost:
+-- its generation time relative to the others' (LayerNorm, FFN: forward 1, JVP about 2,
+-- backward passes 4 to 4.5): passes in parallel start with the costliest (pipeline.plan).
 
 local function derived_vjp(R)
   if R.req.vjp_form == "closed" then return vjp.closed(R.F, R.S, R.ctx, R.fb) end
@@ -71,10 +73,11 @@ end
 -- frozen, a pre-norm block's train step reads no hidden activation, and saving it would cost a
 -- fifth of the step's RAM. A request without them saves every value the spec declares (another
 -- request's backward may read any). Works on simplified graphs, which keep no dead node.
-local function prune_saved(graphs)
+local READERS = { "vjp_saved", "train" }
+local function prune_saved(graphs, requested)
   local readers = {}
-  for _, p in ipairs({ "vjp_saved", "train" }) do readers[#readers + 1] = graphs[p] end
-  if not graphs.forward_train or #readers == 0 then return end
+  for _, p in ipairs(READERS) do readers[#readers + 1] = graphs[p] end
+  if not requested.forward_train or #readers == 0 then return end
   local read = {}
   for _, G in ipairs(readers) do
     local used = {}
@@ -90,9 +93,11 @@ local function prune_saved(graphs)
     return out
   end
   local F = graphs.forward_train
-  F.outputs = kept(F.outputs)
-  graphs.forward_train = simplify.run(F)
-  for _, p in ipairs({ "vjp_saved", "train" }) do
+  if F then
+    F.outputs = kept(F.outputs)
+    graphs.forward_train = simplify.run(F)
+  end
+  for _, p in ipairs(READERS) do
     if graphs[p] then graphs[p].inputs = kept(graphs[p].inputs) end
   end
 end
@@ -162,18 +167,19 @@ local function train(R)
 end
 
 pipeline.PASSES = {
-  { name = "forward", doc = "forward pass", graph = function(R) return R.F end },
-  { name = "vjp", doc = "reverse mode: gradients of every input from output cotangents",
+  { name = "forward", doc = "forward pass", cost = 1, graph = function(R) return R.F end },
+  { name = "vjp", doc = "reverse mode: gradients of every input from output cotangents", cost = 4,
     graph = function(R) return selected_grads(derived_vjp(R), R) end },
-  { name = "jvp", doc = "forward mode: output tangents from input tangents", graph = function(R)
+  { name = "jvp", doc = "forward mode: output tangents from input tangents", cost = 2, graph = function(R)
     if R.req.jvp_form == "closed" then return jvp.closed(R.F, R.S, R.ctx, R.fb) end
     return jvp.derive(R.F)
   end },
-  { name = "forward_train", doc = "forward pass that also writes what vjp_saved reads (saved)", graph = forward_train },
-  { name = "vjp_saved", doc = "reverse mode reading what forward_train saved: gradients of every input",
+  { name = "forward_train", doc = "forward pass that also writes what vjp_saved reads (saved)", cost = 1,
+    graph = forward_train },
+  { name = "vjp_saved", doc = "reverse mode reading what forward_train saved: gradients of every input", cost = 4,
     graph = function(R) return selected_grads(vjp_saved(R), R) end },
   { name = "train", doc = "training step: vjp_saved, then the optimizer updates the trainable parameters in place",
-    graph = train, needs_train = true },
+    cost = 4, graph = train, needs_train = true },
 }
 local PASS = {}
 for _, p in ipairs(pipeline.PASSES) do PASS[p.name] = p end
@@ -327,8 +333,11 @@ local function input_set(F, list, option)
   return set
 end
 
--- The graph IR of one pass, after simplify.
-function pipeline.graph(req)
+-- The graph IR of the request's passes, after simplify; with `only` (a list of pass names), of
+-- those and what they need to come out as they would among all the request's passes: the
+-- saved values forward_train keeps and the arguments of vjp_saved and train follow what those
+-- two read (prune_saved).
+function pipeline.graph(req, only)
   check_options(req)
   local S = spec.find(req.graph)
   local dims, attrs = spec.bind(S, req.params or {}, req.semantics, req.dtype)
@@ -340,6 +349,9 @@ function pipeline.graph(req)
     return G
   end
   local leaf, baked = baked_inputs(S, ctx, req.consts)
+  if only and #only == 0 then -- joining parts made elsewhere (which checked the rest): no graph
+    return { S = S, dims = dims, attrs = attrs, graphs = {}, dumps = dumps, ctx = ctx, baked = baked }
+  end
   local F, fb = spec.forward_graph(S, ctx, leaf)
   after("forward", F)
   if req.vjp_form == "closed" and not S.vjp then util.fail(S.name .. ": has no closed-form VJP") end
@@ -351,11 +363,22 @@ function pipeline.graph(req)
       if R.train[name] then util.fail("--wrt: '" .. name .. "' is trainable (--train): the train pass updates it") end
     end
   end
-  local graphs = {}
-  for _, p in ipairs(req.passes) do graphs[p] = p == "forward" and F or after(p, PASS[p].graph(R)) end
-  for _, p in ipairs(req.passes) do graphs[p] = simplify.run(graphs[p]) end
-  prune_saved(graphs)
+  local requested, built = {}, {}
+  for _, p in ipairs(req.passes) do requested[p] = true end
+  for _, p in ipairs(only or req.passes) do built[p] = true end
+  if requested.forward_train and (built.forward_train or built.vjp_saved or built.train) then
+    for _, p in ipairs(READERS) do built[p] = requested[p] end
+  end
+  local graphs, list = {}, {}
   for _, p in ipairs(req.passes) do
+    if built[p] then
+      list[#list + 1] = p
+      graphs[p] = p == "forward" and F or after(p, PASS[p].graph(R))
+    end
+  end
+  for _, p in ipairs(list) do graphs[p] = simplify.run(graphs[p]) end
+  prune_saved(graphs, requested)
+  for _, p in ipairs(list) do
     if req.check_ir then ir.verify(graphs[p], "simplify(" .. p .. ")") end
     if req.dump_ir == "simplify" then dumps[#dumps + 1] = ir.dump(graphs[p], "simplify(" .. p .. ")") end
   end
@@ -363,9 +386,117 @@ function pipeline.graph(req)
 end
 
 
+-- One pass's function and what the files say about it (a "part"): its C text, size macros,
+-- prototype, entry point, argument metadata, the helpers and math functions it calls. Parts are
+-- plain data (strings, numbers, booleans, lists, records with identifier keys: util.serialize
+-- writes them), so that a pass generated in another Lua state joins the others exactly as one
+-- made here (kg_lua.c generates a request's passes in parallel, see pipeline.plan).
+local function make_part(R, req, pass, base, where)
+  local dtype = req.dtype
+  local fn = base .. "_" .. pass
+  local part = { pass = pass, dumps = {}, helpers = {}, vm = {}, tables = {} }
+  local L = lower.run(R.graphs[pass], dtype)
+  for _, t in ipairs(L.tables) do t.cname = base .. "_" .. t.name; part.tables[#part.tables + 1] = t end
+  if #L.params + 1 > emit.ARGS_MAX then -- and the workspace: tcc compiles calls of at most about 250
+    util.fail(string.format("%s: the %s function would take %d arguments (at most %d): fewer inputs or outputs",
+      where, pass, #L.params + 1, emit.ARGS_MAX))
+  end
+  for _, p in ipairs(L.params) do -- generated code indexes with int
+    if p.cname:sub(1, #base + 1) == base .. "_" then -- would hide a function of the file
+      util.fail(string.format("%s: argument name %s begins with the C name prefix %s_: rename it or use --name", where, p.cname, base))
+    end
+    if p.count > INT_MAX then
+      util.fail(string.format("%s: %s has %d elements; kernels index with int (at most %d)", where, p.cname, p.count, INT_MAX))
+    end
+  end
+  local function after(what)
+    if req.check_ir then loops.verify(L, what .. "(" .. pass .. ")") end
+    if req.dump_ir == what then part.dumps[#part.dumps + 1] = loops.dump(L, what .. "(" .. pass .. ")") end
+  end
+  after("lower")
+  fuse.run(L, req.fuse)
+  after("fuse")
+  if req.fuse ~= "none" then block.run(L, emit.SIZEOF[dtype], req.target, req.unroll) end
+  fuse.plan(L)
+  after("block")
+  if L.ws_size > INT_MAX then util.fail(string.format("%s: the %s workspace would exceed %d elements", R.S.name, pass, INT_MAX)) end
+  schedule.run(L, req.unroll, fn, req.target, dtype)
+  part.terms = L.unrolled_terms
+  local helpers = {}
+  local out = emit.fn(fn, L, dtype, helpers, PASS[pass].doc, req.fma == "on", req.target)
+  for name, h in pairs(helpers) do part.helpers[#part.helpers + 1] = { name = name, op = h.op, math = h.math, dtype = h.dtype } end
+  part.statements, part.x86, part.text = out.statements, out.x86 or false, out.text()
+  for name in pairs(out.vm) do part.vm[#part.vm + 1] = name end
+  part.decl = emit.declarations(fn, L, dtype, base:upper(), pass, PASS[pass].doc)
+  local init_of = {}
+  for _, i in ipairs(R.S.inputs) do init_of[i[1]] = i.init end
+  local meta = { fn = fn, ws = L.ws_size, params = {} }
+  for i, p in ipairs(L.params) do
+    meta.params[i] = { cname = p.cname, name = p.name, role = p.arg_role, shape = p.shape, count = p.count,
+      file = p.name .. roles[p.arg_role].file,
+      init = init_of[p.name] or (p.arg_role == "state" and "positive") or "normal" }
+  end
+  part.meta = meta
+  return part
+end
+
+-- How kg_lua.c may split the request: one line per group of passes that can be generated in
+-- a Lua state of its own, "COST PASSES" (each pass alone, with its cost), or one line for all. A request with baked inputs
+-- stays whole (its tables are not data a part carries), and so does one that dumps IR (the
+-- dumps come in pass order, stage by stage).
+function pipeline.plan(req)
+  check_options(req)
+  if req.dump_ir or (req.consts and #req.consts > 0) then return "1 " .. table.concat(req.passes, ",") end
+  local lines = {}
+  for i, p in ipairs(req.passes) do lines[i] = PASS[p].cost .. " " .. p end
+  return table.concat(lines, "\n")
+end
+
+-- The parts of the passes `list` (comma-separated names) as text for pipeline.generate in
+-- another state: the length of what util.serialize makes of them, a newline, that, then
+-- their C texts, which util.serialize would escape and Lua's parser read character by
+-- character (LayerNorm 8x64, three passes: 0.28 ms for 51 KB).
+function pipeline.parts(req, list)
+  local only = {}
+  for name in util.gmatch(list, "[^,]+") do only[#only + 1] = name end
+  local R = pipeline.graph(req, only)
+  local base = req.name or default_name(R.S, R, req)
+  local out, texts = {}, {}
+  for _, pass in ipairs(only) do
+    local part = make_part(R, req, pass, base, R.S.file .. ": graph " .. R.S.name)
+    assert(#part.tables == 0 and #part.dumps == 0, "pipeline.parts: a part with tables or dumps")
+    part.tables, part.dumps = nil, nil
+    texts[#texts + 1] = part.text
+    part.text = #part.text
+    out[#out + 1] = part
+  end
+  local meta = util.serialize(out)
+  return #meta .. "\n" .. meta .. table.concat(texts)
+end
+
+-- The parts in a text of pipeline.parts, by pass name, into `made`.
+local function read_parts(text, made)
+  local at, n = 1, 0
+  while text:byte(at) ~= 10 do n = n * 10 + text:byte(at) - 48; at = at + 1 end
+  local parts = load("return " .. text:sub(at + 1, at + n), "=parts", "t", {})()
+  at = at + n + 1
+  for _, part in ipairs(parts) do
+    local len = part.text
+    part.text = text:sub(at, at + len - 1)
+    at = at + len
+    made[part.pass] = part
+  end
+end
+
 -- Generate everything for a request: header, AOT source, JIT source and argument metadata.
-function pipeline.generate(req)
-  local R = pipeline.graph(req)
+-- given: texts of pipeline.parts for some of the passes (made in other states), or nil.
+function pipeline.generate(req, given)
+  local made = {}
+  for _, text in ipairs(given or {}) do read_parts(text, made) end
+  check_options(req)
+  local own = {}
+  for _, pass in ipairs(req.passes) do if not made[pass] then own[#own + 1] = pass end end
+  local R = pipeline.graph(req, own)
   local S, dtype = R.S, req.dtype
   local base = req.name or default_name(S, R, req)
   local upper = base:upper()
@@ -373,54 +504,29 @@ function pipeline.generate(req)
   local dumps = R.dumps
   local result = { name = base, functions = {} }
   local where = S.file .. ": graph " .. S.name
-  local size_seen, init_of = {}, {}
-  for _, i in ipairs(S.inputs) do init_of[i[1]] = i.init end
+  local size_seen = {} -- macro -> what it stands for; two things that would give the header
+  -- one macro are an error (the argument forward_ws and the forward pass's workspace: FORWARD_WS_SIZE)
   local statements, terms, tables_used, x86_used, vm_used = 0, 0, {}, false, {}
   for _, pass in ipairs(req.passes) do
-    local fn = base .. "_" .. pass
-    local L = lower.run(R.graphs[pass], dtype)
-    for _, t in ipairs(L.tables) do t.cname = base .. "_" .. t.name; tables_used[t.name] = t end
-    if #L.params + 1 > emit.ARGS_MAX then -- and the workspace: tcc compiles calls of at most about 250
-      util.fail(string.format("%s: the %s function would take %d arguments (at most %d): fewer inputs or outputs",
-        where, pass, #L.params + 1, emit.ARGS_MAX))
-    end
-    for _, p in ipairs(L.params) do -- generated code indexes with int
-      if p.cname:sub(1, #base + 1) == base .. "_" then -- would hide a function of the file
-        util.fail(string.format("%s: argument name %s begins with the C name prefix %s_: rename it or use --name", where, p.cname, base))
+    local part = made[pass] or make_part(R, req, pass, base, where)
+    for _, d in ipairs(part.dumps or {}) do dumps[#dumps + 1] = d end
+    for _, t in ipairs(part.tables or {}) do tables_used[t.name] = t end
+    for _, h in ipairs(part.helpers) do helpers[h.name] = { op = h.op, math = h.math, dtype = h.dtype } end
+    terms = terms + part.terms
+    statements = statements + part.statements
+    x86_used = x86_used or part.x86
+    for _, name in ipairs(part.vm) do vm_used[name] = true end
+    fns[#fns + 1] = part.text
+    for _, m in ipairs(part.decl.sizes) do
+      if size_seen[m.macro] and size_seen[m.macro] ~= m.owner then
+        util.fail(where .. ": the header would define " .. m.macro .. " for both " .. size_seen[m.macro] .. " and " .. m.owner .. ": rename one")
       end
-      if p.count > INT_MAX then
-        util.fail(string.format("%s: %s has %d elements; kernels index with int (at most %d)", where, p.cname, p.count, INT_MAX))
-      end
+      if not size_seen[m.macro] then sizes[#sizes + 1] = m.line end
+      size_seen[m.macro] = m.owner
     end
-    local function after(what)
-      if req.check_ir then loops.verify(L, what .. "(" .. pass .. ")") end
-      if req.dump_ir == what then dumps[#dumps + 1] = loops.dump(L, what .. "(" .. pass .. ")") end
-    end
-    after("lower")
-    fuse.run(L, req.fuse)
-    after("fuse")
-    if req.fuse ~= "none" then block.run(L, emit.SIZEOF[dtype], req.target, req.unroll) end
-    fuse.plan(L)
-    after("block")
-    if L.ws_size > INT_MAX then util.fail(string.format("%s: the %s workspace would exceed %d elements", S.name, pass, INT_MAX)) end
-    schedule.run(L, req.unroll, fn, req.target, dtype)
-    terms = terms + L.unrolled_terms
-    local out = emit.fn(fn, L, dtype, helpers, PASS[pass].doc, req.fma == "on", req.target)
-    statements = statements + out.statements
-    x86_used = x86_used or out.x86
-    for name in pairs(out.vm) do vm_used[name] = true end
-    fns[#fns + 1] = out.text()
-    local d = emit.declarations(fn, L, dtype, upper, pass, PASS[pass].doc, size_seen, where)
-    for _, line in ipairs(d.sizes) do sizes[#sizes + 1] = line end
-    protos[#protos + 1] = d.prototype
-    entries[#entries + 1] = d.entry
-    local meta = { fn = fn, ws = L.ws_size, params = {} }
-    for i, p in ipairs(L.params) do
-      meta.params[i] = { cname = p.cname, name = p.name, role = p.arg_role, shape = p.shape, count = p.count,
-        file = p.name .. roles[p.arg_role].file,
-        init = init_of[p.name] or (p.arg_role == "state" and "positive") or "normal" }
-    end
-    result.functions[pass] = meta
+    protos[#protos + 1] = part.decl.prototype
+    entries[#entries + 1] = part.decl.entry
+    result.functions[pass] = part.meta
   end
   result.dumps = table.concat(dumps)
   -- the banner: graph, params and options say what the files compute (kg_write_files compares

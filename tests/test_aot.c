@@ -13,6 +13,8 @@
  *                             single-precision float); skipped only if that compiler is absent.
  *   deterministic_bytes       the same request generates byte-identical header and source,
  *                             for each unroll policy.
+ *   passes_in_parallel_are_the_same  a request's passes generated on several threads and
+ *                             joined give the kernel (texts, arguments) or the error of one job.
  *   golden_emitted_file       tests/golden_emit/ holds one committed pair of emitted files;
  *                             regenerating it must give the same bytes. KERNGEN_UPDATE_GOLDEN=1
  *                             rewrites the pair instead (see tests/golden_emit/README.md).
@@ -459,6 +461,94 @@ static void deterministic_bytes(void **state)
     assert_int_equal(failed, 0);
 }
 
+/* NULL if kernels A and B (of one request) have the same texts and arguments, else what differs */
+static char *kernel_difference(const kg_kernel *a, const kg_kernel *b)
+{
+    for (int t = KG_TEXT_NAME; t <= KG_TEXT_IR; t++)
+        if (strcmp(kg_text(a, (kg_text_kind)t), kg_text(b, (kg_text_kind)t)) != 0)
+            return xprintf("text %d differs", t);
+    size_t sa, ba, sb, bb;
+    kg_stats(a, &sa, &ba);
+    kg_stats(b, &sb, &bb);
+    if (sa != sb || ba != bb)
+        return xprintf("the statistics differ");
+    for (int p = 0; p < KG_NPASSES; p++) {
+        if (kg_has_pass(a, (kg_pass)p) != kg_has_pass(b, (kg_pass)p) || kg_nargs(a, (kg_pass)p) != kg_nargs(b, (kg_pass)p) ||
+            kg_ws_size(a, (kg_pass)p) != kg_ws_size(b, (kg_pass)p))
+            return xprintf("pass %d: its functions differ", p);
+        for (int i = 0; i < kg_nargs(a, (kg_pass)p); i++) {
+            const kg_arg *x = kg_arg_at(a, (kg_pass)p, i), *y = kg_arg_at(b, (kg_pass)p, i);
+            if (strcmp(x->cname, y->cname) != 0 || strcmp(x->file, y->file) != 0 || x->role != y->role ||
+                x->count != y->count || x->ndim != y->ndim)
+                return xprintf("pass %d: argument %d differs", p, i);
+        }
+    }
+    return NULL;
+}
+
+/* R generated as one job (KERNGEN_JOBS=1) and with its passes on three threads: NULL if both
+   give the same kernel, or the same error */
+static char *split_difference(const kg_request *r)
+{
+    kg_kernel *k[2] = {NULL, NULL};
+    char *err[2] = {NULL, NULL};
+    kg_status st[2];
+    for (int i = 0; i < 2; i++) {
+        setenv("KERNGEN_JOBS", i == 0 ? "1" : "3", 1);
+        st[i] = kg_generate(r, &k[i], &err[i]);
+    }
+    unsetenv("KERNGEN_JOBS");
+    char *problem = NULL;
+    if (st[0] != st[1] || (err[0] && strcmp(err[0], err[1]) != 0))
+        problem = xprintf("one job: status %d (%s); three threads: status %d (%s)", (int)st[0], err[0] ? err[0] : "",
+                          (int)st[1], err[1] ? err[1] : "");
+    else if (st[0] == KG_OK)
+        problem = kernel_difference(k[0], k[1]);
+    for (int i = 0; i < 2; i++) {
+        kg_free(k[i]);
+        free(err[i]);
+    }
+    return problem;
+}
+
+/* kg_lua.c generates the passes of a request in parallel, each in a Lua state of its own, and
+   joins them: every graph (small dims, all passes, the train pass where small_dims names
+   trainable inputs; default dims), a training request's two passes, and requests that fail
+   come out as when one state makes them. */
+static void passes_in_parallel_are_the_same(void **state)
+{
+    fixture *fx = *state;
+    static const char *const one_pair[] = {"rows=3", "dim=24"};
+    static const char *const too_big[] = {"rows=100000", "dim=100000"};
+    int checked = 0, failed = 0;
+    for (int g = 0; g <= fx->ngraphs; g++)
+        for (int dflt = 0; dflt < 2; dflt++) {
+            kg_request r = request_for(g < fx->ngraphs ? fx->graphs[g] : "layernorm", "f32", NULL);
+            if (g == fx->ngraphs) { /* the firmware's pair of passes; and a failing request */
+                if (dflt) {
+                    r.params = too_big;
+                    r.nparams = 2;
+                } else {
+                    r.params = one_pair;
+                    r.train = "gamma";
+                    r.passes = (1u << KG_FORWARD_TRAIN) | (1u << KG_TRAIN);
+                }
+            } else if (dflt) {
+                r.params = NULL;
+                r.nparams = 0;
+            }
+            char *problem = split_difference(&r);
+            checked++;
+            if (problem) {
+                failed++;
+                print_error("FAIL %s %s dims: %s\n", r.graph, dflt ? "default" : "small", problem);
+                free(problem);
+            }
+        }
+    print_message("     %d requests generated both ways, %d differed\n", checked, failed);
+    assert_int_equal(failed, 0);
+}
+
 /* ---- 4. one committed golden pair of emitted files ---- */
 
 /* NULL if FILE holds exactly TEXT, else what differs (first line that differs). */
@@ -793,6 +883,7 @@ int main(void)
         TIMED(cortex_m4),
         TIMED(x86_text_warning_free),
         TIMED(deterministic_bytes),
+        TIMED(passes_in_parallel_are_the_same),
         TIMED(golden_emitted_file),
         TIMED(schedules_are_bit_identical),
         TIMED(jit_schedule_at_default_dims),

@@ -25,7 +25,7 @@
  * ThreadSanitizer: build the library's sources into this test with -fsanitize=thread, e.g.
  *   gcc -std=c99 -D_POSIX_C_SOURCE=200809L -g -O1 -fsanitize=thread -Iruntime -Ibuild \
  *       -I/usr/include/lua5.4 -o build/test_tier_tsan tests/test_tier.c runtime/kg_[a-z]*.c \
- *       build/kg_embedded.c build/tcc/[a-z]*.o -llua5.4 -lm -lpthread -ldl -lcmocka
+ *       build/kg_embedded.c build/kg_vm_*.c build/tcc/[a-z]*.o -llua5.4 -lm -lpthread -ldl -lcmocka
  *   KG_TEST_FILTER='switch*' build/test_tier_tsan    (cmocka's test filter; '*' runs all)
  */
 #include <stdarg.h>
