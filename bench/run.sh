@@ -151,7 +151,43 @@ mkdir -m 700 "$TMP/cc-cache"
 OMP_NUM_THREADS=1 KERNGEN_CACHE_DIR="$TMP/cc-cache" BENCH_TSV="$OUT/results.tsv" "${PIN[@]}" "$TMP/bench" | tee -a "$OUT/bench.txt" ||
   status=$?
 
-# ---- 5. the chart (optional)
+# ---- 5. the JIT's latency from a new process (issue 9's targets): not pinned, so that a
+# request's passes are generated side by side on every core, as for a user; medians
+gcc -std=c99 -O2 -Wall -Wextra -Iruntime -o "$TMP/cold" bench/cold.c "$BUILD/libkerngen.a" -llua5.4 -lm -lpthread -ldl
+median() { sort -n | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
+# cold RUNS ARGS...: "generate compile total" medians of RUNS new processes
+cold() {
+  local n=$1 i; shift
+  for ((i = 0; i < n; i++)); do "$TMP/cold" "$@" || return 1; done > "$TMP/cold.out"
+  for i in 1 2 3; do cut -d' ' -f$i "$TMP/cold.out" | median; done | paste -sd' '
+}
+mark() { awk -v v="$1" -v t="$2" 'BEGIN { print (v <= t ? "[x]" : "[ ]") }'; }
+ALL=forward,vjp,jvp,forward_train,vjp_saved
+{
+  echo
+  echo "JIT latency from a new process, ms (median of 21 runs, $(nproc) cores, not pinned; KERNGEN_JOBS unset):"
+  echo "kg_generate and kg_compile (tcc), the process's first kerngen call; kerngen run: the whole process"
+  read -r g c t <<< "$(cold 21 layernorm forward,vjp,jvp rows=8 dim=64)"
+  echo "  $(mark "$t" 3) LayerNorm 8x64 fwd+vjp+jvp <= 3 ms: $t (generate $g, compile $c)"
+  read -r g c t <<< "$(cold 21 layernorm forward rows=8 dim=64)"
+  echo "  $(mark "$t" 1.5) LayerNorm 8x64 forward <= 1.5 ms: $t (generate $g, compile $c)"
+  mkdir -p "$TMP/npy" "$TMP/run"
+  read -ra ins <<< "$("$TMP/cold" --inputs "$TMP/npy" layernorm rows=8 dim=64)"
+  for ((i = 0; i < 21; i++)); do
+    "$TMP/cold" --process "$BUILD/kerngen" run layernorm rows=8 dim=64 "${ins[@]}" --out "$TMP/run"
+  done > "$TMP/run.out"
+  t=$(median < "$TMP/run.out")
+  echo "  $(mark "$t" 8) kerngen run layernorm rows=8 dim=64 (forward), whole process <= 8 ms: $t"
+  over="" worst=0
+  for g in $("$BUILD/kerngen" list | awk '/^[a-z_0-9]+  / && $2 != "alias" { print $1 }'); do
+    read -r _ _ t <<< "$(cold 11 "$g" "$ALL")"
+    printf "      %-24s %6s ms (%s, default dims)\n" "$g" "$t" "$ALL"
+    if awk -v v="$t" 'BEGIN { exit !(v > 10) }'; then over+=" $g"; fi
+  done
+  echo "  $([ -z "$over" ] && echo "[x]" || echo "[ ]") every graph at its default dims, all five passes, <= 10 ms${over:+: over:$over}"
+} | tee -a "$OUT/bench.txt"
+
+# ---- 6. the chart (optional)
 if [ -s "$OUT/results.tsv" ] && command -v gnuplot >/dev/null; then
   rows=$(($(wc -l < "$OUT/results.tsv") - 1))
   if gnuplot -e "rows=$rows; tsv='$OUT/results.tsv'; png='$OUT/ratios.png'" bench/chart.gp \
