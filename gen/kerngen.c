@@ -41,7 +41,13 @@ static const char *const MAIN_USAGE =
     "  dot GRAPH ...        Graphviz of the forward graph (or --pass vjp|jvp)\n"
     "\n"
     "kerngen COMMAND --help shows the options of a command. kerngen --version prints the version.\n"
-    "Exit status: 0 ok, 1 a failed check, 2 bad usage or input, 3 internal error.\n";
+    "Exit status: 0 ok, 1 a failed check, 2 bad usage or input, 3 internal error.\n"
+    "\n"
+    "environment:\n"
+    "  KERNGEN_JOBS=N       threads that generate a request's passes side by side (default: the\n"
+    "                       processors this process may run on; 1: one thread)\n"
+    "  CC, KERNGEN_CACHE_DIR, KERNGEN_CACHE_MAX  the cc tier's compiler and cache (run --help)\n"
+    "  KERNGEN_LUA_DIR=DIR  developer mode: the generator, specs and templates from DIR\n";
 
 static const char *const GEN_OPTIONS =
     "  NAME=VALUE           a dim or attr of the graph (kerngen list shows them)\n"

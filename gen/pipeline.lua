@@ -440,10 +440,10 @@ local function make_part(R, req, pass, base, where)
   return part
 end
 
--- How kg_lua.c may split the request: one line per group of passes that can be generated in
--- a Lua state of its own, "COST PASSES" (each pass alone, with its cost), or one line for all. A request with baked inputs
--- stays whole (its tables are not data a part carries), and so does one that dumps IR (the
--- dumps come in pass order, stage by stage).
+-- How kg_lua.c may split the request: one line "COST PASSES" per group of passes that can be
+-- generated in a Lua state of its own (each pass alone, with its cost), or one line for all.
+-- A request with baked inputs stays whole (its tables are not data a part carries), and so
+-- does one that dumps IR (the dumps come in pass order, stage by stage).
 function pipeline.plan(req)
   check_options(req)
   if req.dump_ir or (req.consts and #req.consts > 0) then return "1 " .. table.concat(req.passes, ",") end
