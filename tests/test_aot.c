@@ -758,6 +758,7 @@ static void rows_side_by_side_are_bit_identical(void **state)
         {"rmsnorm", {"rows=12", "dim=512"}, 2},
         {"softmax", {"rows=9", "dim=260"}, 2},
         {"batchnorm2d", {"c=6", "h=16", "w=20"}, 3},
+        {"batchnorm2d", {"c=4", "h=56", "w=56"}, 3}, /* two channels: 25 KB of x read, y beside */
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         compare_schedules(*state, variants, 4, 0, cases[i].graph, cases[i].params, cases[i].n);
