@@ -818,8 +818,9 @@ static int protected_job(lua_State *L)
     return 0;
 }
 
-/* The pool of prepared states (see the header). */
-enum { POOL_MAX = 4 };
+/* The pool of prepared states (see the header): as many as one request's passes use side by
+   side (a process that generated prenorm_ffn's five passes on two threads peaked at 37 MB) */
+enum { POOL_MAX = KG_NPASSES };
 static const size_t POOL_KEEP_BYTES = (size_t)64 << 20; /* a bigger heap is collected first */
 static pthread_mutex_t pool_mu = PTHREAD_MUTEX_INITIALIZER;
 static lua_State *pool[POOL_MAX];
@@ -1069,7 +1070,9 @@ static kg_status generate_split(const kg_request *req, kg_kernel **out, char **e
     int passes = 0, jobs = generate_jobs();
     for (int p = 0; p < KG_NPASSES; p++)
         passes += !req->passes || (req->passes & (1u << p));
-    if (jobs < 2 || passes < 2 || !builtin_graph(req->graph))
+    /* pipeline.plan keeps these whole: ask it only when it may split (baked inputs would be
+       copied into the plan's state for nothing) */
+    if (jobs < 2 || passes < 2 || !builtin_graph(req->graph) || req->nconsts > 0 || req->dump_ir)
         return KG_OK;
     split sp = {.req = req};
     if (pthread_mutex_init(&sp.mu, NULL) != 0)
