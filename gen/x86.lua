@@ -65,20 +65,29 @@ for b = 0, 255 do
   HEX[b] = "0x" .. d:sub(b // 16 + 1, b // 16 + 1) .. d:sub(b % 16 + 1, b % 16 + 1)
 end
 
--- An instruction's bytes (a list of numbers; assemble writes them as .byte lines).
--- op: {map = 1 (0F) | 2 (0F38) | 3 (0F3A), pp = 0 | 1 (66) | 2 (F3) | 3 (F2), w = 0 | 1, code,
--- xmm = true: 128-bit, imm = byte}; reg, vvvv: register numbers (vvvv nil: unused); rm: a
--- register number, or {base = gp, index = gp or nil, disp = int}. Register forms are
--- memoized (generation time: a loop body repeats them); the lists are not changed after.
-local memo = {}
+-- An instruction's bytes (a list of numbers; assemble writes them as .byte lines, from its
+-- field `text`, the bytes in hex joined by commas). op: {map = 1 (0F) | 2 (0F38) | 3 (0F3A),
+-- pp = 0 | 1 (66) | 2 (F3) | 3 (F2), w = 0 | 1, code, xmm = true: 128-bit, imm = byte}; reg,
+-- vvvv: register numbers (vvvv nil: unused); rm: a register number, or {base = gp, index = gp
+-- or nil, disp = int}. Memoized (generation time: a loop body and its written-out copies repeat
+-- them); the lists are not changed after.
+local function text_of(t)
+  local hex = {}
+  for i, b in ipairs(t) do hex[i] = HEX[b] end
+  return table.concat(hex, ",")
+end
+local MEMO_MAX = 1 << 16 -- instructions remembered by a state; then it starts over
+local memo, memo_count = {}, 0
 local function vex(op, reg, vvvv, rm)
   local mem = type(rm) == "table"
   local key
-  if not mem then
-    key = reg * 256 + (vvvv or 16) * 16 + rm
-    local m = memo[op]
-    if m and m[key] then return m[key] end
+  if mem then -- disp within +-2^31 (DISP_MAX): 33 bits
+    key = ((((reg * 17 + (vvvv or 16)) * 16 + rm.base) * 17 + (rm.index or 16)) << 33) + rm.disp + (1 << 32)
+  else
+    key = -(reg * 256 + (vvvv or 16) * 16 + rm) - 1
   end
+  local m = memo[op]
+  if m and m[key] then return m[key] end
   local X = (mem and rm.index and rm.index >= 8) and 0 or 1
   local B = mem and (rm.base >= 8 and 0 or 1) or (rm >= 8 and 0 or 1)
   local R = reg >= 8 and 0 or 1
@@ -102,10 +111,11 @@ local function vex(op, reg, vvvv, rm)
     for k = 0, short and 0 or 3 do t[#t + 1] = (d >> (8 * k)) & 0xff end
   end
   if op.imm then t[#t + 1] = op.imm end
-  if key then
-    memo[op] = memo[op] or {}
-    memo[op][key] = t
-  end
+  t.text = text_of(t)
+  if memo_count >= MEMO_MAX then memo, memo_count = {}, 0 end
+  memo[op] = memo[op] or {}
+  memo[op][key] = t
+  memo_count = memo_count + 1
   return t
 end
 
@@ -442,7 +452,7 @@ local function assemble(P, acc, chunks, step, limit, tree, outer)
   end
   for _, s in ipairs(asm) do
     if type(s) == "table" then
-      for _, b in ipairs(s) do run[#run + 1] = HEX[b] end
+      run[#run + 1] = s.text or text_of(s)
       n = n + 1
       if n == BYTE_LINE then flush() end
     else
