@@ -272,6 +272,8 @@ static long put_array(FILE *out, int index, const char *path, int bytecode, int 
             return -1;
         }
         unsigned char *slim = keep_names ? NULL : without_names(L, &d, &n);
+        if (!slim && !keep_names)
+            fprintf(stderr, "embed: %s: bytecode format not as expected, stored with its names\n", path);
         if (!slim)
             n = d.n;
         for (size_t i = 0; i < n; i++)
