@@ -17,7 +17,10 @@
 -- base pointers and invariant loads in const locals (declare_bases). Addresses, statements and
 -- their order are those of the other policies, so the bits are too. Beside the loops that
 -- x86.lua can write as x86-64 machine code, this policy's text carries that code (#if
--- KG_X86_AVX2 ... #else the C loop #endif).
+-- KG_X86_AVX2 ... #else the C loop #endif), and the C there is the compact one of unroll
+-- none (ctx.fallback: loops stay loops, no base pointers, no machine code): it runs only where
+-- the machine code cannot, and writing it out for tcc was a quarter to a third of the JIT
+-- text's generation time (LayerNorm 8x64, seq_ffn 8x64x256).
 --
 -- Speed (generation is most of a JIT's latency): an expression compiles once per function into
 -- a closure that prints it for any index (compile), so an unrolled loop pays only for its text.
@@ -537,6 +540,14 @@ end
 -- not read each other run in one lane loop, each with its own accumulators (acc, or acc0,
 -- acc1... for several), so every sum keeps its order (blocked matrix products, independent
 -- sums of one row).
+-- Runs fn with ctx set for the C beside machine code (the header: ctx.fallback).
+local function as_fallback(ctx, fn)
+  local x, p, f = ctx.x86, ctx.pointers, ctx.fallback
+  ctx.x86, ctx.pointers, ctx.fallback = false, false, true
+  fn()
+  ctx.x86, ctx.pointers, ctx.fallback = x, p, f
+end
+
 local function emit_reduces(out, group, env, ctx)
   local dtype, T = ctx.dtype, CTYPE[ctx.dtype]
   local first = group[1]
@@ -546,7 +557,7 @@ local function emit_reduces(out, group, env, ctx)
   local L = first.lanes
   local fuses = {}
   for i, s in ipairs(group) do fuses[i] = fuses_terms(ctx, s) end
-  if first.unroll then
+  if first.unroll and not ctx.fallback then
     for i, s in ipairs(group) do
       local ls, lp, f, combine = {}, {}, printer(s.expr, ctx), s.combine
       local fuse = fuses[i]
@@ -620,7 +631,7 @@ local function emit_reduces(out, group, env, ctx)
     for _, l in ipairs(asm) do out.line(l) end
     out.line("#else")
   end
-  if (#group > 1 or fuses[1]) and main > 0 and not ctx.pointers then
+  if main > 0 and (asm or ctx.fallback or ((#group > 1 or fuses[1]) and not ctx.pointers)) then
     -- several accumulators: the lanes as a loop of constant trip count, which gcc vectorizes
     -- with every accumulator in a register (written out, gcc spills them all); so are fmas
     -- (gcc 12 vectorizes fmaf in loops, but leaves written-out lanes of them scalar). Without
@@ -718,7 +729,7 @@ local emit_body
 
 local function emit_stmt(out, s, env, ctx)
   if s.k == "loop" then
-    if s.unroll or s.n == 1 then -- an extent-1 loop is just its body at index 0
+    if (s.unroll and not ctx.fallback) or s.n == 1 then -- an extent-1 loop is just its body at index 0
       for v = 0, s.n - 1 do
         env[s.var] = v
         emit_body(out, s.body, env, ctx)
@@ -735,10 +746,23 @@ local function emit_stmt(out, s, env, ctx)
     end
     local text = function(e) return (emit.expr(e, env, ctx)) end
     local asm = ctx.x86 and not s.strip and x86.loop(s, { dtype = ctx.dtype, fma = ctx.fma, env = env, text = text })
+    local strip = not ctx.fallback and s.strip
     if ctx.x86 and not asm and s.body[1].k == "reduce" then -- a loop around one reduce
       local lines = x86.reduce_loop(s, { dtype = ctx.dtype, fma = ctx.fma, fuse = fuses_terms(ctx, s.body[1]),
         env = env, text = text })
       asm = lines and { lines = lines, main = s.n }
+    end
+    local function plain_loop()
+      out.open(string.format("for (int %s = 0; %s < %d; ++%s) {", s.var, s.var, s.n, s.var))
+      local saved_bases, saved_hoisted = ctx.bases, ctx.hoisted
+      if ctx.pointers then
+        ctx.scope[s.var] = true
+        ctx.hoisted = setmetatable({}, { __index = ctx.hoisted })
+        ctx.bases = declare_bases(out, s.body, env, ctx)
+      end
+      emit_body(out, s.body, env, ctx)
+      ctx.scope[s.var], ctx.bases, ctx.hoisted = nil, saved_bases, saved_hoisted
+      out.close()
     end
     if asm then -- machine code for the whole steps of vector registers (x86.lua), then the rest
       ctx.x86_used = true
@@ -752,8 +776,9 @@ local function emit_stmt(out, s, env, ctx)
       end
       env[s.var] = nil
       out.line("#else")
-    end
-    if s.strip then -- strip-mined (schedule): blocks of s.strip copies of the body, then the rest
+      as_fallback(ctx, plain_loop)
+      out.line("#endif")
+    elseif strip then -- strip-mined (schedule): blocks of s.strip copies of the body, then the rest
       local v, U = s.var, s.strip
       local main = s.n - s.n % U
       out.open(string.format("for (int %s = 0; %s < %d; %s += %d) {", v, v, main, v, U))
@@ -774,21 +799,9 @@ local function emit_stmt(out, s, env, ctx)
         emit_body(out, s.body, env, ctx)
       end
       env[v] = nil
-      if hoisted then out.close() end
-      return
+    else
+      plain_loop()
     end
-    out.open(string.format("for (int %s = 0; %s < %d; ++%s) {", s.var, s.var, s.n, s.var))
-    local saved_bases = ctx.bases
-    if ctx.pointers then
-      ctx.scope[s.var] = true
-      ctx.hoisted = setmetatable({}, { __index = ctx.hoisted })
-      ctx.bases = declare_bases(out, s.body, env, ctx)
-    end
-    emit_body(out, s.body, env, ctx)
-    ctx.scope[s.var] = nil
-    ctx.bases = saved_bases
-    out.close()
-    if asm then out.line("#endif") end
     if hoisted then out.close() end
     ctx.hoisted = saved
   else
