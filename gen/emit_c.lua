@@ -536,10 +536,6 @@ local function fuses_terms(ctx, s)
   return ctx.fma and (s.product or steps <= emit.FMA_CHAIN)
 end
 
--- Reduce statements, one or several: consecutive reduces over the same summed loops that do
--- not read each other run in one lane loop, each with its own accumulators (acc, or acc0,
--- acc1... for several), so every sum keeps its order (blocked matrix products, independent
--- sums of one row).
 -- Runs fn with ctx set for the C beside machine code (the header: ctx.fallback).
 local function as_fallback(ctx, fn)
   local x, p, f = ctx.x86, ctx.pointers, ctx.fallback
@@ -548,6 +544,10 @@ local function as_fallback(ctx, fn)
   ctx.x86, ctx.pointers, ctx.fallback = x, p, f
 end
 
+-- Reduce statements, one or several: consecutive reduces over the same summed loops that do
+-- not read each other run in one lane loop, each with its own accumulators (acc, or acc0,
+-- acc1... for several), so every sum keeps its order (blocked matrix products, independent
+-- sums of one row). Beside machine code (asm) the lanes are that loop too (ctx.fallback).
 local function emit_reduces(out, group, env, ctx)
   local dtype, T = ctx.dtype, CTYPE[ctx.dtype]
   local first = group[1]
