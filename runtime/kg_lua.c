@@ -1,12 +1,13 @@
-/* kg_lua: the Lua 5.4 host. A request runs in a lua_State of its own (one thread at a time),
- * with only base, table, string, math, utf8, debug and a restricted package library; modules
- * load from the embedded sources (or from $KERNGEN_LUA_DIR for development). Everything after
+/* kg_lua: the Lua 5.4 host. A request runs in a lua_State of its own (one thread at a time;
+ * its passes may run in several, a thread each: "a request's passes in parallel" below), with
+ * only base, table, string, math, utf8, debug and a restricted package library; modules load
+ * from the embedded sources (or from $KERNGEN_LUA_DIR for development). Everything after
  * lua_newstate runs inside one lua_pcall with a message handler (run_job): user errors (tables
  * from util.fail) become KG_EINPUT, a failed allocation KG_ENOMEM, anything else KG_EINTERNAL
  * with a traceback. Nothing here aborts: Lua's panic handler is never reached.
  *
  * Prepared states: loading the generator (its modules, and the built-in specs a request
- * needs) costs about 1 ms, so a state that served a request for a built-in graph successfully
+ * needs) costs 1-1.5 ms, so a state that served a request for a built-in graph successfully
  * goes back to a small pool, and the next request starts from it. What persists is the
  * generator's own: its modules and their caches, and the built-in specs loaded so far (copies
  * made when each loaded, never changed afterwards). Spec code gets nothing that outlives its
