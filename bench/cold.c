@@ -38,13 +38,15 @@ static int run_process(char **argv)
     posix_spawn_file_actions_init(&fa);
     posix_spawn_file_actions_addopen(&fa, 1, "/dev/null", O_WRONLY, 0);
     double t0 = now_ms();
-    if (posix_spawnp(&pid, argv[0], &fa, NULL, argv, environ) != 0 || waitpid(pid, &status, 0) != pid ||
-        !WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+    int ok = posix_spawnp(&pid, argv[0], &fa, NULL, argv, environ) == 0 && waitpid(pid, &status, 0) == pid &&
+             WIFEXITED(status) && WEXITSTATUS(status) == 0;
+    double ms = now_ms() - t0;
+    posix_spawn_file_actions_destroy(&fa);
+    if (!ok) {
         fprintf(stderr, "cold: %s failed\n", argv[0]);
         return 1;
     }
-    printf("%.3f\n", now_ms() - t0);
-    posix_spawn_file_actions_destroy(&fa);
+    printf("%.3f\n", ms);
     return 0;
 }
 

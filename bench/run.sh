@@ -178,7 +178,7 @@ ALL=forward,vjp,jvp,forward_train,vjp_saved
   done > "$TMP/run.out"
   t=$(median < "$TMP/run.out")
   echo "  $(mark "$t" 8) kerngen run layernorm rows=8 dim=64 (forward), whole process <= 8 ms: $t"
-  over="" worst=0
+  over=""
   for g in $("$BUILD/kerngen" list | awk '/^[a-z_0-9]+  / && $2 != "alias" { print $1 }'); do
     read -r _ _ t <<< "$(cold 11 "$g" "$ALL")"
     printf "      %-24s %6s ms (%s, default dims)\n" "$g" "$t" "$ALL"
