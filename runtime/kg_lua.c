@@ -61,14 +61,6 @@ static const size_t GENERATOR_MEMORY = (size_t)4 << 30; /* bound for the generat
 enum { SPEC_FILE_MAX = 1 << 20 }; /* Lua's parser runs unseen by the hook: 66 MB of labels took 36 s */
 #define PATTERN_KEY "kerngen.pattern"
 
-/* Small blocks: a state's own size classes (see small_alloc) */
-enum { SMALL_STEP = 16, SMALL_MAX = 256, SLAB_BYTES = 64 << 10 };
-
-typedef struct slab {
-    struct slab *next;
-    long double align; /* blocks start after the header, aligned for any type */
-} slab;
-
 typedef struct {
     size_t used, limit;
     lua_State *L;
@@ -82,10 +74,7 @@ typedef struct {
     int refused_line;    /* the spec's line where the memory cap refused an allocation, or 0 */
     const char *dir;     /* developer override, or NULL */
     unsigned failed;     /* allocations that failed for want of memory (not the spec's cap) */
-    void *free[SMALL_MAX / SMALL_STEP]; /* per size class: freed blocks, linked through their first word */
-    char *bump, *end;    /* the newest slab's unused part */
-    slab *slabs;
-    size_t slab_bytes;
+    kg_heap heap;        /* blocks up to KG_HEAP_BLOCK_MAX; larger ones from malloc */
 } host;
 
 /* ---------------------------------------------------------------------------------------- */
@@ -137,56 +126,23 @@ static int spec_line(host *h)
     return 0;
 }
 
-/* The states' allocator. Most of Lua's blocks are small (strings, tables, closures), and a
-   state is used by one thread at a time: blocks of up to SMALL_MAX bytes come from the state's
-   own slabs, a free list per size class of SMALL_STEP bytes (Lua gives a block's size when it
-   frees or resizes it, so blocks carry no header); larger ones from malloc. Against malloc for
-   every block (LayerNorm 8x64, three passes, one thread): a process's first request 10.8 ->
-   9.7 ms, later ones 2% faster; and passes generated side by side no longer run 2-2.5x slower
-   each (pooled states move between threads, and freeing their blocks into another thread's
-   malloc arena was the cost). Slabs go back to malloc when the state closes. */
-static int small_class(size_t n) { return (int)((n + SMALL_STEP - 1) / SMALL_STEP) - 1; }
-
-static void *small_alloc(host *h, size_t n)
-{
-    int c = small_class(n);
-    void *p = h->free[c];
-    if (p) {
-        memcpy(&h->free[c], p, sizeof p);
-        return p;
-    }
-    size_t size = (size_t)(c + 1) * SMALL_STEP;
-    if ((size_t)(h->end - h->bump) < size) {
-        slab *s = malloc(SLAB_BYTES);
-        if (!s)
-            return NULL;
-        s->next = h->slabs;
-        h->slabs = s;
-        h->slab_bytes += SLAB_BYTES;
-        h->bump = (char *)&s->align;
-        h->end = (char *)s + SLAB_BYTES;
-    }
-    p = h->bump;
-    h->bump += size;
-    return p;
-}
-
-static void small_free(host *h, void *p, size_t n)
-{
-    int c = small_class(n);
-    memcpy(p, &h->free[c], sizeof p);
-    h->free[c] = p;
-}
-
+/* The states' allocator: a state is used by one thread at a time, and Lua gives a block's size
+   when it frees or resizes it, so blocks come from the state's own kg_heap (no header), larger
+   ones from malloc. Against malloc for every block: a process's first request (LayerNorm 8x64
+   forward) 5.5 -> 2.9 ms on a paravirtualized VM (the fresh pages, kg_heap.c), prenorm_ffn's
+   five passes 43 -> 24 ms; and passes generated side by side no longer run 2-2.5x slower each
+   (pooled states move between threads, and freeing their blocks into another thread's malloc
+   arena was the cost). The cost is memory: a process that made 600 requests of 7 graphs holds
+   50 MB (was 38). */
 static void *l_alloc(void *ud, void *ptr, size_t osize, size_t nsize)
 {
     host *h = ud;
     size_t old = ptr ? osize : 0;
     if (nsize == 0) {
-        if (old > SMALL_MAX)
+        if (old > KG_HEAP_BLOCK_MAX)
             free(ptr);
         else if (ptr)
-            small_free(h, ptr, old);
+            kg_heap_free(&h->heap, ptr, old);
         h->used -= old;
         return NULL;
     }
@@ -196,18 +152,19 @@ static void *l_alloc(void *ud, void *ptr, size_t osize, size_t nsize)
         return NULL;
     }
     void *p;
-    if (ptr && old > SMALL_MAX && nsize > SMALL_MAX) {
+    const size_t max = KG_HEAP_BLOCK_MAX;
+    if (ptr && old > max && nsize > max) {
         p = realloc(ptr, nsize);
-    } else if (ptr && old <= SMALL_MAX && nsize <= SMALL_MAX && small_class(old) == small_class(nsize)) {
+    } else if (ptr && old <= max && nsize <= max && kg_heap_same_block(old, nsize)) {
         p = ptr;
     } else {
-        p = nsize > SMALL_MAX ? malloc(nsize) : small_alloc(h, nsize);
+        p = nsize > max ? malloc(nsize) : kg_heap_alloc(&h->heap, nsize);
         if (p && ptr) {
             memcpy(p, ptr, old < nsize ? old : nsize);
-            if (old > SMALL_MAX)
+            if (old > max)
                 free(ptr);
             else
-                small_free(h, ptr, old);
+                kg_heap_free(&h->heap, ptr, old);
         }
     }
     if (p)
@@ -394,6 +351,14 @@ static int push_file(lua_State *L, const char *path)
     return 1;
 }
 
+static const kg_embedded_file *embedded(const char *path)
+{
+    for (size_t i = 0; i < kg_embedded_count; i++)
+        if (strcmp(kg_embedded[i].path, path) == 0)
+            return &kg_embedded[i];
+    return NULL;
+}
+
 static int l_resource(lua_State *L)
 {
     const char *path = luaL_checkstring(L, 1);
@@ -402,13 +367,11 @@ static int l_resource(lua_State *L)
         lua_pushfstring(L, "%s/%s", h->dir, path);
         return push_file(L, lua_tostring(L, -1));
     }
-    for (size_t i = 0; i < kg_embedded_count; i++) {
-        if (strcmp(kg_embedded[i].path, path) == 0) {
-            const kg_embedded_file *f = &kg_embedded[i];
-            lua_pushlstring(L, f->text, f->len);
-            lua_pushboolean(L, f->len >= 4 && memcmp(f->text, LUA_SIGNATURE, 4) == 0);
-            return 2;
-        }
+    const kg_embedded_file *f = embedded(path);
+    if (f) {
+        lua_pushlstring(L, f->text, f->len);
+        lua_pushboolean(L, f->len >= 4 && memcmp(f->text, LUA_SIGNATURE, 4) == 0);
+        return 2;
     }
     lua_pushnil(L);
     lua_pushfstring(L, "%s: no such resource", path);
@@ -472,17 +435,26 @@ static int l_read_file(lua_State *L) { return push_file(L, luaL_checkstring(L, 1
 static int l_searcher(lua_State *L)
 {
     const char *name = luaL_checkstring(L, 1);
-    lua_pushcfunction(L, l_resource);
-    lua_pushfstring(L, "gen/%s.lua", name);
-    lua_call(L, 1, 2); /* stack: name, text|nil, err */
-    if (lua_isnil(L, -2)) {
+    const char *chunk = lua_pushfstring(L, "@gen/%s.lua", name);
+    /* the generator's own modules: embedded precompiled (gen/embed.c) and loaded from there,
+       not through a copy (its fresh pages were 5% of a new process's first request); text
+       from disk in developer mode */
+    const char *text = NULL;
+    size_t len = 0;
+    if (host_of(L)->dir) {
+        lua_pushcfunction(L, l_resource);
+        lua_pushstring(L, chunk + 1);
+        lua_call(L, 1, 2); /* stack: name, chunk, text|nil, err */
+        text = lua_tolstring(L, -2, &len);
+    } else {
+        const kg_embedded_file *f = embedded(chunk + 1);
+        if (f)
+            text = f->text, len = f->len;
+    }
+    if (!text) {
         lua_pushfstring(L, "\n\tno embedded module gen/%s.lua", name);
         return 1;
     }
-    size_t len;
-    const char *text = lua_tolstring(L, -2, &len);
-    const char *chunk = lua_pushfstring(L, "@gen/%s.lua", name);
-    /* the generator's own modules: embedded precompiled (gen/embed.c), text in developer mode */
     if (luaL_loadbufferx(L, text, len, chunk, "bt") != LUA_OK)
         return lua_error(L);
     lua_pushstring(L, chunk + 1);
@@ -841,10 +813,7 @@ static void close_state(lua_State *L)
 {
     host *h = host_of(L);
     lua_close(L);
-    for (slab *s = h->slabs, *next; s; s = next) {
-        next = s->next;
-        free(s);
-    }
+    kg_heap_release(&h->heap);
     free(h);
 }
 
@@ -855,7 +824,7 @@ static void pool_put(lua_State *L)
     if (h->used > POOL_KEEP_BYTES)
         lua_gc(L, LUA_GCCOLLECT);
     pthread_mutex_lock(&pool_mu);
-    int kept = pool_n < POOL_MAX && h->slab_bytes <= POOL_KEEP_BYTES; /* slabs stay with their state */
+    int kept = pool_n < POOL_MAX && h->heap.bytes <= POOL_KEEP_BYTES; /* chunks stay with their state */
     if (kept)
         pool[pool_n++] = L;
     pthread_mutex_unlock(&pool_mu);

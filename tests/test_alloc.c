@@ -3,11 +3,13 @@
  * absorbed, e.g. by Lua's emergency collection), never an abort, an exit or a crash, and the
  * process stays usable.
  *
- * This binary replaces malloc, calloc and realloc (glibc lets a program interpose them; the
- * originals are __libc_malloc & co.), so it sees every allocation, libtcc's included. It counts
- * the allocations of one cycle, then runs the cycle again failing the Nth allocation for a dense
- * sample of N (every N with KERNGEN_ALLOC_ALL=1: about 5 minutes). Under AddressSanitizer, which
- * owns malloc itself, the test is skipped.
+ * This binary replaces malloc, calloc, realloc and posix_memalign (glibc lets a program
+ * interpose them; the originals are __libc_malloc & co.), so it sees every allocation, libtcc's
+ * included. It counts the allocations of one cycle, then runs the cycle again failing the Nth
+ * allocation for a dense sample of N (every N with KERNGEN_ALLOC_ALL=1). Lua's blocks come from
+ * its state's 2 MB chunks (kg_lua.c), so the generator fails where it needs a new chunk: the
+ * cycle runs for a built-in graph (a pooled state) and for the same spec by path (a new state
+ * each time). Under AddressSanitizer, which owns malloc itself, the test is skipped.
  *
  * cc_tier: the cc tier's paths (kg_tier.c, kg_cc.c: the environment, the compiler's identity,
  * the cache directory, the entry check, dlopen) on a cache hit. The kernel is generated without
@@ -22,6 +24,7 @@
 #include <cmocka.h>
 
 #include <dirent.h>
+#include <errno.h>
 #include <fcntl.h>
 #include <sys/stat.h>
 
@@ -39,6 +42,7 @@
 void *__libc_malloc(size_t n);
 void *__libc_calloc(size_t n, size_t size);
 void *__libc_realloc(void *p, size_t n);
+void *__libc_memalign(size_t alignment, size_t n);
 
 static long counted;     /* allocations since counting began */
 static long fail_at = 0; /* 1-based index of the allocation to fail; 0: none */
@@ -58,6 +62,19 @@ static int fail_now(void)
 void *malloc(size_t n) { return fail_now() ? NULL : __libc_malloc(n); }
 void *calloc(size_t n, size_t size) { return fail_now() ? NULL : __libc_calloc(n, size); }
 void *realloc(void *p, size_t n) { return n && fail_now() ? NULL : __libc_realloc(p, n); }
+int posix_memalign(void **p, size_t alignment, size_t n)
+{
+    void *q = fail_now() ? NULL : __libc_memalign(alignment, n);
+    if (q)
+        *p = q;
+    return q ? 0 : ENOMEM;
+}
+
+/* The graph of a cycle: built in (its Lua state goes back to the pool, so the cycles after the
+   first allocate little for Lua), or the same spec by path (a new state each time: the
+   generator's 2 MB chunks and every block over 128 KB) */
+static const char *graph = "layernorm";
+static unsigned passes = 1u << KG_FORWARD;
 
 /* One cycle: layernorm 2x3 f32, every pass, compiled and called; returns its status. */
 static kg_status cycle(void)
@@ -65,10 +82,10 @@ static kg_status cycle(void)
     static float x[6] = {1, 2, 4, -1, 0, 3}, g[3] = {1, 1, 1}, b[3] = {0, 0, 0}, y[6];
     const char *params[] = {"rows=2", "dim=3"};
     kg_request req = {0};
-    req.graph = "layernorm";
+    req.graph = graph;
     req.params = params;
     req.nparams = 2;
-    req.passes = 1u << KG_FORWARD;
+    req.passes = passes;
     kg_kernel *k = NULL;
     char *err = NULL;
     kg_status st = kg_generate(&req, &k, &err);
@@ -222,6 +239,17 @@ static void fail_from_then_on(void **state)
     (void)state;
     fail_each(1);
 }
+
+static void fail_once_in_a_new_state(void **state)
+{
+    (void)state;
+    graph = "graphs/layernorm.lua";
+    passes = 0; /* all: the generator needs more than one chunk */
+    fail_each(0);
+    fail_each(1);
+    graph = "layernorm";
+    passes = 1u << KG_FORWARD;
+}
 #endif
 
 int main(void)
@@ -231,7 +259,7 @@ int main(void)
     return 0;
 #else
     const struct CMUnitTest tests[] = {cmocka_unit_test(fail_once), cmocka_unit_test(fail_from_then_on),
-                                       cmocka_unit_test(cc_tier)};
+                                       cmocka_unit_test(fail_once_in_a_new_state), cmocka_unit_test(cc_tier)};
     return cmocka_run_group_tests(tests, NULL, NULL);
 #endif
 }
