@@ -51,12 +51,14 @@
    time linear in its input, so the time between two checks stays small. */
 enum { HOOK_STEP = 100 };
 static const size_t GENERATOR_MEMORY = (size_t)4 << 30; /* bound for the generator itself */
-/* The generator's state collects when its heap has grown 10x since the last collection (Lua's
-   default: 2x): generation spends less time collecting (layernorm 8x64, three passes, first
-   call 11.5 -> 10.5 ms, warm 8.4 -> 6.9) for more garbage at its peak (a 1900-node chain: 38
-   -> 121 MB). The caps stand: an allocation they refuse makes Lua collect and try again.
-   Spec code runs with the default, so that its memory budget counts about what it did. */
-#define GENERATOR_GC_PAUSE 1000
+/* The generator's state collects when its heap has grown 4x since the last collection (Lua's
+   default: 2x). With malloc, 10x had made generation faster (LayerNorm 8x64, three passes,
+   first call 11.5 -> 10.5 ms); from the state's own heap (kg_heap.c), 4x and 10x take the same
+   time (that request, seq_ffn's and groupnorm's passes, warm) and 4x holds half the memory (a
+   process that made 600 requests of 7 graphs: 25 MB resident against 50). The caps stand: an
+   allocation they refuse makes Lua collect and try again. Spec code runs with the default, so
+   that its memory budget counts about what it did. */
+#define GENERATOR_GC_PAUSE 400
 #define SPEC_GC_PAUSE 200
 enum { SPEC_FILE_MAX = 1 << 20 }; /* Lua's parser runs unseen by the hook: 66 MB of labels took 36 s */
 #define PATTERN_KEY "kerngen.pattern"
@@ -132,8 +134,8 @@ static int spec_line(host *h)
    forward) 5.5 -> 2.9 ms on a paravirtualized VM (the fresh pages, kg_heap.c), prenorm_ffn's
    five passes 43 -> 24 ms; and passes generated side by side no longer run 2-2.5x slower each
    (pooled states move between threads, and freeing their blocks into another thread's malloc
-   arena was the cost). The cost is memory: a process that made 600 requests of 7 graphs holds
-   50 MB (was 38). */
+   arena was the cost). A process that made 600 requests of 7 graphs holds 25 MB resident (38
+   with malloc; see GENERATOR_GC_PAUSE). */
 static void *l_alloc(void *ud, void *ptr, size_t osize, size_t nsize)
 {
     host *h = ud;
