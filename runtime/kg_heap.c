@@ -4,13 +4,12 @@
  * (at most 20% unused); a freed block waits on its class's list for the next block of that
  * class, and chunks go back only when the heap is released.
  *
- * Why chunks: a new process's first kernel touched 300-400 fresh 4 KB pages of Lua's heap, and
- * on a paravirtualized VM a page fault costs 10 us: they were half of its time. A chunk is
+ * Why chunks: a new process's first request touched 300-400 fresh 4 KB pages of Lua's heap,
+ * and on a paravirtualized VM a page fault costs 10 us: they were half of its time. A chunk is
  * aligned to 2 MB and marked for transparent huge pages (Linux, madvise mode), so the kernel
  * maps it in one fault. Where there are no huge pages, 4 KB pages fault as they would under
- * malloc. Chunks come from posix_memalign, which tests/test_alloc.c fails like malloc.
- * (libtcc's blocks from such a heap saved 15 of its 80 faults and no time: most are its static
- * tables' and its 768 KB token buffers'.) */
+ * malloc. Chunks come from posix_memalign (glibc maps 4 MB of address space for each; tests/
+ * test_alloc.c fails it like malloc). */
 #define _GNU_SOURCE /* MADV_HUGEPAGE */
 #include <stdlib.h>
 #include <string.h>
@@ -18,14 +17,13 @@
 
 #include "kg_internal.h"
 
-enum { SMALL_STEP = 16, SMALL_MAX = 256 };
-static const size_t CHUNK_BYTES = (size_t)2 << 20; /* one transparent huge page */
+enum { SMALL_STEP = 16, SMALL_MAX = 256, HEADER = 16 }; /* blocks start HEADER bytes in: 16-aligned */
 
 typedef struct kg_chunk {
     struct kg_chunk *next;
-    long double align; /* blocks start after the header, aligned for any type */
 } kg_chunk;
 
+/* n: 1 to KG_HEAP_BLOCK_MAX */
 static int block_class(size_t n)
 {
     if (n <= SMALL_MAX)
@@ -58,17 +56,21 @@ void *kg_heap_alloc(kg_heap *h, size_t n)
     size_t size = class_bytes(c);
     if ((size_t)(h->end - h->bump) < size) { /* the rest of the chunk stays unused */
         void *mem;
-        if (posix_memalign(&mem, CHUNK_BYTES, CHUNK_BYTES) != 0)
+        if (h->bytes + KG_HEAP_CHUNK > h->cap) {
+            h->capped = 1;
+            return NULL;
+        }
+        if (posix_memalign(&mem, KG_HEAP_CHUNK, KG_HEAP_CHUNK) != 0)
             return NULL;
 #ifdef MADV_HUGEPAGE
-        madvise(mem, CHUNK_BYTES, MADV_HUGEPAGE);
+        madvise(mem, KG_HEAP_CHUNK, MADV_HUGEPAGE);
 #endif
         kg_chunk *k = mem;
         k->next = h->chunks;
         h->chunks = k;
-        h->bytes += CHUNK_BYTES;
-        h->bump = (char *)&k->align;
-        h->end = (char *)k + CHUNK_BYTES;
+        h->bytes += KG_HEAP_CHUNK;
+        h->bump = (char *)k + HEADER;
+        h->end = (char *)k + KG_HEAP_CHUNK;
     }
     p = h->bump;
     h->bump += size;
@@ -88,5 +90,7 @@ void kg_heap_release(kg_heap *h)
         next = k->next;
         free(k);
     }
+    size_t cap = h->cap;
     memset(h, 0, sizeof *h);
+    h->cap = cap;
 }

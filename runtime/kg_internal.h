@@ -41,18 +41,21 @@ char *kg_strdupf(const char *fmt, ...)
 char *kg_strdup(const char *s);
 
 /* A heap of size classes in 2 MB chunks (kg_heap.c), for one thread at a time (a Lua state's):
-   blocks of at most KG_HEAP_BLOCK_MAX bytes; freeing gives a block's size back. Zeroed: empty. */
-enum { KG_HEAP_BLOCK_MAX = 128 << 10, KG_HEAP_CLASSES = 52 };
+   blocks of 1 to KG_HEAP_BLOCK_MAX bytes; freeing gives a block's size back. Zeroed and cap
+   set: empty. kg_heap_alloc takes no chunk beyond cap bytes of them (it sets capped then). */
+enum { KG_HEAP_BLOCK_MAX = 128 << 10, KG_HEAP_CLASSES = 52, KG_HEAP_CHUNK = 2 << 20 };
 typedef struct {
     void *free[KG_HEAP_CLASSES]; /* per class: freed blocks, linked through their first word */
     char *bump, *end;            /* the newest chunk's unused part */
     struct kg_chunk *chunks;
     size_t bytes;                /* in chunks */
+    size_t cap;                  /* bound for bytes */
+    int capped;                  /* an allocation failed for want of a chunk beyond cap */
 } kg_heap;
-void *kg_heap_alloc(kg_heap *h, size_t n); /* NULL when memory runs out */
+void *kg_heap_alloc(kg_heap *h, size_t n); /* NULL when memory runs out or cap is reached */
 void kg_heap_free(kg_heap *h, void *p, size_t n);
 int kg_heap_same_block(size_t a, size_t b); /* blocks of a and b bytes are of one class */
-void kg_heap_release(kg_heap *h);           /* every chunk: the heap is empty again */
+void kg_heap_release(kg_heap *h); /* every chunk: the heap is empty again (cap stays) */
 
 /* Lua sources, spec files and templates compiled into the binary (build/kg_embedded.c,
    made by gen/embed.c); KERNGEN_LUA_DIR=<repo> loads them from disk instead. */

@@ -69,6 +69,7 @@ typedef struct {
     int sandboxed;
     int budget_set;      /* the spec budget is per request: set on the first sandboxed call */
     size_t spec_bytes;   /* memory the request's sandboxed calls grew the heap by, together */
+    size_t spec_chunks;  /* and the bytes of chunks they added to it */
     long steps_left;     /* instruction budget in units of HOOK_STEP */
     double deadline;     /* CLOCK_MONOTONIC seconds */
     long time_ms;        /* the time budget, for the message */
@@ -134,8 +135,8 @@ static int spec_line(host *h)
    forward) 5.5 -> 2.9 ms on a paravirtualized VM (the fresh pages, kg_heap.c), prenorm_ffn's
    five passes 43 -> 24 ms; and passes generated side by side no longer run 2-2.5x slower each
    (pooled states move between threads, and freeing their blocks into another thread's malloc
-   arena was the cost). A process that made 600 requests of 7 graphs holds 25 MB resident (38
-   with malloc; see GENERATOR_GC_PAUSE). */
+   arena was the cost). A process that made 600 requests of 7 graphs holds 25 MB resident (with
+   malloc and the 10x pause of GENERATOR_GC_PAUSE then, 38; from the heap at 10x, 50). */
 static void *l_alloc(void *ud, void *ptr, size_t osize, size_t nsize)
 {
     host *h = ud;
@@ -155,6 +156,7 @@ static void *l_alloc(void *ud, void *ptr, size_t osize, size_t nsize)
     }
     void *p;
     const size_t max = KG_HEAP_BLOCK_MAX;
+    h->heap.capped = 0;
     if (ptr && old > max && nsize > max) {
         p = realloc(ptr, nsize);
     } else if (ptr && old <= max && nsize <= max && kg_heap_same_block(old, nsize)) {
@@ -169,9 +171,15 @@ static void *l_alloc(void *ud, void *ptr, size_t osize, size_t nsize)
                 kg_heap_free(&h->heap, ptr, old);
         }
     }
+    if (!p && ptr && nsize <= old) /* Lua's contract: shrinking never fails. The block stays; freed
+        later as one of nsize bytes, it serves that class (one from malloc is then never returned:
+        only when memory has run out) */
+        p = ptr;
     if (p)
         h->used = h->used - old + nsize;
-    else
+    else if (h->heap.capped && !h->refused_line) /* the spec's chunks (l_sandbox_call) */
+        h->refused_line = spec_line(h);
+    else if (!h->heap.capped)
         h->failed++;
     return p;
 }
@@ -213,7 +221,9 @@ static void count_hook(lua_State *L, lua_Debug *ar)
    instruction and time budgets are shared by every call of the request, and so is the memory
    cap: each outer call may grow the heap by what the calls before it left of `bytes` (what a
    call leaves grown counts, whether the spec still holds it or not yet collected garbage: a
-   spec that kept 64 MiB in upvalues per call once held 1.5 GB over one request). Nested calls
+   spec that kept 64 MiB in upvalues per call once held 1.5 GB over one request), and add
+   chunks to it (kg_heap.c) up to twice `bytes` and one over the request (a block freed serves
+   only its class: 64 MiB held in one class after another took 1.1 GB of chunks). Nested calls
    share the outer call's cap. */
 static int l_sandbox_call(lua_State *L)
 {
@@ -229,16 +239,18 @@ static int l_sandbox_call(lua_State *L)
     h->chunk = lua_tostring(L, 1); /* anchored on this frame's stack while the call runs */
     if (!h->budget_set) {
         h->budget_set = 1;
-        h->spec_bytes = 0;
+        h->spec_bytes = h->spec_chunks = 0;
         h->steps_left = (long)(budget / HOOK_STEP);
         h->deadline = now_s() + 1e-3 * (double)ms;
         h->time_ms = (long)ms;
     }
-    size_t start = h->used;
+    size_t start = h->used, start_chunks = h->heap.bytes;
     if (outer) {
         h->sandboxed = 1;
         h->refused_line = 0;
         h->limit = h->used + ((size_t)bytes > h->spec_bytes ? (size_t)bytes - h->spec_bytes : 0);
+        size_t chunks = 2 * (size_t)bytes + KG_HEAP_CHUNK; /* room for blocks of several classes */
+        h->heap.cap = h->heap.bytes + (chunks > h->spec_chunks ? chunks - h->spec_chunks : 0);
         lua_sethook(L, count_hook, LUA_MASKCOUNT, HOOK_STEP);
         lua_gc(L, LUA_GCINC, SPEC_GC_PAUSE, 0, 0);
     }
@@ -252,6 +264,7 @@ static int l_sandbox_call(lua_State *L)
             lua_sethook(L, NULL, 0, 0);
             h->sandboxed = 0;
             h->limit = old_limit;
+            h->heap.cap = SIZE_MAX;
         }
         return lua_error(L);
     }
@@ -262,8 +275,10 @@ static int l_sandbox_call(lua_State *L)
         lua_sethook(L, NULL, 0, 0);
         h->sandboxed = 0;
         h->limit = old_limit;
+        h->heap.cap = SIZE_MAX;
         if (h->used > start)
             h->spec_bytes += h->used - start;
+        h->spec_chunks += h->heap.bytes - start_chunks;
     }
     if (rc != LUA_OK) {
         if (rc == LUA_ERRMEM) {
@@ -448,14 +463,15 @@ static int l_searcher(lua_State *L)
         lua_pushstring(L, chunk + 1);
         lua_call(L, 1, 2); /* stack: name, chunk, text|nil, err */
         text = lua_tolstring(L, -2, &len);
+        if (!text)
+            return 1; /* its message (Lua puts "\n\t" before each searcher's) */
     } else {
         const kg_embedded_file *f = embedded(chunk + 1);
-        if (f)
-            text = f->text, len = f->len;
-    }
-    if (!text) {
-        lua_pushfstring(L, "\n\tno embedded module gen/%s.lua", name);
-        return 1;
+        if (!f) {
+            lua_pushfstring(L, "no embedded module gen/%s.lua", name);
+            return 1;
+        }
+        text = f->text, len = f->len;
     }
     if (luaL_loadbufferx(L, text, len, chunk, "bt") != LUA_OK)
         return lua_error(L);
@@ -796,7 +812,9 @@ static int protected_job(lua_State *L)
 /* The pool of prepared states (see the header): as many as one request's passes use side by
    side (a process that generated prenorm_ffn's five passes on two threads peaked at 37 MB) */
 enum { POOL_MAX = KG_NPASSES };
-static const size_t POOL_KEEP_BYTES = (size_t)64 << 20; /* a bigger heap is collected first */
+/* A state with more in chunks is closed, not kept (after requests of prenorm_ffn, groupnorm and
+   seq_ffn 64x768x3072, states held 2-6 MB) */
+static const size_t POOL_KEEP_BYTES = (size_t)16 << 20;
 static pthread_mutex_t pool_mu = PTHREAD_MUTEX_INITIALIZER;
 static lua_State *pool[POOL_MAX];
 static int pool_n;
@@ -823,8 +841,6 @@ static void pool_put(lua_State *L)
 {
     host *h = host_of(L);
     lua_settop(L, 0);
-    if (h->used > POOL_KEEP_BYTES)
-        lua_gc(L, LUA_GCCOLLECT);
     pthread_mutex_lock(&pool_mu);
     int kept = pool_n < POOL_MAX && h->heap.bytes <= POOL_KEEP_BYTES; /* chunks stay with their state */
     if (kept)
@@ -867,6 +883,7 @@ static kg_status run_job(job *j, char **err)
         h = mem;
         memset(h, 0, sizeof *h);
         h->limit = GENERATOR_MEMORY;
+        h->heap.cap = SIZE_MAX;
         h->dir = dir;
         if (!(L = lua_newstate(l_alloc, h))) {
             free(h);

@@ -76,7 +76,8 @@ int posix_memalign(void **p, size_t alignment, size_t n)
 static const char *graph = "layernorm";
 static unsigned passes = 1u << KG_FORWARD;
 
-/* One cycle: layernorm 2x3 f32, every pass, compiled and called; returns its status. */
+/* One cycle: layernorm 2x3 f32 (graph; the passes `passes`), compiled, its forward called;
+   returns its status. */
 static kg_status cycle(void)
 {
     static float x[6] = {1, 2, 4, -1, 0, 3}, g[3] = {1, 1, 1}, b[3] = {0, 0, 0}, y[6];
