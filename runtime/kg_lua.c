@@ -34,6 +34,7 @@
 #include <pthread.h>
 #include <sched.h>
 #include <stdarg.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -223,7 +224,7 @@ static void count_hook(lua_State *L, lua_Debug *ar)
    call leaves grown counts, whether the spec still holds it or not yet collected garbage: a
    spec that kept 64 MiB in upvalues per call once held 1.5 GB over one request), and add
    chunks to it (kg_heap.c) up to twice `bytes` and one over the request (a block freed serves
-   only its class: 64 MiB held in one class after another took 1.1 GB of chunks). Nested calls
+   only its class: 20 MiB held in one size after another grew a process to 445 MB). Nested calls
    share the outer call's cap. */
 static int l_sandbox_call(lua_State *L)
 {
