@@ -90,7 +90,5 @@ void kg_heap_release(kg_heap *h)
         next = k->next;
         free(k);
     }
-    size_t cap = h->cap;
     memset(h, 0, sizeof *h);
-    h->cap = cap;
 }

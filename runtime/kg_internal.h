@@ -55,7 +55,7 @@ typedef struct {
 void *kg_heap_alloc(kg_heap *h, size_t n); /* NULL when memory runs out or cap is reached */
 void kg_heap_free(kg_heap *h, void *p, size_t n);
 int kg_heap_same_block(size_t a, size_t b); /* blocks of a and b bytes are of one class */
-void kg_heap_release(kg_heap *h); /* every chunk: the heap is empty again (cap stays) */
+void kg_heap_release(kg_heap *h); /* every chunk back; the heap is zeroed */
 
 /* Lua sources, spec files and templates compiled into the binary (build/kg_embedded.c,
    made by gen/embed.c); KERNGEN_LUA_DIR=<repo> loads them from disk instead. */

@@ -811,7 +811,7 @@ static int protected_job(lua_State *L)
 }
 
 /* The pool of prepared states (see the header): as many as one request's passes use side by
-   side (a process that generated prenorm_ffn's five passes on two threads peaked at 37 MB) */
+   side */
 enum { POOL_MAX = KG_NPASSES };
 /* A state with more in chunks is closed, not kept (after requests of prenorm_ffn, groupnorm and
    seq_ffn 64x768x3072, states held 2-6 MB) */

@@ -241,7 +241,7 @@ static void fail_from_then_on(void **state)
     fail_each(1);
 }
 
-static void fail_once_in_a_new_state(void **state)
+static void fail_in_a_new_state(void **state)
 {
     (void)state;
     graph = "graphs/layernorm.lua";
@@ -260,7 +260,7 @@ int main(void)
     return 0;
 #else
     const struct CMUnitTest tests[] = {cmocka_unit_test(fail_once), cmocka_unit_test(fail_from_then_on),
-                                       cmocka_unit_test(fail_once_in_a_new_state), cmocka_unit_test(cc_tier)};
+                                       cmocka_unit_test(fail_in_a_new_state), cmocka_unit_test(cc_tier)};
     return cmocka_run_group_tests(tests, NULL, NULL);
 #endif
 }
