@@ -544,6 +544,11 @@ local function as_fallback(ctx, fn)
   ctx.x86, ctx.pointers, ctx.fallback = x, p, f
 end
 
+-- The most chunks of lanes whose loop is marked KG_SHORT (compiler_guard.c.in: gcc writes it
+-- out). Longer loops gcc compiles well as loops (seq_ffn 8x64x256 f64: the product over 256
+-- runs as fast either way; over 64, 8 chunks, KG_SHORT makes the forward 1.5x faster).
+local SHORT_CHUNKS = 8
+
 -- Reduce statements, one or several: consecutive reduces over the same summed loops that do
 -- not read each other run in one lane loop, each with its own accumulators (acc, or acc0,
 -- acc1... for several), so every sum keeps its order (blocked matrix products, independent
@@ -637,6 +642,7 @@ local function emit_reduces(out, group, env, ctx)
     -- (gcc 12 vectorizes fmaf in loops, but leaves written-out lanes of them scalar). Without
     -- KG_LANES gcc unrolls the lane loop of a sum whose terms are not products (two rows'
     -- LayerNorm sums side by side) and leaves it scalar: 3.5x slower.
+    if main // L > 1 and main // L <= SHORT_CHUNKS then out.line("KG_SHORT") end
     out.open(string.format("for (int %s = 0; %s < %d; %s += %d) {", v, v, main, v, L))
     out.line("KG_LANES")
     out.open(string.format("for (int l = 0; l < %d; ++l) {", L))

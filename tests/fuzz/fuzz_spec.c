@@ -129,11 +129,13 @@ static void check_text(const kg_kernel *k, const char *s)
                     abort();
             p = end + 2;
         } else if (*p == '"') { /* the include of its own header, pragma arguments, machine code */
-            static const char unroll[] = "\"GCC unroll 1\""; /* KG_LANES (compiler_guard.c.in) */
+            /* KG_LANES and KG_SHORT (compiler_guard.c.in): "GCC unroll 1", "GCC unroll 8" */
+            static const char unroll[] = "\"GCC unroll ";
             const char *end = strchr(p + 1, '"');
             if (!end || memchr(p, '\n', (size_t)(end - p)))
                 abort();
-            int is_unroll = (size_t)(end + 1 - p) == sizeof unroll - 1 && strncmp(p, unroll, sizeof unroll - 1) == 0;
+            int is_unroll = end - p == sizeof unroll && strncmp(p, unroll, sizeof unroll - 1) == 0 &&
+                            (end[-1] == '1' || end[-1] == '8');
             /* a line of x86.lua's asm: .byte 0xc4,..., movq 8(%%rax), %%rdx, 1:, jl 1b... ending in \n */
             int is_asm = end - p >= 3 && end[-2] == '\\' && end[-1] == 'n';
             for (const char *q = p + 1; q < end - (is_asm ? 2 : 0) && !is_unroll; q++)
