@@ -110,16 +110,17 @@ local function split_by(K, t, copies)
 end
 
 -- A long summed loop (dx = g w: 768 or 3072 rows of w, each 3 or 12 KB apart) is run a chunk
--- at a time around the kept loops: the tile's outputs go back to memory between chunks, but the
--- column strips of w read within a chunk stay close (seq_ffn 64x768x3072 backward: those
--- nests 12% faster). Every output still adds its terms in order.
+-- at a time around everything else: the tiles' outputs go back to memory between chunks, but
+-- every tile of rows reads the chunk's rows of w while they are in L2, and the column strips
+-- read within a chunk stay close. Every output still adds its terms in order. (seq_ffn
+-- 64x768x3072 backward, dx = g w and dh = dy w2: chunks inside the row tiles, 12% faster than
+-- no chunks; around them, 1.6x faster again: w was read from beyond L2 once per row tile.)
 block.ACCUM_CHUNK = 64 -- summed iterations per chunk, for summed loops of more than 4 chunks
 
 -- The statements of one tile of t outputs, K's variable replaced by base + k. zero: the target
--- holds zeros (so the locals start from 0, and the sum is not chunked).
-local function accum_tile(F, kept, summed, st, kvar, base, t, zero)
-  local C = not zero and #summed == 1 and summed[1].n > 4 * block.ACCUM_CHUNK
-    and summed[1].n % block.ACCUM_CHUNK == 0 and block.ACCUM_CHUNK
+-- holds zeros (so the locals start from 0). C: the summed loop runs C iterations from
+-- C * <its variable>c (the chunk loop around the tiles).
+local function accum_tile(F, kept, summed, st, kvar, base, t, zero, C)
   local S = summed[1]
   local locals, inits, sums, stores = {}, {}, {}, {}
   for k = 0, t - 1 do
@@ -140,7 +141,6 @@ local function accum_tile(F, kept, summed, st, kvar, base, t, zero)
   for _, s in ipairs(inner) do body[#body + 1] = s end
   for _, s in ipairs(stores) do body[#body + 1] = s end
   for i = #kept, 1, -1 do body = { { k = "loop", var = kept[i].var, n = kept[i].n, body = body } } end
-  if C then body = { { k = "loop", var = S.var .. "c", n = S.n // C, body = body } } end
   return body
 end
 
@@ -183,8 +183,13 @@ local function block_accum(F, top, zeroed)
   for _, l in ipairs(kept) do if l ~= K then others[#others + 1] = { var = l.var, n = l.n } end end
   local zero = (st.combine or "add") == "add" and covers(st.target.index, kept, st.target.buf.size)
     and not read_elsewhere({ st }, st.target.buf) and zeroed(st.target.buf)
-  return split_by(K, math.min(block.TILE, K.n),
-    function(base, t) return accum_tile(F, others, summed, st, K.var, base, t, zero) end), zero and st.target.buf
+  local S = summed[1]
+  local C = not zero and #summed == 1 and S.n > 4 * block.ACCUM_CHUNK and S.n % block.ACCUM_CHUNK == 0
+    and block.ACCUM_CHUNK
+  local tiles = split_by(K, math.min(block.TILE, K.n),
+    function(base, t) return accum_tile(F, others, summed, st, K.var, base, t, zero, C) end)
+  if C then tiles = { { k = "loop", var = S.var .. "c", n = S.n // C, body = tiles } } end
+  return tiles, zero and st.target.buf
 end
 
 ---------------------------------------------------------------------------------------------
