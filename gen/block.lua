@@ -92,6 +92,24 @@ local function read_elsewhere(body, buf, skip)
 end
 
 ---------------------------------------------------------------------------------------------
+-- The L1 cache's sets: rows whose byte stride is a multiple of 4 KB all map to the same set of
+-- a 32 KB 8-way L1 (48 KB 12-way: the same period); more than a few such rows read together
+-- evict each other. ALIAS_WAYS: the rows of one buffer allowed in one set.
+block.ALIAS_WAYS = 4
+block.L1_SET_PERIOD, block.LINE = 4096, 64 -- bytes after which L1 sets repeat; a line
+
+-- Would n rows `stride` bytes apart put more than ALIAS_WAYS of their lines in one set?
+local function crowds(stride, n)
+  local per = {}
+  for c = 0, n - 1 do
+    local line = (c * stride) % block.L1_SET_PERIOD // block.LINE
+    per[line] = (per[line] or 0) + 1
+    if per[line] > block.ALIAS_WAYS then return true end
+  end
+  return false
+end
+
+---------------------------------------------------------------------------------------------
 -- Accumulations: for kept K (tiled), other kept loops, summed loops: locals per tile
 
 local function new_local(F)
@@ -117,16 +135,72 @@ end
 -- no chunks; around them, 1.6x faster again: w was read from beyond L2 once per row tile.)
 block.ACCUM_CHUNK = 64 -- summed iterations per chunk, for summed loops of more than 4 chunks
 
+-- A tile's shared operand whose rows crowd an L1 set (dW1 = dh^T x: the tile's 8 columns of
+-- dh, one line in each of 64 rows 12 KB apart, read again for every vector of outputs) is first
+-- copied into a workspace panel, row after row (P[t s + k] for summed s and tile column k), so
+-- the tile reads 2 KB in a row: seq_ffn 64x768x3072's dW1 nest 5.3 -> 3.1 ms, the same bits (a
+-- copy). Only for gcc's text (simd): the JIT's and a Cortex-M's tiles keep their loads.
+
+-- The same affine form?
+local function same_index(a, b)
+  if a.c ~= b.c then return false end
+  for v, k in pairs(a.t) do if b.t[v] ~= k then return false end end
+  for v in pairs(b.t) do if not a.t[v] then return false end end
+  return true
+end
+
+-- The loads of st.expr to pack for the tile (K, summed S): read-only, indexed by K's and S's
+-- variables only, their rows (consecutive s) crowding one L1 set; each load once.
+local function packed_loads(st, K, S, elem)
+  local out = {}
+  for _, l in ipairs(loops.loads(st.expr, {})) do
+    local only = true
+    for v in pairs(l.index.t) do if v ~= K.var and v ~= S.var then only = false end end
+    local dup = false
+    for _, o in ipairs(out) do if o.buf == l.buf and same_index(o.index, l.index) then dup = true end end
+    if only and not dup and l.buf ~= st.target.buf and l.index.t[K.var] and l.index.t[S.var]
+      and crowds(l.index.t[S.var] * elem, S.n) then
+      out[#out + 1] = l
+    end
+  end
+  return out
+end
+
 -- The statements of one tile of t outputs, K's variable replaced by base + k. zero: the target
 -- holds zeros (so the locals start from 0). C: the summed loop runs C iterations from
--- C * <its variable>c (the chunk loop around the tiles).
-local function accum_tile(F, kept, summed, st, kvar, base, t, zero, C)
+-- C * <its variable>c (the chunk loop around the tiles). pack: loads to copy into panels first
+-- (packed_loads; not with C).
+local function accum_tile(F, kept, summed, st, kvar, base, t, zero, C, pack)
   local S = summed[1]
+  local panels, copies = {}, {}
+  for i, l in ipairs(pack) do
+    local P = { cname = "ws", role = "ws", size = t * S.n, id = #F.bufs, name = "panel" }
+    F.bufs[#F.bufs + 1] = P
+    panels[i] = P
+    local body = {}
+    for k = 0, t - 1 do
+      body[k + 1] = { k = "store", target = { buf = P, index = aff.add(aff.scale(aff.var(S.var), t), aff.const(k)) },
+        expr = { k = "load", buf = l.buf, index = aff.subst(l.index, kvar, aff.add(base, aff.const(k))) } }
+    end
+    copies[i] = { k = "loop", var = S.var, n = S.n, body = body }
+  end
   local locals, inits, sums, stores = {}, {}, {}, {}
   for k = 0, t - 1 do
     local form = aff.add(base, aff.const(k))
     local target = ref_subst(st.target, kvar, form)
     local expr = subst_expr(st.expr, kvar, form)
+    if #pack > 0 then
+      local at = {}
+      for i, l in ipairs(pack) do at[i] = aff.subst(l.index, kvar, form) end
+      expr = loops.map_expr(expr, function(ix) return ix end, function(ld)
+        for i, l in ipairs(pack) do
+          if ld.buf == l.buf and same_index(ld.index, at[i]) then
+            return { k = "load", buf = panels[i], index = aff.add(aff.scale(aff.var(S.var), t), aff.const(k)) }
+          end
+        end
+        return ld
+      end)
+    end
     if C then expr = subst_expr(expr, S.var, aff.add(aff.scale(aff.var(S.var .. "c"), C), aff.var(S.var))) end
     locals[k] = new_local(F)
     inits[#inits + 1] = { k = "store", target = locals[k],
@@ -141,6 +215,7 @@ local function accum_tile(F, kept, summed, st, kvar, base, t, zero, C)
   for _, s in ipairs(inner) do body[#body + 1] = s end
   for _, s in ipairs(stores) do body[#body + 1] = s end
   for i = #kept, 1, -1 do body = { { k = "loop", var = kept[i].var, n = kept[i].n, body = body } } end
+  for i = #copies, 1, -1 do table.insert(body, 1, copies[i]) end
   return body
 end
 
@@ -161,7 +236,7 @@ end
 
 -- zeroed(buf): the buffer is all zeros, stored by an earlier nest that block.run drops when
 -- this nest writes every element (then the buffer is returned second).
-local function block_accum(F, top, zeroed)
+local function block_accum(F, top, zeroed, elem, simd)
   local chain, st = perfect(top)
   if not chain or st.k ~= "accum" or #chain < 3 then return nil end
   local inner = chain[#chain]
@@ -186,8 +261,9 @@ local function block_accum(F, top, zeroed)
   local S = summed[1]
   local C = not zero and #summed == 1 and S.n > 4 * block.ACCUM_CHUNK and S.n % block.ACCUM_CHUNK == 0
     and block.ACCUM_CHUNK
+  local pack = simd and not C and #summed == 1 and packed_loads(st, K, S, elem) or {}
   local tiles = split_by(K, math.min(block.TILE, K.n),
-    function(base, t) return accum_tile(F, others, summed, st, K.var, base, t, zero, C) end)
+    function(base, t) return accum_tile(F, others, summed, st, K.var, base, t, zero, C, pack) end)
   if C then tiles = { { k = "loop", var = S.var .. "c", n = S.n // C, body = tiles } } end
   return tiles, zero and st.target.buf
 end
@@ -196,16 +272,14 @@ end
 -- Reduces: the kept loop around a reduce, unrolled by JAM and jammed
 
 -- How many copies to jam: JAM, fewer where the jammed copies' rows of one buffer would crowd
--- one set of the L1 cache. Rows whose byte stride is a multiple of 4 KB (seq_ffn's hidden rows
--- at dff = 1024 or 3072) all map to the same set of a 32 KB 8-way L1; with 8 jammed rows, and
--- the shared operand's, they evict each other. The strides are known here (every dimension
--- is): per buffer read at var, at most ALIAS_WAYS copies may share a set. Measured on a model
+-- one set of the L1 cache (above: seq_ffn's hidden rows at dff = 1024 or 3072, 4 or 12 KB
+-- apart; with 8 jammed rows, and the shared operand's, they evict each other). The strides are
+-- known here (every dimension is): per buffer read at var, at most ALIAS_WAYS copies may share
+-- a set. Measured on a model
 -- of seq_ffn 64x768x3072's second products (rows 12 KB apart): one product per term, 8 rows
 -- 5.2 ms, 4 rows 4.5; the JVP's two (w_tan h + w th), 8 rows 24.7 ms, 4 rows 14.4. (Such
 -- longer sums were jammed only for operands beyond the caches before: at 64x256x1024, rows
 -- 4 KB apart, jamming them had made the JVP 1.7x slower; with this, 1.4x faster.)
-block.ALIAS_WAYS = 4
-block.L1_SET_PERIOD, block.LINE = 4096, 64 -- bytes after which L1 sets repeat; a line
 
 -- (Accumulation tiles keep their rows in registers across the summed loop: 4 outputs instead
 -- of 8 there made seq_ffn 64x768x3072's backward 1.6x slower.)
@@ -221,14 +295,7 @@ local function jam_count(e, var, n, elem)
   local J = math.min(block.JAM, n)
   local function crowded(j)
     for _, set in pairs(strides) do
-      for stride in pairs(set) do
-        local per = {}
-        for c = 0, j - 1 do
-          local line = (c * stride) % block.L1_SET_PERIOD // block.LINE
-          per[line] = (per[line] or 0) + 1
-          if per[line] > block.ALIAS_WAYS then return true end
-        end
-      end
+      for stride in pairs(set) do if crowds(stride, j) then return true end end
     end
     return false
   end
@@ -838,7 +905,7 @@ function block.run(F, elem, target, unroll)
   local out, cleared = {}, {} -- cleared[buf]: the position in out of the nest that zeroes it
   local function zeroed(buf) return cleared[buf] ~= nil end
   for _, top in ipairs(F.body) do
-    local accum, zbuf = block_accum(F, top, zeroed)
+    local accum, zbuf = block_accum(F, top, zeroed, elem, simd)
     if zbuf then out[cleared[zbuf]] = false end
     for _, x in ipairs(loops.accesses({ top })) do cleared[x.buf] = nil end
     local repl = accum or (simd and jam_reduce(top, elem))

@@ -726,8 +726,8 @@ static void fma_schedules_are_bit_identical(void **state)
 }
 
 /* A size where block.lua jams, tiles and chunks the matrix products (8 rows of 2048
-   activations, summed 512 at a time in f32, 256 in f64), chunks dx's accumulation and starts
-   dW's tiles from 0: the JIT's schedule and fusion off (no blocking) give the same bits, also
+   activations, summed 512 at a time in f32, 256 in f64), chunks dx's accumulation, starts
+   dW's tiles from 0 and copies their shared rows (16 rows 8 KB apart) into panels: the JIT's schedule and fusion off (no blocking) give the same bits, also
    with --fma on (which terms fuse must not depend on the blocking). */
 static void blocked_products_are_bit_identical(void **state)
 {
