@@ -521,7 +521,7 @@ local function carry_lanes(out, s, acc, L, env, ctx, store)
     for l = 0, L - 1 do out.line(line(l, acc .. "[" .. l .. "]") .. ";") end
   else
     out.line("KG_LANES")
-    out.line(string.format("for (int l = 0; l < %d; ++l) %s;", L, line("l", acc .. "[l]")))
+    out.line(util.format("for (int l = 0; l < %d; ++l) %s;", L, line("l", acc .. "[l]")))
   end
 end
 
@@ -612,7 +612,7 @@ local function emit_reduces(out, group, env, ctx)
     end
   end
   for i, s in ipairs(group) do if s.carry then carry_lanes(out, s, acc[i], L, env, ctx, false) end end
-  for _, r in ipairs(outer) do out.open(string.format("for (int %s = 0; %s < %d; ++%s) {", r.var, r.var, r.n, r.var)) end
+  for _, r in ipairs(outer) do out.open(util.format("for (int %s = 0; %s < %d; ++%s) {", r.var, r.var, r.n, r.var)) end
   local main = inner.n - inner.n % L
   local function fold_into(i, lane, es, ep, efac)
     if not fuses[i] then efac = nil end
@@ -643,9 +643,9 @@ local function emit_reduces(out, group, env, ctx)
     -- KG_LANES gcc unrolls the lane loop of a sum whose terms are not products (two rows'
     -- LayerNorm sums side by side) and leaves it scalar: 3.5x slower.
     if main // L > 1 and main // L <= SHORT_CHUNKS then out.line("KG_SHORT") end
-    out.open(string.format("for (int %s = 0; %s < %d; %s += %d) {", v, v, main, v, L))
+    out.open(util.format("for (int %s = 0; %s < %d; %s += %d) {", v, v, main, v, L))
     out.line("KG_LANES")
-    out.open(string.format("for (int l = 0; l < %d; ++l) {", L))
+    out.open(util.format("for (int l = 0; l < %d; ++l) {", L))
     for i = 1, #group do
       env[v] = aff.add(aff.var(v), aff.var("l"))
       out.line(fold_into(i, acc[i] .. "[l]", emit.expr(group[i].expr, env, ctx)))
@@ -658,7 +658,7 @@ local function emit_reduces(out, group, env, ctx)
   elseif main > 0 then
     -- the JIT (ctx.pointers) writes the lanes out for several accumulators too: tcc keeps
     -- nothing in registers, and base pointers save the address arithmetic of every term
-    out.open(string.format("for (int %s = 0; %s < %d; %s += %d) {", v, v, main, v, L))
+    out.open(util.format("for (int %s = 0; %s < %d; %s += %d) {", v, v, main, v, L))
     local saved_bases, saved_hoisted = ctx.bases, ctx.hoisted
     if ctx.pointers then -- the lanes are L copies of the expressions per iteration
       ctx.scope[v] = true
@@ -694,7 +694,7 @@ local function emit_reduces(out, group, env, ctx)
           out.line(line)
         else
           out.line("KG_LANES")
-          out.line(string.format("for (int l = 0; l < %d; ++l) %s", lv.steps, line))
+          out.line(util.format("for (int l = 0; l < %d; ++l) %s", lv.steps, line))
         end
       end
     end
@@ -759,7 +759,7 @@ local function emit_stmt(out, s, env, ctx)
       asm = lines and { lines = lines, main = s.n }
     end
     local function plain_loop()
-      out.open(string.format("for (int %s = 0; %s < %d; ++%s) {", s.var, s.var, s.n, s.var))
+      out.open(util.format("for (int %s = 0; %s < %d; ++%s) {", s.var, s.var, s.n, s.var))
       local saved_bases, saved_hoisted = ctx.bases, ctx.hoisted
       if ctx.pointers then
         ctx.scope[s.var] = true
@@ -787,7 +787,7 @@ local function emit_stmt(out, s, env, ctx)
     elseif strip then -- strip-mined (schedule): blocks of s.strip copies of the body, then the rest
       local v, U = s.var, s.strip
       local main = s.n - s.n % U
-      out.open(string.format("for (int %s = 0; %s < %d; %s += %d) {", v, v, main, v, U))
+      out.open(util.format("for (int %s = 0; %s < %d; %s += %d) {", v, v, main, v, U))
       local saved_bases = ctx.bases
       ctx.scope[v] = true
       ctx.hoisted = setmetatable({}, { __index = ctx.hoisted })
@@ -914,21 +914,21 @@ function emit.declarations(fn, L, dtype, upper, pass, comment)
   local function macro(name, owner, line) sizes[#sizes + 1] = { macro = name, owner = owner, line = line } end
   for i, p in ipairs(L.params) do
     local m = upper .. "_" .. p.cname:upper() .. "_SIZE"
-    macro(m, "the size of " .. p.cname, string.format("#define %s %d /* %s %s, %d bytes */", m, p.count, p.cname,
+    macro(m, "the size of " .. p.cname, util.format("#define %s %d /* %s %s, %d bytes */", m, p.count, p.cname,
       util.shape_str(p.shape), p.count * ELEM_BYTES[dtype]))
     for k, f in ipairs(p.fields or {}) do -- the optimizer's hyperparameters by name
       m = upper .. "_" .. p.cname:upper() .. "_" .. f:upper()
-      macro(m, "the index of " .. p.cname .. "." .. f, string.format("#define %s %d /* %s[%d]: %s */", m, k - 1, p.cname, k - 1, f))
+      macro(m, "the index of " .. p.cname .. "." .. f, util.format("#define %s %d /* %s[%d]: %s */", m, k - 1, p.cname, k - 1, f))
     end
     local what = p.fields and table.concat(p.fields, ", ") or p.name
-    doc[#doc + 1] = string.format("   %-12s %s %s %s", p.cname, util.shape_str(p.shape), roles[p.arg_role].doc, what)
+    doc[#doc + 1] = util.format("   %-12s %s %s %s", p.cname, util.shape_str(p.shape), roles[p.arg_role].doc, what)
     casts[i] = "(" .. (p.const and "const " or "") .. T .. " *)a[" .. (i - 1) .. "]"
   end
   casts[#casts + 1] = "(" .. T .. " *)a[" .. #L.params .. "]"
   local ws_macro = upper .. "_" .. pass:upper() .. "_WS_SIZE"
-  macro(ws_macro, "the workspace of " .. fn, string.format("#define %s %d /* workspace of %s, %d bytes */", ws_macro,
+  macro(ws_macro, "the workspace of " .. fn, util.format("#define %s %d /* workspace of %s, %d bytes */", ws_macro,
     L.ws_size, fn, L.ws_size * ELEM_BYTES[dtype]))
-  doc[#doc + 1] = string.format("   %-12s [%d] workspace (%s elements) */", "ws", L.ws_size, ws_macro)
+  doc[#doc + 1] = util.format("   %-12s [%d] workspace (%s elements) */", "ws", L.ws_size, ws_macro)
   return {
     sizes = sizes,
     prototype = table.concat(doc, "\n") .. "\n" .. emit.signature(fn, L, dtype) .. ";\n",
@@ -984,7 +984,7 @@ end
 emit.TABLE_LINE = 8
 emit.SIZEOF = { f32 = 4, f64 = 8 }
 function emit.tables(tables, dtype)
-  local T, out, fmt = CTYPE[dtype], {}, string.format
+  local T, out, fmt = CTYPE[dtype], {}, util.format
   for _, t in ipairs(tables) do
     local v, n, shape = t.values, t.count, t.shape
     local row = #shape >= 2 and shape[#shape] or n

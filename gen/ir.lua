@@ -249,7 +249,7 @@ function ir.dump(G, title)
     local args = {}
     for i, a in ipairs(n.args) do args[i] = "%" .. a.id end
     local attr = ops[n.op].key and ops[n.op].key(n.attr) or util.serialize(n.attr)
-    out[#out + 1] = string.format("%%%d = %s(%s) %s %s%s", n.id, n.op, table.concat(args, ", "),
+    out[#out + 1] = util.format("%%%d = %s(%s) %s %s%s", n.id, n.op, table.concat(args, ", "),
       util.shape_str(n.shape), attr ~= "{}" and attr or "", n.name and ("  ; " .. n.name) or "")
   end
   for _, o in ipairs(G.outputs) do out[#out + 1] = "output " .. o.name .. " = %" .. o.node.id end

@@ -346,7 +346,7 @@ end
 function loops.dump(F, title)
   local out = { "# " .. title }
   for _, b in ipairs(F.bufs) do
-    out[#out + 1] = string.format("buffer %s [%d] %s%s", b.role == "ws" and ("ws" .. b.id) or b.cname, b.size,
+    out[#out + 1] = util.format("buffer %s [%d] %s%s", b.role == "ws" and ("ws" .. b.id) or b.cname, b.size,
       b.role, b.base and (" at " .. b.base) or "")
   end
   local function body(list, depth)

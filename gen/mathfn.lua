@@ -61,13 +61,13 @@ end
 local function env_of(dtype)
   local F, C = FMT[dtype], coef[dtype].const
   local function lit(x) return util.c_literal(x, dtype) end
-  local function hex(b) return string.format("0x%X%s", b, F.usuf) end
+  local function hex(b) return util.format("0x%X%s", b, F.usuf) end
   return {
     T = F.T, U = F.U, usuf = F.usuf, mant = tostring(F.mant),
     -- bits(x + magic) - mbase = k + 2 bias + 2 =: e > 0; 2^k = 2^(e/2 - bias - 1) 2^(e - e/2 - bias - 1)
-    mbase = string.format("0x%X%s", F.magic_bits - (2 * F.bias + 2), F.usuf),
+    mbase = util.format("0x%X%s", F.magic_bits - (2 * F.bias + 2), F.usuf),
     -- bits(x + magic) - tbase = k + tail_shift + bias, the exponent field of 2^(k + tail_shift)
-    tbase = string.format("0x%X%s", F.magic_bits - (F.bias + F.tail_shift), F.usuf),
+    tbase = util.format("0x%X%s", F.magic_bits - (F.bias + F.tail_shift), F.usuf),
     tail_unshift = lit(2.0 ^ -F.tail_shift),
     magic = lit(F.magic), log2e = lit(C.log2e), ln2_hi = lit(C.ln2_hi), ln2_lo = lit(C.ln2_lo),
     split = lit(F.split), exp_lo = lit(F.exp_lo), exp_hi = lit(F.exp_hi),

@@ -251,12 +251,12 @@ local function baked_inputs(S, ctx, consts)
     end
     local count, v = util.count(shapes[name]), c.values
     if #v ~= count then
-      util.fail(string.format("%s: %d values, but the input has shape %s (%d elements)", where, #v, util.shape_str(shapes[name]), count))
+      util.fail(util.format("%s: %d values, but the input has shape %s (%d elements)", where, #v, util.shape_str(shapes[name]), count))
     end
     for k = 1, count do
       local x = v[k]
       if x ~= x or x == math.huge or x == -math.huge then
-        util.fail(string.format("%s: element %d is %s; a table holds finite values", where, k - 1,
+        util.fail(util.format("%s: element %d is %s; a table holds finite values", where, k - 1,
           x ~= x and "NaN" or (x > 0 and "inf" or "-inf")))
       end
     end
@@ -398,15 +398,15 @@ local function make_part(R, req, pass, base, where)
   local L = lower.run(R.graphs[pass], dtype)
   for _, t in ipairs(L.tables) do t.cname = base .. "_" .. t.name; part.tables[#part.tables + 1] = t end
   if #L.params + 1 > emit.ARGS_MAX then -- and the workspace: tcc compiles calls of at most about 250
-    util.fail(string.format("%s: the %s function would take %d arguments (at most %d): fewer inputs or outputs",
+    util.fail(util.format("%s: the %s function would take %d arguments (at most %d): fewer inputs or outputs",
       where, pass, #L.params + 1, emit.ARGS_MAX))
   end
   for _, p in ipairs(L.params) do -- generated code indexes with int
     if p.cname:sub(1, #base + 1) == base .. "_" then -- would hide a function of the file
-      util.fail(string.format("%s: argument name %s begins with the C name prefix %s_: rename it or use --name", where, p.cname, base))
+      util.fail(util.format("%s: argument name %s begins with the C name prefix %s_: rename it or use --name", where, p.cname, base))
     end
     if p.count > INT_MAX then
-      util.fail(string.format("%s: %s has %d elements; kernels index with int (at most %d)", where, p.cname, p.count, INT_MAX))
+      util.fail(util.format("%s: %s has %d elements; kernels index with int (at most %d)", where, p.cname, p.count, INT_MAX))
     end
   end
   local function after(what)
@@ -419,7 +419,7 @@ local function make_part(R, req, pass, base, where)
   if req.fuse ~= "none" then block.run(L, emit.SIZEOF[dtype], req.target, req.unroll) end
   fuse.plan(L)
   after("block")
-  if L.ws_size > INT_MAX then util.fail(string.format("%s: the %s workspace would exceed %d elements", R.S.name, pass, INT_MAX)) end
+  if L.ws_size > INT_MAX then util.fail(util.format("%s: the %s workspace would exceed %d elements", R.S.name, pass, INT_MAX)) end
   schedule.run(L, req.unroll, fn, req.target, dtype)
   part.terms = L.unrolled_terms
   local helpers = {}
@@ -531,7 +531,7 @@ function pipeline.generate(req, given)
   result.dumps = table.concat(dumps)
   -- the banner: graph, params and options say what the files compute (kg_write_files compares
   -- them before replacing default-named files); the code line says how (results identical)
-  local opts = string.format("dtype=%s semantics=%s vjp=%s jvp=%s passes=%s", dtype, req.semantics,
+  local opts = util.format("dtype=%s semantics=%s vjp=%s jvp=%s passes=%s", dtype, req.semantics,
     req.vjp_form, req.jvp_form, table.concat(req.passes, ","))
   if req.wrt then opts = opts .. " wrt=" .. req.wrt end
   if req.train then opts = opts .. " train=" .. req.train .. " optimizer=" .. req.optimizer end
@@ -552,7 +552,7 @@ function pipeline.generate(req, given)
     local list = {}
     for _, t in ipairs(tables) do list[#list + 1] = t.name .. " " .. util.shape_str(t.shape) end
     banner[#banner + 1] = #list == 0 and " * tables:  none (no function here reads the baked inputs)" or
-      string.format(" * tables:  %s baked in as static const %s tables: %d bytes (flash)", table.concat(list, ", "),
+      util.format(" * tables:  %s baked in as static const %s tables: %d bytes (flash)", table.concat(list, ", "),
         emit.CTYPE[dtype], table_bytes)
   end
   banner[#banner + 1] = " */"
@@ -589,9 +589,9 @@ function pipeline.list()
   for _, name in ipairs(reg.names) do
     local S = reg.byname[name]
     if S.alias_of then
-      out[#out + 1] = string.format("%-24s alias of %s", name, S.alias_of)
+      out[#out + 1] = util.format("%-24s alias of %s", name, S.alias_of)
     else
-      out[#out + 1] = string.format("%-24s %s", name, S.summary)
+      out[#out + 1] = util.format("%-24s %s", name, S.summary)
       local dims, attrs, ins = {}, {}, {}
       for _, d in ipairs(S.dims) do dims[#dims + 1] = d[1] .. "=" .. tostring(d[2]) end
       for _, a in ipairs(S.attrs) do
@@ -670,9 +670,9 @@ function pipeline.dot(req)
       end
       if #consts > 0 then label = label .. " " .. table.concat(consts, " ") end
       if n.name and n.op ~= "input" and n.op ~= "table" then label = n.name .. "\\n" .. label end
-      emit_node(n, string.format("  n%d [label=\"%s\\n%s\", shape=%s];", n.id, label, util.shape_str(n.shape),
+      emit_node(n, util.format("  n%d [label=\"%s\\n%s\", shape=%s];", n.id, label, util.shape_str(n.shape),
         (n.op == "input" or n.op == "table") and "box" or "ellipse"))
-      for _, s in ipairs(edges) do lines[#lines + 1] = string.format("  n%d -> n%d;", s.id, n.id) end
+      for _, s in ipairs(edges) do lines[#lines + 1] = util.format("  n%d -> n%d;", s.id, n.id) end
     end
   end
   for _, prefix in ipairs(order) do
@@ -684,11 +684,11 @@ function pipeline.dot(req)
   for _, l in ipairs(lines) do out[#out + 1] = l end
   for i, o in ipairs(G.outputs) do
     local s = shown(o.node)
-    out[#out + 1] = string.format("  out%d [label=\"%s (%s)\", shape=doubleoctagon];", i, o.name, o.role)
+    out[#out + 1] = util.format("  out%d [label=\"%s (%s)\", shape=doubleoctagon];", i, o.name, o.role)
     if drawn[s] then
-      out[#out + 1] = string.format("  n%d -> out%d;", s.id, i)
+      out[#out + 1] = util.format("  n%d -> out%d;", s.id, i)
     else -- a constant output (a zero gradient)
-      out[#out + 1] = string.format("  c%d [label=\"%s\", shape=plaintext]; c%d -> out%d;", i,
+      out[#out + 1] = util.format("  c%d [label=\"%s\", shape=plaintext]; c%d -> out%d;", i,
         util.num_str(s.attr.value or 0), i, i)
     end
   end

@@ -95,7 +95,7 @@ function schedule.run(F, policy, fn_name, target, dtype)
     used = used + n
   end
   if used > schedule.HARD_LIMIT then
-    util.fail(string.format("%s: --unroll %s would emit about %d terms (limit %d); use --unroll auto",
+    util.fail(util.format("%s: --unroll %s would emit about %d terms (limit %d); use --unroll auto",
       fn_name, policy, used, schedule.HARD_LIMIT))
   end
   F.unrolled_terms = used

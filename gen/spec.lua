@@ -129,7 +129,7 @@ local function has_p(fmt)
   end
 end
 
-local raw_format = string.format
+local raw_format = util.format
 local function safe_format(fmt, ...)
   if type(fmt) == "string" and has_p(fmt) then
     error("string.format: %p would print an address (graph specs are deterministic)", 2)

@@ -59,7 +59,7 @@ local MAX_ACC = 12 -- accumulator registers per statement: at least 4 left for t
 -- Encoding: VEX (3-byte form, 256-bit), ModRM with an 8- or 32-bit displacement for memory
 -- operands.
 
-local HEX = {} -- byte -> "0x.." (string.format is the sandbox's checked one: slow per byte)
+local HEX = {} -- byte -> "0x.." (a lookup per byte, not a format)
 for b = 0, 255 do
   local d = "0123456789abcdef"
   HEX[b] = "0x" .. d:sub(b // 16 + 1, b // 16 + 1) .. d:sub(b % 16 + 1, b % 16 + 1)
