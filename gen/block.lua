@@ -98,13 +98,18 @@ end
 block.ALIAS_WAYS = 4
 block.L1_SET_PERIOD, block.LINE = 4096, 64 -- bytes after which L1 sets repeat; a line
 
--- Would n rows `stride` bytes apart put more than ALIAS_WAYS of their lines in one set?
+-- Would n rows `stride` bytes apart put more than ALIAS_WAYS of their lines in one set? (Rows
+-- closer than a line share it: one line.)
 local function crowds(stride, n)
-  local per = {}
+  local per, last = {}, nil
   for c = 0, n - 1 do
-    local line = (c * stride) % block.L1_SET_PERIOD // block.LINE
-    per[line] = (per[line] or 0) + 1
-    if per[line] > block.ALIAS_WAYS then return true end
+    local line = c * stride // block.LINE
+    if line ~= last then
+      local set = line % (block.L1_SET_PERIOD // block.LINE)
+      per[set] = (per[set] or 0) + 1
+      if per[set] > block.ALIAS_WAYS then return true end
+    end
+    last = line
   end
   return false
 end
