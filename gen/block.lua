@@ -144,7 +144,8 @@ block.ACCUM_CHUNK = 64 -- summed iterations per chunk, for summed loops of more 
 -- dh, one line in each of 64 rows 12 KB apart, read again for every vector of outputs) is first
 -- copied into a workspace panel, row after row (P[t s + k] for summed s and tile column k), so
 -- the tile reads 2 KB in a row: seq_ffn 64x768x3072's dW1 nest 5.3 -> 3.1 ms, the same bits (a
--- copy). Only for gcc's text (simd): the JIT's and a Cortex-M's tiles keep their loads.
+-- copy; the panel is t * S.n elements of workspace). Only for gcc's text (simd): the JIT's and
+-- a Cortex-M's tiles keep their loads.
 
 -- The same affine form?
 local function same_index(a, b)
@@ -280,11 +281,11 @@ end
 -- one set of the L1 cache (above: seq_ffn's hidden rows at dff = 1024 or 3072, 4 or 12 KB
 -- apart; with 8 jammed rows, and the shared operand's, they evict each other). The strides are
 -- known here (every dimension is): per buffer read at var, at most ALIAS_WAYS copies may share
--- a set. Measured on a model
--- of seq_ffn 64x768x3072's second products (rows 12 KB apart): one product per term, 8 rows
--- 5.2 ms, 4 rows 4.5; the JVP's two (w_tan h + w th), 8 rows 24.7 ms, 4 rows 14.4. (Such
--- longer sums were jammed only for operands beyond the caches before: at 64x256x1024, rows
--- 4 KB apart, jamming them had made the JVP 1.7x slower; with this, 1.4x faster.)
+-- a set. Measured on a model of seq_ffn 64x768x3072's second products (rows 12 KB apart): one
+-- product per term, 8 rows 5.2 ms, 4 rows 4.5; the JVP's two (w_tan h + w th), 8 rows 24.7 ms,
+-- 4 rows 14.4. (Such longer sums were jammed only for operands beyond the caches before: at
+-- 64x256x1024, rows 4 KB apart, jamming them had made the JVP 1.7x slower; with this, 1.4x
+-- faster.)
 
 -- (Accumulation tiles keep their rows in registers across the summed loop: 4 outputs instead
 -- of 8 there made seq_ffn 64x768x3072's backward 1.6x slower.)
