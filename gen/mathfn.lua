@@ -505,14 +505,17 @@ fns.gelu_grad_erf = {
 --   gelu = v s;  gelu' = s + 2 v s (1 - s) sqrt(2/pi)(1 + 3 * 0.044715 v^2)
 -- With the fma option, v + 0.044715 v^3, 1 + 3 * 0.044715 v^2 and gelu's last sum are fused
 -- (f32 64x3072: derivative 141.7 -> 133.2 us, forward 100.7 -> 98.1; errors lower: README).
+-- exp's argument -2g is formed as -2 sqrt(2/pi) w, w = v + 0.044715 v^3 (g itself is not
+-- needed, only its sign, w's): one product fewer and the same bits, as a product by 2 is exact
+-- (every float, both forms: the same bits; f32 64x3072 forward 6% faster).
 local SQRT_2_OVER_PI, KAPPA = 0.79788456080286535588, 0.044715
 local function tanh_s(o)
-  o("{T} g, e, r, s;")
+  o("{T} w, e, r, s;")
   local kv3 = o.lit(KAPPA) .. " * v * v"
-  o("g = " .. o.lit(SQRT_2_OVER_PI) .. " * " .. (o.fused(kv3, "v", "v") or ("(v + " .. kv3 .. " * v)")) .. ";")
-  o("e = {kg_expneg}(" .. o.lit(-2) .. " * (g < {zero} ? -g : g));")
+  o("w = " .. (o.fused(kv3, "v", "v") or ("v + " .. kv3 .. " * v")) .. ";")
+  o("e = {kg_expneg}(" .. o.lit(-2 * SQRT_2_OVER_PI) .. " * (w < {zero} ? -w : w));")
   o("r = {one} / ({one} + e);")
-  o("s = g < {zero} ? e * r : r;")
+  o("s = w < {zero} ? e * r : r;")
 end
 fns.gelu_tanh = {
   args = "{T} v", deps = { "expneg" },
@@ -525,7 +528,7 @@ fns.gelu_grad_tanh = {
   args = "{T} v", deps = { "expneg" },
   body = function(o)
     tanh_s(o)
-    local d = "{two} * v * s * (g < {zero} ? r : e * r) * " .. o.lit(SQRT_2_OVER_PI)
+    local d = "{two} * v * s * (w < {zero} ? r : e * r) * " .. o.lit(SQRT_2_OVER_PI)
     local q = o.lit(3 * KAPPA) .. " * v"
     o("return " .. (o.fused(d, o.fused(q, "v", "{one}"), "s") or ("s + " .. d .. " * ({one} + " .. q .. " * v)")) .. ";")
   end,
