@@ -528,7 +528,7 @@ fns.gelu_grad_tanh = {
   args = "{T} v", deps = { "expneg" },
   body = function(o)
     tanh_s(o)
-    local d = "{two} * v * s * (w < {zero} ? r : e * r) * " .. o.lit(SQRT_2_OVER_PI)
+    local d = o.lit(2 * SQRT_2_OVER_PI) .. " * v * (e * r * r)" -- s (1 - s) = e r^2 for either sign
     local q = o.lit(3 * KAPPA) .. " * v"
     o("return " .. (o.fused(d, o.fused(q, "v", "{one}"), "s") or ("s + " .. d .. " * ({one} + " .. q .. " * v)")) .. ";")
   end,
