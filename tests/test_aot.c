@@ -738,6 +738,11 @@ static void blocked_products_are_bit_identical(void **state)
     static const char *const dims[] = {"seq=16", "dmodel=64", "dff=2048"};
     compare_schedules(*state, variants, 4, 0, "seq_ffn", dims, 3);
     compare_schedules(*state, fma, 4, 0, "seq_ffn", dims, 3);
+    /* dx = dh w1 summed over 1024 in chunks, w1's rows 512 bytes apart (8 of a chunk's rows in
+       one L1 set): copied into column panels (f32 2 blocks of 64 columns, f64 4 of 32) */
+    static const char *const panels[] = {"seq=16", "dmodel=128", "dff=1024"};
+    compare_schedules(*state, variants, 4, 0, "seq_ffn", panels, 3);
+    compare_schedules(*state, fma, 4, 0, "seq_ffn", panels, 3);
 }
 
 /* Rows long enough for block.lua to run 2, 3 or 4 rows' sums side by side (rows with a lane
