@@ -182,24 +182,24 @@ end
 -- In a model of that nest 3.1 -> 2.0 ms (B 64 and 128 alike, 256 slower); the same bits (a copy,
 -- the outputs' terms in the same order).
 block.PANEL_BYTES = 16384
+block.PANEL_ALL_BYTES = 1 << 18 -- the tiles' own panels copied all at once (below), at most
 
--- The column panel of a chunked accumulation (K tiled, S summed, I the innermost kept loop, C
--- the chunk): { load, width } or nil.
-local function column_panel(st, K, S, I, C, elem)
-  local B = block.PANEL_BYTES // (C * elem)
+-- The column panel of an accumulation (K tiled, S summed, I the innermost kept loop, R of S's
+-- iterations in a panel: the chunk or all): { load, width } or nil.
+local function column_panel(st, K, S, I, R, elem)
+  local B = block.PANEL_BYTES // (R * elem)
   if B * elem < block.LINE or I.n % B ~= 0 or I.n == B then return nil end
-  local found
-  for _, l in ipairs(loops.loads(st.expr, {})) do
+  local loads, found = loops.loads(st.expr, {}), nil
+  for _, l in ipairs(loads) do
     local ix = l.index.t
     if ix[I.var] == 1 and ix[S.var] and not ix[K.var] and l.buf ~= st.target.buf then
       for v in pairs(ix) do if v ~= I.var and v ~= S.var then return nil end end
       if found then return nil end -- one such load
       found = l
-    elseif l.buf == (found and found.buf) then
-      return nil
     end
   end
-  if not found or not crowds(found.index.t[S.var] * elem, C) then return nil end
+  if not found or not crowds(found.index.t[S.var] * elem, R) then return nil end
+  for _, l in ipairs(loads) do if l ~= found and l.buf == found.buf then return nil end end -- its only load
   return { load = found, width = B }
 end
 
@@ -207,11 +207,13 @@ end
 -- holds zeros (so the locals start from 0). C: the summed loop runs C iterations from
 -- C * <its variable>c (the chunk loop around the tiles). pack: loads to copy into panels first
 -- (packed_loads; not with C). panel: { buf, src, var, width }: loads of src read panel
--- buf[width s + var] (column_panel).
-local function accum_tile(F, kept, summed, st, kvar, base, t, zero, C, pack, panel)
+-- buf[width s + var] (column_panel). whole: pack's panels for all tiles, copied before them
+-- (the tile's at t S.n times its first output).
+local function accum_tile(F, kept, summed, st, kvar, base, t, zero, C, pack, panel, whole)
   local S = summed[1]
-  local panels, copies = {}, {}
-  for i, l in ipairs(pack) do
+  local panels, copies = whole or {}, {}
+  local at_tile = whole and aff.scale(base, S.n) or aff.const(0)
+  for i, l in ipairs(whole and {} or pack) do
     local P = { cname = "ws", role = "ws", size = t * S.n, id = #F.bufs, name = "panel" }
     F.bufs[#F.bufs + 1] = P
     panels[i] = P
@@ -233,7 +235,7 @@ local function accum_tile(F, kept, summed, st, kvar, base, t, zero, C, pack, pan
       expr = loops.map_expr(expr, function(ix) return ix end, function(ld)
         for i, l in ipairs(pack) do
           if ld.buf == l.buf and same_index(ld.index, at[i]) then
-            return { k = "load", buf = panels[i], index = aff.add(aff.scale(aff.var(S.var), t), aff.const(k)) }
+            return { k = "load", buf = panels[i], index = aff.add(at_tile, aff.add(aff.scale(aff.var(S.var), t), aff.const(k))) }
           end
         end
         return ld
@@ -307,16 +309,41 @@ local function block_accum(F, top, zeroed, elem, simd)
     and block.ACCUM_CHUNK
   local pack = simd and not C and #summed == 1 and packed_loads(st, K, S, elem) or {}
   local I = #others == 1 and others[1].var == inner.var and inner
-  local col = simd and C and I and column_panel(st, K, S, I, C, elem)
+  local R = C or (#summed == 1 and S.n)
+  local col = simd and I and R and column_panel(st, K, S, I, R, elem)
+  local T = math.min(block.TILE, K.n)
+  -- with column panels, the tiles' own panels (pack) are copied once for all tiles, before
+  -- (each tile would copy its own again for every block of columns), when they stay in L2
+  local whole, before = nil, {}
+  if col and #pack > 0 then
+    if K.n % T ~= 0 or K.n * S.n * elem > block.PANEL_ALL_BYTES then
+      col = nil
+    else
+      whole = {}
+      for i, l in ipairs(pack) do
+        local P = { cname = "ws", role = "ws", size = K.n * S.n, id = #F.bufs, name = "panel" }
+        F.bufs[#F.bufs + 1] = P
+        whole[i] = P
+        local body, tile = {}, aff.scale(aff.var(K.var), T)
+        for k = 0, T - 1 do
+          body[k + 1] = { k = "store",
+            target = { buf = P, index = aff.add(aff.scale(tile, S.n), aff.add(aff.scale(aff.var(S.var), T), aff.const(k))) },
+            expr = { k = "load", buf = l.buf, index = aff.subst(l.index, K.var, aff.add(tile, aff.const(k))) } }
+        end
+        before[i] = { k = "loop", var = K.var, n = K.n // T, body = { { k = "loop", var = S.var, n = S.n, body = body } } }
+      end
+    end
+  end
   local panel, copy = nil, nil
   if col then
     local B, ib = col.width, I.var .. "b"
     local function blocked(ix) return aff.subst(ix, I.var, aff.add(aff.scale(aff.var(ib), B), aff.var(I.var))) end
-    local P = { cname = "ws", role = "ws", size = C * B, id = #F.bufs, name = "panel" }
+    local P = { cname = "ws", role = "ws", size = R * B, id = #F.bufs, name = "panel" }
     F.bufs[#F.bufs + 1] = P
     panel = { buf = P, src = col.load.buf, var = I.var, width = B }
-    local from = aff.subst(blocked(col.load.index), S.var, aff.add(aff.scale(aff.var(S.var .. "c"), C), aff.var(S.var)))
-    copy = { k = "loop", var = S.var, n = C, body = { { k = "loop", var = I.var, n = B, body = {
+    local from = blocked(col.load.index)
+    if C then from = aff.subst(from, S.var, aff.add(aff.scale(aff.var(S.var .. "c"), C), aff.var(S.var))) end
+    copy = { k = "loop", var = S.var, n = R, body = { { k = "loop", var = I.var, n = B, body = {
       { k = "store", target = { buf = P, index = aff.add(aff.scale(aff.var(S.var), B), aff.var(I.var)) },
         expr = { k = "load", buf = col.load.buf, index = from } } } } } }
     local b = {}
@@ -326,12 +353,13 @@ local function block_accum(F, top, zeroed, elem, simd)
     st = b
     others = { { var = I.var, n = B } }
   end
-  local tiles = split_by(K, math.min(block.TILE, K.n),
-    function(base, t) return accum_tile(F, others, summed, st, K.var, base, t, zero, C, pack, panel) end)
+  local tiles = split_by(K, T,
+    function(base, t) return accum_tile(F, others, summed, st, K.var, base, t, zero, C, pack, panel, whole) end)
   if col then
     table.insert(tiles, 1, copy)
     tiles = { { k = "loop", var = I.var .. "b", n = I.n // col.width, body = tiles } }
   end
+  for i = #before, 1, -1 do table.insert(tiles, 1, before[i]) end
   if C then tiles = { { k = "loop", var = S.var .. "c", n = S.n // C, body = tiles } } end
   return tiles, zero and st.target.buf
 end

@@ -743,6 +743,11 @@ static void blocked_products_are_bit_identical(void **state)
     static const char *const panels[] = {"seq=16", "dmodel=128", "dff=1024"};
     compare_schedules(*state, variants, 4, 0, "seq_ffn", panels, 3);
     compare_schedules(*state, fma, 4, 0, "seq_ffn", panels, 3);
+    /* dW2 = dy^T h, h's rows 2 KB apart: column panels of h, and dy's tile panels copied once
+       for all tiles (dy's rows 2 KB apart too) */
+    static const char *const whole[] = {"seq=16", "dmodel=512", "dff=512"};
+    compare_schedules(*state, variants, 4, 0, "seq_ffn", whole, 3);
+    compare_schedules(*state, fma, 4, 0, "seq_ffn", whole, 3);
 }
 
 /* Rows long enough for block.lua to run 2, 3 or 4 rows' sums side by side (rows with a lane
