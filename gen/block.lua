@@ -172,17 +172,22 @@ local function packed_loads(st, K, S, elem)
   return out
 end
 
--- A chunked accumulation's other operand, the one vectorized across the tile's columns (w of
--- dx = g w), read a row of the chunk per summed step, is read from beyond L1 when its rows
--- crowd one set (seq_ffn 64x768x3072's dh = dy w2: 64 rows 12 KB apart, every line reread by
--- each of the 8 row tiles from L2). So the chunk's rows are copied a block of columns at a time
--- into a panel of PANEL_BYTES (P[B s + j]), and every row tile runs over the block from L1:
+-- Column panels. An accumulation's other operand, the one vectorized across the tile's columns
+-- (w of dx = g w, x of dW = g^T x), read a row per summed step, comes from beyond L1 when its
+-- rows crowd one set (seq_ffn 64x768x3072's dh = dy w2: a chunk's 64 rows 12 KB apart, every
+-- line reread by each of the 8 row tiles from L2). So its rows (the chunk's, or all of a
+-- short sum's) are copied a block of columns at a time into a panel of PANEL_BYTES
+-- (P[B s + j]), and every tile runs over the block from L1:
 --   for c: for tiles: for i: ... w[C c + s][i]   becomes
 --   for c: for ib < n/B: P = w[C c + s][B ib + j]; for tiles: for j < B: ... P[B s + j]
--- In a model of that nest 3.1 -> 2.0 ms (B 64 and 128 alike, 256 slower); the same bits (a copy,
--- the outputs' terms in the same order).
+-- The tiles' own panels of their shared operand (above: g's columns in dW = g^T x) are then
+-- copied once for all tiles, before the blocks, when those stay in L2 (PANEL_ALL_BYTES; else
+-- no column panel: copied again for every block, seq_ffn 64x768x3072's dW1 ran slower).
+-- In models of seq_ffn 64x768x3072's nests: dh = dy w2 3.1 -> 2.0 ms (B 64 and 128 alike, 256
+-- slower), dW2 = dy^T h 3.2 -> 1.8 (2.3 with dy's panels copied per block). The same bits (a
+-- copy; every output's terms in the same order).
 block.PANEL_BYTES = 16384
-block.PANEL_ALL_BYTES = 1 << 18 -- the tiles' own panels copied all at once (below), at most
+block.PANEL_ALL_BYTES = 1 << 18 -- the tiles' own panels copied all at once, at most
 
 -- The column panel of an accumulation (K tiled, S summed, I the innermost kept loop, R of S's
 -- iterations in a panel: the chunk or all): { load, width } or nil.
