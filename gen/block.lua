@@ -208,6 +208,44 @@ local function column_panel(st, K, S, I, R, elem)
   return { load = found, width = B }
 end
 
+-- pack's panels for all K.n / T tiles (tile v's at P[T S.n v + T s + k]) and the nests that copy
+-- them.
+local function whole_panels(F, pack, K, S, T)
+  local whole, before = {}, {}
+  for i, l in ipairs(pack) do
+    local P = { cname = "ws", role = "ws", size = K.n * S.n, id = #F.bufs, name = "panel" }
+    F.bufs[#F.bufs + 1] = P
+    whole[i] = P
+    local body, tile = {}, aff.scale(aff.var(K.var), T)
+    for k = 0, T - 1 do
+      body[k + 1] = { k = "store",
+        target = { buf = P, index = aff.add(aff.scale(tile, S.n), aff.add(aff.scale(aff.var(S.var), T), aff.const(k))) },
+        expr = { k = "load", buf = l.buf, index = aff.subst(l.index, K.var, aff.add(tile, aff.const(k))) } }
+    end
+    before[i] = { k = "loop", var = K.var, n = K.n // T, body = { { k = "loop", var = S.var, n = S.n, body = body } } }
+  end
+  return whole, before
+end
+
+-- st with I's variable as B ib + I (B = col.width), the panel for accum_tile, and the loop that
+-- copies a block into it (R of S's iterations; from the chunk's with C).
+local function column_blocks(F, st, col, I, S, C, R)
+  local B, ib = col.width, I.var .. "b"
+  local function blocked(ix) return aff.subst(ix, I.var, aff.add(aff.scale(aff.var(ib), B), aff.var(I.var))) end
+  local P = { cname = "ws", role = "ws", size = R * B, id = #F.bufs, name = "panel" }
+  F.bufs[#F.bufs + 1] = P
+  local from = blocked(col.load.index)
+  if C then from = aff.subst(from, S.var, aff.add(aff.scale(aff.var(S.var .. "c"), C), aff.var(S.var))) end
+  local copy = { k = "loop", var = S.var, n = R, body = { { k = "loop", var = I.var, n = B, body = {
+    { k = "store", target = { buf = P, index = aff.add(aff.scale(aff.var(S.var), B), aff.var(I.var)) },
+      expr = { k = "load", buf = col.load.buf, index = from } } } } } }
+  local b = {}
+  for key, v in pairs(st) do b[key] = v end
+  b.target = { buf = st.target.buf, index = blocked(st.target.index) }
+  b.expr = loops.map_expr(st.expr, blocked)
+  return b, { buf = P, src = col.load.buf, var = I.var, width = B }, copy
+end
+
 -- The statements of one tile of t outputs, K's variable replaced by base + k. zero: the target
 -- holds zeros (so the locals start from 0). C: the summed loop runs C iterations from
 -- C * <its variable>c (the chunk loop around the tiles). pack: loads to copy into panels first
@@ -317,46 +355,17 @@ local function block_accum(F, top, zeroed, elem, simd)
   local R = C or (#summed == 1 and S.n)
   local col = simd and I and R and column_panel(st, K, S, I, R, elem)
   local T = math.min(block.TILE, K.n)
-  -- with column panels, the tiles' own panels (pack) are copied once for all tiles, before
-  -- (each tile would copy its own again for every block of columns), when they stay in L2
-  local whole, before = nil, {}
-  if col and #pack > 0 then
+  local whole, before, panel, copy = nil, {}, nil, nil
+  if col and #pack > 0 then -- the tiles' own panels then once for all tiles, when they stay in L2
     if K.n % T ~= 0 or K.n * S.n * elem > block.PANEL_ALL_BYTES then
       col = nil
     else
-      whole = {}
-      for i, l in ipairs(pack) do
-        local P = { cname = "ws", role = "ws", size = K.n * S.n, id = #F.bufs, name = "panel" }
-        F.bufs[#F.bufs + 1] = P
-        whole[i] = P
-        local body, tile = {}, aff.scale(aff.var(K.var), T)
-        for k = 0, T - 1 do
-          body[k + 1] = { k = "store",
-            target = { buf = P, index = aff.add(aff.scale(tile, S.n), aff.add(aff.scale(aff.var(S.var), T), aff.const(k))) },
-            expr = { k = "load", buf = l.buf, index = aff.subst(l.index, K.var, aff.add(tile, aff.const(k))) } }
-        end
-        before[i] = { k = "loop", var = K.var, n = K.n // T, body = { { k = "loop", var = S.var, n = S.n, body = body } } }
-      end
+      whole, before = whole_panels(F, pack, K, S, T)
     end
   end
-  local panel, copy = nil, nil
   if col then
-    local B, ib = col.width, I.var .. "b"
-    local function blocked(ix) return aff.subst(ix, I.var, aff.add(aff.scale(aff.var(ib), B), aff.var(I.var))) end
-    local P = { cname = "ws", role = "ws", size = R * B, id = #F.bufs, name = "panel" }
-    F.bufs[#F.bufs + 1] = P
-    panel = { buf = P, src = col.load.buf, var = I.var, width = B }
-    local from = blocked(col.load.index)
-    if C then from = aff.subst(from, S.var, aff.add(aff.scale(aff.var(S.var .. "c"), C), aff.var(S.var))) end
-    copy = { k = "loop", var = S.var, n = R, body = { { k = "loop", var = I.var, n = B, body = {
-      { k = "store", target = { buf = P, index = aff.add(aff.scale(aff.var(S.var), B), aff.var(I.var)) },
-        expr = { k = "load", buf = col.load.buf, index = from } } } } } }
-    local b = {}
-    for key, v in pairs(st) do b[key] = v end
-    b.target = { buf = st.target.buf, index = blocked(st.target.index) }
-    b.expr = loops.map_expr(st.expr, blocked)
-    st = b
-    others = { { var = I.var, n = B } }
+    st, panel, copy = column_blocks(F, st, col, I, S, C, R)
+    others = { { var = I.var, n = col.width } }
   end
   local tiles = split_by(K, T,
     function(base, t) return accum_tile(F, others, summed, st, K.var, base, t, zero, C, pack, panel, whole) end)
