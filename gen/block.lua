@@ -193,6 +193,7 @@ block.PANEL_ALL_BYTES = 1 << 18 -- the tiles' own panels copied all at once, at 
 -- iterations in a panel: the chunk or all): { load, width } or nil.
 local function column_panel(st, K, S, I, R, elem)
   local B = block.PANEL_BYTES // (R * elem)
+  -- (a block a line wide at least; two blocks at least: a single block was not measured)
   if B * elem < block.LINE or I.n % B ~= 0 or I.n == B then return nil end
   local loads, found = loops.loads(st.expr, {}), nil
   for _, l in ipairs(loads) do
@@ -208,21 +209,26 @@ local function column_panel(st, K, S, I, R, elem)
   return { load = found, width = B }
 end
 
--- pack's panels for all K.n / T tiles (tile v's at P[T S.n v + T s + k]) and the nests that copy
--- them.
+-- The loop that copies load l's rows for the t outputs from base of K's variable into panel P,
+-- at P[at + t s + k] (output k, summed s).
+local function tile_panel_copy(P, l, kvar, base, t, S, at)
+  local body = {}
+  for k = 0, t - 1 do
+    body[k + 1] = { k = "store", target = { buf = P, index = aff.add(at, aff.add(aff.scale(aff.var(S.var), t), aff.const(k))) },
+      expr = { k = "load", buf = l.buf, index = aff.subst(l.index, kvar, aff.add(base, aff.const(k))) } }
+  end
+  return { k = "loop", var = S.var, n = S.n, body = body }
+end
+
+-- pack's panels for all K.n / T tiles (tile v's at T S.n v) and the nests that copy them.
 local function whole_panels(F, pack, K, S, T)
   local whole, before = {}, {}
   for i, l in ipairs(pack) do
     local P = { cname = "ws", role = "ws", size = K.n * S.n, id = #F.bufs, name = "panel" }
     F.bufs[#F.bufs + 1] = P
     whole[i] = P
-    local body, tile = {}, aff.scale(aff.var(K.var), T)
-    for k = 0, T - 1 do
-      body[k + 1] = { k = "store",
-        target = { buf = P, index = aff.add(aff.scale(tile, S.n), aff.add(aff.scale(aff.var(S.var), T), aff.const(k))) },
-        expr = { k = "load", buf = l.buf, index = aff.subst(l.index, K.var, aff.add(tile, aff.const(k))) } }
-    end
-    before[i] = { k = "loop", var = K.var, n = K.n // T, body = { { k = "loop", var = S.var, n = S.n, body = body } } }
+    local tile = aff.scale(aff.var(K.var), T)
+    before[i] = { k = "loop", var = K.var, n = K.n // T, body = { tile_panel_copy(P, l, K.var, tile, T, S, aff.scale(tile, S.n)) } }
   end
   return whole, before
 end
@@ -231,19 +237,16 @@ end
 -- copies a block into it (R of S's iterations; from the chunk's with C).
 local function column_blocks(F, st, col, I, S, C, R)
   local B, ib = col.width, I.var .. "b"
-  local function blocked(ix) return aff.subst(ix, I.var, aff.add(aff.scale(aff.var(ib), B), aff.var(I.var))) end
+  local form = aff.add(aff.scale(aff.var(ib), B), aff.var(I.var))
   local P = { cname = "ws", role = "ws", size = R * B, id = #F.bufs, name = "panel" }
   F.bufs[#F.bufs + 1] = P
-  local from = blocked(col.load.index)
+  local from = aff.subst(col.load.index, I.var, form)
   if C then from = aff.subst(from, S.var, aff.add(aff.scale(aff.var(S.var .. "c"), C), aff.var(S.var))) end
   local copy = { k = "loop", var = S.var, n = R, body = { { k = "loop", var = I.var, n = B, body = {
     { k = "store", target = { buf = P, index = aff.add(aff.scale(aff.var(S.var), B), aff.var(I.var)) },
       expr = { k = "load", buf = col.load.buf, index = from } } } } } }
-  local b = {}
-  for key, v in pairs(st) do b[key] = v end
-  b.target = { buf = st.target.buf, index = blocked(st.target.index) }
-  b.expr = loops.map_expr(st.expr, blocked)
-  return b, { buf = P, src = col.load.buf, var = I.var, width = B }, copy
+  return copy_stmt(st, I.var, form, {}),
+    { buf = P, src = col.load.buf, var = I.var, width = B }, copy
 end
 
 -- The statements of one tile of t outputs, K's variable replaced by base + k. zero: the target
@@ -256,16 +259,13 @@ local function accum_tile(F, kept, summed, st, kvar, base, t, zero, C, pack, pan
   local S = summed[1]
   local panels, copies = whole or {}, {}
   local at_tile = whole and aff.scale(base, S.n) or aff.const(0)
-  for i, l in ipairs(whole and {} or pack) do
-    local P = { cname = "ws", role = "ws", size = t * S.n, id = #F.bufs, name = "panel" }
-    F.bufs[#F.bufs + 1] = P
-    panels[i] = P
-    local body = {}
-    for k = 0, t - 1 do
-      body[k + 1] = { k = "store", target = { buf = P, index = aff.add(aff.scale(aff.var(S.var), t), aff.const(k)) },
-        expr = { k = "load", buf = l.buf, index = aff.subst(l.index, kvar, aff.add(base, aff.const(k))) } }
+  if not whole then
+    for i, l in ipairs(pack) do
+      local P = { cname = "ws", role = "ws", size = t * S.n, id = #F.bufs, name = "panel" }
+      F.bufs[#F.bufs + 1] = P
+      panels[i] = P
+      copies[i] = tile_panel_copy(P, l, kvar, base, t, S, at_tile)
     end
-    copies[i] = { k = "loop", var = S.var, n = S.n, body = body }
   end
   local locals, inits, sums, stores = {}, {}, {}, {}
   for k = 0, t - 1 do

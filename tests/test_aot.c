@@ -744,7 +744,8 @@ static void blocked_products_are_bit_identical(void **state)
     compare_schedules(*state, variants, 4, 0, "seq_ffn", panels, 3);
     compare_schedules(*state, fma, 4, 0, "seq_ffn", panels, 3);
     /* dW2 = dy^T h, h's rows 2 KB apart: column panels of h, and dy's tile panels copied once
-       for all tiles (dy's rows 2 KB apart too) */
+       for all tiles (dy's rows 2 KB apart too); dW is compared in the training step (this
+       fixture's vjp gives only x's gradient) */
     static const char *const whole[] = {"seq=16", "dmodel=512", "dff=512"};
     compare_schedules(*state, variants, 4, 0, "seq_ffn", whole, 3);
     compare_schedules(*state, fma, 4, 0, "seq_ffn", whole, 3);
