@@ -413,10 +413,10 @@ local function jam_count(e, var, n, elem)
   return J
 end
 
--- Reduce r for var = form, into target.
-local function jam_copy(r, target, var, form, jammed)
+-- Reduce r for var = form, into target. crowded: fewer jammed than JAM, their rows crowding L1.
+local function jam_copy(r, target, var, form, jammed, crowded)
   return { k = "reduce", target = target, rvars = r.rvars, lanes = r.lanes, expr = subst_expr(r.expr, var, form),
-    check = r.check, node = r.node, combine = r.combine, product = r.product, jammed = jammed }
+    check = r.check, node = r.node, combine = r.combine, product = r.product, jammed = jammed, crowded = crowded }
 end
 
 local function jam_reduce(top, elem)
@@ -430,11 +430,13 @@ local function jam_reduce(top, elem)
   for _, r in ipairs(st.rvars) do work = work * r.n end
   for _, l in ipairs(chain) do work = work * l.n end
   if work < block.MIN_WORK then return nil end
-  local body = split_by(K, jam_count(st.expr, K.var, K.n, elem), function(base, t)
+  local J = jam_count(st.expr, K.var, K.n, elem)
+  local body = split_by(K, J, function(base, t)
     local stmts = {}
     for k = 0, t - 1 do
       local form = aff.add(base, aff.const(k))
-      stmts[#stmts + 1] = jam_copy(st, ref_subst(st.target, K.var, form), K.var, form, t > 1)
+      stmts[#stmts + 1] = jam_copy(st, ref_subst(st.target, K.var, form), K.var, form, t > 1,
+        J < math.min(block.JAM, K.n) or nil)
     end
     for i = #inner_loops, 1, -1 do stmts = { { k = "loop", var = inner_loops[i].var, n = inner_loops[i].n, body = stmts } } end
     return stmts
@@ -540,48 +542,72 @@ end
 -- the row at a time, each output's lanes carried in a workspace buffer between chunks:
 --   for o < n: t_k[o] = sum[r < R; lanes L] e_k(o, r)                    (k < JAM)
 -- becomes
---   P = 0;  for c < R/C: for o < n: P[(o JAM + k) L + l] += lanes of sum[r < C] e_k(o, C c + r)
+--   for o < n: P[(o JAM + k) L + l] = lanes of sum[r < C] e_k(o, r)           (from 0)
+--   for c < R/C - 1: for o < n: P[(o JAM + k) L + l] += lanes of sum[r < C] e_k(o, C (c+1) + r)
 --   for o < n: t_k[o] = tree(P[(o JAM + k) L + 0 .. L-1])
 -- C is a multiple of L, so lane l still adds the terms r = l (mod L) in order, and the tree is
 -- the reduce's: the same bits. Only for rows beyond L1 (at 32 KB, 2 chunks were 10% slower:
--- seq_ffn 64x256x1024 forward) and while P stays within L2.
+-- seq_ffn 64x256x1024 forward) and while P stays within L2, or for rows that crowd L1 (one
+-- chunk, for the jam below).
+-- Where every term is one product fused into its lane (fma on), the output loop is jammed too,
+-- CARRY_ACCS / t outputs at a time (t jammed rows): with rows crowding L1 (t = 4), four chains
+-- of fmas each wait 4 cycles a step, and each load of w serves 4 of them; 4 rows x 4 outputs
+-- share 8 loads among 16 chains (seq_ffn 64x768x3072's second product, in a model: 3.0 -> 2.3
+-- ms; with AVX2, 7.1 -> 5.0). Their lanes go through P, so the jam holds no tree (in registers,
+-- 16 trees made gcc's 8x1-jammed first product 20% slower).
 block.CHUNK_BYTES = 16384     -- the jammed rows' slice of one chunk (half of a 32 KB L1)
 block.CHUNK_FROM = 32768      -- the jammed rows' bytes above which they are chunked
 block.CARRY_MAX_BYTES = 1 << 19 -- the carried lanes of one chunked loop
+block.CARRY_ACCS = 16         -- the reduces in one lane loop of a chunk (rows x outputs)
 
-local function chunk_reduces(F, O, elem)
+local function chunk_reduces(F, O, elem, fma)
   local first = O.body[1]
   if not first or first.k ~= "reduce" or #first.rvars ~= 1 then return nil end
   local R, L, t = first.rvars[1], first.lanes, #O.body
+  local fused = fma -- every term one product, fused into its lane: a chain of fma latencies
   for _, r in ipairs(O.body) do
     if r.k ~= "reduce" or not r.jammed or r.check or (r.combine or "add") ~= "add" or r.lanes ~= L or #r.rvars ~= 1
       or r.rvars[1].var ~= R.var or r.rvars[1].n ~= R.n then
       return nil
     end
+    fused = fused and r.product and r.expr.k == "op" and r.expr.op == "mul"
   end
+  -- without such chains (fma off: a multiply, then an add of 2-3 cycles; a tangent's two
+  -- products) 4 rows already keep the adders busy: the jam only added registers (seq_ffn
+  -- 64x256x1024 forward 1.3x slower with fma off, its JVP 1.2x with fma on)
+  local U = fused and math.max(1, block.CARRY_ACCS // t) or 1
   local C = (block.CHUNK_BYTES // (t * elem)) // L * L
   local size = O.n * t * L
-  if C < L or t * R.n * elem <= block.CHUNK_FROM or size * elem > block.CARRY_MAX_BYTES then return nil end
+  local long = t * R.n * elem > block.CHUNK_FROM
+  if C < L or not (long or first.crowded and U > 1) or size * elem > block.CARRY_MAX_BYTES then return nil end
+  C = math.min(C, R.n) -- crowded rows within L1: one chunk, for the outputs' jam
   local P = { cname = "ws", role = "ws", size = size, id = #F.bufs, name = "lanes" }
   F.bufs[#F.bufs + 1] = P
-  local c, z = R.var .. "c", O.var .. "z" -- fresh names
-  local function slice(start, n) -- the reduces over r in [start, start + n)
-    local body = {}
-    for k, r in ipairs(O.body) do
-      local idx = aff.add(aff.scale(aff.var(O.var), t * L), aff.const((k - 1) * L))
-      body[k] = { k = "reduce", target = { buf = P, index = idx }, rvars = { { var = R.var, n = n } }, lanes = L,
-        expr = subst_expr(r.expr, R.var, aff.add(start, aff.var(R.var))), node = r.node, combine = "add",
-        product = r.product, jammed = true, carry = true }
-    end
-    return { k = "loop", var = O.var, n = O.n, node = O.node, body = body }
+  local c = R.var .. "c" -- a fresh name
+  -- the reduces over r in [start, start + n), u outputs at a time; carry "out" for the first
+  -- slice, whose lanes start from 0 (P needs no clearing)
+  local function slice(start, n, carry)
+    return split_by(O, U, function(base, u)
+      local body = {}
+      for j = 0, u - 1 do
+        local o = aff.add(base, aff.const(j))
+        for k, r in ipairs(O.body) do
+          local idx = aff.add(aff.scale(o, t * L), aff.const((k - 1) * L))
+          local expr = subst_expr(subst_expr(r.expr, R.var, aff.add(start, aff.var(R.var))), O.var, o)
+          body[#body + 1] = { k = "reduce", target = { buf = P, index = idx }, rvars = { { var = R.var, n = n } },
+            lanes = L, expr = expr, node = r.node, combine = "add", product = r.product, jammed = true, carry = carry }
+        end
+      end
+      return body
+    end)
   end
   local nc, rest = R.n // C, R.n % C
-  local out = {
-    { k = "loop", var = z, n = size, node = O.node, body = {
-      { k = "store", target = { buf = P, index = aff.var(z) }, expr = { k = "num", v = 0 }, node = O.node } } },
-    { k = "loop", var = c, n = nc, node = O.node, body = { slice(aff.scale(aff.var(c), C), C) } },
-  }
-  if rest > 0 then out[#out + 1] = slice(aff.const(nc * C), rest) end
+  local out = slice(aff.const(0), C, "out")
+  if nc > 1 then
+    out[#out + 1] = { k = "loop", var = c, n = nc - 1, node = O.node,
+      body = slice(aff.add(aff.scale(aff.var(c), C), aff.const(C)), C, true) }
+  end
+  if rest > 0 then for _, s in ipairs(slice(aff.const(nc * C), rest, true)) do out[#out + 1] = s end end
   local folds = {}
   for k, r in ipairs(O.body) do
     local terms = {}
@@ -1004,7 +1030,7 @@ end
 -- 8x64x256's generation took 20 ms instead of 36 and its compile 3.4 ms instead of 9.3 (ffn
 -- 64x256 16 -> 11 ms, LayerNorm 64x768 17.5 -> 11.7). Short rows go side by side only under
 -- "none" (above).
-function block.run(F, elem, target, unroll)
+function block.run(F, elem, target, unroll, fma)
   local simd, short_rows = target ~= "scalar" and unroll ~= "auto", unroll == "none"
   expand_broadcasts(F, F.body, {})
   coalesce(F.body)
@@ -1021,7 +1047,7 @@ function block.run(F, elem, target, unroll)
     local repl = accum or (simd and jam_reduce(top, elem))
     if repl then
       if not accum then rewrite_loops(repl, function(Kp) return tile_outputs(Kp, elem) end) end
-      rewrite_loops(repl, function(O) return chunk_reduces(F, O, elem) end)
+      rewrite_loops(repl, function(O) return chunk_reduces(F, O, elem, fma) end)
       loops.walk(repl, function(s) s.node = s.node or top.node end)
       for _, s in ipairs(repl) do out[#out + 1] = s end
     else

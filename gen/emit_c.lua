@@ -566,7 +566,7 @@ local function emit_reduces(out, group, env, ctx)
     for i, s in ipairs(group) do
       local ls, lp, f, combine = {}, {}, printer(s.expr, ctx), s.combine
       local fuse = fuses[i]
-      if s.carry then for l = 0, L - 1 do ls[l], lp[l] = lane_str(s, l, env, ctx), 3 end end
+      if s.carry == true then for l = 0, L - 1 do ls[l], lp[l] = lane_str(s, l, env, ctx), 3 end end
       each_combo(outer, 1, env, function()
         for j = 0, inner.n - 1 do
           env[inner.var] = j
@@ -596,7 +596,7 @@ local function emit_reduces(out, group, env, ctx)
   local acc = {}
   for i, s in ipairs(group) do
     acc[i] = #group == 1 and "acc" or ("acc" .. (i - 1))
-    if s.carry then
+    if s.carry == true then
       out.line(T .. " " .. acc[i] .. "[" .. L .. "];")
     elseif (s.combine or "add") == "add" then
       out.line(T .. " " .. acc[i] .. "[" .. L .. "] = {0};")
@@ -611,7 +611,7 @@ local function emit_reduces(out, group, env, ctx)
       for _, r in ipairs(first.rvars) do env[r.var] = nil end
     end
   end
-  for i, s in ipairs(group) do if s.carry then carry_lanes(out, s, acc[i], L, env, ctx, false) end end
+  for i, s in ipairs(group) do if s.carry == true then carry_lanes(out, s, acc[i], L, env, ctx, false) end end
   for _, r in ipairs(outer) do out.open(util.format("for (int %s = 0; %s < %d; ++%s) {", r.var, r.var, r.n, r.var)) end
   local main = inner.n - inner.n % L
   local function fold_into(i, lane, es, ep, efac)

@@ -6,7 +6,8 @@
 --        lanes = true: a reduce's lane loop (block.lua), always written out (schedule.lua)
 --   { k = "store", target = ref, expr = e, check = c }        target = e
 --   { k = "reduce", target = ref, rvars = {{var, n}...}, lanes = L, expr = e, check = c }
---        jammed = true: one of several independent reduces sharing a lane loop (block.lua)
+--        jammed = true: one of several independent reduces sharing a lane loop (block.lua);
+--        crowded = true: fewer jammed than block.JAM, their rows crowding an L1 set
 --        product = true: the terms are a matrix product's (x[r][i] w[o][i], lower.lua); under
 --        the fma option they fuse into the lanes however long the sum (emit_c.lua)
 --        target = the sum of e over the rvars (outermost first). Lane l sums, in iteration
@@ -14,7 +15,8 @@
 --        combined by the fixed pairwise tree of emit_c (width w -> ceil(w/2): lane[i] +=
 --        lane[i + ceil(w/2)]). L = min(lanes of the dtype, extent of the innermost rvar).
 --        carry = true: a slice of a longer sum (block.lua's chunks): the lanes are the L
---        elements target[index + l], which they start from and are stored back to; no tree
+--        elements target[index + l], which they start from and are stored back to; no tree.
+--        carry = "out": the first slice: the lanes start as a reduce's and are stored so
 --   { k = "accum", target = ref, expr = e, combine = c }      target = c(target, e) (terms in loop order)
 -- combine: "add" (a sum; the default) or "maximum" (ops.lua); a reduce folds its lanes with it.
 -- check: nil, "positive" or "finite" (a domain hypothesis checked at run time, ops.domain).
@@ -235,7 +237,7 @@ function loops.touches(body, r, w)
       loops.touches(s.body, r, w)
     else
       w[s.target.buf] = true
-      if s.k == "accum" or s.carry then r[s.target.buf] = true end
+      if s.k == "accum" or s.carry == true then r[s.target.buf] = true end
       bufs_of(s.expr, r)
     end
   end
@@ -277,7 +279,7 @@ function loops.accesses(body)
           for _, rv in ipairs(s.rvars) do r[rv.var] = rv.n end
         end
         out[#out + 1] = { buf = s.target.buf, index = s.target.index, write = true, stmt = s, ranges = r }
-        if s.k == "accum" or s.carry then out[#out + 1] = { buf = s.target.buf, index = s.target.index, stmt = s, ranges = r } end
+        if s.k == "accum" or s.carry == true then out[#out + 1] = { buf = s.target.buf, index = s.target.index, stmt = s, ranges = r } end
         for _, l in ipairs(loops.loads(s.expr, {})) do
           out[#out + 1] = { buf = l.buf, index = l.index, stmt = s, ranges = r }
         end
@@ -361,7 +363,7 @@ function loops.dump(F, title)
         if s.k == "reduce" then
           local v = {}
           for i, r in ipairs(s.rvars) do v[i] = r.var .. " < " .. r.n end
-          rv = "sum[" .. table.concat(v, ", ") .. "; lanes " .. s.lanes .. (s.carry and ", carried" or "") .. "] "
+          rv = "sum[" .. table.concat(v, ", ") .. "; lanes " .. s.lanes .. (s.carry == true and ", carried" or s.carry and ", stored" or "") .. "] "
         end
         out[#out + 1] = pad .. ref_str(s.target.buf, s.target.index) .. op .. rv .. expr_str(s.expr)
           .. (s.check and ("  ; check " .. s.check) or "")

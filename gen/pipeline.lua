@@ -416,7 +416,7 @@ local function make_part(R, req, pass, base, where)
   after("lower")
   fuse.run(L, req.fuse)
   after("fuse")
-  if req.fuse ~= "none" then block.run(L, emit.SIZEOF[dtype], req.target, req.unroll) end
+  if req.fuse ~= "none" then block.run(L, emit.SIZEOF[dtype], req.target, req.unroll, req.fma == "on") end
   fuse.plan(L)
   after("block")
   if L.ws_size > INT_MAX then util.fail(util.format("%s: the %s workspace would exceed %d elements", R.S.name, pass, INT_MAX)) end

@@ -749,6 +749,11 @@ static void blocked_products_are_bit_identical(void **state)
     static const char *const whole[] = {"seq=16", "dmodel=512", "dff=512"};
     compare_schedules(*state, variants, 4, 0, "seq_ffn", whole, 3);
     compare_schedules(*state, fma, 4, 0, "seq_ffn", whole, 3);
+    /* y = h w2^T summed over 2304 in chunks (f32: a first of 512 from 0, 3 more, a rest of 256;
+       f64: 9 of 256), its 8 rows jammed with 2 outputs under --fma on, and 21 outputs: one
+       left over */
+    static const char *const chunks[] = {"seq=8", "dmodel=21", "dff=2304"};
+    compare_schedules(*state, fma, 4, 0, "seq_ffn", chunks, 3);
 }
 
 /* Rows long enough for block.lua to run 2, 3 or 4 rows' sums side by side (rows with a lane
