@@ -15,7 +15,8 @@
 --     runs in one lane loop (sharing the w[o][i] loads); inside an imperfect nest, an output
 --     loop is jammed (sharing the x[r][i] loads); a shared operand beyond L2 is read in tiles
 --     of outputs around the row blocks; jammed rows beyond L1 are summed a chunk at a time,
---     the lanes carried in the workspace (reduce.carry).
+--     the lanes carried in the workspace (reduce.carry), and with fused products outputs are
+--     jammed beside the rows there (4 crowded rows x 4 outputs).
 -- A row loop whose body sums along long rows runs 2-4 rows through it together (rows side by
 -- side: their sums' chains overlap). Nested loops that index memory in row-major order are
 -- also coalesced into one, a per-group value read by a short inner loop is expanded into a
