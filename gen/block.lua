@@ -414,10 +414,10 @@ local function jam_count(e, var, n, elem)
   return J
 end
 
--- Reduce r for var = form, into target. crowded: fewer jammed than JAM, their rows crowding L1.
-local function jam_copy(r, target, var, form, jammed, crowded)
+-- Reduce r for var = form, into target.
+local function jam_copy(r, target, var, form, jammed)
   return { k = "reduce", target = target, rvars = r.rvars, lanes = r.lanes, expr = subst_expr(r.expr, var, form),
-    check = r.check, node = r.node, combine = r.combine, product = r.product, jammed = jammed, crowded = crowded }
+    check = r.check, node = r.node, combine = r.combine, product = r.product, jammed = jammed }
 end
 
 local function jam_reduce(top, elem)
@@ -431,13 +431,11 @@ local function jam_reduce(top, elem)
   for _, r in ipairs(st.rvars) do work = work * r.n end
   for _, l in ipairs(chain) do work = work * l.n end
   if work < block.MIN_WORK then return nil end
-  local J = jam_count(st.expr, K.var, K.n, elem)
-  local body = split_by(K, J, function(base, t)
+  local body = split_by(K, jam_count(st.expr, K.var, K.n, elem), function(base, t)
     local stmts = {}
     for k = 0, t - 1 do
       local form = aff.add(base, aff.const(k))
-      stmts[#stmts + 1] = jam_copy(st, ref_subst(st.target, K.var, form), K.var, form, t > 1,
-        J < math.min(block.JAM, K.n) or nil)
+      stmts[#stmts + 1] = jam_copy(st, ref_subst(st.target, K.var, form), K.var, form, t > 1)
     end
     for i = #inner_loops, 1, -1 do stmts = { { k = "loop", var = inner_loops[i].var, n = inner_loops[i].n, body = stmts } } end
     return stmts
@@ -548,14 +546,15 @@ end
 --   for o < n: t_k[o] = tree(P[(o JAM + k) L + 0 .. L-1])
 -- C is a multiple of L, so lane l still adds the terms r = l (mod L) in order, and the tree is
 -- the reduce's: the same bits. Only for rows beyond L1 (at 32 KB, 2 chunks were 10% slower:
--- seq_ffn 64x256x1024 forward) and while P stays within L2, or for rows that crowd L1 (one
--- chunk, for the jam below).
+-- seq_ffn 64x256x1024 forward) and while P stays within L2.
 -- Where every term is one product fused into its lane (fma on), the output loop is jammed too,
 -- CARRY_ACCS / t outputs at a time (t jammed rows): with rows crowding L1 (t = 4), four chains
 -- of fmas each wait 4 cycles a step, and each load of w serves 4 of them; 4 rows x 4 outputs
 -- share 8 loads among 16 chains (seq_ffn 64x768x3072's second product, in a model: 3.0 -> 2.3
 -- ms; with AVX2, 7.1 -> 5.0). Their lanes go through P, so the jam holds no tree (in registers,
--- 16 trees made gcc's 8x1-jammed first product 20% slower).
+-- 16 trees made gcc's 8x1-jammed first product 20% slower). Not for crowded rows within L1 (one
+-- chunk): seq_ffn 64x256x1024's forward ran 0.8x the time with AVX-512, 1.2x with AVX2, where
+-- the 16 accumulators of 16 floats need 32 of the 16 ymm registers (likewise NEON's 32).
 block.CHUNK_BYTES = 16384     -- the jammed rows' slice of one chunk (half of a 32 KB L1)
 block.CHUNK_FROM = 32768      -- the jammed rows' bytes above which they are chunked
 block.CARRY_MAX_BYTES = 1 << 19 -- the carried lanes of one chunked loop
@@ -579,9 +578,7 @@ local function chunk_reduces(F, O, elem, fma)
   local U = fused and math.max(1, block.CARRY_ACCS // t) or 1
   local C = (block.CHUNK_BYTES // (t * elem)) // L * L
   local size = O.n * t * L
-  local long = t * R.n * elem > block.CHUNK_FROM
-  if C < L or not (long or first.crowded and U > 1) or size * elem > block.CARRY_MAX_BYTES then return nil end
-  C = math.min(C, R.n) -- crowded rows within L1: one chunk, for the outputs' jam
+  if C < L or t * R.n * elem <= block.CHUNK_FROM or size * elem > block.CARRY_MAX_BYTES then return nil end
   local P = { cname = "ws", role = "ws", size = size, id = #F.bufs, name = "lanes" }
   F.bufs[#F.bufs + 1] = P
   local c = R.var .. "c" -- a fresh name

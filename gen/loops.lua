@@ -6,8 +6,7 @@
 --        lanes = true: a reduce's lane loop (block.lua), always written out (schedule.lua)
 --   { k = "store", target = ref, expr = e, check = c }        target = e
 --   { k = "reduce", target = ref, rvars = {{var, n}...}, lanes = L, expr = e, check = c }
---        jammed = true: one of several independent reduces sharing a lane loop (block.lua);
---        crowded = true: fewer jammed than block.JAM, their rows crowding an L1 set
+--        jammed = true: one of several independent reduces sharing a lane loop (block.lua)
 --        product = true: the terms are a matrix product's (x[r][i] w[o][i], lower.lua); under
 --        the fma option they fuse into the lanes however long the sum (emit_c.lua)
 --        target = the sum of e over the rvars (outermost first). Lane l sums, in iteration
