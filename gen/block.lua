@@ -414,10 +414,10 @@ local function jam_count(e, var, n, elem)
   return J
 end
 
--- Reduce r for var = form, into target.
-local function jam_copy(r, target, var, form, jammed)
+-- Reduce r for var = form, into target. crowded: fewer jammed than JAM, their rows crowding L1.
+local function jam_copy(r, target, var, form, jammed, crowded)
   return { k = "reduce", target = target, rvars = r.rvars, lanes = r.lanes, expr = subst_expr(r.expr, var, form),
-    check = r.check, node = r.node, combine = r.combine, product = r.product, jammed = jammed }
+    check = r.check, node = r.node, combine = r.combine, product = r.product, jammed = jammed, crowded = crowded }
 end
 
 local function jam_reduce(top, elem)
@@ -431,11 +431,13 @@ local function jam_reduce(top, elem)
   for _, r in ipairs(st.rvars) do work = work * r.n end
   for _, l in ipairs(chain) do work = work * l.n end
   if work < block.MIN_WORK then return nil end
-  local body = split_by(K, jam_count(st.expr, K.var, K.n, elem), function(base, t)
+  local J = jam_count(st.expr, K.var, K.n, elem)
+  local body = split_by(K, J, function(base, t)
     local stmts = {}
     for k = 0, t - 1 do
       local form = aff.add(base, aff.const(k))
-      stmts[#stmts + 1] = jam_copy(st, ref_subst(st.target, K.var, form), K.var, form, t > 1)
+      stmts[#stmts + 1] = jam_copy(st, ref_subst(st.target, K.var, form), K.var, form, t > 1,
+        J < math.min(block.JAM, K.n) or nil)
     end
     for i = #inner_loops, 1, -1 do stmts = { { k = "loop", var = inner_loops[i].var, n = inner_loops[i].n, body = stmts } } end
     return stmts
@@ -552,15 +554,18 @@ end
 -- of fmas each wait 4 cycles a step, and each load of w serves 4 of them; 4 rows x 4 outputs
 -- share 8 loads among 16 chains (seq_ffn 64x768x3072's second product, in a model: 3.0 -> 2.3
 -- ms; with AVX2, 7.1 -> 5.0). Their lanes go through P, so the jam holds no tree (in registers,
--- 16 trees made gcc's 8x1-jammed first product 20% slower). Not for crowded rows within L1 (one
--- chunk): seq_ffn 64x256x1024's forward ran 0.8x the time with AVX-512, 1.2x with AVX2, where
--- the 16 accumulators of 16 floats need 32 of the 16 ymm registers (likewise NEON's 32).
+-- 16 trees made gcc's 8x1-jammed first product 20% slower). Crowded rows within L1 take this
+-- form too (one chunk) in a nest of their own for 32 registers of 16 floats (AVX-512, guard
+-- KG_WIDE): seq_ffn 64x256x1024's forward ran in 0.86-0.89x the time there but 1.2x with AVX2,
+-- where 16 accumulators of 16 floats need 32 of the 16 ymm registers (NEON's 32 registers of 4
+-- floats are no better off); elsewhere the nest as before runs (guard !KG_WIDE).
 block.CHUNK_BYTES = 16384     -- the jammed rows' slice of one chunk (half of a 32 KB L1)
 block.CHUNK_FROM = 32768      -- the jammed rows' bytes above which they are chunked
 block.CARRY_MAX_BYTES = 1 << 19 -- the carried lanes of one chunked loop
 block.CARRY_ACCS = 16         -- the reduces in one lane loop of a chunk (rows x outputs)
 
-local function chunk_reduces(F, O, elem, fma)
+-- Returns the statements, and whether they are the KG_WIDE form (wide: it may be made).
+local function chunk_reduces(F, O, elem, fma, wide)
   local first = O.body[1]
   if not first or first.k ~= "reduce" or #first.rvars ~= 1 then return nil end
   local R, L, t = first.rvars[1], first.lanes, #O.body
@@ -578,7 +583,10 @@ local function chunk_reduces(F, O, elem, fma)
   local U = fused and math.max(1, block.CARRY_ACCS // t) or 1
   local C = (block.CHUNK_BYTES // (t * elem)) // L * L
   local size = O.n * t * L
-  if C < L or t * R.n * elem <= block.CHUNK_FROM or size * elem > block.CARRY_MAX_BYTES then return nil end
+  local long = t * R.n * elem > block.CHUNK_FROM
+  local widened = not long and wide and first.crowded and U > 1
+  if C < L or not (long or widened) or size * elem > block.CARRY_MAX_BYTES then return nil end
+  if widened then C = R.n end
   local P = { cname = "ws", role = "ws", size = size, id = #F.bufs, name = "lanes" }
   F.bufs[#F.bufs + 1] = P
   local c = R.var .. "c" -- a fresh name
@@ -615,7 +623,22 @@ local function chunk_reduces(F, O, elem, fma)
     folds[k] = { k = "store", target = r.target, expr = { k = "tree", terms = terms, combine = "add" }, node = r.node }
   end
   out[#out + 1] = { k = "loop", var = O.var, n = O.n, node = O.node, body = folds }
-  return out
+  return out, widened
+end
+
+-- A nest of reduces jammed (jam_reduce), tiled and chunked; wide: the KG_WIDE form of its
+-- chunks, returned only where it differs (with true).
+local function reduce_blocks(F, top, elem, fma, wide)
+  local repl, widened = jam_reduce(top, elem), false
+  if not repl then return nil end
+  rewrite_loops(repl, function(Kp) return tile_outputs(Kp, elem) end)
+  rewrite_loops(repl, function(O)
+    local out, w = chunk_reduces(F, O, elem, fma, wide)
+    widened = widened or w
+    return out
+  end)
+  if wide and not widened then return nil end
+  return repl, widened
 end
 
 ---------------------------------------------------------------------------------------------
@@ -1042,12 +1065,25 @@ function block.run(F, elem, target, unroll, fma)
     local accum, zbuf = block_accum(F, top, zeroed, elem, simd)
     if zbuf then out[cleared[zbuf]] = false end
     for _, x in ipairs(loops.accesses({ top })) do cleared[x.buf] = nil end
-    local repl = accum or (simd and jam_reduce(top, elem))
+    local repl, wide = accum, nil
+    if accum then
+      rewrite_loops(repl, function(O) return (chunk_reduces(F, O, elem, fma, false)) end)
+    elseif simd then
+      local nbufs = #F.bufs
+      wide = reduce_blocks(F, top, elem, fma, true)
+      if not wide then for i = #F.bufs, nbufs + 1, -1 do F.bufs[i] = nil end end
+      repl = reduce_blocks(F, top, elem, fma, false)
+    end
     if repl then
-      if not accum then rewrite_loops(repl, function(Kp) return tile_outputs(Kp, elem) end) end
-      rewrite_loops(repl, function(O) return chunk_reduces(F, O, elem, fma) end)
-      loops.walk(repl, function(s) s.node = s.node or top.node end)
-      for _, s in ipairs(repl) do out[#out + 1] = s end
+      local function place(list, guard) -- guard: the preprocessor condition of emit_c's nests
+        loops.walk(list, function(s) s.node = s.node or top.node end)
+        for _, s in ipairs(list) do
+          s.guard = guard
+          out[#out + 1] = s
+        end
+      end
+      if wide then place(wide, "KG_WIDE") end
+      place(repl, wide and "!KG_WIDE" or nil)
     else
       local rows = simd and top.k == "loop" and row_jam(F, top, F.body, elem, short_rows)
       if rows then

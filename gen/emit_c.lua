@@ -950,9 +950,12 @@ function emit.fn(fn, L, dtype, helpers, comment, fma, target)
     end
   end
   local calls, checks = {}, false
-  for k, s in ipairs(L.body) do
+  for k, s in ipairs(L.body) do -- a guarded step (block.lua) is defined and called under its #if
+    if s.guard then out.line("#if " .. s.guard) end
     local call, c = emit_step(out, s, fn .. "_" .. k, L, ctx)
-    calls[k] = call
+    if s.guard then out.line("#endif") end
+    calls[k] = s.guard and { "#if " .. s.guard, call, "#endif" } or call
+    out.wide = out.wide or s.guard ~= nil
     checks = checks or c
   end
   local read = {}
@@ -968,7 +971,9 @@ function emit.fn(fn, L, dtype, helpers, comment, fma, target)
   for _, p in ipairs(L.params) do if p.const and not read[p] then out.line("(void)" .. p.cname .. ";") end end
   if L.ws_size == 0 then out.line("(void)ws;") end
   if checks then out.line("int bad = 0;") end
-  for _, c in ipairs(calls) do out.line(c) end
+  for _, c in ipairs(calls) do
+    if type(c) == "table" then for _, l in ipairs(c) do out.line(l) end else out.line(c) end
+  end
   out.line(checks and "return bad;" or "return 0;")
   out.depth = 0
   out.line("}")

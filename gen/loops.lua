@@ -6,7 +6,8 @@
 --        lanes = true: a reduce's lane loop (block.lua), always written out (schedule.lua)
 --   { k = "store", target = ref, expr = e, check = c }        target = e
 --   { k = "reduce", target = ref, rvars = {{var, n}...}, lanes = L, expr = e, check = c }
---        jammed = true: one of several independent reduces sharing a lane loop (block.lua)
+--        jammed = true: one of several independent reduces sharing a lane loop (block.lua);
+--        crowded = true: fewer jammed than block.JAM, their rows crowding an L1 set
 --        product = true: the terms are a matrix product's (x[r][i] w[o][i], lower.lua); under
 --        the fma option they fuse into the lanes however long the sum (emit_c.lua)
 --        target = the sum of e over the rvars (outermost first). Lane l sums, in iteration
@@ -17,6 +18,8 @@
 --        elements target[index + l], which they start from and are stored back to; no tree.
 --        carry = "out": the first slice: the lanes start as a reduce's and are stored so
 --   { k = "accum", target = ref, expr = e, combine = c }      target = c(target, e) (terms in loop order)
+-- A statement of the function's body may carry guard = "KG_WIDE" or "!KG_WIDE": two forms of one
+-- nest, the same results, of which the C preprocessor keeps one (block.lua, emit_c.lua).
 -- combine: "add" (a sum; the default) or "maximum" (ops.lua); a reduce folds its lanes with it.
 -- check: nil, "positive" or "finite" (a domain hypothesis checked at run time, ops.domain).
 -- ref = { buf = buf, index = affine }; buf = { cname, size, role = "param"|"ws"|"local", ... }.
@@ -353,6 +356,7 @@ function loops.dump(F, title)
   local function body(list, depth)
     local pad = string.rep("  ", depth)
     for _, s in ipairs(list) do
+      if s.guard then out[#out + 1] = pad .. "#if " .. s.guard end
       if s.k == "loop" then
         out[#out + 1] = pad .. "for " .. s.var .. " < " .. s.n
         body(s.body, depth + 1)

@@ -25,6 +25,8 @@
  *                             written out) give the bits of unroll none; so do the next two.
  *   blocked_products_are_bit_identical  seq_ffn where products are jammed, tiled and chunked:
  *                             the same bits as without blocking, also with --fma on.
+ *   wide_and_narrow_forms_are_bit_identical  a nest emitted in two forms (KG_WIDE): the file
+ *                             built with gcc under each gives the JIT's bits.
  *   fma_schedules_are_bit_identical  the same with --fma on, also at long LayerNorm rows.
  *   rows_side_by_side_are_bit_identical  normalizations whose rows block.lua runs side by side:
  *                             the same bits as without blocking, also with --fma on.
@@ -48,6 +50,7 @@
 #include <setjmp.h>
 #include <cmocka.h>
 
+#include <dlfcn.h>
 #include <math.h>
 
 #include "kg_aot.h"
@@ -756,6 +759,90 @@ static void blocked_products_are_bit_identical(void **state)
     compare_schedules(*state, fma, 4, 0, "seq_ffn", chunks, 3);
 }
 
+/* A nest in two forms (block.lua: 4 crowded rows x 4 outputs for 32 registers of 512 bits, #if
+   KG_WIDE, and 4 rows x 1 output, #if !KG_WIDE): the emitted file built with gcc under each
+   setting, on any host (the form is portable C), gives the JIT's bits (tcc defines no
+   __AVX512F__: the narrow form) in every pass. */
+static void wide_and_narrow_forms_are_bit_identical(void **state)
+{
+    fixture *fx = *state;
+    static const char *const dims[] = {"seq=16", "dmodel=128", "dff=1024"};
+    static const char *const gcc_so[] = {"gcc", "-std=c99", "-O2", "-fPIC", "-shared", NULL};
+    int failures = 0, compared = 0;
+    for (int d = 0; d < 2; d++) {
+        kg_request r = request_for("seq_ffn", dtypes[d], "none");
+        r.fma = "on";
+        r.params = dims;
+        r.nparams = 3;
+        char *problem = NULL, *err = NULL;
+        kg_kernel *k = generate_compiled(&r, &problem);
+        if (!k)
+            fail_msg("seq_ffn %s: %s", dtypes[d], problem);
+        assert_non_null(strstr(kg_text(k, KG_TEXT_SOURCE), "#if KG_WIDE"));
+        if (kg_write_files(k, fx->dir, &err) != KG_OK)
+            fail_msg("kg_write_files: %s", err ? err : "?");
+        char *c = xprintf("%s/%s", fx->dir, kg_text(k, KG_TEXT_SOURCE_FILE));
+        char *thunks = xprintf("%s.thunks.c", c);
+        FILE *f = fopen(thunks, "w");
+        assert_non_null(f);
+        fprintf(f, "#include \"%s\"\n", kg_text(k, KG_TEXT_HEADER_FILE));
+        print_thunks(f, k, "", "w_");
+        fclose(f);
+        job jobs[2];
+        char *so[2];
+        for (int wide = 0; wide < 2; wide++) {
+            so[wide] = xprintf("%s.wide%d.so", c, wide);
+            char *log = xprintf("%s.wide%d.log", c, wide);
+            job_init(&jobs[wide], log, gcc_so, wide ? "-DKG_WIDE=1" : "-DKG_WIDE=0", "-I", fx->dir, "-o",
+                     so[wide], thunks, c, "-lm", (const char *)NULL);
+            free(log);
+        }
+        run_jobs(jobs, 2);
+        for (int wide = 0; wide < 2; wide++) {
+            char *built = job_problem(&jobs[wide]);
+            if (built)
+                fail_msg("%s", built);
+            void *lib = dlopen(so[wide], RTLD_NOW | RTLD_LOCAL);
+            if (!lib)
+                fail_msg("dlopen %s: %s", so[wide], dlerror());
+            for (int p = 0; p < KG_NPASSES && !problem; p++) {
+                if (!kg_has_pass(k, (kg_pass)p))
+                    continue;
+                char *name = xprintf("w_%s", pass_names(p));
+                void *sym = dlsym(lib, name);
+                free(name);
+                assert_non_null(sym);
+                int (*fn)(void *const *);
+                memcpy(&fn, &sym, sizeof sym); /* ISO C has no object-to-function pointer cast */
+                argset jit, aot;
+                argset_make(&jit, k, (kg_pass)p);
+                argset_make(&aot, k, (kg_pass)p);
+                int rc_jit = kg_call(k, (kg_pass)p, jit.args, jit.n + 1), rc_aot = fn(aot.args);
+                if (rc_jit != rc_aot)
+                    problem = xprintf("KG_WIDE=%d: %s returns %d, the JIT %d", wide, pass_names(p), rc_aot, rc_jit);
+                else
+                    problem = outputs_differ(k, (kg_pass)p, &jit, &aot, "JIT", wide ? "KG_WIDE=1" : "KG_WIDE=0");
+                compared++;
+                argset_free(&jit);
+                argset_free(&aot);
+            }
+            dlclose(lib);
+            job_free(&jobs[wide]);
+            free(so[wide]);
+        }
+        if (problem) {
+            print_message("FAIL seq_ffn %s: %s\n", dtypes[d], problem);
+            failures++;
+        }
+        free(problem);
+        free(thunks);
+        free(c);
+        kg_free(k);
+    }
+    print_message("     %d dtype x form x pass comparisons\n", compared);
+    assert_int_equal(failures, 0);
+}
+
 /* Rows long enough for block.lua to run 2, 3 or 4 rows' sums side by side (rows with a lane
    tail, a row's own workspace and locals copied per row, BatchNorm's channels): the same bits
    as without blocking, also with --fma on. */
@@ -905,6 +992,7 @@ int main(void)
         TIMED(schedules_are_bit_identical),
         TIMED(jit_schedule_at_default_dims),
         TIMED(blocked_products_are_bit_identical),
+        TIMED(wide_and_narrow_forms_are_bit_identical),
         TIMED(rows_side_by_side_are_bit_identical),
         TIMED(fma_schedules_are_bit_identical),
         TIMED(saved_passes_match),
