@@ -541,11 +541,11 @@ end
 -- Chunks: jammed reduces whose shared rows outgrow the L1 cache (seq_ffn 64x768x3072's second
 -- product: 8 activation rows of 12 KB, reread for every output from L2) are summed a chunk of
 -- the row at a time, each output's lanes carried in a workspace buffer between chunks:
---   for o < n: t_k[o] = sum[r < R; lanes L] e_k(o, r)                    (k < JAM)
+--   for o < n: t_k[o] = sum[r < R; lanes L] e_k(o, r)          (k < t, the jammed rows)
 -- becomes
---   for o < n: P[(o JAM + k) L + l] = lanes of sum[r < C] e_k(o, r)           (from 0)
---   for c < R/C - 1: for o < n: P[(o JAM + k) L + l] += lanes of sum[r < C] e_k(o, C (c+1) + r)
---   for o < n: t_k[o] = tree(P[(o JAM + k) L + 0 .. L-1])
+--   for o < n: P[(o t + k) L + l] = lanes of sum[r < C] e_k(o, r)             (from 0)
+--   for c < R/C - 1: for o < n: P[(o t + k) L + l] += lanes of sum[r < C] e_k(o, C (c+1) + r)
+--   for o < n: t_k[o] = tree(P[(o t + k) L + 0 .. L-1])
 -- C is a multiple of L, so lane l still adds the terms r = l (mod L) in order, and the tree is
 -- the reduce's: the same bits. Only for rows beyond L1 (at 32 KB, 2 chunks were 10% slower:
 -- seq_ffn 64x256x1024 forward) and while P stays within L2.
@@ -555,8 +555,8 @@ end
 -- share 8 loads among 16 chains (seq_ffn 64x768x3072's second product, in a model: 3.0 -> 2.3
 -- ms; with AVX2, 7.1 -> 5.0). Their lanes go through P, so the jam holds no tree (in registers,
 -- 16 trees made gcc's 8x1-jammed first product 20% slower). Crowded rows within L1 take this
--- form too (one chunk) in a nest of their own for 32 registers of 16 floats (AVX-512, guard
--- KG_WIDE): seq_ffn 64x256x1024's forward ran in 0.86-0.89x the time there but 1.2x with AVX2,
+-- form too (one chunk) in a nest of their own for 32 registers of 512 bits (AVX-512, guard
+-- KG_WIDE): seq_ffn 64x256x1024's forward ran in 0.86-0.95x the time there but 1.2x with AVX2,
 -- where 16 accumulators of 16 floats need 32 of the 16 ymm registers (NEON's 32 registers of 4
 -- floats are no better off); elsewhere the nest as before runs (guard !KG_WIDE).
 block.CHUNK_BYTES = 16384     -- the jammed rows' slice of one chunk (half of a 32 KB L1)
@@ -564,7 +564,7 @@ block.CHUNK_FROM = 32768      -- the jammed rows' bytes above which they are chu
 block.CARRY_MAX_BYTES = 1 << 19 -- the carried lanes of one chunked loop
 block.CARRY_ACCS = 16         -- the reduces in one lane loop of a chunk (rows x outputs)
 
--- Returns the statements, and whether they are the KG_WIDE form (wide: it may be made).
+-- Returns the statements (nil: O stays), and whether O has a KG_WIDE form (made if wide).
 local function chunk_reduces(F, O, elem, fma, wide)
   local first = O.body[1]
   if not first or first.k ~= "reduce" or #first.rvars ~= 1 then return nil end
@@ -584,9 +584,9 @@ local function chunk_reduces(F, O, elem, fma, wide)
   local C = (block.CHUNK_BYTES // (t * elem)) // L * L
   local size = O.n * t * L
   local long = t * R.n * elem > block.CHUNK_FROM
-  local widened = not long and wide and first.crowded and U > 1
-  if C < L or not (long or widened) or size * elem > block.CARRY_MAX_BYTES then return nil end
-  if widened then C = R.n end
+  local widens = not long and first.crowded and U > 1
+  if C < L or not (long or wide and widens) or size * elem > block.CARRY_MAX_BYTES then return nil, widens end
+  if widens then C = R.n end
   local P = { cname = "ws", role = "ws", size = size, id = #F.bufs, name = "lanes" }
   F.bufs[#F.bufs + 1] = P
   local c = R.var .. "c" -- a fresh name
@@ -623,22 +623,21 @@ local function chunk_reduces(F, O, elem, fma, wide)
     folds[k] = { k = "store", target = r.target, expr = { k = "tree", terms = terms, combine = "add" }, node = r.node }
   end
   out[#out + 1] = { k = "loop", var = O.var, n = O.n, node = O.node, body = folds }
-  return out, widened
+  return out, widens
 end
 
--- A nest of reduces jammed (jam_reduce), tiled and chunked; wide: the KG_WIDE form of its
--- chunks, returned only where it differs (with true).
+-- A nest of reduces jammed (jam_reduce), tiled and chunked, in its KG_WIDE form if wide; and
+-- whether it has one.
 local function reduce_blocks(F, top, elem, fma, wide)
-  local repl, widened = jam_reduce(top, elem), false
+  local repl, widens = jam_reduce(top, elem), false
   if not repl then return nil end
   rewrite_loops(repl, function(Kp) return tile_outputs(Kp, elem) end)
   rewrite_loops(repl, function(O)
     local out, w = chunk_reduces(F, O, elem, fma, wide)
-    widened = widened or w
+    widens = widens or w
     return out
   end)
-  if wide and not widened then return nil end
-  return repl, widened
+  return repl, widens
 end
 
 ---------------------------------------------------------------------------------------------
@@ -1069,10 +1068,9 @@ function block.run(F, elem, target, unroll, fma)
     if accum then
       rewrite_loops(repl, function(O) return (chunk_reduces(F, O, elem, fma, false)) end)
     elseif simd then
-      local nbufs = #F.bufs
-      wide = reduce_blocks(F, top, elem, fma, true)
-      if not wide then for i = #F.bufs, nbufs + 1, -1 do F.bufs[i] = nil end end
-      repl = reduce_blocks(F, top, elem, fma, false)
+      local widens
+      repl, widens = reduce_blocks(F, top, elem, fma, false)
+      if widens then wide = reduce_blocks(F, top, elem, fma, true) end
     end
     if repl then
       local function place(list, guard) -- guard: the preprocessor condition of emit_c's nests
