@@ -17,6 +17,10 @@
 --     of outputs around the row blocks; jammed rows beyond L1 are summed a chunk at a time,
 --     the lanes carried in the workspace (reduce.carry), and with fused products outputs are
 --     jammed beside the rows there (4 crowded rows x 4 outputs).
+-- Some nests get a second form for 32 vector registers of 512 bits (guard "KG_WIDE", the first
+-- form then "!KG_WIDE"; emit_c defines and calls each under #if): more sums side by side, which
+-- with 16 registers of 256 bits (AVX2) would spill. Both forms add the same terms in the same
+-- order.
 -- A row loop whose body sums along long rows runs 2-4 rows through it together (rows side by
 -- side: their sums' chains overlap). Nested loops that index memory in row-major order are
 -- also coalesced into one, a per-group value read by a short inner loop is expanded into a
@@ -255,9 +259,20 @@ end
 -- C * <its variable>c (the chunk loop around the tiles). pack: loads to copy into panels first
 -- (packed_loads; not with C). panel: { buf, src, var, width }: loads of src read panel
 -- buf[width s + var] (column_panel). whole: pack's panels for all tiles, copied before them
--- (the tile's at t S.n times its first output).
-local function accum_tile(F, kept, summed, st, kvar, base, t, zero, C, pack, panel, whole)
+-- (the tile's at t S.n times its first output). halves: the innermost kept loop (the one the
+-- compiler vectorizes) runs half its length, each output's local twice, for i and i + n/2: 16
+-- vectors of sums share 2 loads of the vectorized operand and 8 of the tile's values instead of
+-- 8 sharing 1 and 8 (the KG_WIDE form: seq_ffn 64x768x3072's dW2, dx and dW1 nests 0.84-0.87x
+-- the time with AVX-512, 1.2-1.5x with AVX2, whose 16 registers then spill; 8x64x256's
+-- backward, summing 8 rows, 1.1x with AVX-512: hence WIDE_MIN_SUM). The same sums, in order.
+local function accum_tile(F, kept, summed, st, kvar, base, t, zero, C, pack, panel, whole, halves)
   local S = summed[1]
+  local I, cols = kept[#kept], { 0 }
+  if halves then
+    kept = { table.unpack(kept) }
+    kept[#kept] = { var = I.var, n = I.n // 2 }
+    cols = { 0, I.n // 2 }
+  end
   local panels, copies = whole or {}, {}
   local at_tile = whole and aff.scale(base, S.n) or aff.const(0)
   if not whole then
@@ -268,7 +283,7 @@ local function accum_tile(F, kept, summed, st, kvar, base, t, zero, C, pack, pan
       copies[i] = tile_panel_copy(P, l, kvar, base, t, S, at_tile)
     end
   end
-  local locals, inits, sums, stores = {}, {}, {}, {}
+  local inits, sums, stores = {}, {}, {}
   for k = 0, t - 1 do
     local form = aff.add(base, aff.const(k))
     local target = ref_subst(st.target, kvar, form)
@@ -292,11 +307,18 @@ local function accum_tile(F, kept, summed, st, kvar, base, t, zero, C, pack, pan
         return { k = "load", buf = panel.buf, index = aff.add(aff.scale(aff.var(S.var), panel.width), aff.var(panel.var)) }
       end)
     end
-    locals[k] = new_local(F)
-    inits[#inits + 1] = { k = "store", target = locals[k],
-      expr = zero and { k = "num", v = 0 } or { k = "load", buf = target.buf, index = target.index } }
-    sums[#sums + 1] = { k = "accum", target = locals[k], expr = expr, combine = st.combine }
-    stores[#stores + 1] = { k = "store", target = target, expr = { k = "load", buf = locals[k].buf, index = locals[k].index } }
+    for _, h in ipairs(cols) do
+      local to, e = target, expr
+      if h > 0 then
+        local form_h = aff.add(aff.var(I.var), aff.const(h))
+        to, e = ref_subst(target, I.var, form_h), subst_expr(expr, I.var, form_h)
+      end
+      local acc = new_local(F)
+      inits[#inits + 1] = { k = "store", target = acc,
+        expr = zero and { k = "num", v = 0 } or { k = "load", buf = to.buf, index = to.index } }
+      sums[#sums + 1] = { k = "accum", target = acc, expr = e, combine = st.combine }
+      stores[#stores + 1] = { k = "store", target = to, expr = { k = "load", buf = acc.buf, index = acc.index } }
+    end
   end
   local inner = sums
   for i = #summed, 1, -1 do inner = { { k = "loop", var = summed[i].var, n = C or summed[i].n, body = inner } } end
@@ -326,7 +348,10 @@ end
 
 -- zeroed(buf): the buffer is all zeros, stored by an earlier nest that block.run drops when
 -- this nest writes every element (then the buffer is returned second).
-local function block_accum(F, top, zeroed, elem, simd)
+-- wide: the KG_WIDE form (accum_tile's halves); the third value says whether there is one.
+block.WIDE_BYTES = 64    -- a vector register of KG_WIDE
+block.WIDE_MIN_SUM = 64  -- summed iterations from which a tile has a wide form
+local function block_accum(F, top, zeroed, elem, simd, wide)
   local chain, st = perfect(top)
   if not chain or st.k ~= "accum" or #chain < 3 then return nil end
   local inner = chain[#chain]
@@ -368,15 +393,18 @@ local function block_accum(F, top, zeroed, elem, simd)
     st, panel, copy = column_blocks(F, st, col, I, S, C, R)
     others = { { var = I.var, n = col.width } }
   end
-  local tiles = split_by(K, T,
-    function(base, t) return accum_tile(F, others, summed, st, K.var, base, t, zero, C, pack, panel, whole) end)
+  local lanes = block.WIDE_BYTES // elem -- two vectors of them per local in the wide form
+  local halves = simd and others[#others].n % (2 * lanes) == 0 and (R or 0) >= block.WIDE_MIN_SUM
+  local tiles = split_by(K, T, function(base, t)
+    return accum_tile(F, others, summed, st, K.var, base, t, zero, C, pack, panel, whole, wide and halves)
+  end)
   if col then
     table.insert(tiles, 1, copy)
     tiles = { { k = "loop", var = I.var .. "b", n = I.n // col.width, body = tiles } }
   end
   for i = #before, 1, -1 do table.insert(tiles, 1, before[i]) end
   if C then tiles = { { k = "loop", var = S.var .. "c", n = S.n // C, body = tiles } } end
-  return tiles, zero and st.target.buf
+  return tiles, zero and st.target.buf, halves
 end
 
 ---------------------------------------------------------------------------------------------
@@ -1061,10 +1089,11 @@ function block.run(F, elem, target, unroll, fma)
   local out, cleared = {}, {} -- cleared[buf]: the position in out of the nest that zeroes it
   local function zeroed(buf) return cleared[buf] ~= nil end
   for _, top in ipairs(F.body) do
-    local accum, zbuf = block_accum(F, top, zeroed, elem, simd)
+    local accum, zbuf, halves = block_accum(F, top, zeroed, elem, simd, false)
+    local repl, wide = accum, nil
+    if halves then wide = block_accum(F, top, zeroed, elem, simd, true) end
     if zbuf then out[cleared[zbuf]] = false end
     for _, x in ipairs(loops.accesses({ top })) do cleared[x.buf] = nil end
-    local repl, wide = accum, nil
     if accum then
       rewrite_loops(repl, function(O) return (chunk_reduces(F, O, elem, fma, false)) end)
     elseif simd then

@@ -25,7 +25,7 @@
  *                             written out) give the bits of unroll none; so do the next two.
  *   blocked_products_are_bit_identical  seq_ffn where products are jammed, tiled and chunked:
  *                             the same bits as without blocking, also with --fma on.
- *   wide_and_narrow_forms_are_bit_identical  a nest emitted in two forms (KG_WIDE): the file
+ *   wide_and_narrow_forms_are_bit_identical  nests emitted in two forms (KG_WIDE): the file
  *                             built with gcc under each gives the JIT's bits.
  *   fma_schedules_are_bit_identical  the same with --fma on, also at long LayerNorm rows.
  *   rows_side_by_side_are_bit_identical  normalizations whose rows block.lua runs side by side:
@@ -759,14 +759,16 @@ static void blocked_products_are_bit_identical(void **state)
     compare_schedules(*state, fma, 4, 0, "seq_ffn", chunks, 3);
 }
 
-/* A nest in two forms (block.lua: 4 crowded rows x 4 outputs for 32 registers of 512 bits, #if
-   KG_WIDE, and 4 rows x 1 output, #if !KG_WIDE): the emitted file built with gcc under each
-   setting, on any host (the form is portable C), gives the JIT's bits (tcc defines no
-   __AVX512F__: the narrow form) in every pass. */
+/* Nests in two forms (block.lua) for 32 registers of 512 bits (#if KG_WIDE) and for fewer or
+   narrower (#if !KG_WIDE): the forward's second product as 4 crowded rows x 4 outputs or 4 x 1,
+   the backward's accumulation tiles (dx, dW1, dW2 from zero) with two vectors of columns per
+   output or one. The emitted file built with gcc under each setting, on any host (both forms
+   are portable C), gives the JIT's bits (tcc defines no __AVX512F__: the narrow forms) in every
+   pass. */
 static void wide_and_narrow_forms_are_bit_identical(void **state)
 {
     fixture *fx = *state;
-    static const char *const dims[] = {"seq=16", "dmodel=128", "dff=1024"};
+    static const char *const dims[] = {"seq=64", "dmodel=128", "dff=1024"};
     static const char *const gcc_so[] = {"gcc", "-std=c99", "-O2", "-fPIC", "-shared", NULL};
     int failures = 0, compared = 0;
     for (int d = 0; d < 2; d++) {
