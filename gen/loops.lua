@@ -16,7 +16,8 @@
 --        lane[i + ceil(w/2)]). L = min(lanes of the dtype, extent of the innermost rvar).
 --        carry = true: a slice of a longer sum (block.lua's chunks): the lanes are the L
 --        elements target[index + l], which they start from and are stored back to; no tree.
---        carry = "out": the first slice: the lanes start as a reduce's and are stored so
+--        carry = "out": the first slice: its lanes start from 0, as a reduce's, and are
+--        stored (nothing to load)
 --   { k = "accum", target = ref, expr = e, combine = c }      target = c(target, e) (terms in loop order)
 -- A statement of the function's body may carry guard = "KG_WIDE" or "!KG_WIDE": two forms of one
 -- nest, the same results, of which the C preprocessor keeps one (block.lua, emit_c.lua).
