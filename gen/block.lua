@@ -611,9 +611,10 @@ local function chunk_reduces(F, O, elem, fma, wide)
   local U = fused and math.max(1, block.CARRY_ACCS // t) or 1
   local C = (block.CHUNK_BYTES // (t * elem)) // L * L
   local size = O.n * t * L
+  local fits = C >= L and size * elem <= block.CARRY_MAX_BYTES
   local long = t * R.n * elem > block.CHUNK_FROM
-  local widens = not long and first.crowded and U > 1
-  if C < L or not (long or wide and widens) or size * elem > block.CARRY_MAX_BYTES then return nil, widens end
+  local widens = fits and not long and first.crowded and U > 1
+  if not (fits and (long or wide and widens)) then return nil, widens end
   if widens then C = R.n end
   local P = { cname = "ws", role = "ws", size = size, id = #F.bufs, name = "lanes" }
   F.bufs[#F.bufs + 1] = P
