@@ -761,10 +761,10 @@ static void blocked_products_are_bit_identical(void **state)
 
 /* Nests in two forms (block.lua) for 32 registers of 512 bits (#if KG_WIDE) and for fewer or
    narrower (#if !KG_WIDE): the forward's second product as 4 crowded rows x 4 outputs or 4 x 1,
-   the backward's accumulation tiles (dx, dW1, dW2 from zero) with two vectors of columns per
-   output or one. The emitted file built with gcc under each setting, on any host (both forms
-   are portable C), gives the JIT's bits (tcc defines no __AVX512F__: the narrow forms) in every
-   pass. */
+   the backward's accumulation tiles (dx, dW1, dW2 from zero) with two lane loops of columns
+   per output or one scalar column. The emitted file built with gcc under each setting, on any
+   host (both forms are portable C), gives the JIT's bits (tcc defines no __AVX512F__: the
+   narrow forms) in every pass. */
 static void wide_and_narrow_forms_are_bit_identical(void **state)
 {
     fixture *fx = *state;
