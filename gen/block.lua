@@ -122,10 +122,11 @@ end
 ---------------------------------------------------------------------------------------------
 -- Accumulations: for kept K (tiled), other kept loops, summed loops: locals per tile
 
-local function new_local(F)
-  local b = { cname = "t", role = "local", size = 1, id = #F.bufs }
+-- A C local: one element, or an array of n indexed by var.
+local function new_local(F, n, var)
+  local b = { cname = "t", role = "local", size = n or 1, id = #F.bufs }
   F.bufs[#F.bufs + 1] = b
-  return { buf = b, index = aff.const(0) }
+  return { buf = b, index = var and aff.var(var) or aff.const(0) }
 end
 
 -- K's iterations t at a time: a loop over the main part whose body is copies(base, t) (the
@@ -324,11 +325,8 @@ local function accum_tile(F, kept, summed, st, kvar, base, t, zero, C, pack, pan
         local form_h = aff.add(aff.var(I.var), aff.const(h))
         to, e = ref_subst(target, I.var, form_h), subst_expr(expr, I.var, form_h)
       end
-      local acc = new_local(F)
-      if lanes then
-        to, e = ref_subst(to, I.var, at_lane), subst_expr(e, I.var, at_lane)
-        acc.buf.size, acc.index = lanes, aff.var(lane_var)
-      end
+      if lanes then to, e = ref_subst(to, I.var, at_lane), subst_expr(e, I.var, at_lane) end
+      local acc = new_local(F, lanes, lanes and lane_var)
       inits[#inits + 1] = { k = "store", target = acc,
         expr = zero and { k = "num", v = 0 } or { k = "load", buf = to.buf, index = to.index } }
       sums[#sums + 1] = { k = "accum", target = acc, expr = e, combine = st.combine }
@@ -408,7 +406,7 @@ local function block_accum(F, top, zeroed, elem, simd, wide)
     st, panel, copy = column_blocks(F, st, col, I, S, C, R)
     others = { { var = I.var, n = col.width } }
   end
-  local lanes = block.WIDE_BYTES // elem -- two vectors of them per local in the wide form
+  local lanes = block.WIDE_BYTES // elem -- a vector of the wide form, its lane loops' width
   local halves = simd and others[#others].n % (2 * lanes) == 0 and (R or 0) >= block.WIDE_MIN_SUM
   local tiles = split_by(K, T, function(base, t)
     return accum_tile(F, others, summed, st, K.var, base, t, zero, C, pack, panel, whole, wide and halves,
@@ -1111,9 +1109,7 @@ function block.run(F, elem, target, unroll, fma)
     if halves then wide = block_accum(F, top, zeroed, elem, simd, true) end
     if zbuf then out[cleared[zbuf]] = false end
     for _, x in ipairs(loops.accesses({ top })) do cleared[x.buf] = nil end
-    if accum then
-      rewrite_loops(repl, function(O) return (chunk_reduces(F, O, elem, fma, false)) end)
-    elseif simd then
+    if not accum and simd then
       local widens
       repl, widens = reduce_blocks(F, top, elem, fma, false)
       if widens then wide = reduce_blocks(F, top, elem, fma, true) end

@@ -949,12 +949,17 @@ function emit.fn(fn, L, dtype, helpers, comment, fma, target)
       nlocal = nlocal + 1
     end
   end
+  -- a guarded step (block.lua's two forms of a nest) is defined and called under its #if
+  local function under(guard, line)
+    if guard then out.line("#if " .. guard) end
+    local r1, r2 = line()
+    if guard then out.line("#endif") end
+    return r1, r2
+  end
   local calls, checks = {}, false
-  for k, s in ipairs(L.body) do -- a guarded step (block.lua) is defined and called under its #if
-    if s.guard then out.line("#if " .. s.guard) end
-    local call, c = emit_step(out, s, fn .. "_" .. k, L, ctx)
-    if s.guard then out.line("#endif") end
-    calls[k] = s.guard and { "#if " .. s.guard, call, "#endif" } or call
+  for k, s in ipairs(L.body) do
+    local call, c = under(s.guard, function() return emit_step(out, s, fn .. "_" .. k, L, ctx) end)
+    calls[k] = call
     out.wide = out.wide or s.guard ~= nil
     checks = checks or c
   end
@@ -971,9 +976,7 @@ function emit.fn(fn, L, dtype, helpers, comment, fma, target)
   for _, p in ipairs(L.params) do if p.const and not read[p] then out.line("(void)" .. p.cname .. ";") end end
   if L.ws_size == 0 then out.line("(void)ws;") end
   if checks then out.line("int bad = 0;") end
-  for _, c in ipairs(calls) do
-    if type(c) == "table" then for _, l in ipairs(c) do out.line(l) end else out.line(c) end
-  end
+  for k, c in ipairs(calls) do under(L.body[k].guard, function() out.line(c) end) end
   out.line(checks and "return bad;" or "return 0;")
   out.depth = 0
   out.line("}")
