@@ -1284,13 +1284,14 @@ static void print_summary(void)
         if (r->cc_same >= 0)
             cc_compared++, cc_same += r->cc_same;
     }
+    const char *aot_cc = getenv("BENCH_CC") && *getenv("BENCH_CC") ? getenv("BENCH_CC") : "gcc";
     printf("\nGeomean of kerngen AOT / bound over %d rows: %.2f\n", nb, nb ? exp(sb / nb) : NAN);
     if (nj)
-        printf("Geomean of JIT (tcc) / AOT (gcc) over %d rows: %.2f; JIT output bit-identical to "
-               "AOT in %d of %d rows compared\n", nj, exp(sj / nj), same, compared);
+        printf("Geomean of JIT (tcc) / AOT (%s) over %d rows: %.2f; JIT output bit-identical to "
+               "AOT in %d of %d rows compared\n", aot_cc, nj, exp(sj / nj), same, compared);
     if (nc)
-        printf("Geomean of JIT (cc) / AOT (gcc) over %d rows: %.2f (worst %.2f); cc output "
-               "bit-identical to AOT in %d of %d rows compared\n", nc, exp(sc / nc), worst_cc, cc_same,
+        printf("Geomean of JIT (cc) / AOT (%s) over %d rows: %.2f (worst %.2f); cc output "
+               "bit-identical to AOT in %d of %d rows compared\n", aot_cc, nc, exp(sc / nc), worst_cc, cc_same,
                cc_compared);
 
     ranked rk[MAXROWS];

@@ -9,6 +9,8 @@
 # BENCH_FMA=on|off: kerngen's kernels (AOT and both JIT tiers) with --fma on (default: this
 # benchmark compiles for -march=native, where the FMA instructions are) or off.
 # BENCH_PLACE=stagger|page: where buffers start within a page (bench.c says why; default stagger).
+# BENCH_CC=clang: compile kerngen's kernels and the hand loops with another compiler (default gcc),
+# as a user of that compiler would; oneDNN and the harness stay with gcc.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 BUILD=$(cd "${1:-$ROOT/build}" 2>/dev/null && pwd) ||
@@ -31,6 +33,8 @@ START=$(date +%s)
 NJOBS=$(nproc)
 export BENCH_FMA=${BENCH_FMA:-on} # read by bench.c for the JIT tiers' requests
 FMA=$BENCH_FMA
+KCC=${BENCH_CC:-gcc}
+command -v "$KCC" >/dev/null || { echo "bench: BENCH_CC=$KCC: no such compiler" >&2; exit 2; }
 
 # Runs the lines of a command file (printf %q-quoted) NJOBS at a time; fails if one fails.
 parallel() { xargs -P "$NJOBS" -d '\n' -n 1 bash -c < "$1"; }
@@ -104,13 +108,13 @@ cc=$TMP/cc.cmds
 objs=()
 obj() { objs+=("$1"); add "$cc" "${@:2}" -o "$1"; }
 for c in "$TMP"/gen/*.c; do
-  obj "${c%.c}.o" gcc "${STRICT[@]}" -c "$c"
+  obj "${c%.c}.o" "$KCC" "${STRICT[@]}" -c "$c"
 done
-obj "$TMP/glue.o" gcc "${STRICT[@]}" -Ibench -I"$TMP/gen" -c "$glue"
-obj "$TMP/hand_o3_f32.o" gcc "${STRICT[@]}" -DHAND_PREFIX=hand_ -c bench/hand.c
-obj "$TMP/hand_o3_f64.o" gcc "${STRICT[@]}" -DHAND_PREFIX=hand_ -DHAND_F64 -c bench/hand.c
-obj "$TMP/hand_fast_f32.o" gcc "${FAST[@]}" -DHAND_PREFIX=fast_ -c bench/hand.c
-obj "$TMP/hand_fast_f64.o" gcc "${FAST[@]}" -DHAND_PREFIX=fast_ -DHAND_F64 -c bench/hand.c
+obj "$TMP/glue.o" "$KCC" "${STRICT[@]}" -Ibench -I"$TMP/gen" -c "$glue"
+obj "$TMP/hand_o3_f32.o" "$KCC" "${STRICT[@]}" -DHAND_PREFIX=hand_ -c bench/hand.c
+obj "$TMP/hand_o3_f64.o" "$KCC" "${STRICT[@]}" -DHAND_PREFIX=hand_ -DHAND_F64 -c bench/hand.c
+obj "$TMP/hand_fast_f32.o" "$KCC" "${FAST[@]}" -DHAND_PREFIX=fast_ -c bench/hand.c
+obj "$TMP/hand_fast_f64.o" "$KCC" "${FAST[@]}" -DHAND_PREFIX=fast_ -DHAND_F64 -c bench/hand.c
 obj "$TMP/hand_tcc_f32.o" tcc -DHAND_PREFIX=tcc_ -c bench/hand.c
 DNNL_CFLAGS=() DNNL_LIBS=()
 if [ -z "${BENCH_NO_ONEDNN:-}" ] && [ -e /usr/include/oneapi/dnnl/dnnl.h ]; then
@@ -137,9 +141,9 @@ rev=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)
   echo "$(nproc) cores, $(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -1)," \
     "$(awk '/MemTotal/ {printf "%.0f GiB", $2 / 1048576}' /proc/meminfo);" \
     "load average $(cut -d' ' -f1-3 /proc/loadavg)"
-  echo "gcc $(gcc -dumpfullversion), $(tcc -v 2>&1 | head -1);" \
+  echo "$($KCC --version | head -1), $(tcc -v 2>&1 | head -1);" \
     "OMP_NUM_THREADS=1; $([ ${#PIN[@]} -gt 0 ] && echo "pinned to CPU $cpu (taskset)" || echo "not pinned (no taskset)")"
-  echo "kernels: kerngen emit --unroll none --fma $FMA, gcc ${STRICT[*]}; JIT tcc: kg_generate (unroll auto) + libtcc;" \
+  echo "kernels: kerngen emit --unroll none --fma $FMA, $KCC ${STRICT[*]} (hand loops: the same, and $KCC ${FAST[*]}); JIT tcc: kg_generate (unroll auto) + libtcc;" \
     "JIT cc: kg_generate (unroll none) + the cc tier (${CC:-cc}, an empty cache: cold, then warm)"
   echo "headers declaring forward_train/vjp_saved: $saved of ${#names[@]}"
   echo "build: $((BUILT - START)) s (emit, glue, compile in $NJOBS jobs, link)"

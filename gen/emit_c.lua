@@ -549,6 +549,104 @@ end
 -- runs as fast either way; over 64, 8 chunks, KG_SHORT makes the forward 1.5x faster).
 local SHORT_CHUNKS = 8
 
+-- The vector form of reduces (#if KG_VEC, templates/vec.c.in): the lanes as one vector
+-- variable of GNU C's vector extension, for a group of plain sums (no carried lanes, no
+-- product fused into its accumulator) of 64 bytes of lanes whose terms are + - * / and negation of loads along the summed
+-- axis (one vector load) or not depending on it (one value for every lane). A term's text, or
+-- nil where it has no vector form; v is the summed loop's variable.
+local VEC_BYTES = 64
+local function vector_term(e, v, env, ctx)
+  if e.k == "num" then return emit.expr(e, env, ctx) end
+  if e.k == "load" then
+    local k = e.index.t[v]
+    if not k or e.buf.role == "local" then return emit.expr(e, env, ctx) end
+    if k ~= 1 then return nil end
+    return "KG_LOAD_" .. ctx.dtype .. "(&" .. emit.expr(e, env, ctx) .. ")", 3
+  end
+  if e.k ~= "op" then return nil end
+  local c = ops[e.op].c
+  if c.prefix then
+    local s, p = vector_term(e.args[1], v, env, ctx)
+    return s and (c.prefix .. par(s, p, 2.5)), 2.5
+  end
+  if not c.infix then return nil end
+  local prec = c.prec
+  if c.lhs then
+    local s, p = vector_term(e.args[1], v, env, ctx)
+    return s and (util.c_literal(c.lhs, ctx.dtype) .. " " .. c.infix .. " " .. par(s, p, prec + 0.1)), prec
+  end
+  if ctx.fma and (c.infix == "+" or c.infix == "-") then -- a product operand would be fused
+    for _, a in ipairs(e.args) do
+      if a.k == "op" and ops[a.op].c.infix == "*" and not ops[a.op].c.lhs then return nil end
+    end
+  end
+  local as, ap = vector_term(e.args[1], v, env, ctx)
+  local bs, bp = vector_term(e.args[2], v, env, ctx)
+  if not (as and bs) then return nil end
+  return par(as, ap, prec) .. " " .. c.infix .. " " .. par(bs, bp, prec + 0.1), prec
+end
+
+-- The vector form of a group of reduces (emit_reduces below) under #if KG_VEC, or false where
+-- it has none. The tree halves the lanes as combine_order does: lane i += lane i + w/2.
+local function emit_vector_reduces(out, group, env, ctx, fuses, main)
+  local first = group[1]
+  local L, inner = first.lanes, first.rvars[#first.rvars]
+  if ctx.pointers or ctx.scalar or ctx.fallback or ctx.x86 or main == 0
+    or L * emit.SIZEOF[ctx.dtype] ~= VEC_BYTES then return false end
+  for i, s in ipairs(group) do
+    local e = s.expr -- a product term that fuses into its accumulator: fma, no vector form
+    local product = e.k == "op" and ops[e.op].c.infix == "*" and not ops[e.op].c.lhs
+    if s.carry or (fuses[i] and product) or (s.combine or "add") ~= "add" then return false end
+  end
+  local v, terms = inner.var, {}
+  for _, s in ipairs(group) do if not vector_term(s.expr, v, env, ctx) then return false end end
+  ctx.vec_used = true
+  out.line("#if KG_VEC")
+  local saved = ctx.hoisted
+  ctx.hoisted = setmetatable({}, { __index = saved })
+  local rvars, probes = {}, {}
+  for _, r in ipairs(first.rvars) do rvars[r.var] = true end
+  for i, s in ipairs(group) do probes[i] = { target = { buf = {} }, expr = s.expr } end
+  if not hoist(out, ctx, probes, rvars, env) then out.open("{") end
+  for i, s in ipairs(group) do terms[i] = vector_term(s.expr, v, env, ctx) end
+  local T = "kg_" .. ctx.dtype .. "x" .. L
+  local acc = {}
+  for i = 1, #group do
+    acc[i] = #group == 1 and "acc" or ("acc" .. (i - 1))
+    out.line(T .. " " .. acc[i] .. " = {0};")
+  end
+  local outer = {}
+  for k = 1, #first.rvars - 1 do outer[k] = first.rvars[k] end
+  for _, r in ipairs(outer) do out.open(util.format("for (int %s = 0; %s < %d; ++%s) {", r.var, r.var, r.n, r.var)) end
+  out.open(util.format("for (int %s = 0; %s < %d; %s += %d) {", v, v, main, v, L))
+  for i = 1, #group do out.line(acc[i] .. " += " .. terms[i] .. ";") end
+  out.close()
+  for j = main, inner.n - 1 do -- the rest: lane by lane, as in the array form
+    env[v] = j
+    for i = 1, #group do out.line(acc[i] .. "[" .. (j - main) .. "] += " .. emit.expr(group[i].expr, env, ctx) .. ";") end
+    env[v] = nil
+  end
+  for _ in ipairs(outer) do out.close() end
+  for i, s in ipairs(group) do
+    local target = target_str(s.target, env, ctx)
+    local w, x = L, acc[i]
+    out.open("{")
+    while w > 2 do
+      local h = w // 2
+      local y = "s" .. h
+      out.line(util.format("kg_%sx%d %s = KG_LO_%d(%s) + KG_HI_%d(%s);", ctx.dtype, h, y, h, x, h, x))
+      w, x = h, y
+    end
+    out.line(target .. " = " .. x .. "[0] + " .. x .. "[1];")
+    out.close()
+    emit_check(out, target, s.check, ctx.dtype)
+  end
+  out.close()
+  out.line("#else")
+  ctx.hoisted = saved
+  return true
+end
+
 -- Reduce statements, one or several: consecutive reduces over the same summed loops that do
 -- not read each other run in one lane loop, each with its own accumulators (acc, or acc0,
 -- acc1... for several), so every sum keeps its order (blocked matrix products, independent
@@ -586,6 +684,7 @@ local function emit_reduces(out, group, env, ctx)
     end
     return
   end
+  local vec = emit_vector_reduces(out, group, env, ctx, fuses, inner.n - inner.n % L)
   local rvars = {}
   for _, r in ipairs(first.rvars) do rvars[r.var] = true end
   local saved = ctx.hoisted
@@ -714,6 +813,7 @@ local function emit_reduces(out, group, env, ctx)
     for i, s in ipairs(group) do combine(i, s); store(i, s) end
   end
   out.close()
+  if vec then out.line("#endif") end
   ctx.hoisted = saved
 end
 
@@ -980,7 +1080,7 @@ function emit.fn(fn, L, dtype, helpers, comment, fma, target)
   out.line(checks and "return bad;" or "return 0;")
   out.depth = 0
   out.line("}")
-  out.x86, out.vm = ctx.x86_used, ctx.vm_used
+  out.x86, out.vm, out.vec = ctx.x86_used, ctx.vm_used, ctx.vec_used
   return out
 end
 

@@ -27,6 +27,7 @@
  *                             the same bits as without blocking, also with --fma on.
  *   wide_and_narrow_forms_are_bit_identical  nests emitted in two forms (KG_WIDE): the file
  *                             built with gcc under each gives the JIT's bits.
+ *   vector_and_array_lanes_are_bit_identical  reduces emitted in two forms (KG_VEC): likewise.
  *   fma_schedules_are_bit_identical  the same with --fma on, also at long LayerNorm rows.
  *   rows_side_by_side_are_bit_identical  normalizations whose rows block.lua runs side by side:
  *                             the same bits as without blocking, also with --fma on.
@@ -759,89 +760,130 @@ static void blocked_products_are_bit_identical(void **state)
     compare_schedules(*state, fma, 4, 0, "seq_ffn", chunks, 3);
 }
 
+/* The emitted file of a request built with gcc -O2 under -D<macro>=0 and =1 (both forms are
+   portable GNU C, on any host) gives the JIT's bits in every pass. Returns the failure or NULL;
+   counts the comparisons. */
+static char *forms_match_jit(fixture *fx, kg_request *r, const char *macro, int *compared)
+{
+    static const char *const gcc_so[] = {"gcc", "-std=gnu99", "-O2", "-fPIC", "-shared", NULL};
+    char *problem = NULL, *err = NULL;
+    kg_kernel *k = generate_compiled(r, &problem);
+    if (!k)
+        return problem;
+    char *marker = xprintf("#if %s", macro);
+    assert_non_null(strstr(kg_text(k, KG_TEXT_SOURCE), marker));
+    free(marker);
+    if (kg_write_files(k, fx->dir, &err) != KG_OK)
+        fail_msg("kg_write_files: %s", err ? err : "?");
+    char *c = xprintf("%s/%s", fx->dir, kg_text(k, KG_TEXT_SOURCE_FILE));
+    char *thunks = xprintf("%s.thunks.c", c);
+    FILE *f = fopen(thunks, "w");
+    assert_non_null(f);
+    fprintf(f, "#include \"%s\"\n", kg_text(k, KG_TEXT_HEADER_FILE));
+    print_thunks(f, k, "", "w_");
+    fclose(f);
+    job jobs[2];
+    char *so[2], *def[2];
+    for (int on = 0; on < 2; on++) {
+        so[on] = xprintf("%s.%s%d.so", c, macro, on);
+        def[on] = xprintf("-D%s=%d", macro, on);
+        char *log = xprintf("%s.%s%d.log", c, macro, on);
+        job_init(&jobs[on], log, gcc_so, def[on], "-I", fx->dir, "-o", so[on], thunks, c, "-lm", (const char *)NULL);
+        free(log);
+    }
+    run_jobs(jobs, 2);
+    for (int on = 0; on < 2; on++) {
+        char *built = job_problem(&jobs[on]);
+        if (built)
+            fail_msg("%s", built);
+        void *lib = dlopen(so[on], RTLD_NOW | RTLD_LOCAL);
+        if (!lib)
+            fail_msg("dlopen %s: %s", so[on], dlerror());
+        for (int p = 0; p < KG_NPASSES && !problem; p++) {
+            if (!kg_has_pass(k, (kg_pass)p))
+                continue;
+            char *name = xprintf("w_%s", pass_names(p));
+            void *sym = dlsym(lib, name);
+            free(name);
+            assert_non_null(sym);
+            int (*fn)(void *const *);
+            memcpy(&fn, &sym, sizeof sym); /* ISO C has no object-to-function pointer cast */
+            argset jit, aot;
+            argset_make(&jit, k, (kg_pass)p);
+            argset_make(&aot, k, (kg_pass)p);
+            int rc_jit = kg_call(k, (kg_pass)p, jit.args, jit.n + 1), rc_aot = fn(aot.args);
+            if (rc_jit != rc_aot)
+                problem = xprintf("%s: %s returns %d, the JIT %d", def[on] + 2, pass_names(p), rc_aot, rc_jit);
+            else
+                problem = outputs_differ(k, (kg_pass)p, &jit, &aot, "JIT", def[on] + 2);
+            (*compared)++;
+            argset_free(&jit);
+            argset_free(&aot);
+        }
+        dlclose(lib);
+        job_free(&jobs[on]);
+        free(so[on]);
+        free(def[on]);
+    }
+    free(thunks);
+    free(c);
+    kg_free(k);
+    return problem;
+}
+
 /* Nests in two forms (block.lua) for 32 registers of 512 bits (#if KG_WIDE) and for fewer or
    narrower (#if !KG_WIDE): the forward's second product as 4 crowded rows x 4 outputs or 4 x 1,
    the backward's accumulation tiles (dx, dW1, dW2 from zero) with two lane loops of columns
-   per output or one scalar column. The emitted file built with gcc under each setting, on any
-   host (both forms are portable C), gives the JIT's bits (tcc defines no __AVX512F__: the
-   narrow forms) in every pass. */
+   per output or one scalar column. tcc defines no __AVX512F__: the JIT runs the narrow forms. */
 static void wide_and_narrow_forms_are_bit_identical(void **state)
 {
-    fixture *fx = *state;
     static const char *const dims[] = {"seq=64", "dmodel=128", "dff=1024"};
-    static const char *const gcc_so[] = {"gcc", "-std=c99", "-O2", "-fPIC", "-shared", NULL};
     int failures = 0, compared = 0;
     for (int d = 0; d < 2; d++) {
         kg_request r = request_for("seq_ffn", dtypes[d], "none");
         r.fma = "on";
         r.params = dims;
         r.nparams = 3;
-        char *problem = NULL, *err = NULL;
-        kg_kernel *k = generate_compiled(&r, &problem);
-        if (!k)
-            fail_msg("seq_ffn %s: %s", dtypes[d], problem);
-        assert_non_null(strstr(kg_text(k, KG_TEXT_SOURCE), "#if KG_WIDE"));
-        if (kg_write_files(k, fx->dir, &err) != KG_OK)
-            fail_msg("kg_write_files: %s", err ? err : "?");
-        char *c = xprintf("%s/%s", fx->dir, kg_text(k, KG_TEXT_SOURCE_FILE));
-        char *thunks = xprintf("%s.thunks.c", c);
-        FILE *f = fopen(thunks, "w");
-        assert_non_null(f);
-        fprintf(f, "#include \"%s\"\n", kg_text(k, KG_TEXT_HEADER_FILE));
-        print_thunks(f, k, "", "w_");
-        fclose(f);
-        job jobs[2];
-        char *so[2];
-        for (int wide = 0; wide < 2; wide++) {
-            so[wide] = xprintf("%s.wide%d.so", c, wide);
-            char *log = xprintf("%s.wide%d.log", c, wide);
-            job_init(&jobs[wide], log, gcc_so, wide ? "-DKG_WIDE=1" : "-DKG_WIDE=0", "-I", fx->dir, "-o",
-                     so[wide], thunks, c, "-lm", (const char *)NULL);
-            free(log);
-        }
-        run_jobs(jobs, 2);
-        for (int wide = 0; wide < 2; wide++) {
-            char *built = job_problem(&jobs[wide]);
-            if (built)
-                fail_msg("%s", built);
-            void *lib = dlopen(so[wide], RTLD_NOW | RTLD_LOCAL);
-            if (!lib)
-                fail_msg("dlopen %s: %s", so[wide], dlerror());
-            for (int p = 0; p < KG_NPASSES && !problem; p++) {
-                if (!kg_has_pass(k, (kg_pass)p))
-                    continue;
-                char *name = xprintf("w_%s", pass_names(p));
-                void *sym = dlsym(lib, name);
-                free(name);
-                assert_non_null(sym);
-                int (*fn)(void *const *);
-                memcpy(&fn, &sym, sizeof sym); /* ISO C has no object-to-function pointer cast */
-                argset jit, aot;
-                argset_make(&jit, k, (kg_pass)p);
-                argset_make(&aot, k, (kg_pass)p);
-                int rc_jit = kg_call(k, (kg_pass)p, jit.args, jit.n + 1), rc_aot = fn(aot.args);
-                if (rc_jit != rc_aot)
-                    problem = xprintf("KG_WIDE=%d: %s returns %d, the JIT %d", wide, pass_names(p), rc_aot, rc_jit);
-                else
-                    problem = outputs_differ(k, (kg_pass)p, &jit, &aot, "JIT", wide ? "KG_WIDE=1" : "KG_WIDE=0");
-                compared++;
-                argset_free(&jit);
-                argset_free(&aot);
-            }
-            dlclose(lib);
-            job_free(&jobs[wide]);
-            free(so[wide]);
-        }
+        char *problem = forms_match_jit(*state, &r, "KG_WIDE", &compared);
         if (problem) {
             print_message("FAIL seq_ffn %s: %s\n", dtypes[d], problem);
             failures++;
         }
         free(problem);
-        free(thunks);
-        free(c);
-        kg_free(k);
     }
     print_message("     %d dtype x form x pass comparisons\n", compared);
+    assert_int_equal(failures, 0);
+}
+
+/* Reduces whose lanes are one vector variable (#if KG_VEC, GNU C's vector extension; the
+   default under clang on x86-64) or an array (the JIT's form): two rows side by side with a
+   rest of lanes (LayerNorm 3x40: 32 + 8), a sum over an outer loop too (BatchNorm's h x w),
+   sums of products, with and without --fma on. */
+static void vector_and_array_lanes_are_bit_identical(void **state)
+{
+    static const char *const ln[] = {"rows=3", "dim=40"};
+    static const char *const bn[] = {"c=3", "h=4", "w=20"};
+    static const char *const rms[] = {"rows=2", "dim=48"};
+    const struct { const char *graph; const char *const *dims; int n; } cases[] = {
+        {"layernorm", ln, 2}, {"batchnorm2d", bn, 3}, {"rmsnorm", rms, 2}};
+    int failures = 0, compared = 0;
+    for (size_t g = 0; g < sizeof cases / sizeof cases[0]; g++)
+        for (int d = 0; d < 2; d++)
+            for (int fma = 0; fma < 2; fma++) {
+                if (fma && strcmp(cases[g].graph, "rmsnorm") == 0)
+                    continue; /* its terms are products, which --fma on fuses: no vector form */
+                kg_request r = request_for(cases[g].graph, dtypes[d], "none");
+                r.fma = fma ? "on" : "off";
+                r.params = cases[g].dims;
+                r.nparams = cases[g].n;
+                char *problem = forms_match_jit(*state, &r, "KG_VEC", &compared);
+                if (problem) {
+                    print_message("FAIL %s %s fma %s: %s\n", cases[g].graph, dtypes[d], r.fma, problem);
+                    failures++;
+                }
+                free(problem);
+            }
+    print_message("     %d graph x dtype x fma x form x pass comparisons\n", compared);
     assert_int_equal(failures, 0);
 }
 
@@ -995,6 +1037,7 @@ int main(void)
         TIMED(jit_schedule_at_default_dims),
         TIMED(blocked_products_are_bit_identical),
         TIMED(wide_and_narrow_forms_are_bit_identical),
+        TIMED(vector_and_array_lanes_are_bit_identical),
         TIMED(rows_side_by_side_are_bit_identical),
         TIMED(fma_schedules_are_bit_identical),
         TIMED(saved_passes_match),
