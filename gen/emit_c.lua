@@ -551,16 +551,17 @@ local SHORT_CHUNKS = 8
 
 -- The vector form of reduces (#if KG_VEC, templates/vec.c.in): the lanes as one vector
 -- variable of GNU C's vector extension, for a group of plain sums (no carried lanes, no
--- product fused into its accumulator) of 64 bytes of lanes whose terms are + - * / and negation of loads along the summed
--- axis (one vector load) or not depending on it (one value for every lane). A term's text, or
--- nil where it has no vector form; v is the summed loop's variable.
+-- product fused into its accumulator) of 64 bytes of lanes whose terms are + - * / and
+-- negation of loads along the summed axis (one vector load of an argument or the workspace)
+-- or not depending on it (one value for every lane). A term's text, or nil where it has no
+-- vector form; v is the summed loop's variable.
 local VEC_BYTES = 64
 local function vector_term(e, v, env, ctx)
   if e.k == "num" then return emit.expr(e, env, ctx) end
   if e.k == "load" then
     local k = e.index.t[v]
-    if not k or e.buf.role == "local" then return emit.expr(e, env, ctx) end
-    if k ~= 1 then return nil end
+    if not k then return emit.expr(e, env, ctx) end
+    if k ~= 1 or e.buf.role == "local" then return nil end
     return "KG_LOAD_" .. ctx.dtype .. "(&" .. emit.expr(e, env, ctx) .. ")", 3
   end
   if e.k ~= "op" then return nil end
