@@ -10,7 +10,8 @@
 # benchmark compiles for -march=native, where the FMA instructions are) or off.
 # BENCH_PLACE=stagger|page: where buffers start within a page (bench.c says why; default stagger).
 # BENCH_CC=clang: compile kerngen's kernels and the hand loops with another compiler (default gcc),
-# as a user of that compiler would; oneDNN and the harness stay with gcc.
+# as a user of that compiler would; oneDNN and the harness stay with gcc. BENCH_CFLAGS: flags
+# added after the defaults for the kernels and the hand loops (-march=x86-64-v3, -DKG_VEC=0).
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 BUILD=$(cd "${1:-$ROOT/build}" 2>/dev/null && pwd) ||
@@ -101,20 +102,22 @@ saved=$( (grep -l '_vjp_saved(' "$TMP"/gen/*.h || true) | wc -l)
 
 # ---- 3. compile, in parallel: the kernels and bench.c as an AOT user would (no fast-math),
 # the hand loops at -O3, at -Ofast and with tcc, the glue, oneDNN
+read -ra EXTRA <<< "${BENCH_CFLAGS:-}"
 STRICT=(-std=c99 -O3 -march=native -ffp-contract=off -Wall -Wextra)
 FAST=(-std=c99 -Ofast -march=native -Wall -Wextra)
+KSTRICT=("${STRICT[@]}" "${EXTRA[@]}") KFAST=("${FAST[@]}" "${EXTRA[@]}")
 cc=$TMP/cc.cmds
 : > "$cc.tmp"
 objs=()
 obj() { objs+=("$1"); add "$cc" "${@:2}" -o "$1"; }
 for c in "$TMP"/gen/*.c; do
-  obj "${c%.c}.o" "$KCC" "${STRICT[@]}" -c "$c"
+  obj "${c%.c}.o" "$KCC" "${KSTRICT[@]}" -c "$c"
 done
-obj "$TMP/glue.o" "$KCC" "${STRICT[@]}" -Ibench -I"$TMP/gen" -c "$glue"
-obj "$TMP/hand_o3_f32.o" "$KCC" "${STRICT[@]}" -DHAND_PREFIX=hand_ -c bench/hand.c
-obj "$TMP/hand_o3_f64.o" "$KCC" "${STRICT[@]}" -DHAND_PREFIX=hand_ -DHAND_F64 -c bench/hand.c
-obj "$TMP/hand_fast_f32.o" "$KCC" "${FAST[@]}" -DHAND_PREFIX=fast_ -c bench/hand.c
-obj "$TMP/hand_fast_f64.o" "$KCC" "${FAST[@]}" -DHAND_PREFIX=fast_ -DHAND_F64 -c bench/hand.c
+obj "$TMP/glue.o" "$KCC" "${KSTRICT[@]}" -Ibench -I"$TMP/gen" -c "$glue"
+obj "$TMP/hand_o3_f32.o" "$KCC" "${KSTRICT[@]}" -DHAND_PREFIX=hand_ -c bench/hand.c
+obj "$TMP/hand_o3_f64.o" "$KCC" "${KSTRICT[@]}" -DHAND_PREFIX=hand_ -DHAND_F64 -c bench/hand.c
+obj "$TMP/hand_fast_f32.o" "$KCC" "${KFAST[@]}" -DHAND_PREFIX=fast_ -c bench/hand.c
+obj "$TMP/hand_fast_f64.o" "$KCC" "${KFAST[@]}" -DHAND_PREFIX=fast_ -DHAND_F64 -c bench/hand.c
 obj "$TMP/hand_tcc_f32.o" tcc -DHAND_PREFIX=tcc_ -c bench/hand.c
 DNNL_CFLAGS=() DNNL_LIBS=()
 if [ -z "${BENCH_NO_ONEDNN:-}" ] && [ -e /usr/include/oneapi/dnnl/dnnl.h ]; then
@@ -143,7 +146,7 @@ rev=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)
     "load average $(cut -d' ' -f1-3 /proc/loadavg)"
   echo "$($KCC --version | head -1), $(tcc -v 2>&1 | head -1);" \
     "OMP_NUM_THREADS=1; $([ ${#PIN[@]} -gt 0 ] && echo "pinned to CPU $cpu (taskset)" || echo "not pinned (no taskset)")"
-  echo "kernels: kerngen emit --unroll none --fma $FMA, $KCC ${STRICT[*]} (hand loops: the same, and $KCC ${FAST[*]}); JIT tcc: kg_generate (unroll auto) + libtcc;" \
+  echo "kernels: kerngen emit --unroll none --fma $FMA, $KCC ${KSTRICT[*]} (hand loops: the same, and $KCC ${KFAST[*]}); JIT tcc: kg_generate (unroll auto) + libtcc;" \
     "JIT cc: kg_generate (unroll none) + the cc tier (${CC:-cc}, an empty cache: cold, then warm)"
   echo "headers declaring forward_train/vjp_saved: $saved of ${#names[@]}"
   echo "build: $((BUILT - START)) s (emit, glue, compile in $NJOBS jobs, link)"

@@ -562,7 +562,9 @@ local function vector_term(e, v, env, ctx)
     local k = e.index.t[v]
     if not k then return emit.expr(e, env, ctx) end
     if k ~= 1 or e.buf.role == "local" then return nil end
-    return "KG_LOAD_" .. ctx.dtype .. "(&" .. emit.expr(e, env, ctx) .. ")", 3
+    local at = emit.expr(e, env, ctx) -- name[index]: vector q starts KG_VLANES * q further
+    assert(at:sub(-1) == "]", at)
+    return util.format("KG_VLOAD_%s(&%s + KG_VLANES_%s * q])", ctx.dtype, at:sub(1, -2), ctx.dtype), 3
   end
   if e.k ~= "op" then return nil end
   local c = ops[e.op].c
@@ -588,7 +590,8 @@ local function vector_term(e, v, env, ctx)
 end
 
 -- The vector form of a group of reduces (emit_reduces below) under #if KG_VEC, or false where
--- it has none. The tree halves the lanes as combine_order does: lane i += lane i + w/2.
+-- it has none: each reduce's lanes as KG_VN vectors (a loop over q that compilers unroll), its
+-- tree kg_vsum_<dtype>, which halves the lanes as combine_order does: lane i += lane i + w/2.
 local function emit_vector_reduces(out, group, env, ctx, fuses, main)
   local first = group[1]
   local L, inner = first.lanes, first.rvars[#first.rvars]
@@ -610,37 +613,32 @@ local function emit_vector_reduces(out, group, env, ctx, fuses, main)
   for i, s in ipairs(group) do probes[i] = { target = { buf = {} }, expr = s.expr } end
   if not hoist(out, ctx, probes, rvars, env) then out.open("{") end
   for i, s in ipairs(group) do terms[i] = vector_term(s.expr, v, env, ctx) end
-  local T = "kg_" .. ctx.dtype .. "x" .. L
-  local acc = {}
+  local dt = ctx.dtype
+  local acc, VL = {}, "KG_VLANES_" .. dt
   for i = 1, #group do
     acc[i] = #group == 1 and "acc" or ("acc" .. (i - 1))
-    out.line(T .. " " .. acc[i] .. " = {0};")
+    out.line("kg_v" .. dt .. " " .. acc[i] .. "[KG_VN];")
+    out.line(util.format("for (int q = 0; q < KG_VN; ++q) %s[q] = (kg_v%s){0};", acc[i], dt))
   end
   local outer = {}
   for k = 1, #first.rvars - 1 do outer[k] = first.rvars[k] end
   for _, r in ipairs(outer) do out.open(util.format("for (int %s = 0; %s < %d; ++%s) {", r.var, r.var, r.n, r.var)) end
   out.open(util.format("for (int %s = 0; %s < %d; %s += %d) {", v, v, main, v, L))
-  for i = 1, #group do out.line(acc[i] .. " += " .. terms[i] .. ";") end
+  out.open("for (int q = 0; q < KG_VN; ++q) {")
+  for i = 1, #group do out.line(acc[i] .. "[q] += " .. terms[i] .. ";") end
+  out.close()
   out.close()
   for j = main, inner.n - 1 do -- the rest: lane by lane, as in the array form
     env[v] = j
-    for i = 1, #group do out.line(acc[i] .. "[" .. (j - main) .. "] += " .. emit.expr(group[i].expr, env, ctx) .. ";") end
+    local lane = util.format("[%d / %s][%d %% %s]", j - main, VL, j - main, VL)
+    for i = 1, #group do out.line(acc[i] .. lane .. " += " .. emit.expr(group[i].expr, env, ctx) .. ";") end
     env[v] = nil
   end
   for _ in ipairs(outer) do out.close() end
   for i, s in ipairs(group) do
     local target = target_str(s.target, env, ctx)
-    local w, x = L, acc[i]
-    out.open("{")
-    while w > 2 do
-      local h = w // 2
-      local y = "s" .. h
-      out.line(util.format("kg_%sx%d %s = KG_LO_%d(%s) + KG_HI_%d(%s);", ctx.dtype, h, y, h, x, h, x))
-      w, x = h, y
-    end
-    out.line(target .. " = " .. x .. "[0] + " .. x .. "[1];")
-    out.close()
-    emit_check(out, target, s.check, ctx.dtype)
+    out.line(target .. " = kg_vsum_" .. dt .. "(" .. acc[i] .. ");")
+    emit_check(out, target, s.check, dt)
   end
   out.close()
   out.line("#else")

@@ -760,10 +760,11 @@ static void blocked_products_are_bit_identical(void **state)
     compare_schedules(*state, fma, 4, 0, "seq_ffn", chunks, 3);
 }
 
-/* The emitted file of a request built with gcc -O2 under -D<macro>=0 and =1 (both forms are
-   portable GNU C, on any host) gives the JIT's bits in every pass. Returns the failure or NULL;
-   counts the comparisons. */
-static char *forms_match_jit(fixture *fx, kg_request *r, const char *macro, int *compared)
+/* The emitted file of a request, which holds "#if <macro>", built with gcc -O2 under each of
+   builds (a flag, or two separated by a space: both forms are portable GNU C, on any host),
+   gives the JIT's bits in every pass. Returns the failure or NULL; counts the comparisons. */
+static char *forms_match_jit(fixture *fx, kg_request *r, const char *macro, const char *const *builds,
+                             int nbuilds, int *compared)
 {
     static const char *const gcc_so[] = {"gcc", "-std=gnu99", "-O2", "-fPIC", "-shared", NULL};
     char *problem = NULL, *err = NULL;
@@ -782,23 +783,27 @@ static char *forms_match_jit(fixture *fx, kg_request *r, const char *macro, int 
     fprintf(f, "#include \"%s\"\n", kg_text(k, KG_TEXT_HEADER_FILE));
     print_thunks(f, k, "", "w_");
     fclose(f);
-    job jobs[2];
-    char *so[2], *def[2];
-    for (int on = 0; on < 2; on++) {
-        so[on] = xprintf("%s.%s%d.so", c, macro, on);
-        def[on] = xprintf("-D%s=%d", macro, on);
-        char *log = xprintf("%s.%s%d.log", c, macro, on);
-        job_init(&jobs[on], log, gcc_so, def[on], "-I", fx->dir, "-o", so[on], thunks, c, "-lm", (const char *)NULL);
+    job jobs[4];
+    char *so[4], *flag[4][2];
+    assert_true(nbuilds <= 4);
+    for (int b = 0; b < nbuilds; b++) {
+        so[b] = xprintf("%s.%s%d.so", c, macro, b);
+        const char *space = strchr(builds[b], ' ');
+        flag[b][0] = space ? xprintf("%.*s", (int)(space - builds[b]), builds[b]) : xprintf("%s", builds[b]);
+        flag[b][1] = xprintf("%s", space ? space + 1 : "-O2");
+        char *log = xprintf("%s.%s%d.log", c, macro, b);
+        job_init(&jobs[b], log, gcc_so, flag[b][0], flag[b][1], "-I", fx->dir, "-o", so[b], thunks, c, "-lm",
+                 (const char *)NULL);
         free(log);
     }
-    run_jobs(jobs, 2);
-    for (int on = 0; on < 2; on++) {
-        char *built = job_problem(&jobs[on]);
+    run_jobs(jobs, nbuilds);
+    for (int b = 0; b < nbuilds; b++) {
+        char *built = job_problem(&jobs[b]);
         if (built)
             fail_msg("%s", built);
-        void *lib = dlopen(so[on], RTLD_NOW | RTLD_LOCAL);
+        void *lib = dlopen(so[b], RTLD_NOW | RTLD_LOCAL);
         if (!lib)
-            fail_msg("dlopen %s: %s", so[on], dlerror());
+            fail_msg("dlopen %s: %s", so[b], dlerror());
         for (int p = 0; p < KG_NPASSES && !problem; p++) {
             if (!kg_has_pass(k, (kg_pass)p))
                 continue;
@@ -813,17 +818,18 @@ static char *forms_match_jit(fixture *fx, kg_request *r, const char *macro, int 
             argset_make(&aot, k, (kg_pass)p);
             int rc_jit = kg_call(k, (kg_pass)p, jit.args, jit.n + 1), rc_aot = fn(aot.args);
             if (rc_jit != rc_aot)
-                problem = xprintf("%s: %s returns %d, the JIT %d", def[on] + 2, pass_names(p), rc_aot, rc_jit);
+                problem = xprintf("%s: %s returns %d, the JIT %d", builds[b], pass_names(p), rc_aot, rc_jit);
             else
-                problem = outputs_differ(k, (kg_pass)p, &jit, &aot, "JIT", def[on] + 2);
+                problem = outputs_differ(k, (kg_pass)p, &jit, &aot, "JIT", builds[b]);
             (*compared)++;
             argset_free(&jit);
             argset_free(&aot);
         }
         dlclose(lib);
-        job_free(&jobs[on]);
-        free(so[on]);
-        free(def[on]);
+        job_free(&jobs[b]);
+        free(so[b]);
+        free(flag[b][0]);
+        free(flag[b][1]);
     }
     free(thunks);
     free(c);
@@ -844,7 +850,8 @@ static void wide_and_narrow_forms_are_bit_identical(void **state)
         r.fma = "on";
         r.params = dims;
         r.nparams = 3;
-        char *problem = forms_match_jit(*state, &r, "KG_WIDE", &compared);
+        static const char *const builds[] = {"-DKG_WIDE=0", "-DKG_WIDE=1"};
+        char *problem = forms_match_jit(*state, &r, "KG_WIDE", builds, 2, &compared);
         if (problem) {
             print_message("FAIL seq_ffn %s: %s\n", dtypes[d], problem);
             failures++;
@@ -855,8 +862,8 @@ static void wide_and_narrow_forms_are_bit_identical(void **state)
     assert_int_equal(failures, 0);
 }
 
-/* Reduces whose lanes are one vector variable (#if KG_VEC, GNU C's vector extension; the
-   default under clang on x86-64) or an array (the JIT's form): two rows side by side with a
+/* Reduces whose lanes are vector variables (#if KG_VEC, GNU C's vector extension; the default
+   of gcc and clang on x86-64) or an array (the JIT's form): two rows side by side with a
    rest of lanes (LayerNorm 3x40: 32 + 8), a sum over an outer loop too (BatchNorm's h x w),
    sums of products, with and without --fma on. */
 static void vector_and_array_lanes_are_bit_identical(void **state)
@@ -866,6 +873,16 @@ static void vector_and_array_lanes_are_bit_identical(void **state)
     static const char *const rms[] = {"rows=2", "dim=48"};
     const struct { const char *graph; const char *const *dims; int n; } cases[] = {
         {"layernorm", ln, 2}, {"batchnorm2d", bn, 3}, {"rmsnorm", rms, 2}};
+    /* the vectors: 16 bytes (SSE2), 32 (AVX2) and 64 (AVX-512) where this processor has them */
+    const char *builds[4] = {"-DKG_VEC=0", "-DKG_VEC=1"};
+    int nbuilds = 2;
+#if defined(__x86_64__)
+    __builtin_cpu_init();
+    if (__builtin_cpu_supports("avx2"))
+        builds[nbuilds++] = "-DKG_VEC=1 -mavx2";
+    if (__builtin_cpu_supports("avx512f"))
+        builds[nbuilds++] = "-DKG_VEC=1 -mavx512f";
+#endif
     int failures = 0, compared = 0;
     for (size_t g = 0; g < sizeof cases / sizeof cases[0]; g++)
         for (int d = 0; d < 2; d++)
@@ -876,7 +893,7 @@ static void vector_and_array_lanes_are_bit_identical(void **state)
                 r.fma = fma ? "on" : "off";
                 r.params = cases[g].dims;
                 r.nparams = cases[g].n;
-                char *problem = forms_match_jit(*state, &r, "KG_VEC", &compared);
+                char *problem = forms_match_jit(*state, &r, "KG_VEC", builds, nbuilds, &compared);
                 if (problem) {
                     print_message("FAIL %s %s fma %s: %s\n", cases[g].graph, dtypes[d], r.fma, problem);
                     failures++;
