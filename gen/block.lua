@@ -19,8 +19,9 @@
 --     jammed beside the rows there (4 crowded rows x 4 outputs).
 -- Some nests get a second form for 32 vector registers of 512 bits (guard "KG_WIDE", the first
 -- form then "!KG_WIDE"; emit_c defines and calls each under #if): more sums side by side, which
--- with 16 registers of 256 bits (AVX2) would spill. Both forms add the same terms in the same
--- order.
+-- with 16 registers of 256 bits (AVX2) would spill. Accumulation tiles also get a form in
+-- explicit lane loops for compilers that vectorize only innermost loops (guard
+-- "KG_TILE_LANES", templates/wide.c.in: clang). All forms add the same terms in the same order.
 -- A row loop whose body sums along long rows runs 2-4 rows through it together (rows side by
 -- side: their sums' chains overlap). Nested loops that index memory in row-major order are
 -- also coalesced into one, a per-group value read by a short inner loop is expanded into a
@@ -361,10 +362,12 @@ end
 
 -- zeroed(buf): the buffer is all zeros, stored by an earlier nest that block.run drops when
 -- this nest writes every element (then the buffer is returned second).
--- wide: the KG_WIDE form (accum_tile's halves); the third value says whether there is one.
+-- form: nil, "wide" (the KG_WIDE form: accum_tile's halves, in lanes) or "lanes" (the
+-- KG_TILE_LANES form: accum_tile's lanes alone); the third and fourth values say whether
+-- there is a wide and a lanes form.
 block.WIDE_BYTES = 64    -- a vector register of KG_WIDE
 block.WIDE_MIN_SUM = 64  -- summed iterations from which a tile has a wide form
-local function block_accum(F, top, zeroed, elem, simd, wide)
+local function block_accum(F, top, zeroed, elem, simd, form)
   local chain, st = perfect(top)
   if not chain or st.k ~= "accum" or #chain < 3 then return nil end
   local inner = chain[#chain]
@@ -408,9 +411,11 @@ local function block_accum(F, top, zeroed, elem, simd, wide)
   end
   local lanes = block.WIDE_BYTES // elem -- a vector of the wide form, its lane loops' width
   local halves = simd and others[#others].n % (2 * lanes) == 0 and (R or 0) >= block.WIDE_MIN_SUM
+  local laned = simd and others[#others].n % lanes == 0
+  local wide = form == "wide" and halves
   local tiles = split_by(K, T, function(base, t)
-    return accum_tile(F, others, summed, st, K.var, base, t, zero, C, pack, panel, whole, wide and halves,
-      wide and halves and lanes)
+    return accum_tile(F, others, summed, st, K.var, base, t, zero, C, pack, panel, whole, wide,
+      (wide or form == "lanes" and laned) and lanes)
   end)
   if col then
     table.insert(tiles, 1, copy)
@@ -418,7 +423,7 @@ local function block_accum(F, top, zeroed, elem, simd, wide)
   end
   for i = #before, 1, -1 do table.insert(tiles, 1, before[i]) end
   if C then tiles = { { k = "loop", var = S.var .. "c", n = S.n // C, body = tiles } } end
-  return tiles, zero and st.target.buf, halves
+  return tiles, zero and st.target.buf, halves, laned
 end
 
 ---------------------------------------------------------------------------------------------
@@ -1104,9 +1109,10 @@ function block.run(F, elem, target, unroll, fma)
   local out, cleared = {}, {} -- cleared[buf]: the position in out of the nest that zeroes it
   local function zeroed(buf) return cleared[buf] ~= nil end
   for _, top in ipairs(F.body) do
-    local accum, zbuf, halves = block_accum(F, top, zeroed, elem, simd, false)
-    local repl, wide = accum, nil
-    if halves then wide = block_accum(F, top, zeroed, elem, simd, true) end
+    local accum, zbuf, halves, laned = block_accum(F, top, zeroed, elem, simd)
+    local repl, wide, lanes = accum, nil, nil
+    if halves then wide = block_accum(F, top, zeroed, elem, simd, "wide") end
+    if laned then lanes = block_accum(F, top, zeroed, elem, simd, "lanes") end
     if zbuf then out[cleared[zbuf]] = false end
     for _, x in ipairs(loops.accesses({ top })) do cleared[x.buf] = nil end
     if not accum and simd then
@@ -1123,7 +1129,9 @@ function block.run(F, elem, target, unroll, fma)
         end
       end
       if wide then place(wide, "KG_WIDE") end
-      place(repl, wide and "!KG_WIDE" or nil)
+      local narrow = wide and "!KG_WIDE && " or ""
+      if lanes then place(lanes, narrow .. "KG_TILE_LANES") end
+      place(repl, lanes and (narrow .. "!KG_TILE_LANES") or (wide and "!KG_WIDE" or nil))
     else
       local rows = simd and top.k == "loop" and row_jam(F, top, F.body, elem, short_rows)
       if rows then

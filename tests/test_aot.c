@@ -25,8 +25,8 @@
  *                             written out) give the bits of unroll none; so do the next two.
  *   blocked_products_are_bit_identical  seq_ffn where products are jammed, tiled and chunked:
  *                             the same bits as without blocking, also with --fma on.
- *   wide_and_narrow_forms_are_bit_identical  nests emitted in two forms (KG_WIDE): the file
- *                             built with gcc under each gives the JIT's bits.
+ *   wide_and_narrow_forms_are_bit_identical  nests emitted in two or three forms (KG_WIDE,
+ *                             KG_TILE_LANES): the file built with gcc under each gives the JIT's bits.
  *   vector_and_array_lanes_are_bit_identical  reduces emitted in two forms (KG_VEC): likewise.
  *   fma_schedules_are_bit_identical  the same with --fma on, also at long LayerNorm rows.
  *   rows_side_by_side_are_bit_identical  normalizations whose rows block.lua runs side by side:
@@ -840,7 +840,8 @@ static char *forms_match_jit(fixture *fx, kg_request *r, const char *macro, cons
 /* Nests in two forms (block.lua) for 32 registers of 512 bits (#if KG_WIDE) and for fewer or
    narrower (#if !KG_WIDE): the forward's second product as 4 crowded rows x 4 outputs or 4 x 1,
    the backward's accumulation tiles (dx, dW1, dW2 from zero) with two lane loops of columns
-   per output or one scalar column. tcc defines no __AVX512F__: the JIT runs the narrow forms. */
+   per output or one scalar column; the narrow tiles also in one lane loop (KG_TILE_LANES, the
+   default under clang). tcc defines no __AVX512F__: the JIT runs the narrow scalar forms. */
 static void wide_and_narrow_forms_are_bit_identical(void **state)
 {
     static const char *const dims[] = {"seq=64", "dmodel=128", "dff=1024"};
@@ -850,8 +851,8 @@ static void wide_and_narrow_forms_are_bit_identical(void **state)
         r.fma = "on";
         r.params = dims;
         r.nparams = 3;
-        static const char *const builds[] = {"-DKG_WIDE=0", "-DKG_WIDE=1"};
-        char *problem = forms_match_jit(*state, &r, "KG_WIDE", builds, 2, &compared);
+        static const char *const builds[] = {"-DKG_WIDE=0", "-DKG_WIDE=1", "-DKG_WIDE=0 -DKG_TILE_LANES=1"};
+        char *problem = forms_match_jit(*state, &r, "KG_WIDE", builds, 3, &compared);
         if (problem) {
             print_message("FAIL seq_ffn %s: %s\n", dtypes[d], problem);
             failures++;
