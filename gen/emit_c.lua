@@ -550,11 +550,11 @@ end
 local SHORT_CHUNKS = 8
 
 -- The vector form of reduces (#if KG_VEC, templates/vec.c.in): the lanes as one vector
--- variable of GNU C's vector extension, for a group of plain sums (no carried lanes, no
--- product fused into its accumulator) of 64 bytes of lanes whose terms are + - * / and
--- negation of loads along the summed axis (one vector load of an argument or the workspace)
--- or not depending on it (one value for every lane). A term's text, or nil where it has no
--- vector form; v is the summed loop's variable.
+-- variable of GNU C's vector extension, for a group of plain sums (no carried lanes; a
+-- product fused into its accumulator under --fma on by KG_VFMA, under #if KG_VEC_FMA) of 64
+-- bytes of lanes whose terms are + - * / and negation of loads along the summed axis (one
+-- vector load of an argument or the workspace) or not depending on it (one value for every
+-- lane). A term's text, or nil where it has no vector form; v is the summed loop's variable.
 local VEC_BYTES = 64
 local function vector_term(e, v, env, ctx)
   if e.k == "num" then return emit.expr(e, env, ctx) end
@@ -597,23 +597,40 @@ local function emit_vector_reduces(out, group, env, ctx, fuses, main)
   local L, inner = first.lanes, first.rvars[#first.rvars]
   if ctx.pointers or ctx.scalar or ctx.fallback or ctx.x86 or main == 0
     or L * emit.SIZEOF[ctx.dtype] ~= VEC_BYTES then return false end
+  local v, terms, fused, dt = inner.var, {}, {}, ctx.dtype
   for i, s in ipairs(group) do
-    local e = s.expr -- a product term that fuses into its accumulator: fma, no vector form
-    local product = e.k == "op" and ops[e.op].c.infix == "*" and not ops[e.op].c.lhs
-    if s.carry or (fuses[i] and product) or (s.combine or "add") ~= "add" then return false end
+    local e = s.expr -- a product that fuses into its accumulator: KG_VFMA (KG_VEC_FMA only)
+    fused[i] = fuses[i] and e.k == "op" and ops[e.op].c.infix == "*" and not ops[e.op].c.lhs
+    if s.carry or (s.combine or "add") ~= "add" then return false end
+    local parts = fused[i] and e.args or { e }
+    for _, a in ipairs(parts) do if not vector_term(a, v, env, ctx) then return false end end
   end
-  local v, terms = inner.var, {}
-  for _, s in ipairs(group) do if not vector_term(s.expr, v, env, ctx) then return false end end
+  local any_fused = false
+  for i = 1, #group do any_fused = any_fused or fused[i] end
   ctx.vec_used = true
-  out.line("#if KG_VEC")
+  out.line(any_fused and "#if KG_VEC_FMA" or "#if KG_VEC")
   local saved = ctx.hoisted
   ctx.hoisted = setmetatable({}, { __index = saved })
   local rvars, probes = {}, {}
   for _, r in ipairs(first.rvars) do rvars[r.var] = true end
   for i, s in ipairs(group) do probes[i] = { target = { buf = {} }, expr = s.expr } end
   if not hoist(out, ctx, probes, rvars, env) then out.open("{") end
-  for i, s in ipairs(group) do terms[i] = vector_term(s.expr, v, env, ctx) end
-  local dt = ctx.dtype
+  local function along(e) -- a vector (e reads along v), or one value splat to every lane
+    for _, l in ipairs(loops.loads(e, {})) do if l.index.t[v] then return true end end
+    return false
+  end
+  for i, s in ipairs(group) do
+    if fused[i] then
+      local f = {}
+      for j, a in ipairs(s.expr.args) do
+        f[j] = vector_term(a, v, env, ctx)
+        if not along(a) then f[j] = "KG_VSPLAT_" .. dt .. "(" .. f[j] .. ")" end
+      end
+      terms[i] = { f[1], f[2] }
+    else
+      terms[i] = vector_term(s.expr, v, env, ctx)
+    end
+  end
   local acc, VL = {}, "KG_VLANES_" .. dt
   for i = 1, #group do
     acc[i] = #group == 1 and "acc" or ("acc" .. (i - 1))
@@ -625,13 +642,24 @@ local function emit_vector_reduces(out, group, env, ctx, fuses, main)
   for _, r in ipairs(outer) do out.open(util.format("for (int %s = 0; %s < %d; ++%s) {", r.var, r.var, r.n, r.var)) end
   out.open(util.format("for (int %s = 0; %s < %d; %s += %d) {", v, v, main, v, L))
   out.open("for (int q = 0; q < KG_VN; ++q) {")
-  for i = 1, #group do out.line(acc[i] .. "[q] += " .. terms[i] .. ";") end
+  for i = 1, #group do
+    local t = terms[i]
+    if fused[i] then
+      out.line(util.format("%s[q] = KG_VFMA_%s(%s, %s, %s[q]);", acc[i], dt, t[1], t[2], acc[i]))
+    else
+      out.line(acc[i] .. "[q] += " .. t .. ";")
+    end
+  end
   out.close()
   out.close()
   for j = main, inner.n - 1 do -- the rest: lane by lane, as in the array form
     env[v] = j
     local lane = util.format("[%d / %s][%d %% %s]", j - main, VL, j - main, VL)
-    for i = 1, #group do out.line(acc[i] .. lane .. " += " .. emit.expr(group[i].expr, env, ctx) .. ";") end
+    for i = 1, #group do
+      local es, ep, efac = emit.expr(group[i].expr, env, ctx)
+      local a = acc[i] .. lane
+      out.line(fused[i] and (a .. " = " .. fold(nil, a, 3, es, ep, ctx, nil, efac) .. ";") or (a .. " += " .. es .. ";"))
+    end
     env[v] = nil
   end
   for _ in ipairs(outer) do out.close() end

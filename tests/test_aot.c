@@ -761,8 +761,8 @@ static void blocked_products_are_bit_identical(void **state)
 }
 
 /* The emitted file of a request, which holds "#if <macro>", built with gcc -O2 under each of
-   builds (a flag, or two separated by a space: both forms are portable GNU C, on any host),
-   gives the JIT's bits in every pass. Returns the failure or NULL; counts the comparisons. */
+   builds (up to 3 flags separated by spaces: both forms are portable GNU C, on any host), gives
+   the JIT's bits in every pass. Returns the failure or NULL; counts the comparisons. */
 static char *forms_match_jit(fixture *fx, kg_request *r, const char *macro, const char *const *builds,
                              int nbuilds, int *compared)
 {
@@ -783,17 +783,22 @@ static char *forms_match_jit(fixture *fx, kg_request *r, const char *macro, cons
     fprintf(f, "#include \"%s\"\n", kg_text(k, KG_TEXT_HEADER_FILE));
     print_thunks(f, k, "", "w_");
     fclose(f);
-    job jobs[4];
-    char *so[4], *flag[4][2];
-    assert_true(nbuilds <= 4);
+    enum { MAX_BUILDS = 6, MAX_FLAGS = 3 };
+    job jobs[MAX_BUILDS];
+    char *so[MAX_BUILDS], *flag[MAX_BUILDS][MAX_FLAGS];
+    assert_true(nbuilds <= MAX_BUILDS);
     for (int b = 0; b < nbuilds; b++) {
         so[b] = xprintf("%s.%s%d.so", c, macro, b);
-        const char *space = strchr(builds[b], ' ');
-        flag[b][0] = space ? xprintf("%.*s", (int)(space - builds[b]), builds[b]) : xprintf("%s", builds[b]);
-        flag[b][1] = xprintf("%s", space ? space + 1 : "-O2");
+        const char *at = builds[b];
+        for (int i = 0; i < MAX_FLAGS; i++) { /* missing flags: -O2 again */
+            size_t n = strcspn(at, " ");
+            flag[b][i] = n ? xprintf("%.*s", (int)n, at) : xprintf("-O2");
+            at += n + (at[n] == ' ');
+        }
+        assert_true(*at == 0);
         char *log = xprintf("%s.%s%d.log", c, macro, b);
-        job_init(&jobs[b], log, gcc_so, flag[b][0], flag[b][1], "-I", fx->dir, "-o", so[b], thunks, c, "-lm",
-                 (const char *)NULL);
+        job_init(&jobs[b], log, gcc_so, flag[b][0], flag[b][1], flag[b][2], "-I", fx->dir, "-o", so[b], thunks, c,
+                 "-lm", (const char *)NULL);
         free(log);
     }
     run_jobs(jobs, nbuilds);
@@ -828,8 +833,8 @@ static char *forms_match_jit(fixture *fx, kg_request *r, const char *macro, cons
         dlclose(lib);
         job_free(&jobs[b]);
         free(so[b]);
-        free(flag[b][0]);
-        free(flag[b][1]);
+        for (int i = 0; i < MAX_FLAGS; i++)
+            free(flag[b][i]);
     }
     free(thunks);
     free(c);
@@ -866,7 +871,7 @@ static void wide_and_narrow_forms_are_bit_identical(void **state)
 /* Reduces whose lanes are vector variables (#if KG_VEC, GNU C's vector extension; the default
    of gcc and clang on x86-64) or an array (the JIT's form): two rows side by side with a
    rest of lanes (LayerNorm 3x40: 32 + 8), a sum over an outer loop too (BatchNorm's h x w),
-   sums of products, with and without --fma on. */
+   sums of products, with and without --fma on (RMSNorm's fused squares: KG_VEC_FMA). */
 static void vector_and_array_lanes_are_bit_identical(void **state)
 {
     static const char *const ln[] = {"rows=3", "dim=40"};
@@ -874,22 +879,23 @@ static void vector_and_array_lanes_are_bit_identical(void **state)
     static const char *const rms[] = {"rows=2", "dim=48"};
     const struct { const char *graph; const char *const *dims; int n; } cases[] = {
         {"layernorm", ln, 2}, {"batchnorm2d", bn, 3}, {"rmsnorm", rms, 2}};
-    /* the vectors: 16 bytes (SSE2), 32 (AVX2) and 64 (AVX-512) where this processor has them */
-    const char *builds[4] = {"-DKG_VEC=0", "-DKG_VEC=1"};
+    /* the vectors: 16 bytes (SSE2), 32 (AVX2) and 64 (AVX-512) where this processor has them;
+       fused products by the vector fma (KG_VEC_FMA, clang's default) where it has FMA */
+    const char *builds[6] = {"-DKG_VEC=0", "-DKG_VEC=1"};
     int nbuilds = 2;
 #if defined(__x86_64__)
     __builtin_cpu_init();
-    if (__builtin_cpu_supports("avx2"))
-        builds[nbuilds++] = "-DKG_VEC=1 -mavx2";
+    if (__builtin_cpu_supports("fma"))
+        builds[nbuilds++] = "-DKG_VEC=1 -DKG_VEC_FMA=1 -mfma";
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))
+        builds[nbuilds++] = "-DKG_VEC=1 -DKG_VEC_FMA=1 -march=haswell";
     if (__builtin_cpu_supports("avx512f"))
-        builds[nbuilds++] = "-DKG_VEC=1 -mavx512f";
+        builds[nbuilds++] = "-DKG_VEC=1 -DKG_VEC_FMA=1 -mavx512f";
 #endif
     int failures = 0, compared = 0;
     for (size_t g = 0; g < sizeof cases / sizeof cases[0]; g++)
         for (int d = 0; d < 2; d++)
             for (int fma = 0; fma < 2; fma++) {
-                if (fma && strcmp(cases[g].graph, "rmsnorm") == 0)
-                    continue; /* its terms are products, which --fma on fuses: no vector form */
                 kg_request r = request_for(cases[g].graph, dtypes[d], "none");
                 r.fma = fma ? "on" : "off";
                 r.params = cases[g].dims;
