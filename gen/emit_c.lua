@@ -549,8 +549,8 @@ end
 -- runs as fast either way; over 64, 8 chunks, KG_SHORT makes the forward 1.5x faster).
 local SHORT_CHUNKS = 8
 
--- The vector form of reduces (#if KG_VEC, templates/vec.c.in): the lanes as one vector
--- variable of GNU C's vector extension, for a group of plain sums (no carried lanes; a
+-- The vector form of reduces (#if KG_VEC, templates/vec.c.in): the lanes as KG_VN vector
+-- variables of GNU C's vector extension, for a group of plain sums (no carried lanes; a
 -- product fused into its accumulator under --fma on by KG_VFMA, under #if KG_VEC_FMA) of 64
 -- bytes of lanes whose terms are + - * / and negation of loads along the summed axis (one
 -- vector load of an argument or the workspace) or not depending on it (one value for every
