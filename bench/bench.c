@@ -1284,7 +1284,9 @@ static void print_summary(void)
         if (r->cc_same >= 0)
             cc_compared++, cc_same += r->cc_same;
     }
-    const char *aot_cc = getenv("BENCH_CC") && *getenv("BENCH_CC") ? getenv("BENCH_CC") : "gcc";
+    const char *aot_cc = getenv("BENCH_CC"); /* run.sh's compiler of the AOT kernels */
+    if (!aot_cc || !*aot_cc)
+        aot_cc = "gcc";
     printf("\nGeomean of kerngen AOT / bound over %d rows: %.2f\n", nb, nb ? exp(sb / nb) : NAN);
     if (nj)
         printf("Geomean of JIT (tcc) / AOT (%s) over %d rows: %.2f; JIT output bit-identical to "

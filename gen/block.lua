@@ -1121,17 +1121,22 @@ function block.run(F, elem, target, unroll, fma)
       if widens then wide = reduce_blocks(F, top, elem, fma, true) end
     end
     if repl then
-      local function place(list, guard) -- guard: the preprocessor condition of emit_c's nests
-        loops.walk(list, function(s) s.node = s.node or top.node end)
-        for _, s in ipairs(list) do
-          s.guard = guard
+      -- the nest's forms, each under its preprocessor condition and not those before it (emit_c
+      -- defines and calls each under #if guard): the first that holds runs
+      local forms, earlier = {}, {}
+      if wide then forms[#forms + 1] = { wide, "KG_WIDE" } end
+      if lanes then forms[#forms + 1] = { lanes, "KG_TILE_LANES" } end
+      forms[#forms + 1] = { repl }
+      for _, f in ipairs(forms) do
+        local conds = { table.unpack(earlier) }
+        conds[#conds + 1] = f[2]
+        loops.walk(f[1], function(s) s.node = s.node or top.node end)
+        for _, s in ipairs(f[1]) do
+          s.guard = #conds > 0 and table.concat(conds, " && ") or nil
           out[#out + 1] = s
         end
+        if f[2] then earlier[#earlier + 1] = "!" .. f[2] end
       end
-      if wide then place(wide, "KG_WIDE") end
-      local narrow = wide and "!KG_WIDE && " or ""
-      if lanes then place(lanes, narrow .. "KG_TILE_LANES") end
-      place(repl, lanes and (narrow .. "!KG_TILE_LANES") or (wide and "!KG_WIDE" or nil))
     else
       local rows = simd and top.k == "loop" and row_jam(F, top, F.body, elem, short_rows)
       if rows then

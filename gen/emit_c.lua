@@ -30,6 +30,7 @@ local util = require("util")
 local loops = require("loops")
 local roles = require("roles")
 local mathfn = require("mathfn")
+local lower = require("lower")
 local x86 = require("x86")
 
 local aff = loops.aff
@@ -204,11 +205,11 @@ local function compile_load(e, ref)
   end
 end
 
-local function compile_op(e, dtype)
+local function compile_op(e, dtype, vlane)
   local c = ops[e.op].c
   if not c then error("emit_c: no C form for op " .. e.op) end
   local args = {}
-  for i, a in ipairs(e.args) do args[i] = compile(a, dtype) end
+  for i, a in ipairs(e.args) do args[i] = compile(a, dtype, vlane) end
   local a1, a2 = args[1], args[2]
   if c.infix then
     local op, prec = c.infix, c.prec
@@ -275,8 +276,17 @@ local function compile_op(e, dtype)
   end
 end
 
-function compile(e, dtype)
-  if e.k == "load" then return compile_load(e) end
+-- vlane: the variable of a vector form's summed loop (emit_vector_reduces): a load along it
+-- reads the q-th vector of its lanes.
+function compile(e, dtype, vlane)
+  if e.k == "load" then
+    local f = compile_load(e)
+    if not (vlane and e.index.t[vlane]) then return f end
+    return function(env, ctx)
+      local at = f(env, ctx) -- name[index]: vector q starts KG_VLANES * q further
+      return util.format("KG_VLOAD_%s(&%s + KG_VLANES_%s * q])", dtype, at:sub(1, -2), dtype), 3
+    end
+  end
   if e.k == "num" then
     local s, p = util.c_literal(e.v, dtype), (e.v < 0 or (e.v == 0 and 1 / e.v < 0)) and 2.5 or 3
     return function() return s, p end
@@ -287,24 +297,24 @@ function compile(e, dtype)
       local a = aff.eval(e.index, env)
       if next(a.t) == nil then
         if a.c ~= 0 then return zero, 3 end
-        inner = inner or compile(e.e, dtype)
+        inner = inner or compile(e.e, dtype, vlane)
         return inner(env, ctx)
       end
-      inner = inner or compile(e.e, dtype)
+      inner = inner or compile(e.e, dtype, vlane)
       local v = inner(env, ctx)
       return "(" .. aff.str(a) .. " == 0 ? " .. v .. " : " .. zero .. ")", 3
     end
   end
   if e.k == "tree" then
     local fs, n, combine = {}, #e.terms, e.combine
-    for i, t in ipairs(e.terms) do fs[i] = compile(t, dtype) end
+    for i, t in ipairs(e.terms) do fs[i] = compile(t, dtype, vlane) end
     return function(env, ctx)
       local ss, ps, facs = {}, {}, {}
       for i = 1, n do ss[i - 1], ps[i - 1], facs[i - 1] = fs[i](env, ctx) end
       return tree(ss, ps, n, combine, ctx, facs)
     end
   end
-  return compile_op(e, dtype)
+  return compile_op(e, dtype, vlane)
 end
 
 -- The printer of expression e in this function (compiled on first use).
@@ -549,44 +559,41 @@ end
 -- runs as fast either way; over 64, 8 chunks, KG_SHORT makes the forward 1.5x faster).
 local SHORT_CHUNKS = 8
 
+-- Opens the block of a group of reduces, its loop-invariant loads hoisted before the lane loop
+-- (the targets are written after it: nothing inside writes); returns the hoisted names to
+-- restore when the block closes.
+local function open_reduces(out, group, env, ctx)
+  local saved, rvars, probes = ctx.hoisted, {}, {}
+  ctx.hoisted = setmetatable({}, { __index = saved })
+  for _, r in ipairs(group[1].rvars) do rvars[r.var] = true end
+  for i, s in ipairs(group) do probes[i] = { target = { buf = {} }, expr = s.expr } end
+  if not hoist(out, ctx, probes, rvars, env) then out.open("{") end -- one block for both
+  return saved
+end
+
 -- The vector form of reduces (#if KG_VEC, templates/vec.c.in): the lanes as KG_VN vector
 -- variables of GNU C's vector extension, for a group of plain sums (no carried lanes; a
--- product fused into its accumulator under --fma on by KG_VFMA, under #if KG_VEC_FMA) of 64
--- bytes of lanes whose terms are + - * / and negation of loads along the summed axis (one
--- vector load of an argument or the workspace) or not depending on it (one value for every
--- lane). A term's text, or nil where it has no vector form; v is the summed loop's variable.
-local VEC_BYTES = 64
-local function vector_term(e, v, env, ctx)
-  if e.k == "num" then return emit.expr(e, env, ctx) end
+-- product fused into its accumulator under --fma on by KG_VFMA, under #if KG_VEC_FMA) of
+-- lower.LANES lanes (64 bytes: vec.c.in's KG_VN vectors). Can e be a vector term: + - * /
+-- and negation of loads along the summed axis v (one vector load of an argument or the
+-- workspace) or not reading it (one value for every lane), nothing fused inside?
+local function vectorizable(e, v, fma)
+  if e.k == "num" then return true end
   if e.k == "load" then
     local k = e.index.t[v]
-    if not k then return emit.expr(e, env, ctx) end
-    if k ~= 1 or e.buf.role == "local" then return nil end
-    local at = emit.expr(e, env, ctx) -- name[index]: vector q starts KG_VLANES * q further
-    assert(at:sub(-1) == "]", at)
-    return util.format("KG_VLOAD_%s(&%s + KG_VLANES_%s * q])", ctx.dtype, at:sub(1, -2), ctx.dtype), 3
+    return not k or (k == 1 and e.buf.role ~= "local")
   end
-  if e.k ~= "op" then return nil end
+  if e.k ~= "op" then return false end
   local c = ops[e.op].c
-  if c.prefix then
-    local s, p = vector_term(e.args[1], v, env, ctx)
-    return s and (c.prefix .. par(s, p, 2.5)), 2.5
-  end
-  if not c.infix then return nil end
-  local prec = c.prec
-  if c.lhs then
-    local s, p = vector_term(e.args[1], v, env, ctx)
-    return s and (util.c_literal(c.lhs, ctx.dtype) .. " " .. c.infix .. " " .. par(s, p, prec + 0.1)), prec
-  end
-  if ctx.fma and (c.infix == "+" or c.infix == "-") then -- a product operand would be fused
-    for _, a in ipairs(e.args) do
-      if a.k == "op" and ops[a.op].c.infix == "*" and not ops[a.op].c.lhs then return nil end
+  if not (c.prefix or c.infix) then return false end
+  for _, a in ipairs(e.args) do
+    if fma and not c.lhs and (c.infix == "+" or c.infix == "-") and a.k == "op" and ops[a.op].c.infix == "*"
+      and not ops[a.op].c.lhs then
+      return false -- the printer would fuse it
     end
+    if not vectorizable(a, v, fma) then return false end
   end
-  local as, ap = vector_term(e.args[1], v, env, ctx)
-  local bs, bp = vector_term(e.args[2], v, env, ctx)
-  if not (as and bs) then return nil end
-  return par(as, ap, prec) .. " " .. c.infix .. " " .. par(bs, bp, prec + 0.1), prec
+  return true
 end
 
 -- The vector form of a group of reduces (emit_reduces below) under #if KG_VEC, or false where
@@ -595,40 +602,40 @@ end
 local function emit_vector_reduces(out, group, env, ctx, fuses, main)
   local first = group[1]
   local L, inner = first.lanes, first.rvars[#first.rvars]
-  if ctx.pointers or ctx.scalar or ctx.fallback or ctx.x86 or main == 0
-    or L * emit.SIZEOF[ctx.dtype] ~= VEC_BYTES then return false end
+  if ctx.pointers or ctx.scalar or ctx.fallback or ctx.x86 or main == 0 or L ~= lower.LANES[ctx.dtype] then
+    return false
+  end
   local v, terms, fused, dt = inner.var, {}, {}, ctx.dtype
+  assert(L * emit.SIZEOF[dt] == 64, "emit_c: vec.c.in's vectors hold 64 bytes of lanes")
   for i, s in ipairs(group) do
     local e = s.expr -- a product that fuses into its accumulator: KG_VFMA (KG_VEC_FMA only)
     fused[i] = fuses[i] and e.k == "op" and ops[e.op].c.infix == "*" and not ops[e.op].c.lhs
     if s.carry or (s.combine or "add") ~= "add" then return false end
     local parts = fused[i] and e.args or { e }
-    for _, a in ipairs(parts) do if not vector_term(a, v, env, ctx) then return false end end
+    for _, a in ipairs(parts) do if not vectorizable(a, v, ctx.fma) then return false end end
   end
   local any_fused = false
   for i = 1, #group do any_fused = any_fused or fused[i] end
   ctx.vec_used = true
   out.line(any_fused and "#if KG_VEC_FMA" or "#if KG_VEC")
-  local saved = ctx.hoisted
-  ctx.hoisted = setmetatable({}, { __index = saved })
-  local rvars, probes = {}, {}
-  for _, r in ipairs(first.rvars) do rvars[r.var] = true end
-  for i, s in ipairs(group) do probes[i] = { target = { buf = {} }, expr = s.expr } end
-  if not hoist(out, ctx, probes, rvars, env) then out.open("{") end
+  local saved = open_reduces(out, group, env, ctx)
   local function along(e) -- a vector (e reads along v), or one value splat to every lane
     for _, l in ipairs(loops.loads(e, {})) do if l.index.t[v] then return true end end
     return false
   end
+  ctx.vcompiled[v] = ctx.vcompiled[v] or {} -- the printers of terms with vector loads along v
+  local printers = ctx.vcompiled[v]
   for i, s in ipairs(group) do
-    if fused[i] then
-      local f = {}
+    printers[s.expr] = printers[s.expr] or compile(s.expr, dt, v)
+    local es, _, fac = printers[s.expr](env, ctx)
+    if fused[i] then -- fac: the product's two factors, a value the same in every lane splat
+      local f = { fac[1], fac[3] }
       for j, a in ipairs(s.expr.args) do
-        f[j] = vector_term(a, v, env, ctx)
         if not along(a) then f[j] = "KG_VSPLAT_" .. dt .. "(" .. f[j] .. ")" end
       end
-      terms[i] = { f[1], f[2] }
+      terms[i] = f
     else
-      terms[i] = vector_term(s.expr, v, env, ctx)
+      terms[i] = es
     end
   end
   local acc, VL = {}, "KG_VLANES_" .. dt
@@ -712,13 +719,7 @@ local function emit_reduces(out, group, env, ctx)
     return
   end
   local vec = emit_vector_reduces(out, group, env, ctx, fuses, inner.n - inner.n % L)
-  local rvars = {}
-  for _, r in ipairs(first.rvars) do rvars[r.var] = true end
-  local saved = ctx.hoisted
-  ctx.hoisted = setmetatable({}, { __index = saved })
-  local probes = {} -- the targets are written after the loop: nothing inside it writes
-  for i, s in ipairs(group) do probes[i] = { target = { buf = {} }, expr = s.expr } end
-  if not hoist(out, ctx, probes, rvars, env) then out.open("{") end -- one block for both
+  local saved = open_reduces(out, group, env, ctx)
   local acc = {}
   for i, s in ipairs(group) do
     acc[i] = #group == 1 and "acc" or ("acc" .. (i - 1))
@@ -1066,7 +1067,7 @@ end
 -- target: "simd" or "scalar" (pipeline's --target; block.lua's share of it is there)
 function emit.fn(fn, L, dtype, helpers, comment, fma, target)
   local out = new_out()
-  local ctx = { dtype = dtype, helpers = helpers, hoisted = {}, nhoist = 0, compiled = {}, bases = {}, scope = {},
+  local ctx = { dtype = dtype, helpers = helpers, hoisted = {}, nhoist = 0, compiled = {}, vcompiled = {}, bases = {}, scope = {},
     pointers = L.policy == "auto", fma = fma, scalar = target == "scalar", x86 = x86.applies(L.policy, target),
     vm_used = {} }
   local nlocal = 0 -- one-element buffers: C locals of their step, named in buffer order

@@ -19,8 +19,9 @@
 --        carry = "out": the first slice: its lanes start from 0, as a reduce's, and are
 --        stored (nothing to load)
 --   { k = "accum", target = ref, expr = e, combine = c }      target = c(target, e) (terms in loop order)
--- A statement of the function's body may carry guard = "KG_WIDE" or "!KG_WIDE": two forms of one
--- nest, the same results, of which the C preprocessor keeps one (block.lua, emit_c.lua).
+-- A statement of the function's body may carry guard = a C preprocessor condition ("KG_WIDE",
+-- "!KG_WIDE && KG_TILE_LANES"...): forms of one nest, the same results, of which the
+-- preprocessor keeps one (block.lua, emit_c.lua).
 -- combine: "add" (a sum; the default) or "maximum" (ops.lua); a reduce folds its lanes with it.
 -- check: nil, "positive" or "finite" (a domain hypothesis checked at run time, ops.domain).
 -- ref = { buf = buf, index = affine }; buf = { cname, size, role = "param"|"ws"|"local", ... }.
