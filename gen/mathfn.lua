@@ -74,7 +74,7 @@ local function env_of(dtype)
     zero = lit(0), half = lit(0.5), one = lit(1), two = lit(2),
     erfc_amax = lit(coef.erfc_amax[dtype]), erf_amax = lit(F.erf_amax), erf_small = lit(coef.erf_small),
     tanh_small = lit(coef.tanh_small),
-    inv_sqrt_2pi = lit(C.inv_sqrt_2pi), gelu_umax = lit(coef.gelu_umax[dtype]),
+    inv_sqrt_2pi = lit(C.inv_sqrt_2pi), gelu_umax = lit(coef.gelu_umax[dtype]), neg_gelu_lmid = lit(-coef[dtype].gelu_lmid),
     -- log: the smallest normal number; subnormals are scaled by 2^(mant + 2) (exact)
     norm_min = lit(2.0 ^ (1 - F.bias)), log_sub_scale = lit(2.0 ^ (F.mant + 2)), log_sub_n = lit(F.mant + 2),
     -- bits(x) + log_off: the exponent field counts from sqrt(1/2) instead of 1
@@ -176,7 +176,8 @@ local function exp_scale(o, tail)
 end
 
 -- exp's reduction and polynomial for the argument x + add1 + add2 (add1, add2: optional, small
--- next to x; kx, from which k = round(kx / ln2) is taken: x + add1 rounded, or x). Sets k, r
+-- next to x; kx, from which k = round(kx / ln2) is taken: x + add1 rounded, or x, or a value
+-- near them for which poly is fitted over the wider r that results). Sets k, r
 -- and q = exp(r) - 1 and returns scale(v), the C text of v * 2^k: with two factors s1, s2
 -- (kx in [exp_lo, exp_hi]) or, when tail is set (kx <= 0, k >= -(bias + tail_shift) + 1), one
 -- factor s = 2^(k + tail_shift) and a constant; either way a subnormal result is rounded once.
@@ -185,7 +186,8 @@ end
 -- instead, so that the bits of kb shifted left by mant are those of s = 2^(k + tail_shift + off)
 -- (the exponent field; the constant's own bits lie above it), and scale(v) is v * s.f: the caller
 -- applies 2^-tail_shift (the GELU's last fma) and 2^off.
-local function exp_core(o, kx, x, add1, add2, tail, off)
+-- poly: the name of exp's polynomial in mathfn_coef ("exp" unless kx leaves |r| above ln2/2).
+local function exp_core(o, kx, x, add1, add2, tail, off, poly)
   local magic = "{magic}"
   if off then
     local F = FMT[o.dtype]
@@ -201,7 +203,7 @@ local function exp_core(o, kx, x, add1, add2, tail, off)
   else
     o("r = " .. (o.fused("-k", "{ln2_lo}", head) or (head .. " - k * {ln2_lo}")) .. ";")
   end
-  horner(o, "q", "r", coef[o.dtype].exp.regions)
+  horner(o, "q", "r", coef[o.dtype][poly or "exp"].regions)
   o("q = " .. (o.fused("r * r", "q", "r") or "r + r * r * q") .. ";")
   if off then
     o("s.u = kb.u << {mant};")
@@ -448,7 +450,10 @@ fns.gelu_erf = {
     o("union { {T} f; {U} u; } " .. (o.has_fma and "a, " or "") .. "kb, s;")
     o("{T} u, c, xh, xl, hi, lo, d, de, t, tl, rho, z, L, k, r, q, y, w;")
     gelu_erf_head(o)
-    o("c = hi + L;")
+    -- exp's k from hi + gelu_lmid (the middle of L's range, < 0), not hi + L, so that k need
+    -- not wait for the division and L: r = hi - k ln2 + L + lo then reaches ln2/2 + L's
+    -- half-range (under 1/2), hence exp_gelu, exp's polynomial fitted over that range
+    o("c = hi - {neg_gelu_lmid}; /* k from the Gaussian's exponent and the middle of L's range */")
     if o.has_fma then
       -- y = u Phi(-u) 2^tail_shift = u t (1 + rho)(1 + q) 2^(k - 1 + tail_shift) (the 1/2 of
       -- Phi is the off = -1 of 2^k), where u t (1 + rho) = 1 - t (1 + rho) = c + tl: c = 1 - t
@@ -458,7 +463,7 @@ fns.gelu_erf = {
       -- tl (1 + q))) 2^k, the sum rounded once, the scaling exact; then GELU = w - y
       -- 2^-tail_shift rounded once, w = 0 for v < 0 and v otherwise (which gives -0, +0, +inf
       -- and NaN at -0, +0, +inf and NaN)
-      local scale = exp_core(o, "c", "hi", "L", "lo", true, -1)
+      local scale = exp_core(o, "c", "hi", "L", "lo", true, -1, "exp_gelu")
       o("c = {one} - t;")
       o("tl = " .. o.fused("-t", "rho", "({one} - c) - t") .. ";")
       o("y = " .. scale("(c + " .. o.fused("c", "q", o.fused("tl", "q", "tl")) .. ")") .. ";")
@@ -466,7 +471,7 @@ fns.gelu_erf = {
       o("return " .. o.fused("-y", "{tail_unshift}", "w") .. ";")
       return
     end
-    local scale = exp_core(o, "c", "hi", "L", "lo", true)
+    local scale = exp_core(o, "c", "hi", "L", "lo", true, nil, "exp_gelu")
     o("/* v < 0: v Phi(v) = -u Phi(-u) (0 at -inf); else v (1 - Phi(-u)) */")
     o("y = " .. scale("{half} * (v < {zero} ? -u : {one}) * (t + t * q)") .. ";")
     o("return v < {zero} ? y : v * ({one} - y);")

@@ -19,6 +19,10 @@ that Horner's rule is well conditioned: the sum of the absolute terms stays near
          absolute error in P is a relative error in erfc); one polynomial per region of t
   gelu   log(erfcx(u / sqrt2) (1 + u)) = P(t - c), t = 1 / (1 + u)     the same, for GELU's
          Phi(-u) = erfc(u / sqrt2) / 2, in terms of u itself (exact: no rounded u / sqrt2)
+  exp_gelu  exp(r) as exp, for |r| <= ln2/2 + (max L - min L)/2 (+ margin), L = gelu's
+         function above: GELU (erf) takes exp's k from -u^2/2 + gelu_lmid, the middle of L's
+         range (a short constant), so that k does not wait for L, and adds L - gelu_lmid to
+         the reduced argument
   erf    erf(z) = z + z P(z^2 - c),       |z| < 1                     weight: relative error
   tanh   tanh(x) = x + x^3 P(x^2),        |x| < TANH_SMALL            weight: relative error
   log    log(1 + f) = f - f^2/2 + s (f^2/2 + z P(z)), s = f / (2 + f), z = s^2, for
@@ -46,8 +50,8 @@ LOG_Z = (3 - 2 * mp.sqrt(2)) ** 2 * (1 + mp.mpf(2) ** -8)  # z = s^2 of log, wit
 
 # (name, degree list per dtype, regions per dtype)
 DEGREES = {
-    "f32": {"exp": 4, "erfc": 13, "gelu": 15, "erf": 6, "tanh": 6, "log": 2},
-    "f64": {"exp": 9, "erfc": 22, "gelu": 26, "erf": 12, "tanh": 12, "log": 6},
+    "f32": {"exp": 4, "erfc": 13, "gelu": 15, "exp_gelu": 5, "erf": 6, "tanh": 6, "log": 2},
+    "f64": {"exp": 9, "erfc": 22, "gelu": 26, "exp_gelu": 11, "erf": 12, "tanh": 12, "log": 6},
 }
 # The exponent terms of erfc and GELU are a polynomial per region of t, as few regions as the
 # degree allows: gcc evaluates a polynomial whose coefficients are selected per region as one
@@ -157,9 +161,12 @@ def fit_all(dtype):
     out = {}
 
     # exp(r) = 1 + r + r^2 P(r)
-    def F(r):
+    def F_exp(r):
         return (mp.exp(r) - 1 - r) / (r * r) if r != 0 else mp.mpf(0.5)
-    c, err = fit(F, lambda r: r * r / mp.exp(r), deg["exp"], -EXP_R, EXP_R, dtype)
+
+    def W_exp(r):
+        return r * r / mp.exp(r)
+    c, err = fit(F_exp, W_exp, deg["exp"], -EXP_R, EXP_R, dtype)
     out["exp"] = {"err": err, "regions": [{"lo": -EXP_R, "hi": EXP_R, "center": 0, "coef": c}]}
 
     # erfc and gelu: L(t) = log(erfcx(a) / t) with a = 1/t - 1 (erfc) or (1/t - 1)/sqrt2 (gelu)
@@ -178,6 +185,16 @@ def fit_all(dtype):
             regions.append({"lo": lo, "hi": hi, "center": center, "coef": c})
             worst = max(worst, err)
         out[name] = {"err": worst, "regions": regions}
+
+    # exp over GELU's reduced argument, which also holds L - gelu_lmid (L's range on a dense
+    # grid of t)
+    tmin = 1 / (1 + GELU_UMAX[dtype])
+    Ls = [mp.log(erfcx((1 / t - 1) / mp.sqrt(2)) / t) for t in (tmin + (1 - tmin) * k / 4000 for k in range(4001))]
+    lmid = short((min(Ls) + max(Ls)) / 2, 8)
+    rmax = (mp.log(2) / 2 + max(max(Ls) - lmid, lmid - min(Ls))) * (1 + mp.mpf(2) ** -8)
+    c, err = fit(F_exp, W_exp, deg["exp_gelu"], -rmax, rmax, dtype)
+    out["exp_gelu"] = {"err": err, "regions": [{"lo": -rmax, "hi": rmax, "center": 0, "coef": c}]}
+    out["gelu_lmid"] = lmid
 
     # erf(z) = z + z P(s - c), s = z^2 < 1
     center = mp.mpf("0.5")
@@ -242,7 +259,8 @@ def main():
         fits = fit_all(dtype)
         lines.append("  %s = {" % dtype)
         lines.append("    const = { " + ", ".join("%s = %s" % (k, lua_num(v)) for k, v in sorted(fits["const"].items())) + " },")
-        for name in ("erf", "erfc", "exp", "gelu", "log", "tanh"):
+        lines.append("    gelu_lmid = %s," % lua_num(fits["gelu_lmid"]))
+        for name in ("erf", "erfc", "exp", "exp_gelu", "gelu", "log", "tanh"):
             f = fits[name]
             lines.append("    %s = { err = %s, regions = {" % (name, mp.nstr(f["err"], 3)))
             for r in f["regions"]:
