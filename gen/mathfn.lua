@@ -456,16 +456,16 @@ fns.gelu_erf = {
     o("c = hi - {neg_gelu_lmid}; /* k from the Gaussian's exponent and the middle of L's range */")
     if o.has_fma then
       -- y = u Phi(-u) 2^tail_shift = u t (1 + rho)(1 + q) 2^(k - 1 + tail_shift) (the 1/2 of
-      -- Phi is the off = -1 of 2^k), where u t (1 + rho) = 1 - t (1 + rho) = c + tl: c = 1 - t
-      -- and tl its rounding error (Fast2Sum: 1 >= t) less t rho, so that no product with u is
-      -- needed (f32 forward 3% faster than c = u 2^k, c t + c (t q + tl (1 + q)); f32 over every
-      -- float 1.77 ulp against 1.78, f64 on the test's sweep 1.29 against 1.23). y = (c + (c q +
-      -- tl (1 + q))) 2^k, the sum rounded once, the scaling exact; then GELU = w - y
+      -- Phi is the off = -1 of 2^k), where u t (1 + rho) = c + tl: c = u t rounded and tl its
+      -- rounding error (exact by one fma) plus c rho (before: c = 1 - t and tl its Fast2Sum
+      -- error less t rho, one operation more; f32 every float 1.62 ulp either way, the test's
+      -- sweep 1.26 against 1.62)
+      -- y = (c + (c q + tl (1 + q))) 2^k, the sum rounded once, the scaling exact; then GELU = w - y
       -- 2^-tail_shift rounded once, w = 0 for v < 0 and v otherwise (which gives -0, +0, +inf
       -- and NaN at -0, +0, +inf and NaN)
       local scale = exp_core(o, "c", "hi", "L", "lo", true, -1, "exp_gelu")
-      o("c = {one} - t;")
-      o("tl = " .. o.fused("-t", "rho", "({one} - c) - t") .. ";")
+      o("c = u * t;")
+      o("tl = " .. o.fused("c", "rho", o.fused("u", "t", "-c")) .. ";")
       o("y = " .. scale("(c + " .. o.fused("c", "q", o.fused("tl", "q", "tl")) .. ")") .. ";")
       o("w = v < {zero} ? {zero} : v;")
       o("return " .. o.fused("-y", "{tail_unshift}", "w") .. ";")
