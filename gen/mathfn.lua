@@ -74,7 +74,8 @@ local function env_of(dtype)
     zero = lit(0), half = lit(0.5), one = lit(1), two = lit(2),
     erfc_amax = lit(coef.erfc_amax[dtype]), erf_amax = lit(F.erf_amax), erf_small = lit(coef.erf_small),
     tanh_small = lit(coef.tanh_small),
-    inv_sqrt_2pi = lit(C.inv_sqrt_2pi), gelu_umax = lit(coef.gelu_umax[dtype]), neg_gelu_lmid = lit(-coef[dtype].gelu_lmid),
+    inv_sqrt_2pi = lit(C.inv_sqrt_2pi), gelu_umax = lit(coef.gelu_umax[dtype]),
+    neg_gelu_lmid = lit(-coef[dtype].gelu_lmid),
     -- log: the smallest normal number; subnormals are scaled by 2^(mant + 2) (exact)
     norm_min = lit(2.0 ^ (1 - F.bias)), log_sub_scale = lit(2.0 ^ (F.mant + 2)), log_sub_n = lit(F.mant + 2),
     -- bits(x) + log_off: the exponent field counts from sqrt(1/2) instead of 1
@@ -459,10 +460,9 @@ fns.gelu_erf = {
       -- Phi is the off = -1 of 2^k), where u t (1 + rho) = c + tl: c = u t rounded and tl its
       -- rounding error (exact by one fma) plus c rho (before: c = 1 - t and tl its Fast2Sum
       -- error less t rho, one operation more; f32 every float 1.62 ulp either way, the test's
-      -- sweep 1.26 against 1.62)
-      -- y = (c + (c q + tl (1 + q))) 2^k, the sum rounded once, the scaling exact; then GELU = w - y
-      -- 2^-tail_shift rounded once, w = 0 for v < 0 and v otherwise (which gives -0, +0, +inf
-      -- and NaN at -0, +0, +inf and NaN)
+      -- sweep 1.26 against 1.62). y = (c + (c q + tl (1 + q))) 2^k, the sum rounded once, the
+      -- scaling exact; then GELU = w - y 2^-tail_shift rounded once, w = 0 for v < 0 and v
+      -- otherwise (which gives -0, +0, +inf and NaN at -0, +0, +inf and NaN)
       local scale = exp_core(o, "c", "hi", "L", "lo", true, -1, "exp_gelu")
       o("c = u * t;")
       o("tl = " .. o.fused("c", "rho", o.fused("u", "t", "-c")) .. ";")
