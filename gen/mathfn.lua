@@ -176,19 +176,25 @@ local function exp_scale(o, tail)
   return function(v) return v .. " * s1.f * s2.f" end
 end
 
--- exp's reduction and polynomial for the argument x + add1 + add2 (add1, add2: optional, small
--- next to x; kx, from which k = round(kx / ln2) is taken: x + add1 rounded, or x, or a value
--- near them for which poly is fitted over the wider r that results). Sets k, r
--- and q = exp(r) - 1 and returns scale(v), the C text of v * 2^k: with two factors s1, s2
--- (kx in [exp_lo, exp_hi]) or, when tail is set (kx <= 0, k >= -(bias + tail_shift) + 1), one
--- factor s = 2^(k + tail_shift) and a constant; either way a subnormal result is rounded once.
--- Declarations: union kb and s1, s2 (or s); T k, r, q.
--- off (an integer; the tail form): the constant magic + bias + tail_shift + off rounds kx / ln2
--- instead, so that the bits of kb shifted left by mant are those of s = 2^(k + tail_shift + off)
--- (the exponent field; the constant's own bits lie above it), and scale(v) is v * s.f: the caller
--- applies 2^-tail_shift (the GELU's last fma) and 2^off.
--- poly: the name of exp's polynomial in mathfn_coef ("exp" unless kx leaves |r| above ln2/2).
-local function exp_core(o, kx, x, add1, add2, tail, off, poly)
+-- exp's reduction and polynomial for the argument x + opt.add1 + opt.add2. Sets k, r and
+-- q = exp(r) - 1 and returns scale(v), the C text of v * 2^k. Declarations: union kb and s1,
+-- s2 (or s); T k, r, q. kx: the value k = round(kx / ln2) is taken from (x + add1 rounded, or
+-- x, or a value near them for which opt.poly is fitted over the wider r that results). opt
+-- (all optional):
+--   add1, add2  small next to x;
+--   tail        kx <= 0 and k >= -(bias + tail_shift) + 1: one factor s = 2^(k + tail_shift)
+--               and a constant instead of two factors s1, s2 (kx in [exp_lo, exp_hi]); either
+--               way a subnormal result is rounded once;
+--   off         an integer, with tail: the constant magic + bias + tail_shift + off rounds
+--               kx / ln2 instead, so that the bits of kb shifted left by mant are those of s =
+--               2^(k + tail_shift + off) (the exponent field; the constant's own bits lie above
+--               it), and scale(v) is v * s.f: the caller applies 2^-tail_shift (the GELU's last
+--               fma) and 2^off;
+--   poly        the name of exp's polynomial in mathfn_coef ("exp" unless kx leaves |r| above
+--               ln2/2).
+local function exp_core(o, kx, x, opt)
+  opt = opt or {}
+  local add1, add2, off = opt.add1, opt.add2, opt.off
   local magic = "{magic}"
   if off then
     local F = FMT[o.dtype]
@@ -204,13 +210,13 @@ local function exp_core(o, kx, x, add1, add2, tail, off, poly)
   else
     o("r = " .. (o.fused("-k", "{ln2_lo}", head) or (head .. " - k * {ln2_lo}")) .. ";")
   end
-  horner(o, "q", "r", coef[o.dtype][poly or "exp"].regions)
+  horner(o, "q", "r", coef[o.dtype][opt.poly or "exp"].regions)
   o("q = " .. (o.fused("r * r", "q", "r") or "r + r * r * q") .. ";")
   if off then
     o("s.u = kb.u << {mant};")
     return function(v) return v .. " * s.f" end
   end
-  return exp_scale(o, tail)
+  return exp_scale(o, opt.tail)
 end
 
 -- -m x^2 = hi + lo, m = 1 or 1/2: Veltkamp's split x = xh + xl into half-width parts, hi = xh^2
@@ -281,7 +287,7 @@ fns.expneg = {
     o("union { {T} f; {U} u; } kb, s;")
     o("{T} x, k, r, q;")
     o("x = v < {exp_lo} ? {exp_lo} : v;")
-    local scale = exp_core(o, "x", "x", nil, nil, true)
+    local scale = exp_core(o, "x", "x", { tail = true })
     o("return " .. scale("({one} + q)") .. ";")
   end,
 }
@@ -463,7 +469,8 @@ fns.gelu_erf = {
       -- sweep 1.26 against 1.62). y = (c + (c q + tl (1 + q))) 2^k, the sum rounded once, the
       -- scaling exact; then GELU = w - y 2^-tail_shift rounded once, w = 0 for v < 0 and v
       -- otherwise (which gives -0, +0, +inf and NaN at -0, +0, +inf and NaN)
-      local scale = exp_core(o, "c", "hi", "L", "lo", true, -1, "exp_gelu")
+      local scale = exp_core(o, "c", "hi",
+        { add1 = "L", add2 = "lo", tail = true, off = -1, poly = "exp_gelu" })
       o("c = u * t;")
       o("tl = " .. o.fused("c", "rho", o.fused("u", "t", "-c")) .. ";")
       o("y = " .. scale("(c + " .. o.fused("c", "q", o.fused("tl", "q", "tl")) .. ")") .. ";")
@@ -471,7 +478,7 @@ fns.gelu_erf = {
       o("return " .. o.fused("-y", "{tail_unshift}", "w") .. ";")
       return
     end
-    local scale = exp_core(o, "c", "hi", "L", "lo", true, nil, "exp_gelu")
+    local scale = exp_core(o, "c", "hi", { add1 = "L", add2 = "lo", tail = true, poly = "exp_gelu" })
     o("/* v < 0: v Phi(v) = -u Phi(-u) (0 at -inf); else v (1 - Phi(-u)) */")
     o("y = " .. scale("{half} * (v < {zero} ? -u : {one}) * (t + t * q)") .. ";")
     o("return v < {zero} ? y : v * ({one} - y);")
@@ -493,13 +500,13 @@ fns.gelu_grad_erf = {
     if o.has_fma then
       -- 2D, with the 1/2 taken as the off = -1 of 2^k (the same bits: both scalings are exact)
       o("D = " .. o.fused("-u", o.lit(2 * coef[o.dtype].const.inv_sqrt_2pi), "t * " .. o.fused("q", "{two} + q", "{one}")) .. ";")
-      local scale = exp_core(o, "hi", "hi", nil, "lo", true, -1)
+      local scale = exp_core(o, "hi", "hi", { add2 = "lo", tail = true, off = -1 })
       o("D = " .. scale(o.fused("D", "q", "D")) .. " * {tail_unshift};")
       o("return v >= {zero} ? {one} - D : (v < {zero} ? D : v); /* NaN: the head made u finite */")
       return
     end
     o("D = {half} * t * ({one} + q * ({two} + q)) - u * {inv_sqrt_2pi};")
-    local scale = exp_core(o, "hi", "hi", nil, "lo", true)
+    local scale = exp_core(o, "hi", "hi", { add2 = "lo", tail = true })
     o("D = " .. scale("(D + D * q)") .. ";")
     o("return v < {zero} ? D : {one} - D;")
   end,
