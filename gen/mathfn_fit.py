@@ -61,7 +61,10 @@ DEGREES = {
 # degree 22 (at 0.15625 and 0.40625): GELU (erf) 64x3072 forward 3% faster with --fma on, 11%
 # without. One region (t = 1/(1 + u/4), degree 24) was 1.47x faster with --fma on but 4.7-6
 # ulp: L's slope in t (4 near t = 1) turns the rounding of t into L, and |c_1 z| ~ 0.8 the
-# polynomial's own roundings (README, bench/README.md item 1).
+# polynomial's own roundings (README, bench/README.md item 1). GELU f32: two regions of degree 9
+# (split at 0.4; 5.9e-9 against 6.9e-9 for one of degree 15) ran 1.12x slower with --fma on and
+# 1.06x without (64x3072 forward, 2026-12-02): gcc's loop held 33 fmas and 11 multiplies against
+# 32 and 8 (as if it evaluated both regions' polynomials), plus the selects.
 BOUNDS = {
     "f32": {"erfc": [], "gelu": []},
     "f64": {"erfc": ["0.34375"], "gelu": ["0.3"]},
