@@ -15,8 +15,8 @@
 --     runs in one lane loop (sharing the w[o][i] loads); inside an imperfect nest, an output
 --     loop is jammed (sharing the x[r][i] loads); a shared operand beyond L2 is read in tiles
 --     of outputs around the row blocks; jammed rows beyond L1 are summed a chunk at a time,
---     the lanes carried in the workspace (reduce.carry), and with fused products outputs are
---     jammed beside the rows there (4 crowded rows x 4 outputs).
+--     the lanes carried in the workspace (reduce.lanes_in, lanes_out), and with fused products
+--     outputs are jammed beside the rows there (4 crowded rows x 4 outputs).
 -- Some nests get a second form for 32 vector registers of 512 bits (guard "KG_WIDE", the first
 -- form then "!KG_WIDE"; emit_c defines and calls each under #if): more sums side by side, which
 -- with 16 registers of 256 bits (AVX2) would spill. Accumulation tiles also get a form in
@@ -638,9 +638,9 @@ local function chunk_reduces(F, O, elem, fma, wide)
   local P = { cname = "ws", role = "ws", size = size, id = #F.bufs, name = "lanes" }
   F.bufs[#F.bufs + 1] = P
   local c = R.var .. "c" -- a fresh name
-  -- the reduces over r in [start, start + n), u outputs at a time; carry "out" for the first
-  -- slice, whose lanes start from 0 (P needs no clearing)
-  local function slice(start, n, carry)
+  -- the reduces over r in [start, start + n), u outputs at a time, their lanes stored to P and,
+  -- except in the first slice (lanes from 0: P needs no clearing), loaded from P first
+  local function slice(start, n, first)
     return split_by(O, U, function(base, u)
       local body = {}
       for j = 0, u - 1 do
@@ -649,19 +649,20 @@ local function chunk_reduces(F, O, elem, fma, wide)
           local idx = aff.add(aff.scale(o, t * L), aff.const((k - 1) * L))
           local expr = subst_expr(subst_expr(r.expr, R.var, aff.add(start, aff.var(R.var))), O.var, o)
           body[#body + 1] = { k = "reduce", target = { buf = P, index = idx }, rvars = { { var = R.var, n = n } },
-            lanes = L, expr = expr, node = r.node, combine = "add", product = r.product, jammed = true, carry = carry }
+            lanes = L, expr = expr, node = r.node, combine = "add", product = r.product, jammed = true,
+            lanes_in = not first, lanes_out = true }
         end
       end
       return body
     end)
   end
   local nc, rest = R.n // C, R.n % C
-  local out = slice(aff.const(0), C, "out")
+  local out = slice(aff.const(0), C, true)
   if nc > 1 then
     out[#out + 1] = { k = "loop", var = c, n = nc - 1, node = O.node,
-      body = slice(aff.add(aff.scale(aff.var(c), C), aff.const(C)), C, true) }
+      body = slice(aff.add(aff.scale(aff.var(c), C), aff.const(C)), C, false) }
   end
-  if rest > 0 then for _, s in ipairs(slice(aff.const(nc * C), rest, true)) do out[#out + 1] = s end end
+  if rest > 0 then for _, s in ipairs(slice(aff.const(nc * C), rest, false)) do out[#out + 1] = s end end
   local folds = {}
   for k, r in ipairs(O.body) do
     local terms = {}
@@ -741,7 +742,7 @@ local function row_scratch(K, outside)
         local first = list[1]
         local nwriters = 0
         for _ in pairs(writers) do nwriters = nwriters + 1 end
-        local rewritten = first.write and first.stmt.k ~= "accum" and not first.stmt.carry
+        local rewritten = first.write and first.stmt.k ~= "accum" and not first.stmt.lanes_out
         for _, l in ipairs(loops.loads(first.stmt.expr, {})) do if l.buf == buf then rewritten = false end end
         if rewritten and buf.role ~= "param" and not read_elsewhere(outside, buf, K) then
           scratch[#scratch + 1] = buf -- written first by each row: a copy per row
@@ -802,7 +803,7 @@ local function row_jam(F, K, outside, elem, short_rows)
   local long, run, widest, sweeps = false, 0, 1, 0 -- widest: the most sums already side by side
   for i, s in ipairs(K.body) do
     if s.k == "reduce" then
-      if s.jammed or s.product or s.carry then return nil end
+      if s.jammed or s.product or s.lanes_out then return nil end
       local steps = 1
       for _, r in ipairs(s.rvars) do steps = steps * r.n end
       if steps // s.lanes >= block.CHAIN_MIN then long = true end

@@ -610,7 +610,7 @@ local function emit_vector_reduces(out, group, env, ctx, fuses, main)
   for i, s in ipairs(group) do
     local e = s.expr -- a product that fuses into its accumulator: KG_VFMA (KG_VEC_FMA only)
     fused[i] = fuses[i] and e.k == "op" and ops[e.op].c.infix == "*" and not ops[e.op].c.lhs
-    if s.carry or (s.combine or "add") ~= "add" then return false end
+    if s.lanes_out or (s.combine or "add") ~= "add" then return false end
     local parts = fused[i] and e.args or { e }
     for _, a in ipairs(parts) do if not vectorizable(a, v, ctx.fma) then return false end end
   end
@@ -698,7 +698,7 @@ local function emit_reduces(out, group, env, ctx)
     for i, s in ipairs(group) do
       local ls, lp, f, combine = {}, {}, printer(s.expr, ctx), s.combine
       local fuse = fuses[i]
-      if s.carry == true then for l = 0, L - 1 do ls[l], lp[l] = lane_str(s, l, env, ctx), 3 end end
+      if s.lanes_in then for l = 0, L - 1 do ls[l], lp[l] = lane_str(s, l, env, ctx), 3 end end
       each_combo(outer, 1, env, function()
         for j = 0, inner.n - 1 do
           env[inner.var] = j
@@ -708,7 +708,7 @@ local function emit_reduces(out, group, env, ctx)
         end
         env[inner.var] = nil
       end)
-      if s.carry then
+      if s.lanes_out then
         for l = 0, L - 1 do out.line(lane_str(s, l, env, ctx) .. " = " .. ls[l] .. ";") end
       else
         local target = target_str(s.target, env, ctx)
@@ -723,7 +723,7 @@ local function emit_reduces(out, group, env, ctx)
   local acc = {}
   for i, s in ipairs(group) do
     acc[i] = #group == 1 and "acc" or ("acc" .. (i - 1))
-    if s.carry == true then
+    if s.lanes_in then
       out.line(T .. " " .. acc[i] .. "[" .. L .. "];")
     elseif (s.combine or "add") == "add" then
       out.line(T .. " " .. acc[i] .. "[" .. L .. "] = {0};")
@@ -738,7 +738,7 @@ local function emit_reduces(out, group, env, ctx)
       for _, r in ipairs(first.rvars) do env[r.var] = nil end
     end
   end
-  for i, s in ipairs(group) do if s.carry == true then carry_lanes(out, s, acc[i], L, env, ctx, false) end end
+  for i, s in ipairs(group) do if s.lanes_in then carry_lanes(out, s, acc[i], L, env, ctx, false) end end
   for _, r in ipairs(outer) do out.open(util.format("for (int %s = 0; %s < %d; ++%s) {", r.var, r.var, r.n, r.var)) end
   local main = inner.n - inner.n % L
   local function fold_into(i, lane, es, ep, efac)
@@ -805,7 +805,7 @@ local function emit_reduces(out, group, env, ctx)
   for _ in ipairs(outer) do out.close() end
   local tree_steps, levels = combine_order(L)
   local function combine(i, s)
-    if s.carry then
+    if s.lanes_out then
       carry_lanes(out, s, acc[i], L, env, ctx, true)
     elseif ctx.pointers or ctx.scalar then -- tcc, and cores without vector registers: written out
       for _, st in ipairs(tree_steps) do
@@ -827,7 +827,7 @@ local function emit_reduces(out, group, env, ctx)
     end
   end
   local function store(i, s)
-    if not s.carry then
+    if not s.lanes_out then
       local target = target_str(s.target, env, ctx)
       out.line(target .. " = " .. acc[i] .. "[0];")
       emit_check(out, target, s.check, dtype)
@@ -850,7 +850,7 @@ end
 local function joins(group, b)
   local a = group[1]
   if b.k ~= "reduce" or not loops.same_sum(a, b) or (a.unroll or false) ~= (b.unroll or false)
-    or (a.carry or false) ~= (b.carry or false) then
+    or (a.lanes_in or false) ~= (b.lanes_in or false) or (a.lanes_out or false) ~= (b.lanes_out or false) then
     return false
   end
   for _, l in ipairs(loops.loads(b.expr, {})) do

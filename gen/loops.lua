@@ -14,10 +14,9 @@
 --        order, the terms whose innermost rvar index j has j % L == l; the lanes are then
 --        combined by the fixed pairwise tree of emit_c (width w -> ceil(w/2): lane[i] +=
 --        lane[i + ceil(w/2)]). L = min(lanes of the dtype, extent of the innermost rvar).
---        carry = true: a slice of a longer sum (block.lua's chunks): the lanes are the L
---        elements target[index + l], which they start from and are stored back to; no tree.
---        carry = "out": the first slice: its lanes start from 0, as a reduce's, and are
---        stored (nothing to load)
+--        lanes_out = true: a slice of a longer sum (block.lua's chunks): no tree, the lanes are
+--        stored to the L elements target[index + l]; lanes_in = true (every slice but the
+--        first): they also start from those elements instead of 0
 --   { k = "accum", target = ref, expr = e, combine = c }      target = c(target, e) (terms in loop order)
 -- A statement of the function's body may carry guard = a C preprocessor condition ("KG_WIDE",
 -- "!KG_WIDE && KG_TILE_LANES"...): forms of one nest, the same results, of which the
@@ -241,7 +240,7 @@ function loops.touches(body, r, w)
       loops.touches(s.body, r, w)
     else
       w[s.target.buf] = true
-      if s.k == "accum" or s.carry == true then r[s.target.buf] = true end
+      if s.k == "accum" or s.lanes_in then r[s.target.buf] = true end
       bufs_of(s.expr, r)
     end
   end
@@ -283,7 +282,7 @@ function loops.accesses(body)
           for _, rv in ipairs(s.rvars) do r[rv.var] = rv.n end
         end
         out[#out + 1] = { buf = s.target.buf, index = s.target.index, write = true, stmt = s, ranges = r }
-        if s.k == "accum" or s.carry == true then out[#out + 1] = { buf = s.target.buf, index = s.target.index, stmt = s, ranges = r } end
+        if s.k == "accum" or s.lanes_in then out[#out + 1] = { buf = s.target.buf, index = s.target.index, stmt = s, ranges = r } end
         for _, l in ipairs(loops.loads(s.expr, {})) do
           out[#out + 1] = { buf = l.buf, index = l.index, stmt = s, ranges = r }
         end
@@ -314,7 +313,7 @@ function loops.verify(F, pass)
           for _, rv in ipairs(s.rvars) do ranges[rv.var] = rv.n end
           if not (s.lanes and s.lanes >= 1) then fail("reduce without lanes") end
         end
-        local last = s.carry and aff.add(s.target.index, aff.const(s.lanes - 1)) -- the carried lanes
+        local last = s.lanes_out and aff.add(s.target.index, aff.const(s.lanes - 1)) -- the carried lanes
         local refs = loops.loads(s.expr, { { buf = s.target.buf, index = s.target.index }, last and { buf = s.target.buf, index = last } })
         for i, ref in ipairs(refs) do
           local what = ((i == 1 or last and i == 2) and "target " or "load ") .. ref.buf.cname .. "[" .. aff.str(ref.index) .. "]"
@@ -368,7 +367,7 @@ function loops.dump(F, title)
         if s.k == "reduce" then
           local v = {}
           for i, r in ipairs(s.rvars) do v[i] = r.var .. " < " .. r.n end
-          rv = "sum[" .. table.concat(v, ", ") .. "; lanes " .. s.lanes .. (s.carry == true and ", carried" or s.carry and ", stored" or "") .. "] "
+          rv = "sum[" .. table.concat(v, ", ") .. "; lanes " .. s.lanes .. (s.lanes_in and ", carried" or s.lanes_out and ", stored" or "") .. "] "
         end
         out[#out + 1] = pad .. ref_str(s.target.buf, s.target.index) .. op .. rv .. expr_str(s.expr)
           .. (s.check and ("  ; check " .. s.check) or "")

@@ -515,7 +515,7 @@ end
 -- more streams or registers than there are, and then keeps its C loop)? The JIT's schedule
 -- leaves such reduces loops rather than writing their terms out.
 function x86.supported(s, dtype)
-  if s.k ~= "reduce" or s.lanes % (32 // ES[dtype]) ~= 0 or (s.combine or "add") ~= "add" or s.carry then
+  if s.k ~= "reduce" or s.lanes % (32 // ES[dtype]) ~= 0 or (s.combine or "add") ~= "add" or s.lanes_out then
     return false
   end
   return term_ok(s.expr, s.rvars[#s.rvars].var)
@@ -529,7 +529,7 @@ function x86.reduces(group, p)
   local per = 32 // ES[p.dtype]
   if p.L % per ~= 0 or p.main < p.L or p.L // per > MAX_ACC or (p.tree and p.L // per > 2) then return nil end
   for _, s in ipairs(group) do
-    if (s.combine or "add") ~= "add" or s.carry then return nil end
+    if (s.combine or "add") ~= "add" or s.lanes_out then return nil end
   end
   local each = MAX_ACC // (p.L // per)
   local lines = {}
@@ -553,7 +553,7 @@ end
 -- p = {dtype, fma, fuse (r's terms fuse into its lanes), env, text}; nil when unsupported.
 function x86.reduce_loop(s, p)
   local r = s.body[1]
-  if #s.body ~= 1 or r.k ~= "reduce" or #r.rvars ~= 1 or r.check or r.carry or (r.combine or "add") ~= "add"
+  if #s.body ~= 1 or r.k ~= "reduce" or #r.rvars ~= 1 or r.check or r.lanes_out or (r.combine or "add") ~= "add"
     or r.rvars[1].n % r.lanes ~= 0 or r.lanes % (32 // ES[p.dtype]) ~= 0 or r.lanes // (32 // ES[p.dtype]) > 2 then
     return nil
   end
