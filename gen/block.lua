@@ -21,7 +21,7 @@
 -- form then "!KG_WIDE"; emit_c defines and calls each under #if): more sums side by side, which
 -- with 16 registers of 256 bits (AVX2) would spill. Accumulation tiles also get a form in
 -- explicit lane loops for compilers that vectorize only innermost loops (guard
--- "KG_TILE_LANES", templates/wide.c.in: clang). All forms add the same terms in the same order.
+-- "KG_TILE_LANES", templates/forms.c.in: clang). All forms add the same terms in the same order.
 -- A row loop whose body sums along long rows runs 2-4 rows through it together (rows side by
 -- side: their sums' chains overlap). Nested loops that index memory in row-major order are
 -- also coalesced into one, a per-group value read by a short inner loop is expanded into a

@@ -1088,7 +1088,7 @@ function emit.fn(fn, L, dtype, helpers, comment, fma, target)
   for k, s in ipairs(L.body) do
     local call, c = under(s.guard, function() return emit_step(out, s, fn .. "_" .. k, L, ctx) end)
     calls[k] = call
-    out.wide = out.wide or s.guard ~= nil
+    out.guarded = out.guarded or s.guard ~= nil
     checks = checks or c
   end
   local read = {}

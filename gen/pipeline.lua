@@ -425,7 +425,7 @@ local function make_part(R, req, pass, base, where)
   local helpers = {}
   local out = emit.fn(fn, L, dtype, helpers, PASS[pass].doc, req.fma == "on", req.target)
   for name, h in pairs(helpers) do part.helpers[#part.helpers + 1] = { name = name, op = h.op, math = h.math, dtype = h.dtype } end
-  part.statements, part.x86, part.wide, part.vec, part.text = out.statements, out.x86 or false, out.wide or false,
+  part.statements, part.x86, part.guarded, part.vec, part.text = out.statements, out.x86 or false, out.guarded or false,
     out.vec or false, out.text()
   for name in pairs(out.vm) do part.vm[#part.vm + 1] = name end
   part.decl = emit.declarations(fn, L, dtype, base:upper(), pass, PASS[pass].doc)
@@ -507,7 +507,7 @@ function pipeline.generate(req, given)
   local where = S.file .. ": graph " .. S.name
   local size_seen = {} -- macro -> what it stands for; two things that would give the header
   -- one macro are an error (the argument forward_ws and the forward pass's workspace: FORWARD_WS_SIZE)
-  local statements, terms, tables_used, x86_used, vm_used, wide_used, vec_used = 0, 0, {}, false, {}, false, false
+  local statements, terms, tables_used, x86_used, vm_used, guarded_used, vec_used = 0, 0, {}, false, {}, false, false
   for _, pass in ipairs(req.passes) do
     local part = made[pass] or make_part(R, req, pass, base, where)
     for _, d in ipairs(part.dumps or {}) do dumps[#dumps + 1] = d end
@@ -516,7 +516,7 @@ function pipeline.generate(req, given)
     terms = terms + part.terms
     statements = statements + part.statements
     x86_used = x86_used or part.x86
-    wide_used = wide_used or part.wide
+    guarded_used = guarded_used or part.guarded
     vec_used = vec_used or part.vec
     for _, name in ipairs(part.vm) do vm_used[name] = true end
     fns[#fns + 1] = part.text
@@ -566,10 +566,11 @@ function pipeline.generate(req, given)
   result.header = template.fill("templates/kernel.h.in", {
     banner = banner, guard = upper .. "_H", sizes = table.concat(sizes, "\n"), prototypes = table.concat(protos, "\n") })
   local guard = template.fill("templates/compiler_guard.c.in", {})
-  -- what the options add before the code: the machine code's macros, the fma check; KG_WIDE
-  -- where a nest comes in two forms (block.lua), KG_VEC where reduces do (emit_c.lua)
+  -- what the options add before the code: the machine code's macros, the fma check; KG_WIDE and
+  -- KG_TILE_LANES where a nest comes in several forms (block.lua), KG_VEC where reduces do
+  -- (emit_c.lua)
   local preamble = (x86_used and template.fill("templates/x86.c.in", x86.template_values(vm_used, dtype)) or "")
-    .. (wide_used and template.fill("templates/wide.c.in", {}) or "")
+    .. (guarded_used and template.fill("templates/forms.c.in", {}) or "")
     .. (vec_used and template.fill("templates/vec.c.in", {}) or "")
     .. (req.fma == "on" and template.fill("templates/fma.c.in", emit.fma_names(dtype)) or "")
   result.source = template.fill("templates/kernel.c.in", { banner = banner, header = result.header_file, preamble = preamble,
