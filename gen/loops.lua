@@ -312,6 +312,7 @@ function loops.verify(F, pass)
         if s.k == "reduce" then
           for _, rv in ipairs(s.rvars) do ranges[rv.var] = rv.n end
           if not (s.lanes and s.lanes >= 1) then fail("reduce without lanes") end
+          if s.lanes_in and not s.lanes_out then fail("reduce loads its lanes but does not store them") end
         end
         local last = s.lanes_out and aff.add(s.target.index, aff.const(s.lanes - 1)) -- the carried lanes
         local refs = loops.loads(s.expr, { { buf = s.target.buf, index = s.target.index }, last and { buf = s.target.buf, index = last } })
